@@ -1,0 +1,78 @@
+// The one typed door to the native addon. Loaded through node-gyp-build so that
+// prebuilt binaries under prebuilds/ are used when present and build/ otherwise.
+import * as path from 'node:path';
+import { FdbrokerError } from './errors';
+
+export interface SockAddrInet { family: 'inet' | 'inet6'; address: string; port: number }
+export interface SockAddrUnix { family: 'unix'; path: string }
+export type SockAddr = SockAddrInet | SockAddrUnix;
+export type SockName = SockAddr | { family: 'other' };
+
+export interface RecvResult {
+  /** Payload bytes written into the buffer. 0 with no fds means end of stream. */
+  bytes: number;
+  /** Received fds, close-on-exec, now owned by the caller. Empty when truncated. */
+  fds: number[];
+  /** The kernel cut the payload or the control data; any fds that came were closed. */
+  truncated: boolean;
+  ctrunc: boolean;
+  /** A control message other than SCM_RIGHTS arrived. */
+  foreign: boolean;
+  /** How many fds were closed because of truncation. */
+  closed: number;
+}
+
+export interface NativePoller {
+  start(events: number): number;
+  stop(): number;
+  ref(): void;
+  unref(): void;
+  close(): void;
+}
+
+export interface NativeConstants {
+  AF_UNIX: number; AF_INET: number; AF_INET6: number;
+  SOCK_STREAM: number; SOCK_DGRAM: number; SOCK_SEQPACKET: number;
+  SOL_SOCKET: number; SO_TYPE: number; SO_DOMAIN: number; SO_ACCEPTCONN: number;
+  SO_REUSEADDR: number; SO_REUSEPORT: number; SO_SNDBUF: number; SO_RCVBUF: number;
+  SO_PASSRIGHTS: number; IPPROTO_IPV6: number; IPV6_V6ONLY: number;
+  FD_CLOEXEC: number; SCM_MAX_FD: number;
+  UV_READABLE: number; UV_WRITABLE: number; UV_DISCONNECT: number;
+}
+
+/** Every function returns its result or a negative errno; none throws for a failed syscall. */
+export interface Native {
+  socket(domain: number, type: number): number;
+  bind(fd: number, addr: SockAddr): number;
+  connect(fd: number, addr: SockAddrUnix): number;
+  listen(fd: number, backlog: number): number;
+  accept(fd: number): number;
+  close(fd: number): number;
+  setsockoptInt(fd: number, level: number, name: number, value: number): number;
+  getsockoptInt(fd: number, level: number, name: number): { value: number } | number;
+  sockname(fd: number): SockName | number;
+  peercred(fd: number): { pid: number; uid: number; gid: number } | number;
+  fdflags(fd: number): number;
+  setCloexec(fd: number, on: boolean): number;
+  dup(fd: number): number;
+  fchmod(fd: number, mode: number): number;
+  sendmsg(fd: number, payload: Buffer, fds: number[]): number;
+  recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;
+  Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
+  constants: NativeConstants;
+}
+
+let cached: Native | undefined;
+
+/** The native addon; throws ERR_FDBROKER_UNSUPPORTED_PLATFORM off Linux. */
+export function native(): Native {
+  if (cached) return cached;
+  if (process.platform !== 'linux') {
+    throw new FdbrokerError('ERR_FDBROKER_UNSUPPORTED_PLATFORM',
+      `fdbroker needs Linux (SCM_RIGHTS, SO_PEERCRED, SOCK_SEQPACKET); this is ${process.platform}`);
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const load = require('node-gyp-build') as (dir: string) => unknown;
+  cached = load(path.join(__dirname, '..')) as Native;
+  return cached;
+}

@@ -1,0 +1,150 @@
+// The Acceptor owns the broker's control socket: a listening AF_UNIX
+// SOCK_SEQPACKET socket bound to a path. It creates the path without a window
+// of wider permissions, refuses to take over a path a live broker answers on,
+// replaces a stale one, and removes the path on close only if it is still ours.
+import * as fs from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { native, type NativePoller } from './_binding';
+import { FdbrokerError, systemError, type SystemError } from './errors';
+import { ACCEPT_RETRY_MS, CONTROL_BACKLOG, DEFAULT_CONTROL_MODE } from './constants';
+
+const EAGAIN = -11;
+const EINTR = -4;
+
+export interface AcceptorOptions {
+  /** Mode of the socket path (default 0600). */
+  mode?: number;
+  /** Backlog of the control socket. */
+  backlog?: number;
+}
+
+export interface AcceptorEvents {
+  /** A new connection; the listener owns `fd`. */
+  connection: [fd: number];
+  /** A non-fatal accept error (e.g. EMFILE): accepting resumes after ACCEPT_RETRY_MS. */
+  warning: [err: Error];
+}
+
+export class Acceptor extends EventEmitter<AcceptorEvents> {
+  readonly path: string;
+  readonly fd: number;
+  private readonly poller: NativePoller;
+  private readonly ino: number;
+  private readonly dev: number;
+  private closed = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  private constructor(path: string, fd: number, st: fs.Stats) {
+    super();
+    this.path = path;
+    this.fd = fd;
+    this.ino = st.ino;
+    this.dev = st.dev;
+    this.poller = new (native().Poller)(fd, (status) => this.onReadable(status));
+  }
+
+  /**
+   * Binds and listens on `path`. A path that a live broker answers on is never
+   * taken over (ERR_FDBROKER_BROKER_RUNNING); a stale socket file is replaced.
+   */
+  static listen(path: string, options: AcceptorOptions = {}): Acceptor {
+    const n = native();
+    const c = n.constants;
+    const mode = options.mode ?? DEFAULT_CONTROL_MODE;
+    const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+    if (fd < 0) throw systemError(fd, 'socket');
+    try {
+      // Set the mode on the socket inode before bind(), so the path is created
+      // with at most `mode` (then narrowed further by the umask).
+      let r = n.fchmod(fd, mode);
+      if (r < 0) throw systemError(r, 'fchmod');
+      r = n.bind(fd, { family: 'unix', path });
+      if (r === -98 /* EADDRINUSE */) {
+        replaceIfStale(path);
+        r = n.bind(fd, { family: 'unix', path });
+      }
+      if (r < 0) throw systemError(r, 'bind', path);
+      fs.chmodSync(path, mode);
+      r = n.listen(fd, options.backlog ?? CONTROL_BACKLOG);
+      if (r < 0) throw systemError(r, 'listen', path);
+      const st = fs.statSync(path);
+      const acceptor = new Acceptor(path, fd, st);
+      acceptor.poller.start(c.UV_READABLE);
+      return acceptor;
+    } catch (err) {
+      n.close(fd);
+      throw err;
+    }
+  }
+
+  /** Stops accepting, closes the socket and unlinks the path if it is still this socket's. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.poller.close();
+    try {
+      const st = fs.statSync(this.path);
+      if (st.ino === this.ino && st.dev === this.dev) fs.unlinkSync(this.path);
+    } catch {
+      // Already gone, or replaced by someone else: leave it.
+    }
+    native().close(this.fd);
+  }
+
+  private onReadable(status: number): void {
+    if (this.closed) return;
+    if (status < 0) {
+      this.emit('warning', systemError(status, 'uv_poll'));
+      return;
+    }
+    const n = native();
+    for (;;) {
+      const cfd = n.accept(this.fd);
+      if (cfd >= 0) {
+        this.emit('connection', cfd);
+        if (this.closed) return;
+        continue;
+      }
+      if (cfd === EAGAIN || cfd === EINTR) return;
+      const err = systemError(cfd, 'accept', this.path);
+      // EMFILE/ENFILE/ENOBUFS/ENOMEM: leave the connection queued (a Unix socket
+      // does not time out) and try again shortly instead of spinning.
+      this.poller.stop();
+      this.retryTimer = setTimeout(() => {
+        if (!this.closed) this.poller.start(n.constants.UV_READABLE);
+      }, ACCEPT_RETRY_MS);
+      this.emit('warning', err);
+      return;
+    }
+  }
+}
+
+/** Unlinks `path` if no one answers on it; throws if a broker (or anything else) does. */
+function replaceIfStale(path: string): void {
+  const n = native();
+  const c = n.constants;
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch {
+    return; // Vanished meanwhile: bind again.
+  }
+  if (!st.isSocket()) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+      `${path} exists and is not a socket; remove it or choose another path`);
+  }
+  const probe = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+  if (probe < 0) throw systemError(probe, 'socket');
+  const r = n.connect(probe, { family: 'unix', path });
+  n.close(probe);
+  // ECONNREFUSED: nobody listens, the file is stale. EAGAIN: a live listener
+  // with a full queue. EPROTOTYPE: someone listens with another socket type.
+  if (r === -111 /* ECONNREFUSED */) {
+    fs.unlinkSync(path);
+    return;
+  }
+  const cause: SystemError | undefined = r < 0 ? systemError(r, 'connect', path) : undefined;
+  throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
+    `a live process already answers on ${path}; stop it first, or choose another path`, { cause });
+}

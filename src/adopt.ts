@@ -1,0 +1,83 @@
+// adoptListeners(): connect to a broker, receive listeners, check each fd is
+// what the broker says it is, and hand them to the caller keyed by name.
+import { BrokerConnection, type ReceivedListener } from './client';
+import { native } from './_binding';
+import { FdbrokerError } from './errors';
+import { Listener } from './listener';
+import { describeSocket, matchesInfo } from './sockets';
+import { DEFAULT_TIMEOUT_MS } from './constants';
+
+export interface AdoptOptions {
+  /** Only these listeners (default: every listener the broker has). */
+  names?: string[];
+  /** Deadline for connect + handshake + transfer, in ms (default 10 s). */
+  timeout?: number;
+}
+
+/**
+ * Adopts listeners from the broker at `path`.
+ *
+ * Resolves to the listeners keyed by name. Each Listener owns a fresh,
+ * close-on-exec duplicate of the broker's socket: pass it to
+ * `listener.attach(server)` (or `server.listen({ fd: l.fd }, l.backlog)`),
+ * after which the server owns it; call `listener.close()` for one you do not
+ * use. Fds the caller did not ask for, and every fd on an error path, are
+ * closed before this returns. The connection to the broker is closed.
+ *
+ * Errors (FdbrokerError `code`): ERR_FDBROKER_NO_BROKER, ERR_FDBROKER_ACCESS_DENIED,
+ * ERR_FDBROKER_NOT_A_BROKER, ERR_FDBROKER_VERSION, ERR_FDBROKER_UNKNOWN_LISTENER,
+ * ERR_FDBROKER_BAD_LISTENER, ERR_FDBROKER_TIMEOUT, ERR_FDBROKER_PROTOCOL.
+ */
+export async function adoptListeners(path: string, options: AdoptOptions = {}): Promise<Record<string, Listener>> {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', 'adoptListeners(path): path must be the broker\'s control socket path');
+  }
+  const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
+  const deadline = Date.now() + timeout;
+  const conn = await BrokerConnection.connect(path, { timeout });
+  let received: ReceivedListener[];
+  try {
+    received = await conn.adopt(options.names, Math.max(0, deadline - Date.now()));
+  } finally {
+    conn.close();
+  }
+  return toListeners(received, options.names);
+}
+
+/** Checks and wraps received fds; closes all of them on any failure, and those not asked for. */
+export function toListeners(received: ReceivedListener[], names?: string[]): Record<string, Listener> {
+  const wanted = names ? new Set(names) : undefined;
+  const out: Record<string, Listener> = Object.create(null) as Record<string, Listener>;
+  const n = native();
+  try {
+    for (const r of received) {
+      if ((wanted && !wanted.has(r.info.name)) || out[r.info.name]) {
+        n.close(r.fd);
+        r.fd = -1;
+        continue;
+      }
+      let problem: string | undefined;
+      try {
+        problem = matchesInfo(describeSocket(r.fd), r.info);
+      } catch (err) {
+        problem = `cannot be inspected (${(err as Error).message})`;
+      }
+      if (problem) {
+        throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${r.info.name}" ${problem}`);
+      }
+      out[r.info.name] = new Listener(r.info, r.fd);
+      r.fd = -1;
+    }
+    if (wanted) {
+      const missing = [...wanted].filter((w) => !out[w]);
+      if (missing.length > 0) {
+        throw new FdbrokerError('ERR_FDBROKER_UNKNOWN_LISTENER', `the broker did not send ${missing.map((m) => `"${m}"`).join(', ')}`);
+      }
+    }
+    return out;
+  } catch (err) {
+    for (const r of received) if (r.fd >= 0) n.close(r.fd);
+    for (const l of Object.values(out)) l.close();
+    throw err;
+  }
+}

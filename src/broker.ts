@@ -1,0 +1,325 @@
+// The broker: owns listeners (the Registry) and hands duplicates of them to any
+// client that asks over the control socket (the Acceptor + one Channel per
+// client). Policy lives here; framing and syscalls live in channel/acceptor.
+//
+// Invariants: the broker never accepts on, shuts down or reconfigures a
+// listener; it keeps every listener open for its whole life whatever clients
+// do; it takes no fds from clients (SO_PASSRIGHTS off where the kernel has it,
+// otherwise whatever arrives is closed and that client dropped); one client's
+// errors end that client only.
+import { EventEmitter } from 'node:events';
+import { debuglog } from 'node:util';
+import { native } from './_binding';
+import { Acceptor } from './acceptor';
+import { Channel } from './channel';
+import { FdbrokerError } from './errors';
+import { Registry } from './registry';
+import { createListener, type OwnedListener } from './sockets';
+import { takeInheritedListeners } from './systemd';
+import type { ListenerSpec } from './spec';
+import {
+  chunkListeners, decodeClientMessage, encode, negotiateVersion,
+  type BrokerMessage, type ClientInfo, type ClientMessage, type ListenerInfo, type StatusMessage,
+} from './protocol';
+import {
+  DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG,
+  DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED_MESSAGES, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+  PROTOCOL_VERSIONS,
+} from './constants';
+import { VERSION } from './version';
+
+const debug = debuglog('fdbroker');
+
+export interface BrokerOptions {
+  /** Path of the control socket. */
+  controlPath: string;
+  /** Listeners to create. */
+  listeners?: ListenerSpec[];
+  /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */
+  inherit?: boolean;
+  /** Backlog for created listeners without their own (default 511). */
+  backlog?: number;
+  /** Mode of the control socket (default 0600). */
+  mode?: number;
+  handshakeTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  maxClients?: number;
+  maxQueuedMessages?: number;
+}
+
+export interface AdoptEvent { client: ClientInfo; names: string[] }
+
+export interface BrokerEvents {
+  /** A client connected. */
+  connect: [client: ClientInfo];
+  /** A client disconnected (or was dropped). */
+  disconnect: [client: ClientInfo];
+  /** Listeners were handed to a client. */
+  adopt: [event: AdoptEvent];
+  /** A client misbehaved and was answered with an error or dropped. */
+  clientError: [client: ClientInfo, err: Error];
+  /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
+  warning: [err: Error];
+}
+
+interface ClientState {
+  info: ClientInfo;
+  channel: Channel;
+  greeted: boolean;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const EPERM = -1;
+const ENOPROTOOPT = -92;
+
+export class Broker extends EventEmitter<BrokerEvents> {
+  readonly controlPath: string;
+  readonly startedAt = new Date();
+  /** Whether this kernel refuses fds sent to the broker (SO_PASSRIGHTS). */
+  passRightsOff = false;
+  private readonly registry = new Registry();
+  private readonly clients = new Map<number, ClientState>();
+  private readonly opts: Required<Omit<BrokerOptions, 'listeners' | 'controlPath' | 'backlog' | 'inherit' | 'mode'>>;
+  private acceptor: Acceptor | undefined;
+  private nextClientId = 1;
+  private closed = false;
+
+  private constructor(options: BrokerOptions) {
+    super();
+    this.controlPath = options.controlPath;
+    this.opts = {
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      maxClients: options.maxClients ?? DEFAULT_MAX_CLIENTS,
+      maxQueuedMessages: options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES,
+    };
+  }
+
+  /**
+   * Creates every listener, then the control socket. On any error, whatever
+   * was created is closed again and the error is thrown.
+   */
+  static start(options: BrokerOptions): Broker {
+    const broker = new Broker(options);
+    try {
+      if (options.inherit !== false) {
+        const inherited = takeInheritedListeners(process.env, options.backlog);
+        for (const l of inherited) broker.adopt(l);
+      }
+      for (const spec of options.listeners ?? []) {
+        if (broker.registry.has(spec.name)) {
+          throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
+        }
+        broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
+      }
+      broker.acceptor = Acceptor.listen(options.controlPath, { mode: options.mode ?? DEFAULT_CONTROL_MODE });
+    } catch (err) {
+      broker.registry.closeAll();
+      throw err;
+    }
+    broker.acceptor.on('connection', (fd) => broker.onConnection(fd));
+    broker.acceptor.on('warning', (err) => broker.emit('warning', err));
+    return broker;
+  }
+
+  private adopt(l: OwnedListener): void {
+    try {
+      this.registry.add(l);
+    } catch (err) {
+      native().close(l.fd);
+      throw err;
+    }
+  }
+
+  /** What `fdbroker status` shows. */
+  status(id = 0): StatusMessage {
+    return {
+      type: 'status',
+      id,
+      broker: {
+        pid: process.pid,
+        software: `fdbroker/${VERSION}`,
+        protocol: PROTOCOL_VERSION,
+        controlPath: this.controlPath,
+        startedAt: this.startedAt.toISOString(),
+      },
+      listeners: this.registry.infos(),
+      clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
+    };
+  }
+
+  listenerInfos(): ListenerInfo[] { return this.registry.infos(); }
+  get clientCount(): number { return this.clients.size; }
+
+  /** Disconnects every client, closes the control socket (removing its path) and every listener. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.acceptor?.close();
+    for (const c of this.clients.values()) this.drop(c);
+    this.registry.closeAll();
+  }
+
+  private onConnection(fd: number): void {
+    const n = native();
+    const c = n.constants;
+    // Refuse SCM_RIGHTS at the socket (Linux >= 6.16): a client's sendmsg with
+    // fds then fails with EPERM in the client and nothing reaches the broker.
+    const pr = n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
+    this.passRightsOff = pr === 0;
+    if (pr < 0 && pr !== ENOPROTOOPT && pr !== EPERM) debug('SO_PASSRIGHTS failed: %d', pr);
+    const cred = n.peercred(fd);
+    const info: ClientInfo = {
+      id: this.nextClientId++,
+      pid: typeof cred === 'number' ? 0 : cred.pid,
+      uid: typeof cred === 'number' ? -1 : cred.uid,
+      gid: typeof cred === 'number' ? -1 : cred.gid,
+      connectedAt: new Date().toISOString(),
+      adopted: [],
+    };
+    // The broker takes no fds: receive with room for none, so any that come
+    // are cut off (MSG_CTRUNC), closed by the native layer, and end the client.
+    const channel = new Channel(fd, { maxFdsPerMessage: 0, maxQueuedMessages: this.opts.maxQueuedMessages });
+    const state: ClientState = { info, channel, greeted: false, timer: undefined };
+    if (typeof cred === 'number' || this.clients.size >= this.opts.maxClients) {
+      const err = typeof cred === 'number'
+        ? new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', 'the peer\'s credentials could not be read')
+        : new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
+      this.reply(state, { type: 'error', code: err.code, message: err.message });
+      channel.end();
+      this.emit('clientError', info, err);
+      return;
+    }
+    this.clients.set(info.id, state);
+    debug('client %d connected: pid %d uid %d', info.id, info.pid, info.uid);
+    this.emit('connect', info);
+    state.timer = setTimeout(() => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
+      `no hello within ${this.opts.handshakeTimeoutMs} ms`), this.opts.handshakeTimeoutMs);
+    channel.on('message', (payload, fds) => this.onMessage(state, payload, fds));
+    channel.on('error', (err) => {
+      this.emit('clientError', info, err);
+      this.forget(state);
+    });
+    channel.on('close', () => this.forget(state));
+    channel.resume();
+  }
+
+  private timeout(state: ClientState, code: 'ERR_FDBROKER_TIMEOUT', message: string): void {
+    const err = new FdbrokerError(code, message);
+    this.reply(state, { type: 'error', code, message });
+    this.emit('clientError', state.info, err);
+    this.drop(state, true);
+  }
+
+  private armIdle(state: ClientState): void {
+    clearTimeout(state.timer);
+    state.timer = undefined;
+    if (this.opts.idleTimeoutMs > 0) {
+      state.timer = setTimeout(() => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
+        `idle for ${this.opts.idleTimeoutMs} ms`), this.opts.idleTimeoutMs);
+    }
+  }
+
+  private onMessage(state: ClientState, payload: Buffer, fds: number[]): void {
+    // Fds from a client are never kept: close them before anything else.
+    for (const fd of fds) native().close(fd);
+    let msg: ClientMessage;
+    try {
+      msg = decodeClientMessage(payload, fds.length);
+    } catch (err) {
+      this.fatal(state, err as FdbrokerError);
+      return;
+    }
+    if (!state.greeted && msg.type !== 'hello') {
+      this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"${msg.type}" before "hello"`));
+      return;
+    }
+    this.armIdle(state);
+    switch (msg.type) {
+      case 'hello': {
+        if (state.greeted) {
+          this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', 'a second "hello"'));
+          return;
+        }
+        const version = negotiateVersion(msg.versions, PROTOCOL_VERSIONS);
+        if (version === undefined) {
+          const err = new FdbrokerError('ERR_FDBROKER_VERSION',
+            `no common protocol version: the client speaks ${msg.versions.join(', ')}, this broker ${PROTOCOL_VERSIONS.join(', ')}`);
+          this.reply(state, { type: 'error', code: err.code, message: err.message, versions: [...PROTOCOL_VERSIONS] });
+          this.emit('clientError', state.info, err);
+          this.drop(state, true);
+          return;
+        }
+        state.greeted = true;
+        this.reply(state, { type: 'welcome', version, broker: { pid: process.pid, software: `fdbroker/${VERSION}` } });
+        return;
+      }
+      case 'adopt':
+        this.handOut(state, msg.id, msg.names ?? null);
+        return;
+      case 'status':
+        this.reply(state, this.status(msg.id));
+        return;
+    }
+  }
+
+  private handOut(state: ClientState, id: number, names: string[] | null): void {
+    let selected: OwnedListener[];
+    try {
+      selected = this.registry.select(names);
+    } catch (err) {
+      const e = err as FdbrokerError & { names?: string[] };
+      this.reply(state, { type: 'error', id, code: e.code, message: e.message, names: e.names });
+      this.emit('clientError', state.info, e);
+      return;
+    }
+    const infos = selected.map((l) => l.info);
+    const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
+    for (let part = 0; part < groups.length; part++) {
+      const group = groups[part]!;
+      const ok = this.reply(state, {
+        type: 'listeners', id, part, last: part === groups.length - 1,
+        listeners: group.map((i) => infos[i]!),
+      }, group.map((i) => selected[i]!.fd));
+      if (!ok) return;
+    }
+    for (const i of infos) if (!state.info.adopted.includes(i.name)) state.info.adopted.push(i.name);
+    debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, infos.map((i) => i.name).join(','));
+    this.emit('adopt', { client: { ...state.info }, names: infos.map((i) => i.name) });
+  }
+
+  /** Sends a message; a client that cannot take it is dropped. Returns false then. */
+  private reply(state: ClientState, msg: BrokerMessage, fds: number[] = []): boolean {
+    try {
+      state.channel.send(encode(msg), fds);
+      return !state.channel.isClosed;
+    } catch (err) {
+      this.emit('clientError', state.info, err as Error);
+      this.drop(state);
+      return false;
+    }
+  }
+
+  private fatal(state: ClientState, err: FdbrokerError): void {
+    const code = err.code ?? 'ERR_FDBROKER_PROTOCOL';
+    this.reply(state, { type: 'error', code, message: err.message });
+    this.emit('clientError', state.info, err);
+    this.drop(state, true);
+  }
+
+  /** Ends a client: gracefully (after queued replies) or at once. */
+  private drop(state: ClientState, graceful = false): void {
+    if (graceful) state.channel.end();
+    else state.channel.close();
+    this.forget(state);
+  }
+
+  private forget(state: ClientState): void {
+    clearTimeout(state.timer);
+    state.timer = undefined;
+    if (this.clients.delete(state.info.id)) {
+      debug('client %d gone', state.info.id);
+      this.emit('disconnect', state.info);
+    }
+  }
+}

@@ -1,0 +1,251 @@
+// The client side of the protocol: connect to a broker's control socket, say
+// hello, and make requests. Used by adoptListeners(), `fdbroker status` and
+// anything else that talks to a broker.
+//
+// Fd ownership: fds that arrive with a "listeners" reply are returned to the
+// caller of adopt(), who owns them; on every error path they are closed here.
+import { native } from './_binding';
+import { Channel } from './channel';
+import { FdbrokerError, systemError } from './errors';
+import {
+  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type StatusMessage,
+} from './protocol';
+import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, PROTOCOL_VERSIONS } from './constants';
+import { VERSION } from './version';
+
+export interface ConnectOptions {
+  /** Whole-operation deadline in ms (default 10 s). */
+  timeout?: number;
+  /** Protocol versions to offer (tests use this to provoke a mismatch). */
+  versions?: number[];
+}
+
+export interface ReceivedListener { info: ListenerInfo; fd: number }
+
+const EAGAIN = -11;
+
+function connectError(r: number, path: string): Error {
+  const cause = systemError(r, 'connect', path);
+  switch (cause.code) {
+    case 'ENOENT':
+    case 'ECONNREFUSED':
+      return new FdbrokerError('ERR_FDBROKER_NO_BROKER',
+        `no broker is listening on ${path} (${cause.code}): start one with \`fdbroker serve ${path} --listen NAME=SPEC\``, { cause });
+    case 'EACCES':
+    case 'EPERM':
+      return new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
+        `not allowed to connect to ${path} (${cause.code}): run as the broker's user, or widen the socket's mode`, { cause });
+    case 'EPROTOTYPE':
+    case 'ENOTSOCK':
+      return new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
+        `${path} is not an fdbroker control socket (${cause.code})`, { cause });
+    default:
+      return cause;
+  }
+}
+
+type Waiter = { resolve: (m: BrokerMessage, fds: number[]) => void; reject: (e: Error) => void };
+
+export class BrokerConnection {
+  readonly path: string;
+  readonly version: number;
+  readonly brokerPid: number;
+  private readonly channel: Channel;
+  private waiter: Waiter | undefined;
+  private failure: Error | undefined;
+  private nextId = 1;
+
+  private constructor(path: string, channel: Channel, version: number, brokerPid: number) {
+    this.path = path;
+    this.channel = channel;
+    this.version = version;
+    this.brokerPid = brokerPid;
+  }
+
+  /** Connects and completes the version handshake, within `timeout` ms. */
+  static async connect(path: string, options: ConnectOptions = {}): Promise<BrokerConnection> {
+    const deadline = Date.now() + (options.timeout ?? DEFAULT_TIMEOUT_MS);
+    const n = native();
+    const c = n.constants;
+    const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+    if (fd < 0) throw systemError(fd, 'socket');
+    // A Unix connect() fails at once with EAGAIN while the broker's queue is
+    // full; retry until the deadline.
+    for (;;) {
+      const r = n.connect(fd, { family: 'unix', path });
+      if (r === 0) break;
+      if (r !== EAGAIN || Date.now() >= deadline) {
+        n.close(fd);
+        if (r === EAGAIN) throw timeoutError(path, 'connect');
+        throw connectError(r, path);
+      }
+      await new Promise((res) => setTimeout(res, CONNECT_RETRY_MS));
+    }
+    const channel = new Channel(fd);
+    const pending = new PendingConnection(channel, deadline, path);
+    channel.send(encode({ type: 'hello', versions: options.versions ?? [...PROTOCOL_VERSIONS], client: `fdbroker-node/${VERSION}` }));
+    const { msg } = await pending.next();
+    if (msg.type === 'error') {
+      channel.close();
+      throw brokerError(msg);
+    }
+    if (msg.type !== 'welcome') {
+      channel.close();
+      throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "welcome", got "${msg.type}"`);
+    }
+    const conn = new BrokerConnection(path, channel, msg.version, msg.broker?.pid ?? 0);
+    pending.detach();
+    conn.listen();
+    return conn;
+  }
+
+  private listen(): void {
+    this.channel.on('message', (payload, fds) => {
+      let msg: BrokerMessage;
+      try {
+        msg = decodeBrokerMessage(payload, fds.length);
+      } catch (err) {
+        closeAll(fds);
+        this.fail(err as Error);
+        return;
+      }
+      const w = this.waiter;
+      if (!w) {
+        closeAll(fds);
+        this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${msg.type}" message`));
+        return;
+      }
+      w.resolve(msg, fds);
+    });
+    this.channel.on('error', (err) => this.fail(err));
+    this.channel.on('close', () => this.fail(new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${this.path} closed the connection`)));
+  }
+
+  private fail(err: Error): void {
+    if (!this.failure) this.failure = err;
+    this.channel.close();
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(this.failure);
+  }
+
+  /** Lets the process exit while this connection is open. */
+  unref(): void { this.channel.unref(); }
+
+  /** Closes the connection. */
+  close(): void {
+    if (!this.failure) this.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the connection was closed');
+    this.channel.close();
+  }
+
+  private send(msg: ClientMessage): void {
+    if (this.failure) throw this.failure;
+    this.channel.send(encode(msg));
+  }
+
+  /** Waits for the next message (one request at a time). */
+  private next(timeoutMs: number): Promise<{ msg: BrokerMessage; fds: number[] }> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.waiter) return Promise.reject(new FdbrokerError('ERR_FDBROKER_INTERNAL', 'one request at a time'));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.fail(timeoutError(this.path, 'reply'));
+      }, Math.max(0, timeoutMs));
+      this.waiter = {
+        resolve: (msg, fds) => { clearTimeout(timer); this.waiter = undefined; resolve({ msg, fds }); },
+        reject: (e) => { clearTimeout(timer); this.waiter = undefined; reject(e); },
+      };
+    });
+  }
+
+  /**
+   * Asks for listeners by name (all when `names` is undefined). The caller owns
+   * every returned fd. On error, every fd received so far is closed.
+   */
+  async adopt(names: string[] | undefined, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ReceivedListener[]> {
+    const deadline = Date.now() + timeoutMs;
+    const id = this.nextId++;
+    this.send({ type: 'adopt', id, names: names ?? null });
+    const out: ReceivedListener[] = [];
+    try {
+      for (let expectPart = 0; ; expectPart++) {
+        const { msg, fds } = await this.next(deadline - Date.now());
+        if (msg.type === 'error') throw brokerError(msg);
+        if (msg.type !== 'listeners' || msg.id !== id || msg.part !== expectPart) {
+          closeAll(fds);
+          throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of listeners ${id}, got "${msg.type}"`);
+        }
+        msg.listeners.forEach((info, i) => out.push({ info, fd: fds[i]! }));
+        if (msg.last) return out;
+      }
+    } catch (err) {
+      closeAll(out.map((l) => l.fd));
+      throw err;
+    }
+  }
+
+  /** The broker's listeners and clients. */
+  async status(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<StatusMessage> {
+    const id = this.nextId++;
+    this.send({ type: 'status', id });
+    const { msg, fds } = await this.next(timeoutMs);
+    closeAll(fds);
+    if (msg.type === 'error') throw brokerError(msg);
+    if (msg.type !== 'status') throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "status", got "${msg.type}"`);
+    return msg;
+  }
+}
+
+/** Collects the first message during the handshake, with the deadline. */
+class PendingConnection {
+  private onMsg: (payload: Buffer, fds: number[]) => void = () => {};
+  private onErr: (e: Error) => void = () => {};
+  private onClose: () => void = () => {};
+  constructor(private readonly channel: Channel, private readonly deadline: number, private readonly path: string) {}
+
+  next(): Promise<{ msg: BrokerMessage }> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.channel.close(); reject(timeoutError(this.path, 'handshake')); },
+        Math.max(0, this.deadline - Date.now()));
+      const done = (f: () => void) => { clearTimeout(timer); f(); };
+      this.onMsg = (payload, fds) => done(() => {
+        try {
+          const msg = decodeBrokerMessage(payload, fds.length);
+          closeAll(fds);
+          resolve({ msg });
+        } catch (err) {
+          closeAll(fds);
+          this.channel.close();
+          reject(err);
+        }
+      });
+      this.onErr = (e) => done(() => reject(e));
+      this.onClose = () => done(() => reject(new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
+        `${this.path} closed the connection without a reply: is it an fdbroker control socket?`)));
+      this.channel.on('message', this.onMsg);
+      this.channel.on('error', this.onErr);
+      this.channel.on('close', this.onClose);
+      this.channel.resume();
+    });
+  }
+
+  detach(): void {
+    this.channel.off('message', this.onMsg);
+    this.channel.off('error', this.onErr);
+    this.channel.off('close', this.onClose);
+  }
+}
+
+function closeAll(fds: number[]): void {
+  for (const fd of fds) native().close(fd);
+}
+
+function timeoutError(path: string, what: string): FdbrokerError {
+  return new FdbrokerError('ERR_FDBROKER_TIMEOUT', `the broker at ${path} did not answer in time (${what})`);
+}
+
+function brokerError(msg: Extract<BrokerMessage, { type: 'error' }>): FdbrokerError {
+  const err = new FdbrokerError(msg.code, msg.message);
+  if (msg.names) (err as FdbrokerError & { names?: string[] }).names = msg.names;
+  return err;
+}

@@ -1,0 +1,74 @@
+// Errors: Node-shaped system errors for failed syscalls, and FdbrokerError with
+// a stable ERR_FDBROKER_* code for everything fdbroker itself decides. Tests and
+// callers branch on `code`, never on message text.
+import * as util from 'node:util';
+
+export const ERROR_CODES = [
+  'ERR_FDBROKER_UNSUPPORTED_PLATFORM',
+  'ERR_FDBROKER_NO_BROKER',
+  'ERR_FDBROKER_NOT_A_BROKER',
+  'ERR_FDBROKER_ACCESS_DENIED',
+  'ERR_FDBROKER_BROKER_RUNNING',
+  'ERR_FDBROKER_VERSION',
+  'ERR_FDBROKER_PROTOCOL',
+  'ERR_FDBROKER_TIMEOUT',
+  'ERR_FDBROKER_CLOSED',
+  'ERR_FDBROKER_UNKNOWN_LISTENER',
+  'ERR_FDBROKER_BAD_LISTENER',
+  'ERR_FDBROKER_TRUNCATED',
+  'ERR_FDBROKER_TOO_MANY_FDS',
+  'ERR_FDBROKER_MESSAGE_TOO_LARGE',
+  'ERR_FDBROKER_INVALID_SPEC',
+  'ERR_FDBROKER_INVALID_ARGUMENT',
+  'ERR_FDBROKER_DUPLICATE_NAME',
+  'ERR_FDBROKER_CLUSTER_WORKER',
+  'ERR_FDBROKER_ALREADY_ATTACHED',
+  'ERR_FDBROKER_SYSTEMD',
+  'ERR_FDBROKER_OVERLOADED',
+  'ERR_FDBROKER_INTERNAL',
+] as const;
+
+export type FdbrokerErrorCode = (typeof ERROR_CODES)[number];
+
+export class FdbrokerError extends Error {
+  readonly code: FdbrokerErrorCode;
+  constructor(code: FdbrokerErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'FdbrokerError';
+    this.code = code;
+  }
+}
+
+export function isErrorCode(code: unknown): code is FdbrokerErrorCode {
+  return typeof code === 'string' && (ERROR_CODES as readonly string[]).includes(code);
+}
+
+export interface SystemError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+}
+
+/** Builds an error shaped like Node's own: message "connect ECONNREFUSED /run/app.sock". */
+export function systemError(negErrno: number, syscall: string, path?: string): SystemError {
+  let code: string;
+  try {
+    code = util.getSystemErrorName(negErrno);
+  } catch {
+    code = `Unknown system error ${negErrno}`;
+  }
+  const err = new Error(`${syscall} ${code}${path ? ` ${path}` : ''}`) as SystemError;
+  err.code = code;
+  err.errno = negErrno;
+  err.syscall = syscall;
+  if (path !== undefined) err.path = path;
+  Error.captureStackTrace(err, systemError);
+  return err;
+}
+
+/** Returns `r` when it is a result, throws a system error when it is a negative errno. */
+export function check<T>(r: T | number, syscall: string, path?: string): T {
+  if (typeof r === 'number' && r < 0) throw systemError(r, syscall, path);
+  return r as T;
+}

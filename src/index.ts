@@ -1,0 +1,10 @@
+// Public API of the fdbroker package.
+export { adoptListeners, type AdoptOptions } from './adopt';
+export { Listener } from './listener';
+export { Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent } from './broker';
+export { BrokerConnection, type ConnectOptions } from './client';
+export { parseListenerSpec, type ListenerSpec } from './spec';
+export { FdbrokerError, ERROR_CODES, type FdbrokerErrorCode, type SystemError } from './errors';
+export type { ListenerInfo, ListenerKind, ClientInfo, StatusMessage } from './protocol';
+export * as defaults from './constants';
+export { VERSION } from './version';

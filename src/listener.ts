@@ -1,0 +1,131 @@
+// A Listener is one adopted socket: a duplicate of the broker's listening
+// socket (same open file description, same accept queue), owned by this
+// process until it is attached to a server, which then owns it.
+import type * as net from 'node:net';
+import type * as dgram from 'node:dgram';
+import { native } from './_binding';
+import { FdbrokerError } from './errors';
+import type { ListenerInfo, ListenerKind } from './protocol';
+
+type Closable = { close(): unknown };
+
+export class Listener {
+  readonly name: string;
+  readonly kind: ListenerKind;
+  readonly family: 'IPv4' | 'IPv6' | 'unix';
+  readonly address: string | undefined;
+  readonly port: number | undefined;
+  readonly path: string | undefined;
+  /**
+   * The broker's listen(2) backlog. Node's server.listen() calls listen(2)
+   * again with 511 unless given a backlog as its second argument, which would
+   * change the queue for every holder: attach() passes this one.
+   */
+  readonly backlog: number | undefined;
+  private _fd: number;
+  private state: 'open' | 'attached' | 'closed' = 'open';
+
+  /** Takes ownership of `fd`. */
+  constructor(info: ListenerInfo, fd: number) {
+    this.name = info.name;
+    this.kind = info.kind;
+    this.family = info.family;
+    this.address = info.address;
+    this.port = info.port;
+    this.path = info.path;
+    this.backlog = info.backlog;
+    this._fd = fd;
+  }
+
+  /** The fd, for `server.listen({ fd }, listener.backlog)`. -1 once closed. */
+  get fd(): number { return this._fd; }
+
+  /**
+   * Starts `server` on this listener, keeping the broker's backlog:
+   * `server.listen({ fd }, backlog, callback)` for net/http/https servers,
+   * `socket.bind({ fd }, callback)` for dgram sockets. From then on the
+   * server owns the fd: closing the server closes this process's duplicate
+   * (the broker and other holders keep theirs).
+   *
+   * In a cluster worker, Node would send `listen({ fd })` to the primary, which
+   * would listen on whatever the primary has at that fd number; attach()
+   * listens in the worker itself instead, or throws ERR_FDBROKER_CLUSTER_WORKER.
+   */
+  attach<T extends net.Server | dgram.Socket>(server: T, callback?: () => void): T {
+    if (this.state !== 'open') {
+      throw new FdbrokerError('ERR_FDBROKER_ALREADY_ATTACHED',
+        `listener "${this.name}" is already ${this.state}; adopt it again for another server`);
+    }
+    const fd = this._fd;
+    if (this.kind === 'udp') {
+      const sock = server as dgram.Socket;
+      if (typeof sock.bind !== 'function' || typeof (sock as unknown as net.Server).listen === 'function') {
+        throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `listener "${this.name}" is udp: attach it to a dgram socket`);
+      }
+      this.state = 'attached';
+      sock.bind({ fd }, callback);
+      return server;
+    }
+    const srv = server as net.Server;
+    if (typeof srv.listen !== 'function') {
+      throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `listener "${this.name}" is ${this.kind}: attach it to a net/http/https server`);
+    }
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const cluster = (require('node:cluster') as { default?: unknown; isWorker?: boolean });
+    const backlog = this.backlog ?? 511;
+    if (cluster.isWorker) {
+      listenInWorker(srv, fd, backlog, this.name);
+      this.state = 'attached';
+      if (callback) srv.once('listening', callback);
+      return server;
+    }
+    this.state = 'attached';
+    srv.listen({ fd }, backlog, callback);
+    return server;
+  }
+
+  /** Closes this process's duplicate, if not attached to a server. Idempotent. */
+  close(): void {
+    if (this.state !== 'open') return;
+    this.state = 'closed';
+    native().close(this._fd);
+    this._fd = -1;
+  }
+
+  toJSON(): ListenerInfo & { fd: number } {
+    return {
+      name: this.name, kind: this.kind, family: this.family, fd: this._fd,
+      ...(this.address !== undefined ? { address: this.address } : {}),
+      ...(this.port !== undefined ? { port: this.port } : {}),
+      ...(this.path !== undefined ? { path: this.path } : {}),
+      ...(this.backlog !== undefined ? { backlog: this.backlog } : {}),
+    };
+  }
+}
+
+/**
+ * A cluster worker's server.listen({ fd }) asks the primary to listen on fd N
+ * of the primary. Listen locally instead through net.Server's _listen2 (the
+ * hook Node keeps for that purpose: "named like this to avoid breaking code
+ * that wraps this method"), then check the server really holds our fd.
+ */
+function listenInWorker(srv: net.Server, fd: number, backlog: number, name: string): void {
+  const s = srv as net.Server & {
+    _listen2?: (address: null, port: null, addressType: null, backlog: number, fd: number) => void;
+    _handle?: { fd?: number } | null;
+  };
+  if (typeof s._listen2 !== 'function') {
+    throw new FdbrokerError('ERR_FDBROKER_CLUSTER_WORKER',
+      `cannot listen on adopted "${name}" in a cluster worker on this Node version; adopt in the primary instead`);
+  }
+  s._listen2(null, null, null, backlog, fd);
+  if (!s._handle || s._handle.fd !== fd) {
+    throw new FdbrokerError('ERR_FDBROKER_CLUSTER_WORKER',
+      `listening on adopted "${name}" in a cluster worker did not use fd ${fd}; adopt in the primary instead`);
+  }
+}
+
+/** Closes every listener not attached. */
+export function closeListeners(listeners: Iterable<Closable>): void {
+  for (const l of listeners) l.close();
+}

@@ -1,0 +1,196 @@
+// Protocol v1 (see PROTOCOL.md): message types, encoding and validation.
+// Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
+// one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
+import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
+import { MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST } from './constants';
+
+export type ListenerKind = 'tcp' | 'unix' | 'udp';
+export const LISTENER_KINDS: readonly ListenerKind[] = ['tcp', 'unix', 'udp'];
+
+/** What the broker announces about one listener; the fd travels beside it. */
+export interface ListenerInfo {
+  name: string;
+  kind: ListenerKind;
+  /** 'IPv4' | 'IPv6' for tcp and udp, 'unix' for unix. */
+  family: 'IPv4' | 'IPv6' | 'unix';
+  address?: string;
+  port?: number;
+  path?: string;
+  /** The listen(2) backlog the broker set (tcp and unix). */
+  backlog?: number;
+}
+
+export interface ClientInfo {
+  id: number;
+  pid: number;
+  uid: number;
+  gid: number;
+  connectedAt: string;
+  adopted: string[];
+}
+
+// Client -> broker
+export interface HelloMessage { type: 'hello'; versions: number[]; client?: string }
+export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
+export interface StatusRequest { type: 'status'; id: number }
+// Broker -> client
+export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string } }
+export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[] }
+export interface StatusMessage {
+  type: 'status'; id: number;
+  broker: { pid: number; software: string; protocol: number; controlPath: string; startedAt: string };
+  listeners: ListenerInfo[];
+  clients: ClientInfo[];
+}
+export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
+
+export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest;
+export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage;
+
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error'] as const;
+/** The only message type that may carry fds. */
+export const FD_MESSAGE_TYPE = 'listeners';
+
+export function encode(msg: ClientMessage | BrokerMessage): Buffer {
+  const buf = Buffer.from(JSON.stringify(msg), 'utf8');
+  if (buf.length > MAX_MESSAGE_BYTES) {
+    throw new FdbrokerError('ERR_FDBROKER_MESSAGE_TOO_LARGE',
+      `a ${msg.type} message of ${buf.length} bytes exceeds ${MAX_MESSAGE_BYTES}`);
+  }
+  return buf;
+}
+
+function protocolError(message: string): FdbrokerError {
+  return new FdbrokerError('ERR_FDBROKER_PROTOCOL', message);
+}
+
+function parseObject(payload: Buffer): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw protocolError(`a message is not valid JSON (${payload.length} bytes)`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw protocolError('a message is not a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+const isInt = (v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): v is number =>
+  typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+
+/** A listener name: 1..128 bytes of letters, digits and . _ - : @ */
+export function isValidName(name: unknown): name is string {
+  return typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= MAX_NAME_BYTES
+    && /^[A-Za-z0-9._:@-]+$/.test(name);
+}
+
+/** Decodes and validates a client's message; throws ERR_FDBROKER_PROTOCOL. */
+export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMessage {
+  const m = parseObject(payload);
+  if (fdCount > 0) throw protocolError(`a client may not send fds (got ${fdCount} with "${String(m.type)}")`);
+  switch (m.type) {
+    case 'hello':
+      if (!Array.isArray(m.versions) || m.versions.length === 0 || m.versions.length > 16
+        || !m.versions.every((v) => isInt(v, 1, 1_000_000))) {
+        throw protocolError('hello.versions must be a non-empty array of protocol versions');
+      }
+      if (m.client !== undefined && (typeof m.client !== 'string' || m.client.length > 256)) {
+        throw protocolError('hello.client must be a short string');
+      }
+      return { type: 'hello', versions: m.versions as number[], client: m.client as string | undefined };
+    case 'adopt': {
+      if (!isInt(m.id)) throw protocolError('adopt.id must be a non-negative integer');
+      const names = m.names;
+      if (names !== undefined && names !== null) {
+        if (!Array.isArray(names) || names.length > MAX_NAMES_PER_REQUEST || !names.every(isValidName)) {
+          throw protocolError('adopt.names must be an array of listener names');
+        }
+      }
+      return { type: 'adopt', id: m.id, names: (names ?? null) as string[] | null };
+    }
+    case 'status':
+      if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
+      return { type: 'status', id: m.id };
+    default:
+      throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
+  }
+}
+
+function validListenerInfo(v: unknown): v is ListenerInfo {
+  if (typeof v !== 'object' || v === null) return false;
+  const l = v as Record<string, unknown>;
+  if (!isValidName(l.name) || !LISTENER_KINDS.includes(l.kind as ListenerKind)) return false;
+  if (l.kind === 'unix') return l.family === 'unix' && typeof l.path === 'string';
+  return (l.family === 'IPv4' || l.family === 'IPv6') && typeof l.address === 'string' && isInt(l.port, 0, 65535);
+}
+
+/** Decodes and validates a broker's message; throws ERR_FDBROKER_PROTOCOL. */
+export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMessage {
+  const m = parseObject(payload);
+  if (fdCount > 0 && m.type !== FD_MESSAGE_TYPE) {
+    throw protocolError(`fds arrived on a "${String(m.type)}" message; only "listeners" may carry fds`);
+  }
+  switch (m.type) {
+    case 'welcome':
+      if (!isInt(m.version, 1)) throw protocolError('welcome.version must be a positive integer');
+      return m as unknown as WelcomeMessage;
+    case 'listeners': {
+      if (!isInt(m.id) || !isInt(m.part) || typeof m.last !== 'boolean' || !Array.isArray(m.listeners)) {
+        throw protocolError('listeners needs id, part, last and listeners');
+      }
+      if (!m.listeners.every(validListenerInfo)) throw protocolError('listeners holds an invalid entry');
+      if (m.listeners.length !== fdCount) {
+        throw protocolError(`listeners announces ${m.listeners.length} listeners but carries ${fdCount} fds`);
+      }
+      return m as unknown as ListenersMessage;
+    }
+    case 'status':
+      if (!isInt(m.id) || !Array.isArray(m.listeners) || !Array.isArray(m.clients)) {
+        throw protocolError('status needs id, listeners and clients');
+      }
+      return m as unknown as StatusMessage;
+    case 'error':
+      if (typeof m.code !== 'string' || typeof m.message !== 'string') {
+        throw protocolError('error needs code and message');
+      }
+      return {
+        ...(m as unknown as ErrorMessage),
+        code: isErrorCode(m.code) ? m.code : 'ERR_FDBROKER_PROTOCOL',
+      };
+    default:
+      throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
+  }
+}
+
+/** The newest version both sides speak, or undefined. */
+export function negotiateVersion(offered: readonly number[], supported: readonly number[]): number | undefined {
+  let best: number | undefined;
+  for (const v of offered) if (supported.includes(v) && (best === undefined || v > best)) best = v;
+  return best;
+}
+
+/**
+ * Splits listeners into messages of at most `maxFds` fds and `maxBytes` bytes.
+ * Returns groups of indexes into `infos`.
+ */
+export function chunkListeners(infos: readonly ListenerInfo[], maxFds: number, maxBytes: number): number[][] {
+  const envelope = 96; // {"type":"listeners","id":N,"part":N,"last":false,"listeners":[]} with room for large ids
+  const groups: number[][] = [];
+  let current: number[] = [];
+  let bytes = envelope;
+  infos.forEach((info, i) => {
+    const size = Buffer.byteLength(JSON.stringify(info)) + 1;
+    if (current.length > 0 && (current.length >= maxFds || bytes + size > maxBytes)) {
+      groups.push(current);
+      current = [];
+      bytes = envelope;
+    }
+    current.push(i);
+    bytes += size;
+  });
+  if (current.length > 0 || groups.length === 0) groups.push(current);
+  return groups;
+}
