@@ -1,0 +1,181 @@
+// Shared test helpers: real processes, real sockets, real HTTP on 127.0.0.1.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const ROOT = path.resolve(__dirname, '..');
+export const CLI = path.join(ROOT, 'bin', 'fdbroker.js');
+export const FIXTURES = path.join(__dirname, 'fixtures');
+
+const started = new Set<ChildProcess>();
+const dirs = new Set<string>();
+
+/** A fresh short temp dir (Unix socket paths must stay under 108 bytes). */
+export function tmpDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'fdb-'));
+  dirs.add(d);
+  return d;
+}
+
+export interface Proc {
+  child: ChildProcess;
+  pid: number;
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves with the first stdout line matching `re`. */
+  waitFor: (re: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill: (sig?: NodeJS.Signals) => void;
+}
+
+export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Proc {
+  const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  started.add(child);
+  let out = '';
+  let err = '';
+  const waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  const check = () => {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      const m = out.match(waiters[i]!.re);
+      if (m) {
+        waiters[i]!.resolve(m);
+        waiters.splice(i, 1);
+      }
+    }
+  };
+  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); check(); });
+  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('exit', (code, signal) => { started.delete(child); resolve({ code, signal }); });
+  });
+  return {
+    child,
+    pid: child.pid!,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    kill: (sig = 'SIGTERM') => { if (child.exitCode === null && child.signalCode === null) child.kill(sig); },
+    waitFor: (re, timeoutMs = 10_000) => new Promise((resolve, reject) => {
+      const m = out.match(re);
+      if (m) return resolve(m);
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${re} in stdout:\n${out}\nstderr:\n${err}`)), timeoutMs);
+      waiters.push({ re, resolve: (mm) => { clearTimeout(t); resolve(mm); } });
+      void exited.then(({ code, signal }) => {
+        clearTimeout(t);
+        reject(new Error(`process exited (${code ?? signal}) before ${re}; stdout:\n${out}\nstderr:\n${err}`));
+      });
+    }),
+  };
+}
+
+export interface BrokerProc extends Proc {
+  sock: string;
+  /** name -> port (tcp/udp) from the ready line */
+  ports: Record<string, number>;
+}
+
+/** Starts `fdbroker serve` and waits for its ready line. */
+export async function startBroker(dir: string, listen: string[], extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<BrokerProc> {
+  const sock = path.join(dir, 'broker.sock');
+  const p = run(process.execPath, [CLI, 'serve', sock, ...listen.flatMap((l) => ['--listen', l]), ...extra], { env });
+  const m = await p.waitFor(/fdbroker: ready on .*\n/);
+  const ports: Record<string, number> = {};
+  for (const [, name, port] of m[0].matchAll(/(\S+)=(?:tcp|udp):\/\/\S+:(\d+)/g)) ports[name!] = Number(port);
+  return { ...p, sock, ports };
+}
+
+/** Starts the fixture HTTP app adopting `names` from `sock`, and waits until it serves. */
+export async function startApp(sock: string, extra: NodeJS.ProcessEnv = {}, fixture = 'http-app.js'): Promise<Proc> {
+  const p = run(process.execPath, [path.join(FIXTURES, fixture)], { env: { FDBROKER_SOCK: sock, ...extra } });
+  await p.waitFor(/^ready \d+/m);
+  return p;
+}
+
+export function fdCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** The fds of `pid` that are sockets, as inode numbers. */
+export function socketInodes(pid: number): string[] {
+  const out: string[] = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const t = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+      const m = t.match(/^socket:\[(\d+)\]$/);
+      if (m) out.push(m[1]!);
+    } catch { /* raced with close */ }
+  }
+  return out;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface LoadStats {
+  ok: number;
+  failed: number;
+  byKind: Record<string, number>;
+  servedBy: Record<string, number>;
+}
+
+/**
+ * Sends GETs to 127.0.0.1:port with `concurrency` loops until stop() is called
+ * (or `maxMs` passes). Every failure is counted by kind: an error code
+ * (ECONNREFUSED, ECONNRESET, ...), 'timeout', or 'status-NNN'.
+ */
+export function loadLoop(port: number, opts: { concurrency?: number; keepAlive?: boolean; maxMs?: number; timeoutMs?: number } = {}) {
+  const stats: LoadStats = { ok: 0, failed: 0, byKind: {}, servedBy: {} };
+  const agent = new http.Agent({ keepAlive: opts.keepAlive ?? false, maxSockets: opts.concurrency ?? 8 });
+  let stopping = false;
+  const fail = (kind: string) => { stats.failed++; stats.byKind[kind] = (stats.byKind[kind] ?? 0) + 1; };
+  const one = () => new Promise<void>((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: opts.keepAlive ? agent : false, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => {
+        if (res.statusCode === 200) {
+          stats.ok++;
+          const who = body.trim().split(' ')[0] ?? '?';
+          stats.servedBy[who] = (stats.servedBy[who] ?? 0) + 1;
+        } else fail(`status-${res.statusCode}`);
+        resolve();
+      });
+      res.on('error', (e: NodeJS.ErrnoException) => { fail(e.code ?? e.message); resolve(); });
+    });
+    req.on('timeout', () => { req.destroy(Object.assign(new Error('timeout'), { code: 'timeout' })); });
+    req.on('error', (e: NodeJS.ErrnoException) => { fail(e.code ?? e.message); resolve(); });
+  });
+  const deadline = Date.now() + (opts.maxMs ?? 60_000);
+  const loops = Array.from({ length: opts.concurrency ?? 8 }, async () => {
+    while (!stopping && Date.now() < deadline) await one();
+  });
+  const done = Promise.all(loops).then(() => { agent.destroy(); return stats; });
+  return { stats, stop: () => { stopping = true; return done; }, done };
+}
+
+/** Kills every process a test started and removes temp dirs. Call in afterEach. */
+export async function cleanup(): Promise<void> {
+  const waits: Promise<unknown>[] = [];
+  for (const c of started) {
+    if (c.exitCode === null && c.signalCode === null) {
+      waits.push(new Promise((r) => c.once('exit', r)));
+      c.kill('SIGKILL');
+    }
+  }
+  await Promise.all(waits);
+  started.clear();
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  dirs.clear();
+}
+
+/** HTTP GET returning status and body (one fresh connection). */
+export function get(port: number, pathName = '/'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: pathName, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
