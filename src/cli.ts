@@ -22,6 +22,8 @@ SPEC:
 serve options:
   --backlog N        listen(2) backlog of created listeners (default 511)
   --mode MODE        mode of the control socket, octal (default 0600)
+  --handshake-timeout MS
+                     drop a client that has not said hello within MS ms (default 5000)
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --quiet            print only the ready line and errors
 
@@ -66,7 +68,7 @@ export interface Io { out: (s: string) => void; err: (s: string) => void }
 const stdio: Io = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 
 function serve(args: string[], io: Io): Promise<number> {
-  const p = parseArgs(args, ['listen', 'backlog', 'mode'], ['no-inherit', 'quiet']);
+  const p = parseArgs(args, ['listen', 'backlog', 'mode', 'handshake-timeout'], ['no-inherit', 'quiet']);
   if (p.positional.length !== 1) throw new UsageError('serve needs exactly one control socket path');
   const controlPath = p.positional[0]!;
   const specs: ListenerSpec[] = (p.flags.get('listen') ?? []).map((s) => parseListenerSpec(s));
@@ -82,8 +84,18 @@ function serve(args: string[], io: Io): Promise<number> {
     if (!/^0?[0-7]{3}$/.test(m)) throw new UsageError('--mode must be octal, like 0600');
     mode = parseInt(m, 8);
   }
+  let handshakeTimeoutMs: number | undefined;
+  const h = p.flags.get('handshake-timeout')?.at(-1);
+  if (h !== undefined) {
+    handshakeTimeoutMs = Number(h);
+    if (!/^\d+$/.test(h) || !Number.isSafeInteger(handshakeTimeoutMs) || handshakeTimeoutMs < 1 || handshakeTimeoutMs > 2_147_483_647) {
+      throw new UsageError('--handshake-timeout must be a whole number of milliseconds, 1-2147483647');
+    }
+  }
   const quiet = p.flags.has('quiet');
-  const broker = Broker.start({ controlPath, listeners: specs, backlog, mode, inherit: !p.flags.has('no-inherit') });
+  const broker = Broker.start({
+    controlPath, listeners: specs, backlog, mode, handshakeTimeoutMs, inherit: !p.flags.has('no-inherit'),
+  });
   if (broker.listenerInfos().length === 0) {
     broker.close();
     throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or start under systemd socket activation)');
