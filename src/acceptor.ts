@@ -54,6 +54,12 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
     const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
     if (fd < 0) throw systemError(fd, 'socket');
     try {
+      // Refuse SCM_RIGHTS on the listening socket too (Linux >= 6.16): a
+      // connection inherits it at connect(), so a client that sends fds before
+      // the broker has accepted (and set it per connection) already gets EPERM.
+      // Best effort: older kernels answer ENOPROTOOPT, and the broker still
+      // closes whatever fds arrive.
+      n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
       // Set the mode on the socket inode before bind(), so the path is created
       // with at most `mode` (then narrowed further by the umask).
       let r = n.fchmod(fd, mode);

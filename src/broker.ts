@@ -13,6 +13,7 @@ import { native } from './_binding';
 import { Acceptor } from './acceptor';
 import { Channel } from './channel';
 import { FdbrokerError } from './errors';
+import { Generations, type GenerationInfo } from './generations';
 import { Registry } from './registry';
 import { createListener, type OwnedListener } from './sockets';
 import { takeInheritedListeners } from './systemd';
@@ -22,7 +23,8 @@ import {
   type BrokerMessage, type ClientInfo, type ClientMessage, type ListenerInfo, type StatusMessage,
 } from './protocol';
 import {
-  DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG,
+  DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS,
+  GENERATION_CHECK_INTERVAL_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG,
   DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED_MESSAGES, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
   PROTOCOL_VERSIONS,
 } from './constants';
@@ -42,12 +44,16 @@ export interface BrokerOptions {
   /** Mode of the control socket (default 0600). */
   mode?: number;
   handshakeTimeoutMs?: number;
+  /** A generation not ready within this time is reported and its ready() refused (default 60 s). */
+  readyTimeoutMs?: number;
+  /** A retiring generation still connected after this time is reported (default 30 s). */
+  retireTimeoutMs?: number;
   idleTimeoutMs?: number;
   maxClients?: number;
   maxQueuedMessages?: number;
 }
 
-export interface AdoptEvent { client: ClientInfo; names: string[] }
+export interface AdoptEvent { client: ClientInfo; names: string[]; generation?: number }
 
 export interface BrokerEvents {
   /** A client connected. */
@@ -58,6 +64,14 @@ export interface BrokerEvents {
   adopt: [event: AdoptEvent];
   /** A client misbehaved and was answered with an error or dropped. */
   clientError: [client: ClientInfo, err: Error];
+  /** A client joined as a generation and received its listeners. */
+  join: [generation: GenerationInfo];
+  /** A generation became ready; `retire` lists the generations told to retire. */
+  ready: [generation: GenerationInfo, retire: number[]];
+  /** A generation disconnected (exited, crashed, or closed its connection). */
+  leave: [generation: GenerationInfo];
+  /** A generation was not ready in time, or did not leave in time after being told to retire. */
+  overdue: [generation: GenerationInfo, what: 'ready' | 'retire'];
   /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
   warning: [err: Error];
 }
@@ -66,6 +80,7 @@ interface ClientState {
   info: ClientInfo;
   channel: Channel;
   greeted: boolean;
+  generation: number | undefined;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -79,7 +94,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
   passRightsOff = false;
   private readonly registry = new Registry();
   private readonly clients = new Map<number, ClientState>();
-  private readonly opts: Required<Omit<BrokerOptions, 'listeners' | 'controlPath' | 'backlog' | 'inherit' | 'mode'>>;
+  private readonly generations: Generations;
+  private readonly checkTimer: NodeJS.Timeout;
+  private readonly opts: Required<Omit<BrokerOptions, 'listeners' | 'controlPath' | 'backlog' | 'inherit' | 'mode' | 'readyTimeoutMs' | 'retireTimeoutMs'>>;
   private acceptor: Acceptor | undefined;
   private nextClientId = 1;
   private closed = false;
@@ -93,6 +110,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
       maxClients: options.maxClients ?? DEFAULT_MAX_CLIENTS,
       maxQueuedMessages: options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES,
     };
+    this.generations = new Generations({
+      readyTimeoutMs: options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
+      retireTimeoutMs: options.retireTimeoutMs ?? DEFAULT_RETIRE_TIMEOUT_MS,
+    });
+    this.checkTimer = setInterval(() => this.checkGenerations(), GENERATION_CHECK_INTERVAL_MS);
+    this.checkTimer.unref();
   }
 
   /**
@@ -114,6 +137,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       }
       broker.acceptor = Acceptor.listen(options.controlPath, { mode: options.mode ?? DEFAULT_CONTROL_MODE });
     } catch (err) {
+      clearInterval(broker.checkTimer);
       broker.registry.closeAll();
       throw err;
     }
@@ -145,6 +169,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       },
       listeners: this.registry.infos(),
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
+      generations: this.generations.list(),
     };
   }
 
@@ -155,6 +180,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.checkTimer);
     this.acceptor?.close();
     for (const c of this.clients.values()) this.drop(c);
     this.registry.closeAll();
@@ -177,10 +203,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       connectedAt: new Date().toISOString(),
       adopted: [],
     };
-    // The broker takes no fds: receive with room for none, so any that come
-    // are cut off (MSG_CTRUNC), closed by the native layer, and end the client.
+    // The broker takes no fds. Where SO_PASSRIGHTS is missing, receive with
+    // room for at most one (more is cut off by MSG_CTRUNC and closed by the
+    // native layer); onMessage closes any that arrive and drops the client.
     const channel = new Channel(fd, { maxFdsPerMessage: 0, maxQueuedMessages: this.opts.maxQueuedMessages });
-    const state: ClientState = { info, channel, greeted: false, timer: undefined };
+    const state: ClientState = { info, channel, greeted: false, generation: undefined, timer: undefined };
     if (typeof cred === 'number' || this.clients.size >= this.opts.maxClients) {
       const err = typeof cred === 'number'
         ? new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', 'the peer\'s credentials could not be read')
@@ -257,13 +284,23 @@ export class Broker extends EventEmitter<BrokerEvents> {
       case 'adopt':
         this.handOut(state, msg.id, msg.names ?? null);
         return;
+      case 'join':
+        if (state.generation !== undefined) {
+          this.reply(state, { type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
+          return;
+        }
+        this.handOut(state, msg.id, msg.names ?? null, msg.label ?? '');
+        return;
+      case 'ready':
+        this.onReady(state, msg.id);
+        return;
       case 'status':
         this.reply(state, this.status(msg.id));
         return;
     }
   }
 
-  private handOut(state: ClientState, id: number, names: string[] | null): void {
+  private handOut(state: ClientState, id: number, names: string[] | null, joinLabel?: string): void {
     let selected: OwnedListener[];
     try {
       selected = this.registry.select(names);
@@ -275,17 +312,58 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     const infos = selected.map((l) => l.info);
     const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
+    const names_ = infos.map((i) => i.name);
+    const generation = joinLabel === undefined ? undefined : this.generations.join(
+      { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(joinLabel ? { label: joinLabel } : {}) },
+      names_, Date.now());
+    if (generation !== undefined) state.generation = generation;
     for (let part = 0; part < groups.length; part++) {
       const group = groups[part]!;
       const ok = this.reply(state, {
         type: 'listeners', id, part, last: part === groups.length - 1,
         listeners: group.map((i) => infos[i]!),
+        ...(generation !== undefined ? { generation } : {}),
       }, group.map((i) => selected[i]!.fd));
       if (!ok) return;
     }
     for (const i of infos) if (!state.info.adopted.includes(i.name)) state.info.adopted.push(i.name);
     debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, infos.map((i) => i.name).join(','));
-    this.emit('adopt', { client: { ...state.info }, names: infos.map((i) => i.name) });
+    this.emit('adopt', { client: { ...state.info }, names: infos.map((i) => i.name), generation });
+    if (generation !== undefined) this.emit('join', this.generations.get(generation)!);
+  }
+
+  private onReady(state: ClientState, id: number): void {
+    const n = state.generation;
+    const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.generations.ready(n, Date.now());
+    if (!result.ok) {
+      const why = {
+        unknown: 'this connection has not joined as a generation (send "join" first)',
+        retiring: `generation ${n} was told to retire: a newer generation serves`,
+        overdue: `generation ${n} was not ready within the ready timeout; start a new one`,
+      }[result.reason];
+      this.reply(state, { type: 'error', id, code: 'ERR_FDBROKER_READY_REFUSED', message: why });
+      return;
+    }
+    this.reply(state, { type: 'ack', id });
+    debug('generation %d (pid %d) ready; retiring %s', n, state.info.pid, result.retire.join(',') || 'none');
+    for (const r of result.retire) {
+      const target = [...this.clients.values()].find((c) => c.generation === r);
+      if (target) this.reply(target, { type: 'retire', generation: r, by: r === n ? this.newestReady() : n! });
+    }
+    this.emit('ready', this.generations.get(n!)!, result.retire);
+  }
+
+  private newestReady(): number {
+    let best = 0;
+    for (const g of this.generations.list()) if (g.state === 'ready' && g.number > best) best = g.number;
+    return best;
+  }
+
+  private checkGenerations(): void {
+    if (this.generations.size === 0) return;
+    const { readyOverdue, retireOverdue } = this.generations.check(Date.now());
+    for (const g of readyOverdue) this.emit('overdue', g, 'ready');
+    for (const g of retireOverdue) this.emit('overdue', g, 'retire');
   }
 
   /** Sends a message; a client that cannot take it is dropped. Returns false then. */
@@ -319,6 +397,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     state.timer = undefined;
     if (this.clients.delete(state.info.id)) {
       debug('client %d gone', state.info.id);
+      if (state.generation !== undefined) {
+        const g = this.generations.leave(state.generation);
+        if (g) this.emit('leave', g);
+      }
       this.emit('disconnect', state.info);
     }
   }

@@ -6,12 +6,14 @@ import { FdbrokerError } from './errors';
 import { parseListenerSpec, type ListenerSpec } from './spec';
 import type { ListenerInfo, StatusMessage } from './protocol';
 import { VERSION } from './version';
+import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './constants';
 
 const USAGE = `fdbroker ${VERSION}: hand listening sockets from process to process, without downtime
 
 Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
   fdbroker status <control-socket> [--json]
+  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS]
   fdbroker --help | --version
 
 SPEC:
@@ -24,10 +26,23 @@ serve options:
   --mode MODE        mode of the control socket, octal (default 0600)
   --handshake-timeout MS
                      drop a client that has not said hello within MS ms (default 5000)
+  --ready-timeout MS a generation not ready within MS ms is reported and never
+                     retires anyone (default 60000)
+  --retire-timeout MS
+                     report a generation still connected MS ms after it was told
+                     to retire (default 30000); the broker signals nobody
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --quiet            print only the ready line and errors
 
-Exit status: 0 success, 1 failure, 2 usage error.
+wait: blocks until the generation of PID (default: the newest) is ready and,
+with --until handover (the default), every older generation has left.
+  exit 0  the condition holds
+  exit 1  timeout (default 30000 ms)
+  exit 3  no broker, or it stopped answering
+  exit 4  that generation left, was retired, or missed its ready timeout
+          without becoming ready (roll back)
+
+Exit status otherwise: 0 success, 1 failure, 2 usage error.
 `;
 
 class UsageError extends Error {}
@@ -68,7 +83,7 @@ export interface Io { out: (s: string) => void; err: (s: string) => void }
 const stdio: Io = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 
 function serve(args: string[], io: Io): Promise<number> {
-  const p = parseArgs(args, ['listen', 'backlog', 'mode', 'handshake-timeout'], ['no-inherit', 'quiet']);
+  const p = parseArgs(args, ['listen', 'backlog', 'mode', 'handshake-timeout', 'ready-timeout', 'retire-timeout'], ['no-inherit', 'quiet']);
   if (p.positional.length !== 1) throw new UsageError('serve needs exactly one control socket path');
   const controlPath = p.positional[0]!;
   const specs: ListenerSpec[] = (p.flags.get('listen') ?? []).map((s) => parseListenerSpec(s));
@@ -84,27 +99,27 @@ function serve(args: string[], io: Io): Promise<number> {
     if (!/^0?[0-7]{3}$/.test(m)) throw new UsageError('--mode must be octal, like 0600');
     mode = parseInt(m, 8);
   }
-  let handshakeTimeoutMs: number | undefined;
-  const h = p.flags.get('handshake-timeout')?.at(-1);
-  if (h !== undefined) {
-    handshakeTimeoutMs = Number(h);
-    if (!/^\d+$/.test(h) || !Number.isSafeInteger(handshakeTimeoutMs) || handshakeTimeoutMs < 1 || handshakeTimeoutMs > 2_147_483_647) {
-      throw new UsageError('--handshake-timeout must be a whole number of milliseconds, 1-2147483647');
-    }
-  }
+  const handshakeTimeoutMs = msFlag(p, 'handshake-timeout');
+  const readyTimeoutMs = msFlag(p, 'ready-timeout');
+  const retireTimeoutMs = msFlag(p, 'retire-timeout');
   const quiet = p.flags.has('quiet');
   const broker = Broker.start({
-    controlPath, listeners: specs, backlog, mode, handshakeTimeoutMs, inherit: !p.flags.has('no-inherit'),
+    controlPath, listeners: specs, backlog, mode, handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs,
+    inherit: !p.flags.has('no-inherit'),
   });
   if (broker.listenerInfos().length === 0) {
     broker.close();
     throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or start under systemd socket activation)');
   }
   const list = broker.listenerInfos().map((l) => `${l.name}=${describeListener(l)}`).join(' ');
-  io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}`);
   if (!quiet) {
-    broker.on('adopt', (e) => io.out(`fdbroker: pid ${e.client.pid} (uid ${e.client.uid}) adopted ${e.names.join(', ')}`));
+    broker.on('adopt', (e) => io.out(`fdbroker: pid ${e.client.pid} (uid ${e.client.uid}) adopted ${e.names.join(', ') || 'no listeners'}${e.generation ? ` as generation ${e.generation}` : ''}`));
+    broker.on('ready', (g, retire) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) ready${retire.length ? `; retiring ${retire.join(', ')}` : ''}`));
+    broker.on('leave', (g) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) left (${g.state})`));
   }
+  broker.on('overdue', (g, what) => io.err(what === 'ready'
+    ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
+    : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
   broker.on('clientError', (c, err) => {
     if (!quiet) io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${(err as FdbrokerError).code ?? ''} ${err.message}`);
   });
@@ -119,7 +134,22 @@ function serve(args: string[], io: Io): Promise<number> {
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
+    // Only now: until process.on() installs them, SIGTERM/SIGINT kill at once
+    // and leave the control socket behind, and a supervisor may signal as soon
+    // as it reads this line.
+    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}`);
   });
+}
+
+/** A whole number of milliseconds from --NAME, or undefined. */
+function msFlag(p: Parsed, name: string): number | undefined {
+  const v = p.flags.get(name)?.at(-1);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > 2_147_483_647) {
+    throw new UsageError(`--${name} must be a whole number of milliseconds, 1-2147483647`);
+  }
+  return n;
 }
 
 function formatStatus(s: StatusMessage): string {
@@ -129,6 +159,10 @@ function formatStatus(s: StatusMessage): string {
     ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${l.backlog ? `  backlog ${l.backlog}` : ''}`),
     `clients (${s.clients.length}):`,
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
+    `generations (${s.generations.length}):`,
+    ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${g.state}${g.readyAt ? ` since ${g.readyAt}` : ''}`
+      + `${g.retiringSince ? ` retiring since ${g.retiringSince}` : ''}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
+      + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${g.label})` : ''}`),
   ];
   return lines.join('\n');
 }
@@ -146,6 +180,77 @@ async function status(args: string[], io: Io): Promise<number> {
   }
 }
 
+export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4 } as const;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** One evaluation of a wait condition: 'ok', 'wait' or 'gone'. */
+export function waitCondition(s: StatusMessage, until: 'ready' | 'handover', pid: number | undefined, pidIsAlive: (pid: number) => boolean): 'ok' | 'wait' | 'gone' {
+  const gens = s.generations;
+  const target = pid !== undefined
+    ? gens.find((g) => g.pid === pid)
+    : [...gens].sort((a, b) => b.number - a.number)[0];
+  if (!target) return pid !== undefined && !pidIsAlive(pid) ? 'gone' : 'wait';
+  if (target.state === 'retiring' && until === 'handover') return 'gone';
+  if (target.state !== 'ready' && target.state !== 'retiring') return target.readyOverdue ? 'gone' : 'wait';
+  if (until === 'ready') return 'ok';
+  return gens.some((g) => g.number < target.number) ? 'wait' : 'ok';
+}
+
+async function wait(args: string[], io: Io): Promise<number> {
+  const p = parseArgs(args, ['pid', 'until', 'timeout'], ['quiet']);
+  if (p.positional.length !== 1) throw new UsageError('wait needs exactly one control socket path');
+  const until = p.flags.get('until')?.at(-1) ?? 'handover';
+  if (until !== 'ready' && until !== 'handover') throw new UsageError('--until is "ready" or "handover"');
+  const pidText = p.flags.get('pid')?.at(-1);
+  if (pidText !== undefined && !/^\d+$/.test(pidText)) throw new UsageError('--pid must be a process id');
+  const pid = pidText === undefined ? undefined : Number(pidText);
+  const timeout = msFlag(p, 'timeout') ?? DEFAULT_WAIT_TIMEOUT_MS;
+  const deadline = Date.now() + timeout;
+  const who = pid !== undefined ? `generation of pid ${pid}` : 'newest generation';
+  let conn: BrokerConnection;
+  try {
+    conn = await BrokerConnection.connect(p.positional[0]!, { timeout });
+  } catch (err) {
+    io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
+    return WAIT_EXIT.broker;
+  }
+  try {
+    for (;;) {
+      let s: StatusMessage;
+      try {
+        s = await conn.status(Math.max(1, deadline - Date.now()));
+      } catch (err) {
+        io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
+        return WAIT_EXIT.broker;
+      }
+      const r = waitCondition(s, until, pid, pidAlive);
+      if (r === 'ok') {
+        if (!p.flags.has('quiet')) io.out(`fdbroker: ${who} is ${until === 'ready' ? 'ready' : 'ready and every older generation has left'}`);
+        return WAIT_EXIT.ok;
+      }
+      if (r === 'gone') {
+        io.err(`fdbroker: ${who} left, was retired or missed its ready timeout without becoming ready`);
+        return WAIT_EXIT.gone;
+      }
+      if (Date.now() >= deadline) {
+        io.err(`fdbroker: timed out after ${timeout} ms waiting for the ${who} to be ${until === 'ready' ? 'ready' : 'ready and alone'}`);
+        return WAIT_EXIT.timeout;
+      }
+      await new Promise((res) => setTimeout(res, WAIT_POLL_MS));
+    }
+  } finally {
+    conn.close();
+  }
+}
+
 /** Runs the CLI; resolves to the exit status. */
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -153,6 +258,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     switch (cmd) {
       case 'serve': return await serve(rest, io);
       case 'status': return await status(rest, io);
+      case 'wait': return await wait(rest, io);
       case '--version': case '-v': io.out(VERSION); return 0;
       case '--help': case '-h': case 'help': io.out(USAGE); return 0;
       case undefined: io.err(USAGE); return 2;

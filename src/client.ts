@@ -8,7 +8,8 @@ import { native } from './_binding';
 import { Channel } from './channel';
 import { FdbrokerError, systemError } from './errors';
 import {
-  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type StatusMessage,
+  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type RetireMessage,
+  type StatusMessage,
 } from './protocol';
 import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, PROTOCOL_VERSIONS } from './constants';
 import { VERSION } from './version';
@@ -52,6 +53,10 @@ export class BrokerConnection {
   readonly brokerPid: number;
   private readonly channel: Channel;
   private waiter: Waiter | undefined;
+  /** Called when the broker says this generation should retire. */
+  onRetire: ((msg: RetireMessage) => void) | undefined;
+  /** Called once when the connection ends (broker gone, protocol error, or close()). */
+  onClose: ((err: Error) => void) | undefined;
   private failure: Error | undefined;
   private nextId = 1;
 
@@ -109,6 +114,11 @@ export class BrokerConnection {
         this.fail(err as Error);
         return;
       }
+      if (msg.type === 'retire') {
+        closeAll(fds);
+        this.onRetire?.(msg);
+        return;
+      }
       const w = this.waiter;
       if (!w) {
         closeAll(fds);
@@ -122,7 +132,9 @@ export class BrokerConnection {
   }
 
   private fail(err: Error): void {
+    const first = !this.failure;
     if (!this.failure) this.failure = err;
+    if (first) queueMicrotask(() => this.onClose?.(err));
     this.channel.close();
     const w = this.waiter;
     this.waiter = undefined;
@@ -131,12 +143,15 @@ export class BrokerConnection {
 
   /** Lets the process exit while this connection is open. */
   unref(): void { this.channel.unref(); }
+  ref(): void { this.channel.ref(); }
 
   /** Closes the connection. */
   close(): void {
     if (!this.failure) this.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the connection was closed');
     this.channel.close();
   }
+
+  get isClosed(): boolean { return this.failure !== undefined; }
 
   private send(msg: ClientMessage): void {
     if (this.failure) throw this.failure;
@@ -163,10 +178,38 @@ export class BrokerConnection {
    * every returned fd. On error, every fd received so far is closed.
    */
   async adopt(names: string[] | undefined, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ReceivedListener[]> {
-    const deadline = Date.now() + timeoutMs;
+    return (await this.receiveListeners({ type: 'adopt', id: this.nextId++, names: names ?? null }, timeoutMs)).listeners;
+  }
+
+  /**
+   * Adopts like adopt() and makes this connection a new generation, which
+   * stays one while the connection is open. Same fd ownership as adopt().
+   */
+  async join(names: string[] | undefined, label?: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ generation: number; listeners: ReceivedListener[] }> {
+    const r = await this.receiveListeners({ type: 'join', id: this.nextId++, names: names ?? null, ...(label ? { label } : {}) }, timeoutMs);
+    if (r.generation === undefined) {
+      closeAll(r.listeners.map((l) => l.fd));
+      throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', 'the broker did not assign a generation');
+    }
+    return { generation: r.generation, listeners: r.listeners };
+  }
+
+  /** Tells the broker this generation serves; older generations are then told to retire. */
+  async ready(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
     const id = this.nextId++;
-    this.send({ type: 'adopt', id, names: names ?? null });
+    this.send({ type: 'ready', id });
+    const { msg, fds } = await this.next(timeoutMs);
+    closeAll(fds);
+    if (msg.type === 'error') throw brokerError(msg);
+    if (msg.type !== 'ack' || msg.id !== id) throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "ack", got "${msg.type}"`);
+  }
+
+  private async receiveListeners(request: ClientMessage & { id: number }, timeoutMs: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
+    const deadline = Date.now() + timeoutMs;
+    const id = request.id;
+    this.send(request);
     const out: ReceivedListener[] = [];
+    let generation: number | undefined;
     try {
       for (let expectPart = 0; ; expectPart++) {
         const { msg, fds } = await this.next(deadline - Date.now());
@@ -176,7 +219,8 @@ export class BrokerConnection {
           throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of listeners ${id}, got "${msg.type}"`);
         }
         msg.listeners.forEach((info, i) => out.push({ info, fd: fds[i]! }));
-        if (msg.last) return out;
+        if (msg.generation !== undefined) generation = msg.generation;
+        if (msg.last) return { generation, listeners: out };
       }
     } catch (err) {
       closeAll(out.map((l) => l.fd));

@@ -11,6 +11,8 @@ export const MAX_MESSAGE_BYTES = 64 * 1024;
 export const MAX_FDS_PER_MESSAGE = 253;
 /** Longest listener name, in bytes. */
 export const MAX_NAME_BYTES = 128;
+/** Longest generation label, in bytes. */
+export const MAX_LABEL_BYTES = 256;
 /** Most listeners one broker holds. */
 export const MAX_LISTENERS = 4096;
 /** Most names one adopt request may list. */
@@ -42,3 +44,16 @@ export const ACCEPT_RETRY_MS = 100;
 export const DEFAULT_LISTEN_BACKLOG = 511;
 /** Mode of the control socket. */
 export const DEFAULT_CONTROL_MODE = 0o600;
+
+/** Broker: a generation not ready within this time is reported, and its ready() refused. */
+export const DEFAULT_READY_TIMEOUT_MS = 60_000;
+/** Broker: a generation told to retire and still connected after this time is reported. */
+export const DEFAULT_RETIRE_TIMEOUT_MS = 30_000;
+/** Broker: how often generation deadlines are checked. */
+export const GENERATION_CHECK_INTERVAL_MS = 250;
+/** Library: how long drain() lets in-flight requests finish before closing what is left. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+/** CLI: default deadline of `fdbroker wait`. */
+export const DEFAULT_WAIT_TIMEOUT_MS = 30_000;
+/** CLI: how often `fdbroker wait` asks the broker. */
+export const WAIT_POLL_MS = 50;

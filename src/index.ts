@@ -1,6 +1,9 @@
 // Public API of the fdbroker package.
 export { adoptListeners, type AdoptOptions } from './adopt';
 export { Listener } from './listener';
+export { Generation, startGeneration, type GenerationOptions, type GenerationEvents } from './generation';
+export { drain, type DrainOptions, type DrainResult } from './drain';
+export type { GenerationInfo, GenerationState } from './generations';
 export { Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent } from './broker';
 export { BrokerConnection, type ConnectOptions } from './client';
 export { parseListenerSpec, type ListenerSpec } from './spec';

@@ -5,6 +5,7 @@ import type * as net from 'node:net';
 import type * as dgram from 'node:dgram';
 import { native } from './_binding';
 import { FdbrokerError } from './errors';
+import { trackConnections } from './drain';
 import type { ListenerInfo, ListenerKind } from './protocol';
 
 type Closable = { close(): unknown };
@@ -24,6 +25,10 @@ export class Listener {
   readonly backlog: number | undefined;
   private _fd: number;
   private state: 'open' | 'attached' | 'closed' = 'open';
+  private _server: net.Server | dgram.Socket | undefined;
+
+  /** The server or socket attach() started on this listener. */
+  get server(): net.Server | dgram.Socket | undefined { return this._server; }
 
   /** Takes ownership of `fd`. */
   constructor(info: ListenerInfo, fd: number) {
@@ -63,6 +68,7 @@ export class Listener {
         throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `listener "${this.name}" is udp: attach it to a dgram socket`);
       }
       this.state = 'attached';
+      this._server = sock;
       sock.bind({ fd }, callback);
       return server;
     }
@@ -73,13 +79,16 @@ export class Listener {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const cluster = (require('node:cluster') as { default?: unknown; isWorker?: boolean });
     const backlog = this.backlog ?? 511;
+    trackConnections(srv);
     if (cluster.isWorker) {
       listenInWorker(srv, fd, backlog, this.name);
       this.state = 'attached';
+      this._server = srv;
       if (callback) srv.once('listening', callback);
       return server;
     }
     this.state = 'attached';
+    this._server = srv;
     srv.listen({ fd }, backlog, callback);
     return server;
   }

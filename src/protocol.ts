@@ -2,7 +2,8 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
-import { MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST } from './constants';
+import { MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST } from './constants';
+import type { GenerationInfo } from './generations';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';
 export const LISTENER_KINDS: readonly ListenerKind[] = ['tcp', 'unix', 'udp'];
@@ -33,22 +34,31 @@ export interface ClientInfo {
 export interface HelloMessage { type: 'hello'; versions: number[]; client?: string }
 export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
 export interface StatusRequest { type: 'status'; id: number }
+/** Adopt and stay connected as a new generation. */
+export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string }
+/** This generation now serves. */
+export interface ReadyMessage { type: 'ready'; id: number }
 // Broker -> client
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string } }
-export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[] }
+export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
+/** A request was carried out (answers "ready"). */
+export interface AckMessage { type: 'ack'; id: number }
+/** Unsolicited: a newer generation is ready; this one should drain and exit. */
+export interface RetireMessage { type: 'retire'; generation: number; by: number }
 export interface StatusMessage {
   type: 'status'; id: number;
   broker: { pid: number; software: string; protocol: number; controlPath: string; startedAt: string };
   listeners: ListenerInfo[];
   clients: ClientInfo[];
+  generations: GenerationInfo[];
 }
 export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
 
-export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest;
-export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage;
+export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage;
+export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -101,16 +111,24 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
         throw protocolError('hello.client must be a short string');
       }
       return { type: 'hello', versions: m.versions as number[], client: m.client as string | undefined };
-    case 'adopt': {
-      if (!isInt(m.id)) throw protocolError('adopt.id must be a non-negative integer');
+    case 'adopt':
+    case 'join': {
+      if (!isInt(m.id)) throw protocolError(`${m.type}.id must be a non-negative integer`);
       const names = m.names;
       if (names !== undefined && names !== null) {
         if (!Array.isArray(names) || names.length > MAX_NAMES_PER_REQUEST || !names.every(isValidName)) {
-          throw protocolError('adopt.names must be an array of listener names');
+          throw protocolError(`${m.type}.names must be an array of listener names`);
         }
       }
-      return { type: 'adopt', id: m.id, names: (names ?? null) as string[] | null };
+      if (m.type === 'adopt') return { type: 'adopt', id: m.id, names: (names ?? null) as string[] | null };
+      if (m.label !== undefined && (typeof m.label !== 'string' || Buffer.byteLength(m.label) > MAX_LABEL_BYTES)) {
+        throw protocolError(`join.label must be a string of at most ${MAX_LABEL_BYTES} bytes`);
+      }
+      return { type: 'join', id: m.id, names: (names ?? null) as string[] | null, label: m.label as string | undefined };
     }
+    case 'ready':
+      if (!isInt(m.id)) throw protocolError('ready.id must be a non-negative integer');
+      return { type: 'ready', id: m.id };
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
       return { type: 'status', id: m.id };
@@ -142,6 +160,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
         throw protocolError('listeners needs id, part, last and listeners');
       }
       if (!m.listeners.every(validListenerInfo)) throw protocolError('listeners holds an invalid entry');
+      if (m.generation !== undefined && !isInt(m.generation, 1)) throw protocolError('listeners.generation must be a positive integer');
       if (m.listeners.length !== fdCount) {
         throw protocolError(`listeners announces ${m.listeners.length} listeners but carries ${fdCount} fds`);
       }
@@ -151,7 +170,14 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       if (!isInt(m.id) || !Array.isArray(m.listeners) || !Array.isArray(m.clients)) {
         throw protocolError('status needs id, listeners and clients');
       }
+      if (!Array.isArray(m.generations)) m.generations = [];
       return m as unknown as StatusMessage;
+    case 'ack':
+      if (!isInt(m.id)) throw protocolError('ack needs id');
+      return m as unknown as AckMessage;
+    case 'retire':
+      if (!isInt(m.generation) || !isInt(m.by)) throw protocolError('retire needs generation and by');
+      return m as unknown as RetireMessage;
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
