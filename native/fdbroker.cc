@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -330,6 +331,22 @@ Napi::Value Fchmod(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
+// flock(fd, operation) -> 0 | -errno. The lock belongs to the open file
+// description and is released by the kernel when the last fd to it closes,
+// including when the process dies.
+Napi::Value Flock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!CheckFd(info, 0, &fd)) return env.Undefined();
+  int op = info[1].As<Napi::Number>().Int32Value();
+  int r;
+  do {
+    r = flock(fd, op);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Errno(env, errno);
+  return Napi::Number::New(env, 0);
+}
+
 // sendmsg(fd, payload, fds) -> bytes sent | -errno. At most 253 fds per
 // message, refused before the syscall. The fds stay owned by the caller: the
 // kernel gives the peer duplicates.
@@ -605,6 +622,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("dup", Napi::Function::New(env, Dup));
   exports.Set("fchmod", Napi::Function::New(env, Fchmod));
+  exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("sendmsg", Napi::Function::New(env, SendMsg));
   exports.Set("recvmsg", Napi::Function::New(env, RecvMsg));
   exports.Set("Poller", Poller::Init(env));
@@ -627,6 +645,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("SO_PASSRIGHTS", Napi::Number::New(env, static_cast<double>(SO_PASSRIGHTS)));
   c.Set("IPPROTO_IPV6", Napi::Number::New(env, static_cast<double>(IPPROTO_IPV6)));
   c.Set("IPV6_V6ONLY", Napi::Number::New(env, static_cast<double>(IPV6_V6ONLY)));
+  c.Set("LOCK_EX", Napi::Number::New(env, static_cast<double>(LOCK_EX)));
+  c.Set("LOCK_NB", Napi::Number::New(env, static_cast<double>(LOCK_NB)));
+  c.Set("LOCK_UN", Napi::Number::New(env, static_cast<double>(LOCK_UN)));
   c.Set("FD_CLOEXEC", Napi::Number::New(env, static_cast<double>(FD_CLOEXEC)));
   c.Set("SCM_MAX_FD", Napi::Number::New(env, static_cast<double>(kMaxFdsPerMessage)));
   c.Set("UV_READABLE", Napi::Number::New(env, static_cast<double>(static_cast<int>(UV_READABLE))));

@@ -36,7 +36,7 @@ export interface NativeConstants {
   SOL_SOCKET: number; SO_TYPE: number; SO_DOMAIN: number; SO_ACCEPTCONN: number;
   SO_REUSEADDR: number; SO_REUSEPORT: number; SO_SNDBUF: number; SO_RCVBUF: number;
   SO_PASSRIGHTS: number; IPPROTO_IPV6: number; IPV6_V6ONLY: number;
-  FD_CLOEXEC: number; SCM_MAX_FD: number;
+  FD_CLOEXEC: number; SCM_MAX_FD: number; LOCK_EX: number; LOCK_NB: number; LOCK_UN: number;
   UV_READABLE: number; UV_WRITABLE: number; UV_DISCONNECT: number;
 }
 
@@ -56,6 +56,7 @@ export interface Native {
   setCloexec(fd: number, on: boolean): number;
   dup(fd: number): number;
   fchmod(fd: number, mode: number): number;
+  flock(fd: number, operation: number): number;
   sendmsg(fd: number, payload: Buffer, fds: number[]): number;
   recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;

@@ -3,6 +3,7 @@
 // of wider permissions, refuses to take over a path a live broker answers on,
 // replaces a stale one, and removes the path on close only if it is still ours.
 import * as fs from 'node:fs';
+import * as pathModule from 'node:path';
 import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from './_binding';
 import { FdbrokerError, systemError, type SystemError } from './errors';
@@ -34,7 +35,7 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
   private closed = false;
   private retryTimer: NodeJS.Timeout | undefined;
 
-  private constructor(path: string, fd: number, st: fs.Stats) {
+  private constructor(path: string, fd: number, st: fs.Stats, private readonly lockFd: number) {
     super();
     this.path = path;
     this.fd = fd;
@@ -44,15 +45,28 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
   }
 
   /**
-   * Binds and listens on `path`. A path that a live broker answers on is never
+   * Binds and listens on `path`. A path that a live process answers on is never
    * taken over (ERR_FDBROKER_BROKER_RUNNING); a stale socket file is replaced.
+   * Two brokers starting at once on one path are serialized by an flock on
+   * `<path>.lock`, held for the broker's life: exactly one of them wins.
+   *
+   * With `takeover`, the caller is the successor the live broker at `path`
+   * handed its listeners to: the new socket is bound at a temporary name and
+   * rename(2)d over `path`, so the path always answers, first the old broker,
+   * then this one. The lock is not taken then (the predecessor holds it until
+   * it exits).
    */
-  static listen(path: string, options: AcceptorOptions = {}): Acceptor {
+  static listen(path: string, options: AcceptorOptions & { takeover?: boolean } = {}): Acceptor {
     const n = native();
     const c = n.constants;
     const mode = options.mode ?? DEFAULT_CONTROL_MODE;
+    const lockFd = options.takeover ? -1 : lockPath(path);
     const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
-    if (fd < 0) throw systemError(fd, 'socket');
+    if (fd < 0) {
+      if (lockFd >= 0) fs.closeSync(lockFd);
+      throw systemError(fd, 'socket');
+    }
+    const bindPath = options.takeover ? temporaryPath(path) : path;
     try {
       // Refuse SCM_RIGHTS on the listening socket too (Linux >= 6.16): a
       // connection inherits it at connect(), so a client that sends fds before
@@ -64,22 +78,35 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
       // with at most `mode` (then narrowed further by the umask).
       let r = n.fchmod(fd, mode);
       if (r < 0) throw systemError(r, 'fchmod');
-      r = n.bind(fd, { family: 'unix', path });
-      if (r === -98 /* EADDRINUSE */) {
+      r = n.bind(fd, { family: 'unix', path: bindPath });
+      if (r === -98 /* EADDRINUSE */ && !options.takeover) {
         replaceIfStale(path);
-        r = n.bind(fd, { family: 'unix', path });
+        r = n.bind(fd, { family: 'unix', path: bindPath });
       }
-      if (r < 0) throw systemError(r, 'bind', path);
-      fs.chmodSync(path, mode);
+      if (r < 0) throw systemError(r, 'bind', bindPath);
+      fs.chmodSync(bindPath, mode);
       r = n.listen(fd, options.backlog ?? CONTROL_BACKLOG);
-      if (r < 0) throw systemError(r, 'listen', path);
+      if (r < 0) throw systemError(r, 'listen', bindPath);
+      if (options.takeover) fs.renameSync(bindPath, path);
       const st = fs.statSync(path);
-      const acceptor = new Acceptor(path, fd, st);
+      const acceptor = new Acceptor(path, fd, st, lockFd);
       acceptor.poller.start(c.UV_READABLE);
       return acceptor;
     } catch (err) {
       n.close(fd);
+      if (options.takeover) fs.rmSync(bindPath, { force: true });
+      if (lockFd >= 0) fs.closeSync(lockFd);
       throw err;
+    }
+  }
+
+  /** Whether `path` still names this socket (a successor may have renamed its own over it). */
+  ownsPath(): boolean {
+    try {
+      const st = fs.statSync(this.path);
+      return st.ino === this.ino && st.dev === this.dev;
+    } catch {
+      return false;
     }
   }
 
@@ -90,12 +117,14 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
     clearTimeout(this.retryTimer);
     this.poller.close();
     try {
-      const st = fs.statSync(this.path);
-      if (st.ino === this.ino && st.dev === this.dev) fs.unlinkSync(this.path);
+      if (this.ownsPath()) fs.unlinkSync(this.path);
     } catch {
-      // Already gone, or replaced by someone else: leave it.
+      // Already gone, or replaced by a successor: leave it.
     }
     native().close(this.fd);
+    // The lock file stays: unlinking it while others may hold it open would
+    // let two brokers lock two different files.
+    if (this.lockFd >= 0) fs.closeSync(this.lockFd);
   }
 
   private onReadable(status: number): void {
@@ -124,6 +153,30 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
       return;
     }
   }
+}
+
+/** Takes an exclusive flock on `<path>.lock`; throws ERR_FDBROKER_BROKER_RUNNING if another process holds it. */
+function lockPath(path: string): number {
+  const n = native();
+  const lock = `${path}.lock`;
+  // fs.openSync opens with O_CLOEXEC: a child never inherits the lock.
+  const fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  const r = n.flock(fd, n.constants.LOCK_EX | n.constants.LOCK_NB);
+  if (r < 0) {
+    fs.closeSync(fd);
+    if (r === -11 /* EWOULDBLOCK */) {
+      throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
+        `another broker holds ${lock}: it is running or starting on ${path}; stop it first, or choose another path`);
+    }
+    throw systemError(r, 'flock', lock);
+  }
+  return fd;
+}
+
+/** A unique sibling of `path`, short enough for sun_path. */
+function temporaryPath(path: string): string {
+  const dir = pathModule.dirname(path);
+  return pathModule.join(dir, `.fdb-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
 }
 
 /** Unlinks `path` if no one answers on it; throws if a broker (or anything else) does. */

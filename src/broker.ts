@@ -37,6 +37,16 @@ export interface BrokerOptions {
   controlPath: string;
   /** Listeners to create. */
   listeners?: ListenerSpec[];
+  /** Listeners that already exist (e.g. adopted from a predecessor); the broker takes ownership of the fds. */
+  listenerFds?: Array<{ info: ListenerInfo; fd: number }>;
+  /**
+   * Embedded in an app ("the app as its own broker"): the app itself is a
+   * generation of this broker, numbered `self.number` if given. When a newer
+   * generation is ready, the broker emits 'retireSelf' instead of sending a message.
+   */
+  self?: { number?: number; label?: string };
+  /** The live broker at controlPath handed this process its listeners: rename over its path. */
+  takeover?: boolean;
   /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */
   inherit?: boolean;
   /** Backlog for created listeners without their own (default 511). */
@@ -72,6 +82,10 @@ export interface BrokerEvents {
   leave: [generation: GenerationInfo];
   /** A generation was not ready in time, or did not leave in time after being told to retire. */
   overdue: [generation: GenerationInfo, what: 'ready' | 'retire'];
+  /** Embedded mode: a newer generation is ready; the app that embeds this broker should drain and exit. */
+  retireSelf: [by: number];
+  /** Embedded mode: a successor took the control path and died before ready; this broker bound it again. */
+  reclaimed: [];
   /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
   warning: [err: Error];
 }
@@ -96,7 +110,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly clients = new Map<number, ClientState>();
   private readonly generations: Generations;
   private readonly checkTimer: NodeJS.Timeout;
-  private readonly opts: Required<Omit<BrokerOptions, 'listeners' | 'controlPath' | 'backlog' | 'inherit' | 'mode' | 'readyTimeoutMs' | 'retireTimeoutMs'>>;
+  private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages'>>;
+  private readonly mode: number;
+  /** Embedded mode: the number of the app's own generation. */
+  readonly selfGeneration: number | undefined;
   private acceptor: Acceptor | undefined;
   private nextClientId = 1;
   private closed = false;
@@ -104,6 +121,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private constructor(options: BrokerOptions) {
     super();
     this.controlPath = options.controlPath;
+    this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
     this.opts = {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
@@ -116,6 +134,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     });
     this.checkTimer = setInterval(() => this.checkGenerations(), GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
+    this.selfGeneration = options.self === undefined ? undefined : this.generations.join(
+      { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? -1, ...(options.self.label ? { label: options.self.label } : {}) },
+      [], Date.now(), options.self.number);
   }
 
   /**
@@ -129,21 +150,64 @@ export class Broker extends EventEmitter<BrokerEvents> {
         const inherited = takeInheritedListeners(process.env, options.backlog);
         for (const l of inherited) broker.adopt(l);
       }
+      for (const l of options.listenerFds ?? []) broker.adopt({ info: l.info, fd: l.fd });
       for (const spec of options.listeners ?? []) {
         if (broker.registry.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
         broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
       }
-      broker.acceptor = Acceptor.listen(options.controlPath, { mode: options.mode ?? DEFAULT_CONTROL_MODE });
+      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, takeover: options.takeover });
     } catch (err) {
       clearInterval(broker.checkTimer);
       broker.registry.closeAll();
       throw err;
     }
-    broker.acceptor.on('connection', (fd) => broker.onConnection(fd));
-    broker.acceptor.on('warning', (err) => broker.emit('warning', err));
+    broker.listenOn(broker.acceptor);
     return broker;
+  }
+
+  private listenOn(acceptor: Acceptor): void {
+    acceptor.on('connection', (fd) => this.onConnection(fd));
+    acceptor.on('warning', (err) => this.emit('warning', err));
+  }
+
+  /** The listeners' fds, for an app that embeds this broker (still owned by the broker). */
+  listenerFdsForSelf(): Array<{ info: ListenerInfo; fd: number }> {
+    return this.registry.select(null).map((l) => ({ info: l.info, fd: l.fd }));
+  }
+
+  /** Embedded mode: the app's own generation serves now. Older generations are told to retire. */
+  markSelfReady(): void {
+    if (this.selfGeneration === undefined) throw new FdbrokerError('ERR_FDBROKER_READY_REFUSED', 'this broker has no self generation');
+    const result = this.generations.ready(this.selfGeneration, Date.now());
+    if (!result.ok) throw new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${this.selfGeneration} cannot become ready (${result.reason})`);
+    this.applyRetire(this.selfGeneration, result.retire);
+  }
+
+  /**
+   * Embedded mode: a successor that renamed its control socket over our path
+   * died before ready. If nothing answers on the path, bind it again.
+   */
+  private reclaimPath(): void {
+    const acceptor = this.acceptor;
+    if (!acceptor || this.closed || acceptor.ownsPath()) return;
+    const n = native();
+    const probe = n.socket(n.constants.AF_UNIX, n.constants.SOCK_SEQPACKET);
+    if (probe < 0) return;
+    const r = n.connect(probe, { family: 'unix', path: this.controlPath });
+    n.close(probe);
+    if (r !== -111 /* ECONNREFUSED */ && r !== -2 /* ENOENT */) return;
+    try {
+      const next = Acceptor.listen(this.controlPath, { mode: this.mode, takeover: true });
+      this.acceptor = next;
+      this.listenOn(next);
+      acceptor.close();
+      debug('reclaimed %s', this.controlPath);
+      this.emit('reclaimed');
+    } catch (err) {
+      this.emit('warning', err as Error);
+    }
   }
 
   private adopt(l: OwnedListener): void {
@@ -278,7 +342,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
           return;
         }
         state.greeted = true;
-        this.reply(state, { type: 'welcome', version, broker: { pid: process.pid, software: `fdbroker/${VERSION}` } });
+        this.reply(state, {
+          type: 'welcome', version,
+          broker: { pid: process.pid, software: `fdbroker/${VERSION}`, embedded: this.selfGeneration !== undefined },
+        });
         return;
       }
       case 'adopt':
@@ -345,12 +412,22 @@ export class Broker extends EventEmitter<BrokerEvents> {
       return;
     }
     this.reply(state, { type: 'ack', id });
-    debug('generation %d (pid %d) ready; retiring %s', n, state.info.pid, result.retire.join(',') || 'none');
-    for (const r of result.retire) {
+    this.applyRetire(n!, result.retire);
+  }
+
+  /** Generation `n` became ready: tell each of `retire` to retire. */
+  private applyRetire(n: number, retire: number[]): void {
+    debug('generation %d ready; retiring %s', n, retire.join(',') || 'none');
+    for (const r of retire) {
+      const by = r === n ? this.newestReady() : n;
+      if (r === this.selfGeneration) {
+        this.emit('retireSelf', by);
+        continue;
+      }
       const target = [...this.clients.values()].find((c) => c.generation === r);
-      if (target) this.reply(target, { type: 'retire', generation: r, by: r === n ? this.newestReady() : n! });
+      if (target) this.reply(target, { type: 'retire', generation: r, by });
     }
-    this.emit('ready', this.generations.get(n!)!, result.retire);
+    this.emit('ready', this.generations.get(n)!, retire);
   }
 
   private newestReady(): number {
@@ -400,6 +477,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       if (state.generation !== undefined) {
         const g = this.generations.leave(state.generation);
         if (g) this.emit('leave', g);
+        if (g && g.state === 'starting' && this.selfGeneration !== undefined) this.reclaimPath();
       }
       this.emit('disconnect', state.info);
     }

@@ -7,6 +7,8 @@ import { parseListenerSpec, type ListenerSpec } from './spec';
 import type { ListenerInfo, StatusMessage } from './protocol';
 import { VERSION } from './version';
 import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './constants';
+import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec';
+import * as os from 'node:os';
 
 const USAGE = `fdbroker ${VERSION}: hand listening sockets from process to process, without downtime
 
@@ -14,6 +16,7 @@ Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
   fdbroker status <control-socket> [--json]
   fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS]
+  fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
   fdbroker --help | --version
 
 SPEC:
@@ -41,6 +44,21 @@ with --until handover (the default), every older generation has left.
   exit 3  no broker, or it stopped answering
   exit 4  that generation left, was retired, or missed its ready timeout
           without becoming ready (roll back)
+
+exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
+(LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, as systemd socket activation).
+  --names a,b        adopt only these listeners, in this order (default all)
+  --ready notify|immediate
+                     notify (default): ready when CMD sends READY=1 to
+                     $NOTIFY_SOCKET (sd_notify); immediate: once CMD is started
+  --retire-signal SIG
+                     sent to CMD when a newer generation is ready (default SIGTERM)
+  --stop-timeout MS  SIGKILL CMD if it has not exited MS ms after that (default 30000)
+  --ready-timeout MS stop CMD if it sends no READY=1 within MS ms (default: no limit)
+  --label TEXT       shown in status (default: CMD's base name)
+  SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 are passed on to CMD.
+  exit status: CMD's, or 128+N if signal N killed it; 127 if CMD cannot be
+  started; 1 if the broker cannot be reached (nothing is started then)
 
 Exit status otherwise: 0 success, 1 failure, 2 usage error.
 `;
@@ -251,6 +269,48 @@ async function wait(args: string[], io: Io): Promise<number> {
   }
 }
 
+function signalName(v: string): NodeJS.Signals {
+  const name = (/^SIG/i.test(v) ? v : `SIG${v}`).toUpperCase();
+  if (/^\d+$/.test(v)) {
+    const found = Object.entries(os.constants.signals).find(([, num]) => num === Number(v));
+    if (found) return found[0] as NodeJS.Signals;
+  } else if (name in os.constants.signals) {
+    return name as NodeJS.Signals;
+  }
+  throw new UsageError(`--retire-signal: unknown signal ${v}`);
+}
+
+async function exec(args: string[], io: Io): Promise<number> {
+  const dd = args.indexOf('--');
+  if (dd < 0 || dd === args.length - 1) throw new UsageError('exec needs the program after --: fdbroker exec <control-socket> -- CMD [ARGS...]');
+  const p = parseArgs(args.slice(0, dd), ['names', 'ready', 'retire-signal', 'stop-timeout', 'ready-timeout', 'label'], []);
+  if (p.positional.length !== 1) throw new UsageError('exec needs exactly one control socket path before --');
+  const [command, ...rest] = args.slice(dd + 1) as [string, ...string[]];
+  const ready = p.flags.get('ready')?.at(-1) ?? 'notify';
+  if (ready !== 'notify' && ready !== 'immediate') throw new UsageError('--ready is "notify" or "immediate"');
+  const namesText = p.flags.get('names')?.at(-1);
+  const retireSignal = signalName(p.flags.get('retire-signal')?.at(-1) ?? 'SIGTERM');
+  const say = (s: string) => io.err(`fdbroker exec: ${s}`);
+  const ex = new Exec({
+    controlPath: p.positional[0]!, command, args: rest, ready, retireSignal,
+    names: namesText === undefined ? undefined : namesText.split(',').filter((x) => x !== ''),
+    stopTimeoutMs: msFlag(p, 'stop-timeout'), readyTimeoutMs: msFlag(p, 'ready-timeout'),
+    label: p.flags.get('label')?.at(-1),
+  });
+  ex.on('readyRefused', (err) => say(`${(err as FdbrokerError).code ?? 'error'}: ${err.message} (the program runs on; older generations keep serving)`));
+  ex.on('readyTimeout', (ms) => say(`no READY=1 within ${ms} ms: stopping the program`));
+  ex.on('kill', (ms) => say(`the program did not exit within ${ms} ms: SIGKILL`));
+  ex.on('brokerLost', (err) => say(`lost the broker (${(err as FdbrokerError).code ?? ''} ${err.message}); the program runs on`));
+  ex.on('notifyError', (err) => say(`notify socket failed: ${err.message}; readiness can no longer be reported`));
+  try {
+    return (await ex.run()).status;
+  } catch (err) {
+    if (!(err instanceof ProgramStartError)) throw err;
+    say(`${err.code}: ${err.message}`);
+    return EXEC_START_FAILED;
+  }
+}
+
 /** Runs the CLI; resolves to the exit status. */
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -259,6 +319,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       case 'serve': return await serve(rest, io);
       case 'status': return await status(rest, io);
       case 'wait': return await wait(rest, io);
+      case 'exec': return await exec(rest, io);
       case '--version': case '-v': io.out(VERSION); return 0;
       case '--help': case '-h': case 'help': io.out(USAGE); return 0;
       case undefined: io.err(USAGE); return 2;

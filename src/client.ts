@@ -51,8 +51,17 @@ export class BrokerConnection {
   readonly path: string;
   readonly version: number;
   readonly brokerPid: number;
+  /** The broker is embedded in an app (the app as its own broker), not `fdbroker serve`. */
+  embedded = false;
   private readonly channel: Channel;
   private waiter: Waiter | undefined;
+  /**
+   * Parts of a multi-part answer that arrived before the next next() call: the
+   * channel reads several queued messages in one turn, faster than the
+   * awaiting code installs its next waiter.
+   */
+  private readonly inbox: Array<{ msg: BrokerMessage; fds: number[] }> = [];
+  private collecting = false;
   /** Called when the broker says this generation should retire. */
   onRetire: ((msg: RetireMessage) => void) | undefined;
   /** Called once when the connection ends (broker gone, protocol error, or close()). */
@@ -99,6 +108,7 @@ export class BrokerConnection {
       throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "welcome", got "${msg.type}"`);
     }
     const conn = new BrokerConnection(path, channel, msg.version, msg.broker?.pid ?? 0);
+    conn.embedded = msg.broker?.embedded === true;
     pending.detach();
     conn.listen();
     return conn;
@@ -120,6 +130,10 @@ export class BrokerConnection {
         return;
       }
       const w = this.waiter;
+      if (!w && this.collecting) {
+        this.inbox.push({ msg, fds });
+        return;
+      }
       if (!w) {
         closeAll(fds);
         this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${msg.type}" message`));
@@ -135,6 +149,7 @@ export class BrokerConnection {
     const first = !this.failure;
     if (!this.failure) this.failure = err;
     if (first) queueMicrotask(() => this.onClose?.(err));
+    this.dropInbox();
     this.channel.close();
     const w = this.waiter;
     this.waiter = undefined;
@@ -148,6 +163,7 @@ export class BrokerConnection {
   /** Closes the connection. */
   close(): void {
     if (!this.failure) this.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the connection was closed');
+    this.dropInbox();
     this.channel.close();
   }
 
@@ -162,6 +178,8 @@ export class BrokerConnection {
   private next(timeoutMs: number): Promise<{ msg: BrokerMessage; fds: number[] }> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.waiter) return Promise.reject(new FdbrokerError('ERR_FDBROKER_INTERNAL', 'one request at a time'));
+    const queued = this.inbox.shift();
+    if (queued) return Promise.resolve(queued);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.fail(timeoutError(this.path, 'reply'));
@@ -210,6 +228,7 @@ export class BrokerConnection {
     this.send(request);
     const out: ReceivedListener[] = [];
     let generation: number | undefined;
+    this.collecting = true;
     try {
       for (let expectPart = 0; ; expectPart++) {
         const { msg, fds } = await this.next(deadline - Date.now());
@@ -225,7 +244,16 @@ export class BrokerConnection {
     } catch (err) {
       closeAll(out.map((l) => l.fd));
       throw err;
+    } finally {
+      this.collecting = false;
+      // Anything still buffered is not part of this answer: as before, an unexpected message fails the connection.
+      const extra = this.inbox[0];
+      if (extra) this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${extra.msg.type}" message`));
     }
+  }
+
+  private dropInbox(): void {
+    for (const q of this.inbox.splice(0)) closeAll(q.fds);
   }
 
   /** The broker's listeners and clients. */

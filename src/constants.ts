@@ -57,3 +57,9 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 export const DEFAULT_WAIT_TIMEOUT_MS = 30_000;
 /** CLI: how often `fdbroker wait` asks the broker. */
 export const WAIT_POLL_MS = 50;
+/** exec: how long the program may take to exit after the retire signal before SIGKILL. */
+export const DEFAULT_EXEC_STOP_TIMEOUT_MS = 30_000;
+/** exec: largest sd_notify datagram read (systemd's NOTIFY_BUFFER_MAX); longer ones are ignored. */
+export const NOTIFY_MAX_DATAGRAM_BYTES = 4096;
+/** Library: a successor started by upgradeOnSignal() not ready within this time is stopped. */
+export const DEFAULT_UPGRADE_TIMEOUT_MS = 60_000;

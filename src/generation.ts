@@ -3,14 +3,26 @@
 // every older generation to retire. When told to retire, a Generation drains
 // the servers its listeners are attached to (unless told not to) and leaves.
 //
+// With `listen`, the app is its own broker (like HAProxy's expose-fd
+// listeners): the first process creates the listeners and serves them on the
+// control path itself; each successor adopts them from its predecessor, serves
+// them on the same path (renamed over it, so the path always answers), and
+// retires the predecessor when ready. No `fdbroker serve` is needed.
+//
 // Fd ownership: as adoptListeners(): each Listener owns its fd until attached.
+// In self-broker mode the embedded broker owns its own duplicates.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
-import { BrokerConnection } from './client';
+import { native } from './_binding';
+import { Broker } from './broker';
+import { BrokerConnection, type ReceivedListener } from './client';
 import { toListeners } from './adopt';
 import { drain, type DrainResult } from './drain';
+import { check, FdbrokerError } from './errors';
 import type { Listener } from './listener';
-import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './constants';
+import { parseListenerSpec } from './spec';
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from './constants';
 
 export interface GenerationOptions {
   /** Only these listeners (default all; [] for none, e.g. a cluster primary whose workers adopt). */
@@ -23,6 +35,25 @@ export interface GenerationOptions {
   onRetire?: 'drain' | 'none';
   /** drain() deadline (default 30 s). */
   drainTimeout?: number;
+  /**
+   * The app as its own broker: listener specs (as `fdbroker serve --listen`)
+   * created by the first process when nothing answers on the path. A
+   * successor adopts them from its predecessor instead. When the path is a
+   * standalone `fdbroker serve`, this option is not used: the process is an
+   * ordinary generation of that broker.
+   */
+  listen?: string[];
+  /** Self-broker mode: mode of the control socket (default 0600). */
+  mode?: number;
+}
+
+export interface UpgradeOptions {
+  /** Arguments for the successor (default: this process's execArgv and argv). */
+  args?: string[];
+  /** Environment for the successor (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** A successor not ready within this many ms is stopped (SIGTERM) and the upgrade fails (default 60 s). */
+  timeout?: number;
 }
 
 export interface GenerationEvents {
@@ -32,41 +63,106 @@ export interface GenerationEvents {
   drained: [result: DrainResult];
   /** The broker connection ended without a retire (broker stopped or crashed). Serving goes on. */
   brokerLost: [err: Error];
+  /** upgradeOnSignal(): a successor was started. */
+  upgrade: [pid: number];
+  /** upgradeOnSignal(): the successor exited, or was stopped, before it became ready. This process serves on. */
+  upgradeFailed: [info: { pid: number; code: number | null; signal: NodeJS.Signals | null; reason: string }];
+  /** upgradeOnSignal(): a signal arrived while an upgrade was in flight (or while retiring) and was ignored. */
+  upgradeRefused: [reason: string];
 }
 
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
   readonly number: number;
   readonly listeners: Record<string, Listener>;
-  private readonly conn: BrokerConnection;
+  /** The path this generation joined (and, in self-broker mode, serves). */
+  readonly path: string;
+  /** Connection to the broker this generation joined, if any (none for the first self-broker process). */
+  private conn: BrokerConnection | undefined;
+  /** Self-broker mode: the broker this process embeds. */
+  private readonly broker: Broker | undefined;
   private readonly opts: GenerationOptions;
   private _retiring = false;
   private _ready = false;
   private closedByUs = false;
+  private upgrading: ChildProcess | undefined;
+  private retirePromise: Promise<DrainResult> | undefined;
 
-  private constructor(conn: BrokerConnection, number: number, listeners: Record<string, Listener>, opts: GenerationOptions) {
+  private constructor(path: string, conn: BrokerConnection | undefined, broker: Broker | undefined, number: number,
+    listeners: Record<string, Listener>, opts: GenerationOptions) {
+    this.path = path;
     this.conn = conn;
+    this.broker = broker;
     this.number = number;
     this.listeners = listeners;
     this.opts = opts;
-    conn.onRetire = (msg) => this.onRetire(msg.by);
-    conn.onClose = (err) => {
-      if (!this._retiring && !this.closedByUs) this.events.emit('brokerLost', err);
-    };
-    // The connection must not keep the process alive: the servers do.
-    conn.unref();
+    if (conn) {
+      conn.onRetire = (msg) => this.onRetire(msg.by);
+      conn.onClose = (err) => {
+        // In self-broker mode the predecessor's broker goes away once it has
+        // retired: expected, not a loss.
+        const expected = this.closedByUs || this._retiring || (this.broker !== undefined && this._ready);
+        if (!expected) this.events.emit('brokerLost', err);
+      };
+      // The connection must not keep the process alive: the servers do.
+      conn.unref();
+    }
+    broker?.on('retireSelf', (by) => this.onRetire(by));
   }
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
   static async start(path: string, options: GenerationOptions = {}): Promise<Generation> {
     const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     const deadline = Date.now() + timeout;
-    const conn = await BrokerConnection.connect(path, { timeout });
+    let conn: BrokerConnection | undefined;
     try {
+      conn = await BrokerConnection.connect(path, { timeout });
+    } catch (err) {
+      if (!options.listen || (err as FdbrokerError).code !== 'ERR_FDBROKER_NO_BROKER') throw err;
+      return Generation.first(path, options);
+    }
+    try {
+      if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
       const { generation, listeners } = await conn.join(options.names, options.label, Math.max(0, deadline - Date.now()));
-      return new Generation(conn, generation, toListeners(listeners, options.names), options);
+      return new Generation(path, conn, undefined, generation, toListeners(listeners, options.names), options);
     } catch (err) {
       conn.close();
+      throw err;
+    }
+  }
+
+  /** Self-broker mode, nobody at the path: create the listeners and serve them. */
+  private static first(path: string, options: GenerationOptions): Generation {
+    const specs = options.listen!.map((s) => parseListenerSpec(s));
+    const broker = Broker.start({ controlPath: path, listeners: specs, self: { label: options.label }, mode: options.mode, inherit: false });
+    try {
+      const mine = dupForSelf(broker.listenerFdsForSelf(), options.names);
+      return new Generation(path, undefined, broker, broker.selfGeneration!, toListeners(mine, options.names), options);
+    } catch (err) {
+      broker.close();
+      throw err;
+    }
+  }
+
+  /** Self-broker mode, a predecessor serves the path: adopt everything from it and serve the same path. */
+  private static async successor(path: string, conn: BrokerConnection, options: GenerationOptions, deadline: number): Promise<Generation> {
+    const { generation, listeners: received } = await conn.join(undefined, options.label, Math.max(0, deadline - Date.now()));
+    let broker: Broker;
+    try {
+      // The embedded broker takes ownership of everything received.
+      broker = Broker.start({
+        controlPath: path, listenerFds: received, self: { number: generation, label: options.label },
+        mode: options.mode, inherit: false, takeover: true,
+      });
+    } catch (err) {
+      for (const r of received) native().close(r.fd);
+      throw err;
+    }
+    try {
+      const mine = dupForSelf(broker.listenerFdsForSelf(), options.names);
+      return new Generation(path, conn, broker, generation, toListeners(mine, options.names), options);
+    } catch (err) {
+      broker.close();
       throw err;
     }
   }
@@ -86,6 +182,8 @@ export class Generation {
 
   get isReady(): boolean { return this._ready; }
   get isRetiring(): boolean { return this._retiring; }
+  /** Self-broker mode: whether this process serves the control path itself. */
+  get isBroker(): boolean { return this.broker !== undefined; }
 
   /**
    * Tells the broker this generation serves: older generations are told to
@@ -95,13 +193,16 @@ export class Generation {
    */
   async ready(): Promise<void> {
     if (this._ready) return;
-    this.conn.ref();
-    try {
-      await this.conn.ready();
-      this._ready = true;
-    } finally {
-      this.conn.unref();
+    if (this.conn && !this.conn.isClosed) {
+      this.conn.ref();
+      try {
+        await this.conn.ready();
+      } finally {
+        this.conn.unref();
+      }
     }
+    this.broker?.markSelfReady();
+    this._ready = true;
   }
 
   /** Servers attached to this generation's listeners. */
@@ -114,25 +215,79 @@ export class Generation {
     return out;
   }
 
-  /** Drains every attached server (see drain()), then leaves the broker. */
-  async retire(timeout = this.opts.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS): Promise<DrainResult> {
+  /** Drains every attached server (see drain()), then leaves the broker (and, self-broker, closes its own). */
+  retire(timeout = this.opts.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS): Promise<DrainResult> {
+    if (this.retirePromise) return this.retirePromise;
     this._retiring = true;
     const started = Date.now();
-    const results = await Promise.all(this.servers().map((s) => drain(s, { timeout })));
-    for (const l of Object.values(this.listeners)) {
-      const s = l.server as { close?: () => void; listen?: unknown } | undefined;
-      if (s && typeof s.listen !== 'function' && typeof s.close === 'function') s.close(); // dgram
-      l.close();
-    }
-    this.closedByUs = true;
-    this.conn.close();
-    return { forced: results.reduce((a, r) => a + r.forced, 0), ms: Date.now() - started };
+    this.retirePromise = Promise.all(this.servers().map((s) => drain(s, { timeout }))).then((results) => {
+      for (const l of Object.values(this.listeners)) {
+        const s = l.server as { close?: () => void; listen?: unknown } | undefined;
+        if (s && typeof s.listen !== 'function' && typeof s.close === 'function') s.close(); // dgram
+        l.close();
+      }
+      this.close();
+      return { forced: results.reduce((a, r) => a + r.forced, 0), ms: Date.now() - started };
+    });
+    return this.retirePromise;
   }
 
-  /** Leaves the broker without draining. Listeners and servers are untouched. */
+  /** Leaves the broker without draining (self-broker: closes the embedded broker). Servers are untouched. */
   close(): void {
     this.closedByUs = true;
-    this.conn.close();
+    this.conn?.close();
+    this.broker?.close();
+  }
+
+  /**
+   * The nginx way: on `signal` (default SIGUSR2), start a successor (the same
+   * program with the same arguments, detached), which adopts, becomes ready,
+   * and so retires this process. A second signal while one upgrade is in
+   * flight is refused ('upgradeRefused'). A successor that exits, or is not
+   * ready within `timeout` (then it is sent SIGTERM), fails the upgrade
+   * ('upgradeFailed') and this process serves on.
+   */
+  upgradeOnSignal(signal: NodeJS.Signals = 'SIGUSR2', options: UpgradeOptions = {}): this {
+    const handler = () => this.startUpgrade(options);
+    process.on(signal, handler);
+    this.once('retire', () => process.off(signal, handler));
+    return this;
+  }
+
+  private startUpgrade(options: UpgradeOptions): void {
+    if (this._retiring) {
+      this.events.emit('upgradeRefused', 'this generation is retiring');
+      return;
+    }
+    if (this.upgrading) {
+      this.events.emit('upgradeRefused', `an upgrade is in flight (pid ${this.upgrading.pid})`);
+      return;
+    }
+    const args = options.args ?? [...process.execArgv, ...process.argv.slice(1)];
+    const child = spawn(process.execPath, args, {
+      detached: true,
+      stdio: 'inherit',
+      env: { ...(options.env ?? process.env), FDBROKER_UPGRADED_FROM: String(process.pid) },
+    });
+    this.upgrading = child;
+    child.unref();
+    const fail = (reason: string, code: number | null, sig: NodeJS.Signals | null) => {
+      clearTimeout(timer);
+      if (this.upgrading !== child) return;
+      if (this._retiring) return; // the successor (or another) took over: not a failure
+      this.upgrading = undefined;
+      this.events.emit('upgradeFailed', { pid: child.pid ?? -1, code, signal: sig, reason });
+    };
+    const timer = setTimeout(() => {
+      if (this.upgrading === child && !this._retiring) {
+        child.kill('SIGTERM');
+        fail('not ready in time', null, null);
+      }
+    }, options.timeout ?? DEFAULT_UPGRADE_TIMEOUT_MS);
+    timer.unref();
+    child.once('error', (err) => fail(err.message, null, null));
+    child.once('exit', (code, sig) => fail(code === 0 ? 'exited before ready' : 'failed before ready', code, sig));
+    if (child.pid !== undefined) this.events.emit('upgrade', child.pid);
   }
 
   private onRetire(by: number): void {
@@ -145,8 +300,20 @@ export class Generation {
   }
 }
 
+/** Duplicates the embedded broker's listeners the app asked for (the broker keeps its own). */
+function dupForSelf(all: Array<{ info: ReceivedListener['info']; fd: number }>, names?: string[]): ReceivedListener[] {
+  const wanted = names ? all.filter((l) => names.includes(l.info.name)) : all;
+  const out: ReceivedListener[] = [];
+  try {
+    for (const l of wanted) out.push({ info: l.info, fd: check(native().dup(l.fd), 'fcntl') });
+    return out;
+  } catch (err) {
+    for (const o of out) native().close(o.fd);
+    throw err;
+  }
+}
+
 /** Joins the broker at `path` as a new generation. See Generation. */
 export function startGeneration(path: string, options?: GenerationOptions): Promise<Generation> {
   return Generation.start(path, options);
 }
-

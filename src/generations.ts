@@ -52,8 +52,10 @@ export class Generations {
   constructor(private readonly timeouts: GenerationTimeouts) {}
 
   /** A client joins as a new generation; returns its number. */
-  join(client: { clientId: number; pid: number; uid: number; label?: string }, adopted: string[], nowMs: number): number {
-    const number = this.next++;
+  join(client: { clientId: number; pid: number; uid: number; label?: string }, adopted: string[], nowMs: number, asNumber?: number): number {
+    // asNumber: a broker embedded in an app continues its predecessor's numbering.
+    const number = asNumber !== undefined && asNumber >= this.next ? asNumber : this.next;
+    this.next = number + 1;
     this.gens.set(number, {
       number, clientId: client.clientId, pid: client.pid, uid: client.uid, label: client.label,
       state: 'starting', adopted: [...adopted], joinedAt: new Date(nowMs).toISOString(), joinedMs: nowMs,

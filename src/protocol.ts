@@ -39,7 +39,7 @@ export interface JoinMessage { type: 'join'; id: number; names?: string[] | null
 /** This generation now serves. */
 export interface ReadyMessage { type: 'ready'; id: number }
 // Broker -> client
-export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string } }
+export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean } }
 export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
 /** A request was carried out (answers "ready"). */
 export interface AckMessage { type: 'ack'; id: number }

@@ -1,0 +1,40 @@
+// One long-lived cluster primary with WORKERS workers (default 2) on PORT.
+// SIGUSR2 = rolling restart, one worker at a time: fork a new worker, wait for
+// its 'listening', old.disconnect(), wait until the old one has disconnected
+// (or exited); an old worker still alive KILL_TIMEOUT_MS (default 3000) after
+// disconnect() is killed (SIGKILL). Prints "ready", then "rolled <n> forced <k>".
+'use strict';
+const cluster = require('node:cluster');
+
+if (cluster.isPrimary) {
+  const n = Number(process.env.WORKERS || 2);
+  const killTimeout = Number(process.env.KILL_TIMEOUT_MS || 3000);
+  let forced = 0;
+  let rolls = 0;
+  const once = (w, events) => new Promise((resolve) => { for (const e of events) w.once(e, () => resolve(e)); });
+  (async () => {
+    const first = Array.from({ length: n }, () => cluster.fork());
+    await Promise.all(first.map((w) => once(w, ['listening'])));
+    process.stdout.write(`ready ${process.pid}\n`);
+  })();
+  let rolling = Promise.resolve();
+  process.on('SIGUSR2', () => {
+    rolling = rolling.then(async () => {
+      for (const old of Object.values(cluster.workers)) {
+        if (!old || old.exitedAfterDisconnect) continue;
+        const fresh = cluster.fork();
+        const r = await once(fresh, ['listening', 'exit']);
+        if (r !== 'listening') throw new Error('new worker died before listening');
+        const gone = once(old, ['disconnect', 'exit']);
+        const killer = setTimeout(() => { if (!old.isDead()) { forced++; old.process.kill('SIGKILL'); } }, killTimeout);
+        old.once('exit', () => clearTimeout(killer));
+        old.disconnect();
+        await gone;
+      }
+      process.stdout.write(`rolled ${++rolls} forced ${forced}\n`);
+    });
+  });
+  process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL'); process.exit(0); });
+} else {
+  require('./naive-app');
+}

@@ -1,0 +1,314 @@
+// `fdbroker exec`: run a program in any language as a generation, handing it
+// the broker's listeners the systemd way (LISTEN_FDS, LISTEN_FDNAMES,
+// LISTEN_PID, fds from 3) and reading its readiness over sd_notify
+// (NOTIFY_SOCKET). This process is the generation as the broker sees it: it
+// joins, says ready when the program does, and when told to retire sends the
+// program the retire signal (SIGKILL after the stop timeout). It never serves:
+// its own copies of the listeners are closed once the program has them.
+//
+// Library code: it never prints. Exec emits events; the CLI reports them.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { native } from './_binding';
+import { BrokerConnection, type ReceivedListener } from './client';
+import { FdbrokerError } from './errors';
+import { NotifySocket } from './notify';
+import type { ListenerInfo } from './protocol';
+import { DEFAULT_EXEC_STOP_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './constants';
+
+/** Signals the wrapper passes on to the program. */
+export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+
+/** Exit status when the program cannot be started (as a shell's). */
+export const EXEC_START_FAILED = 127;
+
+// sh's own pid is the program's pid once `exec` replaces sh: the only way to
+// put the program's pid in its environment before it runs.
+const SH = '/bin/sh';
+const SH_SCRIPT = 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
+
+export interface ExecOptions {
+  controlPath: string;
+  command: string;
+  args?: string[];
+  /** Listeners to adopt, in this order from fd 3 (default all, in the broker's order). */
+  names?: string[];
+  /** 'notify' (default): ready when the program sends READY=1; 'immediate': as soon as it is spawned. */
+  ready?: 'notify' | 'immediate';
+  /** Sent to the program when the broker says retire (default SIGTERM). */
+  retireSignal?: NodeJS.Signals;
+  /** ms from the retire signal to SIGKILL (default 30 s). */
+  stopTimeoutMs?: number;
+  /** With 'notify': ms the program has to send READY=1 before it is stopped (default: no limit). */
+  readyTimeoutMs?: number;
+  /** Shown in `fdbroker status` (default: the command's base name). */
+  label?: string;
+  /** Environment the program's is built from (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Deadline for connecting and joining, in ms (default 10 s). */
+  timeout?: number;
+  /** Where the notify socket's private directory is made (default os.tmpdir()). */
+  notifyParent?: string;
+}
+
+export interface ExecEvents {
+  /** The program runs: its pid, this generation's number, the listeners it got from fd 3. */
+  spawn: [pid: number, generation: number, listeners: ListenerInfo[]];
+  /** The broker accepted ready(). */
+  ready: [];
+  /** The broker refused ready() (or could not be asked): the program runs on, older generations serve on. */
+  readyRefused: [err: Error];
+  /** The program sent no READY=1 within readyTimeoutMs; it is being stopped. */
+  readyTimeout: [ms: number];
+  /** The broker said retire; the program was sent `signal`. */
+  retire: [by: number, signal: NodeJS.Signals];
+  /** The program outlived the stop timeout and was sent SIGKILL. */
+  kill: [afterMs: number];
+  /** A signal to this process was passed on to the program. */
+  forward: [signal: NodeJS.Signals];
+  /** The program sent STATUS=... */
+  status: [text: string];
+  /** The program sent STOPPING=1. */
+  stopping: [];
+  /** The connection to the broker ended while the program runs; it runs on. */
+  brokerLost: [err: Error];
+  /** The notify socket failed; readiness can no longer be reported. */
+  notifyError: [err: Error];
+}
+
+export interface ExecResult {
+  /** What to exit with: the program's code, 128 + signal number if a signal killed it. */
+  status: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Whether the broker accepted ready(). */
+  ready: boolean;
+  /** Whether the broker told this generation to retire. */
+  retired: boolean;
+}
+
+/** The program could not be started. `code` is ENOENT, EACCES, ...; exit with EXEC_START_FAILED. */
+export class ProgramStartError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ProgramStartError';
+    this.code = code;
+  }
+}
+
+/** Where `command` would be found on `PATH`, as execvp() looks; throws ProgramStartError if nowhere. */
+export function resolveProgram(command: string, envPath: string | undefined): string {
+  if (command === '') throw new ProgramStartError('ENOENT', 'no program given');
+  const check = (p: string): string | undefined => {
+    try {
+      if (!fs.statSync(p).isFile()) return 'not a regular file';
+      fs.accessSync(p, fs.constants.X_OK);
+      return undefined;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code ?? String(err);
+    }
+  };
+  if (command.includes('/')) {
+    const why = check(command);
+    if (why === undefined) return command;
+    throw new ProgramStartError(why === 'ENOENT' ? 'ENOENT' : 'EACCES', `cannot run ${command}: ${why === 'ENOENT' ? 'no such file' : why === 'EACCES' ? 'not executable' : why}`);
+  }
+  let denied: string | undefined;
+  for (const dir of (envPath ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
+    const p = path.join(dir || '.', command);
+    const why = check(p);
+    if (why === undefined) return p;
+    if (why === 'EACCES' && !denied) denied = p;
+  }
+  if (denied) throw new ProgramStartError('EACCES', `cannot run ${command}: ${denied} is not executable`);
+  throw new ProgramStartError('ENOENT', `cannot run ${command}: command not found on PATH`);
+}
+
+/** Exit status for a program that ended with `code` or died of `signal`. */
+export function exitStatus(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  const n = signal ? os.constants.signals[signal] : undefined;
+  return n !== undefined ? 128 + n : 1;
+}
+
+function orderListeners(got: ReceivedListener[], names: string[] | undefined): ReceivedListener[] {
+  if (!names) return got;
+  const rank = new Map(names.map((n, i) => [n, i] as const));
+  return [...got].sort((a, b) => (rank.get(a.info.name) ?? 0) - (rank.get(b.info.name) ?? 0));
+}
+
+export class Exec extends EventEmitter<ExecEvents> {
+  private readonly opts: ExecOptions;
+  private started = false;
+
+  constructor(options: ExecOptions) {
+    super();
+    this.opts = options;
+  }
+
+  /**
+   * Joins, spawns and supervises the program; resolves when it has exited.
+   * Rejects, with nothing spawned, on a broker error (FdbrokerError) or when
+   * the program cannot be started (ProgramStartError).
+   */
+  async run(): Promise<ExecResult> {
+    if (this.started) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', 'Exec.run() may be called once');
+    this.started = true;
+    const o = this.opts;
+    const baseEnv = o.env ?? process.env;
+    const args = o.args ?? [];
+    const mode = o.ready ?? 'notify';
+    const retireSignal = o.retireSignal ?? 'SIGTERM';
+    const stopTimeoutMs = o.stopTimeoutMs ?? DEFAULT_EXEC_STOP_TIMEOUT_MS;
+    resolveProgram(o.command, baseEnv.PATH);
+
+    const conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+    let listeners: ReceivedListener[] = [];
+    let generation: number;
+    let notify: NotifySocket | undefined;
+    const n = native();
+    const closeFds = () => { for (const l of listeners) n.close(l.fd); listeners = []; };
+    try {
+      const label = o.label ?? path.basename(o.command);
+      const r = await conn.join(o.names, label, o.timeout ?? DEFAULT_TIMEOUT_MS);
+      generation = r.generation;
+      listeners = orderListeners(r.listeners, o.names);
+      const bad = listeners.find((l) => l.info.name.includes(':'));
+      if (bad) {
+        throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+          `listener "${bad.info.name}" contains ":", which LISTEN_FDNAMES cannot carry; choose others with --names`);
+      }
+      if (mode === 'notify') notify = NotifySocket.create({ parent: o.notifyParent });
+    } catch (err) {
+      closeFds();
+      conn.close();
+      throw err;
+    }
+
+    const env: NodeJS.ProcessEnv = { ...baseEnv };
+    delete env.LISTEN_PID;
+    delete env.NOTIFY_SOCKET;
+    env.LISTEN_FDS = String(listeners.length);
+    env.LISTEN_FDNAMES = listeners.map((l) => l.info.name).join(':');
+    if (notify) env.NOTIFY_SOCKET = notify.path;
+
+    let child: ChildProcess;
+    try {
+      // Node dup2()s each fd to its index in the child (3, 4, ...), without
+      // close-on-exec; every other fd of this process is close-on-exec.
+      child = spawn(SH, ['-c', SH_SCRIPT, o.command, ...args], {
+        env, stdio: ['inherit', 'inherit', 'inherit', ...listeners.map((l) => l.fd)],
+      });
+    } catch (err) {
+      closeFds();
+      notify?.close();
+      conn.close();
+      throw new ProgramStartError((err as NodeJS.ErrnoException).code ?? 'EINVAL', `cannot start ${SH}: ${(err as Error).message}`, { cause: err });
+    }
+    // uv_spawn() returns once the child has exec'd (or failed to): the child
+    // holds its copies now. This process must not serve.
+    const infos = listeners.map((l) => l.info);
+    closeFds();
+
+    return new Promise<ExecResult>((resolve, reject) => {
+      let ready = false;
+      let retired = false;
+      let readyFailed = false;
+      let readyTimedOut = false;
+      let finished = false;
+      let connClosedByUs = false;
+      let stopTimer: NodeJS.Timeout | undefined;
+      let readyTimer: NodeJS.Timeout | undefined;
+
+      const alive = () => child.exitCode === null && child.signalCode === null;
+      const signal = (sig: NodeJS.Signals) => {
+        if (!alive()) return;
+        try { child.kill(sig); } catch { /* exited meanwhile */ }
+      };
+      const stop = () => {
+        signal(retireSignal);
+        if (stopTimer) return;
+        stopTimer = setTimeout(() => {
+          if (!alive()) return;
+          this.emit('kill', stopTimeoutMs);
+          signal('SIGKILL');
+        }, stopTimeoutMs);
+      };
+      const forwarders = FORWARDED_SIGNALS.map((sig) => {
+        const fn = () => { if (alive()) { this.emit('forward', sig); signal(sig); } };
+        process.on(sig, fn);
+        return [sig, fn] as const;
+      });
+
+      const finish = () => {
+        finished = true;
+        for (const [sig, fn] of forwarders) process.off(sig, fn);
+        clearTimeout(stopTimer);
+        clearTimeout(readyTimer);
+        notify?.close();
+        connClosedByUs = true;
+        conn.close();
+      };
+
+      const sayReady = () => {
+        if (ready || finished || retired || readyFailed) return;
+        clearTimeout(readyTimer);
+        conn.ready().then(
+          () => { ready = true; if (!finished) this.emit('ready'); },
+          (err: Error) => { readyFailed = true; if (!finished) this.emit('readyRefused', err); },
+        );
+      };
+
+      conn.onRetire = (msg) => {
+        if (retired || finished) return;
+        retired = true;
+        clearTimeout(readyTimer);
+        this.emit('retire', msg.by, retireSignal);
+        stop();
+      };
+      conn.onClose = (err) => {
+        if (!connClosedByUs && !finished) this.emit('brokerLost', err);
+      };
+
+      child.on('error', (err) => {
+        // Only when /bin/sh itself could not be spawned: nothing runs.
+        if (finished) return;
+        finish();
+        reject(new ProgramStartError((err as NodeJS.ErrnoException).code ?? 'EINVAL', `cannot start ${SH}: ${err.message}`, { cause: err }));
+      });
+      child.on('exit', (code, sig) => {
+        if (finished) return;
+        finish();
+        let status = exitStatus(code, sig);
+        // A program stopped for missing its ready deadline has failed, whatever it exits with.
+        if (readyTimedOut && status === 0) status = 1;
+        resolve({ status, code, signal: sig, ready, retired });
+      });
+      if (child.pid === undefined) return; // 'error' follows
+
+      this.emit('spawn', child.pid, generation, infos);
+
+      if (notify) {
+        notify.on('ready', sayReady);
+        notify.on('stopping', () => this.emit('stopping'));
+        notify.on('status', (t) => this.emit('status', t));
+        notify.on('error', (err) => this.emit('notifyError', err));
+        if (o.readyTimeoutMs !== undefined) {
+          readyTimer = setTimeout(() => {
+            if (ready || retired || finished || !alive()) return;
+            readyTimedOut = true;
+            readyFailed = true;
+            this.emit('readyTimeout', o.readyTimeoutMs!);
+            stop();
+          }, o.readyTimeoutMs);
+        }
+      } else {
+        sayReady();
+      }
+    });
+  }
+}
