@@ -393,7 +393,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       }, group.map((i) => selected[i]!.fd));
       if (!ok) return;
     }
-    for (const i of infos) if (!state.info.adopted.includes(i.name)) state.info.adopted.push(i.name);
+    const adopted = new Set(state.info.adopted); // a Set: includes() per name is O(N²) for 1,000s of listeners
+    for (const i of infos) if (!adopted.has(i.name)) { adopted.add(i.name); state.info.adopted.push(i.name); }
     debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, infos.map((i) => i.name).join(','));
     this.emit('adopt', { client: { ...state.info }, names: infos.map((i) => i.name), generation });
     if (generation !== undefined) this.emit('join', this.generations.get(generation)!);

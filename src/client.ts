@@ -142,7 +142,8 @@ export class BrokerConnection {
       w.resolve(msg, fds);
     });
     this.channel.on('error', (err) => this.fail(err));
-    this.channel.on('close', () => this.fail(new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${this.path} closed the connection`)));
+    // No new error (and stack capture) when the connection already failed or was closed: fail() keeps the first.
+    this.channel.on('close', () => this.fail(this.failure ?? new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${this.path} closed the connection`)));
   }
 
   private fail(err: Error): void {

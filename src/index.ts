@@ -3,6 +3,7 @@ export { adoptListeners, type AdoptOptions } from './adopt';
 export { Listener } from './listener';
 export { Generation, startGeneration, type GenerationOptions, type GenerationEvents } from './generation';
 export { drain, type DrainOptions, type DrainResult } from './drain';
+export { workerEnv, listenViaPrimary, WORKER_ENV } from './cluster';
 export type { GenerationInfo, GenerationState } from './generations';
 export { Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent } from './broker';
 export { BrokerConnection, type ConnectOptions } from './client';

@@ -1,0 +1,583 @@
+#!/usr/bin/env node
+// Restarts under load, compared across methods, in one run. Prints JSON on
+// stdout (progress on stderr).
+//
+//   node bench/restarts.js              full: every method, 8 restarts in 20 s, 50 connections
+//   node bench/restarts.js --quick      CI smoke: fdbroker + naive, 2 restarts in 3 s, hello app
+//   node bench/restarts.js --selfcheck  only the load generator's self-check
+//   options: --methods=a,b  --apps=hello,busy  --clients=keepalive,close
+//            --restarts=K --seconds=S --concurrency=N --steady=SEC --no-selfcheck
+//
+// Every method serves the same app (restarts/handler.js: hello-world, or
+// "busy", ~1 ms CPU per request) to the same load generator (restarts/load.js,
+// its own process), once with keep-alive clients and once with a new
+// connection per request. Per (method, app, client) cell: warm-up, a steady
+// window with no restart, then K restarts spread over S seconds, then a tail.
+// Throughput during restarts is compared with the steady window of the same
+// cell. Methods: see METHODS below. PM2 is installed only for the benchmark,
+// into /tmp/fdbroker-bench-pm2 (never a dependency of this package).
+'use strict';
+const { spawn, fork, execFile } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..');
+const DIR = path.join(__dirname, 'restarts');
+const CLI = path.join(ROOT, 'bin', 'fdbroker.js');
+const PM2_PREFIX = process.env.FDBROKER_BENCH_PM2_PREFIX || '/tmp/fdbroker-bench-pm2';
+const PM2_BIN = path.join(PM2_PREFIX, 'node_modules', 'pm2', 'bin', 'pm2');
+
+const log = (...a) => process.stderr.write(`[restarts] ${a.join(' ')}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- arguments
+function parseArgs(argv) {
+  const o = {};
+  for (const a of argv) {
+    const m = a.match(/^--([^=]+)(?:=(.*))?$/);
+    if (!m) throw new Error(`unknown argument ${a}`);
+    o[m[1]] = m[2] === undefined ? true : m[2];
+  }
+  return o;
+}
+const ARGS = parseArgs(process.argv.slice(2));
+const QUICK = !!ARGS.quick;
+const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill'];
+const CFG = {
+  mode: QUICK ? 'quick' : 'full',
+  methods: ARGS.methods ? String(ARGS.methods).split(',') : QUICK ? ['fdbroker', 'naive'] : ALL_METHODS,
+  apps: ARGS.apps ? String(ARGS.apps).split(',') : QUICK ? ['hello'] : ['hello', 'busy'],
+  clients: ARGS.clients ? String(ARGS.clients).split(',') : ['keepalive', 'close'],
+  concurrency: Number(ARGS.concurrency || (QUICK ? 20 : 50)),
+  restarts: Number(ARGS.restarts || (QUICK ? 2 : 8)),
+  restartWindowMs: Number(ARGS.seconds || (QUICK ? 3 : 20)) * 1000,
+  warmupMs: QUICK ? 500 : 1000,
+  steadyMs: Number(ARGS.steady || (QUICK ? 1.5 : 3)) * 1000,
+  tailMs: QUICK ? 1000 : 1500,
+  requestTimeoutMs: 5000,
+  bucketMs: 100,
+  selfcheck: ARGS.selfcheck ? 'only' : ARGS['no-selfcheck'] ? 'off' : 'on',
+};
+for (const m of CFG.methods) if (!ALL_METHODS.includes(m)) throw new Error(`unknown method ${m} (have ${ALL_METHODS.join(', ')})`);
+
+// ---------------------------------------------------------------- processes
+// Every process we start gets its own process group (detached), so cleanup can
+// kill it and its children (cluster workers) by that group id, and only those.
+const groups = new Set();
+
+function start(file, args = [], env = {}, { node = true } = {}) {
+  const cmd = node ? process.execPath : file;
+  const argv = node ? [file, ...args] : args;
+  const child = spawn(cmd, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  groups.add(child.pid);
+  let out = '';
+  let err = '';
+  const waiters = [];
+  const check = () => {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      const m = out.match(waiters[i].re);
+      if (m) { waiters[i].done(m); waiters.splice(i, 1); }
+    }
+  };
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (d) => { out += d; check(); });
+  child.stderr.on('data', (d) => { err += d; if (err.length > 20000) err = err.slice(-10000); });
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, at: Date.now() })));
+  const p = {
+    child, pid: child.pid, stdout: () => out, stderr: () => err, exited,
+    alive: () => child.exitCode === null && child.signalCode === null,
+    kill(sig = 'SIGTERM') { if (p.alive()) child.kill(sig); },
+    waitFor(re, timeoutMs = 15000) {
+      return new Promise((resolve, reject) => {
+        const m = out.match(re);
+        if (m) return resolve(m);
+        const t = setTimeout(() => reject(new Error(`timed out waiting for ${re} from ${path.basename(file)} ${p.pid}; stdout: ${out.slice(-500)} stderr: ${err.slice(-500)}`)), timeoutMs);
+        waiters.push({ re, done: (mm) => { clearTimeout(t); resolve(mm); } });
+        exited.then(({ code, signal }) => { clearTimeout(t); reject(new Error(`${path.basename(file)} ${p.pid} exited (${code ?? signal}) before ${re}; stderr: ${err.slice(-500)}`)); });
+      });
+    },
+  };
+  return p;
+}
+
+async function withTimeout(promise, ms, what) {
+  let t;
+  try {
+    return await Promise.race([promise, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timeout (${ms} ms): ${what}`)), ms); })]);
+  } finally { clearTimeout(t); }
+}
+
+function killGroups() {
+  for (const g of groups) {
+    try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ }
+  }
+  groups.clear();
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+function probe(port, timeoutMs = 500) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: timeoutMs }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+  });
+}
+
+async function waitServing(port, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await probe(port)) return;
+    await sleep(25);
+  }
+  throw new Error(`nothing served on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
+
+function execp(cmd, args, env, timeoutMs = 60000) {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+      if (err) { err.stdout = stdout; err.stderr = stderr; reject(err); } else resolve({ stdout, stderr });
+    });
+  });
+}
+
+function appEnv(app) { return app === 'busy' ? { BUSY: '1' } : { BUSY: '0' }; }
+
+// ---------------------------------------------------------------- methods
+// Each method: setup(app) -> { port }; restart() -> { readyAt?, ...info }; teardown().
+// A restart is over when the old version is gone and the new one serves.
+
+const METHODS = {
+  fdbroker: () => {
+    let dir, broker, cur, app;
+    const startApp = () => start(path.join(DIR, 'fdb-app.js'), [], { FDBROKER_SOCK: path.join(dir, 'b.sock'), ...appEnv(app) });
+    return {
+      describe: 'fdbroker blue/green: broker holds the port; start a new generation, `fdbroker wait --pid` until it is ready and the old one has drained (Connection: close, in-flight finish) and left',
+      async setup(a) {
+        app = a;
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-'));
+        broker = start(CLI, ['serve', path.join(dir, 'b.sock'), '--listen', 'http=tcp://127.0.0.1:0', '--quiet']);
+        const m = await broker.waitFor(/http=tcp:\/\/127\.0\.0\.1:(\d+)/);
+        cur = startApp();
+        await cur.waitFor(/^ready /m);
+        return { port: Number(m[1]) };
+      },
+      async restart() {
+        const old = cur;
+        const next = startApp();
+        const waiter = start(CLI, ['wait', path.join(dir, 'b.sock'), '--pid', String(next.pid), '--timeout', '20000']);
+        let readyAt;
+        next.waitFor(/^ready /m, 20000).then(() => { readyAt = Date.now(); }, () => {});
+        const w = await withTimeout(waiter.exited, 25000, 'fdbroker wait');
+        if (w.code !== 0) throw new Error(`fdbroker wait exited ${w.code}: ${waiter.stderr()}`);
+        await withTimeout(old.exited, 15000, 'old generation exit');
+        cur = next;
+        const d = old.stdout().match(/drained \d+ forced (\d+) ms (\d+)/);
+        return { readyAt, forced: d ? Number(d[1]) : null, drainMs: d ? Number(d[2]) : null };
+      },
+      async teardown() {
+        cur?.kill('SIGKILL');
+        broker?.kill('SIGTERM');
+        if (broker) await withTimeout(broker.exited, 5000, 'broker exit').catch(() => broker.kill('SIGKILL'));
+        if (dir) fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+
+  naive: () => stopThenStart('naive-app.js', 'plain http app on the port; restart = SIGTERM (server.close(), exit when closed, 5 s cap), wait for exit, start a new one, wait until it listens'),
+
+  'cluster-replace': () => stopThenStart('cluster-app.js', 'cluster primary + 2 workers; restart = SIGTERM the primary (workers server.close(), primary exits after them), start a new primary, wait until both workers listen'),
+
+  'cluster-rolling': () => {
+    let cur, rolls = 0;
+    return {
+      describe: 'one long-lived cluster primary, 2 workers; restart = per worker: fork new, wait listening, old.disconnect(), wait until it disconnected (SIGKILL if still alive 3 s later)',
+      tailExtraMs: 3500,
+      async setup(app) {
+        const port = await freePort();
+        cur = start(path.join(DIR, 'cluster-rolling.js'), [], { PORT: String(port), ...appEnv(app) });
+        await cur.waitFor(/^ready /m);
+        return { port };
+      },
+      async restart() {
+        const n = ++rolls;
+        cur.kill('SIGUSR2');
+        const m = await cur.waitFor(new RegExp(`^rolled ${n} forced (\\d+)`, 'm'), 30000);
+        return { forcedKillsSoFar: Number(m[1]) };
+      },
+      async teardown() {
+        const forced = cur?.stdout().match(/forced (\d+)\n?$/);
+        cur?.kill('SIGKILL');
+        return { forcedKills: forced ? Number(forced[1]) : null };
+      },
+    };
+  },
+
+  reuseport: () => {
+    let cur, port, app, nodeReusePort;
+    const startApp = () => start(path.join(DIR, 'reuseport-app.js'), [], { PORT: String(port), REUSEPORT_NATIVE: nodeReusePort ? '0' : '1', ...appEnv(app) });
+    return {
+      describe: 'SO_REUSEPORT overlap: every process binds its own listener; restart = start new, wait until it listens, SIGTERM old (server.close()), wait for its exit',
+      async setup(a) {
+        app = a;
+        nodeReusePort = await nodeHasReusePort();
+        port = await freePort();
+        cur = startApp();
+        await cur.waitFor(/^ready /m);
+        return { port, listenerVia: nodeReusePort ? 'node server.listen({reusePort:true})' : 'fdbroker native(): socket + SO_REUSEPORT + bind + listen, server.listen({fd}, 511)' };
+      },
+      async restart() {
+        const old = cur;
+        const next = startApp();
+        await next.waitFor(/^ready /m);
+        const readyAt = Date.now();
+        old.kill('SIGTERM');
+        await withTimeout(old.exited, 15000, 'old exit');
+        cur = next;
+        return { readyAt, forcedExit: /forced-exit/.test(old.stdout()) };
+      },
+      async teardown() { cur?.kill('SIGKILL'); },
+    };
+  },
+
+  'pm2-reload': () => pm2Method('reload'),
+  'pm2-kill': () => pm2Method('kill'),
+};
+
+function stopThenStart(file, describe) {
+  let cur, port, app;
+  const startApp = () => start(path.join(DIR, file), [], { PORT: String(port), ...appEnv(app) });
+  return {
+    describe,
+    async setup(a) {
+      app = a;
+      port = await freePort();
+      cur = startApp();
+      await cur.waitFor(/^ready /m);
+      return { port };
+    },
+    async restart() {
+      const old = cur;
+      old.kill('SIGTERM');
+      await withTimeout(old.exited, 15000, 'old exit');
+      const stoppedAt = Date.now();
+      cur = startApp();
+      await cur.waitFor(/^ready /m);
+      return { stoppedAt, forcedExit: /forced-exit/.test(old.stdout()) };
+    },
+    async teardown() { cur?.kill('SIGKILL'); },
+  };
+}
+
+let nodeReusePortCache;
+async function nodeHasReusePort() {
+  if (nodeReusePortCache !== undefined) return nodeReusePortCache;
+  // Node before 22.12/23.1 ignores the reusePort option: the second bind then fails.
+  const code = `const net=require('net');const a=net.createServer();a.listen({port:0,host:'127.0.0.1',reusePort:true},()=>{const b=net.createServer();b.on('error',()=>process.exit(1));b.listen({port:a.address().port,host:'127.0.0.1',reusePort:true},()=>process.exit(0))})`;
+  nodeReusePortCache = await execp(process.execPath, ['-e', code], {}, 10000).then(() => true, () => false);
+  return nodeReusePortCache;
+}
+
+let pm2Ready;
+async function ensurePm2() {
+  if (!pm2Ready) {
+    pm2Ready = (async () => {
+      if (!fs.existsSync(PM2_BIN)) {
+        log(`installing pm2 into ${PM2_PREFIX} (benchmark only)`);
+        fs.mkdirSync(PM2_PREFIX, { recursive: true });
+        await execp('npm', ['install', '--prefix', PM2_PREFIX, '--no-audit', '--no-fund', '--no-save', 'pm2@latest'], {}, 240000);
+      }
+      const { stdout } = await execp(process.execPath, [PM2_BIN, '--version'], { PM2_HOME: fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-pm2v-')) }, 30000);
+      return stdout.trim().split('\n').pop();
+    })();
+  }
+  return pm2Ready;
+}
+
+function pm2Method(kind) {
+  let home, port, app, version;
+  const env = () => ({ PM2_HOME: home, PORT: String(port), ...appEnv(app) });
+  const pm2 = (...args) => execp(process.execPath, [PM2_BIN, ...args], env(), 60000);
+  const startAll = async () => {
+    await pm2('start', path.join(DIR, 'naive-app.js'), '-i', '2', '--name', 'fdbbench', '--time');
+    await waitServing(port);
+  };
+  const killDaemon = async () => {
+    await pm2('kill').catch((e) => log(`pm2 kill: ${e.message}`));
+    // pm2 kill waits for the daemon; make sure nothing of ours is left.
+    const pidFile = path.join(home, 'pm2.pid');
+    if (fs.existsSync(pidFile)) { try { process.kill(Number(fs.readFileSync(pidFile, 'utf8')), 'SIGKILL'); } catch { /* gone */ } }
+  };
+  return {
+    describe: kind === 'reload'
+      ? 'PM2 cluster mode (-i 2); restart = `pm2 reload` (new worker, wait listening, SIGINT old, kill_timeout 1.6 s), the app stops with server.close()'
+      : 'PM2 cluster mode (-i 2); restart = `pm2 kill` (daemon and apps) then `pm2 start`, wait until the port serves',
+    async setup(a) {
+      version = await ensurePm2();
+      app = a;
+      home = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-pm2-'));
+      port = await freePort();
+      await startAll();
+      await sleep(300); // both workers up
+      return { port, pm2: version };
+    },
+    async restart() {
+      if (kind === 'reload') { await pm2('reload', 'fdbbench'); return {}; }
+      await killDaemon();
+      const stoppedAt = Date.now();
+      await startAll();
+      return { stoppedAt };
+    },
+    async teardown() {
+      if (home) { await killDaemon(); fs.rmSync(home, { recursive: true, force: true }); }
+    },
+  };
+}
+
+// ---------------------------------------------------------------- load generator
+function startLoad(opts) {
+  const child = fork(path.join(DIR, 'load.js'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] });
+  const msgs = [];
+  const waiters = [];
+  child.on('message', (m) => { msgs.push(m); for (const w of waiters.splice(0)) w(); });
+  const next = (type, timeoutMs) => withTimeout(new Promise((resolve) => {
+    const look = () => { const i = msgs.findIndex((m) => m.type === type); if (i >= 0) resolve(msgs.splice(i, 1)[0]); else waiters.push(look); };
+    look();
+  }), timeoutMs, `load generator ${type}`);
+  child.send({ cmd: 'start', ...opts });
+  return {
+    child,
+    started: next('started', 10000),
+    async stop(phases) {
+      child.send({ cmd: 'stop', phases, bucketMs: CFG.bucketMs });
+      return next('result', opts.timeoutMs + 30000);
+    },
+  };
+}
+
+// ---------------------------------------------------------------- self-check
+// A server broken on purpose; the load generator must count every failure it
+// causes. Every 10th request: the connection is destroyed mid-request (reset).
+// Every 30th (+3): 503. Every 50th (+7): never answered (timeout). From 1.0 s
+// to 1.7 s the listener is closed (refused); connections already accepted go on.
+async function selfcheck() {
+  const out = {};
+  for (const client of ['keepalive', 'close']) {
+    const srv = { requests: 0, ok: 0, destroyed: 0, status503: 0, hung: 0, listenerClosedMs: 0 };
+    const hung = [];
+    const server = http.createServer((req, res) => {
+      const i = ++srv.requests;
+      if (i % 10 === 0) { srv.destroyed++; req.socket.destroy(); return; }
+      if (i % 30 === 3) { res.statusCode = 503; res.on('finish', () => srv.status503++); res.end('no\n'); return; }
+      if (i % 50 === 7) { srv.hung++; hung.push(res); return; }
+      res.on('finish', () => srv.ok++);
+      res.end('hello world\n');
+    });
+    server.keepAliveTimeout = 60000;
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    const port = server.address().port;
+    const load = startLoad({ port, concurrency: 8, keepAlive: client === 'keepalive', timeoutMs: 500 });
+    await load.started;
+    await sleep(1000);
+    // Close only the listening handle (not idle keep-alive connections).
+    await new Promise((r) => net.Server.prototype.close.call(server, r));
+    const closedAt = Date.now();
+    await sleep(700);
+    await new Promise((r, j) => { server.once('error', j); server.listen(port, '127.0.0.1', r); });
+    srv.listenerClosedMs = Date.now() - closedAt;
+    await sleep(1300);
+    const res = await load.stop({ all: [0, 1e9] });
+    for (const r of hung) r.destroy?.();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    const f = res.failedByKind;
+    const checks = {
+      'every request ended exactly once (requests = ok + failed)': res.requests === res.ok + res.failed,
+      'ok = 2xx responses the server finished': res.ok === srv.ok,
+      'reset >= connections destroyed mid-request': f.reset >= srv.destroyed && srv.destroyed > 0,
+      'non2xx = 503s sent': f.non2xx === srv.status503 && srv.status503 > 0,
+      'timeout = requests never answered': f.timeout === srv.hung && srv.hung > 0,
+      'refused > 0 while the listener was closed': client === 'close' ? f.refused > 0 : true,
+      'no unclassified failures': f.other === 0,
+    };
+    out[client] = {
+      pass: Object.values(checks).every(Boolean), checks, server: srv,
+      client: { requests: res.requests, ok: res.ok, failed: res.failed, failedByKind: f, otherKinds: res.otherKinds },
+      note: 'reset may exceed destroyed: connections still in the accept queue when the listener closes are reset by the kernel, unseen by the server',
+    };
+    log(`selfcheck ${client}: ${out[client].pass ? 'PASS' : 'FAIL'} server=${JSON.stringify(srv)} client=${JSON.stringify(f)} ok=${res.ok}`);
+  }
+  return { pass: Object.values(out).every((c) => c.pass), ...out };
+}
+
+// ---------------------------------------------------------------- one cell
+async function runCell(methodName, app, client) {
+  const method = METHODS[methodName]();
+  const cell = { method: methodName, app, client, describe: method.describe };
+  const loadavgStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  let load;
+  try {
+    const setup = await withTimeout(method.setup(app), 60000, `${methodName} setup`);
+    Object.assign(cell, { setup });
+    load = startLoad({ port: setup.port, concurrency: CFG.concurrency, keepAlive: client === 'keepalive', timeoutMs: CFG.requestTimeoutMs });
+    const { t0 } = await load.started;
+    const rel = (t = Date.now()) => t - t0;
+    await sleep(CFG.warmupMs);
+    const steadyFrom = rel();
+    await sleep(CFG.steadyMs);
+    const steadyTo = rel();
+    const restartFrom = steadyTo;
+    const marks = [];
+    const errors = [];
+    for (let i = 0; i < CFG.restarts; i++) {
+      const target = restartFrom + (i * CFG.restartWindowMs) / CFG.restarts;
+      const wait = target - rel();
+      if (wait > 0) await sleep(wait);
+      const s = rel();
+      try {
+        const info = await withTimeout(method.restart(), 60000, `${methodName} restart`);
+        const mark = { i, startMs: s, endMs: rel() };
+        for (const [k, v] of Object.entries(info || {})) {
+          if (k.endsWith('At') && typeof v === 'number') mark[k.replace(/At$/, 'Ms')] = rel(v); else mark[k] = v;
+        }
+        marks.push(mark);
+      } catch (e) {
+        errors.push(`restart ${i}: ${e.message}`);
+        marks.push({ i, startMs: s, endMs: rel(), error: e.message });
+        break;
+      }
+    }
+    const lastEnd = marks.length ? marks[marks.length - 1].endMs : restartFrom;
+    const restartTo = Math.max(restartFrom + CFG.restartWindowMs, lastEnd);
+    const tail = CFG.tailMs + (method.tailExtraMs || 0);
+    await sleep(Math.max(0, restartTo + tail - rel()));
+    const res = await load.stop({ warmup: [0, steadyFrom], steady: [steadyFrom, steadyTo], restarts: [restartFrom, restartTo], tail: [restartTo, rel()] });
+    const torn = await method.teardown().catch((e) => ({ teardownError: e.message }));
+    const st = res.phases.steady, rs = res.phases.restarts;
+    const frac = st.okPerSec ? Math.round((rs.okPerSec / st.okPerSec) * 1000) / 1000 : null;
+    const p99x = st.latencyMs.p99 ? Math.round((rs.latencyMs.p99 / st.latencyMs.p99) * 100) / 100 : null;
+    // The worst 100 ms bucket during restarts vs the steady mean per bucket.
+    const perBucket = st.okPerSec * (CFG.bucketMs / 1000);
+    const b0 = Math.floor(restartFrom / CFG.bucketMs), b1 = Math.floor(restartTo / CFG.bucketMs);
+    const minBucket = Math.min(...res.series.ok.slice(b0, b1));
+    Object.assign(cell, {
+      requests: res.requests, ok: res.ok, failed: res.failed, failedByKind: res.failedByKind, otherKinds: res.otherKinds,
+      restartsDone: marks.filter((m) => !m.error).length, restartsPlanned: CFG.restarts,
+      restartWindowMs: restartTo - restartFrom,
+      steady: { okPerSec: st.okPerSec, latencyMs: st.latencyMs, failed: st.failed },
+      duringRestarts: { okPerSec: rs.okPerSec, latencyMs: rs.latencyMs, failed: rs.failed, byKind: rs.byKind },
+      throughputFraction: frac,
+      p99Ratio: p99x,
+      worst100msBucketFraction: perBucket ? Math.round((minBucket / perBucket) * 100) / 100 : null,
+      latencyMs: res.latencyMs,
+      phases: res.phases,
+      targets: { zeroFailed: res.failed === 0, throughputAtLeast95pct: frac !== null && frac >= 0.95, p99AtMost2xSteady: p99x !== null && p99x <= 2 },
+      restartMarks: marks,
+      series: res.series,
+      loadavg: { start: loadavgStart, end: os.loadavg().map((x) => Math.round(x * 100) / 100) },
+      ...(torn ? { teardown: torn } : {}),
+      ...(errors.length ? { errors } : {}),
+    });
+    log(`${methodName} ${app}/${client}: req=${res.requests} failed=${res.failed} ${JSON.stringify(res.failedByKind)} steady=${st.okPerSec}/s restarts=${rs.okPerSec}/s frac=${frac} p50=${rs.latencyMs.p50} p99=${rs.latencyMs.p99} (steady p99 ${st.latencyMs.p99}) max=${rs.latencyMs.max} restarts=${cell.restartsDone}/${CFG.restarts}${errors.length ? ' ERR ' + errors.join('; ') : ''}`);
+  } catch (e) {
+    cell.error = e.message;
+    log(`${methodName} ${app}/${client}: ERROR ${e.message}`);
+    if (load) load.child.kill('SIGKILL');
+    await method.teardown().catch(() => {});
+  } finally {
+    killGroups();
+  }
+  return cell;
+}
+
+// ---------------------------------------------------------------- main
+async function main() {
+  const t = Date.now();
+  const out = {
+    benchmark: 'restarts',
+    mode: CFG.mode,
+    startedAt: new Date().toISOString(),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    cpus: os.cpus().length,
+    loadavgStart: os.loadavg(),
+    config: CFG,
+    targets: { failed: 0, throughputFraction: '>= 0.95', p99Ratio: '<= 2 (p99 during restarts / p99 in the steady window)' },
+  };
+  if (CFG.selfcheck !== 'off') {
+    log('load generator self-check');
+    out.selfcheck = await selfcheck();
+    if (CFG.selfcheck === 'only') {
+      out.loadavgEnd = os.loadavg();
+      out.totalMs = Date.now() - t;
+      return out;
+    }
+    if (!out.selfcheck.pass) log('SELF-CHECK FAILED: the numbers below are not trustworthy');
+  }
+  out.nodeReusePort = await nodeHasReusePort();
+  out.results = [];
+  out.skipped = [];
+  for (const m of CFG.methods) {
+    if (m.startsWith('pm2')) {
+      try { await ensurePm2(); } catch (e) {
+        out.skipped.push({ method: m, reason: `pm2 could not be installed or run: ${e.message.split('\n')[0]}` });
+        log(`${m}: skipped (${e.message.split('\n')[0]})`);
+        continue;
+      }
+    }
+    for (const app of CFG.apps) {
+      for (const client of CFG.clients) {
+        log(`${m} ${app}/${client} ...`);
+        out.results.push(await runCell(m, app, client));
+        await sleep(300);
+      }
+    }
+  }
+  out.summary = out.results.map((r) => ({
+    method: r.method, app: r.app, client: r.client,
+    requests: r.requests, failed: r.failed, ...(r.failedByKind || {}),
+    steadyOkPerSec: r.steady?.okPerSec, restartOkPerSec: r.duringRestarts?.okPerSec, throughputFraction: r.throughputFraction,
+    p50: r.duringRestarts?.latencyMs.p50, p99: r.duringRestarts?.latencyMs.p99, max: r.duringRestarts?.latencyMs.max,
+    steadyP99: r.steady?.latencyMs.p99, p99Ratio: r.p99Ratio, restarts: r.restartsDone, error: r.error,
+  }));
+  const fdb = out.results.filter((r) => r.method === 'fdbroker');
+  if (fdb.length) {
+    out.fdbrokerTargets = {
+      zeroFailedEveryCell: fdb.every((r) => r.failed === 0),
+      throughputAtLeast95pctEveryCell: fdb.every((r) => r.targets?.throughputAtLeast95pct),
+      p99AtMost2xEveryCell: fdb.every((r) => r.targets?.p99AtMost2xSteady),
+      misses: fdb.flatMap((r) => Object.entries(r.targets || { setup: false }).filter(([, v]) => !v).map(([k]) => `${r.app}/${r.client}: ${k}`)),
+    };
+  }
+  out.loadavgEnd = os.loadavg();
+  out.totalMs = Date.now() - t;
+  return out;
+}
+
+const onSignal = () => { killGroups(); process.exit(130); };
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+process.on('exit', killGroups);
+
+main().then((out) => {
+  process.stdout.write(JSON.stringify(out, null, 1) + '\n');
+  killGroups();
+  process.exit(0);
+}, (e) => {
+  log(`fatal: ${e.stack || e.message}`);
+  killGroups();
+  process.exit(1);
+});

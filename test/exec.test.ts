@@ -1,0 +1,252 @@
+// `fdbroker exec`: programs in other languages get the listeners the systemd
+// way (fd 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), report readiness over
+// sd_notify, and are retired by signal. Real processes, sockets and HTTP on
+// 127.0.0.1; the programs are a Python stdlib HTTP server and systemd-notify.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BrokerConnection } from '../src/client';
+import { CLI, cleanup, FIXTURES, get, loadLoop, run, sleep, socketInodes, startBroker, tmpDir, type Proc } from './helpers';
+
+afterEach(cleanup);
+
+const PY_SERVER = path.join(FIXTURES, 'exec_py_server.py');
+const SD_NOTIFY_SCRIPT = path.join(FIXTURES, 'exec_sd_notify.sh');
+const SYSTEMD_NOTIFY = '/usr/bin/systemd-notify';
+
+const probe = spawnSync('python3', ['-c', 'import sys; sys.exit(0 if sys.version_info >= (3, 7) else 1)']);
+const hasPython = probe.status === 0;
+const hasSystemdNotify = fs.existsSync(SYSTEMD_NOTIFY);
+if (!hasPython) console.warn('skipping most of test/exec.test.ts: python3 (>= 3.7) is not available');
+if (!hasSystemdNotify) console.warn(`skipping the systemd-notify test: ${SYSTEMD_NOTIFY} is not installed`);
+
+/** `fdbroker exec <sock> [flags] -- cmd...` */
+function exec(sock: string, flags: string[], cmd: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  return run(process.execPath, [CLI, 'exec', sock, ...flags, '--', ...cmd], { env });
+}
+
+const pyExec = (sock: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}) => exec(sock, flags, ['python3', PY_SERVER], env);
+
+async function status(sock: string) {
+  const c = await BrokerConnection.connect(sock);
+  try { return await c.status(); } finally { c.close(); }
+}
+
+/** `fdbroker wait` for the generation of `pid`; resolves to its exit code. */
+async function waitGen(sock: string, pid: number, until: 'ready' | 'handover' = 'ready'): Promise<number | null> {
+  const w = run(process.execPath, [CLI, 'wait', sock, '--pid', String(pid), '--until', until, '--timeout', '15000', '--quiet']);
+  return (await w.exited).code;
+}
+
+/** The pid of the program, from the server's "listen-pid ok <pid>" line. */
+async function programPid(p: Proc): Promise<number> {
+  return Number((await p.waitFor(/^listen-pid ok (\d+)$/m))[1]);
+}
+
+describe.skipIf(!hasPython)('fdbroker exec', () => {
+  it('runs a Python server on fd 3 with LISTEN_PID = its own pid; READY=1 over NOTIFY_SOCKET makes the generation ready', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const w = pyExec(broker.sock);
+    const pid = await programPid(w);
+    expect(w.stdout()).not.toMatch(/listen-pid mismatch/);
+    await w.waitFor(/^listen-fds 1 http$/m);
+    const notifyPath = (await w.waitFor(/^notify-socket (\S+)$/m))[1]!;
+    expect(notifyPath).not.toBe('-');
+    expect(fs.statSync(path.dirname(notifyPath)).mode & 0o777).toBe(0o700);
+    await w.waitFor(/^ready \d+$/m);
+    expect(await waitGen(broker.sock, w.pid)).toBe(0);
+
+    for (let i = 0; i < 3; i++) {
+      const res = await get(broker.ports.http!);
+      expect(res).toEqual({ status: 200, body: `py ${pid}\n` });
+    }
+    // fdbroker status --json: a ready generation whose pid is the wrapper's.
+    const st = run(process.execPath, [CLI, 'status', broker.sock, '--json']);
+    expect((await st.exited).code).toBe(0);
+    const s = JSON.parse(st.stdout());
+    expect(s.generations).toHaveLength(1);
+    expect(s.generations[0]).toMatchObject({ pid: w.pid, state: 'ready', adopted: ['http'], label: 'python3' });
+
+    // Stopping the wrapper stops the program (SIGTERM forwarded); it exits
+    // with the program's status and removes the notify socket's directory.
+    w.kill('SIGTERM');
+    expect((await w.exited).code).toBe(0);
+    expect(w.stdout()).toMatch(/^signal SIGTERM$/m);
+    expect(w.stdout()).toMatch(/^stopped \d+$/m);
+    expect(fs.existsSync(path.dirname(notifyPath))).toBe(false);
+    expect(w.stderr()).toBe('');
+    expect((await status(broker.sock)).generations).toEqual([]);
+  });
+
+  it.skipIf(!hasSystemdNotify)('a program that uses systemd-notify --ready (with its BARRIER=1 fd) becomes ready', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const started = Date.now();
+    const w = exec(broker.sock, [], ['sh', SD_NOTIFY_SCRIPT]);
+    // systemd-notify waits (up to 5 s) for the receiver to close the barrier
+    // pipe it sends; rc=0 means the wrapper closed it.
+    await w.waitFor(/^systemd-notify rc=(\d+)$/m);
+    expect(w.stdout()).toMatch(/^systemd-notify rc=0$/m);
+    expect(Date.now() - started).toBeLessThan(4_000);
+    const pid = await programPid(w);
+    expect(await waitGen(broker.sock, w.pid)).toBe(0);
+    expect((await get(broker.ports.http!)).body).toBe(`py ${pid}\n`);
+    const g = (await status(broker.sock)).generations.find((x) => x.pid === w.pid);
+    expect(g?.state).toBe('ready');
+    expect(w.stderr()).toBe('');
+  });
+
+  it('blue/green under load: v2 ready retires v1 by SIGTERM, both wrappers exit with the status of their program, 0 failed requests', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    let current = pyExec(broker.sock, [], { SLOW_MS: '20' });
+    const pids = [await programPid(current)];
+    expect(await waitGen(broker.sock, current.pid)).toBe(0);
+    const load = loadLoop(broker.ports.http!, { concurrency: 8 });
+    await sleep(300);
+    for (let i = 0; i < 3; i++) {
+      const next = pyExec(broker.sock, [], { SLOW_MS: '20' });
+      pids.push(await programPid(next));
+      expect(await waitGen(broker.sock, next.pid, 'handover')).toBe(0);
+      const { code } = await current.exited;
+      expect(code).toBe(0);
+      expect(current.stdout()).toMatch(/^signal SIGTERM$/m);
+      expect(current.stdout()).toMatch(/^stopped \d+$/m);
+      expect(current.stderr()).toBe('');
+      current = next;
+      await sleep(300);
+    }
+    const stats = await load.stop();
+    expect(stats.byKind).toEqual({});
+    expect(stats.failed).toBe(0);
+    expect(stats.ok).toBeGreaterThan(100);
+    expect(new Set(pids).size).toBe(4);
+    const s = await status(broker.sock);
+    expect(s.generations.map((g) => [g.pid, g.state])).toEqual([[current.pid, 'ready']]);
+  }, 90_000);
+
+  it('a program that ignores the retire signal is killed after --stop-timeout; exec exits 137', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const v1 = pyExec(broker.sock, ['--stop-timeout', '300'], { IGNORE_TERM: '1' });
+    expect(await waitGen(broker.sock, v1.pid)).toBe(0);
+    const v2 = pyExec(broker.sock);
+    expect(await waitGen(broker.sock, v2.pid, 'handover')).toBe(0);
+    expect((await v1.exited).code).toBe(137);
+    expect(v1.stdout()).toMatch(/^signal SIGTERM$/m);
+    expect(v1.stderr()).toMatch(/did not exit within 300 ms: SIGKILL/);
+  });
+
+  it('--retire-signal chooses the signal sent on retire', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const v1 = pyExec(broker.sock, ['--retire-signal', 'USR2', '--stop-timeout', '300']);
+    expect(await waitGen(broker.sock, v1.pid)).toBe(0);
+    const v2 = pyExec(broker.sock);
+    expect(await waitGen(broker.sock, v2.pid, 'handover')).toBe(0);
+    expect((await v1.exited).code).toBe(137);
+    expect(v1.stdout()).toMatch(/^signal SIGUSR2$/m);
+    expect(v1.stdout()).not.toMatch(/^signal SIGTERM$/m);
+  });
+
+  it('exit status: the program\'s code, 128 + signal, 127 when it cannot be started', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const seven = exec(broker.sock, [], ['sh', '-c', 'exit 7']);
+    expect((await seven.exited).code).toBe(7);
+    const killed = exec(broker.sock, [], ['sh', '-c', 'kill -KILL $$']);
+    expect((await killed.exited).code).toBe(137);
+    const missing = exec(broker.sock, [], ['fdbroker-no-such-program-xyz', 'arg']);
+    expect((await missing.exited).code).toBe(127);
+    expect(missing.stderr()).toMatch(/fdbroker exec: ENOENT: cannot run fdbroker-no-such-program-xyz: command not found/);
+    const missingPath = exec(broker.sock, [], ['/nonexistent/prog']);
+    expect((await missingPath.exited).code).toBe(127);
+    expect(missingPath.stderr()).toMatch(/ENOENT: cannot run \/nonexistent\/prog: no such file/);
+    const plain = path.join(tmpDir(), 'not-executable');
+    fs.writeFileSync(plain, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    const notExecutable = exec(broker.sock, [], [plain]);
+    expect((await notExecutable.exited).code).toBe(127);
+    expect(notExecutable.stderr()).toMatch(/EACCES: cannot run .*: not executable/);
+    // Nothing is left joined.
+    expect((await status(broker.sock)).generations).toEqual([]);
+  });
+
+  it('--ready immediate: ready once spawned, no NOTIFY_SOCKET given', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const w = pyExec(broker.sock, ['--ready', 'immediate'], { NO_READY: '1', NOTIFY_SOCKET: '/tmp/inherited-should-not-pass' });
+    const pid = await programPid(w);
+    await w.waitFor(/^notify-socket -$/m);
+    expect(await waitGen(broker.sock, w.pid)).toBe(0);
+    expect((await get(broker.ports.http!)).body).toBe(`py ${pid}\n`);
+  });
+
+  it('no broker: exit 1 with ERR_FDBROKER_NO_BROKER, nothing started', async () => {
+    const dir = tmpDir();
+    const marker = path.join(dir, 'started');
+    const w = exec(path.join(dir, 'none.sock'), [], ['sh', '-c', `touch ${marker}`]);
+    expect((await w.exited).code).toBe(1);
+    expect(w.stderr()).toMatch(/ERR_FDBROKER_NO_BROKER/);
+    expect(fs.existsSync(marker)).toBe(false);
+    const unknown = exec((await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'])).sock, ['--names', 'nope'], ['sh', '-c', `touch ${marker}`]);
+    expect((await unknown.exited).code).toBe(1);
+    expect(unknown.stderr()).toMatch(/ERR_FDBROKER_UNKNOWN_LISTENER/);
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
+  it('the wrapper keeps no copy of the listener; the program has it at fd 3, in --names order', async () => {
+    const broker = await startBroker(tmpDir(), ['a=tcp://127.0.0.1:0', 'http=tcp://127.0.0.1:0', 'b=tcp://127.0.0.1:0'], ['--quiet']);
+    const w = pyExec(broker.sock, ['--names', 'http,b']);
+    const pid = await programPid(w);
+    await w.waitFor(/^listen-fds 2 http:b$/m);
+    expect(await waitGen(broker.sock, w.pid)).toBe(0);
+    const inode = fs.readlinkSync(`/proc/${pid}/fd/3`).match(/^socket:\[(\d+)\]$/)?.[1];
+    expect(inode).toBeDefined();
+    expect(socketInodes(broker.pid)).toContain(inode);
+    expect(socketInodes(w.pid)).not.toContain(inode);
+    expect((await get(broker.ports.http!)).body).toBe(`py ${pid}\n`);
+    // No socket the broker holds (listeners a, http, b; control socket) is open in the wrapper.
+    const brokerInodes = new Set(socketInodes(broker.pid));
+    expect(socketInodes(w.pid).filter((i) => brokerInodes.has(i))).toEqual([]);
+  });
+
+  it('forwards SIGHUP, SIGUSR1 and SIGUSR2 to the program', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const w = pyExec(broker.sock);
+    expect(await waitGen(broker.sock, w.pid)).toBe(0);
+    for (const sig of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) {
+      w.kill(sig);
+      await w.waitFor(new RegExp(`^signal ${sig}$`, 'm'));
+    }
+    expect(w.child.exitCode).toBeNull();
+    w.kill('SIGTERM');
+    expect((await w.exited).code).toBe(0);
+  });
+
+  it('a refused ready is reported and the program runs on; the older generation keeps serving', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--ready-timeout', '300']);
+    const v1 = pyExec(broker.sock);
+    expect(await waitGen(broker.sock, v1.pid)).toBe(0);
+    const v2 = pyExec(broker.sock, [], { READY_DELAY_MS: '800' });
+    await v2.waitFor(/^ready \d+$/m);
+    for (let i = 0; i < 50 && !/ERR_FDBROKER_READY_REFUSED/.test(v2.stderr()); i++) await sleep(50);
+    expect(v2.stderr()).toMatch(/fdbroker exec: ERR_FDBROKER_READY_REFUSED: .*the program runs on/);
+    expect(v2.child.exitCode).toBeNull();
+    const s = await status(broker.sock);
+    expect(s.generations.map((g) => [g.pid, g.state])).toEqual([[v1.pid, 'ready'], [v2.pid, 'starting']]);
+    expect(v1.stdout()).not.toMatch(/^signal/m);
+    expect((await get(broker.ports.http!)).status).toBe(200);
+  });
+
+  it('--ready-timeout: a program that never sends READY=1 is stopped and exec fails', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const w = pyExec(broker.sock, ['--ready-timeout', '300'], { NO_READY: '1' });
+    // The program exits 0 on SIGTERM; exec still fails, since it never became ready.
+    expect((await w.exited).code).toBe(1);
+    expect(w.stdout()).toMatch(/^signal SIGTERM$/m);
+    expect(w.stderr()).toMatch(/no READY=1 within 300 ms: stopping the program/);
+  });
+
+  it('usage errors exit 2', async () => {
+    for (const args of [['exec', '/tmp/x.sock'], ['exec', '/tmp/x.sock', '--'], ['exec', '--', 'true'],
+      ['exec', '/tmp/x.sock', '--ready', 'later', '--', 'true'], ['exec', '/tmp/x.sock', '--retire-signal', 'SIGNOPE', '--', 'true']]) {
+      const p = run(process.execPath, [CLI, ...args]);
+      expect((await p.exited).code).toBe(2);
+    }
+  });
+});
