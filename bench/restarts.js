@@ -55,7 +55,7 @@ const CFG = {
   restarts: Number(ARGS.restarts || (QUICK ? 2 : 8)),
   restartWindowMs: Number(ARGS.seconds || (QUICK ? 3 : 20)) * 1000,
   warmupMs: QUICK ? 500 : 1000,
-  steadyMs: Number(ARGS.steady || (QUICK ? 1.5 : 3)) * 1000,
+  steadyMs: Number(ARGS.steady || (QUICK ? 1.5 : 2.5)) * 1000, // twice: before and after the restarts
   tailMs: QUICK ? 1000 : 1500,
   requestTimeoutMs: 5000,
   bucketMs: 100,
@@ -112,6 +112,7 @@ async function withTimeout(promise, ms, what) {
 }
 
 function killGroups() {
+  for (const h of [...pm2Homes]) pm2KillSync(h);
   for (const g of groups) {
     try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ }
   }
@@ -300,11 +301,24 @@ async function ensurePm2() {
         fs.mkdirSync(PM2_PREFIX, { recursive: true });
         await execp('npm', ['install', '--prefix', PM2_PREFIX, '--no-audit', '--no-fund', '--no-save', 'pm2@latest'], {}, 240000);
       }
-      const { stdout } = await execp(process.execPath, [PM2_BIN, '--version'], { PM2_HOME: fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-pm2v-')) }, 30000);
-      return stdout.trim().split('\n').pop();
+      const home = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-pm2v-'));
+      try {
+        const { stdout } = await execp(process.execPath, [PM2_BIN, '--version'], { PM2_HOME: home }, 30000);
+        return stdout.trim().split('\n').pop();
+      } finally { fs.rmSync(home, { recursive: true, force: true }); }
     })();
   }
   return pm2Ready;
+}
+
+// PM2 homes in use, so that an aborted run still stops their daemons.
+const pm2Homes = new Set();
+function pm2KillSync(home) {
+  try { require('node:child_process').execFileSync(process.execPath, [PM2_BIN, 'kill'], { env: { ...process.env, PM2_HOME: home }, stdio: 'ignore', timeout: 20000 }); } catch { /* best effort */ }
+  const pidFile = path.join(home, 'pm2.pid');
+  if (fs.existsSync(pidFile)) { try { process.kill(Number(fs.readFileSync(pidFile, 'utf8')), 'SIGKILL'); } catch { /* gone */ } }
+  fs.rmSync(home, { recursive: true, force: true });
+  pm2Homes.delete(home);
 }
 
 function pm2Method(kind) {
@@ -329,6 +343,7 @@ function pm2Method(kind) {
       version = await ensurePm2();
       app = a;
       home = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-pm2-'));
+      pm2Homes.add(home);
       port = await freePort();
       await startAll();
       await sleep(300); // both workers up
@@ -342,7 +357,7 @@ function pm2Method(kind) {
       return { stoppedAt };
     },
     async teardown() {
-      if (home) { await killDaemon(); fs.rmSync(home, { recursive: true, force: true }); }
+      if (home) { await killDaemon(); fs.rmSync(home, { recursive: true, force: true }); pm2Homes.delete(home); }
     },
   };
 }
@@ -424,6 +439,18 @@ async function selfcheck() {
 }
 
 // ---------------------------------------------------------------- one cell
+// Steady state = both steady windows: requests/s over their summed time;
+// latency percentiles as the mean of the two windows' (max: the larger).
+function mergeSteady(a, b) {
+  const secs = (a.toMs - a.fromMs + b.toMs - b.fromMs) / 1000;
+  const avg = (x, y) => (x === null ? y : y === null ? x : Math.round(((x + y) / 2) * 100) / 100);
+  return {
+    okPerSec: Math.round((a.ok + b.ok) / secs), ok: a.ok + b.ok, failed: a.failed + b.failed,
+    before: { okPerSec: a.okPerSec, latencyMs: a.latencyMs }, after: { okPerSec: b.okPerSec, latencyMs: b.latencyMs },
+    latencyMs: { p50: avg(a.latencyMs.p50, b.latencyMs.p50), p99: avg(a.latencyMs.p99, b.latencyMs.p99), max: Math.max(a.latencyMs.max ?? 0, b.latencyMs.max ?? 0) },
+  };
+}
+
 async function runCell(methodName, app, client) {
   const method = METHODS[methodName]();
   const cell = { method: methodName, app, client, describe: method.describe };
@@ -462,9 +489,19 @@ async function runCell(methodName, app, client) {
     }
     const lastEnd = marks.length ? marks[marks.length - 1].endMs : restartFrom;
     const restartTo = Math.max(restartFrom + CFG.restartWindowMs, lastEnd);
+    // Tail: the last old version finishes leaving; then a second steady window,
+    // so that steady state is the mean of a window before and one after the
+    // restarts (the machine is shared: its load drifts).
     const tail = CFG.tailMs + (method.tailExtraMs || 0);
     await sleep(Math.max(0, restartTo + tail - rel()));
-    const res = await load.stop({ warmup: [0, steadyFrom], steady: [steadyFrom, steadyTo], restarts: [restartFrom, restartTo], tail: [restartTo, rel()] });
+    const steady2From = rel();
+    await sleep(CFG.steadyMs);
+    const steady2To = rel();
+    const res = await load.stop({
+      warmup: [0, steadyFrom], steadyBefore: [steadyFrom, steadyTo], restarts: [restartFrom, restartTo],
+      tail: [restartTo, steady2From], steadyAfter: [steady2From, steady2To],
+    });
+    res.phases.steady = mergeSteady(res.phases.steadyBefore, res.phases.steadyAfter);
     const torn = await method.teardown().catch((e) => ({ teardownError: e.message }));
     const st = res.phases.steady, rs = res.phases.restarts;
     const frac = st.okPerSec ? Math.round((rs.okPerSec / st.okPerSec) * 1000) / 1000 : null;
@@ -477,7 +514,7 @@ async function runCell(methodName, app, client) {
       requests: res.requests, ok: res.ok, failed: res.failed, failedByKind: res.failedByKind, otherKinds: res.otherKinds,
       restartsDone: marks.filter((m) => !m.error).length, restartsPlanned: CFG.restarts,
       restartWindowMs: restartTo - restartFrom,
-      steady: { okPerSec: st.okPerSec, latencyMs: st.latencyMs, failed: st.failed },
+      steady: st,
       duringRestarts: { okPerSec: rs.okPerSec, latencyMs: rs.latencyMs, failed: rs.failed, byKind: rs.byKind },
       throughputFraction: frac,
       p99Ratio: p99x,

@@ -58,6 +58,7 @@ async function worker() {
 
   const latMs = [];
   const errors = {};
+  const samples = [];
   const roundMs = [];
   let ok = 0;
   const t0 = performance.now();
@@ -75,12 +76,13 @@ async function worker() {
       } catch (err) {
         const code = err.code || err.message;
         errors[code] = (errors[code] || 0) + 1;
+        if (samples.length < 5) samples.push(String(err.stack || err).split('\n').slice(0, 6).join(' | '));
       }
     }));
     roundMs.push(performance.now() - rs);
   }
   const fdsLeft = fs.readdirSync('/proc/self/fd').length;
-  send({ type: 'done', ok, errors, latMs, roundMs, totalMs: performance.now() - t0, fdsLeft });
+  send({ type: 'done', ok, errors, errorSamples: samples, latMs, roundMs, totalMs: performance.now() - t0, fdsLeft });
 }
 
 // ------------------------------------------------------------ orchestrator ----
@@ -194,6 +196,7 @@ async function main() {
       adopts_ok: ok,
       adopts_failed: lat.length === ok ? Object.values(errors).reduce((a, b) => a + b, 0) : undefined,
       errors,
+      error_samples: dones.flatMap((d) => d.errorSamples).slice(0, 5),
       wall_s: Math.round(wallMs) / 1000,
       adopts_per_s: Math.round(ok / (wallMs / 1000)),
       first_burst_ms: { slowest_process: Math.round(Math.max(...firstRound)), per_process: firstRound.map((x) => Math.round(x)) },
