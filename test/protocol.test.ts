@@ -1,0 +1,71 @@
+// Unit tests of the pure protocol and spec code: codec, chunking, versions, specs.
+import { describe, expect, it } from 'vitest';
+import {
+  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, negotiateVersion, type ListenerInfo,
+} from '../src/protocol';
+import { parseListenerSpec } from '../src/spec';
+
+const buf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
+const code = (f: () => unknown) => { try { f(); return 'none'; } catch (e) { return (e as { code: string }).code; } };
+
+describe('protocol codec', () => {
+  it('round-trips every client message type and rejects the rest with ERR_FDBROKER_PROTOCOL', () => {
+    for (const m of [
+      { type: 'hello', versions: [1] }, { type: 'adopt', id: 1, names: ['a'] }, { type: 'status', id: 2 },
+      { type: 'join', id: 3, names: null, label: 'x' }, { type: 'ready', id: 4 },
+    ]) expect(decodeClientMessage(encode(m as never), 0).type).toBe(m.type);
+    for (const bad of ['nope', '[]', '1', 'null', '{"type":"welcome","version":1}', '{"type":"hello","versions":[]}',
+      '{"type":"adopt","id":-1}', '{"type":"adopt","id":1,"names":["bad name"]}', '{"type":"status"}']) {
+      expect(code(() => decodeClientMessage(buf(bad), 0))).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+  });
+
+  it('fds are a protocol error on every client message, and on broker messages other than listeners', () => {
+    expect(code(() => decodeClientMessage(buf({ type: 'hello', versions: [1] }), 1))).toBe('ERR_FDBROKER_PROTOCOL');
+    expect(code(() => decodeBrokerMessage(buf({ type: 'ack', id: 1 }), 1))).toBe('ERR_FDBROKER_PROTOCOL');
+    const l: ListenerInfo = { name: 'a', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: 1 };
+    expect(decodeBrokerMessage(buf({ type: 'listeners', id: 1, part: 0, last: true, listeners: [l] }), 1).type).toBe('listeners');
+    // The count of fds must match the count of listeners announced.
+    expect(code(() => decodeBrokerMessage(buf({ type: 'listeners', id: 1, part: 0, last: true, listeners: [l] }), 2))).toBe('ERR_FDBROKER_PROTOCOL');
+  });
+
+  it('refuses to encode a message over 64 KiB', () => {
+    expect(code(() => encode({ type: 'hello', versions: [1], client: 'x'.repeat(70_000) }))).toBe('ERR_FDBROKER_MESSAGE_TOO_LARGE');
+  });
+
+  it('negotiates the highest common version', () => {
+    expect(negotiateVersion([1, 2, 3], [1, 2])).toBe(2);
+    expect(negotiateVersion([9], [1])).toBeUndefined();
+  });
+
+  it('splits listeners into messages of at most 253 fds and 64 KiB', () => {
+    const infos: ListenerInfo[] = Array.from({ length: 1024 }, (_, i) => ({ name: `l${i}`, kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: 1000 + i, backlog: 511 }));
+    const groups = chunkListeners(infos, 253, 65536);
+    expect(groups.flat()).toEqual(infos.map((_, i) => i));
+    expect(Math.max(...groups.map((g) => g.length))).toBeLessThanOrEqual(253);
+    const long: ListenerInfo[] = Array.from({ length: 300 }, (_, i) => ({ name: `${'n'.repeat(120)}${i}`, kind: 'unix', family: 'unix', path: `/${'p'.repeat(100)}` }));
+    for (const g of chunkListeners(long, 253, 65536)) {
+      const msg = encode({ type: 'listeners', id: 2 ** 40, part: 999, last: false, listeners: g.map((i) => long[i]!), generation: 2 ** 40 });
+      expect(msg.length).toBeLessThanOrEqual(65536);
+    }
+    expect(chunkListeners([], 253, 65536)).toEqual([[]]);
+  });
+});
+
+describe('listener specs', () => {
+  it('parses tcp, IPv6, unix with mode and backlog, and udp', () => {
+    expect(parseListenerSpec('http=tcp://0.0.0.0:8080')).toMatchObject({ name: 'http', kind: 'tcp', host: '0.0.0.0', port: 8080 });
+    expect(parseListenerSpec('v6=tcp://[::1]:0?backlog=4096')).toMatchObject({ kind: 'tcp', host: '::1', port: 0, backlog: 4096 });
+    expect(parseListenerSpec('u=unix:/run/x.sock?mode=0660')).toMatchObject({ kind: 'unix', path: '/run/x.sock', mode: 0o660 });
+    expect(parseListenerSpec('u=unix:rel.sock', '/tmp')).toMatchObject({ path: '/tmp/rel.sock' });
+    expect(parseListenerSpec('d=udp://127.0.0.1:53')).toMatchObject({ kind: 'udp', port: 53 });
+  });
+
+  it('rejects bad specs with ERR_FDBROKER_INVALID_SPEC', () => {
+    for (const bad of ['http', '=tcp://1.2.3.4:1', 'x=tcp://host:1', 'x=tcp://1.2.3.4:65536', 'x=tcp://1.2.3.4', 'x=ftp://1.2.3.4:1',
+      'x=tcp://[::1:80', 'x=unix:', 'x=unix:@abstract', 'x=udp://1.2.3.4:1?backlog=1', 'x=tcp://1.2.3.4:1?backlog=0',
+      'x=unix:/a?mode=999', `x=unix:/${'a'.repeat(120)}`, 'bad name=tcp://1.2.3.4:1']) {
+      expect(code(() => parseListenerSpec(bad))).toBe('ERR_FDBROKER_INVALID_SPEC');
+    }
+  });
+});
