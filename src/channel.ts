@@ -30,6 +30,20 @@ export interface ChannelEvents {
   close: [];
 }
 
+// One receive buffer per size for every channel in the process, not 64 KiB per
+// channel: readSome() copies each payload out before emitting it, and nothing
+// reads another channel while it runs, so the buffer is never shared by two
+// messages at once. (A broker with 1,000 clients would otherwise hold 64 MB.)
+const recvBuffers = new Map<number, Buffer>();
+function sharedRecvBuffer(size: number): Buffer {
+  let b = recvBuffers.get(size);
+  if (!b) {
+    b = Buffer.allocUnsafe(size);
+    recvBuffers.set(size, b);
+  }
+  return b;
+}
+
 export class Channel extends EventEmitter<ChannelEvents> {
   readonly fd: number;
   private readonly poller: NativePoller;
@@ -47,7 +61,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   constructor(fd: number, options: ChannelOptions = {}) {
     super();
     this.fd = fd;
-    this.recvBuffer = Buffer.allocUnsafe(options.maxMessageBytes ?? MAX_MESSAGE_BYTES);
+    this.recvBuffer = sharedRecvBuffer(options.maxMessageBytes ?? MAX_MESSAGE_BYTES);
     this.maxFds = Math.min(options.maxFdsPerMessage ?? MAX_FDS_PER_MESSAGE, MAX_FDS_PER_MESSAGE);
     this.maxQueued = options.maxQueuedMessages ?? Infinity;
     this.perTurn = options.messagesPerTurn ?? MESSAGES_PER_TURN;
