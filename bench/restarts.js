@@ -54,9 +54,9 @@ const CFG = {
   concurrency: Number(ARGS.concurrency || (QUICK ? 20 : 50)),
   restarts: Number(ARGS.restarts || (QUICK ? 2 : 8)),
   restartWindowMs: Number(ARGS.seconds || (QUICK ? 3 : 20)) * 1000,
-  warmupMs: QUICK ? 500 : 1000,
-  steadyMs: Number(ARGS.steady || (QUICK ? 1.5 : 2.5)) * 1000, // twice: before and after the restarts
-  tailMs: QUICK ? 1000 : 1500,
+  warmupMs: QUICK ? 500 : 750,
+  steadyMs: Number(ARGS.steady || (QUICK ? 1.5 : 2)) * 1000, // twice: before and after the restarts
+  tailMs: 1000,
   requestTimeoutMs: 5000,
   bucketMs: 100,
   selfcheck: ARGS.selfcheck ? 'only' : ARGS['no-selfcheck'] ? 'off' : 'on',

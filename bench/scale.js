@@ -51,10 +51,15 @@ async function worker() {
   const w = await fdb.adoptListeners(sock, { names });
   for (const k in w) w[k].close();
   send({ type: 'ready', pid: process.pid, nofile: lib.nofile() });
-  await new Promise((resolve) => {
-    const rl = readline.createInterface({ input: process.stdin });
-    rl.on('line', (l) => { if (l.trim() === 'go') { rl.close(); resolve(); } });
+  // Each round starts on the orchestrator's "go", sent once every process has
+  // finished the previous round: every round is 1,000 adopts at once.
+  const gos = [];
+  let goWaiter;
+  readline.createInterface({ input: process.stdin }).on('line', (l) => {
+    if (l.trim() !== 'go') return;
+    if (goWaiter) { const w = goWaiter; goWaiter = undefined; w(); } else gos.push(1);
   });
+  const go = () => (gos.length > 0 ? (gos.pop(), Promise.resolve()) : new Promise((r) => { goWaiter = r; }));
 
   const latMs = [];
   const errors = {};
@@ -62,7 +67,12 @@ async function worker() {
   const roundMs = [];
   let ok = 0;
   const t0 = performance.now();
+  let waitedMs = 0;
   for (let r = 0; r < rounds; r++) {
+    if (r > 0) send({ type: 'round', r });
+    const ws = performance.now();
+    await go();
+    waitedMs += performance.now() - ws;
     const rs = performance.now();
     await Promise.all(Array.from({ length: perProc }, async () => {
       const s = performance.now();
@@ -82,7 +92,7 @@ async function worker() {
     roundMs.push(performance.now() - rs);
   }
   const fdsLeft = fs.readdirSync('/proc/self/fd').length;
-  send({ type: 'done', ok, errors, errorSamples: samples, latMs, roundMs, totalMs: performance.now() - t0, fdsLeft });
+  send({ type: 'done', ok, errors, errorSamples: samples, latMs, roundMs, totalMs: performance.now() - t0, waitedMs, fdsLeft });
 }
 
 // ------------------------------------------------------------ orchestrator ----
@@ -163,9 +173,12 @@ async function main() {
       if (s) samples.push({ t_ms: Math.round(performance.now() - t0), ...s });
     }, 20);
     const t0 = performance.now();
-    for (const w of workers) w.child.stdin.write('go\n');
+    for (let r = 0; r < ROUNDS; r++) {
+      if (r > 0) await Promise.all(workers.map((w) => w.next('round')));
+      for (const w of workers) w.child.stdin.write('go\n');
+    }
     const dones = await Promise.all(workers.map((w) => w.next('done')));
-    const wallMs = performance.now() - t0;
+    const wallMs = performance.now() - t0; // includes the barriers between rounds (a few ms each)
     clearInterval(sampler);
     const lastLoad = lib.procSample(broker.pid);
     if (lastLoad) samples.push({ t_ms: Math.round(wallMs), ...lastLoad });
@@ -199,6 +212,7 @@ async function main() {
       error_samples: dones.flatMap((d) => d.errorSamples).slice(0, 5),
       wall_s: Math.round(wallMs) / 1000,
       adopts_per_s: Math.round(ok / (wallMs / 1000)),
+      round_ms: lib.summarizeMs(dones.flatMap((d) => d.roundMs)),
       first_burst_ms: { slowest_process: Math.round(Math.max(...firstRound)), per_process: firstRound.map((x) => Math.round(x)) },
       latency: lib.summarizeMs(lat),
       broker: {

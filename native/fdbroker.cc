@@ -16,7 +16,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -347,6 +349,17 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
+// ioctl(SIOCOUTQ): bytes this socket sent that its peer has not read yet
+// (for AF_UNIX, the memory still held by unread messages) | -errno.
+Napi::Value OutQ(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!CheckFd(info, 0, &fd)) return env.Undefined();
+  int n = 0;
+  if (ioctl(fd, SIOCOUTQ, &n) < 0) return Errno(env, errno);
+  return Napi::Number::New(env, n);
+}
+
 // sendmsg(fd, payload, fds) -> bytes sent | -errno. At most 253 fds per
 // message, refused before the syscall. The fds stay owned by the caller: the
 // kernel gives the peer duplicates.
@@ -551,6 +564,13 @@ class Poller : public Napi::ObjectWrap<Poller> {
         env.Global(),
         {Napi::Number::New(env, status), Napi::Number::New(env, events)},
         *self->context_);
+    // No JS frame is below a libuv callback to rethrow into: an exception the
+    // callback threw would stay pending in the env and be thrown by the next,
+    // unrelated native call. Report it now, as Node does for its own handles.
+    if (env.IsExceptionPending()) {
+      Napi::Error err = env.GetAndClearPendingException();
+      napi_fatal_exception(env, err.Value());
+    }
   }
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -623,6 +643,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New(env, Dup));
   exports.Set("fchmod", Napi::Function::New(env, Fchmod));
   exports.Set("flock", Napi::Function::New(env, Flock));
+  exports.Set("outq", Napi::Function::New(env, OutQ));
   exports.Set("sendmsg", Napi::Function::New(env, SendMsg));
   exports.Set("recvmsg", Napi::Function::New(env, RecvMsg));
   exports.Set("Poller", Poller::Init(env));

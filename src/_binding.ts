@@ -57,6 +57,8 @@ export interface Native {
   dup(fd: number): number;
   fchmod(fd: number, mode: number): number;
   flock(fd: number, operation: number): number;
+  /** Bytes sent on this socket that the peer has not read yet (SIOCOUTQ), or -errno. */
+  outq(fd: number): number;
   sendmsg(fd: number, payload: Buffer, fds: number[]): number;
   recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;

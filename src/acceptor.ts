@@ -17,6 +17,8 @@ export interface AcceptorOptions {
   mode?: number;
   /** Backlog of the control socket. */
   backlog?: number;
+  /** Group of the socket file. */
+  group?: number;
 }
 
 export interface AcceptorEvents {
@@ -76,7 +78,8 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
       n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
       // Set the mode on the socket inode before bind(), so the path is created
       // with at most `mode` (then narrowed further by the umask).
-      let r = n.fchmod(fd, mode);
+      // With a group to set, keep group bits off until the group is right.
+      let r = n.fchmod(fd, options.group === undefined ? mode : mode & 0o700);
       if (r < 0) throw systemError(r, 'fchmod');
       r = n.bind(fd, { family: 'unix', path: bindPath });
       if (r === -98 /* EADDRINUSE */ && !options.takeover) {
@@ -84,6 +87,7 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
         r = n.bind(fd, { family: 'unix', path: bindPath });
       }
       if (r < 0) throw systemError(r, 'bind', bindPath);
+      if (options.group !== undefined) fs.chownSync(bindPath, -1, options.group);
       fs.chmodSync(bindPath, mode);
       r = n.listen(fd, options.backlog ?? CONTROL_BACKLOG);
       if (r < 0) throw systemError(r, 'listen', bindPath);

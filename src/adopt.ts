@@ -5,13 +5,16 @@ import { native } from './_binding';
 import { FdbrokerError } from './errors';
 import { Listener } from './listener';
 import { describeSocket, matchesInfo } from './sockets';
-import { DEFAULT_TIMEOUT_MS } from './constants';
+import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './constants';
+import { checkFdHeadroom } from './limits';
 
 export interface AdoptOptions {
   /** Only these listeners (default: every listener the broker has). */
   names?: string[];
   /** Deadline for connect + handshake + transfer, in ms (default 10 s). */
   timeout?: number;
+  /** fds that must stay free below RLIMIT_NOFILE after adopting (default 64; 0 to skip the check). */
+  fdHeadroom?: number;
 }
 
 /**
@@ -26,12 +29,14 @@ export interface AdoptOptions {
  *
  * Errors (FdbrokerError `code`): ERR_FDBROKER_NO_BROKER, ERR_FDBROKER_ACCESS_DENIED,
  * ERR_FDBROKER_NOT_A_BROKER, ERR_FDBROKER_VERSION, ERR_FDBROKER_UNKNOWN_LISTENER,
- * ERR_FDBROKER_BAD_LISTENER, ERR_FDBROKER_TIMEOUT, ERR_FDBROKER_PROTOCOL.
+ * ERR_FDBROKER_BAD_LISTENER, ERR_FDBROKER_TIMEOUT, ERR_FDBROKER_PROTOCOL,
+ * ERR_FDBROKER_FD_HEADROOM (too close to RLIMIT_NOFILE to adopt safely).
  */
 export async function adoptListeners(path: string, options: AdoptOptions = {}): Promise<Record<string, Listener>> {
   if (typeof path !== 'string' || path.length === 0) {
     throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', 'adoptListeners(path): path must be the broker\'s control socket path');
   }
+  checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
   const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
   const deadline = Date.now() + timeout;
   const conn = await BrokerConnection.connect(path, { timeout });

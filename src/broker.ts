@@ -15,6 +15,8 @@ import { Channel } from './channel';
 import { FdbrokerError } from './errors';
 import { Generations, type GenerationInfo } from './generations';
 import { Registry } from './registry';
+import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
+import { checkControlDirectory } from './paths';
 import { createListener, type OwnedListener } from './sockets';
 import { takeInheritedListeners } from './systemd';
 import type { ListenerSpec } from './spec';
@@ -24,7 +26,7 @@ import {
 } from './protocol';
 import {
   DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS,
-  GENERATION_CHECK_INTERVAL_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG,
+  GENERATION_CHECK_INTERVAL_MS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG,
   DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED_MESSAGES, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
   PROTOCOL_VERSIONS,
 } from './constants';
@@ -47,12 +49,20 @@ export interface BrokerOptions {
   self?: { number?: number; label?: string };
   /** The live broker at controlPath handed this process its listeners: rename over its path. */
   takeover?: boolean;
+  /** Who may adopt and read status besides the broker's own uid and root. */
+  access?: AccessOptions;
+  /** Most clients per uid, for uids other than the broker's own and root (default 64). */
+  maxClientsPerUid?: number;
+  /** Accept a control socket directory that fails the safety checks. */
+  insecureDir?: boolean;
   /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */
   inherit?: boolean;
   /** Backlog for created listeners without their own (default 511). */
   backlog?: number;
   /** Mode of the control socket (default 0600). */
   mode?: number;
+  /** Group of the control socket. */
+  group?: number;
   handshakeTimeoutMs?: number;
   /** A generation not ready within this time is reported and its ready() refused (default 60 s). */
   readyTimeoutMs?: number;
@@ -64,6 +74,17 @@ export interface BrokerOptions {
 }
 
 export interface AdoptEvent { client: ClientInfo; names: string[]; generation?: number }
+
+export interface AuditEvent {
+  op: 'connect' | 'adopt' | 'join' | 'ready' | 'status';
+  pid: number;
+  uid: number;
+  gid: number;
+  names?: string[];
+  generation?: number;
+  /** 'ok', or the ERR_FDBROKER_* code of the refusal. */
+  result: string;
+}
 
 export interface BrokerEvents {
   /** A client connected. */
@@ -86,6 +107,10 @@ export interface BrokerEvents {
   retireSelf: [by: number];
   /** Embedded mode: a successor took the control path and died before ready; this broker bound it again. */
   reclaimed: [];
+  /** One line of audit: every handout, join, ready and every refusal. */
+  audit: [event: AuditEvent];
+  /** A listener stopped listening (a holder called shutdown() on it): it is broken for every holder. */
+  listenerBroken: [info: ListenerInfo];
   /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
   warning: [err: Error];
 }
@@ -110,7 +135,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly clients = new Map<number, ClientState>();
   private readonly generations: Generations;
   private readonly checkTimer: NodeJS.Timeout;
-  private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages'>>;
+  private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
+  private readonly policy: AccessPolicy;
+  private readonly brokerUid = process.getuid?.() ?? 0;
+  private readonly broken = new Set<string>();
   private readonly mode: number;
   /** Embedded mode: the number of the app's own generation. */
   readonly selfGeneration: number | undefined;
@@ -127,12 +155,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
       maxClients: options.maxClients ?? DEFAULT_MAX_CLIENTS,
       maxQueuedMessages: options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES,
+      maxClientsPerUid: options.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID,
     };
+    this.policy = makePolicy(this.brokerUid, options.access);
     this.generations = new Generations({
       readyTimeoutMs: options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
       retireTimeoutMs: options.retireTimeoutMs ?? DEFAULT_RETIRE_TIMEOUT_MS,
     });
-    this.checkTimer = setInterval(() => this.checkGenerations(), GENERATION_CHECK_INTERVAL_MS);
+    this.checkTimer = setInterval(() => {
+      this.checkGenerations();
+      this.checkListeners();
+    }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     this.selfGeneration = options.self === undefined ? undefined : this.generations.join(
       { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? -1, ...(options.self.label ? { label: options.self.label } : {}) },
@@ -157,7 +190,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
         }
         broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
       }
-      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, takeover: options.takeover });
+      if (!options.insecureDir) checkControlDirectory(options.controlPath);
+      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover });
     } catch (err) {
       clearInterval(broker.checkTimer);
       broker.registry.closeAll();
@@ -231,7 +265,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         controlPath: this.controlPath,
         startedAt: this.startedAt.toISOString(),
       },
-      listeners: this.registry.infos(),
+      listeners: this.registry.infos().map((l) => (this.broken.has(l.name) ? { ...l, broken: true } : l)),
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
       generations: this.generations.list(),
     };
@@ -272,13 +306,25 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // native layer); onMessage closes any that arrive and drops the client.
     const channel = new Channel(fd, { maxFdsPerMessage: 0, maxQueuedMessages: this.opts.maxQueuedMessages });
     const state: ClientState = { info, channel, greeted: false, generation: undefined, timer: undefined };
-    if (typeof cred === 'number' || this.clients.size >= this.opts.maxClients) {
-      const err = typeof cred === 'number'
-        ? new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', 'the peer\'s credentials could not be read')
-        : new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
-      this.reply(state, { type: 'error', code: err.code, message: err.message });
+    // Fail closed: no credentials, or credentials without any grant, end the
+    // client before it learns anything about the listeners.
+    let refusal: FdbrokerError | undefined;
+    if (typeof cred === 'number') {
+      refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', 'the peer\'s credentials could not be read');
+    } else if (!allowsAny(this.policy, info)) {
+      refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
+        `uid ${info.uid} (gid ${info.gid}) may not use this broker; the broker's owner can allow it with --allow-uid or --allow-gid`);
+    } else if (this.clients.size >= this.opts.maxClients) {
+      refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
+    } else if (info.uid !== this.brokerUid && info.uid !== 0
+      && [...this.clients.values()].filter((c) => c.info.uid === info.uid).length >= this.opts.maxClientsPerUid) {
+      refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `uid ${info.uid} already has ${this.opts.maxClientsPerUid} clients connected`);
+    }
+    if (refusal) {
+      this.reply(state, { type: 'error', code: refusal.code, message: refusal.message });
       channel.end();
-      this.emit('clientError', info, err);
+      this.auditLog('connect', info, refusal.code);
+      this.emit('clientError', info, refusal);
       return;
     }
     this.clients.set(info.id, state);
@@ -349,9 +395,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       }
       case 'adopt':
+        if (!this.permit(state, msg.id, 'adopt', msg.names ?? undefined)) return;
         this.handOut(state, msg.id, msg.names ?? null);
         return;
       case 'join':
+        if (!this.permit(state, msg.id, 'join', msg.names ?? undefined)) return;
         if (state.generation !== undefined) {
           this.reply(state, { type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
           return;
@@ -359,22 +407,52 @@ export class Broker extends EventEmitter<BrokerEvents> {
         this.handOut(state, msg.id, msg.names ?? null, msg.label ?? '');
         return;
       case 'ready':
+        if (!this.permit(state, msg.id, 'ready')) return;
         this.onReady(state, msg.id);
         return;
       case 'status':
+        if (!this.permit(state, msg.id, 'status')) return;
         this.reply(state, this.status(msg.id));
         return;
     }
   }
 
+  /** Checks the grant for `op`; refuses (and audits) when missing. */
+  private permit(state: ClientState, id: number, op: AuditEvent['op'], names?: string[]): boolean {
+    const grant: Grant = op === 'status' ? 'status' : 'adopt';
+    if (allows(this.policy, state.info, grant)) return true;
+    const err = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', `uid ${state.info.uid} may not ${op} on this broker`);
+    this.reply(state, { type: 'error', id, code: err.code, message: err.message });
+    this.auditLog(op, state.info, err.code, names);
+    this.emit('clientError', state.info, err);
+    return false;
+  }
+
+  private auditLog(op: AuditEvent['op'], c: { pid: number; uid: number; gid: number }, result: string, names?: string[], generation?: number): void {
+    if (this.listenerCount('audit') === 0) return;
+    this.emit('audit', { op, pid: c.pid, uid: c.uid, gid: c.gid, ...(names ? { names } : {}), ...(generation !== undefined ? { generation } : {}), result });
+  }
+
   private handOut(state: ClientState, id: number, names: string[] | null, joinLabel?: string): void {
+    const op = joinLabel === undefined ? 'adopt' : 'join';
     let selected: OwnedListener[];
     try {
       selected = this.registry.select(names);
     } catch (err) {
       const e = err as FdbrokerError & { names?: string[] };
       this.reply(state, { type: 'error', id, code: e.code, message: e.message, names: e.names });
+      this.auditLog(op, state.info, e.code, names ?? undefined);
       this.emit('clientError', state.info, e);
+      return;
+    }
+    // One handout at a time per client: fds sent and not yet read count
+    // against the broker's user in the kernel (ETOOMANYREFS for everyone once
+    // over RLIMIT_NOFILE), so a client that has not read its last reply gets no more.
+    if (selected.length > 0 && native().outq(state.channel.fd) > 0) {
+      const err = new FdbrokerError('ERR_FDBROKER_OVERLOADED', 'read the previous reply before asking for more listeners');
+      this.reply(state, { type: 'error', id, code: err.code, message: err.message });
+      this.auditLog(op, state.info, err.code, names ?? undefined);
+      this.emit('clientError', state.info, err);
       return;
     }
     const infos = selected.map((l) => l.info);
@@ -395,6 +473,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     const adopted = new Set(state.info.adopted); // a Set: includes() per name is O(N²) for 1,000s of listeners
     for (const i of infos) if (!adopted.has(i.name)) { adopted.add(i.name); state.info.adopted.push(i.name); }
+    this.auditLog(op, state.info, 'ok', names_, generation);
     debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, infos.map((i) => i.name).join(','));
     this.emit('adopt', { client: { ...state.info }, names: infos.map((i) => i.name), generation });
     if (generation !== undefined) this.emit('join', this.generations.get(generation)!);
@@ -403,6 +482,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private onReady(state: ClientState, id: number): void {
     const n = state.generation;
     const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.generations.ready(n, Date.now());
+    this.auditLog('ready', state.info, result.ok ? 'ok' : 'ERR_FDBROKER_READY_REFUSED', undefined, n);
     if (!result.ok) {
       const why = {
         unknown: 'this connection has not joined as a generation (send "join" first)',
@@ -429,6 +509,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
       if (target) this.reply(target, { type: 'retire', generation: r, by });
     }
     this.emit('ready', this.generations.get(n)!, retire);
+  }
+
+  /** A listener that no longer listens (a holder shut it down) is broken for every holder: report it once. */
+  private checkListeners(): void {
+    const n = native();
+    const c = n.constants;
+    for (const l of this.registry.select(null)) {
+      if (l.info.kind === 'udp' || this.broken.has(l.info.name)) continue;
+      const r = n.getsockoptInt(l.fd, c.SOL_SOCKET, c.SO_ACCEPTCONN);
+      if (typeof r !== 'number' && r.value === 1) continue;
+      this.broken.add(l.info.name);
+      this.emit('listenerBroken', l.info);
+    }
   }
 
   private newestReady(): number {

@@ -2,6 +2,7 @@
 // part of fdbroker that prints.
 import { Broker } from './broker';
 import { BrokerConnection } from './client';
+import { native } from './_binding';
 import { FdbrokerError } from './errors';
 import { parseListenerSpec, type ListenerSpec } from './spec';
 import type { ListenerInfo, StatusMessage } from './protocol';
@@ -34,6 +35,18 @@ serve options:
   --retire-timeout MS
                      report a generation still connected MS ms after it was told
                      to retire (default 30000); the broker signals nobody
+  --group GID        group of the control socket (with --mode 0660)
+  --allow-uid UID[,UID]   also let these uids adopt and read status (the
+                     broker's own uid and root always may)
+  --allow-gid GID[,GID]   the same for peers whose primary gid is GID
+  --allow-status-uid UID, --allow-status-gid GID
+                     let these read status only
+  --max-clients N    most clients at once (default 1024)
+  --max-clients-per-uid N
+                     most clients per uid other than the broker's and root's (default 64)
+  --adopt-from PATH  take the listeners from the broker (or app) serving PATH,
+                     e.g. to replace a broker that was killed
+  --insecure-dir     accept a control socket directory writable by others
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --quiet            print only the ready line and errors
 
@@ -100,61 +113,125 @@ export function describeListener(l: ListenerInfo): string {
 export interface Io { out: (s: string) => void; err: (s: string) => void }
 const stdio: Io = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 
-function serve(args: string[], io: Io): Promise<number> {
-  const p = parseArgs(args, ['listen', 'backlog', 'mode', 'handshake-timeout', 'ready-timeout', 'retire-timeout'], ['no-inherit', 'quiet']);
+function idList(p: Parsed, name: string): number[] {
+  const out: number[] = [];
+  for (const v of p.flags.get(name) ?? []) {
+    for (const part of v.split(',')) {
+      if (!/^\d+$/.test(part)) throw new UsageError(`--${name} takes numeric ids (comma-separated), not "${part}"`);
+      out.push(Number(part));
+    }
+  }
+  return out;
+}
+
+function intFlag(p: Parsed, name: string, min: number, max: number): number | undefined {
+  const v = p.flags.get(name)?.at(-1);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** Listeners taken from another broker (e.g. a running app that serves its own), for recovery. */
+async function adoptFrom(path: string): Promise<Array<{ info: ListenerInfo; fd: number }>> {
+  const conn = await BrokerConnection.connect(path);
+  try {
+    return await conn.adopt(undefined);
+  } finally {
+    conn.close();
+  }
+}
+
+async function serve(args: string[], io: Io): Promise<number> {
+  const p = parseArgs(args,
+    ['listen', 'backlog', 'mode', 'group', 'handshake-timeout', 'ready-timeout', 'retire-timeout', 'allow-uid', 'allow-gid',
+      'allow-status-uid', 'allow-status-gid', 'max-clients', 'max-clients-per-uid', 'adopt-from'],
+    ['no-inherit', 'quiet', 'insecure-dir']);
   if (p.positional.length !== 1) throw new UsageError('serve needs exactly one control socket path');
   const controlPath = p.positional[0]!;
   const specs: ListenerSpec[] = (p.flags.get('listen') ?? []).map((s) => parseListenerSpec(s));
-  let backlog: number | undefined;
-  const b = p.flags.get('backlog')?.at(-1);
-  if (b !== undefined) {
-    backlog = Number(b);
-    if (!Number.isInteger(backlog) || backlog < 1 || backlog > 65535) throw new UsageError('--backlog must be 1-65535');
-  }
+  const backlog = intFlag(p, 'backlog', 1, 65535);
   let mode: number | undefined;
   const m = p.flags.get('mode')?.at(-1);
   if (m !== undefined) {
     if (!/^0?[0-7]{3}$/.test(m)) throw new UsageError('--mode must be octal, like 0600');
     mode = parseInt(m, 8);
   }
-  const handshakeTimeoutMs = msFlag(p, 'handshake-timeout');
-  const readyTimeoutMs = msFlag(p, 'ready-timeout');
-  const retireTimeoutMs = msFlag(p, 'retire-timeout');
+  const group = intFlag(p, 'group', 0, 2 ** 32 - 2);
   const quiet = p.flags.has('quiet');
-  const broker = Broker.start({
-    controlPath, listeners: specs, backlog, mode, handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs,
-    inherit: !p.flags.has('no-inherit'),
-  });
-  if (broker.listenerInfos().length === 0) {
-    broker.close();
-    throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or start under systemd socket activation)');
+  // Handlers first: a supervisor may signal as soon as it reads the ready
+  // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
+  let stopped: NodeJS.Signals | undefined;
+  let onStop: (sig: NodeJS.Signals) => void = (sig) => { stopped = sig; };
+  const stopHandler = (sig: NodeJS.Signals) => onStop(sig);
+  const hup = () => io.err('fdbroker: SIGHUP ignored (stop with SIGTERM or SIGINT)');
+  process.on('SIGTERM', stopHandler);
+  process.on('SIGINT', stopHandler);
+  process.on('SIGHUP', hup);
+  const unhook = () => {
+    process.off('SIGTERM', stopHandler);
+    process.off('SIGINT', stopHandler);
+    process.off('SIGHUP', hup);
+  };
+  let broker: Broker;
+  try {
+    const from = p.flags.get('adopt-from')?.at(-1);
+    const listenerFds = from ? await adoptFrom(from) : [];
+    try {
+      broker = Broker.start({
+        controlPath, listeners: specs, listenerFds, backlog, mode, group,
+        handshakeTimeoutMs: msFlag(p, 'handshake-timeout'),
+        readyTimeoutMs: msFlag(p, 'ready-timeout'),
+        retireTimeoutMs: msFlag(p, 'retire-timeout'),
+        maxClients: intFlag(p, 'max-clients', 1, 1_000_000),
+        maxClientsPerUid: intFlag(p, 'max-clients-per-uid', 1, 1_000_000),
+        insecureDir: p.flags.has('insecure-dir'),
+        inherit: !p.flags.has('no-inherit'),
+        access: {
+          allowUids: idList(p, 'allow-uid'), allowGids: idList(p, 'allow-gid'),
+          statusUids: idList(p, 'allow-status-uid'), statusGids: idList(p, 'allow-status-gid'),
+        },
+      });
+    } catch (err) {
+      for (const l of listenerFds) native().close(l.fd);
+      throw err;
+    }
+    if (broker.listenerInfos().length === 0) {
+      broker.close();
+      throw new UsageError('no listeners: give at least one --listen NAME=SPEC, --adopt-from PATH, or start under systemd socket activation');
+    }
+  } catch (err) {
+    unhook();
+    throw err;
   }
   const list = broker.listenerInfos().map((l) => `${l.name}=${describeListener(l)}`).join(' ');
   if (!quiet) {
-    broker.on('adopt', (e) => io.out(`fdbroker: pid ${e.client.pid} (uid ${e.client.uid}) adopted ${e.names.join(', ') || 'no listeners'}${e.generation ? ` as generation ${e.generation}` : ''}`));
+    broker.on('audit', (e) => io.out(`fdbroker: audit op=${e.op} pid=${e.pid} uid=${e.uid} gid=${e.gid}`
+      + ` names=${e.names ? e.names.join(',') || '-' : '*'} generation=${e.generation ?? '-'} result=${e.result}`));
     broker.on('ready', (g, retire) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) ready${retire.length ? `; retiring ${retire.join(', ')}` : ''}`));
     broker.on('leave', (g) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) left (${g.state})`));
   }
   broker.on('overdue', (g, what) => io.err(what === 'ready'
     ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
     : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
+  broker.on('listenerBroken', (l) => io.err(`fdbroker: listener "${l.name}" (${describeListener(l)}) no longer listens: a holder shut it down; restart the broker to recreate it`));
   broker.on('clientError', (c, err) => {
-    if (!quiet) io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${(err as FdbrokerError).code ?? ''} ${err.message}`);
+    const code = (err as FdbrokerError).code ?? '';
+    // Refusals are always logged; other client errors unless --quiet.
+    if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
   });
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
   return new Promise((resolve) => {
-    const stop = (sig: NodeJS.Signals) => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
+    onStop = (sig) => {
+      unhook();
       broker.close();
       if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
       resolve(0);
     };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    // Only now: until process.on() installs them, SIGTERM/SIGINT kill at once
-    // and leave the control socket behind, and a supervisor may signal as soon
-    // as it reads this line.
+    if (stopped) {
+      onStop(stopped);
+      return;
+    }
     io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}`);
   });
 }

@@ -33,6 +33,10 @@ export const DEFAULT_MAX_QUEUED_MESSAGES = 64;
 export const DEFAULT_MAX_CLIENTS = 1024;
 /** Broker: how long a client that is being dropped may take to read its last error reply. */
 export const END_TIMEOUT_MS = 1_000;
+/** Broker: most clients per uid other than the broker's own and root. */
+export const DEFAULT_MAX_CLIENTS_PER_UID = 64;
+/** Client: fds that must stay free below RLIMIT_NOFILE after adopting (libuv resets queued connections under EMFILE). */
+export const DEFAULT_FD_HEADROOM = 64;
 /** Broker: backlog of the control socket's own listen(2). */
 export const CONTROL_BACKLOG = 512;
 /** Broker: messages read from one client per readiness event (fairness between clients). */

@@ -22,7 +22,8 @@ import { drain, type DrainResult } from './drain';
 import { check, FdbrokerError } from './errors';
 import type { Listener } from './listener';
 import { parseListenerSpec } from './spec';
-import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from './constants';
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from './constants';
+import { checkFdHeadroom } from './limits';
 
 export interface GenerationOptions {
   /** Only these listeners (default all; [] for none, e.g. a cluster primary whose workers adopt). */
@@ -45,6 +46,8 @@ export interface GenerationOptions {
   listen?: string[];
   /** Self-broker mode: mode of the control socket (default 0600). */
   mode?: number;
+  /** fds that must stay free below RLIMIT_NOFILE after adopting (default 64; 0 to skip). */
+  fdHeadroom?: number;
 }
 
 export interface UpgradeOptions {
@@ -112,6 +115,7 @@ export class Generation {
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
   static async start(path: string, options: GenerationOptions = {}): Promise<Generation> {
+    checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
     const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     const deadline = Date.now() + timeout;
     let conn: BrokerConnection | undefined;
@@ -232,6 +236,22 @@ export class Generation {
     return this.retirePromise;
   }
 
+  /**
+   * Serves duplicates of this generation's listeners on `path` as a broker of
+   * their own (holding no generations), so that if the broker is lost a new
+   * one can take them back: `fdbroker serve <control> --adopt-from <path>`.
+   * Returns the embedded Broker; close it when no longer needed.
+   */
+  expose(path: string, options: { mode?: number } = {}): Broker {
+    const mine = dupForSelf(Object.values(this.listeners).filter((l) => l.fd >= 0).map((l) => ({ info: infoOf(l), fd: l.fd })));
+    try {
+      return Broker.start({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
+    } catch (err) {
+      for (const m of mine) native().close(m.fd);
+      throw err;
+    }
+  }
+
   /** Leaves the broker without draining (self-broker: closes the embedded broker). Servers are untouched. */
   close(): void {
     this.closedByUs = true;
@@ -298,6 +318,13 @@ export class Generation {
       void this.retire().then((r) => this.events.emit('drained', r));
     }
   }
+}
+
+function infoOf(l: Listener): ReceivedListener['info'] {
+  const j = l.toJSON();
+  const { fd: _fd, ...info } = j;
+  void _fd;
+  return info;
 }
 
 /** Duplicates the embedded broker's listeners the app asked for (the broker keeps its own). */

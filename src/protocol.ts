@@ -19,6 +19,8 @@ export interface ListenerInfo {
   path?: string;
   /** The listen(2) backlog the broker set (tcp and unix). */
   backlog?: number;
+  /** Status only: the listener no longer listens (a holder shut it down). */
+  broken?: boolean;
 }
 
 export interface ClientInfo {

@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+'use strict';
+// Runs every benchmark one after the other and prints one combined JSON object:
+// { handoff, scale, restarts? }. `--quick` is passed through (CI smoke).
+// bench/restarts.js is run too when it exists.
+//
+//   npm run bench            # full: a few minutes on 2 cores
+//   npm run bench -- --quick # smoke: well under a minute
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const lib = require('./lib');
+
+const pass = process.argv.slice(2).filter((a) => a === '--quick');
+
+function run(file) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(__dirname, file), ...pass], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('exit', (code, sig) => {
+      if (code !== 0) { resolve({ error: `${file} exited with ${code ?? sig}`, stdout: out.slice(-2000) }); return; }
+      try {
+        resolve(JSON.parse(out));
+      } catch {
+        resolve({ error: `${file} did not print JSON`, stdout: out.slice(-2000) });
+      }
+    });
+  });
+}
+
+async function main() {
+  const started = Date.now();
+  const result = { mode: pass.includes('--quick') ? 'quick' : 'full', machine: lib.machine() };
+  result.handoff = await run('handoff.js');
+  result.scale = await run('scale.js');
+  if (fs.existsSync(path.join(__dirname, 'restarts.js'))) result.restarts = await run('restarts.js');
+  result.duration_s = Math.round((Date.now() - started) / 100) / 10;
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  const failed = ['handoff', 'scale', 'restarts'].filter((k) => result[k]?.error);
+  if (failed.length > 0) process.exitCode = 1;
+}
+
+main();

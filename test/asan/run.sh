@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the native addon with AddressSanitizer in a temp dir (the repo's own
+# build/ is left alone) and runs test/asan/drive.js against that build, with
+# the compiler's libasan preloaded into node. Exits non-zero on any ASan report
+# or failed check. Needs g++ and node's headers (the same as `npm install`).
+#
+#   test/asan/run.sh            # build + drive
+#   FDBROKER_ASAN_KEEP=1 ...    # keep the temp dir (printed) for inspection
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CXX="${CXX:-g++}"
+LIBASAN="$("$CXX" -print-file-name=libasan.so)"
+if [[ "$LIBASAN" != /* || ! -e "$LIBASAN" ]]; then
+  echo "asan: $CXX has no libasan.so ($LIBASAN)" >&2
+  exit 2
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/fdb-asan-XXXXXX")"
+if [[ -z "${FDBROKER_ASAN_KEEP:-}" ]]; then trap 'rm -rf "$WORK"' EXIT; else echo "asan: keeping $WORK"; fi
+
+cp -r "$ROOT/native" "$WORK/native"
+# The copied binding.gyp: node-addon-api resolved from the repo (the temp dir
+# has no node_modules), and -fsanitize=address on compile and link.
+node - "$ROOT" "$WORK" <<'JS'
+const fs = require('node:fs');
+const path = require('node:path');
+const [root, work] = process.argv.slice(2);
+const gyp = JSON.parse(fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8'));
+const addonApi = require(require.resolve('node-addon-api', { paths: [root] })).include_dir;
+const asan = ['-fsanitize=address', '-fno-omit-frame-pointer', '-g', '-O1'];
+for (const t of gyp.targets) {
+  t.include_dirs = [addonApi];
+  t.cflags = [...(t.cflags ?? []), ...asan];
+  t.cflags_cc = [...(t.cflags_cc ?? []), ...asan];
+  t.ldflags = [...(t.ldflags ?? []), '-fsanitize=address'];
+}
+fs.writeFileSync(path.join(work, 'binding.gyp'), JSON.stringify(gyp, null, 2));
+JS
+
+NODE_GYP="$ROOT/node_modules/.bin/node-gyp"
+(cd "$WORK" && "$NODE_GYP" rebuild --loglevel=warn >"$WORK/build.log" 2>&1) || {
+  cat "$WORK/build.log" >&2
+  echo "asan: build failed" >&2
+  exit 2
+}
+ADDON="$WORK/build/Release/fdbroker.node"
+if ! nm -D "$ADDON" 2>/dev/null | grep -q '__asan_'; then
+  echo "asan: $ADDON is not instrumented" >&2
+  exit 2
+fi
+
+# detect_leaks=0: node itself does not free everything at exit.
+# abort_on_error=0 + exitcode: a report makes node exit 99, not dump core.
+export ASAN_OPTIONS="detect_leaks=0:exitcode=99:abort_on_error=0:halt_on_error=1:allocator_may_return_null=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+set +e
+LD_PRELOAD="$LIBASAN" FDBROKER_ASAN_ADDON="$ADDON" node --expose-gc "$ROOT/test/asan/drive.js"
+rc=$?
+set -e
+exit $rc
