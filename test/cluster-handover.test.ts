@@ -1,6 +1,6 @@
 // The original request (nodejs/node-v0.x-archive#5050): replace a Node
 // cluster's primary without downtime. Both patterns, under load.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc } from './helpers';

@@ -27,7 +27,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const [root, work] = process.argv.slice(2);
 const gyp = JSON.parse(fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8'));
-const addonApi = require(require.resolve('node-addon-api', { paths: [root] })).include_dir;
+// include_dir is relative to the cwd; use the package's absolute directory.
+const addonApi = path.dirname(require.resolve('node-addon-api/package.json', { paths: [root] }));
 const asan = ['-fsanitize=address', '-fno-omit-frame-pointer', '-g', '-O1'];
 for (const t of gyp.targets) {
   t.include_dirs = [addonApi];
@@ -39,7 +40,15 @@ fs.writeFileSync(path.join(work, 'binding.gyp'), JSON.stringify(gyp, null, 2));
 JS
 
 NODE_GYP="$ROOT/node_modules/.bin/node-gyp"
-(cd "$WORK" && "$NODE_GYP" rebuild --loglevel=warn >"$WORK/build.log" 2>&1) || {
+# Build against the running node's own headers when it has them (no download):
+# npm passes its nodedir setting as npm_config_nodedir; otherwise use the
+# prefix of this node when <prefix>/include/node/node_api.h exists.
+GYP_ARGS=(rebuild --loglevel=warn)
+if [[ -z "${npm_config_nodedir:-}" ]]; then
+  PREFIX="$(dirname "$(dirname "$(command -v node)")")"
+  if [[ -e "$PREFIX/include/node/node_api.h" ]]; then GYP_ARGS+=("--nodedir=$PREFIX"); fi
+fi
+(cd "$WORK" && "$NODE_GYP" "${GYP_ARGS[@]}" >"$WORK/build.log" 2>&1) || {
   cat "$WORK/build.log" >&2
   echo "asan: build failed" >&2
   exit 2
