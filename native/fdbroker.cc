@@ -469,11 +469,14 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
       foreign = true;
     }
   }
-  bool truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
+  // CMSG_SPACE rounds up, so the kernel may fit one fd more than maxFds
+  // without MSG_CTRUNC: the limit is enforced here, exactly.
+  bool ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0 || received.Size() > static_cast<size_t>(maxFds);
+  bool truncated = (msg.msg_flags & MSG_TRUNC) != 0 || ctrunc;
   Napi::Object out = Napi::Object::New(env);
   out.Set("bytes", Napi::Number::New(env, static_cast<double>(n)));
   out.Set("truncated", Napi::Boolean::New(env, truncated));
-  out.Set("ctrunc", Napi::Boolean::New(env, (msg.msg_flags & MSG_CTRUNC) != 0));
+  out.Set("ctrunc", Napi::Boolean::New(env, ctrunc));
   out.Set("foreign", Napi::Boolean::New(env, foreign));
   out.Set("closed", Napi::Number::New(env, truncated ? received.Size() : 0));
   Napi::Array fds = Napi::Array::New(env);
@@ -515,8 +518,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
       Napi::Error::New(env, "no event loop").ThrowAsJavaScriptException();
       return;
     }
-    handle_ = new uv_poll_t;
-    int r = uv_poll_init(loop, handle_, fd);
+    handle_ = new PollHandle;
+    int r = uv_poll_init(loop, &handle_->poll, fd);
     if (r != 0) {
       delete handle_;
       handle_ = nullptr;
@@ -527,49 +530,67 @@ class Poller : public Napi::ObjectWrap<Poller> {
       e.ThrowAsJavaScriptException();
       return;
     }
-    handle_->data = this;
-    env_ = env;
-    hook_added_ = napi_add_env_cleanup_hook(env, &Poller::OnEnvCleanup, this) == napi_ok;
+    handle_->poll.data = this;
+    // An async hook, so that the environment's teardown waits for uv_close's
+    // callback: a worker's loop runs its closing handles after the addons it
+    // loaded may have been unloaded, and that callback is code in this addon.
+    if (napi_add_async_cleanup_hook(env, &Poller::OnAsyncCleanup, handle_, &handle_->hook) != napi_ok) {
+      handle_->hook = nullptr;
+    }
   }
 
   ~Poller() override { CloseHandle(); }
 
  private:
-  static void OnEnvCleanup(void* arg) {
-    auto* self = static_cast<Poller*>(arg);
-    self->hook_added_ = false;
-    self->CloseHandle();
+  // The uv handle outlives the Poller until uv_close calls back; the cleanup
+  // hook stays registered until then.
+  struct PollHandle {
+    uv_poll_t poll;  // first member: the uv_handle_t* is the PollHandle*
+    napi_async_cleanup_hook_handle hook = nullptr;
+  };
+
+  static void OnAsyncCleanup(napi_async_cleanup_hook_handle, void* arg) {
+    auto* self = static_cast<Poller*>(static_cast<PollHandle*>(arg)->poll.data);
+    if (self != nullptr) self->CloseHandle();  // else uv_close is already under way
+  }
+
+  static void OnClosed(uv_handle_t* h) {
+    auto* ph = reinterpret_cast<PollHandle*>(h);
+    if (ph->hook != nullptr) napi_remove_async_cleanup_hook(ph->hook);
+    delete ph;
   }
 
   void CloseHandle() {
-    if (hook_added_ && env_ != nullptr) {
-      napi_remove_env_cleanup_hook(env_, &Poller::OnEnvCleanup, this);
-      hook_added_ = false;
-    }
     if (handle_ == nullptr) return;
-    handle_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(handle_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    handle_->poll.data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle_->poll), &Poller::OnClosed);
     handle_ = nullptr;
     // The pin (a strong reference) is only dropped from JS calls: this may
     // run during GC finalization or environment teardown.
   }
 
+  // Runs from libuv with no JS frame below it, so the N-API C calls are used
+  // directly: node-addon-api's MakeCallback() throws on failure, which here
+  // either leaves the exception pending in the env (to be thrown by the next,
+  // unrelated native call) or, while a worker's environment is torn down and
+  // JS cannot run, aborts the process (napi_throw fails: fatal error).
   static void OnPoll(uv_poll_t* h, int status, int events) {
     auto* self = static_cast<Poller*>(h->data);
     if (self == nullptr) return;
-    Napi::Env env = self->Env();
+    napi_env env = self->Env();
     Napi::HandleScope scope(env);
-    self->callback_.MakeCallback(
-        env.Global(),
-        {Napi::Number::New(env, status), Napi::Number::New(env, events)},
-        *self->context_);
-    // No JS frame is below a libuv callback to rethrow into: an exception the
-    // callback threw would stay pending in the env and be thrown by the next,
-    // unrelated native call. Report it now, as Node does for its own handles.
-    if (env.IsExceptionPending()) {
-      Napi::Error err = env.GetAndClearPendingException();
-      napi_fatal_exception(env, err.Value());
+    napi_value argv[2] = {Napi::Number::New(env, status), Napi::Number::New(env, events)};
+    napi_value global = nullptr;
+    napi_value result = nullptr;
+    if (napi_get_global(env, &global) != napi_ok) return;
+    napi_make_callback(env, *self->context_, global, self->callback_.Value(), 2, argv, &result);
+    // An exception the callback threw is reported now as uncaught, as Node
+    // does for its own handles. A failure with no exception means JS cannot
+    // run (the environment is going away): there is no one to tell.
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value err = nullptr;
+      if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
     }
   }
 
@@ -577,7 +598,7 @@ class Poller : public Napi::ObjectWrap<Poller> {
     Napi::Env env = info.Env();
     if (handle_ == nullptr) return Napi::Number::New(env, UV_EBADF);
     int events = info[0].As<Napi::Number>().Int32Value() & (UV_READABLE | UV_WRITABLE);
-    int r = uv_poll_start(handle_, events, &Poller::OnPoll);
+    int r = uv_poll_start(&handle_->poll, events, &Poller::OnPoll);
     // While polling, the JS object must not be collected out from under libuv.
     if (r == 0 && !pinned_) {
       Ref();
@@ -589,18 +610,18 @@ class Poller : public Napi::ObjectWrap<Poller> {
   Napi::Value Stop(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (handle_ == nullptr) return Napi::Number::New(env, 0);
-    int r = uv_poll_stop(handle_);
+    int r = uv_poll_stop(&handle_->poll);
     Unpin();
     return Napi::Number::New(env, r);
   }
 
   Napi::Value RefHandle(const Napi::CallbackInfo& info) {
-    if (handle_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(handle_));
+    if (handle_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
     return info.Env().Undefined();
   }
 
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
-    if (handle_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(handle_));
+    if (handle_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
     return info.Env().Undefined();
   }
 
@@ -621,9 +642,7 @@ class Poller : public Napi::ObjectWrap<Poller> {
 
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
-  uv_poll_t* handle_ = nullptr;
-  napi_env env_ = nullptr;
-  bool hook_added_ = false;
+  PollHandle* handle_ = nullptr;
   bool pinned_ = false;
 };
 

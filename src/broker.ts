@@ -121,6 +121,8 @@ interface ClientState {
   greeted: boolean;
   generation: number | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** A reply with fds was sent: unread bytes (SIOCOUTQ) may then be a handout. */
+  fdsSent: boolean;
 }
 
 const EPERM = -1;
@@ -305,7 +307,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // room for at most one (more is cut off by MSG_CTRUNC and closed by the
     // native layer); onMessage closes any that arrive and drops the client.
     const channel = new Channel(fd, { maxFdsPerMessage: 0, maxQueuedMessages: this.opts.maxQueuedMessages });
-    const state: ClientState = { info, channel, greeted: false, generation: undefined, timer: undefined };
+    const state: ClientState = { info, channel, greeted: false, generation: undefined, timer: undefined, fdsSent: false };
     // Fail closed: no credentials, or credentials without any grant, end the
     // client before it learns anything about the listeners.
     let refusal: FdbrokerError | undefined;
@@ -448,7 +450,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // One handout at a time per client: fds sent and not yet read count
     // against the broker's user in the kernel (ETOOMANYREFS for everyone once
     // over RLIMIT_NOFILE), so a client that has not read its last reply gets no more.
-    if (selected.length > 0 && native().outq(state.channel.fd) > 0) {
+    if (selected.length > 0 && state.fdsSent && native().outq(state.channel.fd) > 0) {
       const err = new FdbrokerError('ERR_FDBROKER_OVERLOADED', 'read the previous reply before asking for more listeners');
       this.reply(state, { type: 'error', id, code: err.code, message: err.message });
       this.auditLog(op, state.info, err.code, names ?? undefined);
@@ -471,6 +473,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       }, group.map((i) => selected[i]!.fd));
       if (!ok) return;
     }
+    if (selected.length > 0) state.fdsSent = true;
     const adopted = new Set(state.info.adopted); // a Set: includes() per name is O(N²) for 1,000s of listeners
     for (const i of infos) if (!adopted.has(i.name)) { adopted.add(i.name); state.info.adopted.push(i.name); }
     this.auditLog(op, state.info, 'ok', names_, generation);

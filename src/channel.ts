@@ -99,6 +99,10 @@ export class Channel extends EventEmitter<ChannelEvents> {
       throw new FdbrokerError('ERR_FDBROKER_TOO_MANY_FDS',
         `${fds.length} fds in one message; the kernel allows at most ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`);
     }
+    if (payload.length === 0 && fds.length === 0) {
+      // A peer reads a zero-length message as the end of the stream.
+      throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', 'an empty message cannot be sent: the peer would take it for a close');
+    }
     if (payload.length > MAX_MESSAGE_BYTES) {
       throw new FdbrokerError('ERR_FDBROKER_MESSAGE_TOO_LARGE',
         `a ${payload.length}-byte message exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);

@@ -34,15 +34,19 @@ if (!isMainThread) {
   // Pollers left open in a worker: the env cleanup hook must close them when
   // the worker ends (normally or by terminate()).
   const { sockPath, mode } = workerData;
-  const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
-  n.connect(fd, { family: 'unix', path: sockPath });
+  const fds = [];
   const pollers = [];
-  for (let i = 0; i < 8; i++) {
+  // libuv allows one active poll handle per fd: one socket per poller.
+  for (let i = 0; i < 4; i++) {
+    const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+    n.connect(fd, { family: 'unix', path: sockPath });
+    fds.push(fd);
     const p = new n.Poller(fd, () => {});
-    if (i % 2 === 0) p.start(c.UV_READABLE | c.UV_WRITABLE);
-    if (i % 3 === 0) p.unref();
+    if (i !== 3) p.start(c.UV_READABLE | c.UV_WRITABLE);
+    if (i === 1) p.unref();
     pollers.push(p);
   }
+  const fd = fds;
   require('node:worker_threads').parentPort.postMessage({ fd });
   if (mode === 'exit') setTimeout(() => process.exit(0), 20);
   // mode 'terminate': wait for the parent to terminate() us (pollers keep the loop alive).
@@ -589,17 +593,23 @@ async function pollerCases() {
 // ---------------------------------------------------------------- workers
 async function workerCases() {
   const l = listener();
-  for (const mode of ['exit', 'terminate', 'terminate', 'exit']) {
+  for (const mode of ['exit', 'terminate', 'terminate', 'exit', 'terminate', 'terminate']) {
     const w = new Worker(__filename, { workerData: { sockPath: l.path, mode }, env: process.env });
     const got = await new Promise((resolve, reject) => {
       w.once('message', resolve);
       w.once('error', reject);
     });
-    const conn = n.accept(l.fd);
+    // The broker side of the worker's sockets: make them readable while the
+    // worker's environment is torn down (its pollers then fire with JS gone).
+    const conns = [];
+    for (let k = 0; k < got.fd.length; k++) {
+      const s = n.accept(l.fd);
+      if (s >= 0) { conns.push(s); n.sendmsg(s, Buffer.from('wake'), []); }
+    }
     if (mode === 'terminate') await w.terminate();
     else await new Promise((r) => w.once('exit', r));
-    n.close(got.fd); // the worker's socket: the worker left it open
-    if (conn >= 0) n.close(conn);
+    closeAll(got.fd); // the worker's sockets: the worker left them open
+    closeAll(conns);
     bump(`worker-${mode}`);
   }
   n.close(l.fd);
@@ -647,8 +657,6 @@ async function main() {
   // Every fd opened here is closed again (the self-sent cycle is reclaimed by the kernel).
   const after = fdCount();
   check(after <= base0, `fd count at the end ${after} vs ${base0} at start`);
-  fs.rmSync(dir, { recursive: true, force: true });
-
   // Left open on purpose: one started unref'd poller and one unstarted one,
   // for the environment cleanup hook at exit.
   const [a, b] = pair();
@@ -657,8 +665,9 @@ async function main() {
   keep.unref();
   globalThis.__keep = [keep, new n.Poller(a, () => {})];
   globalThis.__keep[1].unref();
+  fs.rmSync(dir, { recursive: true, force: true });
 
-  console.log(`asan drive: seed ${SEED}, ${checks} checks, ${failures.length} failed, ${Date.now() - t0} ms, instrumented=${ADDON !== path.join(__dirname, '..', '..', 'build', 'Release', 'fdbroker.node')}`);
+  console.log(`asan drive: seed ${SEED}, ${checks} checks, ${failures.length} failed, ${Date.now() - t0} ms, asan=${/libasan/.test(process.env.LD_PRELOAD || "")}`);
   console.log(`asan drive: outcomes ${JSON.stringify(counts)}`);
   process.exitCode = failures.length === 0 ? 0 : 1;
 }

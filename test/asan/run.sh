@@ -54,7 +54,8 @@ fi
   exit 2
 }
 ADDON="$WORK/build/Release/fdbroker.node"
-if ! nm -D "$ADDON" 2>/dev/null | grep -q '__asan_'; then
+# (grep without -q: with pipefail, -q's early exit would fail nm with SIGPIPE)
+if ! nm -D "$ADDON" 2>/dev/null | grep '__asan_' >/dev/null; then
   echo "asan: $ADDON is not instrumented" >&2
   exit 2
 fi
