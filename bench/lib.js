@@ -17,8 +17,8 @@ function tmpDir(prefix) {
  * Spawns `fdbroker serve <sock> --quiet --no-inherit --listen l0=tcp://127.0.0.1:0 ...`
  * with `n` tcp listeners and resolves once it prints "ready on".
  */
-function startBroker(controlPath, n, { timeoutMs = 30_000 } = {}) {
-  const args = [CLI, 'serve', controlPath, '--quiet', '--no-inherit'];
+function startBroker(controlPath, n, { timeoutMs = 30_000, extraArgs = [] } = {}) {
+  const args = [CLI, 'serve', controlPath, '--quiet', '--no-inherit', ...extraArgs];
   for (let i = 0; i < n; i++) args.push('--listen', `l${i}=tcp://127.0.0.1:0`);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -112,6 +112,16 @@ function nofile(pid = 'self') {
   }
 }
 
+/** Whether `fdbroker serve` knows the flag `--name` (options differ between versions). */
+function cliHasFlag(name) {
+  try {
+    const help = require('node:child_process').spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
+    return `${help.stdout}${help.stderr}`.includes(`--${name}`);
+  } catch {
+    return false;
+  }
+}
+
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 function requireDist() {
@@ -122,4 +132,4 @@ function requireDist() {
   return require(p);
 }
 
-module.exports = { ROOT, CLI, tmpDir, startBroker, stopChild, pct, summarizeNs, summarizeMs, procSample, machine, nofile, sleep, requireDist };
+module.exports = { ROOT, CLI, tmpDir, startBroker, stopChild, pct, summarizeNs, summarizeMs, procSample, machine, nofile, sleep, requireDist, cliHasFlag };

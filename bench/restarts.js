@@ -119,12 +119,26 @@ function killGroups() {
   groups.clear();
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
+// A free port below the ephemeral range: while a method's port is closed, the
+// load generator's refused connects would otherwise, one day, take that very
+// port as their own local port (a TCP self-connect), and the next app's bind
+// fails with EADDRINUSE.
+function tryBind(port) {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
+}
+async function freePort() {
+  let low = 32768;
+  try { low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low; } catch { /* default */ }
+  const from = Math.max(1024, low - 12000), to = low - 1;
+  for (let i = 0; i < 200; i++) {
+    const port = from + Math.floor(Math.random() * (to - from));
+    if (await tryBind(port)) return port;
+  }
+  throw new Error(`no free port in ${from}-${to}`);
 }
 
 function probe(port, timeoutMs = 500) {

@@ -151,7 +151,11 @@ async function main() {
 
   const dir = lib.tmpDir('scale');
   const sock = path.join(dir, 'broker.sock');
-  const broker = await lib.startBroker(sock, LISTENERS);
+  // Every client here is the same uid: lift the per-uid client limit (default
+  // 64) above the concurrency, where this broker has one; --max-clients stays
+  // at its default (1024).
+  const brokerArgs = lib.cliHasFlag('max-clients-per-uid') ? ['--max-clients-per-uid', String(PROCS * PER_PROC + 64)] : [];
+  const broker = await lib.startBroker(sock, LISTENERS, { extraArgs: brokerArgs });
   const workers = [];
   try {
     const brokerNofile = lib.nofile(broker.pid);
@@ -206,6 +210,7 @@ async function main() {
       what: `${PROCS} client processes x ${PER_PROC} concurrent adoptListeners() (${PROCS * PER_PROC} at once) x ${ROUNDS} rounds, ${LISTENERS} tcp listeners each, broker = bin/fdbroker.js serve in its own process`,
       machine: { ...machineBefore, loadavg_before: machineBefore.loadavg, loadavg_after: lib.machine().loadavg, broker_nofile: brokerNofile, worker_nofile: readies.map((r) => r.nofile), worker_nofile_raised_to: workers[0]?.raised ?? null },
       concurrency: PROCS * PER_PROC,
+      broker_args: brokerArgs,
       adopts_ok: ok,
       adopts_failed: lat.length === ok ? Object.values(errors).reduce((a, b) => a + b, 0) : undefined,
       errors,

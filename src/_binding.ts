@@ -52,6 +52,8 @@ export interface Native {
   getsockoptInt(fd: number, level: number, name: number): { value: number } | number;
   sockname(fd: number): SockName | number;
   peercred(fd: number): { pid: number; uid: number; gid: number } | number;
+  /** 5 ints per fd: [0 | -errno, SO_TYPE, address family, SO_ACCEPTCONN, port]. */
+  inspect(fds: number[]): Int32Array;
   fdflags(fd: number): number;
   setCloexec(fd: number, on: boolean): number;
   dup(fd: number): number;

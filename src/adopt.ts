@@ -4,7 +4,7 @@ import { BrokerConnection, type ReceivedListener } from './client';
 import { native } from './_binding';
 import { FdbrokerError } from './errors';
 import { Listener } from './listener';
-import { describeSocket, matchesInfo } from './sockets';
+import { describeSockets, matchesInfo } from './sockets';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './constants';
 import { checkFdHeadroom } from './limits';
 
@@ -55,18 +55,22 @@ export function toListeners(received: ReceivedListener[], names?: string[]): Rec
   const out: Record<string, Listener> = Object.create(null) as Record<string, Listener>;
   const n = native();
   try {
+    const kept: ReceivedListener[] = [];
+    const seen = new Set<string>();
     for (const r of received) {
-      if ((wanted && !wanted.has(r.info.name)) || out[r.info.name]) {
+      if ((wanted && !wanted.has(r.info.name)) || seen.has(r.info.name)) {
         n.close(r.fd);
         r.fd = -1;
-        continue;
+      } else {
+        seen.add(r.info.name);
+        kept.push(r);
       }
-      let problem: string | undefined;
-      try {
-        problem = matchesInfo(describeSocket(r.fd), r.info);
-      } catch (err) {
-        problem = `cannot be inspected (${(err as Error).message})`;
-      }
+    }
+    const described = describeSockets(kept.map((r) => r.fd));
+    for (let i = 0; i < kept.length; i++) {
+      const r = kept[i]!;
+      const d = described[i]!;
+      const problem = d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, r.info);
       if (problem) {
         throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${r.info.name}" ${problem}`);
       }

@@ -179,6 +179,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
   private onPoll(status: number, events: number): void {
     if (this.closed) return;
     if (status < 0) {
+      // The peer may have sent its last words (an error reply) before it
+      // hung up: deliver what is queued before reporting the failure.
+      if (this.reading) this.readSome();
       this.fail(systemError(status, 'uv_poll'));
       return;
     }

@@ -112,11 +112,12 @@ function run(cfg) {
       const totals = Object.fromEntries(KINDS.map((k) => [k, 0]));
       for (let i = 0; i < n; i++) totals[KINDS[rec.k[i]]]++;
       const nb = Math.ceil(endMs / bucketMs) + 1;
-      const okB = new Array(nb).fill(0), failB = new Array(nb).fill(0);
+      const okB = new Array(nb).fill(0), failB = new Array(nb).fill(0), maxB = new Array(nb).fill(0);
       for (let i = 0; i < n; i++) {
         const b = Math.floor(rec.t[i] / bucketMs);
-        if (rec.k[i] === 0) okB[b]++; else failB[b]++;
+        if (rec.k[i] === 0) { okB[b]++; if (rec.l[i] > maxB[b]) maxB[b] = rec.l[i]; } else failB[b]++;
       }
+      for (let b = 0; b < nb; b++) maxB[b] = Math.round(maxB[b]);
       const phaseStats = {};
       for (const [name, [from, to]] of Object.entries(phases || {})) {
         const lat = [];
@@ -145,7 +146,7 @@ function run(cfg) {
         otherKinds: other,
         latencyMs: { p50: pct(sortedAll, 50), p99: pct(sortedAll, 99), max: sortedAll.length ? Math.round(sortedAll[sortedAll.length - 1] * 100) / 100 : null },
         phases: phaseStats,
-        series: { bucketMs, ok: okB, failed: failB },
+        series: { bucketMs, ok: okB, failed: failB, maxLatencyMs: maxB }, // by completion time
       };
     },
     inflight: () => inflight,
