@@ -60,9 +60,18 @@ class FdList {
   std::vector<int> fds_;
 };
 
+// A valid fd is an integral number from 0 to INT_MAX; anything else is -1.
+// (Int32Value() alone would turn NaN or 2**32 into fd 0.)
+int FdValue(const Napi::Value& v) {
+  if (!v.IsNumber()) return -1;
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 2147483647.0) || d != static_cast<double>(static_cast<int>(d))) return -1;
+  return static_cast<int>(d);
+}
+
 int ArgFd(const Napi::CallbackInfo& info, size_t i) {
-  if (info.Length() <= i || !info[i].IsNumber()) return -1;
-  return info[i].As<Napi::Number>().Int32Value();
+  if (info.Length() <= i) return -1;
+  return FdValue(info[i]);
 }
 
 Napi::Value Errno(Napi::Env env, int err) {
@@ -288,7 +297,7 @@ Napi::Value Inspect(const Napi::CallbackInfo& info) {
   Napi::Int32Array out = Napi::Int32Array::New(env, static_cast<size_t>(n) * 5);
   for (uint32_t i = 0; i < n; i++) {
     Napi::Value v = arr[i];
-    int fd = v.IsNumber() ? v.As<Napi::Number>().Int32Value() : -1;
+    int fd = FdValue(v);
     int32_t* row = out.Data() + static_cast<size_t>(i) * 5;
     row[0] = row[1] = row[2] = row[3] = row[4] = 0;
     if (fd < 0) {
@@ -430,11 +439,11 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
   std::vector<int> fds(nfds);
   for (uint32_t i = 0; i < nfds; i++) {
     Napi::Value v = arr[i];
-    if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) {
+    fds[i] = FdValue(v);
+    if (fds[i] < 0) {
       Napi::TypeError::New(env, "fds must be non-negative integers").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    fds[i] = v.As<Napi::Number>().Int32Value();
   }
 
   iovec iov;
@@ -478,7 +487,8 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
-  int maxFds = info[2].As<Napi::Number>().Int32Value();
+  double maxFdsD = info[2].As<Napi::Number>().DoubleValue();
+  int maxFds = (maxFdsD >= 0 && maxFdsD <= kMaxFdsPerMessage && maxFdsD == static_cast<int>(maxFdsD)) ? static_cast<int>(maxFdsD) : -1;
   if (maxFds < 0 || maxFds > kMaxFdsPerMessage) {
     Napi::RangeError::New(env, "maxFds must be between 0 and 253").ThrowAsJavaScriptException();
     return env.Undefined();

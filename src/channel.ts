@@ -55,6 +55,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   private reading = false;
   private closed = false;
   private ending = false;
+  private resetSeen = false;
   private polled = 0;
 
   /** Takes ownership of `fd`, a connected non-blocking SOCK_SEQPACKET socket. */
@@ -197,6 +198,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
       const r = n.recvmsg(this.fd, this.recvBuffer, this.maxFds);
       if (typeof r === 'number') {
         if (r === -11 /* EAGAIN */) return;
+        // A peer that closed with our messages unread (a broker refusing a
+        // client before reading its hello) makes the kernel report ECONNRESET
+        // once, before the messages it sent: read those (then EOF) first.
+        if (r === -104 /* ECONNRESET */ && !this.resetSeen) {
+          this.resetSeen = true;
+          continue;
+        }
         this.fail(systemError(r, 'recvmsg'));
         return;
       }
