@@ -24,6 +24,8 @@ export interface ConnectOptions {
 export interface ReceivedListener { info: ListenerInfo; fd: number }
 
 const EAGAIN = -11;
+const EPIPE = -32;
+const ECONNRESET = -104;
 
 function connectError(r: number, path: string): Error {
   const cause = systemError(r, 'connect', path);
@@ -95,9 +97,18 @@ export class BrokerConnection {
       }
       await new Promise((res) => setTimeout(res, CONNECT_RETRY_MS));
     }
+    // The hello goes out before the Channel exists: a broker that refuses us
+    // (access, client limits) may answer and hang up before it arrives; the
+    // send then fails with EPIPE, but its reason is queued for us to read.
+    const hello = encode({ type: 'hello', versions: options.versions ?? [...PROTOCOL_VERSIONS], client: `fdbroker-node/${VERSION}` });
+    const sent = n.sendmsg(fd, hello, []);
+    if (sent < 0 && sent !== EAGAIN && sent !== EPIPE && sent !== ECONNRESET) {
+      n.close(fd);
+      throw systemError(sent, 'sendmsg');
+    }
     const channel = new Channel(fd);
     const pending = new PendingConnection(channel, deadline, path);
-    channel.send(encode({ type: 'hello', versions: options.versions ?? [...PROTOCOL_VERSIONS], client: `fdbroker-node/${VERSION}` }));
+    if (sent === EAGAIN) channel.send(hello);
     const { msg } = await pending.next();
     if (msg.type === 'error') {
       channel.close();
