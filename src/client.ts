@@ -226,12 +226,19 @@ export class BrokerConnection {
 
   /** Tells the broker this generation serves; older generations are then told to retire. */
   async ready(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
-    const id = this.nextId++;
-    this.send({ type: 'ready', id });
+    await this.request({ type: 'ready', id: this.nextId++ }, 'ack', timeoutMs);
+  }
+
+  /** Sends a request that carries no fds back, and returns its answer of type `expect`. */
+  private async request<T extends BrokerMessage['type']>(req: ClientMessage & { id: number }, expect: T, timeoutMs: number): Promise<Extract<BrokerMessage, { type: T }>> {
+    this.send(req);
     const { msg, fds } = await this.next(timeoutMs);
     closeAll(fds);
     if (msg.type === 'error') throw brokerError(msg);
-    if (msg.type !== 'ack' || msg.id !== id) throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "ack", got "${msg.type}"`);
+    if (msg.type !== expect || (msg as { id?: number }).id !== req.id) {
+      throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "${expect}" for request ${req.id}, got "${msg.type}"`);
+    }
+    return msg as Extract<BrokerMessage, { type: T }>;
   }
 
   private async receiveListeners(request: ClientMessage & { id: number }, timeoutMs: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
@@ -270,13 +277,7 @@ export class BrokerConnection {
 
   /** The broker's listeners and clients. */
   async status(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<StatusMessage> {
-    const id = this.nextId++;
-    this.send({ type: 'status', id });
-    const { msg, fds } = await this.next(timeoutMs);
-    closeAll(fds);
-    if (msg.type === 'error') throw brokerError(msg);
-    if (msg.type !== 'status') throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "status", got "${msg.type}"`);
-    return msg;
+    return this.request({ type: 'status', id: this.nextId++ }, 'status', timeoutMs);
   }
 }
 
