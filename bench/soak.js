@@ -255,7 +255,9 @@ async function swapOnce() {
     killChild(next.child);
     await exitedWithin(next.child, 5000);
     totals.swaps.failed++;
-    bump(totals.swaps.byProblem, 'new-not-ready');
+    // Keyed by the app's first stderr line: a failure of the environment
+    // (e.g. the native addon being rebuilt meanwhile) shows as such.
+    bump(totals.swaps.byProblem, `new-not-ready: ${next.err.trim().split('\n')[0].slice(0, 120) || 'no stderr'}`);
     log(`swap: new generation pid ${next.pid} not ready: ${next.err.trim().slice(0, 200)}`);
     return;
   }
@@ -491,7 +493,10 @@ const HOSTILE = {
         process.stdout.write('go\\n');
         (async () => { for (let k = 0; k < 100000; k++) { const l = await adoptListeners(sock, { names: ['http'] }); l.http.close(); } })();
       }`;
-    const child = track(spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'ignore'] }));
+    const child = track(spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    let err = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d) => { err = (err + d).slice(0, 2048); });
     const went = await new Promise((resolve) => {
       const t = setTimeout(() => resolve(false), 10_000);
       child.stdout.once('data', () => { clearTimeout(t); resolve(true); });
@@ -500,7 +505,8 @@ const HOSTILE = {
     await sleep(Math.floor(Math.random() * 40));
     killChild(child);
     const ex = await exitedWithin(child, 5000);
-    hostile('killed-mid-request', `${mode}:${went ? 'started' : 'no-start'}:${ex ? ex.signal ?? ex.code : 'not-exited'}`, went && ex?.signal === 'SIGKILL');
+    const why = ex?.signal === 'SIGKILL' ? '' : `:${err.trim().split('\n')[0].slice(0, 120)}`;
+    hostile('killed-mid-request', `${mode}:${went ? 'started' : 'no-start'}:${ex ? ex.signal ?? ex.code : 'not-exited'}${why}`, went && ex?.signal === 'SIGKILL');
   },
   /** An fd (on a canary file) sent with hello, or with a request after welcome: refused (EPERM) or closed and dropped. */
   async sendFds(i) {

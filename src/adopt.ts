@@ -15,6 +15,8 @@ export interface AdoptOptions {
   timeout?: number;
   /** fds that must stay free below RLIMIT_NOFILE after adopting (default 64; 0 to skip the check). */
   fdHeadroom?: number;
+  /** uids trusted to run the broker (default: this process's uid, and root). */
+  trustUids?: number[];
 }
 
 /**
@@ -39,7 +41,7 @@ export async function adoptListeners(path: string, options: AdoptOptions = {}): 
   checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
   const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
   const deadline = Date.now() + timeout;
-  const conn = await BrokerConnection.connect(path, { timeout });
+  const conn = await BrokerConnection.connect(path, { timeout, trustUids: options.trustUids });
   let received: ReceivedListener[];
   try {
     received = await conn.adopt(options.names, Math.max(0, deadline - Date.now()));

@@ -19,6 +19,12 @@ export interface ConnectOptions {
   timeout?: number;
   /** Protocol versions to offer (tests use this to provoke a mismatch). */
   versions?: number[];
+  /**
+   * uids trusted to run the broker (default: this process's own uid, and root).
+   * A socket at the path owned by anyone else could hand out sockets that
+   * are not the service's: the connection is refused with ERR_FDBROKER_ACCESS_DENIED.
+   */
+  trustUids?: number[];
 }
 
 export interface ReceivedListener { info: ListenerInfo; fd: number }
@@ -105,6 +111,15 @@ export class BrokerConnection {
     if (sent < 0 && sent !== EAGAIN && sent !== EPIPE && sent !== ECONNRESET) {
       n.close(fd);
       throw systemError(sent, 'sendmsg');
+    }
+    const cred = n.peercred(fd);
+    const ownUid = process.getuid?.() ?? 0;
+    const trusted = options.trustUids ?? [ownUid, 0];
+    if (typeof cred === 'number' || !trusted.includes(cred.uid)) {
+      n.close(fd);
+      throw new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', typeof cred === 'number'
+        ? `cannot read the credentials of the process at ${path}`
+        : `the process answering on ${path} runs as uid ${cred.uid}, which is not trusted (trusted: ${trusted.join(', ')}); pass trustUids to allow it`);
     }
     const channel = new Channel(fd);
     const pending = new PendingConnection(channel, deadline, path);

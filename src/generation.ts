@@ -48,6 +48,8 @@ export interface GenerationOptions {
   mode?: number;
   /** fds that must stay free below RLIMIT_NOFILE after adopting (default 64; 0 to skip). */
   fdHeadroom?: number;
+  /** uids trusted to run the broker (default: this process's uid, and root). */
+  trustUids?: number[];
 }
 
 export interface UpgradeOptions {
@@ -120,7 +122,7 @@ export class Generation {
     const deadline = Date.now() + timeout;
     let conn: BrokerConnection | undefined;
     try {
-      conn = await BrokerConnection.connect(path, { timeout });
+      conn = await BrokerConnection.connect(path, { timeout, trustUids: options.trustUids });
     } catch (err) {
       if (!options.listen || (err as FdbrokerError).code !== 'ERR_FDBROKER_NO_BROKER') throw err;
       return Generation.first(path, options);
