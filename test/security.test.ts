@@ -50,12 +50,12 @@ interface SecResult {
 }
 
 /** Runs test/fixtures/sec-client.js as uid/gid and returns its JSON lines. */
-function secClientProc(sock: string, args: string[], uid = NOBODY, gid = NOBODY): Proc {
-  return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', process.execPath, SEC_CLIENT, sock, ...args]);
+function secClientProc(sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Proc {
+  return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', process.execPath, SEC_CLIENT, sock, ...args], { env });
 }
 
-async function secClient(sock: string, args: string[], uid = NOBODY, gid = NOBODY): Promise<SecResult> {
-  const p = secClientProc(sock, args, uid, gid);
+async function secClient(sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Promise<SecResult> {
+  const p = secClientProc(sock, args, uid, gid, env);
   const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
   const { code } = await p.exited;
   clearTimeout(timer);
@@ -228,10 +228,19 @@ describe('access control on SO_PEERCRED', () => {
     const port = Number((await broker.waitFor(/http=tcp:\/\/127\.0\.0\.1:(\d+)/))[1]);
     expect(fs.statSync(sock).uid).toBe(NOBODY);
     expect(await secClient(sock, ['adopt'])).toMatchObject({ ok: true, ports: [port] });
-    const ls = await adoptListeners(sock, { names: ['http'] }); // root
+    // Root is allowed by the broker, but by default a client trusts only a
+    // broker of its own uid or root: it refuses this one before asking anything.
+    await expect(adoptListeners(sock, { names: ['http'] })).rejects.toMatchObject({
+      code: 'ERR_FDBROKER_ACCESS_DENIED', message: expect.stringMatching(/runs as uid 65534, which is not trusted/),
+    });
+    const ls = await adoptListeners(sock, { names: ['http'], trustUids: [NOBODY] });
     expect(ls.http!.port).toBe(port);
     ls.http!.close();
-    expect((await secClient(sock, ['adopt'], NOBODY - 1, NOBODY - 1)).code).toBe('ERR_FDBROKER_ACCESS_DENIED');
+    // uid 65533, trusting this broker, is refused by the broker (a log line names it).
+    const other = await secClient(sock, ['adopt'], NOBODY - 1, NOBODY - 1, { TRUST_UIDS: String(NOBODY) });
+    expect(other.code).toBe('ERR_FDBROKER_ACCESS_DENIED');
+    expect(other.message).toMatch(/uid 65533 \(gid 65533\) may not use this broker/);
+    await waitText(broker.stderr, new RegExp(`^fdbroker: client pid ${other.pid} \\(uid ${NOBODY - 1}\\): ERR_FDBROKER_ACCESS_DENIED`, 'm'));
   });
 });
 
