@@ -55,6 +55,8 @@ export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 export const DEFAULT_RETIRE_TIMEOUT_MS = 30_000;
 /** Broker: how often generation deadlines are checked. */
 export const GENERATION_CHECK_INTERVAL_MS = 250;
+/** Library: drain() tells keep-alive connections to close at moments spread over this many ms. */
+export const DEFAULT_DRAIN_SPREAD_MS = 1_000;
 /** Library: how long drain() lets in-flight requests finish before closing what is left. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 /** CLI: default deadline of `fdbroker wait`. */

@@ -8,19 +8,24 @@
 // client sees a reset (nodejs/node#51677, #60617). drain() instead
 //   1. closes only the listening handle (net.Server.prototype.close), so the
 //      accept queue stays with the other holders of the socket;
-//   2. answers every further request with `Connection: close`, so each
-//      keep-alive client is told, in a response, to go elsewhere;
+//   2. answers further requests with `Connection: close`, so each keep-alive
+//      client is told, in a response, to go elsewhere. The moment each
+//      connection is told is spread over `spread` ms: all clients
+//      reconnecting to the successor at once make a burst a busy process
+//      serves one connection per event-loop turn (p99 of seconds);
 //   3. lets idle keep-alive connections end through the server's own
 //      keepAliveTimeout, which clients are told about in `Keep-Alive: timeout=N`
 //      and expire before it (Node's agent does);
 //   4. at the deadline, closes whatever is left and reports how many.
 import type * as net from 'node:net';
 import * as netModule from 'node:net';
-import { DEFAULT_DRAIN_TIMEOUT_MS } from './constants';
+import { DEFAULT_DRAIN_SPREAD_MS, DEFAULT_DRAIN_TIMEOUT_MS } from './constants';
 
 export interface DrainOptions {
   /** ms before connections still open are closed (default 30 s). */
   timeout?: number;
+  /** ms over which keep-alive connections are told to close, spread at random (default 1 s; 0: all at once). */
+  spread?: number;
 }
 
 export interface DrainResult {
@@ -61,10 +66,18 @@ export function drain(server: net.Server, options: DrainOptions = {}): Promise<D
   const conns = tracked.get(server)!;
   const isHttp = typeof s.closeAllConnections === 'function';
   if (isHttp) {
-    // Runs before the application's handler: the response carries
-    // Connection: close and Node closes the connection after it.
-    server.prependListener('request' as 'connection', ((_req: unknown, res: { headersSent: boolean; setHeader: (k: string, v: string) => void }) => {
-      if (!res.headersSent) res.setHeader('Connection', 'close');
+    const spread = Math.max(0, options.spread ?? DEFAULT_DRAIN_SPREAD_MS);
+    const closeAt = new WeakMap<object, number>();
+    // Runs before the application's handler: once a connection's moment has
+    // come, the response carries Connection: close and Node closes the
+    // connection after it. Until then it is served as before.
+    server.prependListener('request' as 'connection', ((req: { socket: object }, res: { headersSent: boolean; setHeader: (k: string, v: string) => void }) => {
+      let at = closeAt.get(req.socket);
+      if (at === undefined) {
+        at = started + Math.random() * spread;
+        closeAt.set(req.socket, at);
+      }
+      if (Date.now() >= at && !res.headersSent) res.setHeader('Connection', 'close');
     }) as unknown as (s: net.Socket) => void);
   }
   const p = new Promise<DrainResult>((resolve) => {
