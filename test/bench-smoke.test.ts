@@ -1,0 +1,36 @@
+// `npm run bench -- --quick` as a CI smoke test: every benchmark runs, prints
+// JSON, and the properties that must hold on any machine hold (numbers that
+// depend on the machine are reported by the full run, not asserted here).
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { ROOT } from './helpers';
+
+describe('npm run bench -- --quick', () => {
+  it('measures handoff cost against the C floor, broker scale and restarts, and fdbroker fails no request', () => {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bench', 'run.js'), '--quick'], { cwd: ROOT, encoding: 'utf8', timeout: 240_000 });
+    expect(r.status, r.stderr.slice(-3000)).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.mode).toBe('quick');
+
+    // Handoff: every N, with the floor measured in the same run.
+    const ns = out.handoff.results.map((x: { n: number }) => x.n);
+    expect(ns).toEqual([1, 16, 253, 1024]);
+    for (const x of out.handoff.results) {
+      expect(x.fdbroker.p50_us).toBeGreaterThan(0);
+      expect(x.floor.p50_us).toBeGreaterThan(0);
+      expect(x.ratio_p50).toBeGreaterThan(0);
+    }
+
+    // Scale: every adopt succeeded and the broker holds no more fds afterwards.
+    expect(out.scale.adopts_failed).toBe(0);
+    expect(out.scale.broker.fd_growth_after).toBe(0);
+
+    // Restarts: fdbroker fails no request, in every cell the quick run measures.
+    const cells = out.restarts.summary.filter((s: { method: string }) => s.method === 'fdbroker');
+    expect(cells.length).toBeGreaterThan(0);
+    for (const c of cells) expect({ cell: `${c.app}/${c.client}`, failed: c.failed }).toEqual({ cell: `${c.app}/${c.client}`, failed: 0 });
+    // The load generator's self-check: it counts failures it is shown.
+    expect(out.restarts.selfcheck.pass).toBe(true);
+  }, 300_000);
+});
