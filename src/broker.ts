@@ -21,7 +21,7 @@ import { createListener, type OwnedListener } from './sockets';
 import { takeInheritedListeners } from './systemd';
 import type { ListenerSpec } from './spec';
 import {
-  chunkListeners, decodeClientMessage, encode, negotiateVersion,
+  chunkListeners, decodeClientMessage, encode, encodeListeners, negotiateVersion,
   type BrokerMessage, type ClientInfo, type ClientMessage, type ListenerInfo, type StatusMessage,
 } from './protocol';
 import {
@@ -466,12 +466,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (generation !== undefined) state.generation = generation;
     for (let part = 0; part < groups.length; part++) {
       const group = groups[part]!;
-      const ok = this.reply(state, {
-        type: 'listeners', id, part, last: part === groups.length - 1,
-        listeners: group.map((i) => infos[i]!),
-        ...(generation !== undefined ? { generation } : {}),
-      }, group.map((i) => selected[i]!.fd));
-      if (!ok) return;
+      const payload = encodeListeners(id, part, part === groups.length - 1, group.map((i) => infos[i]!), generation);
+      if (!this.send(state, payload, group.map((i) => selected[i]!.fd))) return;
     }
     if (selected.length > 0) state.fdsSent = true;
     const adopted = new Set(state.info.adopted); // a Set: includes() per name is O(N²) for 1,000s of listeners
@@ -541,9 +537,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /** Sends a message; a client that cannot take it is dropped. Returns false then. */
-  private reply(state: ClientState, msg: BrokerMessage, fds: number[] = []): boolean {
+  private reply(state: ClientState, msg: BrokerMessage): boolean {
+    return this.send(state, encode(msg), []);
+  }
+
+  private send(state: ClientState, payload: Buffer, fds: number[]): boolean {
     try {
-      state.channel.send(encode(msg), fds);
+      state.channel.send(payload, fds);
       return !state.channel.isClosed;
     } catch (err) {
       this.emit('clientError', state.info, err as Error);

@@ -5,8 +5,18 @@
 import * as fs from 'node:fs';
 import { FdbrokerError } from './errors';
 
-/** The soft RLIMIT_NOFILE of this process, or Infinity when it cannot be read. */
+let cachedLimit: number | undefined;
+
+/**
+ * The soft RLIMIT_NOFILE of this process, or Infinity when it cannot be read.
+ * Read once: Node has no setrlimit(), so it changes only through an addon.
+ */
 export function softFdLimit(): number {
+  if (cachedLimit === undefined) cachedLimit = readSoftFdLimit();
+  return cachedLimit;
+}
+
+function readSoftFdLimit(): number {
   try {
     const m = fs.readFileSync('/proc/self/limits', 'utf8').match(/^Max open files\s+(\S+)/m);
     if (!m || m[1] === 'unlimited') return Infinity;

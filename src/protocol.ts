@@ -200,25 +200,49 @@ export function negotiateVersion(offered: readonly number[], supported: readonly
   return best;
 }
 
+const jsonCache = new WeakMap<ListenerInfo, string>();
+
+/** The JSON text of a listener object, computed once per object (the broker's are fixed for its life). */
+export function listenerJson(info: ListenerInfo): string {
+  let j = jsonCache.get(info);
+  if (j === undefined) {
+    j = JSON.stringify(info);
+    jsonCache.set(info, j);
+  }
+  return j;
+}
+
+/** Room for {"type":"listeners","id":N,"part":N,"last":false,"generation":N,"listeners":[]} with the largest N. */
+const LISTENERS_ENVELOPE_BYTES = 128;
+
 /**
  * Splits listeners into messages of at most `maxFds` fds and `maxBytes` bytes.
  * Returns groups of indexes into `infos`.
  */
 export function chunkListeners(infos: readonly ListenerInfo[], maxFds: number, maxBytes: number): number[][] {
-  const envelope = 96; // {"type":"listeners","id":N,"part":N,"last":false,"listeners":[]} with room for large ids
   const groups: number[][] = [];
   let current: number[] = [];
-  let bytes = envelope;
+  let bytes = LISTENERS_ENVELOPE_BYTES;
   infos.forEach((info, i) => {
-    const size = Buffer.byteLength(JSON.stringify(info)) + 1;
+    const size = Buffer.byteLength(listenerJson(info)) + 1;
     if (current.length > 0 && (current.length >= maxFds || bytes + size > maxBytes)) {
       groups.push(current);
       current = [];
-      bytes = envelope;
+      bytes = LISTENERS_ENVELOPE_BYTES;
     }
     current.push(i);
     bytes += size;
   });
   if (current.length > 0 || groups.length === 0) groups.push(current);
   return groups;
+}
+
+/** encode() of a "listeners" message, built from each listener's cached JSON text. */
+export function encodeListeners(id: number, part: number, last: boolean, infos: readonly ListenerInfo[], generation?: number): Buffer {
+  const head = `{"type":"listeners","id":${id},"part":${part},"last":${last}${generation !== undefined ? `,"generation":${generation}` : ''},"listeners":[`;
+  const buf = Buffer.from(`${head}${infos.map(listenerJson).join(',')}]}`, 'utf8');
+  if (buf.length > MAX_MESSAGE_BYTES) {
+    throw new FdbrokerError('ERR_FDBROKER_MESSAGE_TOO_LARGE', `a listeners message of ${buf.length} bytes exceeds ${MAX_MESSAGE_BYTES}`);
+  }
+  return buf;
 }

@@ -1,7 +1,7 @@
 // Unit tests of the pure protocol and spec code: codec, chunking, versions, specs.
 import { describe, expect, it } from 'vitest';
 import {
-  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, negotiateVersion, type ListenerInfo,
+  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeListeners, negotiateVersion, type ListenerInfo,
 } from '../src/protocol';
 import { parseListenerSpec } from '../src/spec';
 
@@ -31,6 +31,18 @@ describe('protocol codec', () => {
 
   it('refuses to encode a message over 64 KiB', () => {
     expect(code(() => encode({ type: 'hello', versions: [1], client: 'x'.repeat(70_000) }))).toBe('ERR_FDBROKER_MESSAGE_TOO_LARGE');
+  });
+
+  it('encodeListeners builds the same message as encode, from cached listener JSON', () => {
+    const ls: ListenerInfo[] = [
+      { name: 'a', kind: 'tcp', family: 'IPv6', address: '::', port: 80, backlog: 511 },
+      { name: 'b"\\', kind: 'unix', family: 'unix', path: '/run/ü.sock' },
+    ];
+    for (const generation of [undefined, 7]) {
+      const fast = encodeListeners(3, 1, true, ls, generation);
+      expect(JSON.parse(fast.toString())).toEqual({ type: 'listeners', id: 3, part: 1, last: true, listeners: ls, ...(generation ? { generation } : {}) });
+    }
+    expect(decodeBrokerMessage(encodeListeners(1, 0, false, []), 0).type).toBe('listeners');
   });
 
   it('negotiates the highest common version', () => {
