@@ -53,8 +53,8 @@ serve options:
 wait: blocks until the generation of PID (default: the newest) is ready and,
 with --until handover (the default), every older generation has left.
   exit 0  the condition holds
-  exit 1  timeout (default 30000 ms)
-  exit 3  no broker, or it stopped answering
+  exit 1  timeout (default 30000 ms), also when the broker answers too slowly
+  exit 3  no broker at the path, or the connection to it failed
   exit 4  that generation left, was retired, or missed its ready timeout
           without becoming ready (roll back)
 
@@ -315,7 +315,8 @@ async function wait(args: string[], io: Io): Promise<number> {
     conn = await BrokerConnection.connect(p.positional[0]!, { timeout });
   } catch (err) {
     io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
-    return WAIT_EXIT.broker;
+    // Out of time while the broker is still answering is a timeout, not a lost broker.
+    return (err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' ? WAIT_EXIT.timeout : WAIT_EXIT.broker;
   }
   try {
     for (;;) {
@@ -324,7 +325,7 @@ async function wait(args: string[], io: Io): Promise<number> {
         s = await conn.status(Math.max(1, deadline - Date.now()));
       } catch (err) {
         io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
-        return WAIT_EXIT.broker;
+        return (err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline ? WAIT_EXIT.timeout : WAIT_EXIT.broker;
       }
       const r = waitCondition(s, until, pid, pidAlive);
       if (r === 'ok') {
