@@ -8,10 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../src/_binding';
 import { adoptListeners } from '../src/adopt';
 import { BrokerConnection } from '../src/client';
-import {
-  cleanup, CLI, fdCount, FIXTURES, get, run, sleep, socketInodes, startApp, startBroker, tmpDir,
-  type BrokerProc, type Proc,
-} from './helpers';
+import { cleanup, CLI, fdCount, FIXTURES, get, run, sleep, socketInodes, startApp, startBroker, tmpDir, type BrokerProc, type Proc, alive, quietFdCount } from './helpers';
 
 afterEach(cleanup);
 
@@ -100,15 +97,6 @@ class RawClient {
 
 const HELLO = { type: 'hello', versions: [1] };
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The broker still hands out listeners, and the app still serves on the broker's port. */
 async function expectStillServing(broker: BrokerProc, app: Proc): Promise<void> {
   expect(alive(broker.pid)).toBe(true);
@@ -130,23 +118,6 @@ async function settle<T>(read: () => T, want: T, timeoutMs = 5000): Promise<T> {
     v = read();
   }
   return v;
-}
-
-/**
- * The fd count of `pid` once it has stopped changing (8 equal reads over
- * 200 ms), so that a hang-up the broker has not processed yet does not count.
- */
-async function quietFdCount(pid: number, timeoutMs = 5000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let last = fdCount(pid);
-  let same = 0;
-  while (same < 8 && Date.now() < deadline) {
-    await sleep(25);
-    const v = fdCount(pid);
-    same = v === last ? same + 1 : 0;
-    last = v;
-  }
-  return last;
 }
 
 function inodeOf(pid: number | 'self', fd: number): string {

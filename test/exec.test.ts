@@ -6,8 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BrokerConnection } from '../src/client';
-import { CLI, cleanup, FIXTURES, get, loadLoop, run, sleep, socketInodes, startBroker, tmpDir, type Proc } from './helpers';
+import { CLI, cleanup, FIXTURES, get, loadLoop, run, sleep, socketInodes, startBroker, tmpDir, type Proc, statusOf } from './helpers';
 
 afterEach(cleanup);
 
@@ -27,11 +26,6 @@ function exec(sock: string, flags: string[], cmd: string[], env: NodeJS.ProcessE
 }
 
 const pyExec = (sock: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}) => exec(sock, flags, ['python3', PY_SERVER], env);
-
-async function status(sock: string) {
-  const c = await BrokerConnection.connect(sock);
-  try { return await c.status(); } finally { c.close(); }
-}
 
 /** `fdbroker wait` for the generation of `pid`; resolves to its exit code. */
 async function waitGen(sock: string, pid: number, until: 'ready' | 'handover' = 'ready'): Promise<number | null> {
@@ -78,7 +72,7 @@ describe.skipIf(!hasPython)('fdbroker exec', () => {
     expect(w.stdout()).toMatch(/^stopped \d+$/m);
     expect(fs.existsSync(path.dirname(notifyPath))).toBe(false);
     expect(w.stderr()).toBe('');
-    expect((await status(broker.sock)).generations).toEqual([]);
+    expect((await statusOf(broker.sock)).generations).toEqual([]);
   });
 
   it.skipIf(!hasSystemdNotify)('a program that uses systemd-notify --ready (with its BARRIER=1 fd) becomes ready', async () => {
@@ -93,7 +87,7 @@ describe.skipIf(!hasPython)('fdbroker exec', () => {
     const pid = await programPid(w);
     expect(await waitGen(broker.sock, w.pid)).toBe(0);
     expect((await get(broker.ports.http!)).body).toBe(`py ${pid}\n`);
-    const g = (await status(broker.sock)).generations.find((x) => x.pid === w.pid);
+    const g = (await statusOf(broker.sock)).generations.find((x) => x.pid === w.pid);
     expect(g?.state).toBe('ready');
     expect(w.stderr()).toBe('');
   });
@@ -122,7 +116,7 @@ describe.skipIf(!hasPython)('fdbroker exec', () => {
     expect(stats.failed).toBe(0);
     expect(stats.ok).toBeGreaterThan(100);
     expect(new Set(pids).size).toBe(4);
-    const s = await status(broker.sock);
+    const s = await statusOf(broker.sock);
     expect(s.generations.map((g) => [g.pid, g.state])).toEqual([[current.pid, 'ready']]);
   }, 90_000);
 
@@ -166,7 +160,7 @@ describe.skipIf(!hasPython)('fdbroker exec', () => {
     expect((await notExecutable.exited).code).toBe(127);
     expect(notExecutable.stderr()).toMatch(/EACCES: cannot run .*: not executable/);
     // Nothing is left joined.
-    expect((await status(broker.sock)).generations).toEqual([]);
+    expect((await statusOf(broker.sock)).generations).toEqual([]);
   });
 
   it('--ready immediate: ready once spawned, no NOTIFY_SOCKET given', async () => {
@@ -231,7 +225,7 @@ describe.skipIf(!hasPython)('fdbroker exec', () => {
     for (let i = 0; i < 50 && !/ERR_FDBROKER_READY_REFUSED/.test(v2.stderr()); i++) await sleep(50);
     expect(v2.stderr()).toMatch(/fdbroker exec: ERR_FDBROKER_READY_REFUSED: .*the program runs on/);
     expect(v2.child.exitCode).toBeNull();
-    const s = await status(broker.sock);
+    const s = await statusOf(broker.sock);
     expect(s.generations.map((g) => [g.pid, g.state])).toEqual([[v1.pid, 'ready'], [v2.pid, 'starting']]);
     expect(v1.stdout()).not.toMatch(/^signal/m);
     expect((await get(broker.ports.http!)).status).toBe(200);

@@ -7,39 +7,13 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../src/_binding';
 import { adoptListeners } from '../src/adopt';
-import { BrokerConnection } from '../src/client';
-import {
-  cleanup, CLI, fdCount, FIXTURES, loadLoop, run, sleep, startApp, startBroker, tmpDir,
-} from './helpers';
+import { cleanup, CLI, fdCount, FIXTURES, loadLoop, run, sleep, startApp, startBroker, tmpDir, alive, quietFdCount, rssKb, waitText, statusOf } from './helpers';
 
 afterEach(cleanup);
 
 const EAGAIN = -11;
 /** For RSS checks: keep V8's young generation small, so that heap sizing is not taken for a leak. */
 const GC_STEADY = { NODE_OPTIONS: '--max-semi-space-size=1' };
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The fd count of `pid` once it has stopped changing (8 equal reads over 200 ms). */
-async function quietFdCount(pid: number, timeoutMs = 5000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let last = fdCount(pid);
-  let same = 0;
-  while (same < 8 && Date.now() < deadline) {
-    await sleep(25);
-    const v = fdCount(pid);
-    same = v === last ? same + 1 : 0;
-    last = v;
-  }
-  return last;
-}
 
 /** Waits (bounded) until the fd count of `pid` is `want`; returns the last count read. */
 async function settleFds(pid: number, want: number, timeoutMs = 5000): Promise<number> {
@@ -50,31 +24,6 @@ async function settleFds(pid: number, want: number, timeoutMs = 5000): Promise<n
     v = fdCount(pid);
   }
   return v;
-}
-
-/** VmRSS of `pid` in kB. */
-function rssKb(pid: number): number {
-  const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
-  return Number(m![1]);
-}
-
-async function waitText(read: () => string, re: RegExp, timeoutMs = 5000): Promise<RegExpMatchArray> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const m = read().match(re);
-    if (m) return m;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${re} in:\n${read()}`);
-    await sleep(20);
-  }
-}
-
-async function statusOf(sock: string) {
-  const conn = await BrokerConnection.connect(sock, { timeout: 5000 });
-  try {
-    return await conn.status();
-  } finally {
-    conn.close();
-  }
 }
 
 /** A raw connection through the native layer (EAGAIN on a full queue is retried, bounded). */

@@ -2,8 +2,7 @@
 // and `fdbroker wait`, with real processes, sockets and HTTP on 127.0.0.1.
 import { afterEach, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
-import { BrokerConnection } from '../src/client';
-import { CLI, cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc } from './helpers';
+import { CLI, cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf } from './helpers';
 
 afterEach(cleanup);
 
@@ -11,11 +10,6 @@ const GEN_APP = path.join(FIXTURES, 'gen-app.js');
 
 function startGen(sock: string, env: NodeJS.ProcessEnv = {}): Proc {
   return run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: sock, ...env } });
-}
-
-async function status(sock: string) {
-  const c = await BrokerConnection.connect(sock);
-  try { return await c.status(); } finally { c.close(); }
 }
 
 async function swaps(keepAlive: boolean, count: number) {
@@ -74,7 +68,7 @@ describe('rollback and races', () => {
     expect(stats.failed).toBe(0);
     expect(Object.keys(stats.servedBy)).toEqual([String(v1.pid)]);
     expect(v1.stdout()).not.toMatch(/retire/);
-    const s = await status(broker.sock);
+    const s = await statusOf(broker.sock);
     expect(s.generations.map((g) => [g.pid, g.state])).toEqual([[v1.pid, 'ready']]);
   });
 
@@ -85,7 +79,7 @@ describe('rollback and races', () => {
     const slow = startGen(broker.sock, { READY_DELAY_MS: '800' });
     await slow.waitFor(/^ready-refused \d+ ERR_FDBROKER_READY_REFUSED$/m);
     expect(broker.stderr()).toMatch(/generation 2 \(pid \d+\) not ready in time/);
-    const s = await status(broker.sock);
+    const s = await statusOf(broker.sock);
     const g2 = s.generations.find((g) => g.number === 2)!;
     expect(g2.readyOverdue).toBe(true);
     expect(g2.state).toBe('starting');
@@ -107,7 +101,7 @@ describe('rollback and races', () => {
     // v2 was told to retire before it ever said ready; its ready is refused and it drains.
     await v2.waitFor(/^retire \d+ by 3$/m);
     expect((await v2.exited).code).toBe(0);
-    const s = await status(broker.sock);
+    const s = await statusOf(broker.sock);
     expect(s.generations.map((g) => [g.number, g.state])).toEqual([[3, 'ready']]);
   });
 
@@ -119,7 +113,7 @@ describe('rollback and races', () => {
     await v2.waitFor(/^ready/m);
     await v1.waitFor(/^retire/m);
     await sleep(700);
-    const s = await status(broker.sock);
+    const s = await statusOf(broker.sock);
     const g1 = s.generations.find((g) => g.number === 1)!;
     expect(g1.state).toBe('retiring');
     expect(g1.retireOverdue).toBe(true);

@@ -4,6 +4,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { BrokerConnection } from '../src/client';
+import type { StatusMessage } from '../src/protocol';
 
 export const ROOT = path.resolve(__dirname, '..');
 export const CLI = path.join(ROOT, 'bin', 'fdbroker.js');
@@ -178,4 +180,57 @@ export function get(port: number, pathName = '/'): Promise<{ status: number; bod
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     }).on('error', reject);
   });
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The fd count of `pid` once it has stopped changing (8 equal reads over
+ * 200 ms), so that a hang-up the process has not handled yet does not count.
+ */
+export async function quietFdCount(pid: number, timeoutMs = 5000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = fdCount(pid);
+  let same = 0;
+  while (same < 8 && Date.now() < deadline) {
+    await sleep(25);
+    const v = fdCount(pid);
+    same = v === last ? same + 1 : 0;
+    last = v;
+  }
+  return last;
+}
+
+/** VmRSS of `pid` in kB. */
+export function rssKb(pid: number): number {
+  const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
+  return Number(m![1]);
+}
+
+/** Waits (bounded) until `read()` matches `re`. */
+export async function waitText(read: () => string, re: RegExp, timeoutMs = 5000): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = read().match(re);
+    if (m) return m;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${re} in:\n${read()}`);
+    await sleep(20);
+  }
+}
+
+/** The broker's status, over a fresh connection. */
+export async function statusOf(sock: string): Promise<StatusMessage> {
+  const conn = await BrokerConnection.connect(sock, { timeout: 5000 });
+  try {
+    return await conn.status();
+  } finally {
+    conn.close();
+  }
 }

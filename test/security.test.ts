@@ -12,9 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../src/_binding';
 import { adoptListeners } from '../src/adopt';
 import { BrokerConnection } from '../src/client';
-import {
-  cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc,
-} from './helpers';
+import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf } from './helpers';
 
 afterEach(cleanup);
 
@@ -69,31 +67,11 @@ async function secClient(sock: string, args: string[], uid = NOBODY, gid = NOBOD
   return r;
 }
 
-/** Waits (bounded) until `read()` matches `re`. */
-async function waitText(read: () => string, re: RegExp, timeoutMs = 5000): Promise<RegExpMatchArray> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const m = read().match(re);
-    if (m) return m;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${re} in:\n${read()}`);
-    await sleep(20);
-  }
-}
-
 const count = (text: string, needle: string) => text.split('\n').filter((l) => l.includes(needle)).length;
 
 /** One audit line, exactly as the CLI prints it. */
 function audit(op: string, c: { pid: number; uid: number; gid: number }, names: string, generation: string | number, result: string): string {
   return `fdbroker: audit op=${op} pid=${c.pid} uid=${c.uid} gid=${c.gid} names=${names} generation=${generation} result=${result}`;
-}
-
-async function statusOf(sock: string) {
-  const conn = await BrokerConnection.connect(sock, { timeout: 5000 });
-  try {
-    return await conn.status();
-  } finally {
-    conn.close();
-  }
 }
 
 /** A raw SOCK_SEQPACKET client through the native layer (no library logic in between). */

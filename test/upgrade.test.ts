@@ -3,8 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BrokerConnection } from '../src/client';
-import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc } from './helpers';
+import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf, alive } from './helpers';
 
 const SELF_APP = path.join(FIXTURES, 'self-app.js');
 // Successors are detached children of the app: the test ends them by pid.
@@ -33,13 +32,6 @@ async function waitReadyCount(p: Proc, n: number, timeoutMs = 15_000) {
   return all[n - 1]!;
 }
 
-async function status(sock: string) {
-  const c = await BrokerConnection.connect(sock);
-  try { return await c.status(); } finally { c.close(); }
-}
-
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
-
 describe('the app as its own broker, upgraded with SIGUSR2', () => {
   it('three USR2 upgrades under load: 0 failed requests, and the control path always answers', async () => {
     const dir = tmpDir();
@@ -54,7 +46,7 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     const probeErrors: string[] = [];
     const prober = (async () => {
       while (probing) {
-        try { await status(sock); probes++; } catch (err) { probeErrors.push(String((err as Error & { code?: string }).code)); }
+        try { await statusOf(sock); probes++; } catch (err) { probeErrors.push(String((err as Error & { code?: string }).code)); }
         await sleep(5);
       }
     })();
@@ -79,7 +71,7 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     expect(Object.keys(stats.servedBy).length).toBe(4);
     expect(probeErrors).toEqual([]);
     expect(probes).toBeGreaterThan(20);
-    const s = await status(sock);
+    const s = await statusOf(sock);
     expect(s.broker.pid).toBe(current.pid);
     expect(s.generations.map((g) => [g.number, g.state])).toEqual([[current.gen, 'ready']]);
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('.fdb-'))).toEqual([]);
@@ -110,7 +102,7 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     const stats = await load.stop();
     expect(stats.failed).toBe(0);
     expect(Object.keys(stats.servedBy)).toEqual([String(first.pid)]);
-    const s = await status(sock);
+    const s = await statusOf(sock);
     expect(s.broker.pid).toBe(first.pid);
     // The path answers again (the old process reclaimed it) and a new upgrade may start.
     process.kill(first.pid, 'SIGUSR2');
@@ -131,7 +123,7 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     await sleep(200);
     const stats = await load.stop();
     expect(stats.failed).toBe(0);
-    const s = await status(broker.sock);
+    const s = await statusOf(broker.sock);
     expect(s.broker.pid).toBe(broker.pid);
     expect(s.generations.map((g) => g.pid)).toEqual([second.pid]);
   });
