@@ -4,6 +4,7 @@
 // replaces a stale one, and removes the path on close only if it is still ours.
 import * as fs from 'node:fs';
 import * as pathModule from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from './_binding';
 import { FdbrokerError, systemError, type SystemError } from './errors';
@@ -37,7 +38,7 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
   private closed = false;
   private retryTimer: NodeJS.Timeout | undefined;
 
-  private constructor(path: string, fd: number, st: fs.Stats, private readonly lockFd: number) {
+  private constructor(path: string, fd: number, st: fs.Stats, private lockFd: number) {
     super();
     this.path = path;
     this.fd = fd;
@@ -101,6 +102,14 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
       if (options.takeover) fs.rmSync(bindPath, { force: true });
       if (lockFd >= 0) fs.closeSync(lockFd);
       throw err;
+    }
+  }
+
+  /** Moves the path's lock (if this acceptor holds it) to `next`, which replaces this one. */
+  passLockTo(next: Acceptor): void {
+    if (next.lockFd < 0) {
+      next.lockFd = this.lockFd;
+      this.lockFd = -1;
     }
   }
 
@@ -177,10 +186,19 @@ function lockPath(path: string): number {
   return fd;
 }
 
-/** A unique sibling of `path`, short enough for sun_path. */
+/** Longest Unix socket path (sun_path minus its NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/** A unique sibling of `path`, no longer than `path` allows (sun_path is 108 bytes). */
 function temporaryPath(path: string): string {
   const dir = pathModule.dirname(path);
-  return pathModule.join(dir, `.fdb-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
+  const name = `.${process.pid.toString(36)}${randomBytes(3).toString('hex')}`;
+  const tmp = pathModule.join(dir, name);
+  if (Buffer.byteLength(tmp) > MAX_SOCKET_PATH_BYTES) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+      `${dir} is too long to take over ${path}: a sibling socket name must fit in ${MAX_SOCKET_PATH_BYTES} bytes; use a shorter directory`);
+  }
+  return tmp;
 }
 
 /** Unlinks `path` if no one answers on it; throws if a broker (or anything else) does. */

@@ -17,7 +17,7 @@ import { Generations, type GenerationInfo } from './generations';
 import { Registry } from './registry';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { checkControlDirectory } from './paths';
-import { createListener, type OwnedListener } from './sockets';
+import { createListener, describeSockets, matchesInfo, type OwnedListener } from './sockets';
 import { takeInheritedListeners } from './systemd';
 import type { ListenerSpec } from './spec';
 import {
@@ -39,7 +39,11 @@ export interface BrokerOptions {
   controlPath: string;
   /** Listeners to create. */
   listeners?: ListenerSpec[];
-  /** Listeners that already exist (e.g. adopted from a predecessor); the broker takes ownership of the fds. */
+  /**
+   * Listeners that already exist (e.g. adopted from a predecessor). The
+   * broker owns these fds from the call on, on every path: it closes them if
+   * start() fails, and each must be the socket its info announces.
+   */
   listenerFds?: Array<{ info: ListenerInfo; fd: number }>;
   /**
    * Embedded in an app ("the app as its own broker"): the app itself is a
@@ -135,6 +139,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   passRightsOff = false;
   private readonly registry = new Registry();
   private readonly clients = new Map<number, ClientState>();
+  /**
+   * Every channel not yet closed, including clients being dropped that still
+   * flush their last replies: their queued messages name the registry's fd
+   * numbers, so all must be closed before the registry closes its fds.
+   */
+  private readonly channels = new Set<Channel>();
   private readonly generations: Generations;
   private readonly checkTimer: NodeJS.Timeout;
   private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
@@ -179,13 +189,31 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * was created is closed again and the error is thrown.
    */
   static start(options: BrokerOptions): Broker {
-    const broker = new Broker(options);
+    // Owned from here: whatever is not yet in the registry when start() fails is closed below.
+    const pendingFds = new Set((options.listenerFds ?? []).map((l) => l.fd));
+    let broker: Broker;
+    try {
+      broker = new Broker(options);
+    } catch (err) {
+      for (const fd of pendingFds) native().close(fd);
+      throw err;
+    }
     try {
       if (options.inherit !== false) {
         const inherited = takeInheritedListeners(process.env, options.backlog);
         for (const l of inherited) broker.adopt(l);
       }
-      for (const l of options.listenerFds ?? []) broker.adopt({ info: l.info, fd: l.fd });
+      const given = options.listenerFds ?? [];
+      const described = describeSockets(given.map((l) => l.fd));
+      given.forEach((l, i) => {
+        const d = described[i]!;
+        const problem = d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, l.info);
+        if (problem) throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${l.info.name}" ${problem}`);
+      });
+      for (const l of given) {
+        pendingFds.delete(l.fd);
+        broker.adopt({ info: l.info, fd: l.fd });
+      }
       for (const spec of options.listeners ?? []) {
         if (broker.registry.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
@@ -197,6 +225,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     } catch (err) {
       clearInterval(broker.checkTimer);
       broker.registry.closeAll();
+      for (const fd of pendingFds) native().close(fd);
       throw err;
     }
     broker.listenOn(broker.acceptor);
@@ -238,6 +267,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       const next = Acceptor.listen(this.controlPath, { mode: this.mode, takeover: true });
       this.acceptor = next;
       this.listenOn(next);
+      acceptor.passLockTo(next);
       acceptor.close();
       debug('reclaimed %s', this.controlPath);
       this.emit('reclaimed');
@@ -283,6 +313,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     clearInterval(this.checkTimer);
     this.acceptor?.close();
     for (const c of this.clients.values()) this.drop(c);
+    for (const ch of this.channels) ch.close();
+    this.channels.clear();
     this.registry.closeAll();
   }
 
@@ -306,7 +338,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // The broker takes no fds. Where SO_PASSRIGHTS is missing, receive with
     // room for at most one (more is cut off by MSG_CTRUNC and closed by the
     // native layer); onMessage closes any that arrive and drops the client.
-    const channel = new Channel(fd, { maxFdsPerMessage: 0, maxQueuedMessages: this.opts.maxQueuedMessages });
+    let channel: Channel;
+    try {
+      channel = new Channel(fd, { maxFdsPerMessage: 0, maxQueuedMessages: this.opts.maxQueuedMessages });
+    } catch (err) {
+      n.close(fd);
+      this.emit('warning', err as Error);
+      return;
+    }
+    this.channels.add(channel);
+    channel.once('close', () => this.channels.delete(channel));
     const state: ClientState = { info, channel, greeted: false, generation: undefined, timer: undefined, fdsSent: false };
     // Fail closed: no credentials, or credentials without any grant, end the
     // client before it learns anything about the listeners.

@@ -2,7 +2,6 @@
 // part of fdbroker that prints.
 import { Broker } from './broker';
 import { BrokerConnection } from './client';
-import { native } from './_binding';
 import { FdbrokerError } from './errors';
 import { parseListenerSpec, type ListenerSpec } from './spec';
 import type { ListenerInfo, StatusMessage } from './protocol';
@@ -176,26 +175,23 @@ async function serve(args: string[], io: Io): Promise<number> {
   let broker: Broker;
   try {
     const from = p.flags.get('adopt-from')?.at(-1);
+    const handshakeTimeoutMs = msFlag(p, 'handshake-timeout');
+    const readyTimeoutMs = msFlag(p, 'ready-timeout');
+    const retireTimeoutMs = msFlag(p, 'retire-timeout');
+    const maxClients = intFlag(p, 'max-clients', 1, 1_000_000);
+    const maxClientsPerUid = intFlag(p, 'max-clients-per-uid', 1, 1_000_000);
+    const access = {
+      allowUids: idList(p, 'allow-uid'), allowGids: idList(p, 'allow-gid'),
+      statusUids: idList(p, 'allow-status-uid'), statusGids: idList(p, 'allow-status-gid'),
+    };
+    // Flags are parsed first: from here on Broker.start owns the adopted fds.
     const listenerFds = from ? await adoptFrom(from) : [];
-    try {
-      broker = Broker.start({
-        controlPath, listeners: specs, listenerFds, backlog, mode, group,
-        handshakeTimeoutMs: msFlag(p, 'handshake-timeout'),
-        readyTimeoutMs: msFlag(p, 'ready-timeout'),
-        retireTimeoutMs: msFlag(p, 'retire-timeout'),
-        maxClients: intFlag(p, 'max-clients', 1, 1_000_000),
-        maxClientsPerUid: intFlag(p, 'max-clients-per-uid', 1, 1_000_000),
-        insecureDir: p.flags.has('insecure-dir'),
-        inherit: !p.flags.has('no-inherit'),
-        access: {
-          allowUids: idList(p, 'allow-uid'), allowGids: idList(p, 'allow-gid'),
-          statusUids: idList(p, 'allow-status-uid'), statusGids: idList(p, 'allow-status-gid'),
-        },
-      });
-    } catch (err) {
-      for (const l of listenerFds) native().close(l.fd);
-      throw err;
-    }
+    broker = Broker.start({
+      controlPath, listeners: specs, listenerFds, backlog, mode, group,
+      handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs, maxClients, maxClientsPerUid, access,
+      insecureDir: p.flags.has('insecure-dir'),
+      inherit: !p.flags.has('no-inherit'),
+    });
     if (broker.listenerInfos().length === 0) {
       broker.close();
       throw new UsageError('no listeners: give at least one --listen NAME=SPEC, --adopt-from PATH, or start under systemd socket activation');

@@ -121,7 +121,13 @@ export class BrokerConnection {
         ? `cannot read the credentials of the process at ${path}`
         : `the process answering on ${path} runs as uid ${cred.uid}, which is not trusted (trusted: ${trusted.join(', ')}); pass trustUids to allow it`);
     }
-    const channel = new Channel(fd);
+    let channel: Channel;
+    try {
+      channel = new Channel(fd);
+    } catch (err) {
+      n.close(fd);
+      throw err;
+    }
     const pending = new PendingConnection(channel, deadline, path);
     if (sent === EAGAIN) channel.send(hello);
     const { msg } = await pending.next();
@@ -136,6 +142,9 @@ export class BrokerConnection {
     const conn = new BrokerConnection(path, channel, msg.version, msg.broker?.pid ?? 0);
     conn.embedded = msg.broker?.embedded === true;
     pending.detach();
+    // The broker may have closed in the same read as its welcome: the close
+    // event then went to the pending handlers, not to the connection's.
+    if (channel.isClosed) throw new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection after its welcome`);
     conn.listen();
     return conn;
   }

@@ -18,11 +18,20 @@ export const WORKER_ENV = 'FDBROKER_CLUSTER_LISTENERS';
 
 interface Entry { name: string; fd: number; backlog: number }
 
-/** In the primary: the env to pass to cluster.fork() so workers can listen on these listeners. */
+/**
+ * In the primary: the env to pass to cluster.fork() so workers can listen on
+ * these listeners. Ownership of their fds passes to Node's cluster module:
+ * the primary's handle for fd N closes it when the last worker stops
+ * listening, so the Listener will not close it again (`close()` becomes a
+ * no-op). Call it once, before forking; fork workers for one generation only.
+ */
 export function workerEnv(listeners: Record<string, Listener>): Record<string, string> {
-  const entries: Entry[] = Object.values(listeners)
-    .filter((l) => l.kind !== 'udp' && l.fd >= 0)
-    .map((l) => ({ name: l.name, fd: l.fd, backlog: l.backlog ?? 511 }));
+  const entries: Entry[] = [];
+  for (const l of Object.values(listeners)) {
+    if (l.kind === 'udp') continue;
+    const fd = l.handOff();
+    entries.push({ name: l.name, fd, backlog: l.backlog ?? 511 });
+  }
   return { [WORKER_ENV]: JSON.stringify(entries) };
 }
 

@@ -92,6 +92,7 @@ export class Generation {
   private closedByUs = false;
   private upgrading: ChildProcess | undefined;
   private retirePromise: Promise<DrainResult> | undefined;
+  private stopUpgrades: (() => void) | undefined;
 
   private constructor(path: string, conn: BrokerConnection | undefined, broker: Broker | undefined, number: number,
     listeners: Record<string, Listener>, opts: GenerationOptions) {
@@ -153,17 +154,11 @@ export class Generation {
   /** Self-broker mode, a predecessor serves the path: adopt everything from it and serve the same path. */
   private static async successor(path: string, conn: BrokerConnection, options: GenerationOptions, deadline: number): Promise<Generation> {
     const { generation, listeners: received } = await conn.join(undefined, options.label, Math.max(0, deadline - Date.now()));
-    let broker: Broker;
-    try {
-      // The embedded broker takes ownership of everything received.
-      broker = Broker.start({
-        controlPath: path, listenerFds: received, self: { number: generation, label: options.label },
-        mode: options.mode, inherit: false, takeover: true,
-      });
-    } catch (err) {
-      for (const r of received) native().close(r.fd);
-      throw err;
-    }
+    // The embedded broker owns everything received, also if it fails to start.
+    const broker = Broker.start({
+      controlPath: path, listenerFds: received, self: { number: generation, label: options.label },
+      mode: options.mode, inherit: false, takeover: true,
+    });
     try {
       const mine = dupForSelf(broker.listenerFdsForSelf(), options.names);
       return new Generation(path, conn, broker, generation, toListeners(mine, options.names), options);
@@ -245,13 +240,12 @@ export class Generation {
    * Returns the embedded Broker; close it when no longer needed.
    */
   expose(path: string, options: { mode?: number } = {}): Broker {
-    const mine = dupForSelf(Object.values(this.listeners).filter((l) => l.fd >= 0).map((l) => ({ info: infoOf(l), fd: l.fd })));
-    try {
-      return Broker.start({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
-    } catch (err) {
-      for (const m of mine) native().close(m.fd);
-      throw err;
-    }
+    // Only listeners this process still holds: an attached server that was
+    // closed has closed its fd, and the number may be reused by now.
+    const held = Object.values(this.listeners).filter((l) => l.fd >= 0 && (!l.server || isListening(l.server)));
+    const mine = dupForSelf(held.map((l) => ({ info: infoOf(l), fd: l.fd })));
+    // Broker.start owns (and on failure closes) the duplicates.
+    return Broker.start({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
   }
 
   /** Leaves the broker without draining (self-broker: closes the embedded broker). Servers are untouched. */
@@ -259,6 +253,7 @@ export class Generation {
     this.closedByUs = true;
     this.conn?.close();
     this.broker?.close();
+    this.stopUpgrades?.();
   }
 
   /**
@@ -272,7 +267,8 @@ export class Generation {
   upgradeOnSignal(signal: NodeJS.Signals = 'SIGUSR2', options: UpgradeOptions = {}): this {
     const handler = () => this.startUpgrade(options);
     process.on(signal, handler);
-    this.once('retire', () => process.off(signal, handler));
+    this.stopUpgrades = () => process.off(signal, handler);
+    this.once('retire', this.stopUpgrades);
     return this;
   }
 
@@ -319,6 +315,16 @@ export class Generation {
     if ((this.opts.onRetire ?? 'drain') === 'drain') {
       void this.retire().then((r) => this.events.emit('drained', r));
     }
+  }
+}
+
+function isListening(s: NonNullable<Listener['server']>): boolean {
+  const srv = s as { listening?: boolean; address?: () => unknown };
+  if (typeof srv.listening === 'boolean') return srv.listening;
+  try {
+    return srv.address?.() !== undefined; // dgram: address() throws once closed
+  } catch {
+    return false;
   }
 }
 

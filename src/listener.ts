@@ -81,9 +81,11 @@ export class Listener {
     const backlog = this.backlog ?? 511;
     trackConnections(srv);
     if (cluster.isWorker) {
-      listenInWorker(srv, fd, backlog, this.name);
+      // Attached before listening: if listen(2) fails, Node closes the handle
+      // and with it the fd, which close() must then not close again.
       this.state = 'attached';
       this._server = srv;
+      listenInWorker(srv, fd, backlog, this.name);
       if (callback) srv.once('listening', callback);
       return server;
     }
@@ -91,6 +93,19 @@ export class Listener {
     this._server = srv;
     srv.listen({ fd }, backlog, callback);
     return server;
+  }
+
+  /**
+   * Gives up ownership of the fd without closing it (for code that hands it
+   * to something else that will close it, like Node's cluster module) and
+   * returns it. close() is then a no-op.
+   */
+  handOff(): number {
+    if (this.state !== 'open') {
+      throw new FdbrokerError('ERR_FDBROKER_ALREADY_ATTACHED', `listener "${this.name}" is already ${this.state}`);
+    }
+    this.state = 'attached';
+    return this._fd;
   }
 
   /** Closes this process's duplicate, if not attached to a server. Idempotent. */

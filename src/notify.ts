@@ -81,7 +81,12 @@ export class NotifySocket extends EventEmitter<NotifyEvents> {
       if (r < 0) throw systemError(r, 'bind', sockPath);
       const s = new NotifySocket(dir, sockPath, fd);
       fd = -1;
-      s.start();
+      try {
+        s.start();
+      } catch (err) {
+        s.close();
+        throw err;
+      }
       return s;
     } catch (err) {
       if (fd >= 0) n.close(fd);
