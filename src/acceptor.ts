@@ -59,11 +59,13 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
    * then this one. The lock is not taken then (the predecessor holds it until
    * it exits).
    */
-  static listen(path: string, options: AcceptorOptions & { takeover?: boolean } = {}): Acceptor {
+  static listen(path: string, options: AcceptorOptions & { takeover?: boolean; lockFd?: number } = {}): Acceptor {
     const n = native();
     const c = n.constants;
     const mode = options.mode ?? DEFAULT_CONTROL_MODE;
-    const lockFd = options.takeover ? -1 : lockPath(path);
+    // The lock may have been taken by the caller already (the broker takes it
+    // before binding its listeners); either way the acceptor owns it now.
+    const lockFd = options.lockFd ?? (options.takeover ? -1 : lockPath(path));
     const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
     if (fd < 0) {
       if (lockFd >= 0) fs.closeSync(lockFd);
@@ -169,7 +171,7 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
 }
 
 /** Takes an exclusive flock on `<path>.lock`; throws ERR_FDBROKER_BROKER_RUNNING if another process holds it. */
-function lockPath(path: string): number {
+export function lockPath(path: string): number {
   const n = native();
   const lock = `${path}.lock`;
   // fs.openSync opens with O_CLOEXEC: a child never inherits the lock.

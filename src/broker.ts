@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from './_binding';
-import { Acceptor } from './acceptor';
+import { Acceptor, lockPath } from './acceptor';
 import { Channel } from './channel';
 import { FdbrokerError } from './errors';
 import { Generations, type GenerationInfo } from './generations';
@@ -198,6 +198,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
       for (const fd of pendingFds) native().close(fd);
       throw err;
     }
+    // Check the directory and take the path's lock before binding any
+    // listener: a second broker on the same path is refused as such, not
+    // with the EADDRINUSE of a port the first one holds.
+    let lockFd: number | undefined;
+    try {
+      if (!options.insecureDir) checkControlDirectory(options.controlPath);
+      if (!options.takeover) lockFd = lockPath(options.controlPath);
+    } catch (err) {
+      clearInterval(broker.checkTimer);
+      for (const fd of pendingFds) native().close(fd);
+      throw err;
+    }
     try {
       if (options.inherit !== false) {
         const inherited = takeInheritedListeners(process.env, options.backlog);
@@ -220,12 +232,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
         }
         broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
       }
-      if (!options.insecureDir) checkControlDirectory(options.controlPath);
-      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover });
+      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lockFd });
+      lockFd = undefined;
     } catch (err) {
       clearInterval(broker.checkTimer);
       broker.registry.closeAll();
       for (const fd of pendingFds) native().close(fd);
+      if (lockFd !== undefined && lockFd >= 0) native().close(lockFd);
       throw err;
     }
     broker.listenOn(broker.acceptor);

@@ -51,7 +51,15 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     // bind while old connections sit in TIME_WAIT.
     check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt');
     const where = `${v6 ? `[${spec.host}]` : spec.host}:${spec.port}`;
-    check(n.bind(fd, { family: v6 ? 'inet6' : 'inet', address: spec.host!, port: spec.port! }), 'bind', where);
+    const r = n.bind(fd, { family: v6 ? 'inet6' : 'inet', address: spec.host!, port: spec.port! });
+    if (r < 0) {
+      const cause = systemError(r, 'bind', where);
+      const hint = cause.code === 'EADDRINUSE' ? ': another process (or another broker) already listens there; stop it, or choose another port'
+        : cause.code === 'EACCES' ? ': ports below 1024 need root or CAP_NET_BIND_SERVICE'
+          : cause.code === 'EADDRNOTAVAIL' ? ': no interface of this machine has that address' : '';
+      throw Object.assign(new Error(`listener "${spec.name}" cannot bind ${spec.kind}://${where} (${cause.code})${hint}`, { cause }),
+        { code: cause.code, errno: cause.errno, syscall: 'bind', address: where });
+    }
     if (spec.kind === 'tcp') check(n.listen(fd, backlog), 'listen', where);
     const name = check(n.sockname(fd), 'getsockname');
     if (name.family !== 'inet' && name.family !== 'inet6') throw new FdbrokerError('ERR_FDBROKER_INTERNAL', 'unexpected socket family');

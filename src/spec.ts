@@ -76,7 +76,9 @@ export function parseListenerSpec(text: string, cwd: string = process.cwd()): Li
   }
 
   const scheme = body.startsWith('tcp://') ? 'tcp' : body.startsWith('udp://') ? 'udp' : undefined;
-  if (!scheme) throw invalid(text, 'unknown scheme');
+  if (!scheme) {
+    throw invalid(text, /^[a-z]+:/.test(body) ? `unknown scheme "${body.split(':')[0]}"` : 'missing scheme (tcp://, unix: or udp://)');
+  }
   const hostPort = body.slice(6);
   let host: string;
   let portText: string;

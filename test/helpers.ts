@@ -12,6 +12,8 @@ export const CLI = path.join(ROOT, 'bin', 'fdbroker.js');
 export const FIXTURES = path.join(__dirname, 'fixtures');
 
 const started = new Set<ChildProcess>();
+/** How long a process gets to exit on SIGTERM in cleanup() before SIGKILL. */
+const CLEANUP_GRACE_MS = 1500;
 const dirs = new Set<string>();
 
 /** A fresh short temp dir (Unix socket paths must stay under 108 bytes). */
@@ -158,11 +160,14 @@ export function loadLoop(port: number, opts: { concurrency?: number; keepAlive?:
 
 /** Kills every process a test started and removes temp dirs. Call in afterEach. */
 export async function cleanup(): Promise<void> {
+  // SIGTERM first, so that `fdbroker exec` passes it on to its program
+  // (a SIGKILLed wrapper would leave the program running), then SIGKILL.
   const waits: Promise<unknown>[] = [];
   for (const c of started) {
     if (c.exitCode === null && c.signalCode === null) {
       waits.push(new Promise((r) => c.once('exit', r)));
-      c.kill('SIGKILL');
+      c.kill('SIGTERM');
+      setTimeout(() => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); }, CLEANUP_GRACE_MS).unref();
     }
   }
   await Promise.all(waits);
