@@ -35,7 +35,9 @@ export interface Proc {
 }
 
 export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Proc {
-  const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Each in its own process group, so cleanup() ends whatever it started too
+  // (e.g. the program under `fdbroker exec`).
+  const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   started.add(child);
   let out = '';
   let err = '';
@@ -160,17 +162,22 @@ export function loadLoop(port: number, opts: { concurrency?: number; keepAlive?:
 
 /** Kills every process a test started and removes temp dirs. Call in afterEach. */
 export async function cleanup(): Promise<void> {
-  // SIGTERM first, so that `fdbroker exec` passes it on to its program
-  // (a SIGKILLed wrapper would leave the program running), then SIGKILL.
+  // SIGTERM to each started process group, then SIGKILL to the group: a
+  // SIGKILLed `fdbroker exec` alone would leave its program running.
+  const killGroup = (pid: number, sig: NodeJS.Signals) => { try { process.kill(-pid, sig); } catch { /* gone */ } };
   const waits: Promise<unknown>[] = [];
   for (const c of started) {
     if (c.exitCode === null && c.signalCode === null) {
       waits.push(new Promise((r) => c.once('exit', r)));
-      c.kill('SIGTERM');
-      setTimeout(() => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); }, CLEANUP_GRACE_MS).unref();
+      killGroup(c.pid!, 'SIGTERM');
     }
   }
+  const pids = [...started].map((c) => c.pid!);
+  const timer = setTimeout(() => { for (const pid of pids) killGroup(pid, 'SIGKILL'); }, CLEANUP_GRACE_MS);
   await Promise.all(waits);
+  clearTimeout(timer);
+  // Whatever is left in those groups (children of a process that exited).
+  for (const pid of pids) killGroup(pid, 'SIGKILL');
   started.clear();
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   dirs.clear();
