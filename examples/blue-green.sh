@@ -37,6 +37,8 @@ case $rc in
     echo "blue-green: pid $new exited or was refused before it was ready; rolled back" >&2 ;;
   1)
     echo "blue-green: pid $new not ready within ${timeout_ms} ms; stopping it; rolled back" >&2 ;;
+  126|127)
+    echo "blue-green: cannot run '$fdbroker' (exit $rc): set FDBROKER, e.g. FDBROKER='npx fdbroker'; stopping pid $new" >&2 ;;
   *)
     echo "blue-green: cannot reach the broker at $sock (exit $rc); stopping pid $new" >&2 ;;
 esac
