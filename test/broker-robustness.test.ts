@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../src/_binding';
 import { adoptListeners } from '../src/adopt';
 import { BrokerConnection } from '../src/client';
-import { cleanup, CLI, fdCount, FIXTURES, get, run, sleep, socketInodes, startApp, startBroker, tmpDir, type BrokerProc, type Proc, alive, quietFdCount } from './helpers';
+import { cleanup, CLI, fdCount, FIXTURES, get, run, sleep, socketInodes, startApp, startBroker, tmpDir, type BrokerProc, type Proc, alive, quietFdCount, rawConnect } from './helpers';
 
 afterEach(cleanup);
 
@@ -31,19 +31,7 @@ class RawClient {
   private constructor(readonly fd: number) {}
 
   static async connect(sockPath: string): Promise<RawClient> {
-    const n = native();
-    const fd = n.socket(n.constants.AF_UNIX, n.constants.SOCK_SEQPACKET);
-    expect(fd).toBeGreaterThanOrEqual(0);
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const r = n.connect(fd, { family: 'unix', path: sockPath });
-      if (r === 0) return new RawClient(fd);
-      if (r !== EAGAIN || Date.now() > deadline) {
-        n.close(fd);
-        throw new Error(`connect ${sockPath}: ${r}`);
-      }
-      await sleep(5);
-    }
+    return new RawClient(await rawConnect(sockPath));
   }
 
   /** sendmsg's result: bytes sent or a negative errno. */

@@ -7,11 +7,10 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../src/_binding';
 import { adoptListeners } from '../src/adopt';
-import { cleanup, CLI, fdCount, FIXTURES, loadLoop, run, sleep, startApp, startBroker, tmpDir, alive, quietFdCount, rssKb, waitText, statusOf } from './helpers';
+import { cleanup, CLI, fdCount, FIXTURES, loadLoop, run, sleep, startApp, startBroker, tmpDir, alive, quietFdCount, rssKb, waitText, statusOf, rawConnect } from './helpers';
 
 afterEach(cleanup);
 
-const EAGAIN = -11;
 /** For RSS checks: keep V8's young generation small, so that heap sizing is not taken for a leak. */
 const GC_STEADY = { NODE_OPTIONS: '--max-semi-space-size=1' };
 
@@ -26,22 +25,6 @@ async function settleFds(pid: number, want: number, timeoutMs = 5000): Promise<n
   return v;
 }
 
-/** A raw connection through the native layer (EAGAIN on a full queue is retried, bounded). */
-async function rawConnect(sock: string): Promise<number> {
-  const n = native();
-  const fd = n.socket(n.constants.AF_UNIX, n.constants.SOCK_SEQPACKET);
-  expect(fd).toBeGreaterThanOrEqual(0);
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const r = n.connect(fd, { family: 'unix', path: sock });
-    if (r === 0) return fd;
-    if (r !== EAGAIN || Date.now() > deadline) {
-      n.close(fd);
-      throw new Error(`connect ${sock}: ${r}`);
-    }
-    await sleep(2);
-  }
-}
 
 /** Runs test/fixtures/fault_clients.py and returns its summary. */
 async function pyClients(args: string[], timeoutMs = 60_000): Promise<{ children: number; killed: number; exited: number; adopted: number; failed: number }> {

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { native } from '../src/_binding';
 import { BrokerConnection } from '../src/client';
 import type { StatusMessage } from '../src/protocol';
 
@@ -244,5 +245,26 @@ export async function statusOf(sock: string): Promise<StatusMessage> {
     return await conn.status();
   } finally {
     conn.close();
+  }
+}
+
+/**
+ * A raw SOCK_SEQPACKET connection to `sock` through the native layer, with no
+ * library logic in between (EAGAIN on a full queue is retried for up to 5 s).
+ * The caller owns the returned fd.
+ */
+export async function rawConnect(sock: string): Promise<number> {
+  const n = native();
+  const fd = n.socket(n.constants.AF_UNIX, n.constants.SOCK_SEQPACKET);
+  if (fd < 0) throw new Error(`socket: ${fd}`);
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const r = n.connect(fd, { family: 'unix', path: sock });
+    if (r === 0) return fd;
+    if (r !== -11 /* EAGAIN */ || Date.now() > deadline) {
+      n.close(fd);
+      throw new Error(`connect ${sock}: ${r}`);
+    }
+    await sleep(2);
   }
 }

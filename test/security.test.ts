@@ -12,7 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../src/_binding';
 import { adoptListeners } from '../src/adopt';
 import { BrokerConnection } from '../src/client';
-import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf } from './helpers';
+import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, rawConnect } from './helpers';
 
 afterEach(cleanup);
 
@@ -79,19 +79,7 @@ class Raw {
   private readonly buf = Buffer.alloc(65536);
   private constructor(readonly fd: number) {}
   static async connect(sock: string): Promise<Raw> {
-    const n = native();
-    const fd = n.socket(n.constants.AF_UNIX, n.constants.SOCK_SEQPACKET);
-    expect(fd).toBeGreaterThanOrEqual(0);
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const r = n.connect(fd, { family: 'unix', path: sock });
-      if (r === 0) return new Raw(fd);
-      if (r !== EAGAIN || Date.now() > deadline) {
-        n.close(fd);
-        throw new Error(`connect: ${r}`);
-      }
-      await sleep(5);
-    }
+    return new Raw(await rawConnect(sock));
   }
   send(msg: object): void {
     const b = Buffer.from(JSON.stringify(msg));
