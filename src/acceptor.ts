@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from './_binding';
 import { FdbrokerError, systemError, type SystemError } from './errors';
+import { probeUnix } from './sockets';
 import { ACCEPT_RETRY_MS, CONTROL_BACKLOG, DEFAULT_CONTROL_MODE } from './constants';
 
 const EAGAIN = -11;
@@ -217,10 +218,7 @@ function replaceIfStale(path: string): void {
     throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
       `${path} exists and is not a socket; remove it or choose another path`);
   }
-  const probe = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
-  if (probe < 0) throw systemError(probe, 'socket');
-  const r = n.connect(probe, { family: 'unix', path });
-  n.close(probe);
+  const r = probeUnix(path, c.SOCK_SEQPACKET);
   // ECONNREFUSED: nobody listens, the file is stale. EAGAIN: a live listener
   // with a full queue. EPROTOTYPE: someone listens with another socket type.
   if (r === -111 /* ECONNREFUSED */) {

@@ -17,7 +17,7 @@ import { Generations, type GenerationInfo } from './generations';
 import { Registry } from './registry';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { checkControlDirectory } from './paths';
-import { createListener, describeSockets, matchesInfo, type OwnedListener } from './sockets';
+import { createListener, describeSockets, matchesInfo, probeUnix, type OwnedListener } from './sockets';
 import { takeInheritedListeners } from './systemd';
 import type { ListenerSpec } from './spec';
 import {
@@ -135,8 +135,6 @@ const ENOPROTOOPT = -92;
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;
   readonly startedAt = new Date();
-  /** Whether this kernel refuses fds sent to the broker (SO_PASSRIGHTS). */
-  passRightsOff = false;
   private readonly registry = new Registry();
   private readonly clients = new Map<number, ClientState>();
   /**
@@ -270,13 +268,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private reclaimPath(): void {
     const acceptor = this.acceptor;
     if (!acceptor || this.closed || acceptor.ownsPath()) return;
-    const n = native();
-    const probe = n.socket(n.constants.AF_UNIX, n.constants.SOCK_SEQPACKET);
-    if (probe < 0) return;
-    const r = n.connect(probe, { family: 'unix', path: this.controlPath });
-    n.close(probe);
-    if (r !== -111 /* ECONNREFUSED */ && r !== -2 /* ENOENT */) return;
     try {
+      const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
+      if (r !== -111 /* ECONNREFUSED */ && r !== -2 /* ENOENT */) return;
       const next = Acceptor.listen(this.controlPath, { mode: this.mode, takeover: true });
       this.acceptor = next;
       this.listenOn(next);
@@ -337,7 +331,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // Refuse SCM_RIGHTS at the socket (Linux >= 6.16): a client's sendmsg with
     // fds then fails with EPERM in the client and nothing reaches the broker.
     const pr = n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
-    this.passRightsOff = pr === 0;
     if (pr < 0 && pr !== ENOPROTOOPT && pr !== EPERM) debug('SO_PASSRIGHTS failed: %d', pr);
     const cred = n.peercred(fd);
     const info: ClientInfo = {

@@ -8,7 +8,6 @@ import { FdbrokerError } from './errors';
 import { trackConnections } from './drain';
 import type { ListenerInfo, ListenerKind } from './protocol';
 
-type Closable = { close(): unknown };
 
 export class Listener {
   readonly name: string;
@@ -147,9 +146,4 @@ function listenInWorker(srv: net.Server, fd: number, backlog: number, name: stri
     throw new FdbrokerError('ERR_FDBROKER_CLUSTER_WORKER',
       `listening on adopted "${name}" in a cluster worker did not use fd ${fd}; adopt in the primary instead`);
   }
-}
-
-/** Closes every listener not attached. */
-export function closeListeners(listeners: Iterable<Closable>): void {
-  for (const l of listeners) l.close();
 }

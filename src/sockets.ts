@@ -80,6 +80,19 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
   }
 }
 
+/**
+ * Whether anything answers on the Unix socket `path`: connect()s a probe of
+ * `type` and closes it. Returns 0 (something listens) or the -errno of
+ * connect(): -ECONNREFUSED means a stale socket file nobody listens on.
+ */
+export function probeUnix(path: string, type: number): number {
+  const n = native();
+  const probe = check(n.socket(n.constants.AF_UNIX, type), 'socket');
+  const r = n.connect(probe, { family: 'unix', path });
+  n.close(probe);
+  return r;
+}
+
 /** A stale unix listener path (nobody accepts on it) is removed; a live one is not. */
 function unlinkIfStale(p: string): boolean {
   const n = native();
@@ -89,10 +102,7 @@ function unlinkIfStale(p: string): boolean {
   } catch {
     return true;
   }
-  const probe = check(n.socket(c.AF_UNIX, c.SOCK_STREAM), 'socket');
-  const r = n.connect(probe, { family: 'unix', path: p });
-  n.close(probe);
-  if (r !== -111 /* ECONNREFUSED */) return false;
+  if (probeUnix(p, c.SOCK_STREAM) !== -111 /* ECONNREFUSED */) return false;
   fs.unlinkSync(p);
   return true;
 }
