@@ -80,8 +80,8 @@ async function measureAdopt(fdb, controlPath, names, runs, warmup, useNames) {
 
 /** The same call, split into its phases (the code of adoptListeners(), timed). */
 async function measurePhases(controlPath, names, runs, warmup) {
-  const { BrokerConnection } = require(path.join(lib.ROOT, 'dist', 'client.js'));
-  const { toListeners } = require(path.join(lib.ROOT, 'dist', 'adopt.js'));
+  const { BrokerConnection } = require(path.join(lib.ROOT, 'dist', 'client', 'connection.js'));
+  const { toListeners } = require(path.join(lib.ROOT, 'dist', 'client', 'adopt.js'));
   const phases = { connect_hello: [], adopt_receive: [], close_conn: [], check_wrap: [], total: [] };
   for (let i = 0; i < warmup + runs; i++) {
     const t0 = hr();
@@ -112,8 +112,8 @@ async function measurePhases(controlPath, names, runs, warmup) {
 
 /** In-process cost of the pure per-listener work, no I/O: µs per call (median of batches). */
 function measureMicro(n, names, fds) {
-  const protocol = require(path.join(lib.ROOT, 'dist', 'protocol.js'));
-  const sockets = require(path.join(lib.ROOT, 'dist', 'sockets.js'));
+  const protocol = require(path.join(lib.ROOT, 'dist', 'protocol', 'messages.js'));
+  const sockets = require(path.join(lib.ROOT, 'dist', 'broker', 'listeners.js'));
   const infos = names.map((name, i) => ({ name, kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: 30000 + (i % 30000), backlog: 511 }));
   const time = (fn, reps) => {
     const s = [];

@@ -1,14 +1,14 @@
 // Public API of the fdbroker package.
-export { adoptListeners, type AdoptOptions } from './adopt';
-export { Listener } from './listener';
-export { Generation, startGeneration, type GenerationOptions, type GenerationEvents } from './generation';
-export { drain, type DrainOptions, type DrainResult } from './drain';
-export { workerEnv, listenViaPrimary, WORKER_ENV } from './cluster';
-export type { GenerationInfo, GenerationState } from './generations';
-export { Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent } from './broker';
-export { BrokerConnection, type ConnectOptions } from './client';
-export { parseListenerSpec, type ListenerSpec } from './spec';
-export { FdbrokerError, ERROR_CODES, type FdbrokerErrorCode, type SystemError } from './errors';
-export type { ListenerInfo, ListenerKind, ClientInfo, StatusMessage } from './protocol';
+export { adoptListeners, type AdoptOptions } from './client/adopt';
+export { Listener } from './client/listener';
+export { Generation, startGeneration, type GenerationOptions, type GenerationEvents } from './handover/generation';
+export { drain, type DrainOptions, type DrainResult } from './handover/drain';
+export { workerEnv, listenViaPrimary, WORKER_ENV } from './handover/cluster';
+export type { GenerationInfo, GenerationState } from './broker/generation-table';
+export { Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent } from './broker/broker';
+export { BrokerConnection, type ConnectOptions } from './client/connection';
+export { parseListenerSpec, type ListenerSpec } from './broker/spec';
+export { FdbrokerError, ERROR_CODES, type FdbrokerErrorCode, type SystemError } from './protocol/errors';
+export type { ListenerInfo, ListenerKind, ClientInfo, StatusMessage } from './protocol/messages';
 export * as defaults from './constants';
-export { VERSION } from './version';
+export { VERSION } from './protocol/version';

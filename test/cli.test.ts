@@ -192,7 +192,7 @@ describe('fdbroker status', () => {
     closers.push(() => conn.close());
     const got = await conn.adopt(['web', 'local'], 5000);
     expect(got.map((g) => g.info.name)).toEqual(['web', 'local']);
-    const { native } = await import('../src/_binding');
+    const { native } = await import('../src/native/binding');
     for (const g of got) native().close(g.fd);
     return { broker, appSock };
   }

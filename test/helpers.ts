@@ -4,9 +4,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native } from '../src/_binding';
-import { BrokerConnection } from '../src/client';
-import type { StatusMessage } from '../src/protocol';
+import { native } from '../src/native/binding';
+import { BrokerConnection } from '../src/client/connection';
+import type { StatusMessage } from '../src/protocol/messages';
 
 export const ROOT = path.resolve(__dirname, '..');
 export const CLI = path.join(ROOT, 'bin', 'fdbroker.js');

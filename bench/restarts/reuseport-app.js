@@ -14,7 +14,7 @@ const ready = () => process.stdout.write(`ready ${process.pid}\n`);
 if (process.env.REUSEPORT_NATIVE === '0') {
   server.listen({ port, host: '127.0.0.1', reusePort: true }, ready);
 } else {
-  const { native } = require('../../dist/_binding');
+  const { native } = require('../../dist/native/binding');
   const n = native();
   const c = n.constants;
   const check = (r, what) => { if (typeof r === 'number' && r < 0) { process.stderr.write(`reuseport-app: ${what} failed: errno ${-r}\n`); process.exit(3); } return r; };

@@ -9,28 +9,28 @@
 // errors end that client only.
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
-import { native } from './_binding';
-import { Acceptor, lockPath } from './acceptor';
-import { Channel } from './channel';
-import { FdbrokerError } from './errors';
-import { Generations, type GenerationInfo } from './generations';
+import { native } from '../native/binding';
+import { Acceptor, lockPath } from '../transport/acceptor';
+import { Channel } from '../transport/channel';
+import { FdbrokerError } from '../protocol/errors';
+import { Generations, type GenerationInfo } from './generation-table';
 import { Registry } from './registry';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
-import { checkControlDirectory } from './paths';
-import { createListener, describeSockets, matchesInfo, probeUnix, type OwnedListener } from './sockets';
+import { checkControlDirectory } from './control-path';
+import { createListener, describeSockets, matchesInfo, probeUnix, type OwnedListener } from './listeners';
 import { takeInheritedListeners } from './systemd';
 import type { ListenerSpec } from './spec';
 import {
   chunkListeners, decodeClientMessage, encode, encodeListeners, negotiateVersion,
   type BrokerMessage, type ClientInfo, type ClientMessage, type ListenerInfo, type StatusMessage,
-} from './protocol';
+} from '../protocol/messages';
 import {
   DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS,
   GENERATION_CHECK_INTERVAL_MS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG,
   DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED_MESSAGES, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
   PROTOCOL_VERSIONS,
-} from './constants';
-import { VERSION } from './version';
+} from '../constants';
+import { VERSION } from '../protocol/version';
 
 const debug = debuglog('fdbroker');
 

@@ -6,10 +6,10 @@ import * as fs from 'node:fs';
 import * as pathModule from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { native, type NativePoller } from './_binding';
-import { FdbrokerError, systemError, type SystemError } from './errors';
-import { probeUnix } from './sockets';
-import { ACCEPT_RETRY_MS, CONTROL_BACKLOG, DEFAULT_CONTROL_MODE } from './constants';
+import { native, type NativePoller } from '../native/binding';
+import { FdbrokerError, systemError, type SystemError } from '../protocol/errors';
+import { probeUnix } from '../broker/listeners';
+import { ACCEPT_RETRY_MS, CONTROL_BACKLOG, DEFAULT_CONTROL_MODE } from '../constants';
 
 const EAGAIN = -11;
 const EINTR = -4;

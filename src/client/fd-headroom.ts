@@ -3,7 +3,7 @@
 // it at once to make progress; on a shared listener that resets a connection
 // a healthy generation could have served.
 import * as fs from 'node:fs';
-import { FdbrokerError } from './errors';
+import { FdbrokerError } from '../protocol/errors';
 
 let cachedLimit: number | undefined;
 

@@ -4,15 +4,15 @@
 //
 // Fd ownership: fds that arrive with a "listeners" reply are returned to the
 // caller of adopt(), who owns them; on every error path they are closed here.
-import { native } from './_binding';
-import { Channel } from './channel';
-import { FdbrokerError, systemError } from './errors';
+import { native } from '../native/binding';
+import { Channel } from '../transport/channel';
+import { FdbrokerError, systemError } from '../protocol/errors';
 import {
   decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type RetireMessage,
   type StatusMessage,
-} from './protocol';
-import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, PROTOCOL_VERSIONS } from './constants';
-import { VERSION } from './version';
+} from '../protocol/messages';
+import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, PROTOCOL_VERSIONS } from '../constants';
+import { VERSION } from '../protocol/version';
 
 export interface ConnectOptions {
   /** Whole-operation deadline in ms (default 10 s). */

@@ -12,12 +12,12 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native } from './_binding';
-import { BrokerConnection, type ReceivedListener } from './client';
-import { FdbrokerError } from './errors';
-import { NotifySocket } from './notify';
-import type { ListenerInfo } from './protocol';
-import { DEFAULT_EXEC_STOP_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from './constants';
+import { native } from '../native/binding';
+import { BrokerConnection, type ReceivedListener } from '../client/connection';
+import { FdbrokerError } from '../protocol/errors';
+import { NotifySocket } from './notify-socket';
+import type { ListenerInfo } from '../protocol/messages';
+import { DEFAULT_EXEC_STOP_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from '../constants';
 
 /** Signals the wrapper passes on to the program. */
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];

@@ -10,8 +10,8 @@
 // shared socket, so connections wait in the kernel queue the next generation
 // also accepts from.
 import type * as net from 'node:net';
-import { FdbrokerError } from './errors';
-import type { Listener } from './listener';
+import { FdbrokerError } from '../protocol/errors';
+import type { Listener } from '../client/listener';
 
 /** Environment variable carrying the primary's listener fds to its workers. */
 export const WORKER_ENV = 'FDBROKER_CLUSTER_LISTENERS';

@@ -7,7 +7,7 @@
 // as a broker: it is refused or, if it is a stale socket, replaced).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FdbrokerError } from './errors';
+import { FdbrokerError } from '../protocol/errors';
 
 const S_ISVTX = 0o1000;
 

@@ -1,13 +1,13 @@
 // The fdbroker command line: a thin layer over the library. It is the only
 // part of fdbroker that prints.
-import { Broker } from './broker';
-import { BrokerConnection } from './client';
-import { FdbrokerError } from './errors';
-import { parseListenerSpec, type ListenerSpec } from './spec';
-import type { ListenerInfo, StatusMessage } from './protocol';
-import { VERSION } from './version';
-import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './constants';
-import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec';
+import { Broker } from '../broker/broker';
+import { BrokerConnection } from '../client/connection';
+import { FdbrokerError } from '../protocol/errors';
+import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
+import type { ListenerInfo, StatusMessage } from '../protocol/messages';
+import { VERSION } from '../protocol/version';
+import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from '../constants';
+import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec-program';
 import * as os from 'node:os';
 
 const USAGE = `fdbroker ${VERSION}: hand listening sockets from process to process, without downtime

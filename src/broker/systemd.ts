@@ -3,10 +3,10 @@
 // sd_listen_fds(3): fds start at 3, LISTEN_PID must be our pid, the variables
 // are unset once read, and every inherited fd is made close-on-exec.
 import * as fs from 'node:fs';
-import { native } from './_binding';
-import { check, FdbrokerError } from './errors';
-import { isValidName } from './protocol';
-import { describeSocket, type OwnedListener } from './sockets';
+import { native } from '../native/binding';
+import { check, FdbrokerError } from '../protocol/errors';
+import { isValidName } from '../protocol/messages';
+import { describeSocket, type OwnedListener } from './listeners';
 
 export const SD_LISTEN_FDS_START = 3;
 

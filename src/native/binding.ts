@@ -1,7 +1,7 @@
 // The one typed door to the native addon. Loaded through node-gyp-build so that
 // prebuilt binaries under prebuilds/ are used when present and build/ otherwise.
 import * as path from 'node:path';
-import { FdbrokerError } from './errors';
+import { FdbrokerError } from '../protocol/errors';
 
 export interface SockAddrInet { family: 'inet' | 'inet6'; address: string; port: number }
 export interface SockAddrUnix { family: 'unix'; path: string }
@@ -78,6 +78,6 @@ export function native(): Native {
   }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const load = require('node-gyp-build') as (dir: string) => unknown;
-  cached = load(path.join(__dirname, '..')) as Native;
+  cached = load(path.join(__dirname, '..', '..')) as Native;
   return cached;
 }

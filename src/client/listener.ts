@@ -3,10 +3,10 @@
 // process until it is attached to a server, which then owns it.
 import type * as net from 'node:net';
 import type * as dgram from 'node:dgram';
-import { native } from './_binding';
-import { FdbrokerError } from './errors';
-import { trackConnections } from './drain';
-import type { ListenerInfo, ListenerKind } from './protocol';
+import { native } from '../native/binding';
+import { FdbrokerError } from '../protocol/errors';
+import { trackConnections } from '../handover/drain';
+import type { ListenerInfo, ListenerKind } from '../protocol/messages';
 
 
 export class Listener {

@@ -1,12 +1,12 @@
 // adoptListeners(): connect to a broker, receive listeners, check each fd is
 // what the broker says it is, and hand them to the caller keyed by name.
-import { BrokerConnection, type ReceivedListener } from './client';
-import { native } from './_binding';
-import { FdbrokerError } from './errors';
+import { BrokerConnection, type ReceivedListener } from './connection';
+import { native } from '../native/binding';
+import { FdbrokerError } from '../protocol/errors';
 import { Listener } from './listener';
-import { describeSockets, matchesInfo } from './sockets';
-import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './constants';
-import { checkFdHeadroom } from './limits';
+import { describeSockets, matchesInfo } from '../broker/listeners';
+import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../constants';
+import { checkFdHeadroom } from './fd-headroom';
 
 export interface AdoptOptions {
   /** Only these listeners (default: every listener the broker has). */

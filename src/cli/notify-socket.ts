@@ -17,9 +17,9 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native, type NativePoller } from './_binding';
-import { FdbrokerError, systemError } from './errors';
-import { MAX_FDS_PER_MESSAGE, MESSAGES_PER_TURN, NOTIFY_MAX_DATAGRAM_BYTES } from './constants';
+import { native, type NativePoller } from '../native/binding';
+import { FdbrokerError, systemError } from '../protocol/errors';
+import { MAX_FDS_PER_MESSAGE, MESSAGES_PER_TURN, NOTIFY_MAX_DATAGRAM_BYTES } from '../constants';
 
 export interface NotifyEvents {
   /** READY=1 arrived (every time it does). */

@@ -14,16 +14,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
-import { native } from './_binding';
-import { Broker } from './broker';
-import { BrokerConnection, type ReceivedListener } from './client';
-import { toListeners } from './adopt';
+import { native } from '../native/binding';
+import { Broker } from '../broker/broker';
+import { BrokerConnection, type ReceivedListener } from '../client/connection';
+import { toListeners } from '../client/adopt';
 import { drain, type DrainResult } from './drain';
-import { check, FdbrokerError } from './errors';
-import type { Listener } from './listener';
-import { parseListenerSpec } from './spec';
-import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from './constants';
-import { checkFdHeadroom } from './limits';
+import { check, FdbrokerError } from '../protocol/errors';
+import type { Listener } from '../client/listener';
+import { parseListenerSpec } from '../broker/spec';
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from '../constants';
+import { checkFdHeadroom } from '../client/fd-headroom';
 
 export interface GenerationOptions {
   /** Only these listeners (default all; [] for none, e.g. a cluster primary whose workers adopt). */

@@ -7,9 +7,9 @@
 // fds delivered with a 'message' event are owned by the listener of that event,
 // which must close or keep every one of them.
 import { EventEmitter } from 'node:events';
-import { native, type NativePoller } from './_binding';
-import { FdbrokerError, systemError } from './errors';
-import { END_TIMEOUT_MS, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, MESSAGES_PER_TURN } from './constants';
+import { native, type NativePoller } from '../native/binding';
+import { FdbrokerError, systemError } from '../protocol/errors';
+import { END_TIMEOUT_MS, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, MESSAGES_PER_TURN } from '../constants';
 
 export interface ChannelOptions {
   /** Largest message accepted; a larger one is a truncation error. */

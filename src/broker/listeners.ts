@@ -2,11 +2,11 @@
 // (for systemd-inherited fds and for checking adopted ones). A listener, once
 // created, is never accepted on, shut down or reconfigured by fdbroker.
 import * as fs from 'node:fs';
-import { native } from './_binding';
-import { check, FdbrokerError, systemError } from './errors';
-import type { ListenerInfo } from './protocol';
+import { native } from '../native/binding';
+import { check, FdbrokerError, systemError } from '../protocol/errors';
+import type { ListenerInfo } from '../protocol/messages';
 import type { ListenerSpec } from './spec';
-import { DEFAULT_LISTEN_BACKLOG } from './constants';
+import { DEFAULT_LISTEN_BACKLOG } from '../constants';
 
 export interface OwnedListener {
   /** Owned by the broker's registry for the broker's whole life. */

@@ -5,8 +5,8 @@
 // Pure parsing; creating the sockets is sockets.ts's job.
 import * as path from 'node:path';
 import * as net from 'node:net';
-import { FdbrokerError } from './errors';
-import { isValidName, type ListenerKind } from './protocol';
+import { FdbrokerError } from '../protocol/errors';
+import { isValidName, type ListenerKind } from '../protocol/messages';
 
 export interface ListenerSpec {
   name: string;

@@ -1,11 +1,11 @@
 // The broker's registry of listeners: name -> fd and what it is. The registry
 // owns every fd in it for the broker's whole life and closes them only in
 // closeAll(), when the broker stops. Pure bookkeeping: no I/O but close().
-import { native } from './_binding';
-import { FdbrokerError } from './errors';
-import type { ListenerInfo } from './protocol';
-import type { OwnedListener } from './sockets';
-import { MAX_LISTENERS } from './constants';
+import { native } from '../native/binding';
+import { FdbrokerError } from '../protocol/errors';
+import type { ListenerInfo } from '../protocol/messages';
+import type { OwnedListener } from './listeners';
+import { MAX_LISTENERS } from '../constants';
 
 export class Registry {
   private readonly byName = new Map<string, OwnedListener>();

@@ -1,0 +1,1 @@
+export const VERSION: string = (require('../../package.json') as { version: string }).version;

@@ -1,1 +1,0 @@
-export const VERSION: string = (require('../package.json') as { version: string }).version;
