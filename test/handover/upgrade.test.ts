@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf, alive } from './helpers';
+import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf, alive } from '../helpers';
 
 const SELF_APP = path.join(FIXTURES, 'self-app.js');
 // Successors are detached children of the app: the test ends them by pid.

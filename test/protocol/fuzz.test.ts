@@ -9,14 +9,14 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { native, type NativePoller } from '../src/native/binding';
-import { adoptListeners } from '../src/client/adopt';
-import { BrokerConnection } from '../src/client/connection';
-import { ERROR_CODES, FdbrokerError } from '../src/protocol/errors';
+import { native, type NativePoller } from '../../src/native/binding';
+import { adoptListeners } from '../../src/client/adopt';
+import { BrokerConnection } from '../../src/client/connection';
+import { ERROR_CODES, FdbrokerError } from '../../src/protocol/errors';
 import {
   BROKER_MESSAGE_TYPES, CLIENT_MESSAGE_TYPES, decodeBrokerMessage, decodeClientMessage,
-} from '../src/protocol/messages';
-import { cleanup, fdCount, get, sleep, startApp, startBroker, tmpDir } from './helpers';
+} from '../../src/protocol/messages';
+import { cleanup, fdCount, get, sleep, startApp, startBroker, tmpDir } from '../helpers';
 
 afterEach(cleanup);
 

@@ -1,6 +1,6 @@
 // Unit tests of the pure generation rules (src/generations.ts): no sockets.
 import { describe, expect, it } from 'vitest';
-import { Generations } from '../src/broker/generation-table';
+import { Generations } from '../../src/broker/generation-table';
 
 const T = { readyTimeoutMs: 1000, retireTimeoutMs: 500 };
 const c = (id: number) => ({ clientId: id, pid: 100 + id, uid: 0 });

@@ -8,10 +8,10 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { native, type RecvResult } from '../src/native/binding';
-import { Channel } from '../src/transport/channel';
-import { FdbrokerError } from '../src/protocol/errors';
-import { cleanup, ROOT, run, tmpDir } from './helpers';
+import { native, type RecvResult } from '../../src/native/binding';
+import { Channel } from '../../src/transport/channel';
+import { FdbrokerError } from '../../src/protocol/errors';
+import { cleanup, ROOT, run, tmpDir } from '../helpers';
 
 const n = native();
 const c = n.constants;

@@ -1,7 +1,7 @@
 // Real processes, real sockets, real HTTP on 127.0.0.1: the broker keeps the
 // listener, apps come and go, clients never see a refused or reset connection.
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, get, loadLoop, sleep, startApp, startBroker, tmpDir } from './helpers';
+import { cleanup, get, loadLoop, sleep, startApp, startBroker, tmpDir } from '../helpers';
 
 afterEach(cleanup);
 

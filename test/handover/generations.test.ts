@@ -2,7 +2,7 @@
 // and `fdbroker wait`, with real processes, sockets and HTTP on 127.0.0.1.
 import { afterEach, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
-import { CLI, cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf } from './helpers';
+import { CLI, cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf } from '../helpers';
 
 afterEach(cleanup);
 

@@ -5,10 +5,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { native } from '../src/native/binding';
-import { adoptListeners } from '../src/client/adopt';
-import { BrokerConnection } from '../src/client/connection';
-import { cleanup, CLI, fdCount, FIXTURES, get, run, sleep, socketInodes, startApp, startBroker, tmpDir, type BrokerProc, type Proc, alive, quietFdCount, rawConnect } from './helpers';
+import { native } from '../../src/native/binding';
+import { adoptListeners } from '../../src/client/adopt';
+import { BrokerConnection } from '../../src/client/connection';
+import { cleanup, CLI, fdCount, FIXTURES, get, run, sleep, socketInodes, startApp, startBroker, tmpDir, type BrokerProc, type Proc, alive, quietFdCount, rawConnect } from '../helpers';
 
 afterEach(cleanup);
 

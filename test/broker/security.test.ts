@@ -9,10 +9,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { native } from '../src/native/binding';
-import { adoptListeners } from '../src/client/adopt';
-import { BrokerConnection } from '../src/client/connection';
-import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, rawConnect } from './helpers';
+import { native } from '../../src/native/binding';
+import { adoptListeners } from '../../src/client/adopt';
+import { BrokerConnection } from '../../src/client/connection';
+import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, rawConnect } from '../helpers';
 
 afterEach(cleanup);
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the native addon with AddressSanitizer in a temp dir (the repo's own
-# build/ is left alone) and runs test/asan/drive.js against that build, with
+# build/ is left alone) and runs test/native/asan-drive/drive.js against that build, with
 # the compiler's libasan preloaded into node. Exits non-zero on any ASan report
 # or failed check. Needs g++ and node's headers (the same as `npm install`).
 #
-#   test/asan/run.sh            # build + drive
+#   test/native/asan-drive/run.sh            # build + drive
 #   FDBROKER_ASAN_KEEP=1 ...    # keep the temp dir (printed) for inspection
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 CXX="${CXX:-g++}"
 LIBASAN="$("$CXX" -print-file-name=libasan.so)"
 if [[ "$LIBASAN" != /* || ! -e "$LIBASAN" ]]; then
@@ -64,7 +64,7 @@ fi
 # abort_on_error=0 + exitcode: a report makes node exit 99, not dump core.
 export ASAN_OPTIONS="detect_leaks=0:exitcode=99:abort_on_error=0:halt_on_error=1:allocator_may_return_null=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 set +e
-LD_PRELOAD="$LIBASAN" FDBROKER_ASAN_ADDON="$ADDON" node --expose-gc "$ROOT/test/asan/drive.js"
+LD_PRELOAD="$LIBASAN" FDBROKER_ASAN_ADDON="$ADDON" node --expose-gc "$ROOT/test/native/asan-drive/drive.js"
 rc=$?
 set -e
 exit $rc

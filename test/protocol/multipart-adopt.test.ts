@@ -4,8 +4,8 @@
 // (regression: parts read in the same turn as part 0 were once rejected as
 // "unexpected listeners message").
 import { afterEach, describe, expect, it } from 'vitest';
-import { adoptListeners } from '../src';
-import { cleanup, fdCount, startBroker, tmpDir } from './helpers';
+import { adoptListeners } from '../../src';
+import { cleanup, fdCount, startBroker, tmpDir } from '../helpers';
 
 afterEach(async () => { await cleanup(); });
 

@@ -3,7 +3,7 @@
 import { afterEach, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc } from './helpers';
+import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc } from '../helpers';
 
 afterEach(cleanup);
 

@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { adoptListeners, BrokerConnection, type StatusMessage } from '../src';
-import { cleanup, CLI, get, run, sleep, startApp, startBroker, tmpDir, type Proc } from './helpers';
+import { adoptListeners, BrokerConnection, type StatusMessage } from '../../src';
+import { cleanup, CLI, get, run, sleep, startApp, startBroker, tmpDir, type Proc } from '../helpers';
 
 const closers: Array<() => unknown> = [];
 afterEach(async () => {
@@ -192,7 +192,7 @@ describe('fdbroker status', () => {
     closers.push(() => conn.close());
     const got = await conn.adopt(['web', 'local'], 5000);
     expect(got.map((g) => g.info.name)).toEqual(['web', 'local']);
-    const { native } = await import('../src/native/binding');
+    const { native } = await import('../../src/native/binding');
     for (const g of got) native().close(g.fd);
     return { broker, appSock };
   }

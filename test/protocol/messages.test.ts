@@ -2,8 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import {
   chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeListeners, negotiateVersion, type ListenerInfo,
-} from '../src/protocol/messages';
-import { parseListenerSpec } from '../src/broker/spec';
+} from '../../src/protocol/messages';
+import { parseListenerSpec } from '../../src/broker/spec';
 
 const buf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
 const code = (f: () => unknown) => { try { f(); return 'none'; } catch (e) { return (e as { code: string }).code; } };

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT } from './helpers';
+import { ROOT } from '../helpers';
 
 describe('npm run bench -- --quick', () => {
   it('measures handoff cost against the C floor, broker scale and restarts, and fdbroker fails no request', () => {

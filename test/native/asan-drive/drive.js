@@ -1,5 +1,5 @@
 // Drives the native layer's receive/send paths and the Poller with hostile
-// input, for a build of the addon under AddressSanitizer (test/asan/run.sh
+// input, for a build of the addon under AddressSanitizer (test/native/asan-drive/run.sh
 // builds one and sets FDBROKER_ASAN_ADDON; without it this uses build/Release,
 // which checks the same invariants without ASan). Exits 0 when every check
 // passed; ASan itself makes the process exit 99 with a report on stderr.

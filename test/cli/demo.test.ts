@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT } from './helpers';
+import { ROOT } from '../helpers';
 
 describe('npm run demo', () => {
   it('swaps v1 for v2 under load with 0 failed requests', () => {

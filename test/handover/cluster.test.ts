@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { cleanup, get, startApp, startBroker, tmpDir } from './helpers';
+import { cleanup, get, startApp, startBroker, tmpDir } from '../helpers';
 
 afterEach(cleanup);
 

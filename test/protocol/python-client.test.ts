@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, FIXTURES, get, run, startBroker, tmpDir } from './helpers';
+import { cleanup, FIXTURES, get, run, startBroker, tmpDir } from '../helpers';
 
 const PY_CLIENT = path.join(FIXTURES, 'py_client.py');
 const probe = spawnSync('python3', ['-c', 'import socket, sys; socket.SOCK_SEQPACKET; sys.exit(0 if sys.version_info >= (3, 8) else 1)']);

@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { native } from '../src/native/binding';
-import { adoptListeners } from '../src/client/adopt';
-import { cleanup, CLI, fdCount, FIXTURES, loadLoop, run, sleep, startApp, startBroker, tmpDir, alive, quietFdCount, rssKb, waitText, statusOf, rawConnect } from './helpers';
+import { native } from '../../src/native/binding';
+import { adoptListeners } from '../../src/client/adopt';
+import { cleanup, CLI, fdCount, FIXTURES, loadLoop, run, sleep, startApp, startBroker, tmpDir, alive, quietFdCount, rssKb, waitText, statusOf, rawConnect } from '../helpers';
 
 afterEach(cleanup);
 

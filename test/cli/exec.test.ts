@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, cleanup, FIXTURES, get, loadLoop, run, sleep, socketInodes, startBroker, tmpDir, type Proc, statusOf } from './helpers';
+import { CLI, cleanup, FIXTURES, get, loadLoop, run, sleep, socketInodes, startBroker, tmpDir, type Proc, statusOf } from '../helpers';
 
 afterEach(cleanup);
 

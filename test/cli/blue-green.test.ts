@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CLI, cleanup, FIXTURES, loadLoop, ROOT, run, sleep, startBroker, tmpDir } from './helpers';
+import { CLI, cleanup, FIXTURES, loadLoop, ROOT, run, sleep, startBroker, tmpDir } from '../helpers';
 
 const SCRIPT = path.join(ROOT, 'examples', 'blue-green.sh');
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');

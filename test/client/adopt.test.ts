@@ -9,9 +9,9 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { adoptListeners, BrokerConnection, FdbrokerError, type Listener } from '../src';
-import { native } from '../src/native/binding';
-import { cleanup, fdCount, FIXTURES, get, startBroker, tmpDir } from './helpers';
+import { adoptListeners, BrokerConnection, FdbrokerError, type Listener } from '../../src';
+import { native } from '../../src/native/binding';
+import { cleanup, fdCount, FIXTURES, get, startBroker, tmpDir } from '../helpers';
 
 // tcp and udp; tests that need all three kinds add a unix listener in their own dir.
 

@@ -1,16 +1,16 @@
 // The native receive/send paths and the Poller under AddressSanitizer:
-// test/asan/run.sh builds the addon with -fsanitize=address in a temp dir and
-// runs test/asan/drive.js against it with the compiler's libasan preloaded
+// test/native/asan-drive/run.sh builds the addon with -fsanitize=address in a temp dir and
+// runs test/native/asan-drive/drive.js against it with the compiler's libasan preloaded
 // into node. Nothing is installed: it needs g++ and node's headers, as
 // `npm install` does.
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT } from './helpers';
+import { ROOT } from '../helpers';
 
 function runAsan(): Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', [path.join(ROOT, 'test', 'asan', 'run.sh')], {
+    const child = spawn('bash', [path.join(ROOT, 'test', 'native', 'asan-drive', 'run.sh')], {
       cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FDBROKER_ASAN_SEED: '' },
     });
     let out = '';
