@@ -10,5 +10,6 @@ export { BrokerConnection, type ConnectOptions } from './client/connection';
 export { parseListenerSpec, type ListenerSpec } from './broker/spec';
 export { FdbrokerError, ERROR_CODES, type FdbrokerErrorCode, type SystemError } from './protocol/errors';
 export type { ListenerInfo, ListenerKind, ClientInfo, StatusMessage } from './protocol/messages';
-export * as defaults from './constants';
+export * as defaults from './defaults';
+export * as limits from './protocol/limits';
 export { VERSION } from './protocol/version';

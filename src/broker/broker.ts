@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from '../native/binding';
+import { ECONNREFUSED, ENOENT, ENOPROTOOPT, EPERM } from '../native/errno';
 import { Acceptor, lockPath } from '../transport/acceptor';
 import { Channel } from '../transport/channel';
 import { FdbrokerError } from '../protocol/errors';
@@ -24,12 +25,8 @@ import {
   chunkListeners, decodeClientMessage, encode, encodeListeners, negotiateVersion,
   type BrokerMessage, type ClientInfo, type ClientMessage, type ListenerInfo, type StatusMessage,
 } from '../protocol/messages';
-import {
-  DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS,
-  GENERATION_CHECK_INTERVAL_MS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG,
-  DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED_MESSAGES, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
-  PROTOCOL_VERSIONS,
-} from '../constants';
+import { DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, GENERATION_CHECK_INTERVAL_MS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED_MESSAGES } from './defaults';
+import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 
 const debug = debuglog('fdbroker');
@@ -128,9 +125,6 @@ interface ClientState {
   /** A reply with fds was sent: unread bytes (SIOCOUTQ) may then be a handout. */
   fdsSent: boolean;
 }
-
-const EPERM = -1;
-const ENOPROTOOPT = -92;
 
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;
@@ -270,7 +264,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (!acceptor || this.closed || acceptor.ownsPath()) return;
     try {
       const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
-      if (r !== -111 /* ECONNREFUSED */ && r !== -2 /* ENOENT */) return;
+      if (r !== ECONNREFUSED && r !== ENOENT) return;
       const next = Acceptor.listen(this.controlPath, { mode: this.mode, takeover: true });
       this.acceptor = next;
       this.listenOn(next);

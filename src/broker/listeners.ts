@@ -3,10 +3,11 @@
 // created, is never accepted on, shut down or reconfigured by fdbroker.
 import * as fs from 'node:fs';
 import { native } from '../native/binding';
+import { EADDRINUSE, ECONNREFUSED } from '../native/errno';
 import { check, FdbrokerError, systemError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import type { ListenerSpec } from './spec';
-import { DEFAULT_LISTEN_BACKLOG } from '../constants';
+import { DEFAULT_LISTEN_BACKLOG } from './defaults';
 
 export interface OwnedListener {
   /** Owned by the broker's registry for the broker's whole life. */
@@ -34,7 +35,7 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     try {
       if (spec.mode !== undefined) check(n.fchmod(fd, spec.mode), 'fchmod');
       let r = n.bind(fd, { family: 'unix', path: p });
-      if (r === -98 /* EADDRINUSE */ && unlinkIfStale(p)) r = n.bind(fd, { family: 'unix', path: p });
+      if (r === EADDRINUSE && unlinkIfStale(p)) r = n.bind(fd, { family: 'unix', path: p });
       check(r, 'bind', p);
       if (spec.mode !== undefined) fs.chmodSync(p, spec.mode);
       check(n.listen(fd, backlog), 'listen', p);
@@ -102,7 +103,7 @@ function unlinkIfStale(p: string): boolean {
   } catch {
     return true;
   }
-  if (probeUnix(p, c.SOCK_STREAM) !== -111 /* ECONNREFUSED */) return false;
+  if (probeUnix(p, c.SOCK_STREAM) !== ECONNREFUSED) return false;
   fs.unlinkSync(p);
   return true;
 }

@@ -5,7 +5,7 @@ import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import type { OwnedListener } from './listeners';
-import { MAX_LISTENERS } from '../constants';
+import { MAX_LISTENERS } from '../protocol/limits';
 
 export class Registry {
   private readonly byName = new Map<string, OwnedListener>();

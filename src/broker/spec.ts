@@ -6,6 +6,7 @@
 import * as path from 'node:path';
 import * as net from 'node:net';
 import { FdbrokerError } from '../protocol/errors';
+import { MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { isValidName, type ListenerKind } from '../protocol/messages';
 
 export interface ListenerSpec {
@@ -64,7 +65,7 @@ export function parseListenerSpec(text: string, cwd: string = process.cwd()): Li
     if (!p) throw invalid(text, 'empty unix path');
     if (p.startsWith('@') || p.includes('\0')) throw invalid(text, 'abstract-namespace sockets are not supported');
     const abs = path.resolve(cwd, p);
-    if (Buffer.byteLength(abs) > 107) throw invalid(text, `the path is ${Buffer.byteLength(abs)} bytes; Unix sockets allow 107`);
+    if (Buffer.byteLength(abs) > MAX_SOCKET_PATH_BYTES) throw invalid(text, `the path is ${Buffer.byteLength(abs)} bytes; Unix sockets allow ${MAX_SOCKET_PATH_BYTES}`);
     const opts = parseQuery(text, query, ['mode', 'backlog']);
     let mode: number | undefined;
     const m = opts.get('mode');

@@ -17,7 +17,8 @@ import { BrokerConnection, type ReceivedListener } from '../client/connection';
 import { FdbrokerError } from '../protocol/errors';
 import { NotifySocket } from './notify-socket';
 import type { ListenerInfo } from '../protocol/messages';
-import { DEFAULT_EXEC_STOP_TIMEOUT_MS, DEFAULT_TIMEOUT_MS } from '../constants';
+import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
+import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
 
 /** Signals the wrapper passes on to the program. */
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];

@@ -6,7 +6,7 @@ import { FdbrokerError } from '../protocol/errors';
 import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 import type { ListenerInfo, StatusMessage } from '../protocol/messages';
 import { VERSION } from '../protocol/version';
-import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from '../constants';
+import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './defaults';
 import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec-program';
 import * as os from 'node:os';
 

@@ -18,8 +18,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native, type NativePoller } from '../native/binding';
+import { EAGAIN, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError } from '../protocol/errors';
-import { MAX_FDS_PER_MESSAGE, MESSAGES_PER_TURN, NOTIFY_MAX_DATAGRAM_BYTES } from '../constants';
+import { MAX_FDS_PER_MESSAGE } from '../protocol/limits';
+import { MESSAGES_PER_TURN } from '../transport/defaults';
+import { NOTIFY_MAX_DATAGRAM_BYTES } from './defaults';
 
 export interface NotifyEvents {
   /** READY=1 arrived (every time it does). */
@@ -36,9 +39,6 @@ export interface NotifySocketOptions {
   /** Directory in which the private directory is made (default os.tmpdir()). */
   parent?: string;
 }
-
-/** The longest path that fits sockaddr_un.sun_path with its NUL. */
-const MAX_UNIX_PATH_BYTES = 107;
 
 export class NotifySocket extends EventEmitter<NotifyEvents> {
   /** The socket's path: give it to the program as NOTIFY_SOCKET. */
@@ -71,9 +71,9 @@ export class NotifySocket extends EventEmitter<NotifyEvents> {
     try {
       fs.chmodSync(dir, 0o700);
       const sockPath = path.join(dir, 'notify');
-      if (Buffer.byteLength(sockPath) > MAX_UNIX_PATH_BYTES) {
+      if (Buffer.byteLength(sockPath) > MAX_SOCKET_PATH_BYTES) {
         throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
-          `the notify socket path ${sockPath} is longer than ${MAX_UNIX_PATH_BYTES} bytes: set TMPDIR to a shorter directory`);
+          `the notify socket path ${sockPath} is longer than ${MAX_SOCKET_PATH_BYTES} bytes: set TMPDIR to a shorter directory`);
       }
       fd = n.socket(n.constants.AF_UNIX, n.constants.SOCK_DGRAM);
       if (fd < 0) throw systemError(fd, 'socket');
@@ -134,7 +134,7 @@ export class NotifySocket extends EventEmitter<NotifyEvents> {
     for (let i = 0; i < MESSAGES_PER_TURN && !this.closed; i++) {
       const r = n.recvmsg(this.fd, this.buffer, MAX_FDS_PER_MESSAGE);
       if (typeof r === 'number') {
-        if (r === -11 /* EAGAIN */) return;
+        if (r === EAGAIN) return;
         this.fail(systemError(r, 'recvmsg'));
         return;
       }

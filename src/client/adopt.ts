@@ -5,7 +5,7 @@ import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import { Listener } from './listener';
 import { describeSockets, matchesInfo } from '../broker/listeners';
-import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../constants';
+import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './defaults';
 import { checkFdHeadroom } from './fd-headroom';
 
 export interface AdoptOptions {

@@ -11,7 +11,8 @@ import {
   decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type RetireMessage,
   type StatusMessage,
 } from '../protocol/messages';
-import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS, PROTOCOL_VERSIONS } from '../constants';
+import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS } from './defaults';
+import { PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 
 export interface ConnectOptions {

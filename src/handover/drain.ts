@@ -19,7 +19,7 @@
 //   4. at the deadline, closes whatever is left and reports how many.
 import type * as net from 'node:net';
 import * as netModule from 'node:net';
-import { DEFAULT_DRAIN_SPREAD_MS, DEFAULT_DRAIN_TIMEOUT_MS } from '../constants';
+import { DEFAULT_DRAIN_SPREAD_MS, DEFAULT_DRAIN_TIMEOUT_MS } from './defaults';
 
 export interface DrainOptions {
   /** ms before connections still open are closed (default 30 s). */

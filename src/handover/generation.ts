@@ -22,7 +22,8 @@ import { drain, type DrainResult } from './drain';
 import { check, FdbrokerError } from '../protocol/errors';
 import type { Listener } from '../client/listener';
 import { parseListenerSpec } from '../broker/spec';
-import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from '../constants';
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from './defaults';
+import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { checkFdHeadroom } from '../client/fd-headroom';
 
 export interface GenerationOptions {

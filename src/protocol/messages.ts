@@ -2,7 +2,7 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
-import { MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST } from '../constants';
+import { MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST } from './limits';
 import type { GenerationInfo } from '../broker/generation-table';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';

@@ -7,12 +7,12 @@ import * as pathModule from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from '../native/binding';
+import { EADDRINUSE, EAGAIN, ECONNREFUSED, EINTR, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError, type SystemError } from '../protocol/errors';
 import { probeUnix } from '../broker/listeners';
-import { ACCEPT_RETRY_MS, CONTROL_BACKLOG, DEFAULT_CONTROL_MODE } from '../constants';
+import { ACCEPT_RETRY_MS, CONTROL_BACKLOG } from './defaults';
+import { DEFAULT_CONTROL_MODE } from '../broker/defaults';
 
-const EAGAIN = -11;
-const EINTR = -4;
 
 export interface AcceptorOptions {
   /** Mode of the socket path (default 0600). */
@@ -86,7 +86,7 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
       let r = n.fchmod(fd, options.group === undefined ? mode : mode & 0o700);
       if (r < 0) throw systemError(r, 'fchmod');
       r = n.bind(fd, { family: 'unix', path: bindPath });
-      if (r === -98 /* EADDRINUSE */ && !options.takeover) {
+      if (r === EADDRINUSE && !options.takeover) {
         replaceIfStale(path);
         r = n.bind(fd, { family: 'unix', path: bindPath });
       }
@@ -180,7 +180,7 @@ export function lockPath(path: string): number {
   const r = n.flock(fd, n.constants.LOCK_EX | n.constants.LOCK_NB);
   if (r < 0) {
     fs.closeSync(fd);
-    if (r === -11 /* EWOULDBLOCK */) {
+    if (r === EWOULDBLOCK) {
       throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
         `another broker holds ${lock}: it is running or starting on ${path}; stop it first, or choose another path`);
     }
@@ -189,8 +189,6 @@ export function lockPath(path: string): number {
   return fd;
 }
 
-/** Longest Unix socket path (sun_path minus its NUL). */
-const MAX_SOCKET_PATH_BYTES = 107;
 
 /** A unique sibling of `path`, no longer than `path` allows (sun_path is 108 bytes). */
 function temporaryPath(path: string): string {
@@ -221,7 +219,7 @@ function replaceIfStale(path: string): void {
   const r = probeUnix(path, c.SOCK_SEQPACKET);
   // ECONNREFUSED: nobody listens, the file is stale. EAGAIN: a live listener
   // with a full queue. EPROTOTYPE: someone listens with another socket type.
-  if (r === -111 /* ECONNREFUSED */) {
+  if (r === ECONNREFUSED) {
     fs.unlinkSync(path);
     return;
   }

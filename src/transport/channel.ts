@@ -8,8 +8,10 @@
 // which must close or keep every one of them.
 import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from '../native/binding';
+import { EAGAIN, ECONNRESET } from '../native/errno';
 import { FdbrokerError, systemError } from '../protocol/errors';
-import { END_TIMEOUT_MS, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, MESSAGES_PER_TURN } from '../constants';
+import { END_TIMEOUT_MS, MESSAGES_PER_TURN } from './defaults';
+import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES } from '../protocol/limits';
 
 export interface ChannelOptions {
   /** Largest message accepted; a larger one is a truncation error. */
@@ -153,7 +155,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   private trySend(payload: Buffer, fds: number[]): boolean {
     const r = native().sendmsg(this.fd, payload, fds);
     if (r >= 0) return true;
-    if (r === -11 /* EAGAIN */) return false;
+    if (r === EAGAIN) return false;
     this.fail(systemError(r, 'sendmsg'));
     return true;
   }
@@ -197,11 +199,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
     for (let i = 0; i < this.perTurn && this.reading && !this.closed; i++) {
       const r = n.recvmsg(this.fd, this.recvBuffer, this.maxFds);
       if (typeof r === 'number') {
-        if (r === -11 /* EAGAIN */) return;
+        if (r === EAGAIN) return;
         // A peer that closed with our messages unread (a broker refusing a
         // client before reading its hello) makes the kernel report ECONNRESET
         // once, before the messages it sent: read those (then EOF) first.
-        if (r === -104 /* ECONNRESET */ && !this.resetSeen) {
+        if (r === ECONNRESET && !this.resetSeen) {
           this.resetSeen = true;
           continue;
         }

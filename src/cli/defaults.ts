@@ -1,0 +1,10 @@
+// CLI defaults: `fdbroker wait` and `fdbroker exec`.
+
+/** CLI: default deadline of `fdbroker wait`. */
+export const DEFAULT_WAIT_TIMEOUT_MS = 30_000;
+/** CLI: how often `fdbroker wait` asks the broker. */
+export const WAIT_POLL_MS = 50;
+/** exec: how long the program may take to exit after the retire signal before SIGKILL. */
+export const DEFAULT_EXEC_STOP_TIMEOUT_MS = 30_000;
+/** exec: largest sd_notify datagram read (systemd's NOTIFY_BUFFER_MAX); longer ones are ignored. */
+export const NOTIFY_MAX_DATAGRAM_BYTES = 4096;

@@ -1,0 +1,19 @@
+// Errno values by name, as the native layer returns them (negative), taken
+// from Node's own table for this platform instead of x86 literals.
+import { constants } from 'node:os';
+
+const E = constants.errno;
+
+export const EPERM = -E.EPERM;
+export const ENOENT = -E.ENOENT;
+export const EINTR = -E.EINTR;
+export const EAGAIN = -E.EAGAIN;
+export const EWOULDBLOCK = -E.EWOULDBLOCK;
+export const EADDRINUSE = -E.EADDRINUSE;
+export const ECONNREFUSED = -E.ECONNREFUSED;
+export const ECONNRESET = -E.ECONNRESET;
+export const ENOPROTOOPT = -E.ENOPROTOOPT;
+export const EPROTOTYPE = -E.EPROTOTYPE;
+
+/** Longest Unix socket path: sun_path is 108 bytes including the NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;

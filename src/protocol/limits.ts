@@ -1,0 +1,17 @@
+// Limits of protocol v1 (PROTOCOL.md): every message and field has a bound a peer can rely on.
+
+/** Protocol versions this build speaks, newest first. */
+export const PROTOCOL_VERSIONS = [1] as const;
+export const PROTOCOL_VERSION = 1;
+/** Largest protocol message, in bytes (one SOCK_SEQPACKET packet). */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+/** The kernel's limit on fds in one SCM_RIGHTS message (SCM_MAX_FD). */
+export const MAX_FDS_PER_MESSAGE = 253;
+/** Longest listener name, in bytes. */
+export const MAX_NAME_BYTES = 128;
+/** Longest generation label, in bytes. */
+export const MAX_LABEL_BYTES = 256;
+/** Most listeners one broker holds. */
+export const MAX_LISTENERS = 4096;
+/** Most names one adopt request may list. */
+export const MAX_NAMES_PER_REQUEST = MAX_LISTENERS;

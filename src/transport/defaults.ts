@@ -1,0 +1,10 @@
+// Transport timings and limits: how channels and the acceptor pace themselves.
+
+/** Broker: how long a client that is being dropped may take to read its last error reply. */
+export const END_TIMEOUT_MS = 1_000;
+/** Broker: messages read from one client per readiness event (fairness between clients). */
+export const MESSAGES_PER_TURN = 16;
+/** Broker: pause before accepting again after EMFILE/ENFILE. */
+export const ACCEPT_RETRY_MS = 100;
+/** Broker: backlog of the control socket's own listen(2). */
+export const CONTROL_BACKLOG = 512;
