@@ -113,7 +113,7 @@ async function measurePhases(controlPath, names, runs, warmup) {
 /** In-process cost of the pure per-listener work, no I/O: µs per call (median of batches). */
 function measureMicro(n, names, fds) {
   const protocol = require(path.join(lib.ROOT, 'dist', 'protocol', 'messages.js'));
-  const sockets = require(path.join(lib.ROOT, 'dist', 'broker', 'listeners.js'));
+  const sockets = require(path.join(lib.ROOT, 'dist', 'transport', 'socket-info.js'));
   const infos = names.map((name, i) => ({ name, kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: 30000 + (i % 30000), backlog: 511 }));
   const time = (fn, reps) => {
     const s = [];

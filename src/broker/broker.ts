@@ -18,7 +18,8 @@ import { Generations, type GenerationInfo } from './generation-table';
 import { Registry } from './registry';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { checkControlDirectory } from './control-path';
-import { createListener, describeSockets, matchesInfo, probeUnix, type OwnedListener } from './listeners';
+import { createListener, type OwnedListener } from './listeners';
+import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
 import { takeInheritedListeners } from './systemd';
 import type { ListenerSpec } from './spec';
 import {

@@ -4,7 +4,7 @@ import { BrokerConnection, type ReceivedListener } from './connection';
 import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import { Listener } from './listener';
-import { describeSockets, matchesInfo } from '../broker/listeners';
+import { describeSockets, matchesInfo } from '../transport/socket-info';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './defaults';
 import { checkFdHeadroom } from './fd-headroom';
 

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from '../native/binding';
 import { EADDRINUSE, EAGAIN, ECONNREFUSED, EINTR, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError, type SystemError } from '../protocol/errors';
-import { probeUnix } from '../broker/listeners';
+import { probeUnix } from './socket-info';
 import { ACCEPT_RETRY_MS, CONTROL_BACKLOG } from './defaults';
 import { DEFAULT_CONTROL_MODE } from '../broker/defaults';
 
