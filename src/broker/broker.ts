@@ -11,13 +11,13 @@ import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from '../native/binding';
 import { ECONNREFUSED, ENOENT, ENOPROTOOPT, EPERM } from '../native/errno';
-import { Acceptor, lockPath } from '../transport/acceptor';
+import type { Acceptor, PathLock } from '../transport/acceptor';
 import { Channel } from '../transport/channel';
 import { FdbrokerError } from '../protocol/errors';
 import { Generations, type GenerationInfo } from './generation-table';
 import { Registry } from './registry';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
-import { checkControlDirectory } from './control-path';
+import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
 import { createListener, type OwnedListener } from './listeners';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
 import { takeInheritedListeners } from './systemd';
@@ -194,10 +194,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // Check the directory and take the path's lock before binding any
     // listener: a second broker on the same path is refused as such, not
     // with the EADDRINUSE of a port the first one holds.
-    let lockFd: number | undefined;
+    let lock: PathLock | undefined;
     try {
+      checkSocketPathLength(options.controlPath);
       if (!options.insecureDir) checkControlDirectory(options.controlPath);
-      if (!options.takeover) lockFd = lockPath(options.controlPath);
+      if (!options.takeover) lock = lockPath(options.controlPath);
     } catch (err) {
       clearInterval(broker.checkTimer);
       for (const fd of pendingFds) native().close(fd);
@@ -225,13 +226,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
         }
         broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
       }
-      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lockFd });
-      lockFd = undefined;
+      broker.acceptor = bindControlSocket(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lock });
+      lock = undefined;
     } catch (err) {
       clearInterval(broker.checkTimer);
       broker.registry.closeAll();
       for (const fd of pendingFds) native().close(fd);
-      if (lockFd !== undefined && lockFd >= 0) native().close(lockFd);
+      lock?.release();
       throw err;
     }
     broker.listenOn(broker.acceptor);
@@ -266,7 +267,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     try {
       const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
       if (r !== ECONNREFUSED && r !== ENOENT) return;
-      const next = Acceptor.listen(this.controlPath, { mode: this.mode, takeover: true });
+      const next = bindControlSocket(this.controlPath, { mode: this.mode, takeover: true });
       this.acceptor = next;
       this.listenOn(next);
       acceptor.passLockTo(next);

@@ -1,3 +1,7 @@
+// Where the broker's control socket lives, and the rules for its path: the
+// directory's safety checks, one broker per path (the lock), a stale socket
+// replaced and a live one never, a successor's rename over the path.
+//
 // Safety checks on where a control socket is created. Whoever can replace the
 // socket file can impersonate the broker to every app; whoever can write the
 // directory can do that. So the directory must be reached without symlinks,
@@ -7,7 +11,14 @@
 // as a broker: it is refused or, if it is a stale socket, replaced).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FdbrokerError } from '../protocol/errors';
+import { randomBytes } from 'node:crypto';
+import { native } from '../native/binding';
+import { EADDRINUSE, ECONNREFUSED, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
+import { FdbrokerError, systemError, type SystemError } from '../protocol/errors';
+import { Acceptor, type PathLock } from '../transport/acceptor';
+import { CONTROL_BACKLOG } from '../transport/defaults';
+import { probeUnix } from '../transport/socket-info';
+import { DEFAULT_CONTROL_MODE } from './defaults';
 
 const S_ISVTX = 0o1000;
 
@@ -18,6 +29,10 @@ export function checkControlDirectory(controlPath: string, uid: number = process
   try {
     real = fs.realpathSync(dir);
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new FdbrokerError('ERR_FDBROKER_INSECURE_PATH',
+        `the directory ${dir} does not exist: create it first (mkdir -m 0700 ${dir}), or choose a control socket path in an existing directory`, { cause: err });
+    }
     throw new FdbrokerError('ERR_FDBROKER_INSECURE_PATH', `cannot resolve ${dir}: ${(err as Error).message}`, { cause: err });
   }
   if (real !== dir) {
@@ -33,4 +48,178 @@ export function checkControlDirectory(controlPath: string, uid: number = process
     throw new FdbrokerError('ERR_FDBROKER_INSECURE_PATH',
       `${dir} is writable by ${st.mode & 0o002 ? 'everyone' : 'its group'} and not sticky: others could replace the control socket; use a private directory (e.g. /run/<app>), or pass --insecure-dir`);
   }
+}
+
+export interface ControlSocketOptions {
+  /** Mode of the socket path (default 0600). */
+  mode?: number;
+  /** Backlog of the control socket's listen(2). */
+  backlog?: number;
+  /** Group of the socket file. */
+  group?: number;
+  /**
+   * The caller is the successor the live broker at the path handed its
+   * listeners to: bind at a temporary sibling name and rename(2) it over the
+   * path, so the path always answers (first the old broker, then this one).
+   * No lock is taken then: the predecessor holds it until it exits.
+   */
+  takeover?: boolean;
+  /** The path's lock, already taken by the caller; the acceptor owns it from the call on. */
+  lock?: PathLock;
+}
+
+/**
+ * Binds and listens on `path` and returns its Acceptor. A path that a live
+ * process answers on is never taken over (ERR_FDBROKER_BROKER_RUNNING); a
+ * stale socket file is replaced. Two brokers starting at once on one path are
+ * serialized by the path's lock (lockPath), held for the broker's life:
+ * exactly one of them wins.
+ */
+export function bindControlSocket(path: string, options: ControlSocketOptions = {}): Acceptor {
+  const n = native();
+  const c = n.constants;
+  const mode = options.mode ?? DEFAULT_CONTROL_MODE;
+  let lock: PathLock | undefined = options.lock;
+  try {
+    checkSocketPathLength(path);
+    lock ??= options.takeover ? undefined : lockPath(path);
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
+  const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+  if (fd < 0) {
+    lock?.release();
+    throw systemError(fd, 'socket');
+  }
+  let bindPath = path;
+  try {
+    if (options.takeover) bindPath = temporaryPath(path);
+    // Refuse SCM_RIGHTS on the listening socket too (Linux >= 6.16): a
+    // connection inherits it at connect(), so a client that sends fds before
+    // the broker has accepted (and set it per connection) already gets EPERM.
+    // Best effort: older kernels answer ENOPROTOOPT, and the broker still
+    // closes whatever fds arrive.
+    n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
+    // Set the mode on the socket inode before bind(), so the path is created
+    // with at most `mode` (then narrowed further by the umask).
+    // With a group to set, keep group bits off until the group is right.
+    let r = n.fchmod(fd, options.group === undefined ? mode : mode & 0o700);
+    if (r < 0) throw systemError(r, 'fchmod');
+    r = n.bind(fd, { family: 'unix', path: bindPath });
+    if (r === EADDRINUSE && !options.takeover) {
+      replaceIfStale(path);
+      r = n.bind(fd, { family: 'unix', path: bindPath });
+    }
+    if (r < 0) throw systemError(r, 'bind', bindPath);
+    if (options.group !== undefined) fs.chownSync(bindPath, -1, options.group);
+    fs.chmodSync(bindPath, mode);
+    r = n.listen(fd, options.backlog ?? CONTROL_BACKLOG);
+    if (r < 0) throw systemError(r, 'listen', bindPath);
+    if (options.takeover) fs.renameSync(bindPath, path);
+  } catch (err) {
+    n.close(fd);
+    if (options.takeover && bindPath !== path) fs.rmSync(bindPath, { force: true });
+    lock?.release();
+    throw err;
+  }
+  return new Acceptor(path, fd, lock);
+}
+
+/** A control socket path must fit sun_path; say so before bind() answers ENAMETOOLONG. */
+export function checkSocketPathLength(path: string): void {
+  const bytes = Buffer.byteLength(path);
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+      `the control socket path ${path} is ${bytes} bytes; Unix socket paths allow ${MAX_SOCKET_PATH_BYTES}: use a shorter path, e.g. under /run`);
+  }
+}
+
+/**
+ * Takes an exclusive flock on `<path>.lock` and returns it; throws
+ * ERR_FDBROKER_BROKER_RUNNING if another process holds it. The lock file is
+ * removed on release: safe because a locker checks, once it holds the lock,
+ * that the file it locked is still the one at the path (else it retries), so
+ * two brokers never hold locks on two different files.
+ */
+export function lockPath(path: string): PathLock {
+  const n = native();
+  const lock = `${path}.lock`;
+  for (let attempt = 0; ; attempt++) {
+    // fs.openSync opens with O_CLOEXEC: a child never inherits the lock.
+    const fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    const r = n.flock(fd, n.constants.LOCK_EX | n.constants.LOCK_NB);
+    if (r < 0) {
+      fs.closeSync(fd);
+      if (r === EWOULDBLOCK) {
+        throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
+          `another broker holds ${lock}: it is running or starting on ${path}; stop it first, or choose another path`);
+      }
+      throw systemError(r, 'flock', lock);
+    }
+    let same = false;
+    try {
+      const a = fs.fstatSync(fd);
+      const b = fs.lstatSync(lock);
+      same = a.ino === b.ino && a.dev === b.dev;
+    } catch {
+      same = false; // unlinked by its last holder meanwhile
+    }
+    if (same) {
+      let released = false;
+      return {
+        release() {
+          if (released) return;
+          released = true;
+          // Unlink while still holding the lock, then close: see above.
+          try { fs.unlinkSync(lock); } catch { /* already gone */ }
+          fs.closeSync(fd);
+        },
+      };
+    }
+    fs.closeSync(fd);
+    if (attempt >= LOCK_ATTEMPTS) {
+      throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING', `${lock} keeps being replaced: another broker is starting on ${path}`);
+    }
+  }
+}
+
+/** How often lockPath() retries when the lock file it locked was replaced under it. */
+const LOCK_ATTEMPTS = 8;
+
+/** A unique sibling of `path`, no longer than `path` allows (sun_path is 108 bytes). */
+function temporaryPath(target: string): string {
+  const dir = path.dirname(target);
+  const name = `.${process.pid.toString(36)}${randomBytes(3).toString('hex')}`;
+  const tmp = path.join(dir, name);
+  if (Buffer.byteLength(tmp) > MAX_SOCKET_PATH_BYTES) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+      `${dir} is too long to take over ${target}: a sibling socket name must fit in ${MAX_SOCKET_PATH_BYTES} bytes; use a shorter directory`);
+  }
+  return tmp;
+}
+
+/** Unlinks `path` if no one answers on it; throws if a broker (or anything else) does. */
+function replaceIfStale(path: string): void {
+  const c = native().constants;
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch {
+    return; // Vanished meanwhile: bind again.
+  }
+  if (!st.isSocket()) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+      `${path} exists and is not a socket; remove it or choose another path`);
+  }
+  const r = probeUnix(path, c.SOCK_SEQPACKET);
+  // ECONNREFUSED: nobody listens, the file is stale. EAGAIN: a live listener
+  // with a full queue. EPROTOTYPE: someone listens with another socket type.
+  if (r === ECONNREFUSED) {
+    fs.unlinkSync(path);
+    return;
+  }
+  const cause: SystemError | undefined = r < 0 ? systemError(r, 'connect', path) : undefined;
+  throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
+    `a live process already answers on ${path}; stop it first, or choose another path`, { cause });
 }
