@@ -11,19 +11,18 @@
 //
 // Fd ownership: as adoptListeners(): each Listener owns its fd until attached.
 // In self-broker mode the embedded broker owns its own duplicates.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
-import { native } from '../native/binding';
 import { Broker } from '../broker/broker';
-import { BrokerConnection, type ReceivedListener } from '../client/connection';
+import { BrokerConnection } from '../client/connection';
 import { toListeners } from '../client/adopt';
 import { drain, type DrainResult } from './drain';
-import { check, FdbrokerError } from '../protocol/errors';
+import type { FdbrokerError } from '../protocol/errors';
 import type { Listener } from '../client/listener';
-import { parseListenerSpec } from '../broker/spec';
-import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_UPGRADE_TIMEOUT_MS } from './defaults';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
+import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
+import { Upgrader, type UpgradeFailure, type UpgradeOptions } from './upgrade';
 import { checkFdHeadroom } from '../client/fd-headroom';
 
 export interface GenerationOptions {
@@ -53,15 +52,6 @@ export interface GenerationOptions {
   trustUids?: number[];
 }
 
-export interface UpgradeOptions {
-  /** Arguments for the successor (default: this process's execArgv and argv). */
-  args?: string[];
-  /** Environment for the successor (default: this process's). */
-  env?: NodeJS.ProcessEnv;
-  /** A successor not ready within this many ms is stopped (SIGTERM) and the upgrade fails (default 60 s). */
-  timeout?: number;
-}
-
 export interface GenerationEvents {
   /** A newer generation is ready; `by` is its number. */
   retire: [by: number];
@@ -72,7 +62,7 @@ export interface GenerationEvents {
   /** upgradeOnSignal(): a successor was started. */
   upgrade: [pid: number];
   /** upgradeOnSignal(): the successor exited, or was stopped, before it became ready. This process serves on. */
-  upgradeFailed: [info: { pid: number; code: number | null; signal: NodeJS.Signals | null; reason: string }];
+  upgradeFailed: [info: UpgradeFailure];
   /** upgradeOnSignal(): a signal arrived while an upgrade was in flight (or while retiring) and was ignored. */
   upgradeRefused: [reason: string];
 }
@@ -91,7 +81,6 @@ export class Generation {
   private _retiring = false;
   private _ready = false;
   private closedByUs = false;
-  private upgrading: ChildProcess | undefined;
   private retirePromise: Promise<DrainResult> | undefined;
   private stopUpgrades: (() => void) | undefined;
 
@@ -141,32 +130,14 @@ export class Generation {
 
   /** Self-broker mode, nobody at the path: create the listeners and serve them. */
   private static first(path: string, options: GenerationOptions): Generation {
-    const specs = options.listen!.map((s) => parseListenerSpec(s));
-    const broker = Broker.start({ controlPath: path, listeners: specs, self: { label: options.label }, mode: options.mode, inherit: false });
-    try {
-      const mine = dupForSelf(broker.listenerFdsForSelf(), options.names);
-      return new Generation(path, undefined, broker, broker.selfGeneration!, toListeners(mine, options.names), options);
-    } catch (err) {
-      broker.close();
-      throw err;
-    }
+    const { broker, listeners } = serveFirst(path, options);
+    return new Generation(path, undefined, broker, broker.selfGeneration!, toListeners(listeners, options.names), options);
   }
 
   /** Self-broker mode, a predecessor serves the path: adopt everything from it and serve the same path. */
   private static async successor(path: string, conn: BrokerConnection, options: GenerationOptions, deadline: number): Promise<Generation> {
-    const { generation, listeners: received } = await conn.join(undefined, options.label, Math.max(0, deadline - Date.now()));
-    // The embedded broker owns everything received, also if it fails to start.
-    const broker = Broker.start({
-      controlPath: path, listenerFds: received, self: { number: generation, label: options.label },
-      mode: options.mode, inherit: false, takeover: true,
-    });
-    try {
-      const mine = dupForSelf(broker.listenerFdsForSelf(), options.names);
-      return new Generation(path, conn, broker, generation, toListeners(mine, options.names), options);
-    } catch (err) {
-      broker.close();
-      throw err;
-    }
+    const { broker, listeners, generation } = await serveAsSuccessor(path, conn, options, deadline);
+    return new Generation(path, conn, broker, generation, toListeners(listeners, options.names), options);
   }
 
   on<K extends keyof GenerationEvents>(event: K, fn: (...args: GenerationEvents[K]) => void): this {
@@ -241,12 +212,7 @@ export class Generation {
    * Returns the embedded Broker; close it when no longer needed.
    */
   expose(path: string, options: { mode?: number } = {}): Broker {
-    // Only listeners this process still holds: an attached server that was
-    // closed has closed its fd, and the number may be reused by now.
-    const held = Object.values(this.listeners).filter((l) => l.fd >= 0 && (!l.server || isListening(l.server)));
-    const mine = dupForSelf(held.map((l) => ({ info: infoOf(l), fd: l.fd })));
-    // Broker.start owns (and on failure closes) the duplicates.
-    return Broker.start({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
+    return exposeListeners(Object.values(this.listeners), path, options);
   }
 
   /** Leaves the broker without draining (self-broker: closes the embedded broker). Servers are untouched. */
@@ -266,47 +232,16 @@ export class Generation {
    * ('upgradeFailed') and this process serves on.
    */
   upgradeOnSignal(signal: NodeJS.Signals = 'SIGUSR2', options: UpgradeOptions = {}): this {
-    const handler = () => this.startUpgrade(options);
+    const upgrader = new Upgrader(options, () => this._retiring, {
+      started: (pid) => this.events.emit('upgrade', pid),
+      failed: (info) => this.events.emit('upgradeFailed', info),
+      refused: (reason) => this.events.emit('upgradeRefused', reason),
+    });
+    const handler = () => upgrader.start();
     process.on(signal, handler);
     this.stopUpgrades = () => process.off(signal, handler);
     this.once('retire', this.stopUpgrades);
     return this;
-  }
-
-  private startUpgrade(options: UpgradeOptions): void {
-    if (this._retiring) {
-      this.events.emit('upgradeRefused', 'this generation is retiring');
-      return;
-    }
-    if (this.upgrading) {
-      this.events.emit('upgradeRefused', `an upgrade is in flight (pid ${this.upgrading.pid})`);
-      return;
-    }
-    const args = options.args ?? [...process.execArgv, ...process.argv.slice(1)];
-    const child = spawn(process.execPath, args, {
-      detached: true,
-      stdio: 'inherit',
-      env: { ...(options.env ?? process.env), FDBROKER_UPGRADED_FROM: String(process.pid) },
-    });
-    this.upgrading = child;
-    child.unref();
-    const fail = (reason: string, code: number | null, sig: NodeJS.Signals | null) => {
-      clearTimeout(timer);
-      if (this.upgrading !== child) return;
-      if (this._retiring) return; // the successor (or another) took over: not a failure
-      this.upgrading = undefined;
-      this.events.emit('upgradeFailed', { pid: child.pid ?? -1, code, signal: sig, reason });
-    };
-    const timer = setTimeout(() => {
-      if (this.upgrading === child && !this._retiring) {
-        child.kill('SIGTERM');
-        fail('not ready in time', null, null);
-      }
-    }, options.timeout ?? DEFAULT_UPGRADE_TIMEOUT_MS);
-    timer.unref();
-    child.once('error', (err) => fail(err.message, null, null));
-    child.once('exit', (code, sig) => fail(code === 0 ? 'exited before ready' : 'failed before ready', code, sig));
-    if (child.pid !== undefined) this.events.emit('upgrade', child.pid);
   }
 
   private onRetire(by: number): void {
@@ -316,36 +251,6 @@ export class Generation {
     if ((this.opts.onRetire ?? 'drain') === 'drain') {
       void this.retire().then((r) => this.events.emit('drained', r));
     }
-  }
-}
-
-function isListening(s: NonNullable<Listener['server']>): boolean {
-  const srv = s as { listening?: boolean; address?: () => unknown };
-  if (typeof srv.listening === 'boolean') return srv.listening;
-  try {
-    return srv.address?.() !== undefined; // dgram: address() throws once closed
-  } catch {
-    return false;
-  }
-}
-
-function infoOf(l: Listener): ReceivedListener['info'] {
-  const j = l.toJSON();
-  const { fd: _fd, ...info } = j;
-  void _fd;
-  return info;
-}
-
-/** Duplicates the embedded broker's listeners the app asked for (the broker keeps its own). */
-function dupForSelf(all: Array<{ info: ReceivedListener['info']; fd: number }>, names?: string[]): ReceivedListener[] {
-  const wanted = names ? all.filter((l) => names.includes(l.info.name)) : all;
-  const out: ReceivedListener[] = [];
-  try {
-    for (const l of wanted) out.push({ info: l.info, fd: check(native().dup(l.fd), 'fcntl') });
-    return out;
-  } catch (err) {
-    for (const o of out) native().close(o.fd);
-    throw err;
   }
 }
 
