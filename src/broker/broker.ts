@@ -363,7 +363,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
     } else if (info.uid !== this.brokerUid && info.uid !== 0
       && [...this.clients.values()].filter((c) => c.info.uid === info.uid).length >= this.opts.maxClientsPerUid) {
-      refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `uid ${info.uid} already has ${this.opts.maxClientsPerUid} clients connected`);
+      refusal = new FdbrokerError('ERR_FDBROKER_UID_LIMIT', `uid ${info.uid} already has ${this.opts.maxClientsPerUid} clients connected`);
     }
     if (refusal) {
       this.reply(state, { type: 'error', code: refusal.code, message: refusal.message });
@@ -466,7 +466,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private permit(state: ClientState, id: number, op: AuditEvent['op'], names?: string[]): boolean {
     const grant: Grant = op === 'status' ? 'status' : 'adopt';
     if (allows(this.policy, state.info, grant)) return true;
-    const err = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', `uid ${state.info.uid} may not ${op} on this broker`);
+    const err = new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED',
+      `uid ${state.info.uid} may not ${op} on this broker; its owner can grant it with --allow-uid ${state.info.uid}${op === 'status' ? ' or --allow-status-uid' : ''}`);
     this.reply(state, { type: 'error', id, code: err.code, message: err.message });
     this.auditLog(op, state.info, err.code, names);
     this.emit('clientError', state.info, err);
@@ -494,7 +495,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // against the broker's user in the kernel (ETOOMANYREFS for everyone once
     // over RLIMIT_NOFILE), so a client that has not read its last reply gets no more.
     if (selected.length > 0 && state.fdsSent && native().outq(state.channel.fd) > 0) {
-      const err = new FdbrokerError('ERR_FDBROKER_OVERLOADED', 'read the previous reply before asking for more listeners');
+      const err = new FdbrokerError('ERR_FDBROKER_UNREAD_REPLY', 'read the previous reply before asking for more listeners');
       this.reply(state, { type: 'error', id, code: err.code, message: err.message });
       this.auditLog(op, state.info, err.code, names ?? undefined);
       this.emit('clientError', state.info, err);

@@ -23,7 +23,7 @@ export interface ConnectOptions {
   /**
    * uids trusted to run the broker (default: this process's own uid, and root).
    * A socket at the path owned by anyone else could hand out sockets that
-   * are not the service's: the connection is refused with ERR_FDBROKER_ACCESS_DENIED.
+   * are not the service's: the connection is refused with ERR_FDBROKER_UNTRUSTED_BROKER.
    */
   trustUids?: number[];
 }
@@ -44,7 +44,7 @@ function connectError(r: number, path: string): Error {
     case 'EACCES':
     case 'EPERM':
       return new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
-        `not allowed to connect to ${path} (${cause.code}): run as the broker's user, or widen the socket's mode`, { cause });
+        `not allowed to connect to ${path} (${cause.code}): run as the broker's user, or let this user in on both levels: the socket file's mode/group (fdbroker serve --mode 0660 --group GID) and the broker's grants (--allow-uid or --allow-gid)`, { cause });
     case 'EPROTOTYPE':
     case 'ENOTSOCK':
       return new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
@@ -118,7 +118,7 @@ export class BrokerConnection {
     const trusted = options.trustUids ?? [ownUid, 0];
     if (typeof cred === 'number' || !trusted.includes(cred.uid)) {
       n.close(fd);
-      throw new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', typeof cred === 'number'
+      throw new FdbrokerError('ERR_FDBROKER_UNTRUSTED_BROKER', typeof cred === 'number'
         ? `cannot read the credentials of the process at ${path}`
         : `the process answering on ${path} runs as uid ${cred.uid}, which is not trusted (trusted: ${trusted.join(', ')}); pass trustUids to allow it`);
     }

@@ -18,7 +18,7 @@ export interface ChannelOptions {
   maxMessageBytes?: number;
   /** Most fds accepted in one message (at most 253). */
   maxFdsPerMessage?: number;
-  /** Messages waiting to be sent before send() fails with ERR_FDBROKER_OVERLOADED. */
+  /** Messages waiting to be sent before send() fails with ERR_FDBROKER_UNREAD_REPLY. */
   maxQueuedMessages?: number;
   /** Messages read per readiness event, so one chatty peer cannot starve others. */
   messagesPerTurn?: number;
@@ -94,7 +94,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   /**
    * Sends one message. Sends at once when the socket has room, otherwise queues.
    * Throws ERR_FDBROKER_TOO_MANY_FDS, ERR_FDBROKER_MESSAGE_TOO_LARGE or, when the
-   * peer is not reading and the queue is full, ERR_FDBROKER_OVERLOADED.
+   * peer is not reading and the queue is full, ERR_FDBROKER_UNREAD_REPLY.
    */
   send(payload: Buffer, fds: number[] = []): void {
     if (this.closed || this.ending) throw new FdbrokerError('ERR_FDBROKER_CLOSED', 'the channel is closed');
@@ -113,7 +113,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     if (this.queue.length === 0 && this.trySend(payload, fds)) return;
     if (this.closed) return;
     if (this.queue.length >= this.maxQueued) {
-      throw new FdbrokerError('ERR_FDBROKER_OVERLOADED',
+      throw new FdbrokerError('ERR_FDBROKER_UNREAD_REPLY',
         `the peer is not reading: ${this.queue.length} messages already wait`);
     }
     this.queue.push({ payload, fds });

@@ -153,21 +153,21 @@ describe('access control on SO_PEERCRED', () => {
     const broker = await brokerFor(['secretsvc=tcp://127.0.0.1:0'], ['--allow-status-uid', String(NOBODY)]);
     expect(await secClient(broker.sock, ['status'])).toMatchObject({ ok: true, listeners: ['secretsvc'] });
     const adopt = await secClient(broker.sock, ['adopt']);
-    expect(adopt.code).toBe('ERR_FDBROKER_ACCESS_DENIED');
-    expect((await secClient(broker.sock, ['join'])).code).toBe('ERR_FDBROKER_ACCESS_DENIED');
+    expect(adopt.code).toBe('ERR_FDBROKER_NOT_PERMITTED');
+    expect((await secClient(broker.sock, ['join'])).code).toBe('ERR_FDBROKER_NOT_PERMITTED');
     // Raw: welcome, adopt refused, status answered, join refused; the connection stays usable, no fd arrives.
     const raw = await secClient(broker.sock, ['raw']);
     const msgs = raw.messages!.map((m) => JSON.parse(m) as Record<string, unknown>);
     expect(msgs.map((m) => [m.type, m.id, m.code])).toEqual([
       ['welcome', undefined, undefined],
-      ['error', 1, 'ERR_FDBROKER_ACCESS_DENIED'],
+      ['error', 1, 'ERR_FDBROKER_NOT_PERMITTED'],
       ['status', 2, undefined],
-      ['error', 3, 'ERR_FDBROKER_ACCESS_DENIED'],
+      ['error', 3, 'ERR_FDBROKER_NOT_PERMITTED'],
     ]);
     expect(raw.fds).toBe(0);
-    await waitText(broker.stdout, new RegExp(`^${audit('adopt', adopt, '\\*', '-', 'ERR_FDBROKER_ACCESS_DENIED')}$`, 'm'));
-    await waitText(broker.stdout, new RegExp(`^${audit('join', raw, '\\*', '-', 'ERR_FDBROKER_ACCESS_DENIED')}$`, 'm'));
-    await waitText(broker.stderr, new RegExp(`^fdbroker: client pid ${adopt.pid} \\(uid ${NOBODY}\\): ERR_FDBROKER_ACCESS_DENIED`, 'm'));
+    await waitText(broker.stdout, new RegExp(`^${audit('adopt', adopt, '\\*', '-', 'ERR_FDBROKER_NOT_PERMITTED')}$`, 'm'));
+    await waitText(broker.stdout, new RegExp(`^${audit('join', raw, '\\*', '-', 'ERR_FDBROKER_NOT_PERMITTED')}$`, 'm'));
+    await waitText(broker.stderr, new RegExp(`^fdbroker: client pid ${adopt.pid} \\(uid ${NOBODY}\\): ERR_FDBROKER_NOT_PERMITTED`, 'm'));
   });
 
   it('--allow-gid 65534 lets a peer whose gid is 65534 adopt (any uid); --allow-status-gid gives status only', async () => {
@@ -180,7 +180,7 @@ describe('access control on SO_PEERCRED', () => {
     await broker.exited;
     broker = await brokerFor(['secretsvc=tcp://127.0.0.1:0'], ['--allow-status-gid', String(NOBODY)]);
     expect(await secClient(broker.sock, ['status'], OTHER, NOBODY)).toMatchObject({ ok: true, listeners: ['secretsvc'] });
-    expect((await secClient(broker.sock, ['adopt'], OTHER, NOBODY)).code).toBe('ERR_FDBROKER_ACCESS_DENIED');
+    expect((await secClient(broker.sock, ['adopt'], OTHER, NOBODY)).code).toBe('ERR_FDBROKER_NOT_PERMITTED');
   });
 
   it('a broker running as uid 65534 lets its own uid and root adopt by default, and refuses uid 65533', async () => {
@@ -197,7 +197,7 @@ describe('access control on SO_PEERCRED', () => {
     // Root is allowed by the broker, but by default a client trusts only a
     // broker of its own uid or root: it refuses this one before asking anything.
     await expect(adoptListeners(sock, { names: ['http'] })).rejects.toMatchObject({
-      code: 'ERR_FDBROKER_ACCESS_DENIED', message: expect.stringMatching(/runs as uid 65534, which is not trusted/),
+      code: 'ERR_FDBROKER_UNTRUSTED_BROKER', message: expect.stringMatching(/runs as uid 65534, which is not trusted/),
     });
     const ls = await adoptListeners(sock, { names: ['http'], trustUids: [NOBODY] });
     expect(ls.http!.port).toBe(port);
@@ -245,14 +245,14 @@ describe('audit', () => {
 });
 
 describe('limits', () => {
-  it('--max-clients-per-uid 5: uid 65534 gets 5 connections, the 6th ERR_FDBROKER_OVERLOADED; root is served meanwhile and not limited', async () => {
+  it('--max-clients-per-uid 5: uid 65534 gets 5 connections, the 6th ERR_FDBROKER_UID_LIMIT; root is served meanwhile and not limited', async () => {
     const broker = await brokerFor(['http=tcp://127.0.0.1:0'], ['--max-clients-per-uid', '5', '--allow-uid', String(NOBODY)]);
     const holder = secClientProc(broker.sock, ['hold', '6']);
     await holder.waitFor(/^held$/m, 15_000);
     const lines = holder.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as SecResult);
     expect(lines.slice(0, 5).map((l) => l.ok)).toEqual([true, true, true, true, true]);
-    expect(lines[5]).toMatchObject({ i: 5, code: 'ERR_FDBROKER_OVERLOADED' });
-    await waitText(broker.stdout, new RegExp(`^${audit('connect', lines[5]!, '\\*', '-', 'ERR_FDBROKER_OVERLOADED')}$`, 'm'));
+    expect(lines[5]).toMatchObject({ i: 5, code: 'ERR_FDBROKER_UID_LIMIT' });
+    await waitText(broker.stdout, new RegExp(`^${audit('connect', lines[5]!, '\\*', '-', 'ERR_FDBROKER_UID_LIMIT')}$`, 'm'));
     // Meanwhile root: 8 connections at once (more than 5), each adopts.
     const conns = await Promise.all(Array.from({ length: 8 }, () => BrokerConnection.connect(broker.sock, { timeout: 5000 })));
     try {
@@ -274,14 +274,14 @@ describe('limits', () => {
     expect(await secClient(broker.sock, ['adopt'])).toMatchObject({ ok: true });
   });
 
-  it('one unread handout per client: a second adopt before reading the first gets ERR_FDBROKER_OVERLOADED; others are served meanwhile', async () => {
+  it('one unread handout per client: a second adopt before reading the first gets ERR_FDBROKER_UNREAD_REPLY; others are served meanwhile', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
     const c = await Raw.connect(broker.sock);
     // hello and two adopts back to back, nothing read.
     c.send(HELLO);
     c.send({ type: 'adopt', id: 1, names: ['http'] });
     c.send({ type: 'adopt', id: 2, names: ['http'] });
-    await waitText(broker.stdout, /result=ERR_FDBROKER_OVERLOADED$/m);
+    await waitText(broker.stdout, /result=ERR_FDBROKER_UNREAD_REPLY$/m);
     // A well-behaved client is served while that one sits on its reply.
     const ls = await adoptListeners(broker.sock, { names: ['http'] });
     expect(ls.http!.port).toBe(broker.ports.http);
@@ -291,14 +291,14 @@ describe('limits', () => {
     expect(got.map((g) => [g?.msg.type, g?.msg.id, g?.msg.code, g?.fds])).toEqual([
       ['welcome', undefined, undefined, 0],
       ['listeners', 1, undefined, 1],
-      ['error', 2, 'ERR_FDBROKER_OVERLOADED', 0],
+      ['error', 2, 'ERR_FDBROKER_UNREAD_REPLY', 0],
     ]);
     // The connection stays open; with everything read, the next adopt is served.
     c.send({ type: 'adopt', id: 3, names: ['http'] });
     expect(await c.next()).toMatchObject({ msg: { type: 'listeners', id: 3 }, fds: 1 });
     c.close();
     const out = broker.stdout();
-    expect(count(out, `pid=${process.pid} uid=0 gid=0 names=http generation=- result=ERR_FDBROKER_OVERLOADED`)).toBe(1);
+    expect(count(out, `pid=${process.pid} uid=0 gid=0 names=http generation=- result=ERR_FDBROKER_UNREAD_REPLY`)).toBe(1);
   });
 
   it('300 clients sitting on unread handouts do not slow a well-behaved client down (< 2 s)', async () => {
@@ -314,7 +314,7 @@ describe('limits', () => {
         c.send({ type: 'adopt', id: 2, names: ['http'] });
       }
       // Every one of them holds a handout in flight and got refused the second.
-      await waitText(() => String(count(broker.stdout(), 'result=ERR_FDBROKER_OVERLOADED')), /^300$/, 15_000);
+      await waitText(() => String(count(broker.stdout(), 'result=ERR_FDBROKER_UNREAD_REPLY')), /^300$/, 15_000);
       const t0 = Date.now();
       const ls = await adoptListeners(broker.sock, { names: ['http'], timeout: 5000 });
       const ms = Date.now() - t0;
