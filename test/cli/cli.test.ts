@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adoptListeners, BrokerConnection, type StatusMessage } from '../../src';
-import { cleanup, CLI, get, run, sleep, startApp, startBroker, tmpDir, type Proc } from '../helpers';
+import { cleanup, CLI, get, ROOT, run, sleep, startApp, startBroker, tmpDir, type Proc } from '../helpers';
 
 const closers: Array<() => unknown> = [];
 afterEach(async () => {
@@ -39,6 +39,15 @@ async function cliDone(args: string[], timeoutMs = 15_000): Promise<{ code: numb
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A usage error's stderr: exactly one line "fdbroker: ..." matching `re`, then the --help hint. */
+function expectUsageError(stderr: string, re: RegExp): void {
+  const lines = stderr.split('\n').filter(Boolean);
+  expect(lines, stderr).toHaveLength(2);
+  expect(lines[0]).toMatch(/^fdbroker: /);
+  expect(lines[0]).toMatch(re);
+  expect(lines[1]).toBe('Run `fdbroker --help` for usage.');
 }
 
 const modeOf = (p: string) => fs.statSync(p).mode & 0o777;
@@ -134,26 +143,38 @@ describe('fdbroker serve', () => {
 });
 
 describe('fdbroker serve: bad specs and usage', () => {
-  const cases: Array<{ what: string; args: (dir: string) => string[]; code: number; stderr: RegExp }> = [
-    { what: '--listen foo (no NAME=)', args: () => ['--listen', 'foo'], code: 1, stderr: /ERR_FDBROKER_INVALID_SPEC.*"foo"/ },
-    { what: '--listen x=tcp://nohost:1 (not an IP)', args: () => ['--listen', 'x=tcp://nohost:1'], code: 1, stderr: /ERR_FDBROKER_INVALID_SPEC.*nohost/ },
-    { what: '--listen x=tcp://127.0.0.1:99999 (port out of range)', args: () => ['--listen', 'x=tcp://127.0.0.1:99999'], code: 1, stderr: /ERR_FDBROKER_INVALID_SPEC.*PORT/ },
-    { what: '--listen x=ftp://127.0.0.1:21 (unknown scheme)', args: () => ['--listen', 'x=ftp://127.0.0.1:21'], code: 1, stderr: /ERR_FDBROKER_INVALID_SPEC/ },
-    { what: '--listen x=udp://127.0.0.1:0?backlog=5 (udp takes no options)', args: () => ['--listen', 'x=udp://127.0.0.1:0?backlog=5'], code: 1, stderr: /ERR_FDBROKER_INVALID_SPEC/ },
-    { what: '--listen x=unix:PATH?mode=999 (bad mode)', args: (d) => ['--listen', `x=unix:${d}/a.sock?mode=999`], code: 1, stderr: /ERR_FDBROKER_INVALID_SPEC/ },
-    { what: 'two listeners with the same name', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--listen', 'a=tcp://127.0.0.1:0'], code: 1, stderr: /ERR_FDBROKER_DUPLICATE_NAME/ },
-    { what: 'no --listen at all', args: () => [], code: 2, stderr: /no listeners/ },
-    { what: 'an unknown option', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--bogus'], code: 2, stderr: /unknown option --bogus/ },
-    { what: '--mode that is not octal', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--mode', '999'], code: 2, stderr: /--mode/ },
-    { what: '--backlog 0', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--backlog', '0'], code: 2, stderr: /--backlog/ },
+  // Every one is a usage error: exit 2, one line naming the problem, then the --help hint.
+  const cases: Array<{ what: string; args: (dir: string) => string[]; stderr: RegExp }> = [
+    { what: '--listen foo (no NAME=)', args: () => ['--listen', 'foo'], stderr: /ERR_FDBROKER_INVALID_SPEC.*"foo"/ },
+    { what: '--listen x=tcp://nohost:1 (not an IP)', args: () => ['--listen', 'x=tcp://nohost:1'], stderr: /ERR_FDBROKER_INVALID_SPEC.*nohost/ },
+    { what: '--listen x=tcp://127.0.0.1:99999 (port out of range)', args: () => ['--listen', 'x=tcp://127.0.0.1:99999'], stderr: /ERR_FDBROKER_INVALID_SPEC.*PORT/ },
+    { what: '--listen x=ftp://127.0.0.1:21 (unknown scheme)', args: () => ['--listen', 'x=ftp://127.0.0.1:21'], stderr: /ERR_FDBROKER_INVALID_SPEC.*unknown scheme "ftp"/ },
+    { what: '--listen x=udp://127.0.0.1:0?backlog=5 (udp takes no options)', args: () => ['--listen', 'x=udp://127.0.0.1:0?backlog=5'], stderr: /ERR_FDBROKER_INVALID_SPEC.*backlog=5/ },
+    { what: '--listen x=unix:PATH?mode=999 (bad mode)', args: (d) => ['--listen', `x=unix:${d}/a.sock?mode=999`], stderr: /ERR_FDBROKER_INVALID_SPEC.*mode must be octal/ },
+    { what: '--listen=foo (the --opt=value form)', args: () => ['--listen=foo'], stderr: /ERR_FDBROKER_INVALID_SPEC.*"foo"/ },
+    { what: 'a bad spec after a good one', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--listen', 'b=tcp://127.0.0.1'], stderr: /ERR_FDBROKER_INVALID_SPEC.*missing :PORT/ },
+    { what: 'two listeners with the same name', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--listen', 'a=tcp://127.0.0.1:0'], stderr: /ERR_FDBROKER_DUPLICATE_NAME.*"a"/ },
+    { what: 'no --listen at all', args: () => [], stderr: /no listeners: give at least one --listen/ },
+    { what: 'an unknown option', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--bogus'], stderr: /unknown option --bogus for serve/ },
+    { what: 'an unknown option in --opt=value form', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--bogus=1'], stderr: /unknown option --bogus for serve/ },
+    { what: 'an unknown short option', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '-x'], stderr: /unknown option -x for serve/ },
+    { what: '--listen with no value (last argument)', args: () => ['--listen'], stderr: /--listen needs a value/ },
+    { what: '--backlog followed by another option instead of a value', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--backlog', '--quiet'], stderr: /--backlog needs a value, not "--quiet"/ },
+    { what: 'a value given to a flag (--quiet=yes)', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--quiet=yes'], stderr: /--quiet takes no value/ },
+    { what: '--mode that is not octal', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--mode', '999'], stderr: /--mode must be octal/ },
+    { what: '--mode=999 (the --opt=value form)', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--mode=999'], stderr: /--mode must be octal/ },
+    { what: '--backlog 0', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--backlog', '0'], stderr: /--backlog must be a whole number from 1 to 65535/ },
+    { what: '--ready-timeout that is not a number', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--ready-timeout', 'soon'], stderr: /--ready-timeout must be a whole number of milliseconds/ },
+    { what: '--allow-uid that is not numeric', args: () => ['--listen', 'a=tcp://127.0.0.1:0', '--allow-uid', '1000,bob'], stderr: /--allow-uid takes numeric ids.*"bob"/ },
+    { what: 'two control socket paths', args: (d) => [`${d}/other.sock`, '--listen', 'a=tcp://127.0.0.1:0'], stderr: /serve takes one control socket path, got 2/ },
   ];
   for (const c of cases) {
-    it(`${c.what}: exits ${c.code} with a clear message, no ready line, no control socket`, async () => {
+    it(`${c.what}: exits 2 with a one-line message and the --help hint, no ready line, no control socket`, async () => {
       const dir = tmpDir();
       const sock = path.join(dir, 'broker.sock');
       const r = await cliDone(['serve', sock, ...c.args(dir)]);
-      expect(r.code).toBe(c.code);
-      expect(r.stderr).toMatch(c.stderr);
+      expect(r.code).toBe(2);
+      expectUsageError(r.stderr, c.stderr);
       expect(r.stdout).not.toMatch(READY);
       expect(fs.existsSync(sock)).toBe(false);
     });
@@ -180,6 +201,66 @@ describe('fdbroker serve: bad specs and usage', () => {
     expect(r.stdout).not.toMatch(READY);
     expect(fs.existsSync(sock)).toBe(false);
   });
+});
+
+describe('fdbroker: argument forms, --help and usage errors of every command', () => {
+  it('--opt=value works like --opt value, and HOST localhost means 127.0.0.1', async () => {
+    const dir = tmpDir();
+    const sock = path.join(dir, 'broker.sock');
+    const p = cli(['serve', sock, '--listen=web=tcp://localhost:0?backlog=32', '--mode=0660', '--backlog=64', `--listen=local=unix:${dir}/a.sock`]);
+    const m = await p.waitFor(/^fdbroker: ready on .*$/m);
+    expect(m[0]).toMatch(new RegExp(`^fdbroker: ready on ${sock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(pid ${p.pid}\\): web=tcp://127\\.0\\.0\\.1:\\d+ local=unix:`));
+    expect(modeOf(sock).toString(8)).toBe('660');
+    const conn = await BrokerConnection.connect(sock, { timeout: 5000 });
+    closers.push(() => conn.close());
+    const st = await conn.status();
+    expect(st.listeners.find((l) => l.name === 'web')).toMatchObject({ kind: 'tcp', address: '127.0.0.1', backlog: 32 });
+    expect(st.listeners.find((l) => l.name === 'local')).toMatchObject({ kind: 'unix', backlog: 64 });
+  });
+
+  it('--help exits 0 and says HOST may be localhost; COMMAND --help prints the same', async () => {
+    const top = await cliDone(['--help']);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toMatch(/HOST: an IPv4 address, localhost \(127\.0\.0\.1\)/);
+    expect(top.stderr).toBe('');
+    const sub = await cliDone(['serve', '--help']);
+    expect(sub.code).toBe(0);
+    expect(sub.stdout).toBe(top.stdout);
+  });
+
+  it('exec passes --help after -- to the program instead of printing usage', async () => {
+    // No broker at the path: exec fails to connect (exit 1) and prints no usage.
+    const r = await cliDone(['exec', path.join(tmpDir(), 'none.sock'), '--', process.execPath, '--help']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERR_FDBROKER_NO_BROKER/);
+    expect(r.stdout).toBe('');
+  });
+
+  const cases: Array<{ what: string; args: string[]; stderr: RegExp }> = [
+    { what: 'no command', args: [], stderr: /no command given: serve, status, wait or exec/ },
+    { what: 'an unknown command', args: ['sevre'], stderr: /unknown command "sevre"/ },
+    { what: 'status without a path', args: ['status'], stderr: /status needs a control socket path/ },
+    { what: 'status with an unknown option', args: ['status', '/x.sock', '--jsn'], stderr: /unknown option --jsn for status/ },
+    { what: 'status --json=yes', args: ['status', '/x.sock', '--json=yes'], stderr: /--json takes no value/ },
+    { what: 'wait --pid with no value', args: ['wait', '/x.sock', '--pid'], stderr: /--pid needs a value/ },
+    { what: 'wait --pid=abc', args: ['wait', '/x.sock', '--pid=abc'], stderr: /--pid must be a whole number/ },
+    { what: 'wait --until=soon', args: ['wait', '/x.sock', '--until=soon'], stderr: /--until is "handover" or "ready", not "soon"/ },
+    { what: 'wait --timeout 0', args: ['wait', '/x.sock', '--timeout', '0'], stderr: /--timeout must be a whole number of milliseconds/ },
+    { what: 'exec without --', args: ['exec', '/x.sock', 'node', 'app.js', '--port', '1'], stderr: /exec needs the program after --/ },
+    { what: 'exec with nothing after --', args: ['exec', '/x.sock', '--'], stderr: /exec needs the program after --/ },
+    { what: 'exec without a path', args: ['exec', '--', 'true'], stderr: /exec needs a control socket path before --/ },
+    { what: 'exec --ready=later', args: ['exec', '/x.sock', '--ready=later', '--', 'true'], stderr: /--ready is "notify" or "immediate", not "later"/ },
+    { what: 'exec --retire-signal SIGNOPE', args: ['exec', '/x.sock', '--retire-signal', 'SIGNOPE', '--', 'true'], stderr: /--retire-signal: unknown signal SIGNOPE/ },
+    { what: 'exec with an unknown option', args: ['exec', '/x.sock', '--nmaes', 'a', '--', 'true'], stderr: /unknown option --nmaes for exec/ },
+  ];
+  for (const c of cases) {
+    it(`${c.what}: exits 2 with a one-line message and the --help hint`, async () => {
+      const r = await cliDone(c.args);
+      expect(r.code).toBe(2);
+      expectUsageError(r.stderr, c.stderr);
+      expect(r.stdout).toBe('');
+    });
+  }
 });
 
 describe('fdbroker status', () => {
@@ -228,11 +309,113 @@ describe('fdbroker status', () => {
     expect(out).toMatch(new RegExp(`^  pid ${process.pid} uid ${process.getuid!()} .* adopted: web, local$`, 'm'));
   });
 
+  it('prints "retiring since" once, with the retiring time, and "ready since" with the ready time', async () => {
+    const broker = await startBroker(tmpDir(), ['web=tcp://127.0.0.1:0']);
+    const { native } = await import('../../src/native/binding');
+    const gens: BrokerConnection[] = [];
+    for (const label of ['old', 'new']) {
+      const conn = await BrokerConnection.connect(broker.sock, { timeout: 5000 });
+      closers.push(() => conn.close());
+      const j = await conn.join(['web'], label, 5000);
+      for (const l of j.listeners) native().close(l.fd);
+      await conn.ready(5000);
+      gens.push(conn);
+      // Far enough apart that the two time stamps differ.
+      await sleep(20);
+    }
+    const json = await cliDone(['status', broker.sock, '--json']);
+    expect(json.code).toBe(0);
+    const s = JSON.parse(json.stdout) as StatusMessage;
+    const [g1, g2] = s.generations;
+    expect(g1).toMatchObject({ state: 'retiring', label: 'old' });
+    expect(g2).toMatchObject({ state: 'ready', label: 'new' });
+    expect(g1!.retiringSince).toBeDefined();
+    expect(g1!.retiringSince).not.toBe(g1!.readyAt);
+    const text = await cliDone(['status', broker.sock]);
+    expect(text.code).toBe(0);
+    const line1 = text.stdout.split('\n').find((l) => l.startsWith(`  #${g1!.number} `))!;
+    const line2 = text.stdout.split('\n').find((l) => l.startsWith(`  #${g2!.number} `))!;
+    expect(line1.match(/retiring since/g)).toHaveLength(1);
+    expect(line1).toContain(`retiring since ${g1!.retiringSince} (ready since ${g1!.readyAt})`);
+    expect(line2).toContain(`ready since ${g2!.readyAt}`);
+    expect(line2).not.toContain('retiring');
+  });
+
+  it('on a regular file exits 1 with ERR_FDBROKER_NOT_A_BROKER, says it is not a socket, and does not suggest fdbroker serve', async () => {
+    const file = path.join(tmpDir(), 'app.sock');
+    fs.writeFileSync(file, 'not a socket\n');
+    const r = await cliDone(['status', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERR_FDBROKER_NOT_A_BROKER/);
+    expect(r.stderr).toContain(`${file} is not a socket but a regular file`);
+    expect(r.stderr).toMatch(/give the control socket path the broker was started with/);
+    expect(r.stderr).not.toMatch(/fdbroker serve/);
+    expect(r.stdout).toBe('');
+    // wait says the same (exit 3: no broker there), and exec (exit 1, nothing started).
+    const w = await cliDone(['wait', file, '--timeout', '1000']);
+    expect(w.code).toBe(3);
+    expect(w.stderr).toMatch(/ERR_FDBROKER_NOT_A_BROKER.*not a socket but a regular file/);
+    expect(w.stderr).not.toMatch(/fdbroker serve/);
+    const e = await cliDone(['exec', file, '--ready', 'immediate', '--', process.execPath, '-e', '']);
+    expect(e.code).toBe(1);
+    expect(e.stderr).toMatch(/ERR_FDBROKER_NOT_A_BROKER.*not a socket but a regular file/);
+    // A directory too.
+    const d = await cliDone(['status', path.dirname(file)]);
+    expect(d.code).toBe(1);
+    expect(d.stderr).toMatch(/ERR_FDBROKER_NOT_A_BROKER.*not a socket but a directory/);
+  });
+
+  it('on a stale socket nobody listens on still suggests fdbroker serve (which replaces it)', async () => {
+    const dir = tmpDir();
+    const old = await startBroker(dir, ['web=tcp://127.0.0.1:0']);
+    old.kill('SIGKILL');
+    await old.exited;
+    const r = await cliDone(['status', old.sock]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERR_FDBROKER_NO_BROKER.*ECONNREFUSED.*fdbroker serve/);
+  });
+
   it('against no broker exits 1 with ERR_FDBROKER_NO_BROKER', async () => {
     const r = await cliDone(['status', path.join(tmpDir(), 'none.sock')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/ERR_FDBROKER_NO_BROKER/);
     expect(r.stdout).toBe('');
+  });
+});
+
+describe('fdbroker wait --pid for a pid that never joined', () => {
+  it('a pid that is not running and never joined: exit 4, says it has not joined and what to check', async () => {
+    const broker = await startBroker(tmpDir(), ['web=tcp://127.0.0.1:0']);
+    const gone = run(process.execPath, ['-e', '']);
+    expect((await gone.exited).code).toBe(0);
+    const r = await cliDone(['wait', broker.sock, '--pid', String(gone.pid), '--timeout', '10000']);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain(`pid ${gone.pid} has not joined as a generation of the broker at ${broker.sock} and is not running`);
+    expect(r.stderr).toMatch(/check that --pid is the app's own pid .* and that the app connects to /);
+    expect(r.stderr).not.toMatch(/left, was retired or missed its ready timeout/);
+  });
+
+  it('a running pid that never joins: exit 1 at the deadline, says it has not joined and what to check', async () => {
+    const broker = await startBroker(tmpDir(), ['web=tcp://127.0.0.1:0']);
+    // Alive for longer than the wait, never connects to the broker; cleanup() ends it.
+    const idle = run(process.execPath, ['-e', 'setTimeout(() => {}, 20000)']);
+    const r = await cliDone(['wait', broker.sock, '--pid', String(idle.pid), '--timeout', '400']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`timed out after 400 ms: pid ${idle.pid} has not joined as a generation of the broker at ${broker.sock}; it is running`);
+    expect(r.stderr).toMatch(/check that --pid is the app's own pid/);
+  });
+
+  it('a pid that joined and then died before ready still reports "left" (exit 4)', async () => {
+    const broker = await startBroker(tmpDir(), ['web=tcp://127.0.0.1:0']);
+    // Joins, then exits 1.5 s later without saying ready: wait sees it join first.
+    const script = `const { BrokerConnection } = require(${JSON.stringify(path.join(ROOT, 'dist', 'client', 'connection.js'))});
+      BrokerConnection.connect(process.argv[1], { timeout: 5000 }).then((c) => c.join(['web'], 'doomed', 5000))
+        .then(() => { console.log('joined'); setTimeout(() => process.exit(0), 1500); });`;
+    const doomed = run(process.execPath, ['-e', script, broker.sock]);
+    await doomed.waitFor(/^joined/m);
+    const r = await cliDone(['wait', broker.sock, '--pid', String(doomed.pid), '--timeout', '10000']);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(new RegExp(`generation of pid ${doomed.pid} left, was retired or missed its ready timeout`));
   });
 });
 

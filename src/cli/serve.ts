@@ -1,0 +1,150 @@
+// `fdbroker serve`: run a broker that owns the listeners until SIGTERM/SIGINT.
+import { Broker } from '../broker/broker';
+import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
+import { BrokerConnection } from '../client/connection';
+import { FdbrokerError } from '../protocol/errors';
+import type { ListenerInfo } from '../protocol/messages';
+import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
+import type { Io } from './main';
+import { describeListener } from './status';
+import { explainConnectError } from './control-socket';
+
+/** Largest --max-clients and --max-clients-per-uid. */
+const MAX_CLIENTS_LIMIT = 1_000_000;
+/** Largest listen(2) backlog accepted by --backlog (as ?backlog= in a spec). */
+const MAX_BACKLOG = 65535;
+
+const OPTIONS = {
+  'listen': { type: 'string', multiple: true },
+  'backlog': { type: 'string' },
+  'mode': { type: 'string' },
+  'group': { type: 'string' },
+  'handshake-timeout': { type: 'string' },
+  'ready-timeout': { type: 'string' },
+  'retire-timeout': { type: 'string' },
+  'allow-uid': { type: 'string', multiple: true },
+  'allow-gid': { type: 'string', multiple: true },
+  'allow-status-uid': { type: 'string', multiple: true },
+  'allow-status-gid': { type: 'string', multiple: true },
+  'max-clients': { type: 'string' },
+  'max-clients-per-uid': { type: 'string' },
+  'adopt-from': { type: 'string' },
+  'no-inherit': { type: 'boolean' },
+  'quiet': { type: 'boolean' },
+  'insecure-dir': { type: 'boolean' },
+} as const;
+
+/** Specs from --listen; a bad spec or two --listen with one name is a usage error. */
+function listenSpecs(texts: string[]): ListenerSpec[] {
+  const specs = texts.map((text) => {
+    try {
+      return parseListenerSpec(text);
+    } catch (err) {
+      if ((err as FdbrokerError).code !== 'ERR_FDBROKER_INVALID_SPEC') throw err;
+      throw new UsageError((err as Error).message, 'ERR_FDBROKER_INVALID_SPEC');
+    }
+  });
+  const seen = new Set<string>();
+  for (const s of specs) {
+    if (seen.has(s.name)) throw new UsageError(`two --listen are named "${s.name}"`, 'ERR_FDBROKER_DUPLICATE_NAME');
+    seen.add(s.name);
+  }
+  return specs;
+}
+
+/** Listeners taken from another broker (e.g. a running app that serves its own), for recovery. */
+async function adoptFrom(path: string): Promise<Array<{ info: ListenerInfo; fd: number }>> {
+  let conn: BrokerConnection;
+  try {
+    conn = await BrokerConnection.connect(path);
+  } catch (err) {
+    throw explainConnectError(err, path);
+  }
+  try {
+    return await conn.adopt(undefined);
+  } finally {
+    conn.close();
+  }
+}
+
+export async function serve(args: string[], io: Io): Promise<number> {
+  const { values: v, positionals } = parseCommand('serve', args, OPTIONS);
+  const controlPath = controlPathOf('serve', positionals);
+  // Every option is checked before anything is created or adopted.
+  const specs = listenSpecs(v.listen ?? []);
+  const backlog = intOption('backlog', v.backlog, 1, MAX_BACKLOG);
+  const mode = modeOption('mode', v.mode);
+  const group = intOption('group', v.group, 0, MAX_ID);
+  const handshakeTimeoutMs = msOption('handshake-timeout', v['handshake-timeout']);
+  const readyTimeoutMs = msOption('ready-timeout', v['ready-timeout']);
+  const retireTimeoutMs = msOption('retire-timeout', v['retire-timeout']);
+  const maxClients = intOption('max-clients', v['max-clients'], 1, MAX_CLIENTS_LIMIT);
+  const maxClientsPerUid = intOption('max-clients-per-uid', v['max-clients-per-uid'], 1, MAX_CLIENTS_LIMIT);
+  const access = {
+    allowUids: idListOption('allow-uid', v['allow-uid']), allowGids: idListOption('allow-gid', v['allow-gid']),
+    statusUids: idListOption('allow-status-uid', v['allow-status-uid']), statusGids: idListOption('allow-status-gid', v['allow-status-gid']),
+  };
+  const quiet = v.quiet === true;
+  // Handlers first: a supervisor may signal as soon as it reads the ready
+  // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
+  let stopped: NodeJS.Signals | undefined;
+  let onStop: (sig: NodeJS.Signals) => void = (sig) => { stopped = sig; };
+  const stopHandler = (sig: NodeJS.Signals) => onStop(sig);
+  const hup = () => io.err('fdbroker: SIGHUP ignored (stop with SIGTERM or SIGINT)');
+  process.on('SIGTERM', stopHandler);
+  process.on('SIGINT', stopHandler);
+  process.on('SIGHUP', hup);
+  const unhook = () => {
+    process.off('SIGTERM', stopHandler);
+    process.off('SIGINT', stopHandler);
+    process.off('SIGHUP', hup);
+  };
+  let broker: Broker;
+  try {
+    // From here on Broker.start owns the adopted fds.
+    const listenerFds = v['adopt-from'] !== undefined ? await adoptFrom(v['adopt-from']) : [];
+    broker = Broker.start({
+      controlPath, listeners: specs, listenerFds, backlog, mode, group,
+      handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs, maxClients, maxClientsPerUid, access,
+      insecureDir: v['insecure-dir'] === true,
+      inherit: v['no-inherit'] !== true,
+    });
+    if (broker.listenerInfos().length === 0) {
+      broker.close();
+      throw new UsageError('no listeners: give at least one --listen NAME=SPEC, --adopt-from PATH, or start under systemd socket activation');
+    }
+  } catch (err) {
+    unhook();
+    throw err;
+  }
+  const list = broker.listenerInfos().map((l) => `${l.name}=${describeListener(l)}`).join(' ');
+  if (!quiet) {
+    broker.on('audit', (e) => io.out(`fdbroker: audit op=${e.op} pid=${e.pid} uid=${e.uid} gid=${e.gid}`
+      + ` names=${e.names ? e.names.join(',') || '-' : '*'} generation=${e.generation ?? '-'} result=${e.result}`));
+    broker.on('ready', (g, retire) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) ready${retire.length ? `; retiring ${retire.join(', ')}` : ''}`));
+    broker.on('leave', (g) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) left (${g.state})`));
+  }
+  broker.on('overdue', (g, what) => io.err(what === 'ready'
+    ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
+    : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
+  broker.on('listenerBroken', (l) => io.err(`fdbroker: listener "${l.name}" (${describeListener(l)}) no longer listens: a holder shut it down; restart the broker to recreate it`));
+  broker.on('clientError', (c, err) => {
+    const code = (err as FdbrokerError).code ?? '';
+    // Refusals are always logged; other client errors unless --quiet.
+    if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
+  });
+  broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
+  return new Promise((resolve) => {
+    onStop = (sig) => {
+      unhook();
+      broker.close();
+      if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
+      resolve(0);
+    };
+    if (stopped) {
+      onStop(stopped);
+      return;
+    }
+    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}`);
+  });
+}

@@ -1,0 +1,51 @@
+// `fdbroker status`: what a broker holds, who is connected, which generations
+// are starting, ready or retiring; as text or --json.
+import type { GenerationInfo } from '../broker/generation-table';
+import type { ListenerInfo, StatusMessage } from '../protocol/messages';
+import { controlPathOf, parseCommand } from './args';
+import { connectToBroker } from './control-socket';
+import type { Io } from './main';
+
+const OPTIONS = { json: { type: 'boolean' } } as const;
+
+/** tcp://127.0.0.1:8080, tcp://[::1]:8080, unix:/run/app.sock: as a spec is written. */
+export function describeListener(l: ListenerInfo): string {
+  if (l.kind === 'unix') return `unix:${l.path}`;
+  const host = l.family === 'IPv6' ? `[${l.address}]` : l.address;
+  return `${l.kind}://${host}:${l.port}`;
+}
+
+/** The state and since when it holds: each time stamp once, under its own name. */
+function generationState(g: GenerationInfo): string {
+  switch (g.state) {
+    case 'starting': return `starting since ${g.joinedAt}`;
+    case 'ready': return `ready since ${g.readyAt}`;
+    case 'retiring': return `retiring since ${g.retiringSince}${g.readyAt ? ` (ready since ${g.readyAt})` : ' (never ready)'}`;
+  }
+}
+
+export function formatStatus(s: StatusMessage): string {
+  const lines = [
+    `broker pid ${s.broker.pid} on ${s.broker.controlPath} (${s.broker.software}, protocol ${s.broker.protocol}, since ${s.broker.startedAt})`,
+    `listeners (${s.listeners.length}):`,
+    ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${l.backlog ? `  backlog ${l.backlog}` : ''}`),
+    `clients (${s.clients.length}):`,
+    ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
+    `generations (${s.generations.length}):`,
+    ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
+      + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${g.label})` : ''}`),
+  ];
+  return lines.join('\n');
+}
+
+export async function status(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parseCommand('status', args, OPTIONS);
+  const conn = await connectToBroker(controlPathOf('status', positionals));
+  try {
+    const s = await conn.status();
+    io.out(values.json ? JSON.stringify(s, null, 2) : formatStatus(s));
+    return 0;
+  } finally {
+    conn.close();
+  }
+}
