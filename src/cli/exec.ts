@@ -3,7 +3,6 @@
 import * as os from 'node:os';
 import type { FdbrokerError } from '../protocol/errors';
 import { choiceOption, controlPathOf, msOption, parseCommand, UsageError } from './args';
-import { explainConnectError } from './control-socket';
 import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec-program';
 import type { Io } from './main';
 
@@ -53,7 +52,7 @@ export async function exec(args: string[], io: Io): Promise<number> {
   try {
     return (await ex.run()).status;
   } catch (err) {
-    if (!(err instanceof ProgramStartError)) throw explainConnectError(err, controlPath);
+    if (!(err instanceof ProgramStartError)) throw err;
     say(`${err.code}: ${err.message}`);
     return EXEC_START_FAILED;
   }

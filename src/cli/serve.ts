@@ -7,7 +7,6 @@ import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
 import { describeListener } from './status';
-import { explainConnectError } from './control-socket';
 
 /** Largest --max-clients and --max-clients-per-uid. */
 const MAX_CLIENTS_LIMIT = 1_000_000;
@@ -54,12 +53,7 @@ function listenSpecs(texts: string[]): ListenerSpec[] {
 
 /** Listeners taken from another broker (e.g. a running app that serves its own), for recovery. */
 async function adoptFrom(path: string): Promise<Array<{ info: ListenerInfo; fd: number }>> {
-  let conn: BrokerConnection;
-  try {
-    conn = await BrokerConnection.connect(path);
-  } catch (err) {
-    throw explainConnectError(err, path);
-  }
+  const conn = await BrokerConnection.connect(path);
   try {
     return await conn.adopt(undefined);
   } finally {
@@ -131,7 +125,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   broker.on('clientError', (c, err) => {
     const code = (err as FdbrokerError).code ?? '';
     // Refusals are always logged; other client errors unless --quiet.
-    if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
+    if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED' || code === 'ERR_FDBROKER_NOT_PERMITTED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
   });
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
   return new Promise((resolve) => {

@@ -2,8 +2,8 @@
 // are starting, ready or retiring; as text or --json.
 import type { GenerationInfo } from '../broker/generation-table';
 import type { ListenerInfo, StatusMessage } from '../protocol/messages';
+import { BrokerConnection } from '../client/connection';
 import { controlPathOf, parseCommand } from './args';
-import { connectToBroker } from './control-socket';
 import type { Io } from './main';
 
 const OPTIONS = { json: { type: 'boolean' } } as const;
@@ -40,7 +40,7 @@ export function formatStatus(s: StatusMessage): string {
 
 export async function status(args: string[], io: Io): Promise<number> {
   const { values, positionals } = parseCommand('status', args, OPTIONS);
-  const conn = await connectToBroker(controlPathOf('status', positionals));
+  const conn = await BrokerConnection.connect(controlPathOf('status', positionals));
   try {
     const s = await conn.status();
     io.out(values.json ? JSON.stringify(s, null, 2) : formatStatus(s));

@@ -1,10 +1,9 @@
 // `fdbroker wait`: block until a generation is ready (and, by default, every
 // older one has left), for deploy scripts; the exit status says what happened.
-import type { BrokerConnection } from '../client/connection';
+import { BrokerConnection } from '../client/connection';
 import type { FdbrokerError } from '../protocol/errors';
 import type { StatusMessage } from '../protocol/messages';
 import { choiceOption, controlPathOf, intOption, msOption, parseCommand } from './args';
-import { connectToBroker } from './control-socket';
 import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './defaults';
 import type { Io } from './main';
 
@@ -58,7 +57,7 @@ export async function wait(args: string[], io: Io): Promise<number> {
   const failed = (err: unknown) => io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
   let conn: BrokerConnection;
   try {
-    conn = await connectToBroker(controlPath, { timeout });
+    conn = await BrokerConnection.connect(controlPath, { timeout });
   } catch (err) {
     failed(err);
     // Out of time while the broker is still answering is a timeout, not a lost broker.

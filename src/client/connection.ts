@@ -4,6 +4,7 @@
 //
 // Fd ownership: fds that arrive with a "listeners" reply are returned to the
 // caller of adopt(), who owns them; on every error path they are closed here.
+import * as fs from 'node:fs';
 import { native } from '../native/binding';
 import { Channel } from '../transport/channel';
 import { FdbrokerError, systemError } from '../protocol/errors';
@@ -34,13 +35,31 @@ const EAGAIN = -11;
 const EPIPE = -32;
 const ECONNRESET = -104;
 
+function kindOf(st: fs.Stats): string {
+  if (st.isFile()) return 'a regular file';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a fifo';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'some other kind of file';
+}
+
 function connectError(r: number, path: string): Error {
   const cause = systemError(r, 'connect', path);
   switch (cause.code) {
     case 'ENOENT':
-    case 'ECONNREFUSED':
+    case 'ECONNREFUSED': {
+      // connect(2) on a regular file (or a directory, a fifo) also answers
+      // ECONNREFUSED: say what the path is rather than suggest starting a
+      // broker there, which would fail because the path is taken.
+      let st: fs.Stats | undefined;
+      try { st = fs.statSync(path); } catch { st = undefined; }
+      if (st && !st.isSocket()) {
+        return new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
+          `${path} is not a socket but ${kindOf(st)}: give the control socket path the broker was started with`, { cause });
+      }
       return new FdbrokerError('ERR_FDBROKER_NO_BROKER',
         `no broker is listening on ${path} (${cause.code}): start one with \`fdbroker serve ${path} --listen NAME=SPEC\``, { cause });
+    }
     case 'EACCES':
     case 'EPERM':
       return new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
