@@ -18,12 +18,13 @@ const which = (cmd) => (process.env.PATH || '').split(path.delimiter)
 const missing = ['c++', 'make', 'python3'].filter((cmd) => !which(cmd));
 let prebuilt = [];
 try { prebuilt = fs.readdirSync(path.join(root, 'prebuilds')).filter((d) => d.startsWith('linux-')); } catch { /* none shipped */ }
-const musl = fs.existsSync('/etc/alpine-release');
+// The same test node-gyp-build makes (LIBC overrides it).
+const musl = (process.env.LIBC || (fs.existsSync('/etc/alpine-release') ? 'musl' : 'glibc')) === 'musl';
 const target = `${process.platform}-${os.arch()}${musl ? ' (musl)' : ''}`;
 
 process.stderr.write([
   '',
-  `fdbroker: no prebuilt binary fits ${target} (prebuilt: ${prebuilt.join(', ') || 'none'}, glibc only),`,
+  `fdbroker: ERR_FDBROKER_NO_NATIVE_BINARY: no prebuilt binary fits ${target} (prebuilt: ${prebuilt.join(', ') || 'none'}, glibc only),`,
   '  and building the native addon from source failed' +
     (missing.length ? `: ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not on PATH.` : ' (see the node-gyp output above).'),
   '  Install a C++ compiler, make and Python 3, then run `npm rebuild fdbroker`:',
