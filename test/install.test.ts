@@ -142,7 +142,7 @@ describe('installing the tarball into a fresh app', () => {
 
   it('where no prebuild fits (musl) and a toolchain is there, it builds from source and loads that build', () => {
     const app = freshApp('from-source');
-    const env = { ...process.env, PATH: process.env.PATH, LIBC: 'musl', npm_config_nodedir: nodeHeaders() };
+    const env: NodeJS.ProcessEnv = { ...process.env, LIBC: 'musl', npm_config_nodedir: nodeHeaders() };
     for (const k of Object.keys(env)) if (/^npm_(package|lifecycle)_/.test(k)) delete env[k];
     const r = npmInstall(app, env);
     expect(r.status, `npm install failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
