@@ -78,13 +78,23 @@ function nodeHeaders(): string {
   return prefix;
 }
 
-/** The app.js of the README's quick start (the first js block after "## Quick start"). */
-function readmeQuickStartApp(): string {
+/** The first js block after README's `heading` that uses `api`, unindented. */
+function readmeSnippet(heading: string, api: string): string {
   const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-  const section = readme.slice(readme.indexOf('\n## Quick start'));
-  const m = section.match(/```js\n([\s\S]*?)```/);
-  if (!m || !m[1]!.includes('adoptListeners')) throw new Error('README.md: no quick-start app.js block found');
+  const at = readme.indexOf(`\n${heading}\n`);
+  const m = at < 0 ? null : readme.slice(at).match(/```js\n([\s\S]*?)```/);
+  if (!m || !m[1]!.includes(api)) throw new Error(`README.md: no js block using ${api} under "${heading}"`);
   return m[1]!.replace(/^ {3}/gm, '');
+}
+
+/** Resolves with the first answer on 127.0.0.1:port; until an app adopts, connections wait in the broker-held queue. */
+async function firstAnswer(port: number, what: () => string): Promise<{ status: number; body: string }> {
+  const deadline = Date.now() + APP_READY_TIMEOUT_MS;
+  for (;;) {
+    const res = await Promise.race([get(port).catch(() => undefined), sleep(POLL_MS * 5).then(() => undefined)]);
+    if (res) return res;
+    if (Date.now() > deadline) throw new Error(`no answer on port ${port}: ${what()}`);
+  }
 }
 
 beforeAll(() => {
@@ -107,7 +117,7 @@ describe('installing the tarball into a fresh app', () => {
     }
   });
 
-  it('with no toolchain and no Node headers: uses the prebuild, and the quick start serves', async () => {
+  it('with no toolchain and no Node headers: uses the prebuild; the quick start and a blue/green deploy work from the app folder', async () => {
     const app = freshApp('quick-start');
     const r = npmInstall(app, bareEnv());
     expect(r.status, `npm install failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
@@ -115,21 +125,32 @@ describe('installing the tarball into a fresh app', () => {
     expect(fs.existsSync(path.join(pkgDir, 'build')), 'built from source instead of using the prebuild').toBe(false);
     expect(loadedBinary(app, bareEnv())).toEqual({ file: path.join(pkgDir, 'prebuilds', `linux-${process.arch}`, 'fdbroker.glibc.node'), maxFds: 253 });
 
+    // As the README says: `npx fdbroker` inside the app folder (--no: never fetch it).
     const sock = path.join(app, 'app.sock');
-    const broker = run(path.join(app, 'node_modules', '.bin', 'fdbroker'), ['serve', sock, '--listen', 'http=tcp://127.0.0.1:0'], { cwd: app, env: bareEnv() });
+    const broker = run('npx', ['--no', 'fdbroker', 'serve', sock, '--listen', 'http=tcp://127.0.0.1:0'], { cwd: app, env: bareEnv() });
     const port = Number((await broker.waitFor(/ready on .* http=tcp:\/\/127\.0\.0\.1:(\d+)/))[1]);
 
-    fs.writeFileSync(path.join(app, 'app.js'), readmeQuickStartApp().replaceAll('/tmp/app.sock', sock));
+    fs.writeFileSync(path.join(app, 'app.js'), readmeSnippet('## Quick start', 'adoptListeners').replaceAll('/tmp/app.sock', sock));
     const server = run('node', ['app.js'], { cwd: app, env: bareEnv() });
-    const deadline = Date.now() + APP_READY_TIMEOUT_MS;
-    let res: { status: number; body: string } | undefined;
-    while (!res) {
-      // Until the app has adopted, connections wait in the broker-held queue: a short timeout, then retry.
-      res = await Promise.race([get(port).catch(() => undefined), sleep(POLL_MS * 5).then(() => undefined)]);
-      if (!res && Date.now() > deadline) throw new Error(`the quick-start app did not answer:\n${server.stderr()}`);
-    }
+    const res = await firstAnswer(port, () => server.stderr());
     expect(res.status).toBe(200);
     expect(res.body).toBe(`hello from ${server.pid}\n`);
+    server.kill();
+    await server.exited;
+
+    // The deploy script from the installed package, deploying the README's generation app.
+    fs.writeFileSync(path.join(app, 'gen-app.js'), readmeSnippet('## Zero-downtime handover', 'startGeneration').replaceAll('/tmp/app.sock', sock));
+    const deploy = run(path.join(app, 'node_modules', 'fdbroker', 'examples', 'blue-green.sh'), [sock, 'node', 'gen-app.js'],
+      { cwd: app, env: { FDBROKER: 'node_modules/.bin/fdbroker', TIMEOUT_MS: String(APP_READY_TIMEOUT_MS) } });
+    const started = Number((await deploy.waitFor(/started pid (\d+)/))[1]);
+    try {
+      expect(await deploy.exited, deploy.stderr()).toEqual({ code: 0, signal: null });
+      expect(deploy.stdout()).toContain(`deployed; pid ${started} serves`);
+      expect(await get(port)).toEqual({ status: 200, body: `hello from ${started}\n` });
+    } finally {
+      // setsid: not in the script's process group, so cleanup() would miss it.
+      try { process.kill(started, 'SIGTERM'); } catch { /* already gone */ }
+    }
   }, INSTALL_TIMEOUT_MS + 30_000);
 
   it('with install scripts blocked (--ignore-scripts, what npm is moving to for dependencies), the prebuild still loads', () => {
