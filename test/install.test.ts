@@ -17,6 +17,8 @@ const APP_READY_TIMEOUT_MS = 10_000;
 const POLL_MS = 100;
 /** The only commands on PATH: Node, npm, and the shell npm runs scripts with. */
 const TOOLS = ['node', 'npm', 'npx', 'sh'];
+/** For the git-URL install: git, and the utilities its clone (git-submodule, git-sh-setup) runs. */
+const GIT_TOOLS = ['git', 'basename', 'dirname', 'sed', 'uname', 'cat', 'tr', 'wc', 'grep'];
 
 let work: string;
 let tarball: string;
@@ -110,7 +112,7 @@ beforeAll(() => {
 afterEach(cleanup);
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-describe('installing the tarball into a fresh app', () => {
+describe('installing fdbroker into a fresh app', () => {
   it('the test PATH really has no compiler, make or python3', () => {
     for (const tool of ['cc', 'c++', 'g++', 'gcc', 'make', 'python3']) {
       expect(spawnSync('sh', ['-c', `command -v ${tool}`], { env: bareEnv() }).status, tool).not.toBe(0);
@@ -159,6 +161,26 @@ describe('installing the tarball into a fresh app', () => {
     expect(r.status, `npm install failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
     const pkgDir = path.join(app, 'node_modules', 'fdbroker');
     expect(loadedBinary(app, bareEnv())).toEqual({ file: path.join(pkgDir, 'prebuilds', `linux-${process.arch}`, 'fdbroker.glibc.node'), maxFds: 253 });
+  }, INSTALL_TIMEOUT_MS);
+
+  it('from a git URL (this commit), with git but no toolchain: prepare builds dist/, the prebuild loads', () => {
+    const head = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+    if (head.status !== 0) throw new Error(`git rev-parse HEAD failed (is git installed, is ${ROOT} a git checkout?): ${head.stderr}`);
+    const gitBin = path.join(work, 'git-bin');
+    fs.mkdirSync(gitBin);
+    for (const tool of GIT_TOOLS) {
+      const found = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
+      if (!found) throw new Error(`${tool} is not on PATH`);
+      fs.symlinkSync(found, path.join(gitBin, tool));
+    }
+    const app = freshApp('from-git');
+    const env = bareEnv({ PATH: `${bin}${path.delimiter}${gitBin}` });
+    // What is committed, not the working tree: npm clones the repository.
+    const r = spawnSync('npm', ['install', `git+file://${ROOT}#${head.stdout.trim()}`], { cwd: app, env, encoding: 'utf8', timeout: INSTALL_TIMEOUT_MS });
+    expect(r.status, `npm install failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
+    const pkgDir = path.join(app, 'node_modules', 'fdbroker');
+    expect(fs.existsSync(path.join(pkgDir, 'dist', 'index.js'))).toBe(true);
+    expect(loadedBinary(app, env)).toEqual({ file: path.join(pkgDir, 'prebuilds', `linux-${process.arch}`, 'fdbroker.glibc.node'), maxFds: 253 });
   }, INSTALL_TIMEOUT_MS);
 
   it('where no prebuild fits (musl) and a toolchain is there, it builds from source and loads that build', () => {
