@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from './_binding';
 import { FdbrokerError, systemError, type SystemError } from './errors';
 import { probeUnix } from './sockets';
+import { isLockAtPath, LOCK_ATTEMPTS, releaseFailedLock } from './lockfile';
 import { ACCEPT_RETRY_MS, CONTROL_BACKLOG, DEFAULT_CONTROL_MODE } from './constants';
 
 const EAGAIN = -11;
@@ -69,7 +70,7 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
     const lockFd = options.lockFd ?? (options.takeover ? -1 : lockPath(path));
     const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
     if (fd < 0) {
-      if (lockFd >= 0) fs.closeSync(lockFd);
+      if (lockFd >= 0) releaseFailedLock(path, lockFd);
       throw systemError(fd, 'socket');
     }
     const bindPath = options.takeover ? temporaryPath(path) : path;
@@ -103,7 +104,7 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
     } catch (err) {
       n.close(fd);
       if (options.takeover) fs.rmSync(bindPath, { force: true });
-      if (lockFd >= 0) fs.closeSync(lockFd);
+      if (lockFd >= 0) releaseFailedLock(path, lockFd);
       throw err;
     }
   }
@@ -175,18 +176,27 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
 export function lockPath(path: string): number {
   const n = native();
   const lock = `${path}.lock`;
-  // fs.openSync opens with O_CLOEXEC: a child never inherits the lock.
-  const fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
-  const r = n.flock(fd, n.constants.LOCK_EX | n.constants.LOCK_NB);
-  if (r < 0) {
-    fs.closeSync(fd);
-    if (r === -11 /* EWOULDBLOCK */) {
-      throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
-        `another broker holds ${lock}: it is running or starting on ${path}; stop it first, or choose another path`);
+  for (let attempt = 1; ; attempt++) {
+    // fs.openSync opens with O_CLOEXEC: a child never inherits the lock.
+    const fd = fs.openSync(lock, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    const r = n.flock(fd, n.constants.LOCK_EX | n.constants.LOCK_NB);
+    if (r < 0) {
+      fs.closeSync(fd);
+      if (r === -11 /* EWOULDBLOCK */) {
+        throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
+          `another broker holds ${lock}: it is running or starting on ${path}; stop it first, or choose another path`);
+      }
+      throw systemError(r, 'flock', lock);
     }
-    throw systemError(r, 'flock', lock);
+    // A start that failed removes the file it held (releaseFailedLock): a lock
+    // on a file no longer at the path locks nothing, so open it again.
+    if (isLockAtPath(fd, lock)) return fd;
+    fs.closeSync(fd);
+    if (attempt >= LOCK_ATTEMPTS) {
+      throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
+        `${lock} was replaced ${LOCK_ATTEMPTS} times while this broker locked it: other brokers keep starting (and failing) on ${path}; try again`);
+    }
   }
-  return fd;
 }
 
 /** Longest Unix socket path (sun_path minus its NUL). */

@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from './_binding';
 import { Acceptor, lockPath } from './acceptor';
+import { releaseFailedLock } from './lockfile';
 import { Channel } from './channel';
 import { FdbrokerError } from './errors';
 import { Generations, type GenerationInfo } from './generations';
@@ -230,13 +231,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
         }
         broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
       }
-      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lockFd });
+      // The acceptor owns the lock from here, and releases it if listen() fails.
+      const held = lockFd;
       lockFd = undefined;
+      broker.acceptor = Acceptor.listen(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lockFd: held });
     } catch (err) {
       clearInterval(broker.checkTimer);
       broker.registry.closeAll();
       for (const fd of pendingFds) native().close(fd);
-      if (lockFd !== undefined && lockFd >= 0) native().close(lockFd);
+      if (lockFd !== undefined && lockFd >= 0) releaseFailedLock(options.controlPath, lockFd);
       throw err;
     }
     broker.listenOn(broker.acceptor);
