@@ -183,6 +183,18 @@ describe('installing fdbroker into a fresh app', () => {
     expect(loadedBinary(app, env)).toEqual({ file: path.join(pkgDir, 'prebuilds', `linux-${process.arch}`, 'fdbroker.glibc.node'), maxFds: 253 });
   }, INSTALL_TIMEOUT_MS);
 
+  it('where no prebuild fits (musl) and install scripts were skipped, using it fails with ERR_FDBROKER_NO_NATIVE_BINARY naming the fix', () => {
+    const app = freshApp('musl-no-scripts');
+    const r = npmInstall(app, bareEnv({ LIBC: 'musl' }), ['--ignore-scripts']);
+    expect(r.status, `npm install failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
+    const serve = spawnSync('node', [path.join(app, 'node_modules', '.bin', 'fdbroker'), 'serve', path.join(app, 'x.sock'), '--listen', 'http=tcp://127.0.0.1:0'],
+      { cwd: app, env: bareEnv({ LIBC: 'musl' }), encoding: 'utf8', timeout: APP_READY_TIMEOUT_MS });
+    expect(serve.status, serve.stderr).toBe(1);
+    expect(serve.stderr).toMatch(/^fdbroker: ERR_FDBROKER_NO_NATIVE_BINARY: .*libc=musl/m);
+    expect(serve.stderr).toContain('npm rebuild fdbroker');
+    expect(serve.stderr).toContain('npm install-scripts approve fdbroker');
+  }, INSTALL_TIMEOUT_MS);
+
   it('where no prebuild fits (musl) and a toolchain is there, it builds from source and loads that build', () => {
     const app = freshApp('from-source');
     const env: NodeJS.ProcessEnv = { ...process.env, LIBC: 'musl', npm_config_nodedir: nodeHeaders() };
