@@ -157,15 +157,7 @@ export function lockPath(path: string): PathLock {
       }
       throw systemError(r, 'flock', lock);
     }
-    let same = false;
-    try {
-      const a = fs.fstatSync(fd);
-      const b = fs.lstatSync(lock);
-      same = a.ino === b.ino && a.dev === b.dev;
-    } catch {
-      same = false; // unlinked by its last holder meanwhile
-    }
-    if (same) {
+    if (isLockAtPath(fd, lock)) {
       let released = false;
       return {
         release() {
@@ -186,6 +178,18 @@ export function lockPath(path: string): PathLock {
 
 /** How often lockPath() retries when the lock file it locked was replaced under it. */
 const LOCK_ATTEMPTS = 8;
+
+/** Whether `fd` is still the file at `lock` (not unlinked or replaced since it was opened). */
+export function isLockAtPath(fd: number, lock: string): boolean {
+  const held = fs.fstatSync(fd);
+  let now: fs.Stats;
+  try {
+    now = fs.lstatSync(lock);
+  } catch {
+    return false; // unlinked by its last holder meanwhile
+  }
+  return now.ino === held.ino && now.dev === held.dev;
+}
 
 /** A unique sibling of `path`, no longer than `path` allows (sun_path is 108 bytes). */
 function temporaryPath(target: string): string {

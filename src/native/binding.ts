@@ -78,6 +78,16 @@ export function native(): Native {
   }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const load = require('node-gyp-build') as (dir: string) => unknown;
-  cached = load(path.join(__dirname, '..', '..')) as Native;
+  try {
+    cached = load(path.join(__dirname, '..', '..')) as Native;
+  } catch (err) {
+    // node-gyp-build found neither a build nor a fitting prebuild (musl, another
+    // CPU, and the install script did not build one or was skipped).
+    if (!(err instanceof Error && err.message.startsWith('No native build was found'))) throw err;
+    throw new FdbrokerError('ERR_FDBROKER_NO_NATIVE_BINARY',
+      `no fdbroker native addon fits this machine (${err.message.split('\n')[0]!.replace('No native build was found for ', '')}): ` +
+      'build it with `npm rebuild fdbroker` (needs g++, make and python3; if npm skipped install scripts, first `npm install-scripts approve fdbroker`)',
+      { cause: err });
+  }
   return cached;
 }
