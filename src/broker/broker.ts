@@ -1,34 +1,52 @@
 // The broker: owns listeners (the Registry) and hands duplicates of them to any
-// client that asks over the control socket (the Acceptor + one Channel per
-// client). Policy lives here; framing and syscalls live in channel/acceptor.
+// client that asks over the control socket (an Acceptor + one Session per
+// client). Policy lives here and in the pure GenerationTable / AcceptWatch;
+// framing and syscalls live in transport/.
 //
 // Invariants: the broker never accepts on, shuts down or reconfigures a
 // listener; it keeps every listener open for its whole life whatever clients
 // do; it takes no fds from clients (SO_PASSRIGHTS off where the kernel has it,
 // otherwise whatever arrives is closed and that client dropped); one client's
-// errors end that client only.
+// errors end that client only, and no reply can exceed a message (errors are
+// bounded, status comes in parts).
+//
+// Handover under faults (docs/FAULTS.md): the generation retired by a newer
+// ready one stands by for a window; if the newer one leaves (crash, exit) or
+// its listeners stall (a non-empty accept queue that does not shrink) within
+// the window, the standby one is told to resume and the failed one to retire.
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from '../native/binding';
 import { ECONNREFUSED, ENOENT, ENOPROTOOPT, EPERM } from '../native/errno';
 import type { Acceptor, PathLock } from '../transport/acceptor';
+import { acceptQueues } from '../transport/accept-queue';
 import { Channel } from '../transport/channel';
-import { FdbrokerError } from '../protocol/errors';
-import { Generations, type GenerationInfo } from './generation-table';
-import { Registry } from './registry';
-import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
-import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
-import { createListener, type OwnedListener } from './listeners';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
-import { takeInheritedListeners } from './systemd';
-import type { ListenerSpec } from './spec';
+import { FdbrokerError } from '../protocol/errors';
 import {
-  chunkListeners, decodeClientMessage, encode, encodeListeners, negotiateVersion,
-  type BrokerMessage, type ClientInfo, type ClientMessage, type ListenerInfo, type StatusMessage,
+  chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
+  type ClientInfo, type ClientMessage, type ListenerInfo, type RejoinMessage, type StatusMessage,
 } from '../protocol/messages';
-import { DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, GENERATION_CHECK_INTERVAL_MS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED_MESSAGES } from './defaults';
 import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
+import { AcceptWatch } from './accept-watch';
+import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
+import { auditEvent, type AuditEvent } from './audit';
+import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
+import { GenerationTable, type GenerationInfo } from './generation-table';
+import { createListener, type OwnedListener } from './listeners';
+import { Registry } from './registry';
+import { Session } from './session';
+import type { ListenerSpec } from './spec';
+import { takeInheritedListeners } from './systemd';
+import {
+  ACCEPT_SAMPLE_INTERVAL_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
+  DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
+  GENERATION_CHECK_INTERVAL_MS,
+} from './defaults';
+
+export type { AuditEvent } from './audit';
 
 const debug = debuglog('fdbroker');
 
@@ -37,20 +55,6 @@ export interface BrokerOptions {
   controlPath: string;
   /** Listeners to create. */
   listeners?: ListenerSpec[];
-  /**
-   * Listeners that already exist (e.g. adopted from a predecessor). The
-   * broker owns these fds from the call on, on every path: it closes them if
-   * start() fails, and each must be the socket its info announces.
-   */
-  listenerFds?: Array<{ info: ListenerInfo; fd: number }>;
-  /**
-   * Embedded in an app ("the app as its own broker"): the app itself is a
-   * generation of this broker, numbered `self.number` if given. When a newer
-   * generation is ready, the broker emits 'retireSelf' instead of sending a message.
-   */
-  self?: { number?: number; label?: string };
-  /** The live broker at controlPath handed this process its listeners: rename over its path. */
-  takeover?: boolean;
   /** Who may adopt and read status besides the broker's own uid and root. */
   access?: AccessOptions;
   /** Most clients per uid, for uids other than the broker's own and root (default 64). */
@@ -70,22 +74,53 @@ export interface BrokerOptions {
   readyTimeoutMs?: number;
   /** A retiring generation still connected after this time is reported (default 30 s). */
   retireTimeoutMs?: number;
+  /** Longest standby window granted to a retired generation (default 5 s; 0: no standby, no rollback after ready). */
+  standbyMs?: number;
+  /** A listener whose accept queue does not drain for this long is stalled (default 2 s; 0: not watched). */
+  stallTimeoutMs?: number;
   idleTimeoutMs?: number;
   maxClients?: number;
   maxQueuedMessages?: number;
 }
 
+/** Options only fdbroker itself passes: the embedded broker, takeover, and listeners handed over. */
+export interface InternalBrokerOptions extends BrokerOptions {
+  /**
+   * Listeners that already exist (e.g. adopted from a predecessor). The
+   * broker owns these fds from the call on, on every path: it closes them if
+   * start() fails, and each must be the socket its info announces.
+   */
+  listenerFds?: Array<{ info: ListenerInfo; fd: number }>;
+  /**
+   * Embedded in an app ("the app as its own broker"): the app itself is a
+   * generation of this broker, numbered `self.number` if given. When a newer
+   * generation is ready, the broker emits 'retireSelf' instead of sending a
+   * message. Embedded brokers grant no standby (the predecessor leaves with
+   * its broker) and let one successor join at a time.
+   */
+  self?: { number?: number; label?: string };
+  /** The live broker at controlPath handed this process its listeners: rename over its path. */
+  takeover?: boolean;
+}
+
 export interface AdoptEvent { client: ClientInfo; names: string[]; generation?: number }
 
-export interface AuditEvent {
-  op: 'connect' | 'adopt' | 'join' | 'ready' | 'status';
-  pid: number;
-  uid: number;
-  gid: number;
-  names?: string[];
-  generation?: number;
-  /** 'ok', or the ERR_FDBROKER_* code of the refusal. */
-  result: string;
+export interface RollbackEvent {
+  /** The generation that failed (it left, or stopped accepting). */
+  failed: GenerationInfo;
+  /** 'left' (exited, crashed or disconnected) or 'stalled' (its accept queue did not drain). */
+  reason: 'left' | 'stalled';
+  /** The generation told to resume, or undefined when none stood by (nobody may be accepting now). */
+  resumed: number | undefined;
+}
+
+export interface StallEvent {
+  listener: ListenerInfo;
+  /** Connections waiting in the accept queue. */
+  queued: number;
+  /** The newest ready generation, which should be accepting. */
+  generation: number | undefined;
+  since: Date;
 }
 
 export interface BrokerEvents {
@@ -99,12 +134,20 @@ export interface BrokerEvents {
   clientError: [client: ClientInfo, err: Error];
   /** A client joined as a generation and received its listeners. */
   join: [generation: GenerationInfo];
-  /** A generation became ready; `retire` lists the generations told to retire. */
+  /** A generation that outlived its broker joined this one. */
+  rejoin: [generation: GenerationInfo];
+  /** A generation became ready; `retire` lists the generations told to retire (or stand by). */
   ready: [generation: GenerationInfo, retire: number[]];
   /** A generation disconnected (exited, crashed, or closed its connection). */
   leave: [generation: GenerationInfo];
   /** A generation was not ready in time, or did not leave in time after being told to retire. */
   overdue: [generation: GenerationInfo, what: 'ready' | 'retire'];
+  /** The newest ready generation failed; the one standing by (if any) was told to resume. */
+  rollback: [event: RollbackEvent];
+  /** A standby window ended: that generation drains and leaves now. */
+  release: [generation: number];
+  /** A listener's accept queue has not drained for the stall timeout: nobody accepts. Once per episode. */
+  stall: [event: StallEvent];
   /** Embedded mode: a newer generation is ready; the app that embeds this broker should drain and exit. */
   retireSelf: [by: number];
   /** Embedded mode: a successor took the control path and died before ready; this broker bound it again. */
@@ -117,33 +160,26 @@ export interface BrokerEvents {
   warning: [err: Error];
 }
 
-interface ClientState {
-  info: ClientInfo;
-  channel: Channel;
-  greeted: boolean;
-  generation: number | undefined;
-  timer: NodeJS.Timeout | undefined;
-  /** A reply with fds was sent: unread bytes (SIOCOUTQ) may then be a handout. */
-  fdsSent: boolean;
-}
-
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;
   readonly startedAt = new Date();
   private readonly registry = new Registry();
-  private readonly clients = new Map<number, ClientState>();
+  private readonly clients = new Map<number, Session>();
   /**
    * Every channel not yet closed, including clients being dropped that still
    * flush their last replies: their queued messages name the registry's fd
    * numbers, so all must be closed before the registry closes its fds.
    */
   private readonly channels = new Set<Channel>();
-  private readonly generations: Generations;
+  private readonly generations: GenerationTable;
+  private readonly acceptWatch: AcceptWatch;
   private readonly checkTimer: NodeJS.Timeout;
+  private readonly sampleTimer: NodeJS.Timeout | undefined;
   private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
   private readonly policy: AccessPolicy;
   private readonly brokerUid = process.getuid?.() ?? 0;
   private readonly broken = new Set<string>();
+  private readonly queues = new Map<string, { queued: number; backlog: number }>();
   private readonly mode: number;
   /** Embedded mode: the number of the app's own generation. */
   readonly selfGeneration: number | undefined;
@@ -151,7 +187,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private nextClientId = 1;
   private closed = false;
 
-  private constructor(options: BrokerOptions) {
+  private constructor(options: InternalBrokerOptions) {
     super();
     this.controlPath = options.controlPath;
     this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
@@ -163,15 +199,22 @@ export class Broker extends EventEmitter<BrokerEvents> {
       maxClientsPerUid: options.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID,
     };
     this.policy = makePolicy(this.brokerUid, options.access);
-    this.generations = new Generations({
+    this.generations = new GenerationTable({
       readyTimeoutMs: options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
       retireTimeoutMs: options.retireTimeoutMs ?? DEFAULT_RETIRE_TIMEOUT_MS,
+      standbyMs: options.self !== undefined ? 0 : options.standbyMs ?? DEFAULT_STANDBY_MS,
     });
+    const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+    this.acceptWatch = new AcceptWatch(stallMs);
     this.checkTimer = setInterval(() => {
       this.checkGenerations();
       this.checkListeners();
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
+    if (stallMs > 0) {
+      this.sampleTimer = setInterval(() => this.sampleQueues(), ACCEPT_SAMPLE_INTERVAL_MS);
+      this.sampleTimer.unref();
+    }
     this.selfGeneration = options.self === undefined ? undefined : this.generations.join(
       { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? -1, ...(options.self.label ? { label: options.self.label } : {}) },
       [], Date.now(), options.self.number);
@@ -182,6 +225,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * was created is closed again and the error is thrown.
    */
   static start(options: BrokerOptions): Broker {
+    return Broker.startInternal(options);
+  }
+
+  /** @internal start() with the options only fdbroker itself passes (see InternalBrokerOptions). */
+  static startInternal(options: InternalBrokerOptions): Broker {
     // Owned from here: whatever is not yet in the registry when start() fails is closed below.
     const pendingFds = new Set((options.listenerFds ?? []).map((l) => l.fd));
     let broker: Broker;
@@ -200,7 +248,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       if (!options.insecureDir) checkControlDirectory(options.controlPath);
       if (!options.takeover) lock = lockPath(options.controlPath);
     } catch (err) {
-      clearInterval(broker.checkTimer);
+      broker.stopTimers();
       for (const fd of pendingFds) native().close(fd);
       throw err;
     }
@@ -229,7 +277,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       broker.acceptor = bindControlSocket(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lock });
       lock = undefined;
     } catch (err) {
-      clearInterval(broker.checkTimer);
+      broker.stopTimers();
       broker.registry.closeAll();
       for (const fd of pendingFds) native().close(fd);
       lock?.release();
@@ -239,9 +287,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return broker;
   }
 
+
   private listenOn(acceptor: Acceptor): void {
     acceptor.on('connection', (fd) => this.onConnection(fd));
     acceptor.on('warning', (err) => this.emit('warning', err));
+  }
+
+  private stopTimers(): void {
+    clearInterval(this.checkTimer);
+    clearInterval(this.sampleTimer);
   }
 
   /** The listeners' fds, for an app that embeds this broker (still owned by the broker). */
@@ -254,7 +308,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (this.selfGeneration === undefined) throw new FdbrokerError('ERR_FDBROKER_READY_REFUSED', 'this broker has no self generation');
     const result = this.generations.ready(this.selfGeneration, Date.now());
     if (!result.ok) throw new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${this.selfGeneration} cannot become ready (${result.reason})`);
-    this.applyRetire(this.selfGeneration, result.retire);
+    this.applyReady(this.selfGeneration, result.retire, result.release);
   }
 
   /**
@@ -300,9 +354,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
         controlPath: this.controlPath,
         startedAt: this.startedAt.toISOString(),
       },
-      listeners: this.registry.infos().map((l) => (this.broken.has(l.name) ? { ...l, broken: true } : l)),
+      listeners: this.registry.infos().map((l) => this.listenerStatus(l)),
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
       generations: this.generations.list(),
+    };
+  }
+
+  private listenerStatus(l: ListenerInfo): ListenerInfo {
+    const q = this.queues.get(l.name);
+    const since = this.acceptWatch.stalledSince(l.name);
+    return {
+      ...l,
+      ...(this.broken.has(l.name) ? { broken: true } : {}),
+      ...(q ? { queued: q.queued, backlogInForce: q.backlog } : {}),
+      ...(since !== undefined ? { stalledSince: new Date(since).toISOString() } : {}),
     };
   }
 
@@ -313,7 +378,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.checkTimer);
+    this.stopTimers();
     this.acceptor?.close();
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
@@ -350,7 +415,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     this.channels.add(channel);
     channel.once('close', () => this.channels.delete(channel));
-    const state: ClientState = { info, channel, greeted: false, generation: undefined, timer: undefined, fdsSent: false };
+    const state = new Session(info, channel, (err) => this.emit('clientError', info, err));
     // Fail closed: no credentials, or credentials without any grant, end the
     // client before it learns anything about the listeners.
     let refusal: FdbrokerError | undefined;
@@ -366,7 +431,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       refusal = new FdbrokerError('ERR_FDBROKER_UID_LIMIT', `uid ${info.uid} already has ${this.opts.maxClientsPerUid} clients connected`);
     }
     if (refusal) {
-      this.reply(state, { type: 'error', code: refusal.code, message: refusal.message });
+      state.reply({ type: 'error', code: refusal.code, message: refusal.message });
       channel.end();
       this.auditLog('connect', info, refusal.code);
       this.emit('clientError', info, refusal);
@@ -386,14 +451,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
     channel.resume();
   }
 
-  private timeout(state: ClientState, code: 'ERR_FDBROKER_TIMEOUT', message: string): void {
+  private timeout(state: Session, code: 'ERR_FDBROKER_TIMEOUT', message: string): void {
     const err = new FdbrokerError(code, message);
-    this.reply(state, { type: 'error', code, message });
+    state.reply({ type: 'error', code, message });
     this.emit('clientError', state.info, err);
     this.drop(state, true);
   }
 
-  private armIdle(state: ClientState): void {
+  private armIdle(state: Session): void {
     clearTimeout(state.timer);
     state.timer = undefined;
     if (this.opts.idleTimeoutMs > 0) {
@@ -402,12 +467,23 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
-  private onMessage(state: ClientState, payload: Buffer, fds: number[]): void {
+  private onMessage(state: Session, payload: Buffer, fds: number[]): void {
     // Fds from a client are never kept: close them before anything else.
     for (const fd of fds) native().close(fd);
+    // Whatever a client sends, it ends that client at most: no exception
+    // from handling one message may reach the event loop (and end the broker).
+    try {
+      this.handle(state, payload, fds.length);
+    } catch (err) {
+      this.emit('warning', err as Error);
+      this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a request: ${(err as Error).message}`));
+    }
+  }
+
+  private handle(state: Session, payload: Buffer, fdCount: number): void {
     let msg: ClientMessage;
     try {
-      msg = decodeClientMessage(payload, fds.length);
+      msg = decodeClientMessage(payload, fdCount);
     } catch (err) {
       this.fatal(state, err as FdbrokerError);
       return;
@@ -427,13 +503,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (version === undefined) {
           const err = new FdbrokerError('ERR_FDBROKER_VERSION',
             `no common protocol version: the client speaks ${msg.versions.join(', ')}, this broker ${PROTOCOL_VERSIONS.join(', ')}`);
-          this.reply(state, { type: 'error', code: err.code, message: err.message, versions: [...PROTOCOL_VERSIONS] });
+          state.reply({ type: 'error', code: err.code, message: err.message, versions: [...PROTOCOL_VERSIONS] });
           this.emit('clientError', state.info, err);
           this.drop(state, true);
           return;
         }
         state.greeted = true;
-        this.reply(state, {
+        state.reply({
           type: 'welcome', version,
           broker: { pid: process.pid, software: `fdbroker/${VERSION}`, embedded: this.selfGeneration !== undefined },
         });
@@ -446,10 +522,25 @@ export class Broker extends EventEmitter<BrokerEvents> {
       case 'join':
         if (!this.permit(state, msg.id, 'join', msg.names ?? undefined)) return;
         if (state.generation !== undefined) {
-          this.reply(state, { type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
+          state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
           return;
         }
-        this.handOut(state, msg.id, msg.names ?? null, msg.label ?? '');
+        // Embedded mode: at most one process not yet ready (tableflip's
+        // invariant). A second successor would rename its control socket over
+        // the first one's, and one of them would serve on a path nobody reaches.
+        if (this.selfGeneration !== undefined && this.generations.startingCount() > 0) {
+          const err = new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS',
+            'another successor is starting (or this process is not ready yet): one upgrade at a time; try again once it is ready or gone');
+          state.reply({ type: 'error', id: msg.id, code: err.code, message: err.message });
+          this.auditLog('join', state.info, err.code, msg.names ?? undefined);
+          this.emit('clientError', state.info, err);
+          return;
+        }
+        this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0 });
+        return;
+      case 'rejoin':
+        if (!this.permit(state, msg.id, 'rejoin', msg.names ?? undefined)) return;
+        this.onRejoin(state, msg);
         return;
       case 'ready':
         if (!this.permit(state, msg.id, 'ready')) return;
@@ -457,18 +548,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'status':
         if (!this.permit(state, msg.id, 'status')) return;
-        this.reply(state, this.status(msg.id));
+        state.reply(this.status(msg.id));
         return;
     }
   }
 
   /** Checks the grant for `op`; refuses (and audits) when missing. */
-  private permit(state: ClientState, id: number, op: AuditEvent['op'], names?: string[]): boolean {
+  private permit(state: Session, id: number, op: AuditEvent['op'], names?: string[]): boolean {
     const grant: Grant = op === 'status' ? 'status' : 'adopt';
     if (allows(this.policy, state.info, grant)) return true;
     const err = new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED',
       `uid ${state.info.uid} may not ${op} on this broker; its owner can grant it with --allow-uid ${state.info.uid}${op === 'status' ? ' or --allow-status-uid' : ''}`);
-    this.reply(state, { type: 'error', id, code: err.code, message: err.message });
+    state.reply({ type: 'error', id, code: err.code, message: err.message });
     this.auditLog(op, state.info, err.code, names);
     this.emit('clientError', state.info, err);
     return false;
@@ -476,17 +567,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private auditLog(op: AuditEvent['op'], c: { pid: number; uid: number; gid: number }, result: string, names?: string[], generation?: number): void {
     if (this.listenerCount('audit') === 0) return;
-    this.emit('audit', { op, pid: c.pid, uid: c.uid, gid: c.gid, ...(names ? { names } : {}), ...(generation !== undefined ? { generation } : {}), result });
+    this.emit('audit', auditEvent(op, c, result, names, generation));
   }
 
-  private handOut(state: ClientState, id: number, names: string[] | null, joinLabel?: string): void {
-    const op = joinLabel === undefined ? 'adopt' : 'join';
+  private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number }): void {
+    const op = join === undefined ? 'adopt' : 'join';
     let selected: OwnedListener[];
     try {
       selected = this.registry.select(names);
     } catch (err) {
       const e = err as FdbrokerError & { names?: string[] };
-      this.reply(state, { type: 'error', id, code: e.code, message: e.message, names: e.names });
+      state.reply({ type: 'error', id, code: e.code, message: e.message, names: e.names });
       this.auditLog(op, state.info, e.code, names ?? undefined);
       this.emit('clientError', state.info, e);
       return;
@@ -496,7 +587,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // over RLIMIT_NOFILE), so a client that has not read its last reply gets no more.
     if (selected.length > 0 && state.fdsSent && native().outq(state.channel.fd) > 0) {
       const err = new FdbrokerError('ERR_FDBROKER_UNREAD_REPLY', 'read the previous reply before asking for more listeners');
-      this.reply(state, { type: 'error', id, code: err.code, message: err.message });
+      state.reply({ type: 'error', id, code: err.code, message: err.message });
       this.auditLog(op, state.info, err.code, names ?? undefined);
       this.emit('clientError', state.info, err);
       return;
@@ -504,25 +595,51 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const infos = selected.map((l) => l.info);
     const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
     const names_ = infos.map((i) => i.name);
-    const generation = joinLabel === undefined ? undefined : this.generations.join(
-      { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(joinLabel ? { label: joinLabel } : {}) },
-      names_, Date.now());
+    const generation = join === undefined ? undefined : this.generations.join(
+      { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(join.label ? { label: join.label } : {}) },
+      names_, Date.now(), undefined, join.standby);
     if (generation !== undefined) state.generation = generation;
     for (let part = 0; part < groups.length; part++) {
       const group = groups[part]!;
       const payload = encodeListeners(id, part, part === groups.length - 1, group.map((i) => infos[i]!), generation);
-      if (!this.send(state, payload, group.map((i) => selected[i]!.fd))) return;
+      if (!state.send(payload, group.map((i) => selected[i]!.fd))) {
+        this.forget(state);
+        return;
+      }
     }
     if (selected.length > 0) state.fdsSent = true;
-    const adopted = new Set(state.info.adopted); // a Set: includes() per name is O(N²) for 1,000s of listeners
-    for (const i of infos) if (!adopted.has(i.name)) { adopted.add(i.name); state.info.adopted.push(i.name); }
+    this.noteAdopted(state, names_);
     this.auditLog(op, state.info, 'ok', names_, generation);
-    debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, infos.map((i) => i.name).join(','));
-    this.emit('adopt', { client: { ...state.info }, names: infos.map((i) => i.name), generation });
+    debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, names_.join(','));
+    this.emit('adopt', { client: { ...state.info }, names: names_, generation });
     if (generation !== undefined) this.emit('join', this.generations.get(generation)!);
   }
 
-  private onReady(state: ClientState, id: number): void {
+  private noteAdopted(state: Session, names: string[]): void {
+    const adopted = new Set(state.info.adopted); // a Set: includes() per name is O(N²) for 1,000s of listeners
+    for (const n of names) if (!adopted.has(n)) { adopted.add(n); state.info.adopted.push(n); }
+  }
+
+  /** A generation that outlived its broker joins this one in the state it had. No fds: it has its listeners. */
+  private onRejoin(state: Session, msg: RejoinMessage): void {
+    if (state.generation !== undefined) {
+      state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
+      return;
+    }
+    const names = (msg.names ?? []).filter((n) => this.registry.has(n));
+    const r = this.generations.rejoin(
+      { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) },
+      msg.generation, msg.state, names, Date.now(), msg.standby ?? 0);
+    state.generation = r.number;
+    this.noteAdopted(state, names);
+    const g = this.generations.get(r.number)!;
+    state.reply({ type: 'ack', id: msg.id, generation: r.number, state: g.state });
+    this.auditLog('rejoin', state.info, 'ok', names, r.number);
+    this.emit('rejoin', g);
+    if (msg.state === 'ready') this.applyReady(r.number, r.retire, r.release);
+  }
+
+  private onReady(state: Session, id: number): void {
     const n = state.generation;
     const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.generations.ready(n, Date.now());
     this.auditLog('ready', state.info, result.ok ? 'ok' : 'ERR_FDBROKER_READY_REFUSED', undefined, n);
@@ -531,27 +648,57 @@ export class Broker extends EventEmitter<BrokerEvents> {
         unknown: 'this connection has not joined as a generation (send "join" first)',
         retiring: `generation ${n} was told to retire: a newer generation serves`,
         overdue: `generation ${n} was not ready within the ready timeout; start a new one`,
+        failed: `generation ${n} failed after it was ready (it stopped accepting) and was rolled back`,
       }[result.reason];
-      this.reply(state, { type: 'error', id, code: 'ERR_FDBROKER_READY_REFUSED', message: why });
+      state.reply({ type: 'error', id, code: 'ERR_FDBROKER_READY_REFUSED', message: why });
       return;
     }
-    this.reply(state, { type: 'ack', id });
-    this.applyRetire(n!, result.retire);
+    state.reply({ type: 'ack', id, generation: n, state: 'ready' });
+    this.applyReady(n!, result.retire, result.release);
   }
 
-  /** Generation `n` became ready: tell each of `retire` to retire. */
-  private applyRetire(n: number, retire: number[]): void {
+  private sessionOf(n: number): Session | undefined {
+    for (const c of this.clients.values()) if (c.generation === n) return c;
+    return undefined;
+  }
+
+  /** Generation `n` became ready: tell each of `retire` to retire (or stand by), and each of `release` that its window is over. */
+  private applyReady(n: number, retire: number[], release: number[]): void {
     debug('generation %d ready; retiring %s', n, retire.join(',') || 'none');
+    this.acceptWatch.reset();
+    for (const r of release) this.release(r);
     for (const r of retire) {
-      const by = r === n ? this.newestReady() : n;
+      const by = r === n ? this.generations.newestReady() : n;
       if (r === this.selfGeneration) {
         this.emit('retireSelf', by);
         continue;
       }
-      const target = [...this.clients.values()].find((c) => c.generation === r);
-      if (target) this.reply(target, { type: 'retire', generation: r, by });
+      const g = this.generations.get(r);
+      const standby = g?.state === 'standby' && g.standbyUntil ? Math.max(0, Date.parse(g.standbyUntil) - Date.now()) : 0;
+      this.sessionOf(r)?.reply({ type: 'retire', generation: r, by, reason: 'newer', ...(standby > 0 ? { standby } : {}) });
     }
     this.emit('ready', this.generations.get(n)!, retire);
+  }
+
+  private release(n: number): void {
+    debug('generation %d: standby over', n);
+    this.sessionOf(n)?.reply({ type: 'release', generation: n });
+    this.emit('release', n);
+  }
+
+  /**
+   * The newest ready generation failed. The table has already marked it
+   * (rollback or leave); tell the resumed one to resume and the failed one,
+   * if still connected, to retire.
+   */
+  private applyRollback(failed: GenerationInfo, reason: 'left' | 'stalled', resumed: number | undefined): void {
+    debug('generation %d failed (%s); resuming %s', failed.number, reason, resumed ?? 'none');
+    if (resumed !== undefined) {
+      this.sessionOf(resumed)?.reply({ type: 'resume', generation: resumed, failed: failed.number, reason });
+    }
+    this.sessionOf(failed.number)?.reply({ type: 'retire', generation: failed.number, by: resumed ?? 0, reason: 'failed' });
+    this.acceptWatch.reset();
+    this.emit('rollback', { failed, reason, resumed });
   }
 
   /** A listener that no longer listens (a holder shut it down) is broken for every holder: report it once. */
@@ -567,60 +714,77 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
-  private newestReady(): number {
-    let best = 0;
-    for (const g of this.generations.list()) if (g.state === 'ready' && g.number > best) best = g.number;
-    return best;
+  /**
+   * Samples every stream listener's accept queue. A stall (a queue that does
+   * not drain) on a listener the newest ready generation holds rolls it back
+   * when a generation stands by, and is reported either way.
+   */
+  private sampleQueues(): void {
+    if (this.closed) return;
+    const listeners = this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
+    if (listeners.length === 0) return;
+    let results: ReturnType<typeof acceptQueues>;
+    try {
+      results = acceptQueues(listeners.map((l) => l.fd));
+    } catch (err) {
+      this.emit('warning', err as Error);
+      return;
+    }
+    const now = Date.now();
+    const newest = this.generations.newestReady();
+    const holder = newest ? this.generations.get(newest) : undefined;
+    listeners.forEach((l, i) => {
+      const q = results[i]!;
+      if (q instanceof Error) return;
+      this.queues.set(l.info.name, q);
+      const stall = this.acceptWatch.sample(l.info.name, q.queued, now);
+      if (!stall) return;
+      const blamed = holder && holder.adopted.includes(l.info.name) ? holder : undefined;
+      this.emit('stall', { listener: l.info, queued: q.queued, generation: blamed?.number, since: new Date(stall.since) });
+      if (blamed && blamed.number !== this.selfGeneration && this.generations.hasStandby()) {
+        const r = this.generations.rollback(blamed.number, now, 'stalled');
+        const failed = this.generations.get(blamed.number) ?? blamed;
+        this.applyRollback(failed, 'stalled', r.resumed);
+      }
+    });
   }
 
   private checkGenerations(): void {
     if (this.generations.size === 0) return;
-    const { readyOverdue, retireOverdue } = this.generations.check(Date.now());
+    const { readyOverdue, retireOverdue, release } = this.generations.check(Date.now());
     for (const g of readyOverdue) this.emit('overdue', g, 'ready');
     for (const g of retireOverdue) this.emit('overdue', g, 'retire');
+    for (const n of release) this.release(n);
   }
 
-  /** Sends a message; a client that cannot take it is dropped. Returns false then. */
-  private reply(state: ClientState, msg: BrokerMessage): boolean {
-    return this.send(state, encode(msg), []);
-  }
-
-  private send(state: ClientState, payload: Buffer, fds: number[]): boolean {
-    try {
-      state.channel.send(payload, fds);
-      return !state.channel.isClosed;
-    } catch (err) {
-      this.emit('clientError', state.info, err as Error);
-      this.drop(state);
-      return false;
-    }
-  }
-
-  private fatal(state: ClientState, err: FdbrokerError): void {
+  private fatal(state: Session, err: FdbrokerError): void {
     const code = err.code ?? 'ERR_FDBROKER_PROTOCOL';
-    this.reply(state, { type: 'error', code, message: err.message });
+    state.reply({ type: 'error', code, message: err.message });
     this.emit('clientError', state.info, err);
     this.drop(state, true);
   }
 
   /** Ends a client: gracefully (after queued replies) or at once. */
-  private drop(state: ClientState, graceful = false): void {
+  private drop(state: Session, graceful = false): void {
     if (graceful) state.channel.end();
     else state.channel.close();
     this.forget(state);
   }
 
-  private forget(state: ClientState): void {
+  private forget(state: Session): void {
     clearTimeout(state.timer);
     state.timer = undefined;
-    if (this.clients.delete(state.info.id)) {
-      debug('client %d gone', state.info.id);
-      if (state.generation !== undefined) {
-        const g = this.generations.leave(state.generation);
-        if (g) this.emit('leave', g);
-        if (g && g.state === 'starting' && this.selfGeneration !== undefined) this.reclaimPath();
+    if (!this.clients.delete(state.info.id)) return;
+    debug('client %d gone', state.info.id);
+    if (state.generation !== undefined) {
+      const r = this.generations.leave(state.generation);
+      if (r) {
+        this.emit('leave', r.gone);
+        if (r.lostReady) this.applyRollback(r.gone, 'left', r.resumed);
+        if (r.gone.state === 'starting' && this.selfGeneration !== undefined) this.reclaimPath();
       }
-      this.emit('disconnect', state.info);
     }
+    this.emit('disconnect', state.info);
   }
 }
+

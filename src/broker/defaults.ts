@@ -20,3 +20,9 @@ export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 export const DEFAULT_RETIRE_TIMEOUT_MS = 30_000;
 /** Broker: how often generation deadlines are checked. */
 export const GENERATION_CHECK_INTERVAL_MS = 250;
+/** Broker: how long a retired generation stands by, able to resume if its successor fails (0: no standby). */
+export const DEFAULT_STANDBY_MS = 5_000;
+/** Broker: a listener whose accept queue is non-empty and has not shrunk for this long is stalled (nobody accepts). */
+export const DEFAULT_STALL_TIMEOUT_MS = 2_000;
+/** Broker: how often accept queues are sampled for stalls. */
+export const ACCEPT_SAMPLE_INTERVAL_MS = 100;

@@ -88,11 +88,11 @@ export function intOption(name: string, v: string | undefined, min: number, max:
 }
 
 /** A whole number of milliseconds (1 to MAX_TIMER_MS), or undefined. */
-export function msOption(name: string, v: string | undefined): number | undefined {
+export function msOption(name: string, v: string | undefined, min = 1): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > MAX_TIMER_MS) {
-    throw new UsageError(`--${name} must be a whole number of milliseconds, 1-${MAX_TIMER_MS}, not "${v}"`);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || n > MAX_TIMER_MS) {
+    throw new UsageError(`--${name} must be a whole number of milliseconds, ${min}-${MAX_TIMER_MS}, not "${v}"`);
   }
   return n;
 }

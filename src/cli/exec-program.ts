@@ -264,8 +264,9 @@ export class Exec extends EventEmitter<ExecEvents> {
         );
       };
 
-      conn.onRetire = (msg) => {
-        if (retired || finished) return;
+      // exec joins without a standby window (a program cannot be told to resume): only "retire" arrives.
+      conn.onNotice = (msg) => {
+        if (msg.type !== 'retire' || retired || finished) return;
         retired = true;
         clearTimeout(readyTimer);
         this.emit('retire', msg.by, retireSignal);

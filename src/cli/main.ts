@@ -38,6 +38,12 @@ serve options:
   --retire-timeout MS
                      report a generation still connected MS ms after it was told
                      to retire (default 30000); the broker signals nobody
+  --standby MS       warm standby: a generation retired by a newer ready one
+                     stops accepting but can resume for up to MS ms, if the
+                     newer one exits, crashes or stalls (default 5000; 0: off)
+  --stall-timeout MS a listener whose accept queue is non-empty and does not
+                     shrink for MS ms is stalled: rolled back within a standby
+                     window, reported otherwise (default 2000; 0: not watched)
   --group GID        group of the control socket (with --mode 0660)
   --allow-uid UID[,UID]   also let these uids adopt and read status (the
                      broker's own uid and root always may)

@@ -21,6 +21,8 @@ const OPTIONS = {
   'handshake-timeout': { type: 'string' },
   'ready-timeout': { type: 'string' },
   'retire-timeout': { type: 'string' },
+  'standby': { type: 'string' },
+  'stall-timeout': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
   'allow-gid': { type: 'string', multiple: true },
   'allow-status-uid': { type: 'string', multiple: true },
@@ -72,6 +74,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const handshakeTimeoutMs = msOption('handshake-timeout', v['handshake-timeout']);
   const readyTimeoutMs = msOption('ready-timeout', v['ready-timeout']);
   const retireTimeoutMs = msOption('retire-timeout', v['retire-timeout']);
+  const standbyMs = msOption('standby', v.standby, 0);
+  const stallTimeoutMs = msOption('stall-timeout', v['stall-timeout'], 0);
   const maxClients = intOption('max-clients', v['max-clients'], 1, MAX_CLIENTS_LIMIT);
   const maxClientsPerUid = intOption('max-clients-per-uid', v['max-clients-per-uid'], 1, MAX_CLIENTS_LIMIT);
   const access = {
@@ -97,9 +101,9 @@ export async function serve(args: string[], io: Io): Promise<number> {
   try {
     // From here on Broker.start owns the adopted fds.
     const listenerFds = v['adopt-from'] !== undefined ? await adoptFrom(v['adopt-from']) : [];
-    broker = Broker.start({
+    broker = Broker.startInternal({
       controlPath, listeners: specs, listenerFds, backlog, mode, group,
-      handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs, maxClients, maxClientsPerUid, access,
+      handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs, standbyMs, stallTimeoutMs, maxClients, maxClientsPerUid, access,
       insecureDir: v['insecure-dir'] === true,
       inherit: v['no-inherit'] !== true,
     });
@@ -121,6 +125,12 @@ export async function serve(args: string[], io: Io): Promise<number> {
   broker.on('overdue', (g, what) => io.err(what === 'ready'
     ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
     : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
+  broker.on('rollback', (e) => io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
+    + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : 'stopped accepting (its accept queue stalled)'}; `
+    + (e.resumed !== undefined ? `generation ${e.resumed} resumes serving` : 'no generation stood by: nobody may be accepting now; start a new version')));
+  broker.on('stall', (e) => io.err(`fdbroker: listener "${e.listener.name}" stalled: ${e.queued} connections wait since ${e.since.toISOString()}`
+    + ` and nobody accepts${e.generation !== undefined ? ` (generation ${e.generation} should)` : ''}`));
+  if (!quiet) broker.on('release', (n) => io.out(`fdbroker: generation ${n}: standby over, draining`));
   broker.on('listenerBroken', (l) => io.err(`fdbroker: listener "${l.name}" (${describeListener(l)}) no longer listens: a holder shut it down; restart the broker to recreate it`));
   broker.on('clientError', (c, err) => {
     const code = (err as FdbrokerError).code ?? '';

@@ -20,7 +20,9 @@ function generationState(g: GenerationInfo): string {
   switch (g.state) {
     case 'starting': return `starting since ${g.joinedAt}`;
     case 'ready': return `ready since ${g.readyAt}`;
+    case 'standby': return `standing by since ${g.retiringSince} until ${g.standbyUntil} (can resume)`;
     case 'retiring': return `retiring since ${g.retiringSince}${g.readyAt ? ` (ready since ${g.readyAt})` : ' (never ready)'}`;
+    case 'failed': return `FAILED (${g.failedReason ?? 'unknown'}) since ${g.retiringSince}: rolled back`;
   }
 }
 
@@ -28,7 +30,11 @@ export function formatStatus(s: StatusMessage): string {
   const lines = [
     `broker pid ${s.broker.pid} on ${s.broker.controlPath} (${s.broker.software}, protocol ${s.broker.protocol}, since ${s.broker.startedAt})`,
     `listeners (${s.listeners.length}):`,
-    ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${l.backlog ? `  backlog ${l.backlog}` : ''}`),
+    ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${l.backlog ? `  backlog ${l.backlog}` : ''}`
+      + `${l.backlogInForce !== undefined && l.backlogInForce !== l.backlog ? ` (in force: ${l.backlogInForce})` : ''}`
+      + `${l.queued !== undefined ? `  queued ${l.queued}` : ''}${l.broken ? '  BROKEN' : ''}`
+      + `${l.stalledSince ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
+      + `${l.holders ? `  held by ${l.holders.map((h) => `${h.pid}${h.generation !== undefined ? `(#${h.generation})` : `(${h.comm ?? '?'}, not a generation)`}`).join(' ') || 'nobody else'}` : ''}`),
     `clients (${s.clients.length}):`,
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
     `generations (${s.generations.length}):`,

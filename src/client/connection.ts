@@ -9,7 +9,7 @@ import { native } from '../native/binding';
 import { Channel } from '../transport/channel';
 import { FdbrokerError, systemError } from '../protocol/errors';
 import {
-  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type RetireMessage,
+  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type RetireMessage, type ResumeMessage, type ReleaseMessage,
   type StatusMessage,
 } from '../protocol/messages';
 import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS } from './defaults';
@@ -90,8 +90,8 @@ export class BrokerConnection {
    */
   private readonly inbox: Array<{ msg: BrokerMessage; fds: number[] }> = [];
   private collecting = false;
-  /** Called when the broker says this generation should retire. */
-  onRetire: ((msg: RetireMessage) => void) | undefined;
+  /** Called on the broker's unsolicited messages to a generation: retire, resume, release. */
+  onNotice: ((msg: RetireMessage | ResumeMessage | ReleaseMessage) => void) | undefined;
   /** Called once when the connection ends (broker gone, protocol error, or close()). */
   onClose: ((err: Error) => void) | undefined;
   private failure: Error | undefined;
@@ -179,9 +179,9 @@ export class BrokerConnection {
         this.fail(err as Error);
         return;
       }
-      if (msg.type === 'retire') {
+      if (msg.type === 'retire' || msg.type === 'resume' || msg.type === 'release') {
         closeAll(fds);
-        this.onRetire?.(msg);
+        this.onNotice?.(msg);
         return;
       }
       const w = this.waiter;
@@ -230,19 +230,19 @@ export class BrokerConnection {
     this.channel.send(encode(msg));
   }
 
-  /** Waits for the next message (one request at a time). */
-  private next(timeoutMs: number): Promise<{ msg: BrokerMessage; fds: number[] }> {
+  /** Waits for the next message (one request at a time); `timeoutMs` undefined: as long as the connection lives. */
+  private next(timeoutMs: number | undefined): Promise<{ msg: BrokerMessage; fds: number[] }> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.waiter) return Promise.reject(new FdbrokerError('ERR_FDBROKER_INTERNAL', 'one request at a time'));
     const queued = this.inbox.shift();
     if (queued) return Promise.resolve(queued);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
         this.fail(timeoutError(this.path, 'reply'));
       }, Math.max(0, timeoutMs));
       this.waiter = {
-        resolve: (msg, fds) => { clearTimeout(timer); this.waiter = undefined; resolve({ msg, fds }); },
-        reject: (e) => { clearTimeout(timer); this.waiter = undefined; reject(e); },
+        resolve: (msg, fds) => { if (timer) clearTimeout(timer); this.waiter = undefined; resolve({ msg, fds }); },
+        reject: (e) => { if (timer) clearTimeout(timer); this.waiter = undefined; reject(e); },
       };
     });
   }
@@ -259,8 +259,10 @@ export class BrokerConnection {
    * Adopts like adopt() and makes this connection a new generation, which
    * stays one while the connection is open. Same fd ownership as adopt().
    */
-  async join(names: string[] | undefined, label?: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ generation: number; listeners: ReceivedListener[] }> {
-    const r = await this.receiveListeners({ type: 'join', id: this.nextId++, names: names ?? null, ...(label ? { label } : {}) }, timeoutMs);
+  async join(names: string[] | undefined, label?: string, timeoutMs = DEFAULT_TIMEOUT_MS, standby?: number): Promise<{ generation: number; listeners: ReceivedListener[] }> {
+    const r = await this.receiveListeners({
+      type: 'join', id: this.nextId++, names: names ?? null, ...(label ? { label } : {}), ...(standby ? { standby } : {}),
+    }, timeoutMs);
     if (r.generation === undefined) {
       closeAll(r.listeners.map((l) => l.fd));
       throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', 'the broker did not assign a generation');
@@ -268,13 +270,31 @@ export class BrokerConnection {
     return { generation: r.generation, listeners: r.listeners };
   }
 
-  /** Tells the broker this generation serves; older generations are then told to retire. */
-  async ready(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
+  /**
+   * Tells the broker this generation serves; older generations are then told
+   * to retire. Without a timeout it waits as long as the connection lives: the
+   * answer says whether the broker committed it, and there is no other way
+   * to learn that on this connection.
+   */
+  async ready(timeoutMs?: number): Promise<void> {
     await this.request({ type: 'ready', id: this.nextId++ }, 'ack', timeoutMs);
   }
 
+  /**
+   * Joins this broker as a generation that already has its listeners (it
+   * outlived the broker it joined): no fds are sent. Returns the number and
+   * state the broker gave it.
+   */
+  async rejoin(generation: number, state: 'starting' | 'ready' | 'retiring', names: string[], label?: string, standby?: number,
+    timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ generation: number; state: string }> {
+    const ack = await this.request({
+      type: 'rejoin', id: this.nextId++, generation, state, names, ...(label ? { label } : {}), ...(standby ? { standby } : {}),
+    }, 'ack', timeoutMs);
+    return { generation: ack.generation ?? generation, state: ack.state ?? state };
+  }
+
   /** Sends a request that carries no fds back, and returns its answer of type `expect`. */
-  private async request<T extends BrokerMessage['type']>(req: ClientMessage & { id: number }, expect: T, timeoutMs: number): Promise<Extract<BrokerMessage, { type: T }>> {
+  private async request<T extends BrokerMessage['type']>(req: ClientMessage & { id: number }, expect: T, timeoutMs: number | undefined): Promise<Extract<BrokerMessage, { type: T }>> {
     this.send(req);
     const { msg, fds } = await this.next(timeoutMs);
     closeAll(fds);
@@ -319,9 +339,38 @@ export class BrokerConnection {
     for (const q of this.inbox.splice(0)) closeAll(q.fds);
   }
 
-  /** The broker's listeners and clients. */
+  /** The broker's listeners, clients and generations (a large answer arrives in parts and is put together). */
   async status(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<StatusMessage> {
-    return this.request({ type: 'status', id: this.nextId++ }, 'status', timeoutMs);
+    const deadline = Date.now() + timeoutMs;
+    const id = this.nextId++;
+    this.send({ type: 'status', id });
+    this.collecting = true;
+    try {
+      let whole: StatusMessage | undefined;
+      for (let expectPart = 0; ; expectPart++) {
+        const { msg, fds } = await this.next(Math.max(0, deadline - Date.now()));
+        closeAll(fds);
+        if (msg.type === 'error') throw brokerError(msg);
+        if (msg.type !== 'status' || msg.id !== id || (msg.part ?? 0) !== expectPart) {
+          throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of status ${id}, got "${msg.type}"`);
+        }
+        if (!whole) whole = { ...msg, listeners: [...msg.listeners], clients: [...msg.clients], generations: [...msg.generations] };
+        else {
+          whole.listeners.push(...msg.listeners);
+          whole.clients.push(...msg.clients);
+          whole.generations.push(...msg.generations);
+        }
+        if (msg.last !== false) {
+          delete whole.part;
+          delete whole.last;
+          return whole;
+        }
+      }
+    } finally {
+      this.collecting = false;
+      const extra = this.inbox[0];
+      if (extra) this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${extra.msg.type}" message`));
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // A Listener is one adopted socket: a duplicate of the broker's listening
 // socket (same open file description, same accept queue), owned by this
 // process until it is attached to a server, which then owns it.
+import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import type * as dgram from 'node:dgram';
 import { native } from '../native/binding';
@@ -23,6 +24,9 @@ export class Listener {
    */
   readonly backlog: number | undefined;
   private _fd: number;
+  /** The socket's identity when it was adopted: an fd number can be reused once a server closed it. */
+  private readonly ino: number;
+  private readonly dev: number;
   private state: 'open' | 'attached' | 'closed' = 'open';
   private _server: net.Server | dgram.Socket | undefined;
 
@@ -39,6 +43,42 @@ export class Listener {
     this.path = info.path;
     this.backlog = info.backlog;
     this._fd = fd;
+    let st: fs.Stats | undefined;
+    try { st = fs.fstatSync(fd); } catch { st = undefined; }
+    this.ino = st?.ino ?? -1;
+    this.dev = st?.dev ?? -1;
+  }
+
+  /** Whether this.fd still names the socket that was adopted (a server may have closed it, and the number been reused). */
+  private stillOurs(): boolean {
+    if (this._fd < 0) return false;
+    try {
+      const st = fs.fstatSync(this._fd);
+      return st.ino === this.ino && st.dev === this.dev;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * A server started with the plain `server.listen({ fd: listener.fd })`
+   * owns the fd as attach() would: find it among this process's handles and
+   * count it as attached, so a retire drains it and close() leaves its fd
+   * alone. Returns the server, if any.
+   */
+  findServer(): net.Server | dgram.Socket | undefined {
+    if (this.state !== 'open' || !this.stillOurs()) return this._server;
+    const handles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
+    for (const h of handles) {
+      const srv = h as { _handle?: { fd?: number } | null; listen?: unknown };
+      if (typeof srv.listen === 'function' && srv._handle?.fd === this._fd) {
+        this.state = 'attached';
+        this._server = srv as unknown as net.Server;
+        trackConnections(this._server);
+        return this._server;
+      }
+    }
+    return undefined;
   }
 
   /** The fd, for `server.listen({ fd }, listener.backlog)`. -1 once closed. */
@@ -107,12 +147,23 @@ export class Listener {
     return this._fd;
   }
 
-  /** Closes this process's duplicate, if not attached to a server. Idempotent. */
+  /**
+   * Closes this process's duplicate, if not attached to a server. Idempotent.
+   * An fd that no longer names the adopted socket (a server started with the
+   * plain `listen({ fd })` closed it, and the number was reused) is left alone.
+   */
   close(): void {
     if (this.state !== 'open') return;
     this.state = 'closed';
-    native().close(this._fd);
+    if (this.stillOurs() && !this.findServerQuiet()) native().close(this._fd);
     this._fd = -1;
+  }
+
+  private findServerQuiet(): boolean {
+    this.state = 'open';
+    const s = this.findServer();
+    if (!s) this.state = 'closed';
+    return s !== undefined;
   }
 
   toJSON(): ListenerInfo & { fd: number } {

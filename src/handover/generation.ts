@@ -12,14 +12,15 @@
 // Fd ownership: as adoptListeners(): each Listener owns its fd until attached.
 // In self-broker mode the embedded broker owns its own duplicates.
 import { EventEmitter } from 'node:events';
+import * as netModule from 'node:net';
 import type * as net from 'node:net';
 import { Broker } from '../broker/broker';
 import { BrokerConnection } from '../client/connection';
 import { toListeners } from '../client/adopt';
 import { drain, type DrainResult } from './drain';
-import type { FdbrokerError } from '../protocol/errors';
+import { FdbrokerError } from '../protocol/errors';
 import type { Listener } from '../client/listener';
-import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults';
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STANDBY_REQUEST_MS, REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS, STANDBY_GRACE_MS } from './defaults';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
 import { Upgrader, type UpgradeFailure, type UpgradeOptions } from './upgrade';
@@ -50,14 +51,26 @@ export interface GenerationOptions {
   fdHeadroom?: number;
   /** uids trusted to run the broker (default: this process's uid, and root). */
   trustUids?: number[];
+  /**
+   * Warm standby: after a newer generation is ready, stop accepting but stay
+   * able to resume for this many ms (capped by the broker's --standby), in
+   * case the newer one dies or stops accepting. 'drained' comes after the
+   * window. Default 5 s with onRetire 'drain'; 0 with 'none' (the app then
+   * handles 'resume' itself). 0 turns it off.
+   */
+  standby?: number;
 }
 
 export interface GenerationEvents {
-  /** A newer generation is ready; `by` is its number. */
+  /** A newer generation is ready; `by` is its number. With standby, accepting stops now and draining after the window. */
   retire: [by: number];
+  /** Standby: the newer generation failed (it left or stopped accepting); this one accepts again. */
+  resume: [info: { failed: number; reason: string }];
+  /** The connection to the broker was restored (a restarted or replaced broker): this generation joined it again. */
+  rejoin: [info: { generation: number; state: string }];
   /** After retire: every attached server is drained; the connection to the broker is closed. */
   drained: [result: DrainResult];
-  /** The broker connection ended without a retire (broker stopped or crashed). Serving goes on. */
+  /** The broker connection ended without a retire (broker stopped or crashed). Serving goes on, and the generation rejoins the path when a broker answers there again. */
   brokerLost: [err: Error];
   /** upgradeOnSignal(): a successor was started. */
   upgrade: [pid: number];
@@ -69,7 +82,8 @@ export interface GenerationEvents {
 
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
-  readonly number: number;
+  private _number: number;
+  /** This generation's listeners by name. After a resume, the entries are the listeners adopted anew. */
   readonly listeners: Record<string, Listener>;
   /** The path this generation joined (and, in self-broker mode, serves). */
   readonly path: string;
@@ -80,30 +94,91 @@ export class Generation {
   private readonly opts: GenerationOptions;
   private _retiring = false;
   private _ready = false;
+  /** ready() was called: a rejoin says "ready", and a ready() in flight completes through it. */
+  private readyWanted = false;
+  private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private standbyTimer: NodeJS.Timeout | undefined;
+  private standing = false;
+  private rejoinTimer: NodeJS.Timeout | undefined;
   private closedByUs = false;
   private retirePromise: Promise<DrainResult> | undefined;
   private stopUpgrades: (() => void) | undefined;
+  private upgradeSetup: (() => void) | undefined;
 
   private constructor(path: string, conn: BrokerConnection | undefined, broker: Broker | undefined, number: number,
     listeners: Record<string, Listener>, opts: GenerationOptions) {
     this.path = path;
-    this.conn = conn;
     this.broker = broker;
-    this.number = number;
+    this._number = number;
     this.listeners = listeners;
     this.opts = opts;
-    if (conn) {
-      conn.onRetire = (msg) => this.onRetire(msg.by);
-      conn.onClose = (err) => {
-        // In self-broker mode the predecessor's broker goes away once it has
-        // retired: expected, not a loss.
-        const expected = this.closedByUs || this._retiring || (this.broker !== undefined && this._ready);
-        if (!expected) this.events.emit('brokerLost', err);
-      };
-      // The connection must not keep the process alive: the servers do.
-      conn.unref();
+    if (conn) this.use(conn);
+    broker?.on('retireSelf', (by) => this.onRetire({ by }));
+  }
+
+  /** This generation's number (a rejoin may give a new one when the old one is taken). */
+  get number(): number { return this._number; }
+
+  private use(conn: BrokerConnection): void {
+    this.conn = conn;
+    conn.onNotice = (msg) => {
+      if (msg.type === 'retire') this.onRetire(msg);
+      else if (msg.type === 'resume') void this.onResume(msg.failed, msg.reason);
+      else if (msg.type === 'release') this.endStandby();
+    };
+    conn.onClose = (err) => {
+      if (this.conn !== conn) return;
+      // In self-broker mode the predecessor's broker goes away once it has
+      // retired: expected, not a loss. So is our own close, and a retiring
+      // generation's (it leaves anyway).
+      const expected = this.closedByUs || (this._retiring && !this.standing) || (this.broker !== undefined && this._ready);
+      if (expected) return;
+      if (this.standing) {
+        // Nobody can tell us to resume any more: finish retiring.
+        this.endStandby();
+        return;
+      }
+      this.events.emit('brokerLost', err);
+      if (this.broker === undefined) this.scheduleRejoin();
+    };
+    // The connection must not keep the process alive: the servers do.
+    conn.unref();
+  }
+
+  /** Retries joining the path again until a broker answers (a restarted broker, or a new one that took the listeners over). */
+  private scheduleRejoin(delay = REJOIN_RETRY_MS): void {
+    if (this.closedByUs || this.rejoinTimer) return;
+    this.rejoinTimer = setTimeout(() => {
+      this.rejoinTimer = undefined;
+      void this.rejoin().catch(() => this.scheduleRejoin(Math.min(delay * 2, REJOIN_RETRY_MAX_MS)));
+    }, delay);
+    this.rejoinTimer.unref();
+  }
+
+  private async rejoin(): Promise<void> {
+    if (this.closedByUs) return;
+    const conn = await BrokerConnection.connect(this.path, { timeout: this.opts.timeout ?? DEFAULT_TIMEOUT_MS, trustUids: this.opts.trustUids });
+    try {
+      const state = this._retiring ? 'retiring' : this._ready || this.readyWanted ? 'ready' : 'starting';
+      const r = await conn.rejoin(this._number, state, Object.keys(this.listeners), this.opts.label, this.standbyMs());
+      if (this.closedByUs) {
+        conn.close();
+        return;
+      }
+      this._number = r.generation;
+      this.use(conn);
+      this.events.emit('rejoin', r);
+      if (state === 'ready') this.settleReady(r.state === 'ready' ? undefined
+        : new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));
+    } catch (err) {
+      conn.close();
+      throw err;
     }
-    broker?.on('retireSelf', (by) => this.onRetire(by));
+  }
+
+  private standbyMs(): number {
+    if (this.broker !== undefined) return 0;
+    return this.opts.standby ?? ((this.opts.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
   }
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
@@ -120,7 +195,8 @@ export class Generation {
     }
     try {
       if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
-      const { generation, listeners } = await conn.join(options.names, options.label, Math.max(0, deadline - Date.now()));
+      const standby = options.standby ?? ((options.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
+      const { generation, listeners } = await conn.join(options.names, options.label, Math.max(0, deadline - Date.now()), standby);
       return new Generation(path, conn, undefined, generation, toListeners(listeners, options.names), options);
     } catch (err) {
       conn.close();
@@ -160,22 +236,51 @@ export class Generation {
 
   /**
    * Tells the broker this generation serves: older generations are told to
-   * retire. Call it once every server is listening. Rejects with
-   * ERR_FDBROKER_READY_REFUSED when a newer generation already serves or the
-   * broker's ready timeout has passed.
+   * retire. Call it once every server is listening. Settles only with the
+   * broker's answer, so its outcome is never ambiguous: it resolves once a
+   * broker has committed it, and rejects with ERR_FDBROKER_READY_REFUSED when
+   * a broker refused it (a newer generation serves, the ready timeout passed,
+   * or this one was rolled back). If the broker is lost before it answers,
+   * ready() waits: the generation rejoins the path when a broker answers
+   * there again, says it is ready, and ready() settles with that answer.
+   * Meanwhile the generation serves, like every other holder of the socket.
    */
-  async ready(): Promise<void> {
-    if (this._ready) return;
-    if (this.conn && !this.conn.isClosed) {
-      this.conn.ref();
+  ready(): Promise<void> {
+    if (this._ready) return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+    if (this.readyWanted) return p;
+    this.readyWanted = true;
+    const conn = this.conn;
+    if (conn && !conn.isClosed) {
+      conn.ref();
+      conn.ready().then(
+        () => this.settleReady(),
+        (err: FdbrokerError) => {
+          // Refused: final. Connection lost: the rejoin says "ready" and settles it.
+          if (err.code === 'ERR_FDBROKER_READY_REFUSED') this.settleReady(err);
+          else if (this.broker !== undefined) this.settleReady(); // the predecessor left: this process is the broker now
+        },
+      ).finally(() => conn.unref());
+    } else if (this.broker !== undefined || !conn) {
+      this.settleReady();
+    }
+    return p;
+  }
+
+  private settleReady(err?: Error): void {
+    if (!err && this.broker) {
       try {
-        await this.conn.ready();
-      } finally {
-        this.conn.unref();
+        this.broker.markSelfReady();
+      } catch (e) {
+        err = e as Error;
       }
     }
-    this.broker?.markSelfReady();
-    this._ready = true;
+    if (!err) this._ready = true;
+    else this.readyWanted = false;
+    for (const w of this.readyWaiters.splice(0)) {
+      if (err) w.reject(err);
+      else w.resolve();
+    }
   }
 
   /** Servers attached to this generation's listeners. */
@@ -188,11 +293,18 @@ export class Generation {
     return out;
   }
 
-  /** Drains every attached server (see drain()), then leaves the broker (and, self-broker, closes its own). */
+  /**
+   * Drains every attached server (see drain()), then leaves the broker (and,
+   * self-broker, closes its own). Servers started with the plain
+   * `server.listen({ fd: listener.fd })` are found and drained too.
+   */
   retire(timeout = this.opts.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS): Promise<DrainResult> {
     if (this.retirePromise) return this.retirePromise;
     this._retiring = true;
+    this.standing = false;
+    clearTimeout(this.standbyTimer);
     const started = Date.now();
+    for (const l of Object.values(this.listeners)) l.findServer();
     this.retirePromise = Promise.all(this.servers().map((s) => drain(s, { timeout }))).then((results) => {
       for (const l of Object.values(this.listeners)) {
         const s = l.server as { close?: () => void; listen?: unknown } | undefined;
@@ -218,6 +330,8 @@ export class Generation {
   /** Leaves the broker without draining (self-broker: closes the embedded broker). Servers are untouched. */
   close(): void {
     this.closedByUs = true;
+    clearTimeout(this.rejoinTimer);
+    clearTimeout(this.standbyTimer);
     this.conn?.close();
     this.broker?.close();
     this.stopUpgrades?.();
@@ -238,19 +352,81 @@ export class Generation {
       refused: (reason) => this.events.emit('upgradeRefused', reason),
     });
     const handler = () => upgrader.start();
-    process.on(signal, handler);
-    this.stopUpgrades = () => process.off(signal, handler);
-    this.once('retire', this.stopUpgrades);
+    this.upgradeSetup = () => {
+      process.on(signal, handler);
+      this.stopUpgrades = () => process.off(signal, handler);
+    };
+    this.upgradeSetup();
     return this;
   }
 
-  private onRetire(by: number): void {
+  private onRetire(msg: { by: number; standby?: number; reason?: string }): void {
     if (this._retiring) return;
     this._retiring = true;
-    this.events.emit('retire', by);
-    if ((this.opts.onRetire ?? 'drain') === 'drain') {
-      void this.retire().then((r) => this.events.emit('drained', r));
+    this.stopUpgrades?.();
+    this.events.emit('retire', msg.by);
+    if ((this.opts.onRetire ?? 'drain') !== 'drain') return;
+    if (msg.standby && msg.standby > 0 && msg.reason !== 'failed' && this.conn && !this.conn.isClosed) {
+      this.standBy(msg.standby);
+      return;
     }
+    void this.retire().then((r) => this.events.emit('drained', r));
+  }
+
+  /**
+   * Warm standby: stop accepting (close this process's listening handles;
+   * the accept queue stays with the other holders) and keep serving the
+   * connections already open, as before, until the broker says resume or
+   * release. A lost broker, or a window that passes without a word, ends
+   * the standby too.
+   */
+  private standBy(windowMs: number): void {
+    this.standing = true;
+    for (const l of Object.values(this.listeners)) l.findServer();
+    for (const srv of this.servers()) if (srv.listening) netModule.Server.prototype.close.call(srv);
+    // Standing by keeps the process alive (its listening handles are closed,
+    // and there may be no connection left to do it).
+    this.conn?.ref();
+    this.standbyTimer = setTimeout(() => this.endStandby(), windowMs + STANDBY_GRACE_MS);
+  }
+
+  private endStandby(): void {
+    if (!this.standing) return;
+    this.standing = false;
+    clearTimeout(this.standbyTimer);
+    this.conn?.unref();
+    void this.retire().then((r) => this.events.emit('drained', r));
+  }
+
+  /** The generation that replaced this one failed: adopt the listeners anew and listen again on every server. */
+  private async onResume(failed: number, reason: string): Promise<void> {
+    if (!this.standing || !this.conn) return;
+    this.standing = false;
+    clearTimeout(this.standbyTimer);
+    this.conn.unref();
+    const names = Object.keys(this.listeners);
+    let received;
+    try {
+      received = await this.conn.adopt(names);
+    } catch {
+      // Cannot adopt again: this generation cannot serve; finish retiring.
+      this.standing = true;
+      this.endStandby();
+      return;
+    }
+    const fresh = toListeners(received, names);
+    for (const name of names) {
+      const old = this.listeners[name]!;
+      const next = fresh[name]!;
+      const server = old.server;
+      old.close();
+      this.listeners[name] = next;
+      if (server) next.attach(server as net.Server);
+    }
+    this._retiring = false;
+    this._ready = true;
+    this.upgradeSetup?.();
+    this.events.emit('resume', { failed, reason });
   }
 }
 

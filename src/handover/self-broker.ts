@@ -24,7 +24,7 @@ export interface SelfBrokerOptions {
 /** Nobody at the path: create the listeners and serve them. */
 export function serveFirst(path: string, options: SelfBrokerOptions): { broker: Broker; listeners: ReceivedListener[] } {
   const specs = options.listen!.map((s) => parseListenerSpec(s));
-  const broker = Broker.start({ controlPath: path, listeners: specs, self: { label: options.label }, mode: options.mode, inherit: false });
+  const broker = Broker.startInternal({ controlPath: path, listeners: specs, self: { label: options.label }, mode: options.mode, inherit: false });
   try {
     return { broker, listeners: dupForSelf(broker.listenerFdsForSelf(), options.names) };
   } catch (err) {
@@ -44,7 +44,7 @@ export async function serveAsSuccessor(path: string, conn: BrokerConnection, opt
   const { generation, listeners: received } = await conn.join(undefined, options.label, Math.max(0, deadline - Date.now()));
   await successorHook();
   // The embedded broker owns everything received, also if it fails to start.
-  const broker = Broker.start({
+  const broker = Broker.startInternal({
     controlPath: path, listenerFds: received, self: { number: generation, label: options.label },
     mode: options.mode, inherit: false, takeover: true,
   });
@@ -73,7 +73,7 @@ export function exposeListeners(listeners: Listener[], path: string, options: { 
   const held = listeners.filter((l) => l.fd >= 0 && (!l.server || isListening(l.server)));
   const mine = dupForSelf(held.map((l) => ({ info: infoOf(l), fd: l.fd })));
   // Broker.start owns (and on failure closes) the duplicates.
-  return Broker.start({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
+  return Broker.startInternal({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
 }
 
 function isListening(s: NonNullable<Listener['server']>): boolean {

@@ -15,3 +15,7 @@ export const MAX_LABEL_BYTES = 256;
 export const MAX_LISTENERS = 4096;
 /** Most names one adopt request may list. */
 export const MAX_NAMES_PER_REQUEST = MAX_LISTENERS;
+/** Longest error text in a reply; longer texts are cut (the reply must fit one message). */
+export const MAX_ERROR_TEXT_BYTES = 1024;
+/** Longest standby window a generation may ask for, in ms. */
+export const MAX_STANDBY_MS = 10 * 60_000;

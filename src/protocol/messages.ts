@@ -2,7 +2,7 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
-import { MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST } from './limits';
+import { MAX_ERROR_TEXT_BYTES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../broker/generation-table';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';
@@ -21,6 +21,20 @@ export interface ListenerInfo {
   backlog?: number;
   /** Status only: the listener no longer listens (a holder shut it down). */
   broken?: boolean;
+  /** Status only: connections waiting in the accept queue, and the backlog in force (read from the socket). */
+  queued?: number;
+  backlogInForce?: number;
+  /** Status only: since when the accept queue has not drained (nobody accepts). */
+  stalledSince?: string;
+  /** Status only: every process holding a copy of this socket (where the broker may read /proc). */
+  holders?: HolderInfo[];
+}
+
+export interface HolderInfo {
+  pid: number;
+  comm?: string;
+  /** The generation this process is, or descends from (a cluster worker, an exec'd program). */
+  generation?: number;
 }
 
 export interface ClientInfo {
@@ -36,19 +50,35 @@ export interface ClientInfo {
 export interface HelloMessage { type: 'hello'; versions: number[]; client?: string }
 export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
 export interface StatusRequest { type: 'status'; id: number }
-/** Adopt and stay connected as a new generation. */
-export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string }
+/** Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none). */
+export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number }
+/** A generation that outlived its broker joins a new one, keeping the listeners it has (no fds are sent). */
+export interface RejoinMessage {
+  type: 'rejoin'; id: number; generation: number; state: 'starting' | 'ready' | 'retiring';
+  names?: string[] | null; label?: string; standby?: number;
+}
 /** This generation now serves. */
 export interface ReadyMessage { type: 'ready'; id: number }
 // Broker -> client
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean } }
 export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
-/** A request was carried out (answers "ready"). */
-export interface AckMessage { type: 'ack'; id: number }
-/** Unsolicited: a newer generation is ready; this one should drain and exit. */
-export interface RetireMessage { type: 'retire'; generation: number; by: number }
+/** A request was carried out (answers "ready" and "rejoin"; a rejoin's ack says the number and state given). */
+export interface AckMessage { type: 'ack'; id: number; generation?: number; state?: string }
+/**
+ * Unsolicited: a newer generation is ready (or this one failed); this one
+ * should stop accepting. With `standby` (ms) it keeps its connections and the
+ * control connection and waits for "resume" or "release"; without, it drains
+ * and exits.
+ */
+export interface RetireMessage { type: 'retire'; generation: number; by: number; standby?: number; reason?: 'newer' | 'failed' }
+/** Unsolicited, to a generation standing by: the generation that replaced it failed; accept again (adopt anew). */
+export interface ResumeMessage { type: 'resume'; generation: number; failed: number; reason: string }
+/** Unsolicited, to a generation standing by: the window is over; drain and exit. */
+export interface ReleaseMessage { type: 'release'; generation: number }
 export interface StatusMessage {
   type: 'status'; id: number;
+  /** Large answers come in parts (0, 1, ...) whose arrays add up; `last` on the final one. */
+  part?: number; last?: boolean;
   broker: { pid: number; software: string; protocol: number; controlPath: string; startedAt: string };
   listeners: ListenerInfo[];
   clients: ClientInfo[];
@@ -56,11 +86,12 @@ export interface StatusMessage {
 }
 export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
 
-export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage;
-export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage;
+export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage;
+export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
+  | ResumeMessage | ReleaseMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -114,7 +145,8 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       }
       return { type: 'hello', versions: m.versions as number[], client: m.client as string | undefined };
     case 'adopt':
-    case 'join': {
+    case 'join':
+    case 'rejoin': {
       if (!isInt(m.id)) throw protocolError(`${m.type}.id must be a non-negative integer`);
       const names = m.names;
       if (names !== undefined && names !== null) {
@@ -124,9 +156,21 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       }
       if (m.type === 'adopt') return { type: 'adopt', id: m.id, names: (names ?? null) as string[] | null };
       if (m.label !== undefined && (typeof m.label !== 'string' || Buffer.byteLength(m.label) > MAX_LABEL_BYTES)) {
-        throw protocolError(`join.label must be a string of at most ${MAX_LABEL_BYTES} bytes`);
+        throw protocolError(`${m.type}.label must be a string of at most ${MAX_LABEL_BYTES} bytes`);
       }
-      return { type: 'join', id: m.id, names: (names ?? null) as string[] | null, label: m.label as string | undefined };
+      if (m.standby !== undefined && !isInt(m.standby, 0, MAX_STANDBY_MS)) {
+        throw protocolError(`${m.type}.standby must be a whole number of ms from 0 to ${MAX_STANDBY_MS}`);
+      }
+      const common = {
+        id: m.id, names: (names ?? null) as string[] | null, label: m.label as string | undefined,
+        ...(m.standby !== undefined ? { standby: m.standby as number } : {}),
+      };
+      if (m.type === 'join') return { type: 'join', ...common };
+      if (!isInt(m.generation, 1)) throw protocolError('rejoin.generation must be a positive integer');
+      if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'retiring') {
+        throw protocolError('rejoin.state must be "starting", "ready" or "retiring"');
+      }
+      return { type: 'rejoin', ...common, generation: m.generation, state: m.state };
     }
     case 'ready':
       if (!isInt(m.id)) throw protocolError('ready.id must be a non-negative integer');
@@ -172,6 +216,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       if (!isInt(m.id) || !Array.isArray(m.listeners) || !Array.isArray(m.clients)) {
         throw protocolError('status needs id, listeners and clients');
       }
+      if (m.part !== undefined && (!isInt(m.part) || typeof m.last !== 'boolean')) throw protocolError('status.part needs last');
       if (!Array.isArray(m.generations)) m.generations = [];
       return m as unknown as StatusMessage;
     case 'ack':
@@ -179,7 +224,14 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       return m as unknown as AckMessage;
     case 'retire':
       if (!isInt(m.generation) || !isInt(m.by)) throw protocolError('retire needs generation and by');
+      if (m.standby !== undefined && !isInt(m.standby, 0, MAX_STANDBY_MS)) throw protocolError('retire.standby must be a whole number of ms');
       return m as unknown as RetireMessage;
+    case 'resume':
+      if (!isInt(m.generation) || !isInt(m.failed)) throw protocolError('resume needs generation and failed');
+      return { type: 'resume', generation: m.generation, failed: m.failed, reason: typeof m.reason === 'string' ? m.reason : '' };
+    case 'release':
+      if (!isInt(m.generation)) throw protocolError('release needs generation');
+      return { type: 'release', generation: m.generation };
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
@@ -245,4 +297,68 @@ export function encodeListeners(id: number, part: number, last: boolean, infos: 
     throw new FdbrokerError('ERR_FDBROKER_MESSAGE_TOO_LARGE', `a listeners message of ${buf.length} bytes exceeds ${MAX_MESSAGE_BYTES}`);
   }
   return buf;
+}
+
+/** Cuts `text` to at most `maxBytes` UTF-8 bytes (on a character boundary), marking the cut. */
+export function boundText(text: string, maxBytes = MAX_ERROR_TEXT_BYTES): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  const mark = ' [...]';
+  let cut = Buffer.from(text).subarray(0, maxBytes - mark.length).toString('utf8');
+  if (cut.endsWith('\uFFFD')) cut = cut.slice(0, -1);
+  return cut + mark;
+}
+
+/**
+ * An error reply that always fits one message: the text is bounded, and a
+ * `names` list is shortened (keeping the first ones, which the text quotes)
+ * until the whole message fits.
+ */
+export function encodeError(msg: ErrorMessage): Buffer {
+  const bounded: ErrorMessage = { ...msg, message: boundText(msg.message) };
+  let buf = Buffer.from(JSON.stringify(bounded), 'utf8');
+  if (buf.length <= MAX_MESSAGE_BYTES) return buf;
+  const names = bounded.names ?? [];
+  let keep = names.length;
+  while (keep > 0 && buf.length > MAX_MESSAGE_BYTES) {
+    keep = Math.floor(keep / 2);
+    buf = Buffer.from(JSON.stringify({ ...bounded, names: names.slice(0, keep) }), 'utf8');
+  }
+  return buf.length <= MAX_MESSAGE_BYTES ? buf : Buffer.from(JSON.stringify({ ...bounded, names: undefined }), 'utf8');
+}
+
+/** Room for the status envelope besides the arrays: {"type":"status","id":N,"part":N,"last":false,"broker":{...}, ...}. */
+const STATUS_ENVELOPE_BYTES = 1024;
+
+/**
+ * A status answer as one or more messages, each within MAX_MESSAGE_BYTES:
+ * every part carries the broker section and some of the listeners, clients
+ * and generations, in order; a reader concatenates the arrays until `last`.
+ * An entry that cannot fit a message alone (it cannot, within the field
+ * limits) would be dropped rather than end the broker.
+ */
+export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES): Buffer[] {
+  const whole = Buffer.from(JSON.stringify({ ...status, part: 0, last: true }), 'utf8');
+  if (whole.length <= maxBytes) return [whole];
+  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES;
+  type Key = 'listeners' | 'clients' | 'generations';
+  const parts: Array<Record<Key, unknown[]>> = [];
+  let current: Record<Key, unknown[]> = { listeners: [], clients: [], generations: [] };
+  let bytes = head;
+  for (const key of ['listeners', 'clients', 'generations'] as Key[]) {
+    for (const item of status[key] as unknown[]) {
+      const size = Buffer.byteLength(JSON.stringify(item)) + 1;
+      if (head + size > maxBytes) continue;
+      if (bytes + size > maxBytes) {
+        parts.push(current);
+        current = { listeners: [], clients: [], generations: [] };
+        bytes = head;
+      }
+      current[key].push(item);
+      bytes += size;
+    }
+  }
+  parts.push(current);
+  return parts.map((p, i) => Buffer.from(JSON.stringify({
+    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker, ...p,
+  }), 'utf8'));
 }

@@ -1,42 +1,42 @@
 // Unit tests of the pure generation rules (src/generations.ts): no sockets.
 import { describe, expect, it } from 'vitest';
-import { Generations } from '../../src/broker/generation-table';
+import { GenerationTable } from '../../src/broker/generation-table';
 
 const T = { readyTimeoutMs: 1000, retireTimeoutMs: 500 };
 const c = (id: number) => ({ clientId: id, pid: 100 + id, uid: 0 });
 
-describe('Generations', () => {
+describe('GenerationTable', () => {
   it('numbers generations in order and retires every older one when one becomes ready', () => {
-    const g = new Generations(T);
+    const g = new GenerationTable(T);
     expect([g.join(c(1), ['http'], 0), g.join(c(2), ['http'], 0), g.join(c(3), ['http'], 0)]).toEqual([1, 2, 3]);
-    expect(g.ready(1, 10)).toEqual({ ok: true, retire: [] });
-    expect(g.ready(3, 20)).toEqual({ ok: true, retire: [1, 2] });
+    expect(g.ready(1, 10)).toEqual({ ok: true, retire: [], release: [] });
+    expect(g.ready(3, 20)).toEqual({ ok: true, retire: [1, 2], release: [] });
     expect(g.list().map((x) => x.state)).toEqual(['retiring', 'retiring', 'ready']);
     expect(g.get(1)!.retiringSince).toBe(new Date(20).toISOString());
   });
 
   it('the newest ready generation wins a race: an older one that becomes ready later retires at once', () => {
-    const g = new Generations(T);
+    const g = new GenerationTable(T);
     g.join(c(1), [], 0); g.join(c(2), [], 0);
-    expect(g.ready(2, 5)).toEqual({ ok: true, retire: [1] });
+    expect(g.ready(2, 5)).toEqual({ ok: true, retire: [1], release: [] });
     expect(g.ready(1, 6)).toEqual({ ok: false, reason: 'retiring' });
-    const h = new Generations(T);
+    const h = new GenerationTable(T);
     h.join(c(1), [], 0); h.join(c(2), [], 0); h.join(c(3), [], 0);
     h.ready(3, 1);
     expect(h.ready(2, 2)).toEqual({ ok: false, reason: 'retiring' });
   });
 
   it('leaving before ready changes nothing (rollback)', () => {
-    const g = new Generations(T);
+    const g = new GenerationTable(T);
     g.join(c(1), [], 0); g.ready(1, 0);
     g.join(c(2), [], 0);
-    expect(g.leave(2)!.state).toBe('starting');
+    expect(g.leave(2)!.gone.state).toBe('starting');
     expect(g.list().map((x) => [x.number, x.state])).toEqual([[1, 'ready']]);
     expect(g.join(c(3), [], 0)).toBe(3);
   });
 
   it('a generation not ready in time is reported once and its ready is refused', () => {
-    const g = new Generations(T);
+    const g = new GenerationTable(T);
     g.join(c(1), [], 0); g.ready(1, 0);
     g.join(c(2), [], 0);
     expect(g.check(999).readyOverdue).toEqual([]);
@@ -47,7 +47,7 @@ describe('Generations', () => {
   });
 
   it('a retiring generation still connected after the retire timeout is reported once', () => {
-    const g = new Generations(T);
+    const g = new GenerationTable(T);
     g.join(c(1), [], 0); g.ready(1, 0);
     g.join(c(2), [], 0); g.ready(2, 100);
     expect(g.check(599).retireOverdue).toEqual([]);
@@ -57,13 +57,108 @@ describe('Generations', () => {
   });
 
   it('ready twice is harmless; unknown generations are refused; embedded brokers continue numbering', () => {
-    const g = new Generations(T);
+    const g = new GenerationTable(T);
     g.join(c(1), [], 0);
-    expect(g.ready(1, 0)).toEqual({ ok: true, retire: [] });
-    expect(g.ready(1, 1)).toEqual({ ok: true, retire: [] });
+    expect(g.ready(1, 0)).toEqual({ ok: true, retire: [], release: [] });
+    expect(g.ready(1, 1)).toEqual({ ok: true, retire: [], release: [] });
     expect(g.ready(9, 1)).toEqual({ ok: false, reason: 'unknown' });
-    const h = new Generations(T);
+    const h = new GenerationTable(T);
     expect(h.join(c(0), [], 0, 7)).toBe(7);
     expect(h.join(c(1), [], 0)).toBe(8);
+  });
+
+  describe('warm standby', () => {
+    const S = { ...T, standbyMs: 300 };
+
+    it('the newest previous ready generation stands by for min(its window, the broker\'s); older ones retire', () => {
+      const g = new GenerationTable(S);
+      g.join(c(1), [], 0, undefined, 1000); g.ready(1, 0);
+      g.join(c(2), [], 0, undefined, 1000); g.ready(2, 10);
+      expect(g.get(1)).toMatchObject({ state: 'standby', standbyUntil: new Date(310).toISOString() });
+      g.join(c(3), [], 0, undefined, 1000);
+      // 3 ready: 2 stands by now, and 1's window ends at once (it is released).
+      expect(g.ready(3, 20)).toEqual({ ok: true, retire: [2], release: [1] });
+      expect(g.list().map((x) => x.state)).toEqual(['retiring', 'standby', 'ready']);
+      expect(g.check(319).release).toEqual([]);
+      expect(g.check(320).release).toEqual([2]);
+      expect(g.get(2)!.state).toBe('retiring');
+      expect(g.hasStandby()).toBe(false);
+    });
+
+    it('no standby when the generation asked for none or the broker allows none', () => {
+      const g = new GenerationTable(S);
+      g.join(c(1), [], 0, undefined, 0); g.ready(1, 0);
+      g.join(c(2), [], 0); g.ready(2, 1);
+      expect(g.get(1)!.state).toBe('retiring');
+      const h = new GenerationTable(T);
+      h.join(c(1), [], 0, undefined, 5000); h.ready(1, 0);
+      h.join(c(2), [], 0); h.ready(2, 1);
+      expect(h.get(1)!.state).toBe('retiring');
+    });
+
+    it('the newest ready generation leaving (a crash) within the window resumes the standby one', () => {
+      const g = new GenerationTable(S);
+      g.join(c(1), [], 0, undefined, 1000); g.ready(1, 0);
+      g.join(c(2), [], 0); g.ready(2, 10);
+      expect(g.leave(2)).toMatchObject({ gone: { number: 2, state: 'ready' }, resumed: 1, lostReady: true });
+      expect(g.get(1)).toMatchObject({ state: 'ready' });
+      expect(g.get(1)!.retiringSince).toBeUndefined();
+      expect(g.newestReady()).toBe(1);
+    });
+
+    it('after the window a crash resumes nobody, but is still reported as a lost ready generation', () => {
+      const g = new GenerationTable(S);
+      g.join(c(1), [], 0, undefined, 1000); g.ready(1, 0);
+      g.join(c(2), [], 0); g.ready(2, 10);
+      g.check(400);
+      expect(g.leave(2)).toMatchObject({ resumed: undefined, lostReady: true });
+      expect(g.get(1)!.state).toBe('retiring');
+    });
+
+    it('rollback marks the newest ready generation failed and resumes the standby; a failed one cannot become ready', () => {
+      const g = new GenerationTable(S);
+      g.join(c(1), [], 0, undefined, 1000); g.ready(1, 0);
+      g.join(c(2), [], 0); g.ready(2, 10);
+      expect(g.rollback(2, 50, 'stalled')).toEqual({ resumed: 1 });
+      expect(g.get(2)).toMatchObject({ state: 'failed', failedReason: 'stalled' });
+      expect(g.ready(2, 60)).toEqual({ ok: false, reason: 'failed' });
+      expect(g.rollback(1, 70, 'x').resumed).toBeUndefined();
+      expect(g.leave(2)!.lostReady).toBe(false);
+    });
+
+    it('a retiring or starting generation leaving resumes nobody', () => {
+      const g = new GenerationTable(S);
+      g.join(c(1), [], 0, undefined, 1000); g.ready(1, 0);
+      g.join(c(2), [], 0); g.ready(2, 10);
+      g.join(c(3), [], 0);
+      expect(g.leave(3)).toMatchObject({ resumed: undefined, lostReady: false });
+      expect(g.get(1)!.state).toBe('standby');
+    });
+  });
+
+  describe('rejoin', () => {
+    it('keeps its number when free, continues numbering after it, and a ready one retires older ready ones', () => {
+      const g = new GenerationTable(T);
+      expect(g.rejoin(c(1), 4, 'ready', ['http'], 0)).toEqual({ number: 4, retire: [], release: [] });
+      expect(g.rejoin(c(2), 7, 'ready', ['http'], 1)).toEqual({ number: 7, retire: [4], release: [] });
+      expect(g.join(c(3), [], 2)).toBe(8);
+      expect(g.rejoin(c(4), 7, 'retiring', [], 3).number).toBe(9);
+      expect(g.get(9)).toMatchObject({ state: 'retiring', rejoined: true });
+      expect(g.get(4)!.state).toBe('retiring');
+    });
+
+    it('an older ready generation rejoining after a newer one is retired at once', () => {
+      const g = new GenerationTable(T);
+      g.rejoin(c(1), 7, 'ready', [], 0);
+      expect(g.rejoin(c(2), 4, 'ready', [], 1)).toEqual({ number: 4, retire: [4], release: [] });
+    });
+
+    it('startingCount counts generations not ready yet', () => {
+      const g = new GenerationTable(T);
+      g.join(c(1), [], 0); g.join(c(2), [], 0);
+      expect(g.startingCount()).toBe(2);
+      g.ready(2, 1);
+      expect(g.startingCount()).toBe(0);
+    });
   });
 });

@@ -13,7 +13,8 @@ function startGen(sock: string, env: NodeJS.ProcessEnv = {}): Proc {
 }
 
 async function swaps(keepAlive: boolean, count: number) {
-  const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+  // A short standby window: every swap goes through standby, then release.
+  const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '300']);
   let current = startGen(broker.sock);
   await current.waitFor(/^ready \d+ gen 1$/m);
   const load = loadLoop(broker.ports.http!, { concurrency: 16, keepAlive });

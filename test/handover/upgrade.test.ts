@@ -111,7 +111,7 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
   });
 
   it('USR2 also works with a standalone broker', async () => {
-    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '300']);
     const app = run(process.execPath, [SELF_APP], { env: { FDBROKER_SOCK: broker.sock, STANDALONE: '1' } });
     const first = await waitReadyCount(app, 1);
     const load = loadLoop(broker.ports.http!, { concurrency: 8 });
