@@ -61,6 +61,14 @@ export interface Native {
   flock(fd: number, operation: number): number;
   /** Bytes sent on this socket that the peer has not read yet (SIOCOUTQ), or -errno. */
   outq(fd: number): number;
+  /**
+   * A listening socket's accept queue: connections waiting for accept() and
+   * the backlog in force (tcp: TCP_INFO; unix: sock_diag), or -errno
+   * (-EINVAL: not listening; -ENOTSOCK; -EBADF; -EOPNOTSUPP: another family).
+   */
+  acceptQueue(fd: number): { queued: number; backlog: number } | number;
+  /** acceptQueue() for many fds: 4 ints per fd, [0 | -errno, queued, backlog, source (0 none, 1 TCP_INFO, 2 sock_diag)]. */
+  acceptQueues(fds: number[]): Int32Array;
   sendmsg(fd: number, payload: Buffer, fds: number[]): number;
   recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
