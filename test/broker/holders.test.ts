@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/binding';
-import { ancestors, HolderCache, scanHolders, socketInode } from '../../src/broker/holders';
+import { ancestors, HolderCache, HOLDERS_SCAN_CONCURRENCY, HOLDERS_SLICE_LINKS, scanHolders, socketInode, type ScanMode } from '../../src/broker/holders';
 import { ROOT, tmpDir, cleanup } from '../helpers';
 
 const n = native();
@@ -88,7 +88,9 @@ function myAncestry(): number[] {
   }
 }
 
-describe('scanHolders', () => {
+const MODES: ScanMode[] = ['slices', 'threadpool'];
+
+describe.each(MODES)('scanHolders, %s mode', (mode) => {
   it('finds a child that holds a dup of the listener, with its pid, ppid, uid, comm and fd; not the caller', async () => {
     const l = tcpListener();
     const ino = socketInode(l);
@@ -96,7 +98,7 @@ describe('scanHolders', () => {
     const { child, line } = await holder(process.execPath, ['-e', HOLD], l);
     expect(line).toBe('holding');
 
-    const scan = await scanHolders([ino]);
+    const scan = await scanHolders([ino], { mode });
     expect(scan.holders).toHaveLength(1);
     const h = scan.holders[0]!;
     expect(h).toMatchObject({ pid: child.pid, ppid: process.pid, uid: process.getuid!(), comm: 'node', fds: [{ fd: 3, inode: ino }] });
@@ -106,7 +108,7 @@ describe('scanHolders', () => {
     expect(scan.durationMs).toBeGreaterThan(0);
 
     // Not excluding the caller: this process (fd l) is a holder too.
-    const all = await scanHolders([ino], { exclude: [] });
+    const all = await scanHolders([ino], { mode, exclude: [] });
     expect(all.holders.map((x) => x.pid).sort((a, b) => a - b)).toEqual([process.pid, child.pid!].sort((a, b) => a - b));
     expect(all.holders.find((x) => x.pid === process.pid)!.fds).toEqual([{ fd: l, inode: ino }]);
   });
@@ -116,7 +118,7 @@ describe('scanHolders', () => {
     const other = tcpListener();
     const { child, line } = await holder(process.execPath, ['-e', CLOSE], l);
     expect(line).toBe('closed');
-    const scan = await scanHolders([socketInode(l), socketInode(other)]);
+    const scan = await scanHolders([socketInode(l), socketInode(other)], { mode });
     expect(scan.holders).toEqual([]);
     expect(scan.byInode).toEqual(new Map([[socketInode(l), []], [socketInode(other), []]]));
     // It was scanned (it is alive and ours), it just holds nothing.
@@ -129,7 +131,7 @@ describe('scanHolders', () => {
     const { child, line } = await holder(process.execPath, ['-e', PARENT], l);
     const grandchild = Number(line);
     expect(grandchild).toBeGreaterThan(0);
-    const scan = await scanHolders([ino]);
+    const scan = await scanHolders([ino], { mode });
     expect(scan.holders.map((h) => h.pid)).toEqual([grandchild]);
     const h = scan.holders[0]!;
     expect(h.ppid).toBe(child.pid);
@@ -147,7 +149,7 @@ describe('scanHolders', () => {
     const both = spawn(process.execPath, ['-e', HOLD], { stdio: ['ignore', 'pipe', 'inherit', a, b], detached: true });
     children.add(both);
     await new Promise((r) => both.stdout!.once('data', r));
-    const scan = await scanHolders([socketInode(a), socketInode(b)]);
+    const scan = await scanHolders([socketInode(a), socketInode(b)], { mode });
     expect(scan.holders.map((h) => h.pid)).toEqual([one.child.pid!, both.pid!].sort((x, y) => x - y));
     expect(scan.byInode.get(socketInode(a))!.map((h) => h.pid).sort((x, y) => x - y)).toEqual([one.child.pid!, both.pid!].sort((x, y) => x - y));
     expect(scan.byInode.get(socketInode(b))!.map((h) => h.pid)).toEqual([both.pid]);
@@ -163,7 +165,7 @@ describe('scanHolders', () => {
     const py = `import os, time; os.fstat(3); print("holding", flush=True); time.sleep(${CHILD_LIFETIME_MS / 1000})`;
     const { child, line } = await holder('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', PYTHON, '-c', py], l);
     expect(line).toBe('holding');
-    const scan = await scanHolders([ino]);
+    const scan = await scanHolders([ino], { mode });
     // setpriv execs python: same pid, so this process is the parent.
     expect(scan.holders).toEqual([expect.objectContaining({ pid: child.pid, ppid: process.pid, uid: NOBODY, comm: 'python3', fds: [{ fd: 3, inode: ino }] })]);
     expect(scan.unreadable).toBe(0);
@@ -182,7 +184,7 @@ describe('scanHolders', () => {
     const rootHolder = await holder(process.execPath, ['-e', HOLD], l);
     const py = `import time; print("holding", flush=True); time.sleep(${CHILD_LIFETIME_MS / 1000})`;
     const nobodyHolder = await holder('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', PYTHON, '-c', py], l);
-    const scanner = `require(${JSON.stringify(path.join(dir, 'holders.js'))}).scanHolders([${ino}]).then((s) =>
+    const scanner = `require(${JSON.stringify(path.join(dir, 'holders.js'))}).scanHolders([${ino}], { mode: '${mode}' }).then((s) =>
       console.log(JSON.stringify({ uid: process.getuid(), pids: s.holders.map((h) => h.pid), uids: s.holders.map((h) => h.uid), unreadable: s.unreadable, scanned: s.scanned })))`;
     const { line } = await holder('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, '-e', `${LIVE} ${scanner}`], l);
     const r = JSON.parse(line) as { uid: number; pids: number[]; uids: number[]; unreadable: number; scanned: number };
@@ -195,8 +197,31 @@ describe('scanHolders', () => {
     expect(r.scanned).toBeGreaterThanOrEqual(1);
   });
 
+  it('a holder deep in a large fd table is found, and the event loop turns while the scan runs', async () => {
+    const l = tcpListener();
+    const devnull = fs.openSync('/dev/null', 'r');
+    opened.add(devnull);
+    // The listener at fd 700 of 1,000: past two slices of one process's table.
+    const table: Array<number | 'ignore' | 'pipe'> = Array.from({ length: 1000 }, (_, i) => (i === 700 ? l : i === 1 ? 'pipe' : i < 3 ? 'ignore' : devnull));
+    const big = spawn(process.execPath, ['-e', HOLD], { stdio: table, detached: true });
+    children.add(big);
+    await new Promise((r) => big.stdout!.once('data', r));
+    expect(fs.readdirSync(`/proc/${big.pid}/fd`).length).toBeGreaterThan(2 * HOLDERS_SLICE_LINKS);
+    let turns = 0;
+    let done = false;
+    const spin = () => { if (!done) { turns++; setImmediate(spin); } };
+    setImmediate(spin);
+    const sliceLinks = 4;
+    const scan = await scanHolders([socketInode(l)], { mode, sliceLinks });
+    done = true;
+    expect(scan.holders.map((h) => [h.pid, h.fds])).toEqual([[big.pid, [{ fd: 700, inode: socketInode(l) }]]]);
+    // slices: a turn at least every 4 links, so at least 1000 / 4 for the big table
+    // alone; threadpool: every readlink is a separate job, 8 at most in flight.
+    expect(turns).toBeGreaterThanOrEqual(mode === 'slices' ? 1000 / sliceLinks : 1000 / HOLDERS_SCAN_CONCURRENCY);
+  });
+
   it('an empty set of inodes reads no fd table', async () => {
-    const scan = await scanHolders([]);
+    const scan = await scanHolders([], { mode });
     expect(scan).toMatchObject({ holders: [], scanned: 0, unreadable: 0 });
     expect(scan.byInode.size).toBe(0);
   });
@@ -230,6 +255,13 @@ describe('HolderCache', () => {
     cache.clear();
     await cache.get([ino, socketInode(other)]);
     expect(cache.scans).toBe(4);
+  });
+
+  it('passes its scan options on (mode, exclude)', async () => {
+    const l = tcpListener();
+    const ino = socketInode(l);
+    const scan = await new HolderCache({ mode: 'threadpool', concurrency: 2, exclude: [] }).get([ino]);
+    expect(scan.holders.map((h) => h.pid)).toEqual([process.pid]);
   });
 
   it('100 requests in a burst make one scan', async () => {

@@ -32,10 +32,6 @@ function track(fd: number): number {
   opened.add(fd);
   return fd;
 }
-function closeFd(fd: number): void {
-  opened.delete(fd);
-  expect(n.close(fd)).toBe(0);
-}
 
 afterEach(async () => {
   for (const s of clients) s.destroy();
