@@ -80,7 +80,10 @@ export interface ScanOptions {
   sliceLinks?: number;
   /** 'threadpool' mode: processes read at once; default HOLDERS_SCAN_CONCURRENCY. */
   concurrency?: number;
-  /** Pids never reported as holders; default [process.pid], the caller itself. */
+  /**
+   * Pids never reported as holders; default [process.pid], the caller itself
+   * (pass [] in self-broker mode to list the serving broker process too).
+   */
   exclude?: Iterable<number>;
 }
 
@@ -275,7 +278,8 @@ export interface HolderCacheOptions extends ScanOptions {
  * a request for the same set of inodes within ttlMs of the end of the last
  * scan gets that scan, so at most one scan per TTL whatever the request rate
  * (and never two at once for one set). A different set (a listener added or
- * removed) starts a fresh scan. A scan that fails is not kept.
+ * removed) starts a fresh scan. A scan that fails is not kept. Callers
+ * share the scan object they get: read it, do not change it.
  */
 export class HolderCache {
   private readonly ttlMs: number;
