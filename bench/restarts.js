@@ -2,21 +2,34 @@
 // Restarts under load, compared across methods, in one run. Prints JSON on
 // stdout (progress on stderr).
 //
-//   node bench/restarts.js              full: every method, 8 restarts in 20 s, 50 connections
-//   node bench/restarts.js --quick      CI smoke: fdbroker + naive, 2 restarts in 3 s, hello app
+//   node bench/restarts.js              full: every scenario below, about 20 min on 2 cores
+//   node bench/restarts.js --quick      CI smoke: restart (fdbroker + naive, 2 restarts in 3 s,
+//                                       hello app) and crash-gap (fdbroker, 1 crash)
 //   node bench/restarts.js --selfcheck  only the load generator's self-check
-//   options: --methods=a,b  --apps=hello,busy  --clients=keepalive,close
+//   options: --scenarios=restart,crash-gap,busy-accept,cluster-primary
+//            --methods=a,b --clients=keepalive,close (filters) --apps=hello,busy (restart only)
 //            --restarts=K --seconds=S --concurrency=N --steady=SEC --no-selfcheck
+//
+// Scenarios (SCENARIOS below), each a set of cells (method x app x client):
+//   restart          the fair comparison: 7 restart methods x (hello, busy) x
+//                    (keep-alive, new connection per request), 8 restarts in 20 s
+//   crash-gap        the app is SIGKILLed, the next starts 1 s later
+//   busy-accept      ~5 ms sync handler, 64 connections, new connection per
+//                    request: the accept queue is never empty at a restart
+//   cluster-primary  replace a Node cluster primary: fdbroker vs plain vs PM2
+// Fairness: every method's app stops with the same code, fdbroker's drain()
+// (restarts/shutdown.js: 1 s spread, 5 s idle grace, 10 s deadline; PM2's
+// kill_timeout and the rolling primary's kill wait 12 s), so the cells differ
+// only in how each method restarts.
 //
 // Every method serves the same app (restarts/handler.js: hello-world, or
 // "busy", ~1 ms CPU per request) to the same load generator (restarts/load.js,
-// its own process), once with keep-alive clients and once with a new
-// connection per request. Per (method, app, client) cell: warm-up, a steady
-// window with no restart, then K restarts spread over S seconds (a restart
-// that overruns its slot delays the next one, so the window can grow), a tail,
-// and a second steady window. Steady state = both steady windows of the same
-// cell (the machine may be shared: note loadavg in the JSON). Full run: 7
-// methods x 4 cells, about 14-15 min on 2 cores. Methods: see METHODS below.
+// its own process, never retries, counts every failure by kind). Per cell:
+// warm-up, a steady window with no restart, then K restarts (or crashes)
+// spread over S seconds (one that overruns its slot delays the next, so the
+// window can grow), a tail, and a second steady window. Steady state = both
+// steady windows of the same cell (the machine may be shared: note loadavg in
+// the JSON). Methods: see METHODS below.
 // PM2 is installed only for the benchmark, into /tmp/fdbroker-bench-pm2
 // (never a dependency of this package).
 // Self-check (--selfcheck, and at the start of every run): the load generator
@@ -94,7 +107,7 @@ const SCENARIOS = {
   'crash-gap': {
     describe: `the app is SIGKILLed and a new one starts ${CRASH_GAP_MS} ms later (a supervisor's restart delay); for PM2 its own autorestart with --restart-delay ${CRASH_GAP_MS}`,
     action: 'crash',
-    methods: QUICK ? ['fdbroker', 'naive'] : ['fdbroker', 'naive', 'cluster-replace', 'pm2-reload'],
+    methods: QUICK ? ['fdbroker'] : ['fdbroker', 'naive', 'cluster-replace', 'pm2-reload'],
     apps: ['hello'],
     clients: QUICK ? ['close'] : ['keepalive', 'close'],
     concurrency: QUICK ? 20 : 50,
@@ -102,9 +115,9 @@ const SCENARIOS = {
     restartWindowMs: (QUICK ? 2.5 : 12) * 1000,
   },
   'busy-accept': {
-    describe: 'busy app with new connections: ~5 ms of synchronous CPU per request, 64 connections, a new connection per request, so the accept queue is never empty at a restart',
+    describe: 'busy app with new connections: ~5 ms of synchronous CPU per request, 64 connections, a new connection per request, so the accept queue is never empty at a restart. One process: fdbroker, reuseport; two workers: fdbroker-cluster, cluster-rolling, pm2-reload',
     action: 'restart',
-    methods: QUICK ? [] : ['fdbroker', 'reuseport', 'cluster-rolling', 'pm2-reload'],
+    methods: QUICK ? [] : ['fdbroker', 'reuseport', 'fdbroker-cluster', 'cluster-rolling', 'pm2-reload'],
     apps: ['busy5'],
     clients: ['close'],
     concurrency: 64,
