@@ -807,9 +807,10 @@ process.on('SIGTERM', onSignal);
 process.on('exit', killGroups);
 
 main().then((out) => {
-  process.stdout.write(JSON.stringify(out, null, 1) + '\n');
   killGroups();
-  process.exit(0);
+  // Exit only once the output is flushed: stdout is a pipe (a socket) to
+  // bench/run.js, where a large write completes asynchronously.
+  process.stdout.write(JSON.stringify(out, null, 1) + '\n', () => process.exit(0));
 }, (e) => {
   log(`fatal: ${e.stack || e.message}`);
   killGroups();
