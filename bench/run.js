@@ -7,7 +7,7 @@
 // machine.loadavg is taken at the start, machine.loadavg_end at the end: the
 // machine may be shared, and the numbers depend on what else ran.
 //
-//   npm run bench            # full: about 25 minutes on 2 cores
+//   npm run bench            # full: about 20 minutes on 2 cores
 //   npm run bench -- --quick # smoke: about a minute
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
