@@ -1,8 +1,10 @@
 // Renders the restart benchmark as an SVG chart with Vega-Lite:
 //   node bench/chart.mjs <restarts.json | bench output with a "restarts" key> docs/restarts.svg
-// One panel per app and client mode; per method, successful requests per
-// second (500 ms buckets) and failed requests per second; restarts of
-// fdbroker are marked. Reads only the JSON that `npm run bench` printed.
+// Top: the fair comparison (scenario "restart"), one panel per app and client
+// mode. Below: the other scenarios (crash gap, busy accept, cluster primary),
+// one panel per scenario and client mode. Per method, successful requests per
+// second (500 ms buckets) and failed requests per second; dashed: when each
+// restart (or crash) began. Reads only the JSON that `npm run bench` printed.
 import * as fs from 'node:fs';
 import * as vega from 'vega';
 import * as vl from 'vega-lite';
@@ -15,58 +17,81 @@ if (!input) {
 const doc = JSON.parse(fs.readFileSync(input, 'utf8'));
 const bench = doc.restarts ?? doc;
 const BUCKETS_PER_POINT = 5;
+const CLIENT = { keepalive: 'keep-alive clients', close: 'new connection per request' };
+const METHOD_ORDER = ['fdbroker', 'fdbroker-cluster', 'cluster-rolling', 'reuseport', 'pm2-reload', 'naive', 'cluster-replace', 'pm2-kill', 'pm2-update'];
 
-const rows = [];
-const marks = [];
-for (const r of bench.results) {
-  const panel = `${r.app} app, ${r.client === 'keepalive' ? 'keep-alive clients' : 'new connection per request'}`;
-  const { bucketMs, ok, failed } = r.series;
-  for (let i = 0; i < ok.length; i += BUCKETS_PER_POINT) {
-    let o = 0;
-    let f = 0;
-    for (let k = i; k < Math.min(i + BUCKETS_PER_POINT, ok.length); k++) {
-      o += ok[k] ?? 0;
-      f += failed?.[k] ?? 0;
+function series(results, panelOf) {
+  const rows = [];
+  for (const r of results) {
+    if (!r.series) continue;
+    const panel = panelOf(r);
+    const { bucketMs, ok, failed } = r.series;
+    for (let i = 0; i < ok.length; i += BUCKETS_PER_POINT) {
+      let o = 0;
+      let f = 0;
+      for (let k = i; k < Math.min(i + BUCKETS_PER_POINT, ok.length); k++) {
+        o += ok[k] ?? 0;
+        f += failed?.[k] ?? 0;
+      }
+      const seconds = (BUCKETS_PER_POINT * bucketMs) / 1000;
+      rows.push({ panel, method: r.method, t: (i * bucketMs) / 1000, kind: 'served/s', value: o / seconds });
+      rows.push({ panel, method: r.method, t: (i * bucketMs) / 1000, kind: 'failed/s', value: f / seconds });
     }
-    const seconds = (BUCKETS_PER_POINT * bucketMs) / 1000;
-    rows.push({ panel, method: r.method, t: (i * bucketMs) / 1000, kind: 'served/s', value: o / seconds });
-    rows.push({ panel, method: r.method, t: (i * bucketMs) / 1000, kind: 'failed/s', value: f / seconds });
+    for (const m of r.restartMarks ?? []) rows.push({ panel, method: r.method, t: m.startMs / 1000, kind: 'restart' });
   }
-  for (const m of r.restartMarks ?? []) marks.push({ panel, method: r.method, t: m.startMs / 1000 });
+  return rows;
 }
 
+function facet(title, rows) {
+  return {
+    title,
+    data: { values: rows },
+    facet: {
+      row: { field: 'method', type: 'nominal', title: null, sort: METHOD_ORDER },
+      column: { field: 'panel', type: 'nominal', title: null },
+    },
+    spec: {
+      width: 190,
+      height: 70,
+      layer: [
+        {
+          transform: [{ filter: "datum.kind === 'restart'" }],
+          mark: { type: 'rule', color: '#999', strokeDash: [2, 2], strokeWidth: 0.7 },
+          encoding: { x: { field: 't', type: 'quantitative' } },
+        },
+        {
+          transform: [{ filter: "datum.kind !== 'restart'" }],
+          mark: { type: 'line', strokeWidth: 1.1 },
+          encoding: {
+            x: { field: 't', type: 'quantitative', title: 'seconds' },
+            y: { field: 'value', type: 'quantitative', title: 'requests / s' },
+            color: { field: 'kind', type: 'nominal', scale: { domain: ['served/s', 'failed/s'], range: ['#1f77b4', '#d62728'] }, title: null },
+          },
+        },
+      ],
+    },
+    resolve: { scale: { y: 'independent' } },
+  };
+}
+
+const main = bench.scenarios?.restart?.results ?? bench.results;
+const cfg = bench.scenarios?.restart?.config ?? bench.config ?? {};
+const parts = [facet(
+  { text: `The fair comparison (same app, same drain): ${cfg.restarts ?? '?'} restarts in ${(cfg.restartWindowMs ?? 0) / 1000} s, ${cfg.concurrency ?? '?'} connections`, anchor: 'start' },
+  series(main, (r) => `${r.app} app, ${CLIENT[r.client] ?? r.client}`),
+)];
+const others = Object.entries(bench.scenarios ?? {}).filter(([name]) => name !== 'restart');
+const otherRows = others.flatMap(([name, sc]) => series(sc.results, (r) => `${name}: ${r.app}, ${CLIENT[r.client] ?? r.client}`));
+if (otherRows.length) {
+  parts.push(facet({ text: `Scenarios: ${others.map(([name, sc]) => `${name} (${sc.config.restarts} in ${sc.config.restartWindowMs / 1000} s, ${sc.config.concurrency} conns)`).join('; ')}`, anchor: 'start' }, otherRows));
+}
 const spec = {
   $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
   title: {
-    text: `Restarts under load: served (blue) and failed (red) requests per second, ${bench.config?.restarts ?? '?'} restarts in ${(bench.config?.restartWindowMs ?? 0) / 1000} s, ${bench.config?.concurrency ?? '?'} connections`,
-    subtitle: `one row per method, one column per app and client mode; dashed: when each restart began. ${bench.platform ?? ''}, ${bench.cpus ?? '?'} cores, Node ${bench.node ?? ''}`,
+    text: 'Restarts under load: served (blue) and failed (red) requests per second',
+    subtitle: `one row per method; dashed: when each restart or crash began; y scales per panel. ${bench.platform ?? ''}, ${bench.cpus ?? '?'} cores, Node ${bench.node ?? ''}, load average ${(bench.loadavgStart ?? []).map((x) => x.toFixed(2)).join(' ')} at the start`,
   },
-  data: { values: [...rows, ...marks.map((m) => ({ ...m, kind: 'restart' }))] },
-  facet: {
-    row: { field: 'method', type: 'nominal', title: null, sort: ['fdbroker', 'cluster-rolling', 'reuseport', 'pm2-reload', 'naive', 'cluster-replace', 'pm2-kill'] },
-    column: { field: 'panel', type: 'nominal', title: null },
-  },
-  spec: {
-    width: 190,
-    height: 70,
-    layer: [
-      {
-        transform: [{ filter: "datum.kind === 'restart'" }],
-        mark: { type: 'rule', color: '#999', strokeDash: [2, 2], strokeWidth: 0.7 },
-        encoding: { x: { field: 't', type: 'quantitative' } },
-      },
-      {
-        transform: [{ filter: "datum.kind !== 'restart'" }],
-        mark: { type: 'line', strokeWidth: 1.1 },
-        encoding: {
-          x: { field: 't', type: 'quantitative', title: 'seconds' },
-          y: { field: 'value', type: 'quantitative', title: 'requests / s' },
-          color: { field: 'kind', type: 'nominal', scale: { domain: ['served/s', 'failed/s'], range: ['#1f77b4', '#d62728'] }, title: null },
-        },
-      },
-    ],
-  },
-  resolve: { scale: { y: 'shared' } },
+  vconcat: parts,
   config: { font: 'sans-serif', header: { labelFontSize: 11 } },
 };
 
@@ -74,4 +99,4 @@ const compiled = vl.compile(spec).spec;
 const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
 const svg = await view.toSVG();
 fs.writeFileSync(output, svg);
-console.error(`wrote ${output} (${rows.length} points, ${bench.results.length} runs)`);
+console.error(`wrote ${output} (${main.length} comparison runs, ${others.reduce((a, [, sc]) => a + sc.results.length, 0)} scenario runs)`);

@@ -2,21 +2,34 @@
 // Restarts under load, compared across methods, in one run. Prints JSON on
 // stdout (progress on stderr).
 //
-//   node bench/restarts.js              full: every method, 8 restarts in 20 s, 50 connections
-//   node bench/restarts.js --quick      CI smoke: fdbroker + naive, 2 restarts in 3 s, hello app
+//   node bench/restarts.js              full: every scenario below, about 20 min on 2 cores
+//   node bench/restarts.js --quick      CI smoke: restart (fdbroker + naive, 2 restarts in 3 s,
+//                                       hello app) and crash-gap (fdbroker, 1 crash)
 //   node bench/restarts.js --selfcheck  only the load generator's self-check
-//   options: --methods=a,b  --apps=hello,busy  --clients=keepalive,close
+//   options: --scenarios=restart,crash-gap,busy-accept,cluster-primary
+//            --methods=a,b --clients=keepalive,close (filters) --apps=hello,busy (restart only)
 //            --restarts=K --seconds=S --concurrency=N --steady=SEC --no-selfcheck
+//
+// Scenarios (SCENARIOS below), each a set of cells (method x app x client):
+//   restart          the fair comparison: 7 restart methods x (hello, busy) x
+//                    (keep-alive, new connection per request), 8 restarts in 20 s
+//   crash-gap        the app is SIGKILLed, the next starts 1 s later
+//   busy-accept      ~5 ms sync handler, 64 connections, new connection per
+//                    request: the accept queue is never empty at a restart
+//   cluster-primary  replace a Node cluster primary: fdbroker vs plain vs PM2
+// Fairness: every method's app stops with the same code, fdbroker's drain()
+// (restarts/shutdown.js: 1 s spread, 5 s idle grace, 10 s deadline; PM2's
+// kill_timeout and the rolling primary's kill wait 12 s), so the cells differ
+// only in how each method restarts.
 //
 // Every method serves the same app (restarts/handler.js: hello-world, or
 // "busy", ~1 ms CPU per request) to the same load generator (restarts/load.js,
-// its own process), once with keep-alive clients and once with a new
-// connection per request. Per (method, app, client) cell: warm-up, a steady
-// window with no restart, then K restarts spread over S seconds (a restart
-// that overruns its slot delays the next one, so the window can grow), a tail,
-// and a second steady window. Steady state = both steady windows of the same
-// cell (the machine may be shared: note loadavg in the JSON). Full run: 7
-// methods x 4 cells, about 14-15 min on 2 cores. Methods: see METHODS below.
+// its own process, never retries, counts every failure by kind). Per cell:
+// warm-up, a steady window with no restart, then K restarts (or crashes)
+// spread over S seconds (one that overruns its slot delays the next, so the
+// window can grow), a tail, and a second steady window. Steady state = both
+// steady windows of the same cell (the machine may be shared: note loadavg in
+// the JSON). Methods: see METHODS below.
 // PM2 is installed only for the benchmark, into /tmp/fdbroker-bench-pm2
 // (never a dependency of this package).
 // Self-check (--selfcheck, and at the start of every run): the load generator
@@ -50,23 +63,91 @@ function parseArgs(argv) {
 }
 const ARGS = parseArgs(process.argv.slice(2));
 const QUICK = !!ARGS.quick;
-const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill'];
+const { DRAIN_SPREAD_MS, DRAIN_DEADLINE_MS, IDLE_GRACE_MS, KILL_AFTER_MS } = require('./restarts/shutdown');
+const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill', 'fdbroker-cluster', 'pm2-update'];
+/** Crash gap: the new app starts this long after the old one was SIGKILLed (a supervisor's restart delay). */
+const CRASH_GAP_MS = 1_000;
 const CFG = {
   mode: QUICK ? 'quick' : 'full',
-  methods: ARGS.methods ? String(ARGS.methods).split(',') : QUICK ? ['fdbroker', 'naive'] : ALL_METHODS,
-  apps: ARGS.apps ? String(ARGS.apps).split(',') : QUICK ? ['hello'] : ['hello', 'busy'],
-  clients: ARGS.clients ? String(ARGS.clients).split(',') : ['keepalive', 'close'],
-  concurrency: Number(ARGS.concurrency || (QUICK ? 20 : 50)),
-  restarts: Number(ARGS.restarts || (QUICK ? 2 : 8)),
-  restartWindowMs: Number(ARGS.seconds || (QUICK ? 3 : 20)) * 1000,
   warmupMs: QUICK ? 500 : 750,
   steadyMs: Number(ARGS.steady || (QUICK ? 1.5 : 2)) * 1000, // twice: before and after the restarts
   tailMs: 1000,
   requestTimeoutMs: 5000,
   bucketMs: 100,
   selfcheck: ARGS.selfcheck ? 'only' : ARGS['no-selfcheck'] ? 'off' : 'on',
+  // The one shutdown every method's app uses (restarts/shutdown.js).
+  shutdown: {
+    code: "bench/restarts/shutdown.js: fdbroker's drain() from dist, in every method's app",
+    drainSpreadMs: DRAIN_SPREAD_MS, drainDeadlineMs: DRAIN_DEADLINE_MS, idleGraceMs: IDLE_GRACE_MS,
+    supervisorKillAfterMs: KILL_AFTER_MS,
+  },
+  crashGapMs: CRASH_GAP_MS,
 };
-for (const m of CFG.methods) if (!ALL_METHODS.includes(m)) throw new Error(`unknown method ${m} (have ${ALL_METHODS.join(', ')})`);
+
+// ---------------------------------------------------------------- scenarios
+// A scenario is a set of cells (method x app x client), each run the same way
+// (runCell: warm-up, steady, K actions spread over S seconds, tail, steady),
+// with the same load generator. `action` names the method function that one
+// event of the scenario calls: 'restart' (a deploy: the method's own way to
+// replace the app) or 'crash' (SIGKILL the app; the next one starts
+// CRASH_GAP_MS later). A new scenario is one more entry here, plus that
+// action in each method it lists (e.g. a broker restart: action
+// 'restartBroker'; rollback after ready: action 'badDeploy').
+const SCENARIOS = {
+  restart: {
+    describe: 'the fair comparison: every method restarts the same app, which stops with the same drain (restarts/shutdown.js); only the restart method differs',
+    action: 'restart',
+    methods: QUICK ? ['fdbroker', 'naive'] : ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill'],
+    apps: QUICK ? ['hello'] : ['hello', 'busy'],
+    clients: ['keepalive', 'close'],
+    concurrency: QUICK ? 20 : 50,
+    restarts: QUICK ? 2 : 8,
+    restartWindowMs: (QUICK ? 3 : 20) * 1000,
+  },
+  'crash-gap': {
+    describe: `the app is SIGKILLed and a new one starts ${CRASH_GAP_MS} ms later (a supervisor's restart delay); for PM2 its own autorestart with --restart-delay ${CRASH_GAP_MS}`,
+    action: 'crash',
+    methods: QUICK ? ['fdbroker'] : ['fdbroker', 'naive', 'cluster-replace', 'pm2-reload'],
+    apps: ['hello'],
+    clients: QUICK ? ['close'] : ['keepalive', 'close'],
+    concurrency: QUICK ? 20 : 50,
+    restarts: QUICK ? 1 : 4,
+    restartWindowMs: (QUICK ? 2.5 : 12) * 1000,
+  },
+  'busy-accept': {
+    describe: 'busy app with new connections: ~5 ms of synchronous CPU per request, 64 connections, a new connection per request, so the accept queue is never empty at a restart. One process: fdbroker, reuseport; two workers: fdbroker-cluster, cluster-rolling, pm2-reload',
+    action: 'restart',
+    methods: QUICK ? [] : ['fdbroker', 'reuseport', 'fdbroker-cluster', 'cluster-rolling', 'pm2-reload'],
+    apps: ['busy5'],
+    clients: ['close'],
+    concurrency: 64,
+    restarts: 4,
+    restartWindowMs: 12 * 1000,
+  },
+  'cluster-primary': {
+    describe: 'replace a Node cluster primary (2 workers): fdbroker (the primary is a generation, workers listen through it) vs stopping and starting a plain cluster primary vs `pm2 update` (PM2 replaces its daemon, the cluster primary)',
+    action: 'restart',
+    methods: QUICK ? [] : ['fdbroker-cluster', 'cluster-replace', 'pm2-update'],
+    apps: ['hello'],
+    clients: ['keepalive', 'close'],
+    concurrency: 50,
+    restarts: 4,
+    restartWindowMs: 12 * 1000,
+  },
+};
+// Command-line overrides apply to every scenario; --methods/--apps/--clients filter.
+const pick = (list, arg) => (arg ? list.filter((x) => String(arg).split(',').includes(x)) : list);
+for (const [name, sc] of Object.entries(SCENARIOS)) {
+  sc.methods = pick(sc.methods, ARGS.methods);
+  sc.apps = ARGS.apps && name === 'restart' ? String(ARGS.apps).split(',') : sc.apps;
+  sc.clients = pick(sc.clients, ARGS.clients);
+  if (ARGS.concurrency) sc.concurrency = Number(ARGS.concurrency);
+  if (ARGS.restarts) sc.restarts = Number(ARGS.restarts);
+  if (ARGS.seconds) sc.restartWindowMs = Number(ARGS.seconds) * 1000;
+}
+const SCENARIO_NAMES = ARGS.scenarios ? String(ARGS.scenarios).split(',') : Object.keys(SCENARIOS);
+for (const n of SCENARIO_NAMES) if (!SCENARIOS[n]) throw new Error(`unknown scenario ${n} (have ${Object.keys(SCENARIOS).join(', ')})`);
+if (ARGS.methods) for (const m of String(ARGS.methods).split(',')) if (!ALL_METHODS.includes(m)) throw new Error(`unknown method ${m} (have ${ALL_METHODS.join(', ')})`);
 
 // ---------------------------------------------------------------- processes
 // Every process we start gets its own process group (detached), so cleanup can
@@ -174,58 +255,49 @@ function execp(cmd, args, env, timeoutMs = 60000) {
   });
 }
 
-function appEnv(app) { return app === 'busy' ? { BUSY: '1' } : { BUSY: '0' }; }
+/** hello: hello world; busy: ~1 ms of CPU per request; busy5: ~5 ms (the busy-accept scenario). */
+function appEnv(app) {
+  if (app === 'busy') return { BUSY: '1', BUSY_US: '1000' };
+  if (app === 'busy5') return { BUSY: '1', BUSY_US: '5000' };
+  if (app === 'hello') return { BUSY: '0' };
+  throw new Error(`unknown app ${app}`);
+}
+
+/** SIGKILLs a process we started and its process group (cluster workers), and waits for its exit. */
+async function killHard(p) {
+  try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ }
+  await withTimeout(p.exited, 10000, 'SIGKILLed app exit');
+  return Date.now();
+}
+
+/** Waits until none of `pids` is alive (processes we did not start: PM2's workers). */
+async function waitGone(pids, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const alive = pids.filter((pid) => { try { process.kill(pid, 0); return true; } catch { return false; } });
+    if (!alive.length) return;
+    if (Date.now() > deadline) throw new Error(`pids ${alive.join(',')} still alive after SIGKILL`);
+    await sleep(10);
+  }
+}
 
 // ---------------------------------------------------------------- methods
 // Each method: setup(app) -> { port }; restart() -> { readyAt?, ...info }; teardown().
 // A restart is over when the old version is gone and the new one serves.
 
 const METHODS = {
-  fdbroker: () => {
-    let dir, broker, cur, app;
-    const startApp = () => start(path.join(DIR, 'fdb-app.js'), [], { FDBROKER_SOCK: path.join(dir, 'b.sock'), ...appEnv(app) });
-    return {
-      describe: 'fdbroker blue/green: broker holds the port; start a new generation, `fdbroker wait --pid` until it is ready and the old one has drained (Connection: close, in-flight finish) and left',
-      async setup(a) {
-        app = a;
-        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-'));
-        broker = start(CLI, ['serve', path.join(dir, 'b.sock'), '--listen', 'http=tcp://127.0.0.1:0', '--quiet']);
-        const m = await broker.waitFor(/http=tcp:\/\/127\.0\.0\.1:(\d+)/);
-        cur = startApp();
-        await cur.waitFor(/^ready /m);
-        return { port: Number(m[1]) };
-      },
-      async restart() {
-        const old = cur;
-        const next = startApp();
-        const waiter = start(CLI, ['wait', path.join(dir, 'b.sock'), '--pid', String(next.pid), '--timeout', '20000']);
-        let readyAt;
-        next.waitFor(/^ready /m, 20000).then(() => { readyAt = Date.now(); }, () => {});
-        const w = await withTimeout(waiter.exited, 25000, 'fdbroker wait');
-        if (w.code !== 0) throw new Error(`fdbroker wait exited ${w.code}: ${waiter.stderr()}`);
-        await withTimeout(old.exited, 15000, 'old generation exit');
-        cur = next;
-        const d = old.stdout().match(/drained \d+ forced (\d+) ms (\d+)/);
-        return { readyAt, forced: d ? Number(d[1]) : null, drainMs: d ? Number(d[2]) : null };
-      },
-      async teardown() {
-        cur?.kill('SIGKILL');
-        broker?.kill('SIGTERM');
-        if (broker) await withTimeout(broker.exited, 5000, 'broker exit').catch(() => broker.kill('SIGKILL'));
-        if (dir) fs.rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  },
+  fdbroker: () => fdbrokerMethod('fdb-app.js', 'fdbroker blue/green: broker holds the port; start a new generation, `fdbroker wait --pid` until it is ready and the old one has drained (shared drain) and left; crash: SIGKILL the generation, start a new one 1 s later (the broker keeps the listening socket: connections wait in its queue)'),
 
-  naive: () => stopThenStart('naive-app.js', 'plain http app on the port; restart = SIGTERM (server.close(), exit when closed, 5 s cap), wait for exit, start a new one, wait until it listens'),
+  'fdbroker-cluster': () => fdbrokerMethod('fdb-cluster-app.js', 'fdbroker with a cluster: a new primary (2 workers, SCHED_NONE, listening through the primary on the broker\'s socket) is a new generation; `fdbroker wait --pid` until it is ready and the old primary has drained its workers (shared drain) and left'),
 
-  'cluster-replace': () => stopThenStart('cluster-app.js', 'cluster primary + 2 workers; restart = SIGTERM the primary (workers server.close(), primary exits after them), start a new primary, wait until both workers listen'),
+  naive: () => stopThenStart('naive-app.js', 'plain http app on the port; restart = SIGTERM (shared drain), wait for exit, start a new one, wait until it listens; crash: SIGKILL, start a new one 1 s later'),
+
+  'cluster-replace': () => stopThenStart('cluster-app.js', 'cluster primary + 2 workers; restart = SIGTERM the primary (workers drain with the shared drain, primary exits after them), start a new primary, wait until both workers listen; crash: SIGKILL primary and workers, new primary 1 s later'),
 
   'cluster-rolling': () => {
     let cur, rolls = 0;
     return {
-      describe: 'one long-lived cluster primary, 2 workers; restart = per worker: fork new, wait listening, old.disconnect(), wait until it disconnected (SIGKILL if still alive 3 s later)',
-      tailExtraMs: 3500,
+      describe: 'one long-lived cluster primary, 2 workers; restart = per worker: fork new, wait listening, tell the old one to stop (shared drain), wait for its exit (SIGKILL if still alive 12 s later)',
       async setup(app) {
         const port = await freePort();
         cur = start(path.join(DIR, 'cluster-rolling.js'), [], { PORT: String(port), ...appEnv(app) });
@@ -250,7 +322,7 @@ const METHODS = {
     let cur, port, app, nodeReusePort;
     const startApp = () => start(path.join(DIR, 'reuseport-app.js'), [], { PORT: String(port), REUSEPORT_NATIVE: nodeReusePort ? '0' : '1', ...appEnv(app) });
     return {
-      describe: 'SO_REUSEPORT overlap: every process binds its own listener; restart = start new, wait until it listens, SIGTERM old (server.close()), wait for its exit',
+      describe: 'SO_REUSEPORT overlap: every process binds its own listener; restart = start new, wait until it listens, SIGTERM old (shared drain), wait for its exit',
       async setup(a) {
         app = a;
         nodeReusePort = await nodeHasReusePort();
@@ -267,7 +339,8 @@ const METHODS = {
         old.kill('SIGTERM');
         await withTimeout(old.exited, 15000, 'old exit');
         cur = next;
-        return { readyAt, forcedExit: /forced-exit/.test(old.stdout()) };
+        const d = old.stdout().match(/drained \d+ forced (\d+) ms (\d+)/);
+        return { readyAt, forced: d ? Number(d[1]) : null, drainMs: d ? Number(d[2]) : null };
       },
       async teardown() { cur?.kill('SIGKILL'); },
     };
@@ -275,7 +348,51 @@ const METHODS = {
 
   'pm2-reload': () => pm2Method('reload'),
   'pm2-kill': () => pm2Method('kill'),
+  'pm2-update': () => pm2Method('update'),
 };
+
+function fdbrokerMethod(file, describe) {
+  let dir, broker, cur, app;
+  const startApp = () => start(path.join(DIR, file), [], { FDBROKER_SOCK: path.join(dir, 'b.sock'), ...appEnv(app) });
+  return {
+    describe,
+    async setup(a) {
+      app = a;
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-'));
+      broker = start(CLI, ['serve', path.join(dir, 'b.sock'), '--listen', 'http=tcp://127.0.0.1:0', '--quiet']);
+      const m = await broker.waitFor(/http=tcp:\/\/127\.0\.0\.1:(\d+)/);
+      cur = startApp();
+      await cur.waitFor(/^ready /m);
+      return { port: Number(m[1]) };
+    },
+    async restart() {
+      const old = cur;
+      const next = startApp();
+      const waiter = start(CLI, ['wait', path.join(dir, 'b.sock'), '--pid', String(next.pid), '--timeout', '20000']);
+      let readyAt;
+      next.waitFor(/^ready /m, 20000).then(() => { readyAt = Date.now(); }, () => {});
+      const w = await withTimeout(waiter.exited, 25000, 'fdbroker wait');
+      if (w.code !== 0) throw new Error(`fdbroker wait exited ${w.code}: ${waiter.stderr()}`);
+      await withTimeout(old.exited, 15000, 'old generation exit');
+      cur = next;
+      const d = old.stdout().match(/drained \d+ forced (\d+) ms (\d+)/);
+      return { readyAt, forced: d ? Number(d[1]) : null, drainMs: d ? Number(d[2]) : null };
+    },
+    async crash() {
+      const killedAt = await killHard(cur);
+      await sleep(CRASH_GAP_MS);
+      cur = startApp();
+      await cur.waitFor(/^ready /m);
+      return { killedAt, readyAt: Date.now() };
+    },
+    async teardown() {
+      cur?.kill('SIGKILL');
+      broker?.kill('SIGTERM');
+      if (broker) await withTimeout(broker.exited, 5000, 'broker exit').catch(() => broker.kill('SIGKILL'));
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 function stopThenStart(file, describe) {
   let cur, port, app;
@@ -296,7 +413,15 @@ function stopThenStart(file, describe) {
       const stoppedAt = Date.now();
       cur = startApp();
       await cur.waitFor(/^ready /m);
-      return { stoppedAt, forcedExit: /forced-exit/.test(old.stdout()) };
+      const d = old.stdout().match(/drained \d+ forced (\d+) ms (\d+)/);
+      return { stoppedAt, readyAt: Date.now(), forced: d ? Number(d[1]) : null, drainMs: d ? Number(d[2]) : null };
+    },
+    async crash() {
+      const killedAt = await killHard(cur);
+      await sleep(CRASH_GAP_MS);
+      cur = startApp();
+      await cur.waitFor(/^ready /m);
+      return { killedAt, readyAt: Date.now() };
     },
     async teardown() { cur?.kill('SIGKILL'); },
   };
@@ -342,9 +467,13 @@ function pm2Method(kind) {
   const env = () => ({ PM2_HOME: home, PORT: String(port), ...appEnv(app) });
   const pm2 = (...args) => execp(process.execPath, [PM2_BIN, ...args], env(), 60000);
   const startAll = async () => {
-    await pm2('start', path.join(DIR, 'naive-app.js'), '-i', '2', '--name', 'fdbbench', '--time');
+    // kill_timeout: PM2 waits for the shared drain before it kills (default 1.6 s);
+    // restart_delay: PM2's own restart of a crashed worker comes CRASH_GAP_MS later.
+    await pm2('start', path.join(DIR, 'naive-app.js'), '-i', '2', '--name', 'fdbbench', '--time',
+      '--kill-timeout', String(KILL_AFTER_MS), '--restart-delay', String(CRASH_GAP_MS));
     await waitServing(port);
   };
+  const workerPids = async () => (await pm2('pid', 'fdbbench')).stdout.split(/\s+/).filter(Boolean).map(Number).filter((n) => n > 0);
   const killDaemon = async () => {
     await pm2('kill').catch((e) => log(`pm2 kill: ${e.message}`));
     // pm2 kill waits for the daemon; make sure nothing of ours is left.
@@ -352,9 +481,11 @@ function pm2Method(kind) {
     if (fs.existsSync(pidFile)) { try { process.kill(Number(fs.readFileSync(pidFile, 'utf8')), 'SIGKILL'); } catch { /* gone */ } }
   };
   return {
-    describe: kind === 'reload'
-      ? 'PM2 cluster mode (-i 2); restart = `pm2 reload` (new worker, wait listening, SIGINT old, kill_timeout 1.6 s), the app stops with server.close()'
-      : 'PM2 cluster mode (-i 2); restart = `pm2 kill` (daemon and apps) then `pm2 start`, wait until the port serves',
+    describe: {
+      reload: `PM2 cluster mode (-i 2); restart = \`pm2 reload\` (per worker: new worker, wait listening, SIGINT old: shared drain, kill_timeout ${KILL_AFTER_MS} ms); crash: SIGKILL both workers, PM2 restarts them (restart_delay ${CRASH_GAP_MS} ms)`,
+      kill: 'PM2 cluster mode (-i 2); restart = `pm2 kill` (daemon and apps: SIGINT, shared drain) then `pm2 start`, wait until the port serves',
+      update: 'PM2 cluster mode (-i 2); restart = `pm2 update` (PM2 replaces its daemon, the cluster primary: save, kill daemon and apps, resurrect), wait until the port serves',
+    }[kind],
     async setup(a) {
       version = await ensurePm2();
       app = a;
@@ -367,10 +498,36 @@ function pm2Method(kind) {
     },
     async restart() {
       if (kind === 'reload') { await pm2('reload', 'fdbbench'); return {}; }
+      if (kind === 'update') {
+        const before = fs.readFileSync(path.join(home, 'pm2.pid'), 'utf8').trim();
+        await pm2('update');
+        const after = fs.readFileSync(path.join(home, 'pm2.pid'), 'utf8').trim();
+        if (after === before) throw new Error('pm2 update did not replace the daemon');
+        await waitServing(port);
+        return {};
+      }
       await killDaemon();
       const stoppedAt = Date.now();
       await startAll();
       return { stoppedAt };
+    },
+    async crash() {
+      const pids = await workerPids();
+      if (pids.length !== 2) throw new Error(`pm2 lists ${pids.length} workers, not 2`);
+      for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+      await waitGone(pids);
+      const killedAt = Date.now();
+      // PM2 restarts both, CRASH_GAP_MS later; done when it serves and lists two new workers.
+      await waitServing(port);
+      const readyAt = Date.now();
+      const deadline = Date.now() + 15000;
+      for (;;) {
+        const now = await workerPids();
+        if (now.length === 2 && now.every((p) => !pids.includes(p))) break;
+        if (Date.now() > deadline) throw new Error(`pm2 did not restart both workers (pids ${now.join(',')})`);
+        await sleep(100);
+      }
+      return { killedAt, readyAt };
     },
     async teardown() {
       if (home) { await killDaemon(); fs.rmSync(home, { recursive: true, force: true }); pm2Homes.delete(home); }
@@ -467,15 +624,18 @@ function mergeSteady(a, b) {
   };
 }
 
-async function runCell(methodName, app, client) {
+async function runCell(scenarioName, methodName, app, client) {
+  const sc = SCENARIOS[scenarioName];
   const method = METHODS[methodName]();
-  const cell = { method: methodName, app, client, describe: method.describe };
+  const act = method[sc.action];
+  const cell = { scenario: scenarioName, method: methodName, app, client, describe: method.describe };
   const loadavgStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
   let load;
   try {
+    if (typeof act !== 'function') throw new Error(`method ${methodName} has no action ${sc.action} (scenario ${scenarioName})`);
     const setup = await withTimeout(method.setup(app), 60000, `${methodName} setup`);
     Object.assign(cell, { setup });
-    load = startLoad({ port: setup.port, concurrency: CFG.concurrency, keepAlive: client === 'keepalive', timeoutMs: CFG.requestTimeoutMs });
+    load = startLoad({ port: setup.port, concurrency: sc.concurrency, keepAlive: client === 'keepalive', timeoutMs: CFG.requestTimeoutMs });
     const { t0 } = await load.started;
     const rel = (t = Date.now()) => t - t0;
     await sleep(CFG.warmupMs);
@@ -485,30 +645,30 @@ async function runCell(methodName, app, client) {
     const restartFrom = steadyTo;
     const marks = [];
     const errors = [];
-    for (let i = 0; i < CFG.restarts; i++) {
-      const target = restartFrom + (i * CFG.restartWindowMs) / CFG.restarts;
+    for (let i = 0; i < sc.restarts; i++) {
+      const target = restartFrom + (i * sc.restartWindowMs) / sc.restarts;
       const wait = target - rel();
       if (wait > 0) await sleep(wait);
       const s = rel();
       try {
-        const info = await withTimeout(method.restart(), 60000, `${methodName} restart`);
+        const info = await withTimeout(act.call(method), 60000, `${methodName} ${sc.action}`);
         const mark = { i, startMs: s, endMs: rel() };
         for (const [k, v] of Object.entries(info || {})) {
           if (k.endsWith('At') && typeof v === 'number') mark[k.replace(/At$/, 'Ms')] = rel(v); else mark[k] = v;
         }
         marks.push(mark);
       } catch (e) {
-        errors.push(`restart ${i}: ${e.message}`);
+        errors.push(`${sc.action} ${i}: ${e.message}`);
         marks.push({ i, startMs: s, endMs: rel(), error: e.message });
         break;
       }
     }
     const lastEnd = marks.length ? marks[marks.length - 1].endMs : restartFrom;
-    const restartTo = Math.max(restartFrom + CFG.restartWindowMs, lastEnd);
+    const restartTo = Math.max(restartFrom + sc.restartWindowMs, lastEnd);
     // Tail: the last old version finishes leaving; then a second steady window,
     // so that steady state is the mean of a window before and one after the
     // restarts (the machine is shared: its load drifts).
-    const tail = CFG.tailMs + (method.tailExtraMs || 0);
+    const tail = CFG.tailMs;
     await sleep(Math.max(0, restartTo + tail - rel()));
     const steady2From = rel();
     await sleep(CFG.steadyMs);
@@ -526,15 +686,19 @@ async function runCell(methodName, app, client) {
     const perBucket = st.okPerSec * (CFG.bucketMs / 1000);
     const b0 = Math.floor(restartFrom / CFG.bucketMs), b1 = Math.floor(restartTo / CFG.bucketMs);
     const minBucket = Math.min(...res.series.ok.slice(b0, b1));
+    // The longest stretch (in whole buckets) during restarts in which no request succeeded.
+    let run = 0, longest = 0;
+    for (const o of res.series.ok.slice(b0, b1)) { run = o === 0 ? run + 1 : 0; if (run > longest) longest = run; }
     Object.assign(cell, {
       requests: res.requests, ok: res.ok, failed: res.failed, failedByKind: res.failedByKind, otherKinds: res.otherKinds,
-      restartsDone: marks.filter((m) => !m.error).length, restartsPlanned: CFG.restarts,
+      restartsDone: marks.filter((m) => !m.error).length, restartsPlanned: sc.restarts,
       restartWindowMs: restartTo - restartFrom,
       steady: st,
       duringRestarts: { okPerSec: rs.okPerSec, latencyMs: rs.latencyMs, failed: rs.failed, byKind: rs.byKind },
       throughputFraction: frac,
       p99Ratio: p99x,
       worst100msBucketFraction: perBucket ? Math.round((minBucket / perBucket) * 100) / 100 : null,
+      longestNoOkMs: longest * CFG.bucketMs,
       latencyMs: res.latencyMs,
       phases: res.phases,
       targets: { zeroFailed: res.failed === 0, throughputAtLeast95pct: frac !== null && frac >= 0.95, p99AtMost2xSteady: p99x !== null && p99x <= 2 },
@@ -544,10 +708,10 @@ async function runCell(methodName, app, client) {
       ...(torn ? { teardown: torn } : {}),
       ...(errors.length ? { errors } : {}),
     });
-    log(`${methodName} ${app}/${client}: req=${res.requests} failed=${res.failed} ${JSON.stringify(res.failedByKind)} steady=${st.okPerSec}/s restarts=${rs.okPerSec}/s frac=${frac} p50=${rs.latencyMs.p50} p99=${rs.latencyMs.p99} (steady p99 ${st.latencyMs.p99}) max=${rs.latencyMs.max} restarts=${cell.restartsDone}/${CFG.restarts}${errors.length ? ' ERR ' + errors.join('; ') : ''}`);
+    log(`${scenarioName} ${methodName} ${app}/${client}: req=${res.requests} failed=${res.failed} ${JSON.stringify(res.failedByKind)} steady=${st.okPerSec}/s restarts=${rs.okPerSec}/s frac=${frac} p50=${rs.latencyMs.p50} p99=${rs.latencyMs.p99} (steady p99 ${st.latencyMs.p99}) max=${rs.latencyMs.max} restarts=${cell.restartsDone}/${sc.restarts}${errors.length ? ' ERR ' + errors.join('; ') : ''}`);
   } catch (e) {
     cell.error = e.message;
-    log(`${methodName} ${app}/${client}: ERROR ${e.message}`);
+    log(`${scenarioName} ${methodName} ${app}/${client}: ERROR ${e.message}`);
     if (load) load.child.kill('SIGKILL');
     await method.teardown().catch(() => {});
   } finally {
@@ -557,6 +721,16 @@ async function runCell(methodName, app, client) {
 }
 
 // ---------------------------------------------------------------- main
+function summarize(r) {
+  return {
+    scenario: r.scenario, method: r.method, app: r.app, client: r.client,
+    requests: r.requests, failed: r.failed, ...(r.failedByKind || {}),
+    steadyOkPerSec: r.steady?.okPerSec, restartOkPerSec: r.duringRestarts?.okPerSec, throughputFraction: r.throughputFraction,
+    p50: r.duringRestarts?.latencyMs.p50, p99: r.duringRestarts?.latencyMs.p99, max: r.duringRestarts?.latencyMs.max,
+    steadyP99: r.steady?.latencyMs.p99, p99Ratio: r.p99Ratio, longestNoOkMs: r.longestNoOkMs, restarts: r.restartsDone, error: r.error,
+  };
+}
+
 async function main() {
   const t = Date.now();
   const out = {
@@ -581,39 +755,46 @@ async function main() {
     if (!out.selfcheck.pass) log('SELF-CHECK FAILED: the numbers below are not trustworthy');
   }
   out.nodeReusePort = await nodeHasReusePort();
-  out.results = [];
   out.skipped = [];
-  for (const m of CFG.methods) {
-    if (m.startsWith('pm2')) {
-      try { await ensurePm2(); } catch (e) {
-        out.skipped.push({ method: m, reason: `pm2 could not be installed or run: ${e.message.split('\n')[0]}` });
-        log(`${m}: skipped (${e.message.split('\n')[0]})`);
-        continue;
+  out.scenarios = {};
+  for (const name of SCENARIO_NAMES) {
+    const sc = SCENARIOS[name];
+    const results = [];
+    for (const m of sc.methods) {
+      if (m.startsWith('pm2')) {
+        try { await ensurePm2(); } catch (e) {
+          out.skipped.push({ scenario: name, method: m, reason: `pm2 could not be installed or run: ${e.message.split('\n')[0]}` });
+          log(`${name} ${m}: skipped (${e.message.split('\n')[0]})`);
+          continue;
+        }
+      }
+      for (const app of sc.apps) {
+        for (const client of sc.clients) {
+          log(`${name} ${m} ${app}/${client} ...`);
+          results.push(await runCell(name, m, app, client));
+          await sleep(300);
+        }
       }
     }
-    for (const app of CFG.apps) {
-      for (const client of CFG.clients) {
-        log(`${m} ${app}/${client} ...`);
-        out.results.push(await runCell(m, app, client));
-        await sleep(300);
-      }
-    }
+    if (!sc.methods.length) continue;
+    const { methods, apps, clients, concurrency, restarts, restartWindowMs, action, describe } = sc;
+    out.scenarios[name] = { describe, action, config: { methods, apps, clients, concurrency, restarts, restartWindowMs }, results, summary: results.map(summarize) };
   }
-  out.summary = out.results.map((r) => ({
-    method: r.method, app: r.app, client: r.client,
-    requests: r.requests, failed: r.failed, ...(r.failedByKind || {}),
-    steadyOkPerSec: r.steady?.okPerSec, restartOkPerSec: r.duringRestarts?.okPerSec, throughputFraction: r.throughputFraction,
-    p50: r.duringRestarts?.latencyMs.p50, p99: r.duringRestarts?.latencyMs.p99, max: r.duringRestarts?.latencyMs.max,
-    steadyP99: r.steady?.latencyMs.p99, p99Ratio: r.p99Ratio, restarts: r.restartsDone, error: r.error,
-  }));
-  const fdb = out.results.filter((r) => r.method === 'fdbroker');
-  if (fdb.length) {
-    out.fdbrokerTargets = {
-      zeroFailedEveryCell: fdb.every((r) => r.failed === 0),
-      throughputAtLeast95pctEveryCell: fdb.every((r) => r.targets?.throughputAtLeast95pct),
-      p99AtMost2xEveryCell: fdb.every((r) => r.targets?.p99AtMost2xSteady),
-      misses: fdb.flatMap((r) => Object.entries(r.targets || { setup: false }).filter(([, v]) => !v).map(([k]) => `${r.app}/${r.client}: ${k}`)),
-    };
+  // The fair comparison keeps its old place (results, summary, config) for the chart and CI.
+  const main = out.scenarios.restart;
+  if (main) {
+    Object.assign(out.config, main.config);
+    out.results = main.results;
+    out.summary = main.summary;
+    const fdb = main.results.filter((r) => r.method === 'fdbroker');
+    if (fdb.length) {
+      out.fdbrokerTargets = {
+        zeroFailedEveryCell: fdb.every((r) => r.failed === 0),
+        throughputAtLeast95pctEveryCell: fdb.every((r) => r.targets?.throughputAtLeast95pct),
+        p99AtMost2xEveryCell: fdb.every((r) => r.targets?.p99AtMost2xSteady),
+        misses: fdb.flatMap((r) => Object.entries(r.targets || { setup: false }).filter(([, v]) => !v).map(([k]) => `${r.app}/${r.client}: ${k}`)),
+      };
+    }
   }
   out.loadavgEnd = os.loadavg();
   out.totalMs = Date.now() - t;
@@ -626,9 +807,10 @@ process.on('SIGTERM', onSignal);
 process.on('exit', killGroups);
 
 main().then((out) => {
-  process.stdout.write(JSON.stringify(out, null, 1) + '\n');
   killGroups();
-  process.exit(0);
+  // Exit only once the output is flushed: stdout is a pipe (a socket) to
+  // bench/run.js, where a large write completes asynchronously.
+  process.stdout.write(JSON.stringify(out, null, 1) + '\n', () => process.exit(0));
 }, (e) => {
   log(`fatal: ${e.stack || e.message}`);
   killGroups();

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 'use strict';
 // Runs every benchmark one after the other and prints one combined JSON object:
-// { handoff, scale, restarts? }. `--quick` is passed through (CI smoke).
-// bench/restarts.js is run too when it exists.
+// { machine, handoff, scale, restarts? }. `--quick` is passed through (CI smoke).
+// bench/restarts.js is run too when it exists: the fair restart comparison
+// and the scenarios (crash gap, busy accept, cluster primary) in one run.
+// machine.loadavg is taken at the start, machine.loadavg_end at the end: the
+// machine may be shared, and the numbers depend on what else ran.
 //
-//   npm run bench            # full: a few minutes on 2 cores
-//   npm run bench -- --quick # smoke: well under a minute
+//   npm run bench            # full: about 20 minutes on 2 cores
+//   npm run bench -- --quick # smoke: about a minute
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -35,6 +38,7 @@ async function main() {
   result.handoff = await run('handoff.js');
   result.scale = await run('scale.js');
   if (fs.existsSync(path.join(__dirname, 'restarts.js'))) result.restarts = await run('restarts.js');
+  result.machine.loadavg_end = lib.machine().loadavg;
   result.duration_s = Math.round((Date.now() - started) / 100) / 10;
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   const failed = ['handoff', 'scale', 'restarts'].filter((k) => result[k]?.error);

@@ -1,6 +1,7 @@
-// Cluster primary + WORKERS workers (default 2) listening on PORT via cluster.
-// Primary prints "ready" once every worker listens. SIGTERM to the primary:
-// each worker gets SIGTERM (server.close(), see handler.js); the primary exits
+// Cluster primary + WORKERS workers (default 2) listening on PORT via cluster
+// (Node's default round-robin scheduling). Primary prints "ready" once every
+// worker listens. SIGTERM to the primary: each worker gets SIGTERM and stops
+// with the shared drain (shutdown.js, via naive-app.js); the primary exits
 // when they have all exited.
 'use strict';
 const cluster = require('node:cluster');

@@ -1,7 +1,10 @@
 // The one HTTP app every method runs: hello-world, or with BUSY=1 a variant
-// that burns ~1 ms of CPU per request (BUSY_US overrides the microseconds).
+// that burns ~1 ms of CPU per request (BUSY_US overrides the microseconds:
+// the busy-accept scenario uses 5,000). Every server made here stops the
+// same way, whatever the method: see shutdown.js.
 'use strict';
 const http = require('node:http');
+const { prepare } = require('./shutdown');
 
 const BUSY_NS = process.env.BUSY === '1' ? BigInt(Number(process.env.BUSY_US || 1000) * 1000) : 0n;
 
@@ -15,21 +18,7 @@ function handler(req, res) {
 }
 
 function createServer() {
-  return http.createServer(handler);
+  return prepare(http.createServer(handler));
 }
 
-/** The plain graceful stop most apps have: on SIGTERM/SIGINT, server.close(), exit when closed (or after 5 s). */
-function stopOnSignal(server, label) {
-  let stopping = false;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    const t = setTimeout(() => { process.stdout.write(`forced-exit ${process.pid} ${label}\n`); process.exit(0); }, Number(process.env.STOP_TIMEOUT_MS || 5000));
-    t.unref();
-    server.close(() => process.exit(0));
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-}
-
-module.exports = { handler, createServer, stopOnSignal };
+module.exports = { handler, createServer };

@@ -1,10 +1,13 @@
-// Naive method (and PM2's app): listen on PORT; SIGTERM/SIGINT -> server.close().
-// Also what each cluster worker runs (cluster-app.js).
+// Naive method (and PM2's app, and each cluster worker of cluster-app.js and
+// cluster-rolling.js): listen on PORT (through the cluster primary in a
+// worker); SIGTERM, SIGINT or the IPC message 'shutdown' -> the shared
+// drain (shutdown.js), exit when drained.
 'use strict';
-const { createServer, stopOnSignal } = require('./handler');
+const { createServer } = require('./handler');
+const { shutdownOnSignal } = require('./shutdown');
 
 const server = createServer();
-stopOnSignal(server, 'naive');
+shutdownOnSignal(server);
 server.listen(Number(process.env.PORT), '127.0.0.1', () => {
   process.stdout.write(`ready ${process.pid}\n`);
 });

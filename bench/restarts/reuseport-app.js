@@ -3,13 +3,14 @@
 // Node 20 has no server.listen({ reusePort }) (it is ignored), so the listener
 // is made with fdbroker's native layer: socket/setsockopt/bind/listen, then
 // server.listen({ fd }, 511). REUSEPORT_NATIVE=0 uses Node's own option.
-// Stop: SIGTERM -> server.close() (handler.js).
+// Stop: SIGTERM -> the shared drain (shutdown.js), exit when drained.
 'use strict';
-const { createServer, stopOnSignal } = require('./handler');
+const { createServer } = require('./handler');
+const { shutdownOnSignal } = require('./shutdown');
 
 const port = Number(process.env.PORT);
 const server = createServer();
-stopOnSignal(server, 'reuseport');
+shutdownOnSignal(server);
 const ready = () => process.stdout.write(`ready ${process.pid}\n`);
 if (process.env.REUSEPORT_NATIVE === '0') {
   server.listen({ port, host: '127.0.0.1', reusePort: true }, ready);

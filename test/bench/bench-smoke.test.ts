@@ -30,6 +30,17 @@ describe('npm run bench -- --quick', () => {
     const cells = out.restarts.summary.filter((s: { method: string }) => s.method === 'fdbroker');
     expect(cells.length).toBeGreaterThan(0);
     for (const c of cells) expect({ cell: `${c.app}/${c.client}`, failed: c.failed }).toEqual({ cell: `${c.app}/${c.client}`, failed: 0 });
+    // Crash gap: the app is SIGKILLed and the next starts 1 s later. Connections
+    // wait in the broker's queue meanwhile: none refused, none timed out; only
+    // requests in flight in the killed process fail (at most one per client loop).
+    const crash = out.restarts.scenarios['crash-gap'];
+    const fc = crash.summary.filter((s: { method: string }) => s.method === 'fdbroker');
+    expect(fc.length).toBeGreaterThan(0);
+    for (const c of fc) {
+      expect(c.restarts).toBe(crash.config.restarts);
+      expect({ refused: c.refused, timeout: c.timeout, other: c.other }).toEqual({ refused: 0, timeout: 0, other: 0 });
+      expect(c.failed).toBeLessThanOrEqual(crash.config.concurrency * crash.config.restarts);
+    }
     // The load generator's self-check: it counts failures it is shown.
     expect(out.restarts.selfcheck.pass).toBe(true);
   }, 300_000);
