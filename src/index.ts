@@ -2,7 +2,9 @@
 export { adoptListeners, type AdoptOptions } from './adopt';
 export { Listener } from './listener';
 export { Generation, startGeneration, type GenerationOptions, type GenerationEvents } from './generation';
-export { drain, type DrainOptions, type DrainResult } from './drain';
+export { drain, onDrain, holding, trackConnections, type DrainOptions, type DrainResult, type Holding } from './drain';
+export { closeWebSocketsOnDrain, closeWebSocketOnDrain, WS_SERVICE_RESTART, type WebSocketDrainOptions } from './drain-ws';
+export { endEventStreamOnDrain, type EventStreamDrainOptions } from './drain-sse';
 export { workerEnv, listenViaPrimary, WORKER_ENV } from './cluster';
 export type { GenerationInfo, GenerationState } from './generations';
 export { Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent } from './broker';
