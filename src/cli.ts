@@ -9,13 +9,14 @@ import { VERSION } from './version';
 import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './constants';
 import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec';
 import * as os from 'node:os';
+import { inTree } from './proc-tree';
 
 const USAGE = `fdbroker ${VERSION}: hand listening sockets from process to process, without downtime
 
 Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
   fdbroker status <control-socket> [--json]
-  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS]
+  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json]
   fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
   fdbroker --help | --version
 
@@ -50,12 +51,18 @@ serve options:
   --quiet            print only the ready line and errors
 
 wait: blocks until the generation of PID (default: the newest) is ready and,
-with --until handover (the default), every older generation has left.
+with --until handover (the default), every older generation has left. The
+generation of PID is the newest one whose process is PID or a descendant of
+PID (so PID may be a wrapper: npx, sh -c, npm start, fdbroker exec).
+--json prints one JSON line: {"result","pid","generation","older","ms"}.
   exit 0  the condition holds
-  exit 1  timeout (default 30000 ms), also when the broker answers too slowly
+  exit 1  timeout (default 30000 ms) before that generation was ready, also
+          when the broker answers too slowly
   exit 3  no broker at the path, or the connection to it failed
   exit 4  that generation left, was retired, or missed its ready timeout
           without becoming ready (roll back)
+  exit 5  --until handover: that generation is ready, but older ones still
+          drain at the timeout (deployed; do not roll back)
 
 exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
 (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, as systemd socket activation).
@@ -271,7 +278,7 @@ async function status(args: string[], io: Io): Promise<number> {
   }
 }
 
-export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4 } as const;
+export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4, draining: 5 } as const;
 
 function pidAlive(pid: number): boolean {
   try {
@@ -282,12 +289,17 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** The generation `wait` watches: the newest of PID's process tree (or the newest of all). */
+export function waitTarget(s: StatusMessage, pid: number | undefined, isInTree: (pid: number, root: number) => boolean = inTree): StatusMessage['generations'][number] | undefined {
+  const newestFirst = [...s.generations].sort((a, b) => b.number - a.number);
+  return pid === undefined ? newestFirst[0] : newestFirst.find((g) => g.pid === pid || isInTree(g.pid, pid));
+}
+
 /** One evaluation of a wait condition: 'ok', 'wait' or 'gone'. */
-export function waitCondition(s: StatusMessage, until: 'ready' | 'handover', pid: number | undefined, pidIsAlive: (pid: number) => boolean): 'ok' | 'wait' | 'gone' {
+export function waitCondition(s: StatusMessage, until: 'ready' | 'handover', pid: number | undefined, pidIsAlive: (pid: number) => boolean,
+  isInTree: (pid: number, root: number) => boolean = inTree): 'ok' | 'wait' | 'gone' {
   const gens = s.generations;
-  const target = pid !== undefined
-    ? gens.find((g) => g.pid === pid)
-    : [...gens].sort((a, b) => b.number - a.number)[0];
+  const target = waitTarget(s, pid, isInTree);
   if (!target) return pid !== undefined && !pidIsAlive(pid) ? 'gone' : 'wait';
   if (target.state === 'retiring' && until === 'handover') return 'gone';
   if (target.state !== 'ready' && target.state !== 'retiring') return target.readyOverdue ? 'gone' : 'wait';
@@ -296,7 +308,7 @@ export function waitCondition(s: StatusMessage, until: 'ready' | 'handover', pid
 }
 
 async function wait(args: string[], io: Io): Promise<number> {
-  const p = parseArgs(args, ['pid', 'until', 'timeout'], ['quiet']);
+  const p = parseArgs(args, ['pid', 'until', 'timeout'], ['quiet', 'json']);
   if (p.positional.length !== 1) throw new UsageError('wait needs exactly one control socket path');
   const until = p.flags.get('until')?.at(-1) ?? 'handover';
   if (until !== 'ready' && until !== 'handover') throw new UsageError('--until is "ready" or "handover"');
@@ -304,15 +316,30 @@ async function wait(args: string[], io: Io): Promise<number> {
   if (pidText !== undefined && !/^\d+$/.test(pidText)) throw new UsageError('--pid must be a process id');
   const pid = pidText === undefined ? undefined : Number(pidText);
   const timeout = msFlag(p, 'timeout') ?? DEFAULT_WAIT_TIMEOUT_MS;
-  const deadline = Date.now() + timeout;
+  const started = Date.now();
+  const deadline = started + timeout;
   const who = pid !== undefined ? `generation of pid ${pid}` : 'newest generation';
+  // --json: one line on stdout with the verdict, whatever it is.
+  let last: StatusMessage | undefined;
+  const verdict = (result: keyof typeof WAIT_EXIT): number => {
+    if (p.flags.has('json')) {
+      const t = last ? waitTarget(last, pid) : undefined;
+      io.out(JSON.stringify({
+        result, ...(pid !== undefined ? { startedPid: pid } : {}),
+        ...(t ? { pid: t.pid, generation: t.number, state: t.state } : {}),
+        older: last && t ? last.generations.filter((g) => g.number < t.number).map((g) => ({ pid: g.pid, generation: g.number, state: g.state })) : [],
+        ms: Date.now() - started,
+      }));
+    }
+    return WAIT_EXIT[result];
+  };
   let conn: BrokerConnection;
   try {
     conn = await BrokerConnection.connect(p.positional[0]!, { timeout });
   } catch (err) {
     io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
     // Out of time while the broker is still answering is a timeout, not a lost broker.
-    return (err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' ? WAIT_EXIT.timeout : WAIT_EXIT.broker;
+    return verdict((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' ? 'timeout' : 'broker');
   }
   try {
     for (;;) {
@@ -321,20 +348,26 @@ async function wait(args: string[], io: Io): Promise<number> {
         s = await conn.status(Math.max(1, deadline - Date.now()));
       } catch (err) {
         io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
-        return (err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline ? WAIT_EXIT.timeout : WAIT_EXIT.broker;
+        return verdict((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline ? 'timeout' : 'broker');
       }
+      last = s;
       const r = waitCondition(s, until, pid, pidAlive);
       if (r === 'ok') {
-        if (!p.flags.has('quiet')) io.out(`fdbroker: ${who} is ${until === 'ready' ? 'ready' : 'ready and every older generation has left'}`);
-        return WAIT_EXIT.ok;
+        if (!p.flags.has('quiet') && !p.flags.has('json')) io.out(`fdbroker: ${who} is ${until === 'ready' ? 'ready' : 'ready and every older generation has left'}`);
+        return verdict('ok');
       }
       if (r === 'gone') {
         io.err(`fdbroker: ${who} left, was retired or missed its ready timeout without becoming ready`);
-        return WAIT_EXIT.gone;
+        return verdict('gone');
       }
       if (Date.now() >= deadline) {
+        // Ready but not alone: deployed, the old version still drains.
+        if (waitCondition(s, 'ready', pid, pidAlive) === 'ok') {
+          io.err(`fdbroker: ${who} is ready; older generations still draining after ${timeout} ms`);
+          return verdict('draining');
+        }
         io.err(`fdbroker: timed out after ${timeout} ms waiting for the ${who} to be ${until === 'ready' ? 'ready' : 'ready and alone'}`);
-        return WAIT_EXIT.timeout;
+        return verdict('timeout');
       }
       await new Promise((res) => setTimeout(res, WAIT_POLL_MS));
     }
