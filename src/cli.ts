@@ -21,7 +21,9 @@ Usage:
   fdbroker --help | --version
 
 SPEC:
-  tcp://HOST:PORT[?backlog=N]     IPv4 address, or [IPv6]; PORT 0 picks a free port
+  tcp://HOST:PORT[?backlog=N&nodelay=1]
+                                  IPv4 address, or [IPv6]; PORT 0 picks a free port;
+                                  nodelay=1: TCP_NODELAY, inherited by accepted connections
   unix:/path/to.sock[?mode=0660&backlog=N]
   udp://HOST:PORT
 

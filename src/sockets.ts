@@ -7,6 +7,7 @@ import { check, FdbrokerError, systemError } from './errors';
 import type { ListenerInfo } from './protocol';
 import type { ListenerSpec } from './spec';
 import { DEFAULT_LISTEN_BACKLOG } from './constants';
+import { IPPROTO_TCP, TCP_NODELAY } from './tcp-nodelay';
 
 export interface OwnedListener {
   /** Owned by the broker's registry for the broker's whole life. */
@@ -60,6 +61,7 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
       throw Object.assign(new Error(`listener "${spec.name}" cannot bind ${spec.kind}://${where} (${cause.code})${hint}`, { cause }),
         { code: cause.code, errno: cause.errno, syscall: 'bind', address: where });
     }
+    if (spec.nodelay) check(n.setsockoptInt(fd, IPPROTO_TCP, TCP_NODELAY, 1), 'setsockopt', where);
     if (spec.kind === 'tcp') check(n.listen(fd, backlog), 'listen', where);
     const name = check(n.sockname(fd), 'getsockname');
     if (name.family !== 'inet' && name.family !== 'inet6') throw new FdbrokerError('ERR_FDBROKER_INTERNAL', 'unexpected socket family');
