@@ -3,14 +3,13 @@
 // Server-Sent Events (the `eventsource` client). Six swaps each through a real
 // broker; every old version must leave well before its drain deadline.
 import { afterEach, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http2 from 'node:http2';
 import * as path from 'node:path';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
 import { cleanup, loadLoop, sleep, startBroker, tmpDir } from './helpers';
-import { EXAMPLES, OLD_GONE_MAX_MS, swapLoop } from './swap-helpers';
+import { EXAMPLES, makeCert, OLD_GONE_MAX_MS, swapLoop } from './swap-helpers';
 
 const SWAPS = 6;
 /** Pause after each swap, under load. */
@@ -19,19 +18,6 @@ const BETWEEN_MS = 300;
 const REFUSED_STREAM = 7;
 
 afterEach(cleanup);
-
-/** A self-signed certificate for 127.0.0.1, made with openssl. */
-function makeCert(dir: string): { key: string; cert: string } {
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
-      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  } catch (err) {
-    throw new Error(`openssl is needed to make a test certificate (apt-get install openssl): ${(err as Error).message}`);
-  }
-  return { key, cert };
-}
 
 /**
  * HTTP/2 load: `clients` sessions, `streams` requests in flight on each. A

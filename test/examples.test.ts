@@ -4,8 +4,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
+import * as fs from 'node:fs';
 import { CLI, cleanup, loadLoop, sleep, startBroker, tmpDir } from './helpers';
-import { EXAMPLES, OLD_GONE_MAX_MS, swapLoop } from './swap-helpers';
+import { EXAMPLES, makeCert, OLD_GONE_MAX_MS, swapLoop } from './swap-helpers';
 
 const SWAPS = 3;
 const BETWEEN_MS = 300;
@@ -22,7 +23,8 @@ function python(): string {
 }
 
 const node = (file: string) => () => [process.execPath, path.join(EXAMPLES, file)];
-const cases: Array<{ name: string; cmd: (sock: string) => string[]; check?: (stdout: string) => void; spec?: string }> = [
+const cases: Array<{ name: string; cmd: (sock: string) => string[]; check?: (stdout: string) => void; spec?: string; tls?: boolean }> = [
+  { name: 'https', cmd: node('https.js'), tls: true },
   { name: 'express', cmd: node('express.js') },
   { name: 'koa', cmd: node('koa.js') },
   { name: 'hono', cmd: node('hono.js') },
@@ -37,8 +39,13 @@ describe(`examples under keep-alive load (${SWAPS} swaps each)`, () => {
       // Python writes headers and body apart: without TCP_NODELAY each response waits on Nagle and a delayed ACK.
       const broker = await startBroker(tmpDir(), [`http=tcp://127.0.0.1:0${c.spec ?? ''}`], ['--quiet']);
       let load: ReturnType<typeof loadLoop> | undefined;
+      const cert = c.tls ? makeCert(tmpDir()) : undefined;
       const r = await swapLoop(broker.sock, c.cmd(broker.sock), SWAPS, {
-        onReady: async () => { load = loadLoop(broker.ports.http!, { concurrency: 8, keepAlive: true }); await sleep(BETWEEN_MS); },
+        env: cert ? { TLS_KEY: cert.key, TLS_CERT: cert.cert } : {},
+        onReady: async () => {
+          load = loadLoop(broker.ports.http!, { concurrency: 8, keepAlive: true, ...(cert ? { ca: fs.readFileSync(cert.cert) } : {}) });
+          await sleep(BETWEEN_MS);
+        },
         between: () => sleep(BETWEEN_MS),
       });
       await sleep(BETWEEN_MS);

@@ -1,6 +1,7 @@
 // Swapping an app under load: start version after version of one program on
 // the same broker, each retiring the one before, and time how long each old
 // one takes to leave after its successor is ready.
+import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { ROOT, run, type Proc } from './helpers';
 
@@ -24,7 +25,7 @@ export function startVersion(sock: string, cmd: string[], env: NodeJS.ProcessEnv
 }
 
 /** Starts `cmd`, then `swaps` successors one after the other; `between` runs after each swap. */
-export async function swapLoop(sock: string, cmd: string[], swaps: number, opts: { env?: NodeJS.ProcessEnv; between?: (i: number) => Promise<void>; onReady?: (p: Proc) => Promise<void> } = {}): Promise<SwapResult> {
+export async function swapLoop(sock: string, cmd: string[], swaps: number, opts: { env?: NodeJS.ProcessEnv; between?: (i: number) => Promise<unknown>; onReady?: (p: Proc) => Promise<unknown> } = {}): Promise<SwapResult> {
   let cur = startVersion(sock, cmd, opts.env);
   await cur.waitFor(/^ready \d+/m, 15_000);
   await opts.onReady?.(cur);
@@ -44,4 +45,17 @@ export async function swapLoop(sock: string, cmd: string[], swaps: number, opts:
     await opts.between?.(i);
   }
   return { last: cur, all, goneMs, drained };
+}
+
+/** A self-signed certificate for 127.0.0.1 in `dir`, made with openssl. */
+export function makeCert(dir: string): { key: string; cert: string } {
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  } catch (err) {
+    throw new Error(`openssl is needed to make a test certificate (apt-get install openssl): ${(err as Error).message}`);
+  }
+  return { key, cert };
 }
