@@ -86,7 +86,7 @@ function httpLoad(port) {
 }
 
 function h2Load(url, ca) {
-  const s = { ok: 0, failed: 0, notSentReplayed: 0, byKind: {}, lat: [] };
+  const s = { ok: 0, failed: 0, notSentRefused: 0, byKind: {}, lat: [] };
   let stop = false;
   const sessions = [];
   const loops = [];
@@ -106,7 +106,7 @@ function h2Load(url, ca) {
       req.on('close', () => {
         if (fin) return;
         fin = true;
-        if (status === 0 && req.rstCode === REFUSED_STREAM) s.notSentReplayed++;
+        if (status === 0 && req.rstCode === REFUSED_STREAM) s.notSentRefused++;
         else { s.failed++; s.byKind[`rst-${req.rstCode}`] = (s.byKind[`rst-${req.rstCode}`] || 0) + 1; }
         resolve();
       });

@@ -24,8 +24,9 @@ afterEach(cleanup);
  * session that got GOAWAY (or closed) is replaced by a new connection. A
  * stream the client never sent because the GOAWAY arrived first (Node's
  * client resets it locally with REFUSED_STREAM, before any response: the
- * server never saw it) is counted apart as `notSent` and sent again, as RFC
- * 9113 §8.7 allows; every other error is a failure.
+ * server never saw it) is counted apart as `notSent`, and the loop goes on
+ * with its next request on a new connection, as RFC 9113 §8.7 allows a
+ * client to do with it; every other error is a failure.
  */
 function h2Load(url: string, ca: Buffer, clients = 4, streams = 4) {
   const stats = { ok: 0, failed: 0, notSent: 0, byKind: {} as Record<string, number>, servedBy: {} as Record<string, number>, sessions: 0 };
