@@ -1,15 +1,21 @@
 // Public API of the fdbroker package.
 export { adoptListeners, type AdoptOptions } from './client/adopt';
 export { Listener } from './client/listener';
+export { BrokerConnection, type ConnectOptions, type ReceivedListener } from './client/connection';
 export { Generation, startGeneration, type GenerationOptions, type GenerationEvents } from './handover/generation';
-export { drain, type DrainOptions, type DrainResult } from './handover/drain';
+export type { UpgradeOptions, UpgradeFailure } from './handover/upgrade';
+export { drain, onDrain, holding, trackConnections, type DrainOptions, type DrainResult, type Holding } from './handover/drain';
+export { closeWebSocketsOnDrain, closeWebSocketOnDrain, WS_SERVICE_RESTART, type WebSocketDrainOptions } from './handover/drain-ws';
+export { endEventStreamOnDrain, type EventStreamDrainOptions } from './handover/drain-sse';
 export { workerEnv, listenViaPrimary, WORKER_ENV } from './handover/cluster';
 export type { GenerationInfo, GenerationState } from './broker/generation-table';
-export { Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent } from './broker/broker';
-export { BrokerConnection, type ConnectOptions } from './client/connection';
+export {
+  Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent, type AuditEvent, type RollbackEvent, type StallEvent,
+} from './broker/broker';
+export type { AccessOptions } from './broker/access';
 export { parseListenerSpec, type ListenerSpec } from './broker/spec';
 export { FdbrokerError, ERROR_CODES, type FdbrokerErrorCode, type SystemError } from './protocol/errors';
-export type { ListenerInfo, ListenerKind, ClientInfo, StatusMessage } from './protocol/messages';
+export type { ListenerInfo, ListenerKind, ClientInfo, HolderInfo, StatusMessage } from './protocol/messages';
 export * as defaults from './defaults';
 export * as limits from './protocol/limits';
 export { VERSION } from './protocol/version';

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../src/native/binding';
@@ -131,13 +132,17 @@ export interface LoadStats {
  * (or `maxMs` passes). Every failure is counted by kind: an error code
  * (ECONNREFUSED, ECONNRESET, ...), 'timeout', or 'status-NNN'.
  */
-export function loadLoop(port: number, opts: { concurrency?: number; keepAlive?: boolean; maxMs?: number; timeoutMs?: number } = {}) {
+export function loadLoop(port: number, opts: { concurrency?: number; keepAlive?: boolean; maxMs?: number; timeoutMs?: number; ca?: Buffer } = {}) {
   const stats: LoadStats = { ok: 0, failed: 0, byKind: {}, servedBy: {} };
-  const agent = new http.Agent({ keepAlive: opts.keepAlive ?? false, maxSockets: opts.concurrency ?? 8 });
+  // With `ca`: HTTPS, trusting that certificate.
+  const mod = opts.ca ? https : http;
+  const agent = opts.ca
+    ? new https.Agent({ keepAlive: opts.keepAlive ?? false, maxSockets: opts.concurrency ?? 8, ca: opts.ca })
+    : new http.Agent({ keepAlive: opts.keepAlive ?? false, maxSockets: opts.concurrency ?? 8 });
   let stopping = false;
   const fail = (kind: string) => { stats.failed++; stats.byKind[kind] = (stats.byKind[kind] ?? 0) + 1; };
   const one = () => new Promise<void>((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: opts.keepAlive ? agent : false, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
+    const req = mod.get({ host: '127.0.0.1', port, path: '/', agent: opts.keepAlive || opts.ca ? agent : false, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
       let body = '';
       res.on('data', (d) => { body += d; });
       res.on('end', () => {

@@ -5,6 +5,7 @@ import { native } from '../native/binding';
 import { EADDRINUSE, ECONNREFUSED } from '../native/errno';
 import { check, FdbrokerError, systemError } from '../protocol/errors';
 import { probeUnix } from '../transport/socket-info';
+import { IPPROTO_TCP, TCP_NODELAY } from '../native/tcp';
 import type { ListenerInfo } from '../protocol/messages';
 import type { ListenerSpec } from './spec';
 import { DEFAULT_LISTEN_BACKLOG } from './defaults';
@@ -52,6 +53,7 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
       throw Object.assign(new Error(`listener "${spec.name}" cannot bind ${spec.kind}://${where} (${cause.code})${hint}`, { cause }),
         { code: cause.code, errno: cause.errno, syscall: 'bind', address: where });
     }
+    if (spec.nodelay) check(n.setsockoptInt(fd, IPPROTO_TCP, TCP_NODELAY, 1), 'setsockopt', where);
     if (spec.kind === 'tcp') check(n.listen(fd, backlog), 'listen', where);
     const name = check(n.sockname(fd), 'getsockname');
     if (name.family !== 'inet' && name.family !== 'inet6') throw new FdbrokerError('ERR_FDBROKER_INTERNAL', 'unexpected socket family');

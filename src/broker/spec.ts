@@ -1,5 +1,5 @@
 // Listener specs as typed on the command line: NAME=SPEC where SPEC is
-//   tcp://HOST:PORT[?backlog=N]     HOST an IPv4 address or [IPv6]; PORT 0 picks one
+//   tcp://HOST:PORT[?backlog=N&nodelay=1]   HOST an IPv4 address or [IPv6]; PORT 0 picks one
 //   unix:/path/to.sock[?mode=0660&backlog=N]
 //   udp://HOST:PORT
 // Pure parsing; creating the sockets is sockets.ts's job.
@@ -21,6 +21,8 @@ export interface ListenerSpec {
   mode?: number;
   /** tcp/unix: listen(2) backlog; undefined means the broker's default */
   backlog?: number;
+  /** tcp: TCP_NODELAY on the listener, which accepted connections inherit */
+  nodelay?: boolean;
 }
 
 function invalid(text: string, why: string): FdbrokerError {
@@ -98,6 +100,11 @@ export function parseListenerSpec(text: string, cwd: string = process.cwd()): Li
     if (!net.isIPv4(host)) throw invalid(text, `"${host}" is not an IPv4 address (write IPv6 as [ADDR])`);
   }
   if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) throw invalid(text, 'PORT must be 0-65535');
-  const opts = parseQuery(text, query, scheme === 'tcp' ? ['backlog'] : []);
-  return { name, kind: scheme, host, port: Number(portText), backlog: parseBacklog(text, opts.get('backlog')) };
+  const opts = parseQuery(text, query, scheme === 'tcp' ? ['backlog', 'nodelay'] : []);
+  const nd = opts.get('nodelay');
+  if (nd !== undefined && nd !== '0' && nd !== '1') throw invalid(text, 'nodelay is 0 or 1');
+  return {
+    name, kind: scheme, host, port: Number(portText), backlog: parseBacklog(text, opts.get('backlog')),
+    ...(nd === '1' ? { nodelay: true } : {}),
+  };
 }

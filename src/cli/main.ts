@@ -18,7 +18,7 @@ const USAGE = `fdbroker ${VERSION}: hand listening sockets from process to proce
 Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
   fdbroker status <control-socket> [--json]
-  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS]
+  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json]
   fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
   fdbroker --help | --version      (also COMMAND --help)
 
@@ -60,13 +60,21 @@ serve options:
   --quiet            print only the ready line and errors
 
 wait: blocks until the generation of PID (default: the newest) is ready and,
-with --until handover (the default), every older generation has left.
+with --until handover (the default), every older generation has left. The
+generation of PID is the newest one whose process is PID or a descendant of
+PID (so PID may be a wrapper: npx, sh -c, npm start, fdbroker exec).
+--json prints one JSON line: {"result","pid","generation","older","ms"}.
   exit 0  the condition holds
-  exit 1  timeout (default 30000 ms), also when the broker answers too slowly
+  exit 1  timeout (default 30000 ms) before that generation was ready, also
+          when the broker answers too slowly
   exit 3  no broker at the path, or the connection to it failed
   exit 4  that generation left, was retired, or missed its ready timeout
           without becoming ready (roll back); also when PID is not running
           and never joined as a generation
+  exit 5  --until handover: that generation is ready, but older ones still
+          drain at the timeout (deployed; do not roll back)
+  exit 6  that generation was ready, then exited, crashed or stopped
+          accepting, and the broker rolled back to the older version
 
 exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
 (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, as systemd socket activation).

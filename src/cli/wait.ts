@@ -6,9 +6,10 @@ import type { StatusMessage } from '../protocol/messages';
 import { choiceOption, controlPathOf, intOption, msOption, parseCommand } from './args';
 import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './defaults';
 import type { Io } from './main';
+import { inTree } from './proc-tree';
 
 /** Exit statuses of `fdbroker wait`, as documented in --help and the README. */
-export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4 } as const;
+export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4, draining: 5, rolledBack: 6 } as const;
 
 /** Largest pid Linux hands out (PID_MAX_LIMIT, 2^22). */
 const MAX_PID = 4_194_304;
@@ -18,6 +19,7 @@ const OPTIONS = {
   until: { type: 'string' },
   timeout: { type: 'string' },
   quiet: { type: 'boolean' },
+  json: { type: 'boolean' },
 } as const;
 
 function pidAlive(pid: number): boolean {
@@ -29,19 +31,27 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** The generation `wait` watches: the newest of PID's process tree (PID itself or a descendant, e.g. under a wrapper), or the newest of all. */
+export function waitTarget(s: StatusMessage, pid: number | undefined, isInTree: (pid: number, root: number) => boolean = inTree):
+  StatusMessage['generations'][number] | undefined {
+  const newestFirst = [...s.generations].sort((a, b) => b.number - a.number);
+  return pid === undefined ? newestFirst[0] : newestFirst.find((g) => g.pid === pid || isInTree(g.pid, pid));
+}
+
 /**
  * One evaluation of a wait condition: 'ok', 'wait', 'gone' (the generation
- * was retired or missed its ready timeout), or 'absent' (`pid` is no
- * generation and no longer runs: it left, or never joined).
+ * was retired or missed its ready timeout), 'failed' (it was ready and was
+ * rolled back), or 'absent' (`pid` is no generation and no longer runs: it
+ * left, or never joined).
  */
-export function waitCondition(s: StatusMessage, until: 'ready' | 'handover', pid: number | undefined, pidIsAlive: (pid: number) => boolean): 'ok' | 'wait' | 'gone' | 'absent' {
+export function waitCondition(s: StatusMessage, until: 'ready' | 'handover', pid: number | undefined, pidIsAlive: (pid: number) => boolean,
+  isInTree: (pid: number, root: number) => boolean = inTree): 'ok' | 'wait' | 'gone' | 'failed' | 'absent' {
   const gens = s.generations;
-  const target = pid !== undefined
-    ? gens.find((g) => g.pid === pid)
-    : [...gens].sort((a, b) => b.number - a.number)[0];
+  const target = waitTarget(s, pid, isInTree);
   if (!target) return pid !== undefined && !pidIsAlive(pid) ? 'absent' : 'wait';
-  if (target.state === 'retiring' && until === 'handover') return 'gone';
-  if (target.state !== 'ready' && target.state !== 'retiring') return target.readyOverdue ? 'gone' : 'wait';
+  if (target.state === 'failed') return 'failed';
+  if ((target.state === 'retiring' || target.state === 'standby') && until === 'handover') return 'gone';
+  if (target.state === 'starting') return target.readyOverdue ? 'gone' : 'wait';
   if (until === 'ready') return 'ok';
   return gens.some((g) => g.number < target.number) ? 'wait' : 'ok';
 }
@@ -52,7 +62,22 @@ export async function wait(args: string[], io: Io): Promise<number> {
   const until = choiceOption('until', v.until, ['handover', 'ready'], 'handover');
   const pid = intOption('pid', v.pid, 1, MAX_PID);
   const timeout = msOption('timeout', v.timeout) ?? DEFAULT_WAIT_TIMEOUT_MS;
-  const deadline = Date.now() + timeout;
+  const started = Date.now();
+  const deadline = started + timeout;
+  let last: StatusMessage | undefined;
+  // --json: one line on stdout with the verdict, whatever it is.
+  const verdict = (result: keyof typeof WAIT_EXIT): number => {
+    if (v.json === true) {
+      const t = last ? waitTarget(last, pid) : undefined;
+      io.out(JSON.stringify({
+        result, ...(pid !== undefined ? { startedPid: pid } : {}),
+        ...(t ? { pid: t.pid, generation: t.number, state: t.state } : {}),
+        older: last && t ? last.generations.filter((g) => g.number < t.number).map((g) => ({ pid: g.pid, generation: g.number, state: g.state })) : [],
+        ms: Date.now() - started,
+      }));
+    }
+    return WAIT_EXIT[result];
+  };
   const who = pid !== undefined ? `generation of pid ${pid}` : 'newest generation';
   const failed = (err: unknown) => io.err(`fdbroker: ${(err as FdbrokerError).code ?? ''}: ${(err as Error).message}`);
   let conn: BrokerConnection;
@@ -61,12 +86,13 @@ export async function wait(args: string[], io: Io): Promise<number> {
   } catch (err) {
     failed(err);
     // Out of time while the broker is still answering is a timeout, not a lost broker.
-    return (err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' ? WAIT_EXIT.timeout : WAIT_EXIT.broker;
+    return verdict((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' ? 'timeout' : 'broker');
   }
   const notJoined = `pid ${pid} has not joined as a generation of the broker at ${controlPath}`;
   const whatToCheck = `check that --pid is the app's own pid (not that of a shell or wrapper that started it) and that the app connects to ${controlPath}; \`fdbroker status ${controlPath}\` lists the generations`;
-  /** The pid was listed as a generation at some point during this wait. */
+  /** The pid was listed as a generation at some point during this wait; and was seen ready. */
   let joined = false;
+  let seenReady: number | undefined;
   try {
     for (;;) {
       let s: StatusMessage;
@@ -74,27 +100,42 @@ export async function wait(args: string[], io: Io): Promise<number> {
         s = await conn.status(Math.max(1, deadline - Date.now()));
       } catch (err) {
         failed(err);
-        return (err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline ? WAIT_EXIT.timeout : WAIT_EXIT.broker;
+        return verdict((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline ? 'timeout' : 'broker');
       }
-      if (pid !== undefined && s.generations.some((g) => g.pid === pid)) joined = true;
+      last = s;
+      const target = waitTarget(s, pid);
+      if (target) joined = true;
+      if (target?.state === 'ready') seenReady = target.number;
       const r = waitCondition(s, until, pid, pidAlive);
       if (r === 'ok') {
-        if (v.quiet !== true) io.out(`fdbroker: ${who} is ${until === 'ready' ? 'ready' : 'ready and every older generation has left'}`);
-        return WAIT_EXIT.ok;
+        if (v.quiet !== true && v.json !== true) io.out(`fdbroker: ${who} is ${until === 'ready' ? 'ready' : 'ready and every older generation has left'}`);
+        return verdict('ok');
+      }
+      // Ready, then failed (rolled back) or gone without being retired: the broker resumed the older version.
+      if (r === 'failed' || (seenReady !== undefined && !s.generations.some((g) => g.number === seenReady))) {
+        const g = s.generations.find((x) => x.number === seenReady);
+        io.err(`fdbroker: ROLLED BACK: the ${who} was ready, then ${g?.failedReason === 'stalled' ? 'stopped accepting' : 'failed or exited'}; `
+          + `the older version serves again (see \`fdbroker status ${controlPath}\`)`);
+        return verdict('rolledBack');
       }
       if (r === 'absent' && !joined) {
         io.err(`fdbroker: ${notJoined} and is not running (or it left before this wait began): ${whatToCheck}, and the app's output for why it exited`);
-        return WAIT_EXIT.gone;
+        return verdict('gone');
       }
       if (r === 'gone' || r === 'absent') {
         io.err(`fdbroker: ${who} left, was retired or missed its ready timeout without becoming ready`);
-        return WAIT_EXIT.gone;
+        return verdict('gone');
       }
       if (Date.now() >= deadline) {
+        // Ready but not alone: deployed, the old version still drains. Never a rollback.
+        if (waitCondition(s, 'ready', pid, pidAlive) === 'ok') {
+          io.err(`fdbroker: ${who} is ready; older generations still draining after ${timeout} ms`);
+          return verdict('draining');
+        }
         io.err(pid !== undefined && !joined
           ? `fdbroker: timed out after ${timeout} ms: ${notJoined}; it is running: ${whatToCheck}`
           : `fdbroker: timed out after ${timeout} ms waiting for the ${who} to be ${until === 'ready' ? 'ready' : 'ready and alone'}`);
-        return WAIT_EXIT.timeout;
+        return verdict('timeout');
       }
       await new Promise((res) => setTimeout(res, WAIT_POLL_MS));
     }

@@ -17,7 +17,7 @@ import type * as net from 'node:net';
 import { Broker } from '../broker/broker';
 import { BrokerConnection } from '../client/connection';
 import { toListeners } from '../client/adopt';
-import { drain, type DrainResult } from './drain';
+import { drain, holding, type DrainResult, type Holding } from './drain';
 import { FdbrokerError } from '../protocol/errors';
 import type { Listener } from '../client/listener';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STANDBY_REQUEST_MS, REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS, STANDBY_GRACE_MS } from './defaults';
@@ -37,6 +37,8 @@ export interface GenerationOptions {
   onRetire?: 'drain' | 'none';
   /** drain() deadline (default 30 s). */
   drainTimeout?: number;
+  /** drain() spread: ms over which connections are told to close (default 1 s). */
+  drainSpread?: number;
   /**
    * The app as its own broker: listener specs (as `fdbroker serve --listen`)
    * created by the first process when nothing answers on the path. A
@@ -293,6 +295,13 @@ export class Generation {
     return out;
   }
 
+  /** What the attached servers still hold (see holding()), summed: what a retiring generation has left. */
+  holding(): Holding {
+    const all = this.servers().map((s) => holding(s));
+    const sum = (k: 'connections' | 'sessions' | 'upgraded' | 'hooked') => all.reduce((a, h) => a + h[k], 0);
+    return { connections: sum('connections'), sessions: sum('sessions'), upgraded: sum('upgraded'), hooked: sum('hooked'), draining: all.some((h) => h.draining) };
+  }
+
   /**
    * Drains every attached server (see drain()), then leaves the broker (and,
    * self-broker, closes its own). Servers started with the plain
@@ -305,14 +314,16 @@ export class Generation {
     clearTimeout(this.standbyTimer);
     const started = Date.now();
     for (const l of Object.values(this.listeners)) l.findServer();
-    this.retirePromise = Promise.all(this.servers().map((s) => drain(s, { timeout }))).then((results) => {
+    const spread = this.opts.drainSpread;
+    this.retirePromise = Promise.all(this.servers().map((s) => drain(s, { timeout, spread }))).then((results) => {
       for (const l of Object.values(this.listeners)) {
         const s = l.server as { close?: () => void; listen?: unknown } | undefined;
         if (s && typeof s.listen !== 'function' && typeof s.close === 'function') s.close(); // dgram
         l.close();
       }
       this.close();
-      return { forced: results.reduce((a, r) => a + r.forced, 0), ms: Date.now() - started };
+      const sum = (k: 'forced' | 'sessions' | 'hooked') => results.reduce((a, r) => a + r[k], 0);
+      return { forced: sum('forced'), ms: Date.now() - started, sessions: sum('sessions'), hooked: sum('hooked') };
     });
     return this.retirePromise;
   }

@@ -3,10 +3,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CLI, cleanup, FIXTURES, loadLoop, ROOT, run, sleep, startBroker, tmpDir } from '../helpers';
+import { alive, CLI, cleanup, FIXTURES, loadLoop, ROOT, run, sleep, startBroker, tmpDir } from '../helpers';
+import { parentPid } from '../../src/cli/proc-tree';
 
 const SCRIPT = path.join(ROOT, 'examples', 'blue-green.sh');
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');
+/** A program that serves LISTEN_FDS (for `fdbroker exec`). */
+const PLAIN_APP = path.join(FIXTURES, 'exec-listen-fds.js');
+/** A piped or captured deploy must be over by then (it is over in well under a second here). */
+const PIPE_MAX_MS = 8_000;
 const started = new Set<number>();
 
 afterEach(async () => {
@@ -15,11 +20,20 @@ afterEach(async () => {
   await cleanup();
 });
 
-function deploy(sock: string, env: NodeJS.ProcessEnv = {}) {
-  const p = run('bash', [SCRIPT, sock, process.execPath, GEN_APP], {
-    env: { FDBROKER: `${process.execPath} ${CLI}`, FDBROKER_SOCK: sock, TIMEOUT_MS: '10000', ...env },
+function deploy(sock: string, env: NodeJS.ProcessEnv = {}, cmd: string[] = [process.execPath, GEN_APP]) {
+  const p = run('bash', [SCRIPT, sock, ...cmd], {
+    env: { FDBROKER: `${process.execPath} ${CLI}`, FDBROKER_SOCK: sock, TIMEOUT_MS: '10000', LOG: path.join(tmpDir(), 'app.log'), ...env },
   });
   return p;
+}
+
+/** The started pid (from stderr) and the one JSON verdict line (stdout). */
+function outcome(d: { stdout: () => string; stderr: () => string }) {
+  const pid = Number(d.stderr().match(/started pid (\d+)/)![1]);
+  started.add(pid);
+  const lines = d.stdout().trim().split('\n');
+  expect(lines).toHaveLength(1);
+  return { pid, verdict: JSON.parse(lines[0]!) as { verdict: string; pid: number; log: string; wait: { result: string; pid?: number; generation?: number; older: Array<{ pid: number }> } | null } };
 }
 
 describe('examples/blue-green.sh', () => {
@@ -32,15 +46,14 @@ describe('examples/blue-green.sh', () => {
 
     const d2 = deploy(broker.sock);
     const r2 = await d2.exited;
-    const v2pid = Number(d2.stdout().match(/started pid (\d+)/)![1]);
-    started.add(v2pid);
+    const { pid: v2pid, verdict: j2 } = outcome(d2);
     expect(r2.code).toBe(0);
-    expect(d2.stdout()).toMatch(/deployed/);
+    expect(j2).toMatchObject({ verdict: 'deployed', pid: v2pid, wait: { result: 'ok', pid: v2pid, older: [] } });
     expect((await v1.exited).code).toBe(0);
 
     const d3 = deploy(broker.sock, { CRASH_BEFORE_READY: '1' });
     const r3 = await d3.exited;
-    started.add(Number(d3.stdout().match(/started pid (\d+)/)![1]));
+    expect(outcome(d3).verdict).toMatchObject({ verdict: 'rolled_back', wait: { result: 'gone' } });
     expect(r3.code).toBe(1);
     expect(d3.stderr()).toMatch(/rolled back/);
 
@@ -62,8 +75,8 @@ describe('examples/blue-green.sh', () => {
     await v1.waitFor(/^ready/m);
     const d2 = deploy(broker.sock, { NEVER_READY: '1', TIMEOUT_MS: '800' });
     const r2 = await d2.exited;
-    const pid = Number(d2.stdout().match(/started pid (\d+)/)![1]);
-    started.add(pid);
+    const { pid, verdict } = outcome(d2);
+    expect(verdict).toMatchObject({ verdict: 'rolled_back', wait: { result: 'timeout' } });
     expect(r2.code).toBe(1);
     expect(d2.stderr()).toMatch(/not ready within 800 ms/);
     await sleep(300);
@@ -71,5 +84,71 @@ describe('examples/blue-green.sh', () => {
     const state = (() => { try { return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0]; } catch { return 'gone'; } })();
     expect(['gone', 'Z']).toContain(state);
     expect(v1.child.exitCode).toBe(null);
+  });
+
+  it('a ready new version whose predecessor still drains at the timeout is deployed (exit 3), never stopped', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    // v1 keeps serving when told to retire: a drain longer than the deploy's timeout.
+    const v1 = run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: broker.sock, IGNORE_RETIRE: '1' } });
+    await v1.waitFor(/^ready/m);
+    const d2 = deploy(broker.sock, { TIMEOUT_MS: '1500' });
+    const r2 = await d2.exited;
+    const { pid, verdict } = outcome(d2);
+    expect(r2.code).toBe(3);
+    expect(verdict).toMatchObject({ verdict: 'draining', pid, wait: { result: 'draining', pid, older: [{ pid: v1.pid }] } });
+    expect(d2.stderr()).toMatch(/still draining/);
+    expect(alive(pid)).toBe(true);
+    const s = await loadLoop(broker.ports.http!, { concurrency: 2 });
+    await sleep(300);
+    const st = await s.stop();
+    expect(st.failed).toBe(0);
+    expect(st.servedBy[String(pid)]).toBeGreaterThan(0);
+  });
+
+  it('waits on the generation a wrapper\'s child joined with (sh -c that stays, fdbroker exec under it)', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const v1 = run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: broker.sock } });
+    await v1.waitFor(/^ready/m);
+    // sh stays the parent (a command after node); node joins as the generation.
+    const d2 = deploy(broker.sock, {}, ['sh', '-c', `"${process.execPath}" "${GEN_APP}"; exit $?`]);
+    const r2 = await d2.exited;
+    const { pid: shPid, verdict: j2 } = outcome(d2);
+    expect(r2.code).toBe(0);
+    expect(j2.verdict).toBe('deployed');
+    expect(j2.wait!.pid).not.toBe(shPid);
+    expect(parentPid(j2.wait!.pid!)).toBe(shPid);
+    expect((await v1.exited).code).toBe(0);
+    // Two levels: sh -c running `fdbroker exec`, which runs a program.
+    const d3 = deploy(broker.sock, {}, ['sh', '-c', `"${process.execPath}" "${CLI}" exec "${broker.sock}" --ready immediate -- "${process.execPath}" "${PLAIN_APP}"; exit $?`]);
+    const r3 = await d3.exited;
+    const { pid: sh3, verdict: j3 } = outcome(d3);
+    expect(r3.code).toBe(0);
+    expect(j3.verdict).toBe('deployed');
+    expect(parentPid(j3.wait!.pid!)).toBe(sh3);
+    expect(alive(j2.wait!.pid!)).toBe(false);
+  });
+
+  it('does not hang when its output is piped (| cat) or captured ($(...)), while the new version runs on', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const env = { FDBROKER: `${process.execPath} ${CLI}`, FDBROKER_SOCK: broker.sock, TIMEOUT_MS: '10000' };
+    const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+    const cmd = `${q(SCRIPT)} ${q(broker.sock)} ${q(process.execPath)} ${q(GEN_APP)}`;
+    const piped = run('bash', ['-c', `${cmd} 2>&1 | cat`], { env });
+    const t0 = Date.now();
+    const rp = await Promise.race([piped.exited, sleep(PIPE_MAX_MS).then(() => 'hung' as const)]);
+    expect(rp).not.toBe('hung');
+    expect((rp as { code: number }).code).toBe(0);
+    const v1 = Number(piped.stdout().match(/started pid (\d+)/)![1]);
+    started.add(v1);
+    expect(alive(v1)).toBe(true);
+    expect(piped.stdout()).toMatch(/"verdict":"deployed"/);
+    const captured = run('bash', ['-c', `out=$(${cmd}); echo "got: $out"`], { env });
+    const rc = await Promise.race([captured.exited, sleep(PIPE_MAX_MS).then(() => 'hung' as const)]);
+    expect(rc).not.toBe('hung');
+    const j = JSON.parse(captured.stdout().replace(/^got: /, ''));
+    started.add(j.pid);
+    expect(j.verdict).toBe('deployed');
+    expect(alive(j.pid)).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(2 * PIPE_MAX_MS);
   });
 });
