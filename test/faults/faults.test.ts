@@ -62,10 +62,12 @@ describe('the broker killed', () => {
       const s = await statusOf(broker.sock);
       expect(s.broker.pid).toBe(next.pid);
       expect(s.listeners.map((l) => [l.name, l.port])).toEqual([['http', port]]);
-      // A new generation adopts from the new broker and serves; the old app drains and leaves.
+      // The running app rejoins the new broker by itself, as the ready generation it is.
+      for (let t = 0; t < 100 && !(await statusOf(broker.sock)).generations.some((g) => g.pid === app.pid && g.state === 'ready' && g.rejoined); t++) await sleep(50);
+      expect((await statusOf(broker.sock)).generations).toMatchObject([{ pid: app.pid, state: 'ready', rejoined: true, number: 1 }]);
+      // So the next deploy retires it, with no help: a new generation adopts from the new broker, and the old app drains and leaves.
       const gen2 = await startApp(broker.sock, {}, 'gen-app.js');
       await waitText(() => JSON.stringify(load.stats.servedBy), new RegExp(`"${gen2.pid}"`), 10_000);
-      app.kill('SIGTERM');
       await app.waitFor(/^drained \d+ forced 0$/m, 15_000);
       expect((await app.exited).code).toBe(0);
       const afterHandover = load.stats.servedBy[String(gen2.pid)] ?? 0;
