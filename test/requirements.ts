@@ -5,7 +5,7 @@
 // Never a silent skip.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { describe, it, type TestFunction } from 'vitest';
+import { describe, it, type TestContext, type TestFunction } from 'vitest';
 
 export interface Requirement {
   /** What is needed, e.g. "python3 (>= 3.8)". */
@@ -75,4 +75,13 @@ export function itWith(needs: Requirement[], title: string, fn: TestFunction, ti
   if (IN_CI) return void it(`${title} (cannot run: ${why})`, failing(title, why));
   console.warn(`SKIPPED "${title}": ${why}`);
   it.skip(`${title} [SKIPPED: ${why}]`, fn);
+}
+
+/** Inside a test, for a need only known at run time: returns when met; else throws (CI) or skips visibly. */
+export function needOrSkip(ctx: TestContext, needs: Requirement[]): void {
+  const why = missingText(needs);
+  if (why === undefined) return;
+  if (IN_CI) throw new Error(`${ctx.task.name}: ${why}. CI must provide every tool the tests use (see README, "Install and test").`);
+  console.warn(`SKIPPED "${ctx.task.name}": ${why}`);
+  ctx.skip(why);
 }
