@@ -40,9 +40,13 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
   const v6 = spec.host!.includes(':');
   const fd = check(n.socket(v6 ? c.AF_INET6 : c.AF_INET, spec.kind === 'tcp' ? c.SOCK_STREAM : c.SOCK_DGRAM), 'socket');
   try {
-    // SO_REUSEADDR as Node and every server sets it: a restarted broker can
-    // bind while old connections sit in TIME_WAIT.
-    check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt');
+    // tcp: SO_REUSEADDR as Node and every server sets it, so a restarted
+    // broker can bind while old connections sit in TIME_WAIT; Linux still
+    // refuses any other bind of a port with a listening socket on it. udp:
+    // never. Two udp sockets that both set it share the port whatever their
+    // uid, and datagrams go to the newest, so any local user could read ours.
+    // Neither sets SO_REUSEPORT (that would let the same uid share the port).
+    if (spec.kind === 'tcp') check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt');
     const where = `${v6 ? `[${spec.host}]` : spec.host}:${spec.port}`;
     const r = n.bind(fd, { family: v6 ? 'inet6' : 'inet', address: spec.host!, port: spec.port! });
     if (r < 0) {

@@ -6,6 +6,14 @@
 // program the retire signal (SIGKILL after the stop timeout). It never serves:
 // its own copies of the listeners are closed once the program has them.
 //
+// Signals: the program runs in its own session and process group (setsid), so
+// a signal to the wrapper's group (Ctrl-C in a terminal, `kill -TERM -PGID`)
+// reaches the program once, forwarded by the wrapper, instead of twice. A
+// service manager that signals every process of the unit (systemd's
+// KillMode=control-group) still reaches both; use KillMode=mixed, which
+// signals the main process (the wrapper) and SIGKILLs the rest at the end.
+// A wrapper that dies unannounced stops the program: see orphan-guard.ts.
+//
 // Library code: it never prints. Exec emits events; the CLI reports them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -19,6 +27,7 @@ import { NotifySocket } from './notify-socket';
 import type { ListenerInfo } from '../protocol/messages';
 import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
 import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
+import { guardedCommand, startWatchdog, type OrphanGuardKind, type Watchdog } from './orphan-guard';
 
 /** Signals the wrapper passes on to the program. */
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
@@ -27,9 +36,11 @@ export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'
 export const EXEC_START_FAILED = 127;
 
 // sh's own pid is the program's pid once `exec` replaces sh: the only way to
-// put the program's pid in its environment before it runs.
+// put the program's pid in its environment before it runs. $1 is the
+// wrapper's pid: if the parent is no longer the wrapper (it died before the
+// orphan guard was in place), the program never starts.
 const SH = '/bin/sh';
-const SH_SCRIPT = 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
+const SH_SCRIPT = '[ "$PPID" = "$1" ] || exit 1; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
 
 export interface ExecOptions {
   controlPath: string;
@@ -89,6 +100,8 @@ export interface ExecResult {
   ready: boolean;
   /** Whether the broker told this generation to retire. */
   retired: boolean;
+  /** What would have stopped the program had this process died (see orphan-guard.ts). */
+  orphanGuard: OrphanGuardKind;
 }
 
 /** The program could not be started. `code` is ENOENT, EACCES, ...; exit with EXEC_START_FAILED. */
@@ -198,17 +211,20 @@ export class Exec extends EventEmitter<ExecEvents> {
     if (notify) env.NOTIFY_SOCKET = notify.path;
 
     let child: ChildProcess;
+    // The retire signal, sent by the kernel (or the watchdog) if this process dies.
+    const launch = guardedCommand(SH, ['-c', SH_SCRIPT, o.command, String(process.pid), ...args], retireSignal, baseEnv.PATH);
     try {
       // Node dup2()s each fd to its index in the child (3, 4, ...), without
       // close-on-exec; every other fd of this process is close-on-exec.
-      child = spawn(SH, ['-c', SH_SCRIPT, o.command, ...args], {
-        env, stdio: ['inherit', 'inherit', 'inherit', ...listeners.map((l) => l.fd)],
+      // detached: setsid(), a process group of its own (see the top).
+      child = spawn(launch.file, launch.args, {
+        env, detached: true, stdio: ['inherit', 'inherit', 'inherit', ...listeners.map((l) => l.fd)],
       });
     } catch (err) {
       closeFds();
       notify?.close();
       conn.close();
-      throw new ProgramStartError((err as NodeJS.ErrnoException).code ?? 'EINVAL', `cannot start ${SH}: ${(err as Error).message}`, { cause: err });
+      throw new ProgramStartError((err as NodeJS.ErrnoException).code ?? 'EINVAL', `cannot start ${launch.file}: ${(err as Error).message}`, { cause: err });
     }
     // uv_spawn() returns once the child has exec'd (or failed to): the child
     // holds its copies now. This process must not serve.
@@ -224,6 +240,7 @@ export class Exec extends EventEmitter<ExecEvents> {
       let connClosedByUs = false;
       let stopTimer: NodeJS.Timeout | undefined;
       let readyTimer: NodeJS.Timeout | undefined;
+      let watchdog: Watchdog | undefined;
 
       const alive = () => child.exitCode === null && child.signalCode === null;
       const signal = (sig: NodeJS.Signals) => {
@@ -247,6 +264,7 @@ export class Exec extends EventEmitter<ExecEvents> {
 
       const finish = () => {
         finished = true;
+        watchdog?.release();
         for (const [sig, fn] of forwarders) process.off(sig, fn);
         clearTimeout(stopTimer);
         clearTimeout(readyTimer);
@@ -280,7 +298,7 @@ export class Exec extends EventEmitter<ExecEvents> {
         // Only when /bin/sh itself could not be spawned: nothing runs.
         if (finished) return;
         finish();
-        reject(new ProgramStartError((err as NodeJS.ErrnoException).code ?? 'EINVAL', `cannot start ${SH}: ${err.message}`, { cause: err }));
+        reject(new ProgramStartError((err as NodeJS.ErrnoException).code ?? 'EINVAL', `cannot start ${launch.file}: ${err.message}`, { cause: err }));
       });
       child.on('exit', (code, sig) => {
         if (finished) return;
@@ -288,9 +306,10 @@ export class Exec extends EventEmitter<ExecEvents> {
         let status = exitStatus(code, sig);
         // A program stopped for missing its ready deadline has failed, whatever it exits with.
         if (readyTimedOut && status === 0) status = 1;
-        resolve({ status, code, signal: sig, ready, retired });
+        resolve({ status, code, signal: sig, ready, retired, orphanGuard: launch.kind });
       });
       if (child.pid === undefined) return; // 'error' follows
+      if (launch.kind === 'watchdog') watchdog = startWatchdog(child.pid, retireSignal);
 
       this.emit('spawn', child.pid, generation, infos);
 

@@ -7,6 +7,7 @@ import type * as dgram from 'node:dgram';
 import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import { trackConnections } from '../handover/drain';
+import { forbidAddressSharing } from '../transport/address-sharing';
 import type { ListenerInfo, ListenerKind } from '../protocol/messages';
 
 
@@ -109,6 +110,9 @@ export class Listener {
       this.state = 'attached';
       this._server = sock;
       sock.bind({ fd }, callback);
+      // bind({ fd }) has just set SO_REUSEADDR on the shared socket (libuv): undo it
+      // before anything else runs, or any local user could bind the port too.
+      forbidAddressSharing(fd);
       return server;
     }
     const srv = server as net.Server;

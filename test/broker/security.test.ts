@@ -3,29 +3,35 @@
 // limits, where a control socket may live, one broker per path, a holder that
 // breaks a shared listener, and the client's fd-headroom check.
 //
-// Runs as root (here and in CI). Other users are real processes started with
-// `setpriv --reuid --regid --clear-groups` (util-linux); the control socket is
+// Runs as root (here and in CI); without root the tests that switch users or
+// chown are skipped visibly (and fail under CI=true: test/requirements.ts).
+// Other users are real processes started with `setpriv --reuid --regid
+// --clear-groups` (util-linux), running a copy of the built package and the
+// fixtures in a world-readable temp dir (test/other-user.ts), since the
+// checkout may lie under a 0700 directory such as /root; the control socket is
 // made reachable for them with --mode 0666 and a traversable (0711) temp dir.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/binding';
 import { adoptListeners } from '../../src/client/adopt';
 import { BrokerConnection } from '../../src/client/connection';
 import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, rawConnect } from '../helpers';
+import { runAs, sharedCopy, type SharedCopy } from '../other-user';
+import { describeWith, python3, root, setpriv, tool } from '../requirements';
 
 afterEach(cleanup);
 
 const NOBODY = 65534;
 const OTHER = 12345;
-const SEC_CLIENT = path.join(FIXTURES, 'sec-client.js');
 const EAGAIN = -11;
+/** Switching users, chown, and audit lines that name uid 0. */
+const AS_ROOT = [root('to run clients as other uids with setpriv, chown their directories, and audit uid 0'), setpriv()];
 
-beforeAll(() => {
-  // The tests below need root (to switch users) and setpriv.
-  expect(process.getuid?.()).toBe(0);
-  expect(fs.existsSync('/usr/bin/setpriv') || fs.existsSync('/bin/setpriv')).toBe(true);
-});
+// What other uids run: sec-client.js and the CLI, from a world-readable copy.
+let shared: SharedCopy;
+beforeAll(() => { shared = sharedCopy(); });
+afterAll(() => shared?.remove());
 
 /** A temp dir other users can traverse (but not list or write). */
 function sharedDir(): string {
@@ -49,7 +55,7 @@ interface SecResult {
 
 /** Runs test/fixtures/sec-client.js as uid/gid and returns its JSON lines. */
 function secClientProc(sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Proc {
-  return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', process.execPath, SEC_CLIENT, sock, ...args], { env });
+  return runAs(uid, gid, shared.root, process.execPath, [path.join(shared.fixtures, 'sec-client.js'), sock, ...args], env);
 }
 
 async function secClient(sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Promise<SecResult> {
@@ -108,7 +114,7 @@ class Raw {
 
 const HELLO = { type: 'hello', versions: [1] };
 
-describe('access control on SO_PEERCRED', () => {
+describeWith(AS_ROOT, 'access control on SO_PEERCRED', () => {
   it('uid 65534 is refused by default: ERR_FDBROKER_ACCESS_DENIED, no listener names or ports, a log line and an audit line', async () => {
     const broker = await brokerFor(['secretsvc=tcp://127.0.0.1:0']);
     const port = broker.ports.secretsvc!;
@@ -189,7 +195,7 @@ describe('access control on SO_PEERCRED', () => {
     fs.mkdirSync(own, { mode: 0o755 });
     fs.chownSync(own, NOBODY, NOBODY);
     const sock = path.join(own, 'b.sock');
-    const broker = run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI,
+    const broker = runAs(NOBODY, NOBODY, shared.root, process.execPath, [shared.cli,
       'serve', sock, '--listen', 'http=tcp://127.0.0.1:0', '--mode', '0666']);
     const port = Number((await broker.waitFor(/http=tcp:\/\/127\.0\.0\.1:(\d+)/))[1]);
     expect(fs.statSync(sock).uid).toBe(NOBODY);
@@ -210,7 +216,7 @@ describe('access control on SO_PEERCRED', () => {
   });
 });
 
-describe('audit', () => {
+describeWith(AS_ROOT, 'audit', () => {
   it('every handout gives one audit line (pid, uid, gid, names, generation); refusals give one with the error code', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0', 'other=tcp://127.0.0.1:0']);
     const me = { pid: process.pid, uid: 0, gid: 0 };
@@ -244,7 +250,7 @@ describe('audit', () => {
   });
 });
 
-describe('limits', () => {
+describeWith(AS_ROOT, 'limits', () => {
   it('--max-clients-per-uid 5: uid 65534 gets 5 connections, the 6th ERR_FDBROKER_UID_LIMIT; root is served meanwhile and not limited', async () => {
     const broker = await brokerFor(['http=tcp://127.0.0.1:0'], ['--max-clients-per-uid', '5', '--allow-uid', String(NOBODY)]);
     const holder = secClientProc(broker.sock, ['hold', '6']);
@@ -338,7 +344,7 @@ describe('limits', () => {
   });
 });
 
-describe('control socket location and mode', () => {
+describeWith(AS_ROOT, 'control socket location and mode', () => {
   /** Runs `serve` with the control socket at `sock`; resolves when it is ready (then stops it) or exits. */
   async function tryServe(sock: string, extra: string[] = []): Promise<{ ready: boolean; code: number | null; stderr: string; mode?: number; gid?: number }> {
     const p = run(process.execPath, [CLI, 'serve', sock, '--listen', 'http=tcp://127.0.0.1:0', ...extra]);
@@ -498,7 +504,7 @@ describe('one broker per path', () => {
   });
 });
 
-describe('a holder that breaks a shared listener', () => {
+describeWith([python3()], 'a holder that breaks a shared listener', () => {
   it('shutdown() in an app is reported within ~2 s: a stderr line once, and broken: true in status', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0', 'other=tcp://127.0.0.1:0']);
     expect((await statusOf(broker.sock)).listeners.every((l) => !('broken' in l))).toBe(true);
@@ -518,7 +524,7 @@ describe('a holder that breaks a shared listener', () => {
   });
 });
 
-describe('fd headroom', () => {
+describeWith([tool('prlimit', ['--version'], 'prlimit (util-linux)', 'apt-get install util-linux')], 'fd headroom', () => {
   const headroom = (sock: string, env: NodeJS.ProcessEnv) => {
     const p = run('prlimit', ['--nofile=80:80', process.execPath, path.join(FIXTURES, 'sec-headroom.js')], { env: { FDBROKER_SOCK: sock, ...env } });
     return p.exited.then(({ code }) => {

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adoptListeners, BrokerConnection, type StatusMessage } from '../../src';
 import { cleanup, CLI, get, ROOT, run, sleep, startApp, startBroker, tmpDir, type Proc } from '../helpers';
+import { file, needOrSkip } from '../requirements';
 
 const closers: Array<() => unknown> = [];
 afterEach(async () => {
@@ -421,7 +422,7 @@ describe('fdbroker wait --pid for a pid that never joined', () => {
 
 describe('systemd socket activation', () => {
   it('the broker takes the inherited socket as listener "web"; an app adopts it and serves HTTP', async (ctx) => {
-    if (!fs.existsSync(SYSTEMD_SOCKET_ACTIVATE)) ctx.skip(`${SYSTEMD_SOCKET_ACTIVATE} is not installed`);
+    needOrSkip(ctx, [file(SYSTEMD_SOCKET_ACTIVATE, 'systemd-socket-activate', 'apt-get install systemd')]);
     const dir = tmpDir();
     const sock = path.join(dir, 'broker.sock');
     const port = await freePort();

@@ -2,11 +2,12 @@
 // way (fd 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), report readiness over
 // sd_notify, and are retired by signal. Real processes, sockets and HTTP on
 // 127.0.0.1; the programs are a Python stdlib HTTP server and systemd-notify.
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { CLI, cleanup, FIXTURES, get, loadLoop, run, sleep, socketInodes, startBroker, tmpDir, type Proc, statusOf } from '../helpers';
+import { SYSTEM_PYTHON } from '../other-user';
+import { describeWith, file, itWith, python3, setpriv } from '../requirements';
 
 afterEach(cleanup);
 
@@ -14,11 +15,11 @@ const PY_SERVER = path.join(FIXTURES, 'exec_py_server.py');
 const SD_NOTIFY_SCRIPT = path.join(FIXTURES, 'exec_sd_notify.sh');
 const SYSTEMD_NOTIFY = '/usr/bin/systemd-notify';
 
-const probe = spawnSync('python3', ['-c', 'import sys; sys.exit(0 if sys.version_info >= (3, 7) else 1)']);
-const hasPython = probe.status === 0;
-const hasSystemdNotify = fs.existsSync(SYSTEMD_NOTIFY);
-if (!hasPython) console.warn('skipping most of test/exec.test.ts: python3 (>= 3.7) is not available');
-if (!hasSystemdNotify) console.warn(`skipping the systemd-notify test: ${SYSTEMD_NOTIFY} is not installed`);
+const COUNTER = path.join(FIXTURES, 'exec-count-signals.js');
+/** How soon the program of a SIGKILLed wrapper must be gone. */
+const ORPHAN_EXIT_BOUND_MS = 5000;
+const PYTHON = python3(7);
+const SYSTEMD_NOTIFY_TOOL = file(SYSTEMD_NOTIFY, 'systemd-notify', 'apt-get install systemd');
 
 /** `fdbroker exec <sock> [flags] -- cmd...` */
 function exec(sock: string, flags: string[], cmd: string[], env: NodeJS.ProcessEnv = {}): Proc {
@@ -40,7 +41,34 @@ async function programPid(p: Proc): Promise<number> {
   return Number((await p.waitFor(/^listen-pid ok (\d+)$/m))[1]);
 }
 
-describe.skipIf(!hasPython)('fdbroker exec', () => {
+/** Whether `pid` is gone; a zombie its new parent has not reaped yet counts as gone. */
+function gone(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+/** Field 5 of /proc/<pid>/stat: the process group. */
+function pgid(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}
+
+/** The pids whose parent is `pid`. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (new RegExp(`^PPid:\\s+${pid}$`, 'm').test(fs.readFileSync(`/proc/${d}/status`, 'utf8'))) out.push(Number(d));
+    } catch { /* exited meanwhile */ }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+describeWith([PYTHON], 'fdbroker exec', () => {
   it('runs a Python server on fd 3 with LISTEN_PID = its own pid; READY=1 over NOTIFY_SOCKET makes the generation ready', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
     const w = pyExec(broker.sock);
@@ -75,7 +103,7 @@ describe.skipIf(!hasPython)('fdbroker exec', () => {
     expect((await statusOf(broker.sock)).generations).toEqual([]);
   });
 
-  it.skipIf(!hasSystemdNotify)('a program that uses systemd-notify --ready (with its BARRIER=1 fd) becomes ready', async () => {
+  itWith([SYSTEMD_NOTIFY_TOOL], 'a program that uses systemd-notify --ready (with its BARRIER=1 fd) becomes ready', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
     const started = Date.now();
     const w = exec(broker.sock, [], ['sh', SD_NOTIFY_SCRIPT]);
@@ -247,5 +275,88 @@ describe.skipIf(!hasPython)('fdbroker exec', () => {
       const p = run(process.execPath, [CLI, ...args]);
       expect((await p.exited).code).toBe(2);
     }
+  });
+});
+
+/** The orphan guard's watchdog (src/cli/orphan-guard.ts): a /bin/sh waiting on `read`. */
+function isWatchdog(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('read line || kill -s "$0" "$1"');
+  } catch {
+    return false;
+  }
+}
+
+describeWith([PYTHON], 'fdbroker exec: group signals and a dead wrapper', () => {
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    it(`${sig} to the wrapper's process group (kill -${sig.slice(3)} -PGID, Ctrl-C) reaches the program exactly once`, async () => {
+      const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+      const w = exec(broker.sock, ['--ready', 'immediate'], [process.execPath, COUNTER]);
+      const pid = Number((await w.waitFor(/^armed (\d+)$/m))[1]);
+      expect(await waitGen(broker.sock, w.pid)).toBe(0);
+      // run() made the wrapper a process group leader, as a shell or service manager does.
+      expect(pgid(w.pid)).toBe(w.pid);
+      // The program is not in it: the group signal reaches it only through the
+      // wrapper. (Counting alone cannot always show a double delivery: a second
+      // signal sent while the first is still pending is merged by the kernel.)
+      expect(pgid(pid), 'the program has a process group of its own').toBe(pid);
+      process.kill(-w.pid, sig);
+      const m = await w.waitFor(/^signals TERM=\d+ INT=\d+$/m);
+      expect(m[0]).toBe(sig === 'SIGTERM' ? 'signals TERM=1 INT=0' : 'signals TERM=0 INT=1');
+      expect((await w.exited).code).toBe(0);
+      expect(gone(pid)).toBe(true);
+    });
+  }
+
+  const deadWrapper = async (withSetpriv: boolean) => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const port = broker.ports.http!;
+    // Without setpriv on PATH (the watchdog): an empty PATH, the program by absolute path.
+    const emptyPath = tmpDir();
+    const v1 = withSetpriv ? pyExec(broker.sock) : exec(broker.sock, [], [SYSTEM_PYTHON, PY_SERVER], { PATH: emptyPath });
+    const pid = await programPid(v1);
+    expect(await waitGen(broker.sock, v1.pid)).toBe(0);
+    expect((await get(port)).body).toBe(`py ${pid}\n`);
+    const kids = childrenOf(v1.pid);
+    const watchdogs = kids.filter(isWatchdog);
+    expect(watchdogs).toHaveLength(withSetpriv ? 0 : 1);
+    expect(kids.filter((k) => !isWatchdog(k))).toEqual([pid]);
+    process.kill(v1.pid, 'SIGKILL');
+    const t0 = Date.now();
+    while (!gone(pid) && Date.now() - t0 < ORPHAN_EXIT_BOUND_MS) await sleep(20);
+    const ms = Date.now() - t0;
+    console.info(`exec (${withSetpriv ? 'setpriv --pdeathsig' : 'watchdog'}) SIGKILLed: its program was gone after ${ms} ms`);
+    expect(gone(pid), `the program (pid ${pid}) still runs ${ORPHAN_EXIT_BOUND_MS} ms after its wrapper died; its output:\n${v1.stdout()}\n${v1.stderr()}`).toBe(true);
+    // It was told (the retire signal) and stopped cleanly, not killed.
+    expect(v1.stdout()).toMatch(/^signal SIGTERM$/m);
+    expect(v1.stdout()).toMatch(new RegExp(`^stopped ${pid}$`, 'm'));
+    expect((await statusOf(broker.sock)).generations).toEqual([]);
+    for (const w of watchdogs) expect(gone(w), 'the watchdog exits once it has signalled').toBe(true);
+    // Nobody serves now, but the broker's listener queues the connection for the next generation.
+    const pending = get(port);
+    await sleep(200);
+    const v2 = pyExec(broker.sock);
+    const pid2 = await programPid(v2);
+    expect(await pending).toEqual({ status: 200, body: `py ${pid2}\n` });
+    expect(await waitGen(broker.sock, v2.pid)).toBe(0);
+    expect((await get(port)).body).toBe(`py ${pid2}\n`);
+  };
+
+  itWith([setpriv()], `SIGKILL to the wrapper (setpriv --pdeathsig): the program gets SIGTERM and is gone within ${ORPHAN_EXIT_BOUND_MS} ms; the next generation serves the queued request`,
+    () => deadWrapper(true));
+  itWith([file(SYSTEM_PYTHON, `python3 at ${SYSTEM_PYTHON}`, 'apt-get install python3')],
+    `SIGKILL to the wrapper with no setpriv on PATH (the watchdog): the program gets SIGTERM and is gone within ${ORPHAN_EXIT_BOUND_MS} ms; the next generation serves the queued request`,
+    () => deadWrapper(false));
+
+  it('with no setpriv on PATH, a wrapper that ends normally ends its watchdog too (nothing signalled, nothing left)', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const w = exec(broker.sock, ['--ready', 'immediate'], ['/bin/sh', '-c', 'echo started; sleep 0.5; exit 4'], { PATH: tmpDir() });
+    await w.waitFor(/^started$/m);
+    const watchdogs = childrenOf(w.pid).filter(isWatchdog);
+    expect(watchdogs).toHaveLength(1);
+    expect((await w.exited).code).toBe(4);
+    const t0 = Date.now();
+    while (!gone(watchdogs[0]!) && Date.now() - t0 < ORPHAN_EXIT_BOUND_MS) await sleep(20);
+    expect(gone(watchdogs[0]!)).toBe(true);
   });
 });

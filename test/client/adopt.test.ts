@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { adoptListeners, BrokerConnection, FdbrokerError, type Listener } from '../../src';
 import { native } from '../../src/native/binding';
 import { cleanup, fdCount, FIXTURES, get, startBroker, tmpDir } from '../helpers';
+import { needOrSkip, ss } from '../requirements';
 
 // tcp and udp; tests that need all three kinds add a unix listener in their own dir.
 
@@ -250,7 +251,8 @@ describe('every listener kind serves', () => {
   it('tcp: attach keeps the broker\'s backlog (plain listen({fd}) would reset it to 511)', async (ctx) => {
     const broker = await startBroker(tmpDir(), ['web=tcp://127.0.0.1:0?backlog=17']);
     const port = broker.ports.web!;
-    if (listenBacklog(port) === undefined) ctx.skip('`ss -ltn` cannot show listen backlogs here');
+    needOrSkip(ctx, [ss()]);
+    needOrSkip(ctx, [{ what: '`ss -ltn` showing the listen backlog (Send-Q)', missing: listenBacklog(port) === undefined ? 'no such column for the port' : undefined, fix: 'iproute2 on Linux >= 2.6.18' }]);
     expect(listenBacklog(port)).toBe(17);
     const { web } = await adoptListeners(broker.sock, { names: ['web'], timeout: 5000 });
     expect(web!.backlog).toBe(17);

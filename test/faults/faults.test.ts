@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/binding';
 import { adoptListeners } from '../../src/client/adopt';
 import { cleanup, CLI, fdCount, FIXTURES, loadLoop, run, sleep, startApp, startBroker, tmpDir, alive, quietFdCount, rssKb, waitText, statusOf, rawConnect } from '../helpers';
+import { describeWith, python3 } from '../requirements';
 
 afterEach(cleanup);
 
@@ -83,7 +84,7 @@ describe('the broker killed', () => {
   });
 });
 
-describe('dying clients', () => {
+describeWith([python3()], 'dying clients', () => {
   it('200 client processes that send adopt and die at once (half SIGKILLed): broker alive, fd count back to baseline', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
     Object.values(await adoptListeners(broker.sock)).forEach((l) => l.close());

@@ -8,6 +8,15 @@ afterEach(cleanup);
 
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');
 
+/** Polls `cond` every 20 ms until it holds; fails naming `what` after `timeoutMs`. */
+async function waitUntil(cond: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await sleep(20);
+  }
+}
+
 function startGen(sock: string, env: NodeJS.ProcessEnv = {}): Proc {
   return run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: sock, ...env } });
 }
@@ -94,8 +103,9 @@ describe('rollback and races', () => {
     await v1.waitFor(/^ready/m);
     // v2 joins first but is slow; v3 joins later and is ready first.
     const v2 = startGen(broker.sock, { READY_DELAY_MS: '1500' });
-    await v2.waitFor(/^$/m).catch(() => undefined);
-    await sleep(200);
+    // v2 has joined (generation 2, starting) before v3 starts.
+    await waitUntil(async () => (await statusOf(broker.sock)).generations.some((g) => g.pid === v2.pid && g.number === 2 && g.state === 'starting'),
+      'v2 joined as generation 2');
     const v3 = startGen(broker.sock);
     await v3.waitFor(/^ready \d+ gen 3$/m);
     expect((await v1.exited).code).toBe(0);

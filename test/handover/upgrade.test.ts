@@ -3,9 +3,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf, alive } from '../helpers';
+import { cleanup, FIXTURES, loadLoop, run, sleep, startBroker, tmpDir, type Proc, statusOf, alive, waitText } from '../helpers';
 
 const SELF_APP = path.join(FIXTURES, 'self-app.js');
+// A successor binds its control socket at a temporary sibling name first and
+// renames it over the path: `.<pid base 36><6 hex digits>` (temporaryPath() in
+// src/broker/control-path.ts). None may be left behind.
+const TEMPORARY_SOCKET_NAME = /^\.[0-9a-z]+[0-9a-f]{6}$/;
 // Successors are detached children of the app: the test ends them by pid.
 const spawned = new Set<number>();
 
@@ -74,7 +78,10 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     const s = await statusOf(sock);
     expect(s.broker.pid).toBe(current.pid);
     expect(s.generations.map((g) => [g.number, g.state])).toEqual([[current.gen, 'ready']]);
-    expect(fs.readdirSync(dir).filter((f) => f.startsWith('.fdb-'))).toEqual([]);
+    const left = fs.readdirSync(dir);
+    expect(left.filter((f) => TEMPORARY_SOCKET_NAME.test(f))).toEqual([]);
+    // Nothing else either: the control socket (a self-broker takes no lock file).
+    expect(left).toEqual(['app.sock']);
   }, 90_000);
 
   it('a second USR2 while an upgrade is in flight is refused', async () => {
@@ -83,11 +90,13 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     const first = await waitReadyCount(app, 1);
     process.kill(first.pid, 'SIGUSR2');
     // Standard signals do not queue: send the second once the first was handled.
-    await app.waitFor(/^upgrade \d+$/m);
+    const successor = Number((await app.waitFor(/^upgrade (\d+)$/m))[1]);
     process.kill(first.pid, 'SIGUSR2');
-    await waitReadyCount(app, 2);
-    expect(app.stdout()).toMatch(/^upgrade-refused an upgrade is in flight/m);
-    expect(app.stdout().match(/^upgrade \d+$/gm)!.length).toBe(1);
+    // Refused, naming the upgrade in flight.
+    await app.waitFor(new RegExp(`^upgrade-refused an upgrade is in flight \\(pid ${successor}\\)$`, 'm'));
+    const second = await waitReadyCount(app, 2);
+    expect(second.pid).toBe(successor);
+    expect(app.stdout().match(/^upgrade \d+$/gm)).toEqual([`upgrade ${successor}`]);
   });
 
   it('a successor that crashes before ready: the old one serves on, gets its path back, and can upgrade again', async () => {
@@ -97,7 +106,9 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     const load = loadLoop(first.port, { concurrency: 8 });
     await sleep(200);
     process.kill(first.pid, 'SIGUSR2');
-    await app.waitFor(/^upgrade-failed \d+ 1 failed before ready$/m);
+    const successor = Number((await app.waitFor(/^upgrade (\d+)$/m))[1]);
+    spawned.add(successor);
+    await app.waitFor(new RegExp(`^upgrade-failed ${successor} 1 failed before ready$`, 'm'));
     await sleep(300);
     const stats = await load.stop();
     expect(stats.failed).toBe(0);
@@ -106,8 +117,12 @@ describe('the app as its own broker, upgraded with SIGUSR2', () => {
     expect(s.broker.pid).toBe(first.pid);
     // The path answers again (the old process reclaimed it) and a new upgrade may start.
     process.kill(first.pid, 'SIGUSR2');
-    await sleep(100);
-    expect(app.stdout().match(/^upgrade \d+$/gm)!.length).toBe(2);
+    const again = Number((await waitText(app.stdout, new RegExp(`^upgrade (?!${successor}$)(\\d+)$`, 'm')))[1]);
+    spawned.add(again);
+    expect(again).not.toBe(successor);
+    // That successor crashes too (CRASH_SUCCESSOR): the upgrade really ran again.
+    await waitText(app.stdout, new RegExp(`^upgrade-failed ${again} 1 failed before ready$`, 'm'), 15_000);
+    expect(app.stdout()).not.toMatch(/^upgrade-refused/m);
   });
 
   it('USR2 also works with a standalone broker', async () => {

@@ -1,21 +1,19 @@
 // A client written in Python from PROTOCOL.md alone (test/fixtures/py_client.py)
 // talks to the real broker: if it works, the document is enough to write one.
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { cleanup, FIXTURES, get, run, startBroker, tmpDir } from '../helpers';
+import { describeWith, tool } from '../requirements';
 
 const PY_CLIENT = path.join(FIXTURES, 'py_client.py');
-const probe = spawnSync('python3', ['-c', 'import socket, sys; socket.SOCK_SEQPACKET; sys.exit(0 if sys.version_info >= (3, 8) else 1)']);
-const hasPython = probe.status === 0;
-const skipReason = hasPython ? '' : `python3 (>= 3.8) is not available: ${probe.error?.message ?? probe.stderr?.toString().trim()}`;
-if (!hasPython) console.warn(`skipping test/python-client.test.ts: ${skipReason}`);
+const PYTHON = tool('python3', ['-c', 'import socket, sys; socket.SOCK_SEQPACKET; sys.exit(0 if sys.version_info >= (3, 8) else 1)'],
+  'python3 (>= 3.8, with socket.SOCK_SEQPACKET)', 'apt-get install python3');
 
 const py = (...args: string[]) => run('python3', [PY_CLIENT, ...args]);
 
 afterEach(cleanup);
 
-describe.skipIf(!hasPython)('a Python client written from PROTOCOL.md', () => {
+describeWith([PYTHON], 'a Python client written from PROTOCOL.md', () => {
   it('adopts the listener, checks it, and serves HTTP on it', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
     const app = py(broker.sock, 'http');

@@ -1,0 +1,72 @@
+// Running test code as another user (setpriv --reuid --regid --clear-groups).
+// The checkout may lie under a directory other users cannot enter (/root, a
+// 0700 home), so whatever another uid runs is copied first into a fresh
+// world-readable directory under os.tmpdir(): the built package (package.json,
+// bin/, dist/, the native addon node-gyp-build loads, node-gyp-build itself)
+// and test/fixtures/. Processes run there with that directory as their cwd.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ROOT, run, type Proc } from './helpers';
+
+export const NOBODY = 65534;
+
+/** A Python another uid can run: not a per-user install such as pyenv's shims under /root. */
+export const SYSTEM_PYTHON = ['/usr/bin/python3', '/usr/local/bin/python3', '/bin/python3'].find((p) => {
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}) ?? '/usr/bin/python3';
+
+export interface SharedCopy {
+  /** The copy's root: `bin/fdbroker.js`, `dist/`, `test/fixtures/` are under it. */
+  root: string;
+  cli: string;
+  fixtures: string;
+  remove: () => void;
+}
+
+function copy(from: string, to: string): void {
+  fs.cpSync(from, to, { recursive: true, dereference: true });
+}
+
+/** Opens every directory (0755) and file (0644, executables 0755) of `dir` to everyone. */
+function openUp(dir: string): void {
+  fs.chmodSync(dir, 0o755);
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) openUp(p);
+    else fs.chmodSync(p, fs.statSync(p).mode & 0o111 ? 0o755 : 0o644);
+  }
+}
+
+/**
+ * Copies the built package and the test fixtures into a world-readable temp
+ * dir. Needs `npm run build` (dist/) and the addon (build/Release or
+ * prebuilds/) first, as `npm test` does.
+ */
+export function sharedCopy(): SharedCopy {
+  if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fdb-shared-'));
+  for (const p of ['package.json', 'bin', 'dist', path.join('test', 'fixtures')]) copy(path.join(ROOT, p), path.join(root, p));
+  const addon = path.join(ROOT, 'build', 'Release', 'fdbroker.node');
+  if (fs.existsSync(addon)) copy(addon, path.join(root, 'build', 'Release', 'fdbroker.node'));
+  if (fs.existsSync(path.join(ROOT, 'prebuilds'))) copy(path.join(ROOT, 'prebuilds'), path.join(root, 'prebuilds'));
+  const ngb = path.dirname(require.resolve('node-gyp-build/package.json', { paths: [ROOT] }));
+  copy(ngb, path.join(root, 'node_modules', 'node-gyp-build'));
+  openUp(root);
+  return {
+    root,
+    cli: path.join(root, 'bin', 'fdbroker.js'),
+    fixtures: path.join(root, 'test', 'fixtures'),
+    remove: () => fs.rmSync(root, { recursive: true, force: true }),
+  };
+}
+
+/** Runs `cmd args` as uid/gid (no supplementary groups), with cwd `cwd` (readable by that user). */
+export function runAs(uid: number, gid: number, cwd: string, cmd: string, args: string[], env?: NodeJS.ProcessEnv): Proc {
+  return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', cmd, ...args], { env, cwd });
+}
