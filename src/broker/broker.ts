@@ -108,8 +108,8 @@ export interface AdoptEvent { client: ClientInfo; names: string[]; generation?: 
 export interface RollbackEvent {
   /** The generation that failed (it left, or stopped accepting). */
   failed: GenerationInfo;
-  /** 'left' (exited, crashed or disconnected) or 'stalled' (its accept queue did not drain). */
-  reason: 'left' | 'stalled';
+  /** 'left' (exited, crashed or disconnected), 'stalled' (its accept queue did not drain) or 'hung' (it stopped answering pings). */
+  reason: 'left' | 'stalled' | 'hung';
   /** The generation told to resume, or undefined when none stood by (nobody may be accepting now). */
   resumed: number | undefined;
 }
@@ -185,6 +185,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly selfGeneration: number | undefined;
   private acceptor: Acceptor | undefined;
   private nextClientId = 1;
+  private nextPingId = 1;
+  private readonly stallMs: number;
   private closed = false;
 
   private constructor(options: InternalBrokerOptions) {
@@ -205,6 +207,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       standbyMs: options.self !== undefined ? 0 : options.standbyMs ?? DEFAULT_STANDBY_MS,
     });
     const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+    this.stallMs = stallMs;
     this.acceptWatch = new AcceptWatch(stallMs);
     this.checkTimer = setInterval(() => {
       this.checkGenerations();
@@ -536,6 +539,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
           this.emit('clientError', state.info, err);
           return;
         }
+        state.heartbeat = msg.heartbeat === true;
         this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0 });
         return;
       case 'rejoin':
@@ -549,6 +553,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
       case 'status':
         if (!this.permit(state, msg.id, 'status')) return;
         state.reply(this.status(msg.id));
+        return;
+      case 'pong':
+        if (state.ping?.id === msg.id) state.ping = undefined;
         return;
     }
   }
@@ -626,6 +633,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
       return;
     }
+    state.heartbeat = msg.heartbeat === true;
     const names = (msg.names ?? []).filter((n) => this.registry.has(n));
     const r = this.generations.rejoin(
       { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) },
@@ -691,7 +699,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * (rollback or leave); tell the resumed one to resume and the failed one,
    * if still connected, to retire.
    */
-  private applyRollback(failed: GenerationInfo, reason: 'left' | 'stalled', resumed: number | undefined): void {
+  private applyRollback(failed: GenerationInfo, reason: RollbackEvent['reason'], resumed: number | undefined): void {
     debug('generation %d failed (%s); resuming %s', failed.number, reason, resumed ?? 'none');
     if (resumed !== undefined) {
       this.sessionOf(resumed)?.reply({ type: 'resume', generation: resumed, failed: failed.number, reason });
@@ -721,13 +729,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   private sampleQueues(): void {
     if (this.closed) return;
+    this.checkHeartbeat();
     const listeners = this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
     if (listeners.length === 0) return;
     let results: ReturnType<typeof acceptQueues>;
     try {
       results = acceptQueues(listeners.map((l) => l.fd));
     } catch (err) {
-      this.emit('warning', err as Error);
+      // A bug or an addon without the call: say so once and stop watching, rather than every sample.
+      clearInterval(this.sampleTimer);
+      this.emit('warning', new Error(`accept queues cannot be read, stalls are not detected: ${(err as Error).message}`, { cause: err }));
       return;
     }
     const now = Date.now();
@@ -747,6 +758,30 @@ export class Broker extends EventEmitter<BrokerEvents> {
         this.applyRollback(failed, 'stalled', r.resumed);
       }
     });
+  }
+
+  /**
+   * During a standby window, the newest ready generation is pinged if it
+   * joined with `heartbeat`: one that does not answer within the stall
+   * timeout hangs (stopped, deadlocked, a blocked event loop) and is rolled
+   * back, even when no new connection arrives to show a stall.
+   */
+  private checkHeartbeat(): void {
+    if (this.stallMs <= 0 || !this.generations.hasStandby()) return;
+    const newest = this.generations.newestReady();
+    if (!newest || newest === this.selfGeneration) return;
+    const s = this.sessionOf(newest);
+    if (!s || !s.heartbeat) return;
+    const now = Date.now();
+    if (!s.ping) {
+      s.ping = { id: this.nextPingId++, at: now };
+      s.reply({ type: 'ping', id: s.ping.id });
+      return;
+    }
+    if (now - s.ping.at < this.stallMs) return;
+    s.ping = undefined;
+    const r = this.generations.rollback(newest, now, 'hung');
+    this.applyRollback(this.generations.get(newest)!, 'hung', r.resumed);
   }
 
   private checkGenerations(): void {

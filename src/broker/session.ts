@@ -12,6 +12,10 @@ export class Session {
   timer: NodeJS.Timeout | undefined;
   /** A reply with fds was sent: unread bytes (SIOCOUTQ) may then be a handout. */
   fdsSent = false;
+  /** Joined with `heartbeat`: answers "ping". */
+  heartbeat = false;
+  /** The ping sent and not answered yet: its id and when it went out. */
+  ping: { id: number; at: number } | undefined;
 
   constructor(readonly info: ClientInfo, readonly channel: Channel, private readonly onSendError: (err: Error) => void) {}
 

@@ -126,7 +126,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
     : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
   broker.on('rollback', (e) => io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
-    + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : 'stopped accepting (its accept queue stalled)'}; `
+    + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; `
     + (e.resumed !== undefined ? `generation ${e.resumed} resumes serving` : 'no generation stood by: nobody may be accepting now; start a new version')));
   broker.on('stall', (e) => io.err(`fdbroker: listener "${e.listener.name}" stalled: ${e.queued} connections wait since ${e.since.toISOString()}`
     + ` and nobody accepts${e.generation !== undefined ? ` (generation ${e.generation} should)` : ''}`));

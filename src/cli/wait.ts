@@ -93,12 +93,25 @@ export async function wait(args: string[], io: Io): Promise<number> {
   /** The pid was listed as a generation at some point during this wait; and was seen ready. */
   let joined = false;
   let seenReady: number | undefined;
+  const atDeadline = (s: StatusMessage): number => {
+    // Ready but not alone: deployed, the old version still drains. Never a rollback.
+    if (waitCondition(s, 'ready', pid, pidAlive) === 'ok') {
+      io.err(`fdbroker: ${who} is ready; older generations still draining after ${timeout} ms`);
+      return verdict('draining');
+    }
+    io.err(pid !== undefined && !joined
+      ? `fdbroker: timed out after ${timeout} ms: ${notJoined}; it is running: ${whatToCheck}`
+      : `fdbroker: timed out after ${timeout} ms waiting for the ${who} to be ${until === 'ready' ? 'ready' : 'ready and alone'}`);
+    return verdict('timeout');
+  };
   try {
     for (;;) {
       let s: StatusMessage;
       try {
         s = await conn.status(Math.max(1, deadline - Date.now()));
       } catch (err) {
+        // Out of time during a status request: judge by the last answer, as at any deadline.
+        if ((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline && last) return atDeadline(last);
         failed(err);
         return verdict((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline ? 'timeout' : 'broker');
       }
@@ -126,17 +139,7 @@ export async function wait(args: string[], io: Io): Promise<number> {
         io.err(`fdbroker: ${who} left, was retired or missed its ready timeout without becoming ready`);
         return verdict('gone');
       }
-      if (Date.now() >= deadline) {
-        // Ready but not alone: deployed, the old version still drains. Never a rollback.
-        if (waitCondition(s, 'ready', pid, pidAlive) === 'ok') {
-          io.err(`fdbroker: ${who} is ready; older generations still draining after ${timeout} ms`);
-          return verdict('draining');
-        }
-        io.err(pid !== undefined && !joined
-          ? `fdbroker: timed out after ${timeout} ms: ${notJoined}; it is running: ${whatToCheck}`
-          : `fdbroker: timed out after ${timeout} ms waiting for the ${who} to be ${until === 'ready' ? 'ready' : 'ready and alone'}`);
-        return verdict('timeout');
-      }
+      if (Date.now() >= deadline) return atDeadline(s);
       await new Promise((res) => setTimeout(res, WAIT_POLL_MS));
     }
   } finally {

@@ -179,6 +179,12 @@ export class BrokerConnection {
         this.fail(err as Error);
         return;
       }
+      if (msg.type === 'ping') {
+        // Liveness: answered here, at once, by whatever runs this event loop.
+        closeAll(fds);
+        try { this.send({ type: 'pong', id: msg.id }); } catch { /* closed: the broker sees it */ }
+        return;
+      }
       if (msg.type === 'retire' || msg.type === 'resume' || msg.type === 'release') {
         closeAll(fds);
         this.onNotice?.(msg);
@@ -260,8 +266,9 @@ export class BrokerConnection {
    * stays one while the connection is open. Same fd ownership as adopt().
    */
   async join(names: string[] | undefined, label?: string, timeoutMs = DEFAULT_TIMEOUT_MS, standby?: number): Promise<{ generation: number; listeners: ReceivedListener[] }> {
+    // heartbeat: this connection answers pings itself (see listen()), so the broker can tell a hung process.
     const r = await this.receiveListeners({
-      type: 'join', id: this.nextId++, names: names ?? null, ...(label ? { label } : {}), ...(standby ? { standby } : {}),
+      type: 'join', id: this.nextId++, names: names ?? null, ...(label ? { label } : {}), ...(standby ? { standby } : {}), heartbeat: true,
     }, timeoutMs);
     if (r.generation === undefined) {
       closeAll(r.listeners.map((l) => l.fd));
@@ -288,7 +295,7 @@ export class BrokerConnection {
   async rejoin(generation: number, state: 'starting' | 'ready' | 'retiring', names: string[], label?: string, standby?: number,
     timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ generation: number; state: string }> {
     const ack = await this.request({
-      type: 'rejoin', id: this.nextId++, generation, state, names, ...(label ? { label } : {}), ...(standby ? { standby } : {}),
+      type: 'rejoin', id: this.nextId++, generation, state, names, ...(label ? { label } : {}), ...(standby ? { standby } : {}), heartbeat: true,
     }, 'ack', timeoutMs);
     return { generation: ack.generation ?? generation, state: ack.state ?? state };
   }

@@ -160,6 +160,9 @@ export class Generation {
   private async rejoin(): Promise<void> {
     if (this.closedByUs) return;
     const conn = await BrokerConnection.connect(this.path, { timeout: this.opts.timeout ?? DEFAULT_TIMEOUT_MS, trustUids: this.opts.trustUids });
+    // The broker may tell us to retire right after its answer, before use() takes over: keep what comes.
+    const early: Parameters<NonNullable<BrokerConnection['onNotice']>>[0][] = [];
+    conn.onNotice = (m) => early.push(m);
     try {
       const state = this._retiring ? 'retiring' : this._ready || this.readyWanted ? 'ready' : 'starting';
       const r = await conn.rejoin(this._number, state, Object.keys(this.listeners), this.opts.label, this.standbyMs());
@@ -169,6 +172,7 @@ export class Generation {
       }
       this._number = r.generation;
       this.use(conn);
+      for (const m of early) conn.onNotice?.(m);
       this.events.emit('rejoin', r);
       if (state === 'ready') this.settleReady(r.state === 'ready' ? undefined
         : new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));

@@ -51,11 +51,13 @@ export interface HelloMessage { type: 'hello'; versions: number[]; client?: stri
 export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
 export interface StatusRequest { type: 'status'; id: number }
 /** Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none). */
-export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number }
+export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean }
+/** Answers the broker's "ping" (generations that joined with `heartbeat`). */
+export interface PongMessage { type: 'pong'; id: number }
 /** A generation that outlived its broker joins a new one, keeping the listeners it has (no fds are sent). */
 export interface RejoinMessage {
   type: 'rejoin'; id: number; generation: number; state: 'starting' | 'ready' | 'retiring';
-  names?: string[] | null; label?: string; standby?: number;
+  names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean;
 }
 /** This generation now serves. */
 export interface ReadyMessage { type: 'ready'; id: number }
@@ -75,6 +77,8 @@ export interface RetireMessage { type: 'retire'; generation: number; by: number;
 export interface ResumeMessage { type: 'resume'; generation: number; failed: number; reason: string }
 /** Unsolicited, to a generation standing by: the window is over; drain and exit. */
 export interface ReleaseMessage { type: 'release'; generation: number }
+/** Unsolicited, to the newest ready generation during a standby window, if it joined with `heartbeat`: answer "pong" at once. */
+export interface PingMessage { type: 'ping'; id: number }
 export interface StatusMessage {
   type: 'status'; id: number;
   /** Large answers come in parts (0, 1, ...) whose arrays add up; `last` on the final one. */
@@ -86,12 +90,12 @@ export interface StatusMessage {
 }
 export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
 
-export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage;
+export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
-  | ResumeMessage | ReleaseMessage;
+  | ResumeMessage | ReleaseMessage | PingMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -161,9 +165,11 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       if (m.standby !== undefined && !isInt(m.standby, 0, MAX_STANDBY_MS)) {
         throw protocolError(`${m.type}.standby must be a whole number of ms from 0 to ${MAX_STANDBY_MS}`);
       }
+      if (m.heartbeat !== undefined && typeof m.heartbeat !== 'boolean') throw protocolError(`${m.type}.heartbeat must be a boolean`);
       const common = {
         id: m.id, names: (names ?? null) as string[] | null, label: m.label as string | undefined,
         ...(m.standby !== undefined ? { standby: m.standby as number } : {}),
+        ...(m.heartbeat === true ? { heartbeat: true } : {}),
       };
       if (m.type === 'join') return { type: 'join', ...common };
       if (!isInt(m.generation, 1)) throw protocolError('rejoin.generation must be a positive integer');
@@ -175,6 +181,9 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'ready':
       if (!isInt(m.id)) throw protocolError('ready.id must be a non-negative integer');
       return { type: 'ready', id: m.id };
+    case 'pong':
+      if (!isInt(m.id)) throw protocolError('pong.id must be a non-negative integer');
+      return { type: 'pong', id: m.id };
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
       return { type: 'status', id: m.id };
@@ -232,6 +241,9 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
     case 'release':
       if (!isInt(m.generation)) throw protocolError('release needs generation');
       return { type: 'release', generation: m.generation };
+    case 'ping':
+      if (!isInt(m.id)) throw protocolError('ping needs id');
+      return { type: 'ping', id: m.id };
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
