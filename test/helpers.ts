@@ -273,3 +273,36 @@ export async function rawConnect(sock: string): Promise<number> {
     await sleep(2);
   }
 }
+
+/** A raw protocol client: whole JSON messages over SOCK_SEQPACKET, no library logic (fds that arrive are counted and closed). */
+export class Raw {
+  private readonly buf = Buffer.alloc(65536);
+  private constructor(readonly fd: number) {}
+  static async connect(sock: string): Promise<Raw> {
+    return new Raw(await rawConnect(sock));
+  }
+  send(msg: object): void {
+    const b = Buffer.from(JSON.stringify(msg));
+    const r = native().sendmsg(this.fd, b, []);
+    if (r !== b.length) throw new Error(`sendmsg: ${r}`);
+  }
+  /** The next message and how many fds came with it (closed at once), or null on timeout/EOF. */
+  async next(timeoutMs = 5000): Promise<{ msg: Record<string, unknown>; fds: number; bytes: number } | null> {
+    const n = native();
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = n.recvmsg(this.fd, this.buf, 253);
+      if (typeof r === 'number') {
+        if (r === -11 /* EAGAIN */ && Date.now() < deadline) {
+          await sleep(2);
+          continue;
+        }
+        return null;
+      }
+      for (const fd of r.fds) n.close(fd);
+      if (r.bytes === 0 && r.fds.length === 0) return null;
+      return { msg: JSON.parse(this.buf.subarray(0, r.bytes).toString('utf8')) as Record<string, unknown>, fds: r.fds.length, bytes: r.bytes };
+    }
+  }
+  close(): void { native().close(this.fd); }
+}

@@ -25,7 +25,7 @@ import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-inf
 import { FdbrokerError } from '../protocol/errors';
 import {
   chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
-  type ClientInfo, type ClientMessage, type ListenerInfo, type RejoinMessage, type StatusMessage,
+  type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage,
 } from '../protocol/messages';
 import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
@@ -34,13 +34,14 @@ import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, t
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
 import { GenerationTable, type GenerationInfo } from './generation-table';
+import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
 import { Session } from './session';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
 import {
-  ACCEPT_SAMPLE_INTERVAL_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+  ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
   GENERATION_CHECK_INTERVAL_MS,
@@ -180,6 +181,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly brokerUid = process.getuid?.() ?? 0;
   private readonly broken = new Set<string>();
   private readonly queues = new Map<string, { queued: number; backlog: number }>();
+  private readonly holders = new HolderCache();
+  private readonly inodes = new Map<string, number>();
   private readonly mode: number;
   /** Embedded mode: the number of the app's own generation. */
   readonly selfGeneration: number | undefined;
@@ -345,8 +348,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
-  /** What `fdbroker status` shows. */
-  status(id = 0): StatusMessage {
+  /** What `fdbroker status` shows (with holders when a /proc scan is given). */
+  status(id = 0, holders?: { scan: HoldersScan; inodes: Map<string, number> }): StatusMessage {
     return {
       type: 'status',
       id,
@@ -357,10 +360,52 @@ export class Broker extends EventEmitter<BrokerEvents> {
         controlPath: this.controlPath,
         startedAt: this.startedAt.toISOString(),
       },
-      listeners: this.registry.infos().map((l) => this.listenerStatus(l)),
+      listeners: this.registry.infos().map((l) => ({ ...this.listenerStatus(l), ...(holders ? { holders: this.holdersOf(l.name, holders) } : {}) })),
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
       generations: this.generations.list(),
     };
+  }
+
+  /**
+   * Answers status with every holder of each listener (a /proc scan, cached
+   * for a second). The client's channel is paused meanwhile, so its later
+   * requests are answered after this one, in order.
+   */
+  private replyStatus(state: Session, id: number): void {
+    state.channel.pause();
+    const inodes = this.listenerInodes();
+    const scan = Promise.race([
+      this.holders.get(inodes.values()).catch(() => undefined),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
+    ]);
+    void scan.then((s) => {
+      if (this.closed || !this.clients.has(state.info.id)) return;
+      state.reply(this.status(id, s ? { scan: s, inodes } : undefined));
+      state.channel.resume();
+    });
+  }
+
+  private listenerInodes(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const l of this.registry.select(null)) {
+      let ino = this.inodes.get(l.info.name);
+      if (ino === undefined) {
+        try { ino = socketInode(l.fd); } catch { continue; }
+        this.inodes.set(l.info.name, ino);
+      }
+      out.set(l.info.name, ino);
+    }
+    return out;
+  }
+
+  private holdersOf(name: string, h: { scan: HoldersScan; inodes: Map<string, number> }): HolderInfo[] {
+    const ino = h.inodes.get(name);
+    const list = ino === undefined ? [] : h.scan.byInode.get(ino) ?? [];
+    const gens = this.generations.list();
+    return list.map((p) => {
+      const g = gens.find((x) => x.pid === p.pid) ?? gens.find((x) => p.ancestors.includes(x.pid));
+      return { pid: p.pid, comm: p.comm, ...(g ? { generation: g.number } : {}) };
+    });
   }
 
   private listenerStatus(l: ListenerInfo): ListenerInfo {
@@ -552,7 +597,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'status':
         if (!this.permit(state, msg.id, 'status')) return;
-        state.reply(this.status(msg.id));
+        this.replyStatus(state, msg.id);
         return;
       case 'pong':
         if (state.ping?.id === msg.id) state.ping = undefined;

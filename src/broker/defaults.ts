@@ -26,3 +26,5 @@ export const DEFAULT_STANDBY_MS = 5_000;
 export const DEFAULT_STALL_TIMEOUT_MS = 2_000;
 /** Broker: how often accept queues are sampled for stalls. */
 export const ACCEPT_SAMPLE_INTERVAL_MS = 100;
+/** Broker: longest a status answer waits for its /proc scan of listener holders; after that it is sent without holders. */
+export const HOLDERS_STATUS_TIMEOUT_MS = 2_000;

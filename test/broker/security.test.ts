@@ -16,7 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/binding';
 import { adoptListeners } from '../../src/client/adopt';
 import { BrokerConnection } from '../../src/client/connection';
-import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, rawConnect } from '../helpers';
+import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, Raw } from '../helpers';
 import { runAs, sharedCopy, type SharedCopy } from '../other-user';
 import { describeWith, python3, root, setpriv, tool } from '../requirements';
 
@@ -81,37 +81,6 @@ function audit(op: string, c: { pid: number; uid: number; gid: number }, names: 
 }
 
 /** A raw SOCK_SEQPACKET client through the native layer (no library logic in between). */
-class Raw {
-  private readonly buf = Buffer.alloc(65536);
-  private constructor(readonly fd: number) {}
-  static async connect(sock: string): Promise<Raw> {
-    return new Raw(await rawConnect(sock));
-  }
-  send(msg: object): void {
-    const b = Buffer.from(JSON.stringify(msg));
-    expect(native().sendmsg(this.fd, b, [])).toBe(b.length);
-  }
-  /** The next message and how many fds came with it (closed at once), or null on timeout/EOF. */
-  async next(timeoutMs = 5000): Promise<{ msg: Record<string, unknown>; fds: number } | null> {
-    const n = native();
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const r = n.recvmsg(this.fd, this.buf, 16);
-      if (typeof r === 'number') {
-        if (r === EAGAIN && Date.now() < deadline) {
-          await sleep(5);
-          continue;
-        }
-        return null;
-      }
-      for (const fd of r.fds) n.close(fd);
-      if (r.bytes === 0 && r.fds.length === 0) return null;
-      return { msg: JSON.parse(this.buf.subarray(0, r.bytes).toString('utf8')) as Record<string, unknown>, fds: r.fds.length };
-    }
-  }
-  close(): void { native().close(this.fd); }
-}
-
 const HELLO = { type: 'hello', versions: [1] };
 
 describeWith(AS_ROOT, 'access control on SO_PEERCRED', () => {

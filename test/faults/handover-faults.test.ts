@@ -232,3 +232,20 @@ describe('two successors at once (self-broker mode)', () => {
     expect(fs.readdirSync(dir).filter((f) => /^\.[0-9a-z]+[0-9a-f]{6}$/.test(f))).toEqual([]);
   });
 });
+
+describe('the plain server.listen({ fd }) form', () => {
+  it('retire() drains a server started with listen({ fd }) and closes no fd it does not own (not even a reused number)', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '0']);
+    const v1 = run(process.execPath, [path.join(FIXTURES, 'plain-listen-retire.js')], { env: { FDBROKER_SOCK: broker.sock } });
+    await v1.waitFor(/^ready \d+ fd \d+$/m);
+    const load = loadLoop(broker.ports.http!, { concurrency: 4, timeoutMs: CLIENT_TIMEOUT_MS });
+    await sleep(200);
+    const v2 = startGen(broker.sock);
+    await v2.waitFor(/^ready \d+ gen 2$/m);
+    const line = await v1.waitFor(/^\{.*\}$/m, 15_000);
+    expect((await v1.exited).code).toBe(0);
+    const stats = await load.stop();
+    expect(JSON.parse(line[0])).toMatchObject({ drained: true, listeningAfter: false, devnullIntact: true, forced: 0 });
+    expect(stats.failed).toBe(0);
+  });
+});
