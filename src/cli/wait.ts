@@ -127,7 +127,7 @@ export async function wait(args: string[], io: Io): Promise<number> {
       // Ready, then failed (rolled back) or gone without being retired: the broker resumed the older version.
       if (r === 'failed' || (seenReady !== undefined && !s.generations.some((g) => g.number === seenReady))) {
         const g = s.generations.find((x) => x.number === seenReady);
-        io.err(`fdbroker: ROLLED BACK: the ${who} was ready, then ${g?.failedReason === 'stalled' ? 'stopped accepting' : 'failed or exited'}; `
+        io.err(`fdbroker: ROLLED BACK: the ${who} was ready, then ${g?.failedReason === 'stalled' ? 'stopped accepting' : g?.failedReason === 'hung' ? 'stopped answering (hung)' : 'failed or exited'}; `
           + `the older version serves again (see \`fdbroker status ${controlPath}\`)`);
         return verdict('rolledBack');
       }

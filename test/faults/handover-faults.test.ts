@@ -227,7 +227,8 @@ describe('two successors at once (self-broker mode)', () => {
     expect(alive(v1.pid)).toBe(false);
     const s = await statusOf(sock);
     expect(s.broker.pid).toBe(a.pid);
-    expect(s.generations.map((g) => g.pid)).toEqual([a.pid]);
+    expect(s.generations.map((g) => [g.pid, g.number])).toEqual([[a.pid, 2]]);
+    expect(a.stdout()).toMatch(new RegExp(`^ready ${a.pid} gen 2 `, 'm'));
     // Nothing is left serving on a temporary name.
     expect(fs.readdirSync(dir).filter((f) => /^\.[0-9a-z]+[0-9a-f]{6}$/.test(f))).toEqual([]);
   });
@@ -247,5 +248,42 @@ describe('the plain server.listen({ fd }) form', () => {
     const stats = await load.stop();
     expect(JSON.parse(line[0])).toMatchObject({ drained: true, listeningAfter: false, devnullIntact: true, forced: 0 });
     expect(stats.failed).toBe(0);
+  });
+});
+
+describe('outside a standby window', () => {
+  it('the only version hangs (SIGSTOP): the stall is reported once on stderr and in status; nothing is rolled back', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--stall-timeout', '800']);
+    const v1 = startGen(broker.sock);
+    await v1.waitFor(/^ready \d+ gen 1$/m);
+    const load = loadLoop(broker.ports.http!, { concurrency: 4, timeoutMs: 3000 });
+    await sleep(200);
+    process.kill(v1.pid, 'SIGSTOP');
+    try {
+      await waitText(broker.stderr, /listener "http" stalled: \d+ connections wait since .* and nobody accepts \(generation 1 should\)/, 5000);
+      const s = await statusOf(broker.sock);
+      expect(s.listeners[0]!.stalledSince).toBeTruthy();
+      expect(s.listeners[0]!.queued).toBeGreaterThan(0);
+      expect(s.generations.map((g) => [g.number, g.state])).toEqual([[1, 'ready']]);
+      expect(broker.stderr()).not.toMatch(/ROLLBACK/);
+    } finally {
+      process.kill(v1.pid, 'SIGCONT');
+    }
+    await load.stop();
+  });
+
+  it('broker and app both gone: the socket closes with its last holder, and connections are refused (no promise beyond that)', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const v1 = startGen(broker.sock);
+    await v1.waitFor(/^ready \d+ gen 1$/m);
+    const port = broker.ports.http!;
+    process.kill(broker.pid, 'SIGKILL');
+    process.kill(v1.pid, 'SIGKILL');
+    await broker.exited;
+    await v1.exited;
+    const load = loadLoop(port, { concurrency: 2, timeoutMs: 2000, maxMs: 500 });
+    const stats = await load.done;
+    expect(stats.ok).toBe(0);
+    expect(Object.keys(stats.byKind)).toEqual(['ECONNREFUSED']);
   });
 });
