@@ -8,6 +8,8 @@ import { ROOT, run, type Proc } from './helpers';
 export const EXAMPLES = path.join(ROOT, 'examples');
 /** An old version must be gone this soon after its successor is ready (the apps' drain deadline is 10 s). */
 export const OLD_GONE_MAX_MS = 5_000;
+/** Brokers of the swap tests: a 1 s standby window (the default 5 s would only delay every old version's exit). */
+export const SWAP_BROKER_FLAGS = ['--quiet', '--standby', '1000'];
 
 export interface SwapResult {
   /** The version serving at the end. */

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { CLI, cleanup, loadLoop, sleep, startBroker, tmpDir } from '../helpers';
-import { EXAMPLES, makeCert, OLD_GONE_MAX_MS, swapLoop } from '../swap-helpers';
+import { EXAMPLES, makeCert, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, swapLoop } from '../swap-helpers';
 
 const SWAPS = 3;
 const BETWEEN_MS = 300;
@@ -37,7 +37,7 @@ describe(`examples under keep-alive load (${SWAPS} swaps each)`, () => {
   for (const c of cases) {
     it(`${c.name}: 0 failed requests`, async () => {
       // Python writes headers and body apart: without TCP_NODELAY each response waits on Nagle and a delayed ACK.
-      const broker = await startBroker(tmpDir(), [`http=tcp://127.0.0.1:0${c.spec ?? ''}`], ['--quiet']);
+      const broker = await startBroker(tmpDir(), [`http=tcp://127.0.0.1:0${c.spec ?? ''}`], SWAP_BROKER_FLAGS);
       let load: ReturnType<typeof loadLoop> | undefined;
       const cert = c.tls ? makeCert(tmpDir()) : undefined;
       const r = await swapLoop(broker.sock, c.cmd(broker.sock), SWAPS, {

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
 import { cleanup, loadLoop, sleep, startBroker, tmpDir } from '../helpers';
-import { EXAMPLES, makeCert, OLD_GONE_MAX_MS, swapLoop } from '../swap-helpers';
+import { EXAMPLES, makeCert, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, swapLoop } from '../swap-helpers';
 
 const SWAPS = 6;
 /** Pause after each swap, under load. */
@@ -95,7 +95,7 @@ describe('drain by protocol under load (6 swaps each)', () => {
   it('HTTP/2 over TLS: two-step GOAWAY, 0 failed requests, old versions gone well before the deadline', async () => {
     const dir = tmpDir();
     const { key, cert } = makeCert(dir);
-    const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0'], SWAP_BROKER_FLAGS);
     let load: ReturnType<typeof h2Load> | undefined;
     const r = await swapLoop(broker.sock, [process.execPath, path.join(EXAMPLES, 'http2.js')], SWAPS, {
       env: { TLS_KEY: key, TLS_CERT: cert },
@@ -117,7 +117,7 @@ describe('drain by protocol under load (6 swaps each)', () => {
     { name: 'raw upgrade handler (noServer), the app\'s own code 4000', env: { WS_NO_SERVER: '1', WS_CLOSE_CODE: '4000' }, code: 4000 },
   ]) {
     it(`WebSocket, ${variant.name}: every socket closed with ${variant.code}, clients reconnect, 0 failed`, async () => {
-      const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+      const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], SWAP_BROKER_FLAGS);
       const port = broker.ports.http!;
       const CLIENTS = 20;
       const ws = { opened: 0, closedWithCode: 0, echoes: 0, unanswered: 0, failed: 0, byKind: {} as Record<string, number>, lastPid: new Map<number, string>() };
@@ -171,7 +171,7 @@ describe('drain by protocol under load (6 swaps each)', () => {
   }
 
   it('Server-Sent Events: every stream ends with retry:, every client reconnects to the new version, 0 failed', async () => {
-    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], SWAP_BROKER_FLAGS);
     const port = broker.ports.http!;
     const CLIENTS = 20;
     const sse = { opens: 0, events: 0, fatal: 0, lastPid: new Map<number, string>(), pidsSeen: new Map<number, Set<string>>() };
