@@ -18,7 +18,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native, type NativePoller } from '../native/binding';
-import { EAGAIN, MAX_SOCKET_PATH_BYTES } from '../native/errno';
+import { MAX_SOCKET_PATH_BYTES } from '../native/errno';
+import { readSome } from '../transport/read-loop';
 import { FdbrokerError, systemError } from '../protocol/errors';
 import { MAX_FDS_PER_MESSAGE } from '../protocol/limits';
 import { MESSAGES_PER_TURN } from '../transport/defaults';
@@ -130,20 +131,20 @@ export class NotifySocket extends EventEmitter<NotifyEvents> {
       return;
     }
     if (!(events & native().constants.UV_READABLE)) return;
-    const n = native();
-    for (let i = 0; i < MESSAGES_PER_TURN && !this.closed; i++) {
-      const r = n.recvmsg(this.fd, this.buffer, MAX_FDS_PER_MESSAGE);
-      if (typeof r === 'number') {
-        if (r === EAGAIN) return;
+    readSome(this.fd, this.buffer, MAX_FDS_PER_MESSAGE, MESSAGES_PER_TURN, {
+      open: () => !this.closed,
+      error: (r) => {
         this.fail(systemError(r, 'recvmsg'));
-        return;
-      }
-      // Stored fds and barrier pipes: never kept (truncated ones are already closed).
-      for (const fd of r.fds) n.close(fd);
-      // systemd ignores a datagram it had to cut; so does this.
-      if (r.truncated || r.bytes === 0) continue;
-      this.handle(this.buffer.toString('utf8', 0, r.bytes));
-    }
+        return false;
+      },
+      message: (r) => {
+        // Stored fds and barrier pipes: never kept (truncated ones are already closed).
+        for (const fd of r.fds) native().close(fd);
+        // systemd ignores a datagram it had to cut; so does this.
+        if (!r.truncated && r.bytes > 0) this.handle(this.buffer.toString('utf8', 0, r.bytes));
+        return true;
+      },
+    });
   }
 
   private handle(text: string): void {

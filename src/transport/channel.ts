@@ -9,6 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from '../native/binding';
 import { EAGAIN, ECONNRESET } from '../native/errno';
+import { readSome } from './read-loop';
 import { FdbrokerError, systemError } from '../protocol/errors';
 import { END_TIMEOUT_MS, MESSAGES_PER_TURN } from './defaults';
 import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES } from '../protocol/limits';
@@ -195,38 +196,39 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 
   private readSome(): void {
-    const n = native();
-    for (let i = 0; i < this.perTurn && this.reading && !this.closed; i++) {
-      const r = n.recvmsg(this.fd, this.recvBuffer, this.maxFds);
-      if (typeof r === 'number') {
-        if (r === EAGAIN) return;
+    readSome(this.fd, this.recvBuffer, this.maxFds, this.perTurn, {
+      open: () => this.reading && !this.closed,
+      error: (r) => {
         // A peer that closed with our messages unread (a broker refusing a
         // client before reading its hello) makes the kernel report ECONNRESET
         // once, before the messages it sent: read those (then EOF) first.
         if (r === ECONNRESET && !this.resetSeen) {
           this.resetSeen = true;
-          continue;
+          return true;
         }
         this.fail(systemError(r, 'recvmsg'));
-        return;
-      }
-      if (r.truncated) {
-        this.fail(new FdbrokerError('ERR_FDBROKER_TRUNCATED',
-          r.ctrunc
-            ? `a message carried more fds than the ${this.maxFds} allowed; the ${r.closed} that arrived were closed`
-            : `a message exceeded ${this.recvBuffer.length} bytes; its ${r.closed} fds were closed`));
-        return;
-      }
-      if (r.bytes === 0 && r.fds.length === 0) {
-        this.close();
-        return;
-      }
-      const payload = Buffer.from(this.recvBuffer.subarray(0, r.bytes));
-      if (this.listenerCount('message') === 0) {
-        for (const fd of r.fds) n.close(fd);
-      } else {
-        this.emit('message', payload, r.fds);
-      }
-    }
+        return false;
+      },
+      message: (r) => {
+        if (r.truncated) {
+          this.fail(new FdbrokerError('ERR_FDBROKER_TRUNCATED',
+            r.ctrunc
+              ? `a message carried more fds than the ${this.maxFds} allowed; the ${r.closed} that arrived were closed`
+              : `a message exceeded ${this.recvBuffer.length} bytes; its ${r.closed} fds were closed`));
+          return false;
+        }
+        if (r.bytes === 0 && r.fds.length === 0) {
+          this.close();
+          return false;
+        }
+        const payload = Buffer.from(this.recvBuffer.subarray(0, r.bytes));
+        if (this.listenerCount('message') === 0) {
+          for (const fd of r.fds) native().close(fd);
+        } else {
+          this.emit('message', payload, r.fds);
+        }
+        return true;
+      },
+    });
   }
 }

@@ -274,8 +274,10 @@ describe('fdbroker status', () => {
     closers.push(() => conn.close());
     const got = await conn.adopt(['web', 'local'], 5000);
     expect(got.map((g) => g.info.name)).toEqual(['web', 'local']);
+    // It keeps its copies (so status lists it as a holder) until the test ends.
     const { native } = await import('../../src/native/binding');
-    for (const g of got) native().close(g.fd);
+    closers.push(() => { for (const g of got) native().close(g.fd); });
+    await new Promise((r) => setTimeout(r, 300)); // the broker has sampled the accept queues by then
     return { broker, appSock };
   }
 
@@ -289,9 +291,13 @@ describe('fdbroker status', () => {
     expect(s.broker.controlPath).toBe(broker.sock);
     const byName = Object.fromEntries(s.listeners.map((l) => [l.name, l]));
     expect(Object.keys(byName).sort()).toEqual(['dns', 'local', 'web']);
-    expect(byName.web).toEqual({ name: 'web', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: broker.ports.web, backlog: 64 });
-    expect(byName.dns).toEqual({ name: 'dns', kind: 'udp', family: 'IPv4', address: '127.0.0.1', port: broker.ports.dns });
-    expect(byName.local).toEqual({ name: 'local', kind: 'unix', family: 'unix', path: appSock, backlog: 511 });
+    // Read from the sockets: the queue, the backlog in force, and who holds a copy (this test process adopted web and local).
+    const me_ = { pid: process.pid, comm: expect.any(String) };
+    expect(byName.web).toEqual({ name: 'web', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: broker.ports.web, backlog: 64,
+      queued: 0, backlogInForce: 64, holders: [me_] });
+    expect(byName.dns).toEqual({ name: 'dns', kind: 'udp', family: 'IPv4', address: '127.0.0.1', port: broker.ports.dns, holders: [] });
+    expect(byName.local).toEqual({ name: 'local', kind: 'unix', family: 'unix', path: appSock, backlog: 511,
+      queued: 0, backlogInForce: 511, holders: [me_] });
     const me = s.clients.filter((c) => c.pid === process.pid);
     expect(me).toHaveLength(1);
     expect(me[0]).toMatchObject({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!(), adopted: ['web', 'local'] });
@@ -304,9 +310,10 @@ describe('fdbroker status', () => {
     const out = r.stdout;
     expect(out).toContain(`broker pid ${broker.pid} on ${broker.sock}`);
     expect(out).toContain('listeners (3):');
-    expect(out).toMatch(new RegExp(`^ +web +tcp://127\\.0\\.0\\.1:${broker.ports.web}  backlog 64$`, 'm'));
-    expect(out).toMatch(new RegExp(`^ +dns +udp://127\\.0\\.0\\.1:${broker.ports.dns}$`, 'm'));
-    expect(out).toMatch(new RegExp(`^ +local +unix:${appSock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}  backlog 511$`, 'm'));
+    const held = `held by ${process.pid}\\([^,]+, not a generation\\)`;
+    expect(out).toMatch(new RegExp(`^ +web +tcp://127\\.0\\.0\\.1:${broker.ports.web}  backlog 64  queued 0  ${held}$`, 'm'));
+    expect(out).toMatch(new RegExp(`^ +dns +udp://127\\.0\\.0\\.1:${broker.ports.dns}  held by nobody else$`, 'm'));
+    expect(out).toMatch(new RegExp(`^ +local +unix:${appSock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}  backlog 511  queued 0  ${held}$`, 'm'));
     expect(out).toMatch(new RegExp(`^  pid ${process.pid} uid ${process.getuid!()} .* adopted: web, local$`, 'm'));
   });
 

@@ -144,10 +144,13 @@ describe('installing fdbroker into a fresh app', () => {
     fs.writeFileSync(path.join(app, 'gen-app.js'), readmeSnippet('## Zero-downtime handover', 'startGeneration').replaceAll('/tmp/app.sock', sock));
     const deploy = run(path.join(app, 'node_modules', 'fdbroker', 'examples', 'blue-green.sh'), [sock, 'node', 'gen-app.js'],
       { cwd: app, env: { FDBROKER: 'node_modules/.bin/fdbroker', TIMEOUT_MS: String(APP_READY_TIMEOUT_MS) } });
-    const started = Number((await deploy.waitFor(/started pid (\d+)/))[1]);
+    // Progress goes to stderr; stdout is one JSON verdict line.
+    const exit = await deploy.exited;
+    const started = Number(/started pid (\d+)/.exec(deploy.stderr())?.[1]);
     try {
-      expect(await deploy.exited, deploy.stderr()).toEqual({ code: 0, signal: null });
-      expect(deploy.stdout()).toContain(`deployed; pid ${started} serves`);
+      expect(exit, deploy.stderr()).toEqual({ code: 0, signal: null });
+      expect(deploy.stderr()).toContain(`deployed; pid ${started} serves`);
+      expect(JSON.parse(deploy.stdout().trim())).toMatchObject({ verdict: 'deployed', pid: started });
       expect(await get(port)).toEqual({ status: 200, body: `hello from ${started}\n` });
     } finally {
       // setsid: not in the script's process group, so cleanup() would miss it.

@@ -40,7 +40,11 @@ describeWith([PYTHON], 'a Python client written from PROTOCOL.md', () => {
     expect(status.broker).toMatchObject({ pid: broker.pid, protocol: 1, controlPath: broker.sock });
     expect(status.broker.software).toMatch(/^fdbroker\/\d+\.\d+\.\d+/);
     expect(status.listeners).toEqual([
-      { name: 'http', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: broker.ports.http, backlog: expect.any(Number) },
+      {
+        name: 'http', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: broker.ports.http, backlog: expect.any(Number),
+        // Read from the socket, and who holds it: the adopting app.
+        queued: 0, backlogInForce: expect.any(Number), holders: expect.arrayContaining([expect.objectContaining({ pid: app.pid })]),
+      },
     ]);
     const holder = status.clients.find((c: { pid: number }) => c.pid === app.pid);
     expect(holder).toMatchObject({ pid: app.pid, adopted: ['http'] });
