@@ -384,6 +384,9 @@ describeWith(AS_ROOT, 'control socket location and mode', () => {
     // uid 12345 in another group has a grant, but the file mode keeps it out (EACCES at connect).
     const r = await secClient(sock, ['adopt'], OTHER, OTHER);
     expect(r).toMatchObject({ code: 'ERR_FDBROKER_ACCESS_DENIED', cause: 'EACCES' });
+    // The fix is named on both levels: the socket file's mode/group, and the broker's grants.
+    expect(r.message).toMatch(/--mode 0660 --group GID/);
+    expect(r.message).toMatch(/--allow-uid or --allow-gid/);
   });
 });
 

@@ -458,3 +458,25 @@ describe('systemd socket activation', () => {
     expect(st.listeners[0]).toMatchObject({ name: 'web', kind: 'tcp', address: '127.0.0.1', port });
   });
 });
+
+describe('the first five minutes: errors that say what to do', () => {
+  it('a control socket in a directory that does not exist: ERR_FDBROKER_INSECURE_PATH, and the message says to create it', async () => {
+    const missing = path.join(tmpDir(), 'no', 'such', 'dir');
+    const r = await cliDone(['serve', path.join(missing, 'app.sock'), '--listen', 'http=tcp://127.0.0.1:0']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERR_FDBROKER_INSECURE_PATH/);
+    expect(r.stderr).toContain(`the directory ${missing} does not exist: create it first (mkdir -m 0700 ${missing})`);
+  });
+
+  it('a control socket path over 107 bytes: ERR_FDBROKER_INVALID_ARGUMENT naming the limit, not a raw ENAMETOOLONG; no lock file is left', async () => {
+    const dir = tmpDir();
+    const long = path.join(dir, 'x'.repeat(132 - dir.length - 1));
+    expect(Buffer.byteLength(long)).toBe(132);
+    const r = await cliDone(['serve', long, '--listen', 'http=tcp://127.0.0.1:0']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERR_FDBROKER_INVALID_ARGUMENT: the control socket path .* is 132 bytes; Unix socket paths allow 107: use a shorter path/);
+    expect(r.stderr).not.toMatch(/ENAMETOOLONG/);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+});
+
