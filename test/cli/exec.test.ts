@@ -350,9 +350,14 @@ describeWith([PYTHON], 'fdbroker exec: group signals and a dead wrapper', () => 
 
   it('with no setpriv on PATH, a wrapper that ends normally ends its watchdog too (nothing signalled, nothing left)', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
-    const w = exec(broker.sock, ['--ready', 'immediate'], ['/bin/sh', '-c', 'echo started; sleep 0.5; exit 4'], { PATH: tmpDir() });
+    const w = exec(broker.sock, ['--ready', 'immediate'], ['/bin/sh', '-c', 'echo started; /bin/sleep 0.5; exit 4'], { PATH: tmpDir() });
     await w.waitFor(/^started$/m);
-    const watchdogs = childrenOf(w.pid).filter(isWatchdog);
+    // The watchdog is spawned beside the program; give it a moment to show up in /proc.
+    let watchdogs = childrenOf(w.pid).filter(isWatchdog);
+    for (let t = 0; t < 50 && watchdogs.length === 0 && w.child.exitCode === null; t++) {
+      await sleep(10);
+      watchdogs = childrenOf(w.pid).filter(isWatchdog);
+    }
     expect(watchdogs).toHaveLength(1);
     expect((await w.exited).code).toBe(4);
     const t0 = Date.now();
