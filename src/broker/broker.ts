@@ -380,7 +380,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     ]);
     void scan.then((s) => {
       if (this.closed || !this.clients.has(state.info.id)) return;
-      state.reply(this.status(id, s ? { scan: s, inodes } : undefined));
+      try {
+        state.reply(this.status(id, s ? { scan: s, inodes } : undefined));
+      } catch (err) {
+        this.emit('warning', err as Error);
+        this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a status request: ${(err as Error).message}`));
+        return;
+      }
       state.channel.resume();
     });
   }
@@ -860,7 +866,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       const r = this.generations.leave(state.generation);
       if (r) {
         this.emit('leave', r.gone);
-        if (r.lostReady) this.applyRollback(r.gone, 'left', r.resumed);
+        // Not while the broker itself stops: its clients leave then by its own doing.
+        if (r.lostReady && !this.closed) this.applyRollback(r.gone, 'left', r.resumed);
         if (r.gone.state === 'starting' && this.selfGeneration !== undefined) this.reclaimPath();
       }
     }

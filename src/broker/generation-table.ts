@@ -120,6 +120,16 @@ export class GenerationTable {
       return { number, retire: [], release: [] };
     }
     if (state === 'ready') {
+      // A generation that outlived its broker is older than any that joined
+      // this broker fresh, whatever its number: if one of those is ready, the
+      // rejoiner retires at once.
+      const freshReady = [...this.gens.values()].some((o) => o !== g && !o.rejoined && o.state === 'ready');
+      if (freshReady) {
+        g.state = 'ready';
+        g.readyAt = new Date(nowMs).toISOString();
+        this.markRetiring(g, nowMs);
+        return { number, retire: [number], release: [] };
+      }
       const r = this.ready(number, nowMs);
       if (r.ok) return { number, retire: r.retire, release: r.release };
     }
@@ -130,10 +140,10 @@ export class GenerationTable {
   ready(n: number, nowMs: number): ReadyResult {
     const g = this.gens.get(n);
     if (!g) return { ok: false, reason: 'unknown' };
-    this.check(nowMs);
     if (g.state === 'failed') return { ok: false, reason: 'failed' };
     if (g.state === 'retiring' || g.state === 'standby') return { ok: false, reason: 'retiring' };
-    if (g.readyOverdue) return { ok: false, reason: 'overdue' };
+    // Overdue by now even if check() has not run yet (check() reports it, once).
+    if (g.readyOverdue || (g.state === 'starting' && nowMs - g.joinedMs >= this.timeouts.readyTimeoutMs)) return { ok: false, reason: 'overdue' };
     if (g.state === 'ready') return { ok: true, retire: [], release: [] };
     g.state = 'ready';
     g.readyAt = new Date(nowMs).toISOString();
@@ -198,9 +208,8 @@ export class GenerationTable {
         out.readyOverdue.push(this.info(g));
       }
       if (g.state === 'standby' && g.standbyUntilMs !== undefined && nowMs >= g.standbyUntilMs) {
-        g.state = 'retiring';
-        g.standbyUntilMs = undefined;
-        g.standbyUntil = undefined;
+        // Retiring from now on: the retire timeout counts from the release, not from the standby.
+        this.markRetiring(g, nowMs);
         out.release.push(g.number);
       }
       if ((g.state === 'retiring' || g.state === 'failed') && !g.retireOverdue && g.retiringMs !== undefined

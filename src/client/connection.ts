@@ -73,6 +73,8 @@ function connectError(r: number, path: string): Error {
   }
 }
 
+type Notice = RetireMessage | ResumeMessage | ReleaseMessage;
+
 type Waiter = { resolve: (m: BrokerMessage, fds: number[]) => void; reject: (e: Error) => void };
 
 export class BrokerConnection {
@@ -90,8 +92,19 @@ export class BrokerConnection {
    */
   private readonly inbox: Array<{ msg: BrokerMessage; fds: number[] }> = [];
   private collecting = false;
-  /** Called on the broker's unsolicited messages to a generation: retire, resume, release. */
-  onNotice: ((msg: RetireMessage | ResumeMessage | ReleaseMessage) => void) | undefined;
+  /**
+   * Called on the broker's unsolicited messages to a generation: retire,
+   * resume, release. Notices that arrive before a handler is set are kept and
+   * handed to it when it is set (a retire can follow a join's last part in
+   * the same read).
+   */
+  get onNotice(): ((msg: Notice) => void) | undefined { return this.noticeHandler; }
+  set onNotice(fn: ((msg: Notice) => void) | undefined) {
+    this.noticeHandler = fn;
+    if (fn) for (const m of this.earlyNotices.splice(0)) fn(m);
+  }
+  private noticeHandler: ((msg: Notice) => void) | undefined;
+  private readonly earlyNotices: Notice[] = [];
   /** Called once when the connection ends (broker gone, protocol error, or close()). */
   onClose: ((err: Error) => void) | undefined;
   private failure: Error | undefined;
@@ -187,7 +200,8 @@ export class BrokerConnection {
       }
       if (msg.type === 'retire' || msg.type === 'resume' || msg.type === 'release') {
         closeAll(fds);
-        this.onNotice?.(msg);
+        if (this.noticeHandler) this.noticeHandler(msg);
+        else this.earlyNotices.push(msg);
         return;
       }
       const w = this.waiter;

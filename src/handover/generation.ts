@@ -125,7 +125,7 @@ export class Generation {
     this.conn = conn;
     conn.onNotice = (msg) => {
       if (msg.type === 'retire') this.onRetire(msg);
-      else if (msg.type === 'resume') void this.onResume(msg.failed, msg.reason);
+      else if (msg.type === 'resume') this.onResume(msg.failed, msg.reason).catch(() => this.endStandby());
       else if (msg.type === 'release') this.endStandby();
     };
     conn.onClose = (err) => {
@@ -160,9 +160,6 @@ export class Generation {
   private async rejoin(): Promise<void> {
     if (this.closedByUs) return;
     const conn = await BrokerConnection.connect(this.path, { timeout: this.opts.timeout ?? DEFAULT_TIMEOUT_MS, trustUids: this.opts.trustUids });
-    // The broker may tell us to retire right after its answer, before use() takes over: keep what comes.
-    const early: Parameters<NonNullable<BrokerConnection['onNotice']>>[0][] = [];
-    conn.onNotice = (m) => early.push(m);
     try {
       const state = this._retiring ? 'retiring' : this._ready || this.readyWanted ? 'ready' : 'starting';
       const r = await conn.rejoin(this._number, state, Object.keys(this.listeners), this.opts.label, this.standbyMs());
@@ -171,8 +168,7 @@ export class Generation {
         return;
       }
       this._number = r.generation;
-      this.use(conn);
-      for (const m of early) conn.onNotice?.(m);
+      this.use(conn); // notices that came before this are handed over now
       this.events.emit('rejoin', r);
       if (state === 'ready') this.settleReady(r.state === 'ready' ? undefined
         : new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));
@@ -415,33 +411,66 @@ export class Generation {
 
   /** The generation that replaced this one failed: adopt the listeners anew and listen again on every server. */
   private async onResume(failed: number, reason: string): Promise<void> {
-    if (!this.standing || !this.conn) return;
+    if (!this.conn || !this._retiring) return;
+    if ((this.opts.onRetire ?? 'drain') !== 'drain') {
+      // The app handles retire itself, so it handles resume too.
+      this._retiring = false;
+      this._ready = true;
+      this.upgradeSetup?.();
+      this.events.emit('resume', { failed, reason });
+      return;
+    }
+    if (!this.standing) return;
     this.standing = false;
     clearTimeout(this.standbyTimer);
     this.conn.unref();
     const names = Object.keys(this.listeners);
-    let received;
+    let fresh: Record<string, Listener>;
     try {
-      received = await this.conn.adopt(names);
+      fresh = toListeners(await this.conn.adopt(names), names);
     } catch {
       // Cannot adopt again: this generation cannot serve; finish retiring.
       this.standing = true;
       this.endStandby();
       return;
     }
-    const fresh = toListeners(received, names);
-    for (const name of names) {
-      const old = this.listeners[name]!;
-      const next = fresh[name]!;
-      const server = old.server;
-      old.close();
-      this.listeners[name] = next;
-      if (server) next.attach(server as net.Server);
+    const pending = new Set(names);
+    try {
+      for (const name of names) {
+        const old = this.listeners[name]!;
+        const next = fresh[name]!;
+        const server = old.server;
+        pending.delete(name);
+        // A dgram socket (or a server that kept listening) still has its copy: keep the old listener.
+        if (server && isStillBound(server)) {
+          next.close();
+          continue;
+        }
+        old.close();
+        this.listeners[name] = next;
+        if (server) next.attach(server as net.Server);
+      }
+    } catch {
+      for (const name of pending) fresh[name]?.close();
+      this.standing = true;
+      this.endStandby();
+      return;
     }
     this._retiring = false;
     this._ready = true;
     this.upgradeSetup?.();
     this.events.emit('resume', { failed, reason });
+  }
+}
+
+/** Whether a server still holds its listening socket (a dgram socket stays bound through a standby). */
+function isStillBound(server: NonNullable<Listener['server']>): boolean {
+  const s = server as { listening?: boolean; address?: () => unknown };
+  if (typeof s.listening === 'boolean') return s.listening;
+  try {
+    return s.address?.() !== undefined;
+  } catch {
+    return false;
   }
 }
 

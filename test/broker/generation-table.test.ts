@@ -153,6 +153,24 @@ describe('GenerationTable', () => {
       expect(g.rejoin(c(2), 4, 'ready', [], 1)).toEqual({ number: 4, retire: [4], release: [] });
     });
 
+    it('a generation that rejoins as ready retires at once when one that joined this broker fresh is ready, whatever the numbers', () => {
+      const g = new GenerationTable(T);
+      g.join(c(1), [], 0); g.ready(1, 0); // a new deploy on the restarted broker: number 1
+      expect(g.rejoin(c(2), 5, 'ready', [], 1)).toEqual({ number: 5, retire: [5], release: [] });
+      expect(g.get(1)!.state).toBe('ready');
+      expect(g.get(5)!.state).toBe('retiring');
+    });
+
+    it('a released standby counts its retire timeout from the release', () => {
+      const g = new GenerationTable({ readyTimeoutMs: 1000, retireTimeoutMs: 500, standbyMs: 300 });
+      g.join(c(1), [], 0, undefined, 1000); g.ready(1, 0);
+      g.join(c(2), [], 0); g.ready(2, 0);
+      expect(g.check(300).release).toEqual([1]);
+      expect(g.get(1)!.retiringSince).toBe(new Date(300).toISOString());
+      expect(g.check(799).retireOverdue).toEqual([]);
+      expect(g.check(800).retireOverdue.map((x) => x.number)).toEqual([1]);
+    });
+
     it('startingCount counts generations not ready yet', () => {
       const g = new GenerationTable(T);
       g.join(c(1), [], 0); g.join(c(2), [], 0);
