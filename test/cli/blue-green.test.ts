@@ -15,8 +15,18 @@ const PIPE_MAX_MS = 8_000;
 const started = new Set<number>();
 
 afterEach(async () => {
-  for (const pid of started) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  // blue-green.sh starts each version with setsid: its pid leads a process
+  // group holding the whole tree (a wrapper, `fdbroker exec` under it). End
+  // the group: SIGTERM first, so exec stops its program, then SIGKILL.
+  const groups = [...started];
   started.clear();
+  const signalGroup = (pid: number, sig: NodeJS.Signals) => { try { process.kill(-pid, sig); } catch { /* gone */ } };
+  for (const pid of groups) signalGroup(pid, 'SIGTERM');
+  await sleep(300);
+  for (const pid of groups) {
+    signalGroup(pid, 'SIGKILL');
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
   await cleanup();
 });
 
