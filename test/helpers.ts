@@ -6,6 +6,7 @@ import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../src/native/binding';
+import { EAGAIN } from '../src/native/errno';
 import { BrokerConnection } from '../src/client/connection';
 import type { StatusMessage } from '../src/protocol/messages';
 
@@ -266,7 +267,7 @@ export async function rawConnect(sock: string): Promise<number> {
   for (;;) {
     const r = n.connect(fd, { family: 'unix', path: sock });
     if (r === 0) return fd;
-    if (r !== -11 /* EAGAIN */ || Date.now() > deadline) {
+    if (r !== EAGAIN || Date.now() > deadline) {
       n.close(fd);
       throw new Error(`connect ${sock}: ${r}`);
     }
@@ -293,7 +294,7 @@ export class Raw {
     for (;;) {
       const r = n.recvmsg(this.fd, this.buf, 253);
       if (typeof r === 'number') {
-        if (r === -11 /* EAGAIN */ && Date.now() < deadline) {
+        if (r === EAGAIN && Date.now() < deadline) {
           await sleep(2);
           continue;
         }

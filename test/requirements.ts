@@ -40,6 +40,12 @@ export function file(file: string, what: string, fix: string): Requirement {
 
 export const python3 = (minor = 8) => tool('python3', ['-c', `import sys; sys.exit(0 if sys.version_info >= (3, ${minor}) else 1)`],
   `python3 (>= 3.${minor})`, 'apt-get install python3');
+/** The python3 command, or an error naming the package: for tests that always need it. */
+export function python3Command(): string {
+  const missing = python3().missing;
+  if (missing) throw new Error(`python3 is needed for this test (${missing}): apt-get install python3`);
+  return 'python3';
+}
 export const ss = () => tool('ss', ['-V'], 'ss (iproute2)', 'apt-get install iproute2');
 export const setpriv = () => tool('setpriv', ['--version'], 'setpriv (util-linux)', 'apt-get install util-linux');
 export const root = (why: string): Requirement => ({

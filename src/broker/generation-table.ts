@@ -179,10 +179,9 @@ export class GenerationTable {
   rollback(n: number, nowMs: number, reason: string): RollbackResult {
     const g = this.gens.get(n);
     if (!g || g.state !== 'ready') return { resumed: undefined };
+    this.markRetiring(g, nowMs); // for the retire timeout; the state is failed
     g.state = 'failed';
     g.failedReason = reason;
-    this.markRetiring(g, nowMs);
-    g.state = 'failed';
     return { resumed: this.resumeStandby(n) };
   }
 

@@ -158,16 +158,12 @@ export class Listener {
    */
   close(): void {
     if (this.state !== 'open') return;
-    this.state = 'closed';
-    if (this.stillOurs() && !this.findServerQuiet()) native().close(this._fd);
+    // A server started with the plain listen({ fd }) owns the fd: findServer() marks it attached.
+    if (!this.findServer()) {
+      this.state = 'closed';
+      if (this.stillOurs()) native().close(this._fd);
+    }
     this._fd = -1;
-  }
-
-  private findServerQuiet(): boolean {
-    this.state = 'open';
-    const s = this.findServer();
-    if (!s) this.state = 'closed';
-    return s !== undefined;
   }
 
   toJSON(): ListenerInfo & { fd: number } {
@@ -178,6 +174,17 @@ export class Listener {
       ...(this.path !== undefined ? { path: this.path } : {}),
       ...(this.backlog !== undefined ? { backlog: this.backlog } : {}),
     };
+  }
+}
+
+/** Whether a server still holds its listening socket (dgram: still bound; address() throws once closed). */
+export function isListening(server: net.Server | dgram.Socket): boolean {
+  const s = server as { listening?: boolean; address?: () => unknown };
+  if (typeof s.listening === 'boolean') return s.listening;
+  try {
+    return s.address?.() !== undefined;
+  } catch {
+    return false;
   }
 }
 

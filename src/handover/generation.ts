@@ -19,7 +19,7 @@ import { BrokerConnection } from '../client/connection';
 import { toListeners } from '../client/adopt';
 import { drain, holding, type DrainResult, type Holding } from './drain';
 import { FdbrokerError } from '../protocol/errors';
-import type { Listener } from '../client/listener';
+import { isListening, type Listener } from '../client/listener';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STANDBY_REQUEST_MS, REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS, STANDBY_GRACE_MS } from './defaults';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
@@ -179,8 +179,7 @@ export class Generation {
   }
 
   private standbyMs(): number {
-    if (this.broker !== undefined) return 0;
-    return this.opts.standby ?? ((this.opts.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
+    return this.broker !== undefined ? 0 : standbyRequest(this.opts);
   }
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
@@ -197,8 +196,7 @@ export class Generation {
     }
     try {
       if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
-      const standby = options.standby ?? ((options.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
-      const { generation, listeners } = await conn.join(options.names, options.label, Math.max(0, deadline - Date.now()), standby);
+      const { generation, listeners } = await conn.join(options.names, options.label, Math.max(0, deadline - Date.now()), standbyRequest(options));
       return new Generation(path, conn, undefined, generation, toListeners(listeners, options.names), options);
     } catch (err) {
       conn.close();
@@ -442,7 +440,7 @@ export class Generation {
         const server = old.server;
         pending.delete(name);
         // A dgram socket (or a server that kept listening) still has its copy: keep the old listener.
-        if (server && isStillBound(server)) {
+        if (server && isListening(server)) {
           next.close();
           continue;
         }
@@ -463,15 +461,9 @@ export class Generation {
   }
 }
 
-/** Whether a server still holds its listening socket (a dgram socket stays bound through a standby). */
-function isStillBound(server: NonNullable<Listener['server']>): boolean {
-  const s = server as { listening?: boolean; address?: () => unknown };
-  if (typeof s.listening === 'boolean') return s.listening;
-  try {
-    return s.address?.() !== undefined;
-  } catch {
-    return false;
-  }
+/** The standby window a generation asks for: its option, else the default when the library drains it (an app that retires itself asks for none). */
+function standbyRequest(o: GenerationOptions): number {
+  return o.standby ?? ((o.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
 }
 
 /** Joins the broker at `path` as a new generation. See Generation. */

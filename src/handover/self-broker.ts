@@ -12,7 +12,7 @@ import { check } from '../protocol/errors';
 import { Broker } from '../broker/broker';
 import { parseListenerSpec } from '../broker/spec';
 import type { BrokerConnection, ReceivedListener } from '../client/connection';
-import type { Listener } from '../client/listener';
+import { isListening, type Listener } from '../client/listener';
 
 export interface SelfBrokerOptions {
   names?: string[];
@@ -74,16 +74,6 @@ export function exposeListeners(listeners: Listener[], path: string, options: { 
   const mine = dupForSelf(held.map((l) => ({ info: infoOf(l), fd: l.fd })));
   // Broker.start owns (and on failure closes) the duplicates.
   return Broker.startInternal({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
-}
-
-function isListening(s: NonNullable<Listener['server']>): boolean {
-  const srv = s as { listening?: boolean; address?: () => unknown };
-  if (typeof srv.listening === 'boolean') return srv.listening;
-  try {
-    return srv.address?.() !== undefined; // dgram: address() throws once closed
-  } catch {
-    return false;
-  }
 }
 
 function infoOf(l: Listener): ReceivedListener['info'] {

@@ -4,20 +4,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { CLI, cleanup, FIXTURES, run, startBroker, tmpDir } from '../helpers';
+import { python3Command } from '../requirements';
 import { parseListenerSpec } from '../../src/broker/spec';
 
 afterEach(cleanup);
 
-function python(): string {
-  try {
-    execFileSync('python3', ['--version'], { stdio: 'ignore' });
-    return 'python3';
-  } catch {
-    throw new Error('python3 is needed for this test (apt-get install python3)');
-  }
-}
+const python = python3Command;
 
 function ask(port: number): Promise<string> {
   return new Promise((resolve, reject) => {

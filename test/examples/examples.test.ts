@@ -2,10 +2,10 @@
 // a real broker: 0 failed requests, every version serves, each old one leaves
 // well before its drain deadline.
 import { afterEach, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { CLI, cleanup, loadLoop, sleep, startBroker, tmpDir } from '../helpers';
+import { python3Command } from '../requirements';
 import { EXAMPLES, makeCert, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, swapLoop } from '../swap-helpers';
 
 const SWAPS = 3;
@@ -13,14 +13,7 @@ const BETWEEN_MS = 300;
 
 afterEach(cleanup);
 
-function python(): string {
-  try {
-    execFileSync('python3', ['--version'], { stdio: 'ignore' });
-    return 'python3';
-  } catch {
-    throw new Error('python3 is needed for the Python example (apt-get install python3)');
-  }
-}
+const python = python3Command;
 
 const node = (file: string) => () => [process.execPath, path.join(EXAMPLES, file)];
 const cases: Array<{ name: string; cmd: (sock: string) => string[]; check?: (stdout: string) => void; spec?: string; tls?: boolean }> = [
