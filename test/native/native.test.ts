@@ -644,12 +644,15 @@ describe('native: Poller and worker threads', () => {
       eval: true,
       workerData: { ngb: NODE_GYP_BUILD, root: ROOT, sock: path.join(tmpDir(), 'w.sock') },
     });
+    // Listen for 'exit' from the start: a worker that posts and exits at once
+    // has its message drained and 'exit' emitted in the same tick.
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
     const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
       worker.once('exit', (code) => reject(new Error(`worker exited ${code} before reporting`)));
     });
-    const exitCode = await new Promise<number>((resolve) => worker.once('exit', resolve));
+    const exitCode = await exited;
     expect(exitCode).toBe(0); // the closed Poller does not keep the worker alive
     expect(result).toMatchObject({
       status: 0,
@@ -778,9 +781,11 @@ describe('native: Poller and worker threads', () => {
       p.close();
       parentPort.postMessage(n.close(s));
     `, { eval: true, workerData: { ngb: NODE_GYP_BUILD, root: ROOT } });
+    // 'exit' can follow the drained message in the same tick: listen from the start.
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
     const closed = await new Promise((resolve) => worker.once('message', resolve));
     expect(closed).toBe(0);
-    expect(await new Promise((resolve) => worker.once('exit', resolve))).toBe(0);
+    expect(await exited).toBe(0);
     const [a, b] = seqpacketPair();
     const readable = new Promise<number>((resolve) => {
       const poller = new n.Poller(b, (_s, ev) => { poller.close(); resolve(ev); });

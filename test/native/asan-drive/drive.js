@@ -599,6 +599,8 @@ async function workerCases() {
   const l = listener();
   for (const mode of ['exit', 'terminate', 'terminate', 'exit', 'terminate', 'terminate']) {
     const w = new Worker(__filename, { workerData: { sockPath: l.path, mode }, env: process.env });
+    // 'exit' can follow the drained message in the same tick: listen from the start.
+    const exited = new Promise((r) => w.once('exit', r));
     const got = await new Promise((resolve, reject) => {
       w.once('message', resolve);
       w.once('error', reject);
@@ -611,7 +613,7 @@ async function workerCases() {
       if (s >= 0) { conns.push(s); n.sendmsg(s, Buffer.from('wake'), []); }
     }
     if (mode === 'terminate') await w.terminate();
-    else await new Promise((r) => w.once('exit', r));
+    else await exited;
     closeAll(got.fd); // the worker's sockets: the worker left them open
     closeAll(conns);
     bump(`worker-${mode}`);
