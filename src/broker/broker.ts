@@ -157,6 +157,10 @@ export interface BrokerEvents {
   audit: [event: AuditEvent];
   /** A listener stopped listening (a holder called shutdown() on it): it is broken for every holder. */
   listenerBroken: [info: ListenerInfo];
+  /** A listener was created after start (a reload added it): later adopts and generations get it. */
+  listenerAdded: [info: ListenerInfo];
+  /** A listener was removed (a reload dropped it): the broker closed its copy and no longer hands it out. */
+  listenerRemoved: [info: ListenerInfo];
   /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
   warning: [err: Error];
 }

@@ -52,6 +52,8 @@ export interface GenerationInfo {
   readyOverdue: boolean;
   /** Told to retire and still connected after the retire timeout. */
   retireOverdue: boolean;
+  /** Retiring: what it last reported it still holds (connections, HTTP/2 sessions, upgraded sockets, open hooked responses). */
+  holding?: { connections: number; sessions: number; upgraded: number; hooked: number; at: string };
 }
 
 export interface GenerationTimeouts {

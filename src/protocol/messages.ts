@@ -21,6 +21,8 @@ export interface ListenerInfo {
   backlog?: number;
   /** Status only: the listener no longer listens (a holder shut it down). */
   broken?: boolean;
+  /** Status only: a reload removed it; holders keep their copies until they retire, nobody new gets it. */
+  removed?: boolean;
   /** Status only: connections waiting in the accept queue, and the backlog in force (read from the socket). */
   queued?: number;
   backlogInForce?: number;
