@@ -24,8 +24,8 @@ import { Channel } from '../transport/channel';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
 import { FdbrokerError } from '../protocol/errors';
 import {
-  chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
-  type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage,
+  chunkListeners, decodeClientMessage, encodeHandoff, encodeListeners, negotiateVersion,
+  type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
 } from '../protocol/messages';
 import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
@@ -33,18 +33,19 @@ import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
-import { GenerationTable, type GenerationInfo } from './generation-table';
+import { GenerationTable, type GenerationInfo, type TableSnapshot } from './generation-table';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
 import { Session } from './session';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
+import { handoffOptions, refuseSuccessor } from './takeover';
 import {
   ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
-  GENERATION_CHECK_INTERVAL_MS,
+  GENERATION_CHECK_INTERVAL_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
 } from './defaults';
 
 export type { AuditEvent } from './audit';
@@ -102,7 +103,12 @@ export interface InternalBrokerOptions extends BrokerOptions {
   self?: { number?: number; label?: string };
   /** The live broker at controlPath handed this process its listeners: rename over its path. */
   takeover?: boolean;
+  /** The predecessor's generation table (takeover): imported detached, each reattached when its process rejoins. */
+  generations?: TableSnapshot;
 }
+
+/** The successor of a takeover, as the old broker knows it. */
+export interface TakeoverEvent { pid: number; software: string; listeners: number; generations: number }
 
 export interface AdoptEvent { client: ClientInfo; names: string[]; generation?: number }
 
@@ -163,6 +169,12 @@ export interface BrokerEvents {
   listenerRemoved: [info: ListenerInfo];
   /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
   warning: [err: Error];
+  /** Takeover: everything was handed to a successor; this broker serves on until it commits. */
+  takeover: [by: TakeoverEvent];
+  /** Takeover: the successor failed before it committed (`reason`); this broker serves on, unchanged. */
+  takeoverAborted: [by: TakeoverEvent, reason: string];
+  /** Takeover: the successor serves the path; the generations were told to rejoin it and this broker is closed. */
+  takenOver: [by: TakeoverEvent];
 }
 
 export class Broker extends EventEmitter<BrokerEvents> {
@@ -195,9 +207,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private nextPingId = 1;
   private readonly stallMs: number;
   private closed = false;
+  /** The options this broker was started with: a successor gets them (takeover). */
+  private readonly given: BrokerOptions;
+  /** A takeover in flight: the successor's session, its request id, and since when. One at a time. */
+  private pendingTakeover: { session: Session; id: number; by: TakeoverEvent; timer: NodeJS.Timeout } | undefined;
+  /** Taken over: the successor's pid. From then on, clients leaving change nothing here. */
+  private movedTo: number | undefined;
 
   private constructor(options: InternalBrokerOptions) {
     super();
+    this.given = options;
     this.controlPath = options.controlPath;
     this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
     this.opts = {
@@ -213,6 +232,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       retireTimeoutMs: options.retireTimeoutMs ?? DEFAULT_RETIRE_TIMEOUT_MS,
       standbyMs: options.self !== undefined ? 0 : options.standbyMs ?? DEFAULT_STANDBY_MS,
     });
+    if (options.generations) this.generations.importSnapshot(options.generations, Date.now());
     const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.stallMs = stallMs;
     this.acceptWatch = new AcceptWatch(stallMs);
@@ -612,7 +632,160 @@ export class Broker extends EventEmitter<BrokerEvents> {
       case 'pong':
         if (state.ping?.id === msg.id) state.ping = undefined;
         return;
+      case 'takeover':
+        this.onTakeover(state, msg);
+        return;
+      case 'committed':
+        if (this.pendingTakeover?.session !== state || this.pendingTakeover.id !== msg.id) {
+          this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed" ${msg.id} answers no takeover of this connection`));
+          return;
+        }
+        this.onCommitted(state, msg.id);
+        return;
     }
+  }
+
+  /**
+   * A new broker asks for everything (PROTOCOL.md §2.8): only the broker's
+   * own uid or root, one at a time, never an older version. It gets the
+   * handoff (versions, options, generation table), then every listener's fd.
+   * Nothing changes here until it commits: if it fails first, this broker
+   * serves on as before.
+   */
+  private onTakeover(state: Session, msg: TakeoverMessage): void {
+    const refuse = (err: FdbrokerError) => {
+      state.reply({ type: 'error', id: msg.id, code: err.code, message: err.message });
+      this.auditLog('takeover', state.info, err.code);
+      this.emit('clientError', state.info, err);
+    };
+    if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
+      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED',
+        `uid ${state.info.uid} may not take over this broker: only its own uid (${this.brokerUid}) or root may, whatever --allow-uid grants`));
+      return;
+    }
+    if (this.selfGeneration !== undefined) {
+      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', 'this broker is embedded in an app: it is replaced by the app\'s next generation, not taken over'));
+      return;
+    }
+    if (this.pendingTakeover) {
+      refuse(new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${this.pendingTakeover.by.pid} is taking over already: one takeover at a time`));
+      return;
+    }
+    const tooOld = refuseSuccessor({ protocol: PROTOCOL_VERSION, software: VERSION }, msg);
+    if (tooOld) {
+      refuse(tooOld);
+      return;
+    }
+    const listeners = this.registry.select(null);
+    const table = this.generations.snapshot();
+    const by: TakeoverEvent = { pid: state.info.pid, software: msg.software, listeners: listeners.length, generations: table.generations.length };
+    const handoff = encodeHandoff({
+      type: 'handoff', id: msg.id,
+      broker: { pid: process.pid, software: VERSION, protocol: PROTOCOL_VERSION, startedAt: this.startedAt.toISOString() },
+      options: handoffOptions(this.given), nextGeneration: table.next, generations: table.generations,
+    });
+    for (const p of handoff) if (!state.send(p, [])) return;
+    const infos = listeners.map((l) => l.info);
+    const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
+    for (let part = 0; part < groups.length; part++) {
+      const group = groups[part]!;
+      const payload = encodeListeners(msg.id, part, part === groups.length - 1, group.map((i) => infos[i]!));
+      if (!state.send(payload, group.map((i) => listeners[i]!.fd))) return;
+    }
+    state.fdsSent = listeners.length > 0;
+    const timer = setTimeout(() => this.abortTakeover('no commit in time'), TAKEOVER_COMMIT_TIMEOUT_MS);
+    timer.unref();
+    this.pendingTakeover = { session: state, id: msg.id, by, timer };
+    this.auditLog('takeover', state.info, 'ok', infos.map((i) => i.name));
+    debug('takeover by pid %d (%s): handed %d listeners, %d generations', by.pid, by.software, by.listeners, by.generations);
+    this.emit('takeover', by);
+  }
+
+  /** The successor says it answers on the path now: check that it does, then move every generation to it and close. */
+  private onCommitted(state: Session, id: number): void {
+    if (this.acceptor?.ownsPath()) {
+      this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed", but ${this.controlPath} is still this broker's socket: the takeover is off`));
+      return;
+    }
+    state.reply({ type: 'ack', id });
+    this.handOver();
+  }
+
+  /**
+   * The takeover did not commit (the successor's connection closed, or it
+   * took too long). If the path is still ours, nothing changed. If the
+   * successor renamed its socket over the path and then died, bind it
+   * again; if it renamed and lives, it serves: hand over as on commit.
+   */
+  private abortTakeover(reason: string): void {
+    const t = this.pendingTakeover;
+    if (!t || this.closed) return;
+    const acceptor = this.acceptor;
+    if (acceptor && !acceptor.ownsPath()) {
+      const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
+      if (r !== ECONNREFUSED && r !== ENOENT) {
+        if (reason === 'no commit in time') return; // it serves the path: wait for its commit or its connection's end
+        this.handOver();
+        return;
+      }
+    }
+    clearTimeout(t.timer);
+    this.pendingTakeover = undefined;
+    if (!t.session.channel.isClosed) this.drop(t.session, true);
+    if (acceptor && !acceptor.ownsPath()) this.reclaimPath();
+    debug('takeover by pid %d aborted: %s', t.by.pid, reason);
+    this.emit('takeoverAborted', t.by, reason);
+  }
+
+  /** Committed: every generation is told to rejoin the successor, every client's connection ends, then this broker closes. */
+  private handOver(): void {
+    const t = this.pendingTakeover;
+    if (!t || this.movedTo !== undefined) return;
+    clearTimeout(t.timer);
+    this.movedTo = t.by.pid;
+    this.stopTimers();
+    // Stop accepting first: the path is the successor's (close() leaves a path that is not this socket's).
+    this.acceptor?.close();
+    this.acceptor = undefined;
+    for (const c of [...this.clients.values()]) {
+      if (c.generation !== undefined) c.reply({ type: 'moved', generation: c.generation, to: t.by.pid });
+      c.channel.end();
+    }
+    // The registry's fds may be named by messages still queued: close once every channel has flushed (or after a bound).
+    const deadline = Date.now() + TAKEOVER_FLUSH_MS;
+    const finish = () => {
+      if (this.channels.size > 0 && Date.now() < deadline) {
+        setTimeout(finish, 10);
+        return;
+      }
+      this.close();
+      debug('taken over by pid %d', t.by.pid);
+      this.emit('takenOver', t.by);
+    };
+    finish();
+  }
+
+  /**
+   * Takeover (the successor): the predecessor holds the path's lock until it
+   * exits. Take it once free, so a plain `fdbroker serve` on this path is
+   * refused as before; retried for TAKEOVER_LOCK_WAIT_MS.
+   */
+  acquirePathLock(): void {
+    const deadline = Date.now() + TAKEOVER_LOCK_WAIT_MS;
+    const attempt = () => {
+      if (this.closed || !this.acceptor) return;
+      try {
+        this.acceptor.holdLock(lockPath(this.controlPath));
+        debug('took the lock of %s', this.controlPath);
+      } catch (err) {
+        if ((err as FdbrokerError).code !== 'ERR_FDBROKER_BROKER_RUNNING' || Date.now() >= deadline) {
+          this.emit('warning', new Error(`could not take the lock of ${this.controlPath}: ${(err as Error).message}`, { cause: err }));
+          return;
+        }
+        setTimeout(attempt, 50).unref();
+      }
+    };
+    attempt();
   }
 
   /** Checks the grant for `op`; refuses (and audits) when missing. */
@@ -690,6 +863,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     state.heartbeat = msg.heartbeat === true;
     const names = (msg.names ?? []).filter((n) => this.registry.has(n));
+    if (this.generations.reattach(msg.generation, state.info.pid, state.info.id)) {
+      this.onReattach(state, msg, names);
+      return;
+    }
     const r = this.generations.rejoin(
       { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) },
       msg.generation, msg.state, names, Date.now(), msg.standby ?? 0);
@@ -700,6 +877,33 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.auditLog('rejoin', state.info, 'ok', names, r.number);
     this.emit('rejoin', g);
     if (msg.state === 'ready') this.applyReady(r.number, r.retire, r.release);
+  }
+
+  /**
+   * A generation imported from the predecessor (takeover) rejoined: it keeps
+   * its number and the state the table has, so it notices nothing. What it
+   * missed while it moved is told now: a ready the old broker never saw is
+   * applied, a retire it never got is sent.
+   */
+  private onReattach(state: Session, msg: RejoinMessage, names: string[]): void {
+    const n = msg.generation;
+    state.generation = n;
+    this.noteAdopted(state, names);
+    let g = this.generations.get(n)!;
+    if (msg.state === 'ready' && g.state === 'starting') {
+      const r = this.generations.ready(n, Date.now());
+      g = this.generations.get(n)!;
+      state.reply({ type: 'ack', id: msg.id, generation: n, state: g.state });
+      if (r.ok) this.applyReady(n, r.retire, r.release);
+    } else {
+      state.reply({ type: 'ack', id: msg.id, generation: n, state: g.state });
+      if (msg.state !== 'retiring' && (g.state === 'retiring' || g.state === 'failed' || g.state === 'standby')) {
+        const standby = g.state === 'standby' && g.standbyUntil ? Math.max(0, Date.parse(g.standbyUntil) - Date.now()) : 0;
+        state.reply({ type: 'retire', generation: n, by: this.generations.newestReady(), reason: g.state === 'failed' ? 'failed' : 'newer', ...(standby > 0 ? { standby } : {}) });
+      }
+    }
+    this.auditLog('rejoin', state.info, 'ok', names, n);
+    this.emit('rejoin', g);
   }
 
   private onReady(state: Session, id: number): void {
@@ -841,6 +1045,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private checkGenerations(): void {
     if (this.generations.size === 0) return;
+    // Imported at a takeover and never rejoined: the process is gone (or cannot reach this broker).
+    for (const n of this.generations.detachedOverdue(Date.now(), TAKEOVER_REJOIN_WINDOW_MS)) {
+      const r = this.generations.leave(n);
+      if (!r) continue;
+      this.emit('leave', r.gone);
+      if (r.lostReady) this.applyRollback(r.gone, 'left', r.resumed);
+    }
     const { readyOverdue, retireOverdue, release } = this.generations.check(Date.now());
     for (const g of readyOverdue) this.emit('overdue', g, 'ready');
     for (const g of retireOverdue) this.emit('overdue', g, 'retire');
@@ -866,7 +1077,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     state.timer = undefined;
     if (!this.clients.delete(state.info.id)) return;
     debug('client %d gone', state.info.id);
-    if (state.generation !== undefined) {
+    if (this.pendingTakeover?.session === state && this.movedTo === undefined) this.abortTakeover('its connection closed before it committed');
+    // Taken over: the generations moved to the successor; nothing here changes any more.
+    if (state.generation !== undefined && this.movedTo === undefined) {
       const r = this.generations.leave(state.generation);
       if (r) {
         this.emit('leave', r.gone);

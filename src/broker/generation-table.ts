@@ -26,6 +26,10 @@
 //   is reported as overdue. The broker signals nobody (see README).
 // - rejoin: a generation that outlived its broker joins a new one with the
 //   state it had (and its number when free), so the next ready retires it.
+// - takeover: a new broker imports the whole table (numbers, states, windows,
+//   deadlines) and the next number. Imported generations are detached until
+//   their process rejoins (reattach: same number and pid), which changes
+//   nothing else; one that has not rejoined within the broker's window leaves.
 
 export type GenerationState = 'starting' | 'ready' | 'standby' | 'retiring' | 'failed';
 
@@ -79,7 +83,17 @@ export interface CheckResult {
   release: number[];
 }
 
-interface Gen extends GenerationInfo { joinedMs: number; retiringMs?: number; standbyUntilMs?: number }
+interface Gen extends GenerationInfo { joinedMs: number; retiringMs?: number; standbyUntilMs?: number; detachedMs?: number }
+
+/** What a broker hands its successor: every generation and the next number (see takeover). */
+export interface TableSnapshot { next: number; generations: GenerationInfo[] }
+
+const GENERATION_STATES: readonly GenerationState[] = ['starting', 'ready', 'standby', 'retiring', 'failed'];
+const ms = (iso: string | undefined): number | undefined => {
+  if (iso === undefined) return undefined;
+  const t = Date.parse(iso);
+  return Number.isFinite(t) ? t : undefined;
+};
 
 export class GenerationTable {
   private readonly gens = new Map<number, Gen>();
@@ -136,6 +150,50 @@ export class GenerationTable {
       if (r.ok) return { number, retire: r.retire, release: r.release };
     }
     return { number, retire: [], release: [] };
+  }
+
+  /** The whole table, for a successor broker (takeover). */
+  snapshot(): TableSnapshot {
+    return { next: this.next, generations: this.list() };
+  }
+
+  /**
+   * Takes a predecessor's table (takeover): every generation keeps its
+   * number, state, windows and deadlines, detached (clientId 0) until its
+   * process rejoins. Numbering continues after the snapshot's. Entries with
+   * an unknown state or a number already taken are skipped.
+   */
+  importSnapshot(s: TableSnapshot, nowMs: number): number[] {
+    const imported: number[] = [];
+    for (const i of s.generations) {
+      if (this.gens.has(i.number) || !GENERATION_STATES.includes(i.state)) continue;
+      const g: Gen = {
+        ...i, clientId: 0, adopted: [...i.adopted], standbyMs: i.standbyMs ?? 0,
+        readyOverdue: i.readyOverdue === true, retireOverdue: i.retireOverdue === true,
+        joinedMs: ms(i.joinedAt) ?? nowMs, retiringMs: ms(i.retiringSince), standbyUntilMs: ms(i.standbyUntil), detachedMs: nowMs,
+      };
+      this.gens.set(i.number, g);
+      this.next = Math.max(this.next, i.number + 1);
+      imported.push(i.number);
+    }
+    this.next = Math.max(this.next, s.next);
+    return imported;
+  }
+
+  /** An imported generation's process rejoined (same number and pid): attach it to `clientId`. False if there is no such detached one. */
+  reattach(n: number, pid: number, clientId: number): boolean {
+    const g = this.gens.get(n);
+    if (!g || g.detachedMs === undefined || g.pid !== pid) return false;
+    g.detachedMs = undefined;
+    g.clientId = clientId;
+    return true;
+  }
+
+  /** Imported generations still detached `windowMs` after the import: their process did not rejoin. */
+  detachedOverdue(nowMs: number, windowMs: number): number[] {
+    const out: number[] = [];
+    for (const g of this.gens.values()) if (g.detachedMs !== undefined && nowMs - g.detachedMs >= windowMs) out.push(g.number);
+    return out;
   }
 
   /** Generation `n` says it serves. Returns who must retire (or stand by) now, and whose standby ends. */
@@ -285,8 +343,8 @@ export class GenerationTable {
   }
 
   private info(g: Gen): GenerationInfo {
-    const { joinedMs: _j, retiringMs: _r, standbyUntilMs: _s, ...rest } = g;
-    void _j; void _r; void _s;
+    const { joinedMs: _j, retiringMs: _r, standbyUntilMs: _s, detachedMs: _d, ...rest } = g;
+    void _j; void _r; void _s; void _d;
     return { ...rest, adopted: [...g.adopted] };
   }
 }

@@ -17,6 +17,7 @@ const USAGE = `fdbroker ${VERSION}: hand listening sockets from process to proce
 
 Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
+  fdbroker serve <control-socket> --takeover [options]
   fdbroker status <control-socket> [--json]
   fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json]
   fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
@@ -55,6 +56,14 @@ serve options:
                      most clients per uid other than the broker's and root's (default 64)
   --adopt-from PATH  take the listeners from the broker (or app) serving PATH,
                      e.g. to replace a broker that was killed
+  --takeover         replace the broker running on <control-socket> in place
+                     (e.g. to upgrade fdbroker): take its listeners, options
+                     and generations, serve the same path, and let the old
+                     broker exit; no other flag is needed (flags given
+                     override its options; --listen adds listeners, or must
+                     match one it has). Same uid or root only; refused by
+                     an older version. The old broker serves on unchanged if
+                     this one fails before it answers on the path.
   --insecure-dir     accept a control socket directory writable by others
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --quiet            print only the ready line and errors

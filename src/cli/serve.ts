@@ -7,6 +7,7 @@ import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
 import { describeListener } from './status';
+import { takeOverBroker, watchTakeover } from './takeover';
 
 /** Largest --max-clients and --max-clients-per-uid. */
 const MAX_CLIENTS_LIMIT = 1_000_000;
@@ -30,6 +31,7 @@ const OPTIONS = {
   'max-clients': { type: 'string' },
   'max-clients-per-uid': { type: 'string' },
   'adopt-from': { type: 'string' },
+  'takeover': { type: 'boolean' },
   'no-inherit': { type: 'boolean' },
   'quiet': { type: 'boolean' },
   'insecure-dir': { type: 'boolean' },
@@ -99,6 +101,14 @@ export async function serve(args: string[], io: Io): Promise<number> {
   };
   let broker: Broker;
   try {
+    if (v.takeover === true) {
+      // The running broker's listeners, options and generations; flags given here override.
+      broker = await takeOverBroker({
+        controlPath, listeners: specs, backlog, mode, group, handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs, standbyMs, stallTimeoutMs,
+        maxClients, maxClientsPerUid, access: Object.values(access).some((a) => a !== undefined) ? access : undefined,
+        insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: v['no-inherit'] !== true,
+      }, v['adopt-from'], io, quiet);
+    } else {
     // From here on Broker.start owns the adopted fds.
     const listenerFds = v['adopt-from'] !== undefined ? await adoptFrom(v['adopt-from']) : [];
     broker = Broker.startInternal({
@@ -107,6 +117,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
       insecureDir: v['insecure-dir'] === true,
       inherit: v['no-inherit'] !== true,
     });
+    }
     if (broker.listenerInfos().length === 0) {
       broker.close();
       throw new UsageError('no listeners: give at least one --listen NAME=SPEC, --adopt-from PATH, or start under systemd socket activation');
@@ -139,6 +150,10 @@ export async function serve(args: string[], io: Io): Promise<number> {
   });
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
   return new Promise((resolve) => {
+    watchTakeover(broker, io, quiet, () => {
+      unhook();
+      resolve(0);
+    });
     onStop = (sig) => {
       unhook();
       broker.close();

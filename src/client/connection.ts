@@ -9,8 +9,8 @@ import { native } from '../native/binding';
 import { Channel } from '../transport/channel';
 import { FdbrokerError, systemError } from '../protocol/errors';
 import {
-  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type ListenerInfo, type RetireMessage, type ResumeMessage, type ReleaseMessage,
-  type StatusMessage,
+  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type HandoffMessage, type ListenerInfo, type MovedMessage,
+  type RetireMessage, type ResumeMessage, type ReleaseMessage, type StatusMessage,
 } from '../protocol/messages';
 import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS } from './defaults';
 import { PROTOCOL_VERSIONS } from '../protocol/limits';
@@ -73,7 +73,7 @@ function connectError(r: number, path: string): Error {
   }
 }
 
-type Notice = RetireMessage | ResumeMessage | ReleaseMessage;
+type Notice = RetireMessage | ResumeMessage | ReleaseMessage | MovedMessage;
 
 type Waiter = { resolve: (m: BrokerMessage, fds: number[]) => void; reject: (e: Error) => void };
 
@@ -198,7 +198,7 @@ export class BrokerConnection {
         try { this.send({ type: 'pong', id: msg.id }); } catch { /* closed: the broker sees it */ }
         return;
       }
-      if (msg.type === 'retire' || msg.type === 'resume' || msg.type === 'release') {
+      if (msg.type === 'retire' || msg.type === 'resume' || msg.type === 'release' || msg.type === 'moved') {
         closeAll(fds);
         if (this.noticeHandler) this.noticeHandler(msg);
         else this.earlyNotices.push(msg);
@@ -326,10 +326,52 @@ export class BrokerConnection {
     return msg as Extract<BrokerMessage, { type: T }>;
   }
 
+  /**
+   * Takeover (PROTOCOL.md §2.8): asks the broker for everything it holds,
+   * offering this software's versions. Returns the handoff (its parts put
+   * together) and every listener; the caller owns every fd, and on error
+   * every fd received so far is closed. Then commit() once this process
+   * answers on the path.
+   */
+  async takeover(protocol: number, software: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ id: number; handoff: HandoffMessage; listeners: ReceivedListener[] }> {
+    const deadline = Date.now() + timeoutMs;
+    const id = this.nextId++;
+    this.send({ type: 'takeover', id, protocol, software });
+    this.collecting = true;
+    let handoff: HandoffMessage | undefined;
+    try {
+      for (let expectPart = 0; ; expectPart++) {
+        const { msg, fds } = await this.next(Math.max(0, deadline - Date.now()));
+        closeAll(fds);
+        if (msg.type === 'error') throw brokerError(msg);
+        if (msg.type !== 'handoff' || msg.id !== id || msg.part !== expectPart) {
+          throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of handoff ${id}, got "${msg.type}"`);
+        }
+        if (!handoff) handoff = { ...msg, generations: [...msg.generations] };
+        else handoff.generations.push(...msg.generations);
+        if (msg.last) break;
+      }
+    } catch (err) {
+      this.collecting = false;
+      throw err;
+    }
+    const { listeners } = await this.collectListeners(id, deadline);
+    return { id, handoff, listeners };
+  }
+
+  /** Takeover: tells the old broker this process answers on the path now (`id`: the takeover's); resolves on its ack. */
+  async commit(id: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
+    await this.request({ type: 'committed', id }, 'ack', timeoutMs);
+  }
+
   private async receiveListeners(request: ClientMessage & { id: number }, timeoutMs: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
     const deadline = Date.now() + timeoutMs;
-    const id = request.id;
     this.send(request);
+    return this.collectListeners(request.id, deadline);
+  }
+
+  /** Collects the parts of the listeners answer `id` until `last`. */
+  private async collectListeners(id: number, deadline: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
     const out: ReceivedListener[] = [];
     let generation: number | undefined;
     this.collecting = true;

@@ -103,6 +103,8 @@ export class Generation {
   private standing = false;
   private rejoinTimer: NodeJS.Timeout | undefined;
   private closedByUs = false;
+  /** The broker said a successor took over the path ("moved"): its connection's end is a move, not a loss. */
+  private moving = false;
   private retirePromise: Promise<DrainResult> | undefined;
   private stopUpgrades: (() => void) | undefined;
   private upgradeSetup: (() => void) | undefined;
@@ -127,9 +129,17 @@ export class Generation {
       if (msg.type === 'retire') this.onRetire(msg);
       else if (msg.type === 'resume') this.onResume(msg.failed, msg.reason).catch(() => this.endStandby());
       else if (msg.type === 'release') this.endStandby();
+      else if (msg.type === 'moved') this.moving = true;
     };
     conn.onClose = (err) => {
       if (this.conn !== conn) return;
+      // A takeover: rejoin the new broker at once, in whatever state this
+      // generation is (serving, standing by, retiring): nothing else changes.
+      if (this.moving && !this.closedByUs) {
+        this.moving = false;
+        this.scheduleRejoin(0);
+        return;
+      }
       // In self-broker mode the predecessor's broker goes away once it has
       // retired: expected, not a loss. So is our own close, and a retiring
       // generation's (it leaves anyway).
@@ -152,7 +162,7 @@ export class Generation {
     if (this.closedByUs || this.rejoinTimer) return;
     this.rejoinTimer = setTimeout(() => {
       this.rejoinTimer = undefined;
-      void this.rejoin().catch(() => this.scheduleRejoin(Math.min(delay * 2, REJOIN_RETRY_MAX_MS)));
+      void this.rejoin().catch(() => this.scheduleRejoin(Math.min(Math.max(delay * 2, REJOIN_RETRY_MS), REJOIN_RETRY_MAX_MS)));
     }, delay);
     this.rejoinTimer.unref();
   }
@@ -169,6 +179,7 @@ export class Generation {
       }
       this._number = r.generation;
       this.use(conn); // notices that came before this are handed over now
+      if (this.standing) conn.ref(); // standing by keeps the process alive (see standBy())
       this.events.emit('rejoin', r);
       if (state === 'ready') this.settleReady(r.state === 'ready' ? undefined
         : new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));

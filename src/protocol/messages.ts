@@ -63,6 +63,10 @@ export interface RejoinMessage {
 }
 /** This generation now serves. */
 export interface ReadyMessage { type: 'ready'; id: number }
+/** A new broker asks the running one for everything it holds (§2.8); `protocol` and `software` are the new broker's versions. */
+export interface TakeoverMessage { type: 'takeover'; id: number; protocol: number; software: string }
+/** The new broker that sent `takeover` (same `id`) now answers on the control path: the old one moves its generations and exits. */
+export interface CommittedMessage { type: 'committed'; id: number }
 // Broker -> client
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean } }
 export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
@@ -90,14 +94,38 @@ export interface StatusMessage {
   clients: ClientInfo[];
   generations: GenerationInfo[];
 }
+/** The broker's options, as a successor needs them to serve in its place (§2.8). */
+export interface HandoffOptions {
+  backlog?: number; mode?: number; group?: number;
+  handshakeTimeoutMs?: number; readyTimeoutMs?: number; retireTimeoutMs?: number; standbyMs?: number; stallTimeoutMs?: number;
+  idleTimeoutMs?: number; maxClients?: number; maxClientsPerUid?: number; maxQueuedMessages?: number;
+  access?: { allowUids?: number[]; allowGids?: number[]; statusUids?: number[]; statusGids?: number[] };
+  insecureDir?: boolean;
+}
+/**
+ * Answers `takeover` before the listeners (which follow as `listeners` with
+ * the same id): the broker's versions, options and generation table. In
+ * parts like status: `generations` concatenate until `last`.
+ */
+export interface HandoffMessage {
+  type: 'handoff'; id: number; part: number; last: boolean;
+  broker: { pid: number; software: string; protocol: number; startedAt: string };
+  options: HandoffOptions;
+  /** The number the next join gets: numbering continues in the new broker. */
+  nextGeneration: number;
+  generations: GenerationInfo[];
+}
+/** Unsolicited, to a generation: a new broker took over the path (pid `to`); rejoin it now. This connection closes next. */
+export interface MovedMessage { type: 'moved'; generation: number; to: number }
 export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
 
-export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage;
+export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage
+  | TakeoverMessage | CommittedMessage;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
-  | ResumeMessage | ReleaseMessage | PingMessage;
+  | ResumeMessage | ReleaseMessage | PingMessage | HandoffMessage | MovedMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'takeover', 'committed'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'handoff', 'moved'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -189,6 +217,16 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
       return { type: 'status', id: m.id };
+    case 'takeover':
+      if (!isInt(m.id)) throw protocolError('takeover.id must be a non-negative integer');
+      if (!isInt(m.protocol, 1, 1_000_000)) throw protocolError('takeover.protocol must be a protocol version');
+      if (typeof m.software !== 'string' || m.software.length === 0 || m.software.length > 64) {
+        throw protocolError('takeover.software must be a version string of at most 64 chars');
+      }
+      return { type: 'takeover', id: m.id, protocol: m.protocol, software: m.software };
+    case 'committed':
+      if (!isInt(m.id)) throw protocolError('committed.id must be a non-negative integer');
+      return { type: 'committed', id: m.id };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
   }
@@ -246,6 +284,22 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
     case 'ping':
       if (!isInt(m.id)) throw protocolError('ping needs id');
       return { type: 'ping', id: m.id };
+    case 'handoff': {
+      if (!isInt(m.id) || !isInt(m.part) || typeof m.last !== 'boolean' || !isInt(m.nextGeneration, 1)
+        || !Array.isArray(m.generations) || typeof m.options !== 'object' || m.options === null
+        || typeof m.broker !== 'object' || m.broker === null) {
+        throw protocolError('handoff needs id, part, last, broker, options, nextGeneration and generations');
+      }
+      const b = m.broker as Record<string, unknown>;
+      if (!isInt(b.pid) || typeof b.software !== 'string' || !isInt(b.protocol, 1)) throw protocolError('handoff.broker needs pid, software and protocol');
+      const validGen = (g: unknown) => typeof g === 'object' && g !== null && isInt((g as GenerationInfo).number, 1)
+        && isInt((g as GenerationInfo).pid) && typeof (g as GenerationInfo).state === 'string' && Array.isArray((g as GenerationInfo).adopted);
+      if (!m.generations.every(validGen)) throw protocolError('handoff holds an invalid generation');
+      return m as unknown as HandoffMessage;
+    }
+    case 'moved':
+      if (!isInt(m.generation) || !isInt(m.to)) throw protocolError('moved needs generation and to');
+      return { type: 'moved', generation: m.generation, to: m.to };
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
@@ -375,4 +429,30 @@ export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES
   return parts.map((p, i) => Buffer.from(JSON.stringify({
     type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker, ...p,
   }), 'utf8'));
+}
+
+/** Room for the handoff envelope besides the generations (broker section and options included). */
+const HANDOFF_ENVELOPE_BYTES = 4096;
+
+/**
+ * A handoff answer as one or more messages, each within `maxBytes`: every
+ * part repeats broker, options and nextGeneration and carries the next
+ * generations in order; `last` on the final one.
+ */
+export function encodeHandoff(msg: Omit<HandoffMessage, 'part' | 'last'>, maxBytes = MAX_MESSAGE_BYTES): Buffer[] {
+  const parts: GenerationInfo[][] = [];
+  let current: GenerationInfo[] = [];
+  let bytes = HANDOFF_ENVELOPE_BYTES;
+  for (const g of msg.generations) {
+    const size = Buffer.byteLength(JSON.stringify(g)) + 1;
+    if (current.length > 0 && bytes + size > maxBytes) {
+      parts.push(current);
+      current = [];
+      bytes = HANDOFF_ENVELOPE_BYTES;
+    }
+    current.push(g);
+    bytes += size;
+  }
+  parts.push(current);
+  return parts.map((generations, i) => encode({ ...msg, part: i, last: i === parts.length - 1, generations } as HandoffMessage));
 }

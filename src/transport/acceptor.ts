@@ -51,6 +51,12 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
     }
   }
 
+  /** Holds `lock` from now on (released on close), if this acceptor holds none yet; otherwise releases it. */
+  holdLock(lock: PathLock): void {
+    if (this.lock === undefined && !this.closed) this.lock = lock;
+    else lock.release();
+  }
+
   /** Whether `path` still names this socket (a successor may have renamed its own over it). */
   ownsPath(): boolean {
     try {

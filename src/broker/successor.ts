@@ -1,0 +1,91 @@
+// Broker takeover, the successor's side: connect to the running broker,
+// receive its versions, options, generation table and listeners, start a
+// broker with them (bound at a temporary name and renamed over the path, so
+// the path always answers), then commit. Until the rename, any failure here
+// leaves the old broker serving unchanged; from the rename on, this broker
+// serves. See PROTOCOL.md §2.8 and docs/FAULTS.md.
+//
+// Fd ownership: every received fd is owned by the new Broker from
+// Broker.startInternal() on (which closes them if it fails); before that,
+// by this function, which closes them on every error path.
+import { debuglog } from 'node:util';
+import { native } from '../native/binding';
+import { BrokerConnection } from '../client/connection';
+import { FdbrokerError } from '../protocol/errors';
+import { PROTOCOL_VERSION } from '../protocol/limits';
+import { VERSION } from '../protocol/version';
+import { Broker, type BrokerOptions } from './broker';
+import { mergeOptions, specsToCreate } from './takeover';
+
+const debug = debuglog('fdbroker');
+
+export interface TakeoverResult {
+  broker: Broker;
+  /** The old broker: its pid and versions, and what it handed over. */
+  from: { pid: number; software: string; protocol: number; listeners: number; generations: number };
+  /** From connecting to the old broker to its ack of the commit, in ms. */
+  ms: number;
+  /** Set when the old broker did not acknowledge the commit (this broker serves the path regardless). */
+  commitWarning?: Error;
+}
+
+/** Test hook: FDBROKER_TEST_TAKEOVER_SOFTWARE claims another software version in the takeover request (test-only). */
+function claimedSoftware(): string {
+  return process.env.FDBROKER_TEST_TAKEOVER_SOFTWARE || VERSION;
+}
+
+/** Test hook (fault injection): FDBROKER_TEST_TAKEOVER_DELAY_MS waits after receiving everything, before starting (test-only). */
+function afterReceiveHook(): Promise<void> {
+  const ms = Number(process.env.FDBROKER_TEST_TAKEOVER_DELAY_MS ?? 0);
+  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+}
+
+/**
+ * Takes over the broker serving `options.controlPath`. Options given here
+ * (not undefined) override the old broker's; `listeners` naming a received
+ * listener must describe it, others are created. Throws (and the old broker
+ * serves on) if anything fails before this broker answers on the path.
+ */
+export async function takeOver(options: BrokerOptions & { timeoutMs?: number }): Promise<TakeoverResult> {
+  const t0 = Date.now();
+  const { timeoutMs, ...given } = options;
+  const conn = await BrokerConnection.connect(options.controlPath, { timeout: timeoutMs }).catch((err: FdbrokerError) => {
+    if (err.code !== 'ERR_FDBROKER_NO_BROKER') throw err;
+    throw new FdbrokerError('ERR_FDBROKER_NO_BROKER', `nothing to take over: ${err.message}`, { cause: err });
+  });
+  try {
+    const { id, handoff, listeners } = await conn.takeover(PROTOCOL_VERSION, claimedSoftware(), timeoutMs);
+    const received = listeners.length;
+    debug('takeover: received %d listeners and %d generations from pid %d', listeners.length, handoff.generations.length, handoff.broker.pid);
+    let broker: Broker;
+    try {
+      await afterReceiveHook();
+      const merged = mergeOptions(handoff.options, { ...given, listeners: undefined });
+      const create = specsToCreate(listeners.map((l) => l.info), given.listeners ?? []);
+      // From here on the new broker owns the received fds, on every path.
+      const pending = listeners.splice(0);
+      broker = Broker.startInternal({
+        ...merged, controlPath: options.controlPath, listeners: create, listenerFds: pending, takeover: true,
+        generations: { next: handoff.nextGeneration, generations: handoff.generations },
+      });
+    } catch (err) {
+      for (const l of listeners) native().close(l.fd);
+      throw err;
+    }
+    const from = {
+      pid: handoff.broker.pid, software: handoff.broker.software, protocol: handoff.broker.protocol,
+      listeners: received, generations: handoff.generations.length,
+    };
+    let commitWarning: Error | undefined;
+    try {
+      await conn.commit(id, timeoutMs);
+    } catch (err) {
+      commitWarning = err as Error;
+    }
+    const ms = Date.now() - t0;
+    broker.acquirePathLock();
+    return { broker, from, ms, ...(commitWarning ? { commitWarning } : {}) };
+  } finally {
+    conn.close();
+  }
+}

@@ -1,0 +1,29 @@
+// `fdbroker serve --takeover`: the CLI side of a broker takeover, both ends.
+// The new broker prints what it took over; the old one prints who took over
+// and exits 0 once its generations moved. The work is in broker/successor.ts.
+import type { Broker, BrokerOptions } from '../broker/broker';
+import { takeOver } from '../broker/successor';
+import { UsageError } from './args';
+import type { Io } from './main';
+
+/** Takes over the broker at `options.controlPath` and says so; throws as takeOver() does (the old broker then serves on). */
+export async function takeOverBroker(options: BrokerOptions, adoptFrom: string | undefined, io: Io, quiet: boolean): Promise<Broker> {
+  if (adoptFrom !== undefined) throw new UsageError('--takeover and --adopt-from exclude each other: --takeover takes the listeners from the broker at the path');
+  const r = await takeOver(options);
+  io.out(`fdbroker: took over ${r.from.listeners} listeners and ${r.from.generations} generations from pid ${r.from.pid} (version ${r.from.software}) in ${r.ms} ms`);
+  if (r.commitWarning) io.err(`fdbroker: warning: the old broker did not acknowledge the commit (${r.commitWarning.message}); this broker serves ${options.controlPath}`);
+  if (!quiet) r.broker.on('rejoin', (g) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) rejoined (${g.state})`));
+  return r.broker;
+}
+
+/** The old broker's side: log a takeover's steps; `done` when this broker was taken over (it is closed by then). */
+export function watchTakeover(broker: Broker, io: Io, quiet: boolean, done: () => void): void {
+  broker.on('takeover', (by) => {
+    if (!quiet) io.out(`fdbroker: takeover by pid ${by.pid} (version ${by.software}): handed ${by.listeners} listeners and ${by.generations} generations; serving until it commits`);
+  });
+  broker.on('takeoverAborted', (by, reason) => io.err(`fdbroker: takeover by pid ${by.pid} failed before commit (${reason}); serving on, unchanged`));
+  broker.on('takenOver', (by) => {
+    io.out(`fdbroker: taken over by pid ${by.pid} (version ${by.software}): ${by.generations} generations moved to it; exiting`);
+    done();
+  });
+}
