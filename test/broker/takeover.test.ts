@@ -1,0 +1,234 @@
+// Broker takeover (`fdbroker serve <path> --takeover`): a new broker takes
+// the running one's listeners, options and generation table, renames its
+// control socket over the path, and the old one moves its generations to it
+// and exits. Real brokers, a real generation app (test/fixtures/gen-app.js),
+// real HTTP load on 127.0.0.1 with no retries: keep-alive clients and a new
+// connection per request at once.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { compareSoftware, mergeOptions, refuseSuccessor, specsToCreate } from '../../src/broker/takeover';
+import { parseListenerSpec } from '../../src/broker/spec';
+import type { ListenerInfo } from '../../src/protocol/messages';
+import {
+  alive, cleanup, CLI, loadLoop, quietFdCount, run, sleep, socketInodes, startApp, startBroker, statusOf, tmpDir, waitText,
+  type BrokerProc, type Proc,
+} from '../helpers';
+import { NOBODY, runAs, sharedCopy, type SharedCopy } from '../other-user';
+import { describeWith, root, setpriv } from '../requirements';
+
+afterEach(cleanup);
+
+describe('takeover policy (pure)', () => {
+  it('orders software versions, a pre-release before its release', () => {
+    expect(compareSoftware('0.1.0', '0.1.0')).toBe(0);
+    expect(compareSoftware('fdbroker/0.2.0', '0.1.9')).toBeGreaterThan(0);
+    expect(compareSoftware('0.1.0', '0.10.0')).toBeLessThan(0);
+    expect(compareSoftware('1.0.0-rc.1', '1.0.0')).toBeLessThan(0);
+    expect(compareSoftware('banana', '1.0.0')).toBeUndefined();
+  });
+
+  it('refuses an older protocol, an older or unreadable software version; accepts the same or newer', () => {
+    const mine = { protocol: 2, software: '1.4.0' };
+    expect(refuseSuccessor(mine, { protocol: 1, software: '9.0.0' })?.code).toBe('ERR_FDBROKER_VERSION');
+    expect(refuseSuccessor(mine, { protocol: 2, software: '1.3.9' })?.code).toBe('ERR_FDBROKER_VERSION');
+    expect(refuseSuccessor(mine, { protocol: 2, software: 'x' })?.code).toBe('ERR_FDBROKER_VERSION');
+    expect(refuseSuccessor(mine, { protocol: 2, software: '1.4.0' })).toBeUndefined();
+    expect(refuseSuccessor(mine, { protocol: 3, software: '2.0.0' })).toBeUndefined();
+  });
+
+  it('flags given to the successor override the handed options; others are kept', () => {
+    const merged = mergeOptions({ standbyMs: 1000, mode: 0o660, access: { allowUids: [7] } }, { standbyMs: undefined, mode: 0o600, readyTimeoutMs: 5 });
+    expect(merged).toEqual({ standbyMs: 1000, mode: 0o600, access: { allowUids: [7] }, readyTimeoutMs: 5 });
+  });
+
+  it('a --listen naming a received listener must match it (port 0 matches any); new names are created', () => {
+    const got: ListenerInfo[] = [{ name: 'http', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: 8080 }];
+    expect(specsToCreate(got, [parseListenerSpec('http=tcp://127.0.0.1:8080')])).toEqual([]);
+    expect(specsToCreate(got, [parseListenerSpec('http=tcp://127.0.0.1:0')])).toEqual([]);
+    expect(specsToCreate(got, [parseListenerSpec('admin=tcp://127.0.0.1:0')]).map((s) => s.name)).toEqual(['admin']);
+    expect(() => specsToCreate(got, [parseListenerSpec('http=tcp://127.0.0.1:8081')])).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_BAD_LISTENER' }));
+    expect(() => specsToCreate(got, [parseListenerSpec('http=udp://127.0.0.1:8080')])).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_BAD_LISTENER' }));
+  });
+});
+
+/** Keep-alive clients and new-connection clients at once, no retries. */
+function twoLoads(port: number) {
+  const keep = loadLoop(port, { concurrency: 3, keepAlive: true, maxMs: 60_000, timeoutMs: 5_000 });
+  const fresh = loadLoop(port, { concurrency: 3, keepAlive: false, maxMs: 60_000, timeoutMs: 5_000 });
+  return {
+    keep, fresh,
+    ok: () => keep.stats.ok + fresh.stats.ok,
+    failed: () => keep.stats.failed + fresh.stats.failed,
+    stop: async () => { await keep.stop(); await fresh.stop(); },
+  };
+}
+
+/** The listener's socket inode: the one both the broker and the app hold. */
+function sharedInode(a: number, b: number): string[] {
+  const mine = new Set(socketInodes(a));
+  return socketInodes(b).filter((i) => mine.has(i));
+}
+
+/** Runs `fdbroker serve <sock> --takeover` and waits for its ready line; returns it with the parsed log line. */
+async function takeover(sock: string, env?: NodeJS.ProcessEnv): Promise<{ p: Proc; listeners: number; generations: number; from: number; version: string; ms: number; wallMs: number }> {
+  const t0 = Date.now();
+  const p = run(process.execPath, [CLI, 'serve', sock, '--takeover'], { env });
+  const m = await p.waitFor(/^fdbroker: took over (\d+) listeners and (\d+) generations from pid (\d+) \(version (\S+)\) in (\d+) ms$/m);
+  await p.waitFor(/^fdbroker: ready on /m);
+  return { p, listeners: Number(m[1]), generations: Number(m[2]), from: Number(m[3]), version: m[4]!, ms: Number(m[5]), wallMs: Date.now() - t0 };
+}
+
+async function waitRejoined(sock: string, brokerPid: number, appPid: number): Promise<void> {
+  for (let t = 0; t < 100; t++) {
+    const s = await statusOf(sock);
+    if (s.broker.pid === brokerPid && s.clients.some((c) => c.pid === appPid) && s.generations.some((g) => g.pid === appPid && g.clientId !== 0)) return;
+    await sleep(50);
+  }
+  throw new Error(`generation of pid ${appPid} did not rejoin broker ${brokerPid}`);
+}
+
+describe('fdbroker serve --takeover', () => {
+  it('under load: twice in a row, 0 failed, same listener socket, the generation rejoins unnoticed; then a deploy through the new broker retires it', async () => {
+    const dir = tmpDir();
+    const b1: BrokerProc = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--standby', '1000', '--ready-timeout', '20000']);
+    const port = b1.ports.http!;
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    expect(app.stdout()).toMatch(/^ready \d+ gen 1$/m);
+    const inode = sharedInode(b1.pid, app.pid);
+    expect(inode).toHaveLength(1);
+    const load = twoLoads(port);
+    const durations: number[] = [];
+    try {
+      await sleep(500);
+      // First takeover: b1 -> b2.
+      const t1 = await takeover(b1.sock);
+      durations.push(t1.ms);
+      expect(t1).toMatchObject({ listeners: 1, generations: 1, from: b1.pid });
+      await b1.waitFor(/^fdbroker: taken over by pid \d+ .*exiting$/m);
+      expect(await b1.exited).toEqual({ code: 0, signal: null });
+      await waitRejoined(b1.sock, t1.p.pid, app.pid);
+      let s = await statusOf(b1.sock);
+      expect(s.listeners.map((l) => [l.name, l.port])).toEqual([['http', port]]);
+      expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+      expect(sharedInode(t1.p.pid, app.pid)).toEqual(inode);
+      // The options went along: --ready-timeout 20000 and --standby 1000 are in force without being given again.
+      await sleep(500);
+      // Second takeover: b2 -> b3.
+      const t2 = await takeover(b1.sock);
+      durations.push(t2.ms);
+      expect(t2).toMatchObject({ listeners: 1, generations: 1, from: t1.p.pid });
+      expect(await t1.p.exited).toEqual({ code: 0, signal: null });
+      await waitRejoined(b1.sock, t2.p.pid, app.pid);
+      s = await statusOf(b1.sock);
+      expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+      expect(sharedInode(t2.p.pid, app.pid)).toEqual(inode);
+      await sleep(500);
+      // The app noticed nothing but the rejoins: no loss, no retire, no drain.
+      expect(app.stdout().match(/^rejoin \d+ gen 1 ready$/gm)).toHaveLength(2);
+      expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
+      expect(alive(app.pid)).toBe(true);
+      // A normal deploy through the new broker: numbering continues (2) and the old generation retires and exits.
+      const gen2 = await startApp(b1.sock, {}, 'gen-app.js');
+      expect(gen2.stdout()).toMatch(/^ready \d+ gen 2$/m);
+      await app.waitFor(/^retire \d+ by 2$/m);
+      await app.waitFor(/^drained \d+ forced 0$/m, 15_000);
+      expect((await app.exited).code).toBe(0);
+      await waitText(() => JSON.stringify(load.fresh.stats.servedBy), new RegExp(`"${gen2.pid}"`), 10_000);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    console.info(`takeover x2 under load: keep-alive ${JSON.stringify(load.keep.stats)}, new-connection ${JSON.stringify(load.fresh.stats)}, takeover ms ${durations.join(', ')}`);
+    expect(load.failed()).toBe(0);
+    expect(load.keep.stats.ok).toBeGreaterThan(0);
+    expect(load.fresh.stats.ok).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('refused by version: a successor claiming an older version exits 1 with ERR_FDBROKER_VERSION; the old broker serves on unchanged, fds at baseline', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    const before = await quietFdCount(b1.pid);
+    const load = twoLoads(b1.ports.http!);
+    try {
+      await sleep(300);
+      // FDBROKER_TEST_TAKEOVER_SOFTWARE (test-only) makes the successor claim another version.
+      const old = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_SOFTWARE: '0.0.1' } });
+      const ex = await old.exited;
+      expect(ex.code).toBe(1);
+      expect(old.stderr()).toMatch(/ERR_FDBROKER_VERSION: fdbroker 0\.0\.1 is older than this broker/);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    expect(load.failed()).toBe(0);
+    const s = await statusOf(b1.sock);
+    expect(s.broker.pid).toBe(b1.pid);
+    expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+    expect(b1.stdout()).toMatch(/op=takeover .* result=ERR_FDBROKER_VERSION/);
+    expect(await quietFdCount(b1.pid)).toBe(before);
+    expect(app.stdout()).not.toMatch(/^(lost|rejoin|retire) /m);
+  }, 30_000);
+
+  it('a successor SIGKILLed after it received the fds: the old broker serves on unchanged (0 failed, fds at baseline); a second one meanwhile is refused; a later takeover works', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    const before = await quietFdCount(b1.pid);
+    const load = twoLoads(b1.ports.http!);
+    try {
+      await sleep(300);
+      // FDBROKER_TEST_TAKEOVER_DELAY_MS (test-only) holds the successor after it received everything, before it binds.
+      const doomed = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '20000' } });
+      await b1.waitFor(new RegExp(`^fdbroker: takeover by pid ${doomed.pid} .*handed 1 listeners and 1 generations`, 'm'));
+      // It holds the listener now (and the old broker still does).
+      expect(socketInodes(doomed.pid)).toEqual(expect.arrayContaining(sharedInode(b1.pid, app.pid)));
+      // One takeover at a time.
+      const second = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover']);
+      expect((await second.exited).code).toBe(1);
+      expect(second.stderr()).toContain('ERR_FDBROKER_UPGRADE_IN_PROGRESS');
+      process.kill(doomed.pid, 'SIGKILL');
+      expect((await doomed.exited).signal).toBe('SIGKILL');
+      await waitText(() => b1.stderr(), /takeover by pid \d+ failed before commit .*serving on, unchanged/);
+      await sleep(500);
+      expect(load.failed()).toBe(0);
+      const s = await statusOf(b1.sock);
+      expect(s.broker.pid).toBe(b1.pid);
+      expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+      expect(await quietFdCount(b1.pid)).toBe(before);
+      // The slot is free again: a healthy successor takes over.
+      const t = await takeover(b1.sock);
+      expect(t.from).toBe(b1.pid);
+      expect((await b1.exited).code).toBe(0);
+      await waitRejoined(b1.sock, t.p.pid, app.pid);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    console.info(`failed takeover under load: ${load.ok()} ok, ${load.failed()} failed`);
+    expect(load.failed()).toBe(0);
+    expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
+  }, 60_000);
+});
+
+describeWith([root('to run the successor as uid 65534'), setpriv()], 'takeover by another uid', () => {
+  let shared: SharedCopy;
+  beforeAll(() => { shared = sharedCopy(); });
+  afterAll(() => shared?.remove());
+
+  it('uid 65534, even with --allow-uid 65534 (adopt and status), may not take over: ERR_FDBROKER_NOT_PERMITTED, exit 1; the broker serves on', async () => {
+    const dir = tmpDir();
+    fs.chmodSync(dir, 0o711);
+    const b1 = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--mode', '0666', '--allow-uid', String(NOBODY)]);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    const before = await quietFdCount(b1.pid);
+    const other = runAs(NOBODY, NOBODY, shared.root, process.execPath, [shared.cli, 'serve', b1.sock, '--takeover']);
+    expect((await other.exited).code).toBe(1);
+    expect(other.stderr()).toMatch(/ERR_FDBROKER_NOT_PERMITTED: uid 65534 may not take over this broker/);
+    expect(b1.stdout()).toMatch(/op=takeover pid=\d+ uid=65534 .*result=ERR_FDBROKER_NOT_PERMITTED/);
+    const s = await statusOf(b1.sock);
+    expect(s.broker.pid).toBe(b1.pid);
+    expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+    expect(await quietFdCount(b1.pid)).toBe(before);
+    expect(fs.existsSync(path.join(dir, 'broker.sock'))).toBe(true);
+  }, 30_000);
+});
