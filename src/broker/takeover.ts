@@ -53,6 +53,9 @@ export function handoffOptions(o: BrokerOptions): HandoffOptions {
     maxClients: o.maxClients, maxClientsPerUid: o.maxClientsPerUid, maxQueuedMessages: o.maxQueuedMessages,
     access: o.access, insecureDir: o.insecureDir,
   };
+  // Nothing granted and false are the defaults: leave them out, like every option not given.
+  if (out.access && !Object.values(out.access).some((ids) => ids !== undefined && ids.length > 0)) delete out.access;
+  if (out.insecureDir === false) delete out.insecureDir;
   for (const k of Object.keys(out) as Array<keyof HandoffOptions>) if (out[k] === undefined) delete out[k];
   return out;
 }

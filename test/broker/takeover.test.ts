@@ -9,6 +9,10 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compareSoftware, mergeOptions, refuseSuccessor, specsToCreate } from '../../src/broker/takeover';
 import { parseListenerSpec } from '../../src/broker/spec';
+import { BrokerConnection } from '../../src/client/connection';
+import { native } from '../../src/native/binding';
+import { PROTOCOL_VERSION } from '../../src/protocol/limits';
+import { VERSION } from '../../src/protocol/version';
 import type { ListenerInfo } from '../../src/protocol/messages';
 import {
   alive, cleanup, CLI, loadLoop, quietFdCount, run, sleep, socketInodes, startApp, startBroker, statusOf, tmpDir, waitText,
@@ -112,7 +116,6 @@ describe('fdbroker serve --takeover', () => {
       expect(s.listeners.map((l) => [l.name, l.port])).toEqual([['http', port]]);
       expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
       expect(sharedInode(t1.p.pid, app.pid)).toEqual(inode);
-      // The options went along: --ready-timeout 20000 and --standby 1000 are in force without being given again.
       await sleep(500);
       // Second takeover: b2 -> b3.
       const t2 = await takeover(b1.sock);
@@ -123,6 +126,19 @@ describe('fdbroker serve --takeover', () => {
       s = await statusOf(b1.sock);
       expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
       expect(sharedInode(t2.p.pid, app.pid)).toEqual(inode);
+      // What b3 would hand on: b1's options (never given to b2 or b3), the table, numbering from 2. Asked raw, then
+      // abandoned without commit: b3 serves on.
+      const conn = await BrokerConnection.connect(b1.sock);
+      const raw = await conn.takeover(PROTOCOL_VERSION, VERSION);
+      for (const l of raw.listeners) native().close(l.fd);
+      conn.close();
+      expect(raw.handoff.options).toEqual({ standbyMs: 1000, readyTimeoutMs: 20_000 });
+      expect(raw.handoff.nextGeneration).toBe(2);
+      expect(raw.handoff.broker.pid).toBe(t2.p.pid);
+      expect(raw.handoff.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+      expect(raw.listeners.map((l) => [l.info.name, l.info.port])).toEqual([['http', port]]);
+      await waitText(() => t2.p.stderr(), /failed before commit .*serving on, unchanged/);
+      expect((await statusOf(b1.sock)).broker.pid).toBe(t2.p.pid);
       await sleep(500);
       // The app noticed nothing but the rejoins: no loss, no retire, no drain.
       expect(app.stdout().match(/^rejoin \d+ gen 1 ready$/gm)).toHaveLength(2);
@@ -180,8 +196,10 @@ describe('fdbroker serve --takeover', () => {
       // FDBROKER_TEST_TAKEOVER_DELAY_MS (test-only) holds the successor after it received everything, before it binds.
       const doomed = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '20000' } });
       await b1.waitFor(new RegExp(`^fdbroker: takeover by pid ${doomed.pid} .*handed 1 listeners and 1 generations`, 'm'));
-      // It holds the listener now (and the old broker still does).
-      expect(socketInodes(doomed.pid)).toEqual(expect.arrayContaining(sharedInode(b1.pid, app.pid)));
+      // It holds the listener now, received (and the old broker still does).
+      const listenerInode = sharedInode(b1.pid, app.pid)[0]!;
+      for (let t = 0; t < 100 && !socketInodes(doomed.pid).includes(listenerInode); t++) await sleep(20);
+      expect(socketInodes(doomed.pid)).toContain(listenerInode);
       // One takeover at a time.
       const second = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover']);
       expect((await second.exited).code).toBe(1);
