@@ -1,6 +1,6 @@
 // Unit tests of the pure generation rules (src/generations.ts): no sockets.
 import { describe, expect, it } from 'vitest';
-import { GenerationTable } from '../../src/broker/generation-table';
+import { GenerationTable, type GenerationInfo } from '../../src/broker/generation-table';
 
 const T = { readyTimeoutMs: 1000, retireTimeoutMs: 500 };
 const c = (id: number) => ({ clientId: id, pid: 100 + id, uid: 0 });
@@ -178,5 +178,54 @@ describe('GenerationTable', () => {
       g.ready(2, 1);
       expect(g.startingCount()).toBe(0);
     });
+  });
+});
+
+describe('GenerationTable: takeover (snapshot, import, reattach)', () => {
+  const S = { ...T, standbyMs: 5000 };
+  it('a successor imports the table as it was: numbers, states, standby window, deadlines; numbering continues', () => {
+    const old = new GenerationTable(S);
+    old.join(c(1), ['http'], 0, undefined, 5000);
+    old.join(c(2), ['http'], 0, undefined, 5000);
+    old.ready(1, 10);
+    old.ready(2, 20); // 1 stands by until 5020
+    old.join(c(3), ['http'], 30); // starting
+    const snap = old.snapshot();
+    expect(snap.next).toBe(4);
+    const t = new GenerationTable(S);
+    expect(t.importSnapshot(JSON.parse(JSON.stringify(snap)), 100)).toEqual([1, 2, 3]);
+    expect(t.list().map((g) => [g.number, g.state, g.clientId])).toEqual([[1, 'standby', 0], [2, 'ready', 0], [3, 'starting', 0]]);
+    expect(t.get(1)!.standbyUntil).toBe(new Date(5020).toISOString());
+    // The standby window ends when it would have in the old broker; the ready deadline of 3 too (joined at 30, timeout 1000).
+    expect(t.check(1029)).toMatchObject({ readyOverdue: [], release: [] });
+    expect(t.check(1030).readyOverdue.map((g) => g.number)).toEqual([3]);
+    expect(t.check(5020).release).toEqual([1]);
+    // The next join continues the numbering; its ready retires the imported ready one (2) and the starting one (3).
+    expect(t.join(c(9), ['http'], 6000)).toBe(4);
+    expect(t.ready(4, 6001)).toMatchObject({ ok: true, retire: [2, 3] });
+  });
+
+  it('reattach needs the same number and pid and a detached entry; imported ones not reattached in time are reported', () => {
+    const old = new GenerationTable(S);
+    old.join(c(1), [], 0);
+    old.ready(1, 1);
+    old.join(c(2), [], 2);
+    const t = new GenerationTable(S);
+    t.importSnapshot(old.snapshot(), 1000);
+    expect(t.reattach(1, 999, 50)).toBe(false); // another pid
+    expect(t.reattach(7, 101, 50)).toBe(false); // no such number
+    expect(t.reattach(1, 101, 50)).toBe(true);
+    expect(t.get(1)).toMatchObject({ clientId: 50, state: 'ready' });
+    expect(t.reattach(1, 101, 51)).toBe(false); // attached already
+    expect(t.detachedOverdue(1999, 1000)).toEqual([]);
+    expect(t.detachedOverdue(2000, 1000)).toEqual([2]);
+  });
+
+  it('an import skips numbers already taken and states it does not know', () => {
+    const t = new GenerationTable(S);
+    t.join(c(1), [], 0);
+    const g: GenerationInfo = { number: 1, clientId: 1, pid: 5, uid: 0, state: 'ready', adopted: [], joinedAt: new Date(0).toISOString(), standbyMs: 0, readyOverdue: false, retireOverdue: false };
+    expect(t.importSnapshot({ next: 3, generations: [g, { ...g, number: 2, state: 'weird' as never }] }, 0)).toEqual([]);
+    expect(t.join(c(2), [], 0)).toBe(3);
   });
 });

@@ -1,8 +1,9 @@
 // Unit tests of the pure protocol and spec code: codec, chunking, versions, specs.
 import { describe, expect, it } from 'vitest';
 import {
-  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeListeners, negotiateVersion, type ListenerInfo,
+  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeHandoff, encodeListeners, negotiateVersion, type ListenerInfo,
 } from '../../src/protocol/messages';
+import type { GenerationInfo } from '../../src/broker/generation-table';
 import { parseListenerSpec } from '../../src/broker/spec';
 
 const buf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
@@ -27,6 +28,36 @@ describe('protocol codec', () => {
     expect(decodeBrokerMessage(buf({ type: 'listeners', id: 1, part: 0, last: true, listeners: [l] }), 1).type).toBe('listeners');
     // The count of fds must match the count of listeners announced.
     expect(code(() => decodeBrokerMessage(buf({ type: 'listeners', id: 1, part: 0, last: true, listeners: [l] }), 2))).toBe('ERR_FDBROKER_PROTOCOL');
+  });
+
+  it('takeover messages: takeover and committed from a client, handoff and moved from a broker, none with fds', () => {
+    expect(decodeClientMessage(encode({ type: 'takeover', id: 1, protocol: 1, software: '0.1.0' }), 0)).toEqual({ type: 'takeover', id: 1, protocol: 1, software: '0.1.0' });
+    expect(decodeClientMessage(encode({ type: 'committed', id: 1 }), 0)).toEqual({ type: 'committed', id: 1 });
+    for (const bad of ['{"type":"takeover","id":1,"protocol":0,"software":"1"}', '{"type":"takeover","id":1,"protocol":1}', '{"type":"committed"}']) {
+      expect(code(() => decodeClientMessage(buf(bad), 0))).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+    expect(code(() => decodeClientMessage(encode({ type: 'takeover', id: 1, protocol: 1, software: '0.1.0' }), 1))).toBe('ERR_FDBROKER_PROTOCOL');
+    const h = { type: 'handoff', id: 1, part: 0, last: true, broker: { pid: 1, software: '0.1.0', protocol: 1, startedAt: '' }, options: {}, nextGeneration: 1, generations: [] };
+    expect(decodeBrokerMessage(buf(h), 0).type).toBe('handoff');
+    expect(code(() => decodeBrokerMessage(buf(h), 1))).toBe('ERR_FDBROKER_PROTOCOL');
+    expect(code(() => decodeBrokerMessage(buf({ ...h, generations: [{ number: 0 }] }), 0))).toBe('ERR_FDBROKER_PROTOCOL');
+    expect(decodeBrokerMessage(buf({ type: 'moved', generation: 2, to: 9 }), 0)).toEqual({ type: 'moved', generation: 2, to: 9 });
+    expect(code(() => decodeBrokerMessage(buf({ type: 'moved', generation: 2, to: 9 }), 1))).toBe('ERR_FDBROKER_PROTOCOL');
+  });
+
+  it('a handoff with more generations than fit 64 KiB comes in parts that add up', () => {
+    const gens: GenerationInfo[] = Array.from({ length: 600 }, (_, i) => ({
+      number: i + 1, clientId: i, pid: 1000 + i, uid: 0, label: 'x'.repeat(200), state: 'ready', adopted: ['http'],
+      joinedAt: new Date(0).toISOString(), standbyMs: 0, readyOverdue: false, retireOverdue: false,
+    }));
+    const parts = encodeHandoff({ type: 'handoff', id: 3, broker: { pid: 1, software: '0.1.0', protocol: 1, startedAt: '' }, options: { standbyMs: 5 }, nextGeneration: 601, generations: gens });
+    expect(parts.length).toBeGreaterThan(1);
+    const decoded = parts.map((p) => decodeBrokerMessage(p, 0) as Extract<ReturnType<typeof decodeBrokerMessage>, { type: 'handoff' }>);
+    expect(parts.every((p) => p.length <= 64 * 1024)).toBe(true);
+    expect(decoded.map((d) => d.part)).toEqual(decoded.map((_, i) => i));
+    expect(decoded.map((d) => d.last)).toEqual(decoded.map((_, i) => i === decoded.length - 1));
+    expect(decoded.flatMap((d) => d.generations.map((g) => g.number))).toEqual(gens.map((g) => g.number));
+    expect(decoded.every((d) => d.options.standbyMs === 5 && d.nextGeneration === 601)).toBe(true);
   });
 
   it('refuses to encode a message over 64 KiB', () => {
