@@ -12,6 +12,8 @@ import { parseListenerSpec } from '../../src/broker/spec';
 import { BrokerConnection } from '../../src/client/connection';
 import { native } from '../../src/native/binding';
 import { PROTOCOL_VERSION } from '../../src/protocol/limits';
+import { EAGAIN } from '../../src/native/errno';
+import { probeUnix } from '../../src/transport/socket-info';
 import { VERSION } from '../../src/protocol/version';
 import type { ListenerInfo } from '../../src/protocol/messages';
 import {
@@ -225,6 +227,77 @@ describe('fdbroker serve --takeover', () => {
     console.info(`failed takeover under load: ${load.ok()} ok, ${load.failed()} failed`);
     expect(load.failed()).toBe(0);
     expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
+  }, 60_000);
+});
+
+/** Connects to `sock` every ~2 ms until stopped; counts connects no broker answered (anything but success or a full queue). */
+function probeLoop(sock: string) {
+  const seen = { ok: 0, failed: 0, errors: new Set<number>() };
+  let stopping = false;
+  const done = (async () => {
+    while (!stopping) {
+      const r = probeUnix(sock, native().constants.SOCK_SEQPACKET);
+      if (r === 0 || r === EAGAIN) seen.ok++;
+      else { seen.failed++; seen.errors.add(r); }
+      await sleep(2);
+    }
+  })();
+  return { seen, stop: async () => { stopping = true; await done; return seen; } };
+}
+
+describe('fdbroker serve --takeover: the path, many listeners, a generation standing by', () => {
+  it('300 listeners (more than 253 fds: in parts) move with their ports; connect() to the path never fails during the takeover', async () => {
+    const dir = tmpDir();
+    const specs = Array.from({ length: 300 }, (_, i) => `l${i}=tcp://127.0.0.1:0`);
+    const b1 = await startBroker(dir, specs, ['--quiet']);
+    expect(Object.keys(b1.ports)).toHaveLength(300);
+    const probe = probeLoop(b1.sock);
+    let t: Awaited<ReturnType<typeof takeover>>;
+    try {
+      await sleep(200);
+      t = await takeover(b1.sock);
+      expect((await b1.exited).code).toBe(0);
+      await sleep(200);
+    } finally {
+      await probe.stop();
+    }
+    console.info(`300-listener takeover: ${t.ms} ms (CLI start to ready line ${t.wallMs} ms); control path probes ${probe.seen.ok} ok, ${probe.seen.failed} failed`);
+    expect(probe.seen.failed).toBe(0);
+    expect(probe.seen.ok).toBeGreaterThan(10);
+    expect(t.listeners).toBe(300);
+    const s = await statusOf(b1.sock);
+    expect(s.broker.pid).toBe(t.p.pid);
+    expect(Object.fromEntries(s.listeners.map((l) => [l.name, l.port]))).toEqual(b1.ports);
+  }, 60_000);
+
+  it('a generation standing by keeps its window across the takeover: released by the new broker, it drains and exits; 0 failed', async () => {
+    const dir = tmpDir();
+    const b1 = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--standby', '3000']);
+    const v1 = await startApp(b1.sock, {}, 'gen-app.js');
+    const load = twoLoads(b1.ports.http!);
+    try {
+      await sleep(300);
+      const v2 = await startApp(b1.sock, {}, 'gen-app.js');
+      await v1.waitFor(/^retire \d+ by 2$/m);
+      expect((await statusOf(b1.sock)).generations.map((g) => [g.number, g.state])).toEqual([[1, 'standby'], [2, 'ready']]);
+      const t = await takeover(b1.sock);
+      expect(t.generations).toBe(2);
+      await waitRejoined(b1.sock, t.p.pid, v1.pid);
+      await waitRejoined(b1.sock, t.p.pid, v2.pid);
+      const s = await statusOf(b1.sock);
+      expect(s.generations.map((g) => [g.number, g.state])).toEqual([[1, 'standby'], [2, 'ready']]);
+      // Released by the new broker when the window (3 s from v2's ready) ends: v1 drains and exits.
+      await waitText(() => t.p.stdout(), /generation 1: standby over, draining/, 6_000);
+      await v1.waitFor(/^drained \d+ forced 0$/m, 10_000);
+      expect((await v1.exited).code).toBe(0);
+      expect(v1.stdout()).not.toMatch(/^(lost|resume) /m);
+      expect(v2.stdout()).not.toMatch(/^(lost|retire) /m);
+      expect((await statusOf(b1.sock)).generations.map((g) => [g.number, g.state])).toEqual([[2, 'ready']]);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    expect(load.failed()).toBe(0);
   }, 60_000);
 });
 
