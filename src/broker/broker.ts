@@ -210,7 +210,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** The options this broker was started with: a successor gets them (takeover). */
   private readonly given: BrokerOptions;
   /** A takeover in flight: the successor's session, its request id, and since when. One at a time. */
-  private pendingTakeover: { session: Session; id: number; by: TakeoverEvent; timer: NodeJS.Timeout } | undefined;
+  private pendingTakeover: {
+    session: Session; id: number; by: TakeoverEvent; timer: NodeJS.Timeout;
+    /** Requests that would change the generation table, held (their channels paused) until the takeover commits or fails. */
+    deferred: Array<{ state: Session; msg: ClientMessage }>;
+  } | undefined;
   /** Taken over: the successor's pid. From then on, clients leaving change nothing here. */
   private movedTo: number | undefined;
 
@@ -571,6 +575,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
       return;
     }
     this.armIdle(state);
+    // A takeover in flight freezes the generation table the successor got:
+    // joins, readies and rejoins wait (unread) for its outcome.
+    const t = this.pendingTakeover;
+    if (t && t.session !== state && (msg.type === 'join' || msg.type === 'ready' || msg.type === 'rejoin')) {
+      t.deferred.push({ state, msg });
+      state.channel.pause();
+      return;
+    }
+    this.dispatch(state, msg);
+  }
+
+  private dispatch(state: Session, msg: ClientMessage): void {
     switch (msg.type) {
       case 'hello': {
         if (state.greeted) {
@@ -695,7 +711,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     state.fdsSent = listeners.length > 0;
     const timer = setTimeout(() => this.abortTakeover('no commit in time'), TAKEOVER_COMMIT_TIMEOUT_MS);
     timer.unref();
-    this.pendingTakeover = { session: state, id: msg.id, by, timer };
+    this.pendingTakeover = { session: state, id: msg.id, by, timer, deferred: [] };
     this.auditLog('takeover', state.info, 'ok', infos.map((i) => i.name));
     debug('takeover by pid %d (%s): handed %d listeners, %d generations', by.pid, by.software, by.listeners, by.generations);
     this.emit('takeover', by);
@@ -735,6 +751,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (acceptor && !acceptor.ownsPath()) this.reclaimPath();
     debug('takeover by pid %d aborted: %s', t.by.pid, reason);
     this.emit('takeoverAborted', t.by, reason);
+    // Nothing changed: the held requests are carried out now, in order, and their connections read on.
+    for (const d of t.deferred) {
+      if (!this.clients.has(d.state.info.id)) continue;
+      try {
+        this.dispatch(d.state, d.msg);
+      } catch (err) {
+        this.emit('warning', err as Error);
+        this.fatal(d.state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a request: ${(err as Error).message}`));
+        continue;
+      }
+      if (this.pendingTakeover) break; // cannot happen (no takeover is held), but never read past a new freeze
+      d.state.channel.resume();
+    }
   }
 
   /** Committed: every generation is told to rejoin the successor, every client's connection ends, then this broker closes. */
@@ -747,6 +776,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // Stop accepting first: the path is the successor's (close() leaves a path that is not this socket's).
     this.acceptor?.close();
     this.acceptor = undefined;
+    // A held join or rejoin is answered: retry, on the path (the successor); a held ready is carried by the rejoin.
+    for (const d of t.deferred) {
+      if (d.msg.type === 'join' || d.msg.type === 'rejoin') {
+        d.state.reply({ type: 'error', id: d.msg.id, code: 'ERR_FDBROKER_TAKEN_OVER',
+          message: `this broker was taken over by pid ${t.by.pid} while the ${d.msg.type} waited: connect to ${this.controlPath} again` });
+      }
+    }
     for (const c of [...this.clients.values()]) {
       if (c.generation !== undefined) c.reply({ type: 'moved', generation: c.generation, to: t.by.pid });
       c.channel.end();
@@ -987,7 +1023,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * when a generation stands by, and is reported either way.
    */
   private sampleQueues(): void {
-    if (this.closed) return;
+    // During a takeover the table is frozen (see handle()): no rollback is started here.
+    if (this.closed || this.pendingTakeover) return;
     this.checkHeartbeat();
     const listeners = this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
     if (listeners.length === 0) return;

@@ -30,8 +30,8 @@ export const ACCEPT_SAMPLE_INTERVAL_MS = 100;
 export const HOLDERS_STATUS_TIMEOUT_MS = 2_000;
 /** Takeover: a generation imported from the predecessor that has not rejoined this broker within this time has left. */
 export const TAKEOVER_REJOIN_WINDOW_MS = 10_000;
-/** Takeover (the old broker): a successor that has not committed within this time, and has not taken the path, is dropped. */
-export const TAKEOVER_COMMIT_TIMEOUT_MS = 30_000;
+/** Takeover (the old broker): a successor that has not committed within this time, and has not taken the path, is dropped (joins wait meanwhile). */
+export const TAKEOVER_COMMIT_TIMEOUT_MS = 10_000;
 /** Takeover (the old broker): how long it lets its last messages (moved) flush before it closes. */
 export const TAKEOVER_FLUSH_MS = 1_000;
 /** Takeover (the new broker): how long it waits for the predecessor to exit and free the path's lock. */

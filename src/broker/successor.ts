@@ -62,6 +62,8 @@ export async function takeOver(options: BrokerOptions & { timeoutMs?: number }):
       await afterReceiveHook();
       const merged = mergeOptions(handoff.options, { ...given, listeners: undefined });
       const create = specsToCreate(listeners.map((l) => l.info), given.listeners ?? []);
+      // The old broker gave up on us (commit timeout) or is gone: binding now would split the path from its generations.
+      if (conn.isClosed) throw new FdbrokerError('ERR_FDBROKER_CLOSED', 'the old broker closed the takeover before this broker could bind: it serves on; try again');
       // From here on the new broker owns the received fds, on every path.
       const pending = listeners.splice(0);
       broker = Broker.startInternal({

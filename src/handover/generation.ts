@@ -211,6 +211,10 @@ export class Generation {
       return new Generation(path, conn, undefined, generation, toListeners(listeners, options.names), options);
     } catch (err) {
       conn.close();
+      // The broker was taken over while the join waited: join its successor, on the same path, within the same deadline.
+      if ((err as FdbrokerError).code === 'ERR_FDBROKER_TAKEN_OVER' && deadline > Date.now()) {
+        return Generation.start(path, { ...options, timeout: deadline - Date.now() });
+      }
       throw err;
     }
   }

@@ -301,6 +301,63 @@ describe('fdbroker serve --takeover: the path, many listeners, a generation stan
   }, 60_000);
 });
 
+describe('fdbroker serve --takeover during a deploy', () => {
+  /** b1 + v1 (ready) under load; a successor held 3 s after it received everything (FDBROKER_TEST_TAKEOVER_DELAY_MS, test-only). */
+  async function setup(v2env?: NodeJS.ProcessEnv) {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--standby', '500']);
+    const v1 = await startApp(b1.sock, {}, 'gen-app.js');
+    const load = twoLoads(b1.ports.http!);
+    await sleep(300);
+    // v2 before the takeover (its ready() comes during it), or none yet.
+    const v2early = v2env ? run(process.execPath, [path.join(__dirname, '..', 'fixtures', 'gen-app.js')], { env: { FDBROKER_SOCK: b1.sock, ...v2env } }) : undefined;
+    if (v2early) await waitText(() => b1.stdout(), new RegExp(`op=join pid=${v2early.pid} .*result=ok`));
+    const successor = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '1500' } });
+    await b1.waitFor(/^fdbroker: takeover by pid \d+ /m);
+    return { b1, v1, load, v2early, successor };
+  }
+
+  it('a new generation that joins while the takeover is in flight waits, is sent on to the new broker, gets the next number and retires the old one; 0 failed', async () => {
+    const { b1, v1, load, successor } = await setup();
+    try {
+      const v2 = run(process.execPath, [path.join(__dirname, '..', 'fixtures', 'gen-app.js')], { env: { FDBROKER_SOCK: b1.sock } });
+      await successor.waitFor(/^fdbroker: ready on /m);
+      await v2.waitFor(/^ready \d+ gen 2$/m, 10_000);
+      expect((await b1.exited).code).toBe(0);
+      await v1.waitFor(/^retire \d+ by 2$/m);
+      await v1.waitFor(/^drained \d+ forced 0$/m, 10_000);
+      expect((await v1.exited).code).toBe(0);
+      const s = await statusOf(b1.sock);
+      expect(s.broker.pid).toBe(successor.pid);
+      expect(s.generations.map((g) => [g.number, g.pid, g.state])).toEqual([[2, v2.pid, 'ready']]);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    expect(load.failed()).toBe(0);
+  }, 40_000);
+
+  it('a ready() sent while the takeover is in flight is committed by the new broker (after the rejoin); the old generation retires; 0 failed', async () => {
+    // v2 says ready 1.5 s after it serves: after the takeover started (checked below), before the successor commits.
+    const { b1, v1, load, v2early, successor } = await setup({ READY_DELAY_MS: '1500' });
+    const v2 = v2early!;
+    try {
+      await successor.waitFor(/^fdbroker: ready on /m);
+      await v2.waitFor(/^ready \d+ gen 2$/m, 10_000);
+      expect(v2.stdout()).toMatch(/^rejoin \d+ gen 2 ready$/m);
+      // The old broker never carried the ready out: it was held, then carried by the rejoin.
+      expect(b1.stdout()).not.toMatch(new RegExp(`op=ready pid=${v2.pid}`));
+      expect(successor.stdout()).toMatch(new RegExp(`generation 2 \\(pid ${v2.pid}\\) ready; retiring 1`));
+      await v1.waitFor(/^drained \d+ forced 0$/m, 10_000);
+      expect((await v1.exited).code).toBe(0);
+      expect((await statusOf(b1.sock)).generations.map((g) => [g.number, g.state])).toEqual([[2, 'ready']]);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    expect(load.failed()).toBe(0);
+  }, 40_000);
+});
+
 describeWith([root('to run the successor as uid 65534'), setpriv()], 'takeover by another uid', () => {
   let shared: SharedCopy;
   beforeAll(() => { shared = sharedCopy(); });
