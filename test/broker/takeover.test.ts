@@ -311,7 +311,7 @@ describe('fdbroker serve --takeover during a deploy', () => {
     // v2 before the takeover (its ready() comes during it), or none yet.
     const v2early = v2env ? run(process.execPath, [path.join(__dirname, '..', 'fixtures', 'gen-app.js')], { env: { FDBROKER_SOCK: b1.sock, ...v2env } }) : undefined;
     if (v2early) await waitText(() => b1.stdout(), new RegExp(`op=join pid=${v2early.pid} .*result=ok`));
-    const successor = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '1500' } });
+    const successor = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '3000' } });
     await b1.waitFor(/^fdbroker: takeover by pid \d+ /m);
     return { b1, v1, load, v2early, successor };
   }
