@@ -27,6 +27,7 @@ import { NotifySocket } from './notify-socket';
 import type { ListenerInfo } from '../protocol/messages';
 import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
 import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
+import { REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS } from '../handover/defaults';
 import { guardedCommand, startWatchdog, type OrphanGuardKind, type Watchdog } from './orphan-guard';
 
 /** Signals the wrapper passes on to the program. */
@@ -87,6 +88,8 @@ export interface ExecEvents {
   stopping: [];
   /** The connection to the broker ended while the program runs; it runs on. */
   brokerLost: [err: Error];
+  /** A new broker took over the path (`fdbroker serve --takeover`); this generation rejoined it with its number and state. */
+  moved: [info: { generation: number; state: string; to: number }];
   /** The notify socket failed; readiness can no longer be reported. */
   notifyError: [err: Error];
 }
@@ -180,14 +183,16 @@ export class Exec extends EventEmitter<ExecEvents> {
     const stopTimeoutMs = o.stopTimeoutMs ?? DEFAULT_EXEC_STOP_TIMEOUT_MS;
     resolveProgram(o.command, baseEnv.PATH);
 
-    const conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+    // `let`: after a takeover (a "moved" notice) the generation rejoins the new broker on a new connection.
+    let conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
     let listeners: ReceivedListener[] = [];
     let generation: number;
+    let label = '';
     let notify: NotifySocket | undefined;
     const n = native();
     const closeFds = () => { for (const l of listeners) n.close(l.fd); listeners = []; };
     try {
-      const label = o.label ?? path.basename(o.command);
+      label = o.label ?? path.basename(o.command);
       const r = await conn.join(o.names, label, o.timeout ?? DEFAULT_TIMEOUT_MS);
       generation = r.generation;
       listeners = orderListeners(r.listeners, o.names);
@@ -238,6 +243,10 @@ export class Exec extends EventEmitter<ExecEvents> {
       let readyTimedOut = false;
       let finished = false;
       let connClosedByUs = false;
+      /** Takeover: "moved" arrived, then the connection ends and a rejoin to the new broker is in flight. */
+      let moving = false;
+      let rejoining = false;
+      let readyWanted = false;
       let stopTimer: NodeJS.Timeout | undefined;
       let readyTimer: NodeJS.Timeout | undefined;
       let watchdog: Watchdog | undefined;
@@ -276,23 +285,77 @@ export class Exec extends EventEmitter<ExecEvents> {
       const sayReady = () => {
         if (ready || finished || retired || readyFailed) return;
         clearTimeout(readyTimer);
+        readyWanted = true;
+        if (rejoining) return; // the rejoin says "ready"
         conn.ready().then(
           () => { ready = true; if (!finished) this.emit('ready'); },
-          (err: Error) => { readyFailed = true; if (!finished) this.emit('readyRefused', err); },
+          (err: Error) => {
+            // Cut off by a takeover: the rejoin carries the ready to the new broker.
+            if (moving || rejoining) return;
+            readyFailed = true;
+            if (!finished) this.emit('readyRefused', err);
+          },
         );
       };
 
-      // exec joins without a standby window (a program cannot be told to resume): only "retire" arrives.
-      conn.onNotice = (msg) => {
-        if (msg.type !== 'retire' || retired || finished) return;
-        retired = true;
-        clearTimeout(readyTimer);
-        this.emit('retire', msg.by, retireSignal);
-        stop();
+      // Takeover: rejoin the new broker on the same path with this generation's number and state.
+      const rejoin = async (to: number, delay: number): Promise<void> => {
+        if (finished) return;
+        let next: BrokerConnection | undefined;
+        try {
+          next = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+          const state = retired ? 'retiring' : ready || readyWanted ? 'ready' : 'starting';
+          const r = await next.rejoin(generation, state, infos.map((i) => i.name), label);
+          if (finished) {
+            next.close();
+            return;
+          }
+          conn = next;
+          wire(next);
+          rejoining = false;
+          generation = r.generation;
+          this.emit('moved', { generation: r.generation, state: r.state, to });
+          if (state === 'ready' && !ready) {
+            if (r.state === 'ready') { ready = true; this.emit('ready'); } else if (r.state !== 'starting') {
+              readyFailed = true;
+              this.emit('readyRefused', new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));
+            }
+          } else if (readyWanted && !ready && state === 'starting') sayReady();
+        } catch (err) {
+          next?.close();
+          if (finished) return;
+          setTimeout(() => void rejoin(to, Math.min(Math.max(delay * 2, REJOIN_RETRY_MS), REJOIN_RETRY_MAX_MS)), delay).unref();
+          if (delay >= REJOIN_RETRY_MAX_MS) this.emit('brokerLost', err as Error);
+        }
       };
-      conn.onClose = (err) => {
-        if (!connClosedByUs && !finished) this.emit('brokerLost', err);
+
+      // exec joins without a standby window (a program cannot be told to resume): "retire" and "moved" arrive.
+      const wire = (c: BrokerConnection) => {
+        let movedTo = 0;
+        c.onNotice = (msg) => {
+          if (msg.type === 'moved') {
+            moving = true;
+            movedTo = msg.to;
+            return;
+          }
+          if (msg.type !== 'retire' || retired || finished) return;
+          retired = true;
+          clearTimeout(readyTimer);
+          this.emit('retire', msg.by, retireSignal);
+          stop();
+        };
+        c.onClose = (err) => {
+          if (c !== conn || connClosedByUs || finished) return;
+          if (moving) {
+            moving = false;
+            rejoining = true;
+            void rejoin(movedTo, REJOIN_RETRY_MS);
+            return;
+          }
+          this.emit('brokerLost', err);
+        };
       };
+      wire(conn);
 
       child.on('error', (err) => {
         // Only when /bin/sh itself could not be spawned: nothing runs.

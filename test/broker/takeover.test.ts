@@ -301,6 +301,36 @@ describe('fdbroker serve --takeover: the path, many listeners, a generation stan
   }, 60_000);
 });
 
+describe('fdbroker serve --takeover with fdbroker exec', () => {
+  it('a generation run by fdbroker exec rejoins the new broker with its number and state; the next deploy retires it; 0 failed', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--standby', '0']);
+    const prog = [process.execPath, path.join(__dirname, '..', 'fixtures', 'exec-listen-fds.js')];
+    const exec1 = run(process.execPath, [CLI, 'exec', b1.sock, '--ready', 'immediate', '--', ...prog]);
+    await exec1.waitFor(/^serving \d+$/m);
+    await waitText(() => b1.stdout(), /generation 1 \(pid \d+\) ready/);
+    const load = twoLoads(b1.ports.http!);
+    try {
+      await sleep(300);
+      const t = await takeover(b1.sock);
+      expect((await b1.exited).code).toBe(0);
+      await waitText(() => exec1.stderr(), new RegExp(`taken over by pid ${t.p.pid}: rejoined it as generation 1 \\(ready\\)`));
+      await waitRejoined(b1.sock, t.p.pid, exec1.pid);
+      expect((await statusOf(b1.sock)).generations).toMatchObject([{ number: 1, pid: exec1.pid, state: 'ready' }]);
+      expect(exec1.stderr()).not.toMatch(/lost the broker/);
+      await sleep(300);
+      const exec2 = run(process.execPath, [CLI, 'exec', b1.sock, '--ready', 'immediate', '--', ...prog]);
+      await exec2.waitFor(/^serving \d+$/m);
+      const ex1 = await exec1.exited;
+      expect(ex1.code).toBe(0);
+      expect((await statusOf(b1.sock)).generations).toMatchObject([{ number: 2, pid: exec2.pid, state: 'ready' }]);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    expect(load.failed()).toBe(0);
+  }, 40_000);
+});
+
 describe('fdbroker serve --takeover during a deploy', () => {
   /** b1 + v1 (ready) under load; a successor held 3 s after it received everything (FDBROKER_TEST_TAKEOVER_DELAY_MS, test-only). */
   async function setup(v2env?: NodeJS.ProcessEnv) {
