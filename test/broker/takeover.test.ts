@@ -167,6 +167,35 @@ describe('fdbroker serve --takeover', () => {
     expect(load.fresh.stats.ok).toBeGreaterThan(0);
   }, 60_000);
 
+  it('10 takeovers in a row under load: 0 failed, the generation stays #1 and ready throughout', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    const load = twoLoads(b1.ports.http!);
+    const ms: number[] = [];
+    const t0 = Date.now();
+    const ok0 = load.ok();
+    try {
+      let prev: Proc = b1;
+      for (let i = 0; i < 10; i++) {
+        const t = await takeover(b1.sock);
+        expect(t.from).toBe(prev.pid);
+        expect((await prev.exited).code).toBe(0);
+        await waitRejoined(b1.sock, t.p.pid, app.pid);
+        ms.push(t.ms);
+        prev = t.p;
+      }
+    } finally {
+      await load.stop();
+    }
+    const sorted = [...ms].sort((a, b) => a - b);
+    console.info(`10 takeovers under load in ${Date.now() - t0} ms: ${load.ok() - ok0} requests ok, ${load.failed()} failed; `
+      + `takeover ms min ${sorted[0]} median ${sorted[5]} max ${sorted[9]}`);
+    expect(load.failed()).toBe(0);
+    expect((await statusOf(b1.sock)).generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+    expect(app.stdout().match(/^rejoin \d+ gen 1 ready$/gm)).toHaveLength(10);
+    expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
+  }, 60_000);
+
   it('refused by version: a successor claiming an older version exits 1 with ERR_FDBROKER_VERSION; the old broker serves on unchanged, fds at baseline', async () => {
     const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
     const app = await startApp(b1.sock, {}, 'gen-app.js');
