@@ -174,6 +174,7 @@ describe('fdbroker serve --takeover', () => {
     const ms: number[] = [];
     const t0 = Date.now();
     const ok0 = load.ok();
+    const probe = probeLoop(b1.sock);
     try {
       let prev: Proc = b1;
       for (let i = 0; i < 10; i++) {
@@ -186,15 +187,44 @@ describe('fdbroker serve --takeover', () => {
       }
     } finally {
       await load.stop();
+      await probe.stop();
     }
     const sorted = [...ms].sort((a, b) => a - b);
     console.info(`10 takeovers under load in ${Date.now() - t0} ms: ${load.ok() - ok0} requests ok, ${load.failed()} failed; `
-      + `takeover ms min ${sorted[0]} median ${sorted[5]} max ${sorted[9]}`);
+      + `takeover ms min ${sorted[0]} median ${sorted[5]} max ${sorted[9]}; control path probes ${probe.seen.ok} ok, ${probe.seen.failed} failed`);
     expect(load.failed()).toBe(0);
+    expect(probe.seen.failed).toBe(0);
     expect((await statusOf(b1.sock)).generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
     expect(app.stdout().match(/^rejoin \d+ gen 1 ready$/gm)).toHaveLength(10);
     expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
   }, 60_000);
+
+  it('flags given to the successor override the handed options; --listen adds a listener or must match one (else exit 1, the old broker serves on)', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--standby', '1000', '--ready-timeout', '20000']);
+    const port = b1.ports.http!;
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    const before = await quietFdCount(b1.pid);
+    // A --listen that names "http" but another port: refused before the successor binds anything.
+    const bad = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover', '--listen', `http=tcp://127.0.0.1:${port === 65535 ? port - 1 : port + 1}`]);
+    expect((await bad.exited).code).toBe(1);
+    expect(bad.stderr()).toMatch(/ERR_FDBROKER_BAD_LISTENER: listener "http" of the running broker is bound to port/);
+    await waitText(() => b1.stderr(), /failed before commit/);
+    expect((await statusOf(b1.sock)).broker.pid).toBe(b1.pid);
+    expect(await quietFdCount(b1.pid)).toBe(before);
+    // Matching "http" (port 0 matches), a new "admin", and --standby 0 in place of 1000.
+    const p = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover', '--listen', 'http=tcp://127.0.0.1:0', '--listen', 'admin=tcp://127.0.0.1:0', '--standby', '0']);
+    const m = await p.waitFor(/^fdbroker: ready on .*$/m);
+    expect(m[0]).toContain(`http=tcp://127.0.0.1:${port}`);
+    expect(m[0]).toMatch(/admin=tcp:\/\/127\.0\.0\.1:\d+/);
+    expect((await b1.exited).code).toBe(0);
+    await waitRejoined(b1.sock, p.pid, app.pid);
+    const conn = await BrokerConnection.connect(b1.sock);
+    const raw = await conn.takeover(PROTOCOL_VERSION, VERSION);
+    for (const l of raw.listeners) native().close(l.fd);
+    conn.close();
+    expect(raw.handoff.options).toEqual({ standbyMs: 0, readyTimeoutMs: 20_000 });
+    expect(raw.listeners.map((l) => l.info.name).sort()).toEqual(['admin', 'http']);
+  }, 30_000);
 
   it('refused by version: a successor claiming an older version exits 1 with ERR_FDBROKER_VERSION; the old broker serves on unchanged, fds at baseline', async () => {
     const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
