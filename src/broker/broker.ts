@@ -355,7 +355,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     try {
       const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
       if (r !== ECONNREFUSED && r !== ENOENT) return;
-      const next = bindControlSocket(this.controlPath, { mode: this.mode, takeover: true });
+      const next = bindControlSocket(this.controlPath, { mode: this.mode, group: this.given.group, takeover: true });
       this.acceptor = next;
       this.listenOn(next);
       acceptor.passLockTo(next);

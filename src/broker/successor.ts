@@ -40,6 +40,12 @@ function afterReceiveHook(): Promise<void> {
   return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
 }
 
+/** Test hook (fault injection): FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS waits after the rename, before the commit (test-only). */
+function beforeCommitHook(): Promise<void> {
+  const ms = Number(process.env.FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS ?? 0);
+  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+}
+
 /**
  * Takes over the broker serving `options.controlPath`. Options given here
  * (not undefined) override the old broker's; `listeners` naming a received
@@ -80,6 +86,7 @@ export async function takeOver(options: BrokerOptions & { timeoutMs?: number }):
     };
     let commitWarning: Error | undefined;
     try {
+      await beforeCommitHook();
       await conn.commit(id, timeoutMs);
     } catch (err) {
       commitWarning = err as Error;

@@ -199,6 +199,32 @@ describe('fdbroker serve --takeover', () => {
     expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
   }, 60_000);
 
+  it('a successor SIGKILLed after its rename, before its commit: the old broker binds the path again and serves on (0 failed, same generations)', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    const ino = fs.statSync(b1.sock).ino;
+    const load = twoLoads(b1.ports.http!);
+    try {
+      await sleep(300);
+      // FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS (test-only) holds the successor after its rename, before it commits.
+      const doomed = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS: '20000' } });
+      for (let t = 0; t < 250 && fs.statSync(b1.sock).ino === ino; t++) await sleep(20);
+      expect(fs.statSync(b1.sock).ino).not.toBe(ino); // the path is the successor's socket now
+      expect((await statusOf(b1.sock)).broker.pid).toBe(doomed.pid);
+      process.kill(doomed.pid, 'SIGKILL');
+      await doomed.exited;
+      await waitText(() => b1.stderr(), /failed before commit .*serving on, unchanged/);
+      const s = await statusOf(b1.sock);
+      expect(s.broker.pid).toBe(b1.pid);
+      expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    expect(load.failed()).toBe(0);
+    expect(app.stdout()).not.toMatch(/^(lost|rejoin|retire) /m);
+  }, 30_000);
+
   it('flags given to the successor override the handed options; --listen adds a listener or must match one (else exit 1, the old broker serves on)', async () => {
     const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--standby', '1000', '--ready-timeout', '20000']);
     const port = b1.ports.http!;
