@@ -22,12 +22,12 @@ import type { Acceptor, PathLock } from '../transport/acceptor';
 import { acceptQueues } from '../transport/accept-queue';
 import { Channel } from '../transport/channel';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
-import { FdbrokerError } from '../protocol/errors';
+import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
   chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
   type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage,
 } from '../protocol/messages';
-import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
+import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
@@ -38,6 +38,7 @@ import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
 import { Session } from './session';
+import { planListeners, type ReloadResult, type ReloadSettings } from './reload';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
 import {
@@ -48,6 +49,7 @@ import {
 } from './defaults';
 
 export type { AuditEvent } from './audit';
+export type { ReloadResult, ReloadSettings } from './reload';
 
 const debug = debuglog('fdbroker');
 
@@ -161,6 +163,12 @@ export interface BrokerEvents {
   listenerAdded: [info: ListenerInfo];
   /** A listener was removed (a reload dropped it): the broker closed its copy and no longer hands it out. */
   listenerRemoved: [info: ListenerInfo];
+  /** A reload starts (before its settings are read): the spot for sd_notify RELOADING=1. */
+  reloading: [];
+  /** A reload was applied (sd_notify READY=1 again). */
+  reloaded: [result: ReloadResult];
+  /** A reload was refused and nothing changed (sd_notify READY=1 again: the old configuration serves). */
+  reloadFailed: [err: Error];
   /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
   warning: [err: Error];
 }
@@ -181,7 +189,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly checkTimer: NodeJS.Timeout;
   private readonly sampleTimer: NodeJS.Timeout | undefined;
   private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
-  private readonly policy: AccessPolicy;
+  private policy: AccessPolicy;
+  /** The spec of each listener created from one (not those taken from systemd or a predecessor): what a reload compares. */
+  private readonly specs = new Map<string, ListenerSpec>();
+  private readonly defaultBacklog: number;
+  /** Listeners a reload removed, listed in status (removed: true) while some process still holds them. */
+  /** Fds of removed listeners still named by a queued reply (closed once sent, see closeWhenUnqueued). */
+  private readonly closing = new Set<number>();
+  private removedListeners: Array<{ info: ListenerInfo; inode: number | undefined }> = [];
+  /**
+   * Where reload() gets its settings (fdbroker serve --config sets it: the
+   * file re-read, with the command line's flags over it). Throws to refuse.
+   */
+  reloadSource: (() => ReloadSettings) | undefined;
   private readonly brokerUid = process.getuid?.() ?? 0;
   private readonly broken = new Set<string>();
   private readonly queues = new Map<string, { queued: number; backlog: number }>();
@@ -208,6 +228,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       maxClientsPerUid: options.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID,
     };
     this.policy = makePolicy(this.brokerUid, options.access);
+    this.defaultBacklog = options.backlog ?? DEFAULT_LISTEN_BACKLOG;
     this.generations = new GenerationTable({
       readyTimeoutMs: options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
       retireTimeoutMs: options.retireTimeoutMs ?? DEFAULT_RETIRE_TIMEOUT_MS,
@@ -219,6 +240,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.checkTimer = setInterval(() => {
       this.checkGenerations();
       this.checkListeners();
+      if (this.closing.size > 0) this.closeUnqueued();
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
@@ -282,7 +304,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.registry.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
+        broker.adopt(createListener(spec, broker.defaultBacklog));
+        broker.specs.set(spec.name, spec);
       }
       broker.acceptor = bindControlSocket(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lock });
       lock = undefined;
@@ -343,6 +366,134 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
+  /**
+   * Creates a listener from `spec` and hands it out from now on (later adopts
+   * and joins get it); emits 'listenerAdded'. Throws, changing nothing, when
+   * the name is taken or the socket cannot be created. (Not `addListener`:
+   * that is EventEmitter's; so is `removeListener`.)
+   */
+  addNamedListener(spec: ListenerSpec): ListenerInfo {
+    if (this.registry.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
+    const l = createListener(spec, this.defaultBacklog);
+    this.register(l, spec);
+    return l.info;
+  }
+
+  /**
+   * Stops handing out `name` and closes the broker's copy; processes that hold
+   * it keep their copies (and serve on them) until they retire. Status lists
+   * it with `removed: true` while any process holds it. Emits 'listenerRemoved'.
+   * Throws ERR_FDBROKER_UNKNOWN_LISTENER.
+   */
+  removeNamedListener(name: string): ListenerInfo {
+    const [l] = this.registry.select([name]);
+    this.registry.remove(name);
+    let inode = this.inodes.get(name);
+    if (inode === undefined) { try { inode = socketInode(l!.fd); } catch { inode = undefined; } }
+    this.removedListeners.push({ info: l!.info, inode });
+    this.specs.delete(name);
+    this.inodes.delete(name);
+    this.broken.delete(name);
+    this.queues.delete(name);
+    this.acceptWatch.forget(name);
+    this.closeWhenUnqueued(l!.fd);
+    debug('listener %s removed', name);
+    this.emit('listenerRemoved', l!.info);
+    return l!.info;
+  }
+
+  /** Replaces the grants; they apply to requests (and connections) from now on, not to clients already connected. */
+  setAccess(access: AccessOptions): void {
+    this.policy = makePolicy(this.brokerUid, access);
+  }
+
+  /** Replaces the client limits (absent fields: the defaults); they apply to connections from now on. */
+  setLimits(limits: { maxClients?: number; maxClientsPerUid?: number }): void {
+    this.opts.maxClients = limits.maxClients ?? DEFAULT_MAX_CLIENTS;
+    this.opts.maxClientsPerUid = limits.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID;
+  }
+
+  /**
+   * Re-reads the settings from `reloadSource` and applies them (applyReload).
+   * Emits 'reloading', then 'reloaded' or 'reloadFailed'. Throws
+   * ERR_FDBROKER_NO_CONFIG when there is no source, or the source's error.
+   */
+  reload(): ReloadResult {
+    this.emit('reloading');
+    try {
+      if (!this.reloadSource) {
+        throw new FdbrokerError('ERR_FDBROKER_NO_CONFIG', 'this broker has no configuration to reload: start it with `fdbroker serve --config FILE`');
+      }
+      const result = this.applyReload(this.reloadSource());
+      this.emit('reloaded', result);
+      return result;
+    } catch (err) {
+      this.emit('reloadFailed', err as Error);
+      throw err;
+    }
+  }
+
+  /**
+   * Applies `settings` atomically: every new socket (new names, and names
+   * whose spec changed) is created first; if one fails, those created are
+   * closed and nothing changes (ERR_FDBROKER_RELOAD_FAILED, the system error
+   * as cause). Then removed and changed listeners are removed, new and
+   * changed ones added (a change is a remove and an add: the new socket is
+   * bound while the old one still listens, so a change must move to another
+   * address), and the grants and limits replaced.
+   */
+  applyReload(settings: ReloadSettings): ReloadResult {
+    const plan = planListeners(this.specs, settings.listeners, this.defaultBacklog);
+    const taken = plan.add.find((s) => this.registry.has(s.name));
+    if (taken) {
+      throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME',
+        `listener "${taken.name}" exists and was not created from the configuration (systemd or --adopt-from): a reload cannot replace it`);
+    }
+    const count = this.registry.size - plan.remove.length + plan.add.length;
+    if (count > MAX_LISTENERS) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `a broker holds at most ${MAX_LISTENERS} listeners, not ${count}`);
+    const created: Array<{ l: OwnedListener; spec: ListenerSpec }> = [];
+    try {
+      for (const spec of [...plan.add, ...plan.change]) created.push({ l: createListener(spec, this.defaultBacklog), spec });
+    } catch (err) {
+      for (const c of created) native().close(c.l.fd);
+      const e = err as Error & { code?: string };
+      const moved = plan.change.some((s) => e.message.includes(`"${s.name}"`));
+      throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED', `reload refused, nothing changed: ${e.message}`
+        + (moved && e.code === 'EADDRINUSE' ? ' (a changed listener is bound anew before its old socket closes: give it another address, or restart the broker)' : ''),
+      { cause: err });
+    }
+    for (const name of [...plan.remove, ...plan.change.map((s) => s.name)]) this.removeNamedListener(name);
+    for (const c of created) this.register(c.l, c.spec);
+    this.setAccess(settings.access ?? {});
+    this.setLimits(settings.limits ?? {});
+    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: plan.change.map((s) => s.name) };
+  }
+
+  private register(l: OwnedListener, spec: ListenerSpec): void {
+    this.adopt(l);
+    this.specs.set(spec.name, spec);
+    debug('listener %s added', spec.name);
+    this.emit('listenerAdded', l.info);
+  }
+
+  /**
+   * Closes a listener's fd once no channel's queue names it: a reply queued
+   * for a slow client carries the fd number, which must not be reused before
+   * it is sent.
+   */
+  private closeWhenUnqueued(fd: number): void {
+    if ([...this.channels].some((ch) => ch.queues(fd))) this.closing.add(fd);
+    else native().close(fd);
+  }
+
+  private closeUnqueued(): void {
+    for (const fd of this.closing) {
+      if ([...this.channels].some((ch) => ch.queues(fd))) continue;
+      this.closing.delete(fd);
+      native().close(fd);
+    }
+  }
+
   private adopt(l: OwnedListener): void {
     try {
       this.registry.add(l);
@@ -364,7 +515,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         controlPath: this.controlPath,
         startedAt: this.startedAt.toISOString(),
       },
-      listeners: this.registry.infos().map((l) => ({ ...this.listenerStatus(l), ...(holders ? { holders: this.holdersOf(l.name, holders) } : {}) })),
+      listeners: [
+        ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan) } : {}) })),
+        ...this.removedStatus(holders?.scan),
+      ],
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
       generations: this.generations.list(),
     };
@@ -379,7 +533,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     state.channel.pause();
     const inodes = this.listenerInodes();
     const scan = Promise.race([
-      this.holders.get(inodes.values()).catch(() => undefined),
+      this.holders.get([...inodes.values(), ...this.removedListeners.flatMap((r) => (r.inode === undefined ? [] : [r.inode]))]).catch(() => undefined),
       new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
     ]);
     void scan.then((s) => {
@@ -408,9 +562,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return out;
   }
 
-  private holdersOf(name: string, h: { scan: HoldersScan; inodes: Map<string, number> }): HolderInfo[] {
-    const ino = h.inodes.get(name);
-    const list = ino === undefined ? [] : h.scan.byInode.get(ino) ?? [];
+  /**
+   * Listeners a reload removed, while a process still holds them. With a scan,
+   * those nobody holds any more are forgotten; without one, all are listed.
+   */
+  private removedStatus(scan: HoldersScan | undefined): ListenerInfo[] {
+    if (scan) this.removedListeners = this.removedListeners.filter((r) => r.inode !== undefined && (scan.byInode.get(r.inode)?.length ?? 0) > 0);
+    return this.removedListeners.map((r) => ({ ...r.info, removed: true, ...(scan ? { holders: this.holdersOf(r.inode, scan) } : {}) }));
+  }
+
+  private holdersOf(ino: number | undefined, scan: HoldersScan): HolderInfo[] {
+    const list = ino === undefined ? [] : scan.byInode.get(ino) ?? [];
     const gens = this.generations.list();
     return list.map((p) => {
       const g = gens.find((x) => x.pid === p.pid) ?? gens.find((x) => p.ancestors.includes(x.pid));
@@ -441,6 +603,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
     this.channels.clear();
+    for (const fd of this.closing) native().close(fd);
+    this.closing.clear();
     this.registry.closeAll();
   }
 
@@ -612,7 +776,34 @@ export class Broker extends EventEmitter<BrokerEvents> {
       case 'pong':
         if (state.ping?.id === msg.id) state.ping = undefined;
         return;
+      case 'reload':
+        this.onReload(state, msg.id);
+        return;
     }
+  }
+
+  /** Only the broker's own uid and root may reload, whatever the grants (a grant may come from the file being reloaded). */
+  private onReload(state: Session, id: number): void {
+    if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
+      const err = new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', `uid ${state.info.uid} may not reload this broker: only its own uid (${this.brokerUid}) and root may`);
+      state.reply({ type: 'error', id, code: err.code, message: err.message });
+      this.auditLog('reload', state.info, err.code);
+      this.emit('clientError', state.info, err);
+      return;
+    }
+    let result: ReloadResult;
+    try {
+      result = this.reload();
+    } catch (err) {
+      const e = err as FdbrokerError;
+      const cause = (e.cause as { code?: unknown } | undefined)?.code;
+      const code = isErrorCode(e.code) ? e.code : 'ERR_FDBROKER_RELOAD_FAILED';
+      state.reply({ type: 'error', id, code, message: e.message, ...(typeof cause === 'string' ? { cause } : {}) });
+      this.auditLog('reload', state.info, code);
+      return;
+    }
+    state.reply({ type: 'reloaded', id, ...result });
+    this.auditLog('reload', state.info, 'ok', [...result.added, ...result.removed, ...result.changed]);
   }
 
   /** Checks the grant for `op`; refuses (and audits) when missing. */

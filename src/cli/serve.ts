@@ -7,11 +7,7 @@ import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
 import { describeListener } from './status';
-
-/** Largest --max-clients and --max-clients-per-uid. */
-const MAX_CLIENTS_LIMIT = 1_000_000;
-/** Largest listen(2) backlog accepted by --backlog (as ?backlog= in a spec). */
-const MAX_BACKLOG = 65535;
+import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
 
 const OPTIONS = {
   'listen': { type: 'string', multiple: true },

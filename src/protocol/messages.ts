@@ -63,6 +63,8 @@ export interface RejoinMessage {
 }
 /** This generation now serves. */
 export interface ReadyMessage { type: 'ready'; id: number }
+/** Re-read the broker's configuration and apply it (only the broker's own uid and root may). */
+export interface ReloadRequest { type: 'reload'; id: number }
 // Broker -> client
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean } }
 export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
@@ -90,14 +92,20 @@ export interface StatusMessage {
   clients: ClientInfo[];
   generations: GenerationInfo[];
 }
-export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
+/** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
+export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[] }
+/** `cause`: the system error code behind it (e.g. "EADDRINUSE" for a reload whose listener cannot bind). */
+export interface ErrorMessage {
+  type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[]; cause?: string;
+}
 
-export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage;
+export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage
+  | ReloadRequest;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
-  | ResumeMessage | ReleaseMessage | PingMessage;
+  | ResumeMessage | ReleaseMessage | PingMessage | ReloadedMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'reloaded'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -189,6 +197,9 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
       return { type: 'status', id: m.id };
+    case 'reload':
+      if (!isInt(m.id)) throw protocolError('reload.id must be a non-negative integer');
+      return { type: 'reload', id: m.id };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
   }
@@ -246,10 +257,18 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
     case 'ping':
       if (!isInt(m.id)) throw protocolError('ping needs id');
       return { type: 'ping', id: m.id };
+    case 'reloaded': {
+      const names = (v: unknown): v is string[] => Array.isArray(v) && v.length <= MAX_NAMES_PER_REQUEST && v.every(isValidName);
+      if (!isInt(m.id) || !names(m.added) || !names(m.removed) || !names(m.changed)) {
+        throw protocolError('reloaded needs id, added, removed and changed (arrays of listener names)');
+      }
+      return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed };
+    }
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
       }
+      if (m.cause !== undefined && typeof m.cause !== 'string') delete m.cause;
       return {
         ...(m as unknown as ErrorMessage),
         code: isErrorCode(m.code) ? m.code : 'ERR_FDBROKER_PROTOCOL',

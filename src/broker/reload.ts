@@ -1,0 +1,55 @@
+// A reload of the broker's configuration: what it applies, what it reports,
+// and the pure comparison of the listeners it has with those asked for.
+// Broker.applyReload() carries the plan out atomically (every new socket is
+// created before anything changes).
+import type { AccessOptions } from './access';
+import type { ListenerSpec } from './spec';
+
+/** What a reload applies: the listeners wanted, and the grants and limits for requests from now on. */
+export interface ReloadSettings {
+  /** Every listener created from a spec that should exist after the reload (others created from a spec are removed). */
+  listeners: ListenerSpec[];
+  /** Replaces the grants (absent: no grants besides the broker's own uid and root). */
+  access?: AccessOptions;
+  /** Absent fields: the broker's defaults. */
+  limits?: { maxClients?: number; maxClientsPerUid?: number };
+}
+
+/** The outcome of a reload, by listener name. A changed listener (same name, another spec) was removed and added again. */
+export interface ReloadResult {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+export interface ListenerPlan {
+  /** Specs of new names. */
+  add: ListenerSpec[];
+  /** Names no longer wanted. */
+  remove: string[];
+  /** Specs of names whose spec differs: remove the old socket, add a new one. */
+  change: ListenerSpec[];
+}
+
+/** The spec as it takes effect: the backlog resolved, fields in a fixed order. */
+function canonical(s: ListenerSpec, defaultBacklog: number): string {
+  return JSON.stringify([s.kind, s.host ?? null, s.port ?? null, s.path ?? null, s.mode ?? null,
+    s.kind === 'udp' ? null : s.backlog ?? defaultBacklog, s.nodelay === true]);
+}
+
+/**
+ * Compares the listeners created from specs (`current`, by name) with those
+ * wanted (`next`, names unique). Listeners not created from a spec (taken
+ * from systemd or another broker) are not in `current` and not touched.
+ */
+export function planListeners(current: ReadonlyMap<string, ListenerSpec>, next: readonly ListenerSpec[], defaultBacklog: number): ListenerPlan {
+  const plan: ListenerPlan = { add: [], remove: [], change: [] };
+  const wanted = new Set(next.map((s) => s.name));
+  for (const name of current.keys()) if (!wanted.has(name)) plan.remove.push(name);
+  for (const s of next) {
+    const old = current.get(s.name);
+    if (!old) plan.add.push(s);
+    else if (canonical(old, defaultBacklog) !== canonical(s, defaultBacklog)) plan.change.push(s);
+  }
+  return plan;
+}
