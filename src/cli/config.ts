@@ -25,6 +25,7 @@ import { parse, TomlError } from 'smol-toml';
 import { FdbrokerError } from '../protocol/errors';
 import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 import type { AccessOptions } from '../broker/access';
+import type { ReloadResult, ReloadSettings } from '../broker/reload';
 import { MAX_ID, MAX_TIMER_MS } from './args';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
 
@@ -216,4 +217,35 @@ export function mergeSettings(file: ServeSettings | undefined, flags: ServeSetti
  */
 export function startOnlyChanges(before: ServeSettings, after: ServeSettings): string[] {
   return Object.entries(SCALARS).filter(([, s]) => s.startOnly && before[s.field] !== after[s.field]).map(([k]) => k);
+}
+
+/** What a reload of `s` applies (the listeners, grants and limits; the rest is read at start). */
+export function reloadSettingsOf(s: ServeSettings): ReloadSettings {
+  return {
+    listeners: s.listeners,
+    access: s.access,
+    limits: { ...(s.maxClients !== undefined ? { maxClients: s.maxClients } : {}), ...(s.maxClientsPerUid !== undefined ? { maxClientsPerUid: s.maxClientsPerUid } : {}) },
+  };
+}
+
+/**
+ * The broker's reload source for `serve --config FILE`: re-reads FILE, puts
+ * the same `flags` over it, and refuses (ConfigError, nothing changes) a file
+ * that changes a setting read at start only, relative to `started`.
+ */
+export function configReloader(file: string, started: ServeSettings, flags: ServeSettings): () => ReloadSettings {
+  return () => {
+    const next = mergeSettings(loadConfig(file), flags);
+    const fixed = startOnlyChanges(started, next);
+    if (fixed.length > 0) {
+      throw new ConfigError(file, fixed.join(', '), 'read at start only, and this file changes it: put back the value in force, or restart the broker to change it');
+    }
+    return reloadSettingsOf(next);
+  };
+}
+
+/** "added b; removed c; changed -": one line for logs and `fdbroker reload`. */
+export function describeReload(r: ReloadResult): string {
+  const list = (names: string[]) => (names.length > 0 ? names.join(', ') : '-');
+  return `added ${list(r.added)}; removed ${list(r.removed)}; changed ${list(r.changed)}`;
 }
