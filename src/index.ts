@@ -11,6 +11,7 @@ export { workerEnv, listenViaPrimary, WORKER_ENV } from './handover/cluster';
 export type { GenerationInfo, GenerationState } from './broker/generation-table';
 export {
   Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent, type AuditEvent, type RollbackEvent, type StallEvent,
+  type ReloadResult, type ReloadSettings,
 } from './broker/broker';
 export type { AccessOptions } from './broker/access';
 export { parseListenerSpec, type ListenerSpec } from './broker/spec';
