@@ -153,6 +153,20 @@ describe('Broker: listeners added and removed while it runs', () => {
     expect(() => b.applyReload({ listeners: [spec('given=tcp://127.0.0.1:0')] })).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_DUPLICATE_NAME' }));
   });
 
+  it('setLimits applies to connections from now on; those connected stay', async () => {
+    const b = start(['a=tcp://127.0.0.1:0']);
+    const first = await BrokerConnection.connect(b.controlPath);
+    b.setLimits({ maxClients: 1 });
+    let code: string | undefined;
+    try { (await BrokerConnection.connect(b.controlPath)).close(); } catch (e) { code = (e as FdbrokerError).code; }
+    expect(code).toBe('ERR_FDBROKER_OVERLOADED');
+    expect((await first.status()).listeners.map((l) => l.name)).toEqual(['a']);
+    b.applyReload({ listeners: [spec('a=tcp://127.0.0.1:0')], limits: {} });
+    const second = await BrokerConnection.connect(b.controlPath);
+    second.close();
+    first.close();
+  });
+
   it('reload() without a source is ERR_FDBROKER_NO_CONFIG, and says so in reloadFailed', () => {
     const b = start(['a=tcp://127.0.0.1:0']);
     const seen: string[] = [];
