@@ -451,6 +451,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     const count = this.registry.size - plan.remove.length + plan.add.length;
     if (count > MAX_LISTENERS) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `a broker holds at most ${MAX_LISTENERS} listeners, not ${count}`);
+    // An empty or half-written file must not take the service down.
+    if (count === 0) {
+      throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED',
+        'reload refused, nothing changed: it would leave the broker with no listeners (an empty or truncated file?); stop the broker instead');
+    }
     const created: Array<{ l: OwnedListener; spec: ListenerSpec }> = [];
     try {
       for (const spec of [...plan.add, ...plan.change]) created.push({ l: createListener(spec, this.defaultBacklog), spec });

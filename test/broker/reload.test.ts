@@ -124,6 +124,12 @@ describe('Broker: listeners added and removed while it runs', () => {
     expect(fdCount(process.pid)).toBe(after);
   });
 
+  it('a reload that would leave no listener (an empty file) is refused', () => {
+    const b = start(['a=tcp://127.0.0.1:0']);
+    expect(() => b.applyReload({ listeners: [] })).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_RELOAD_FAILED' }));
+    expect(b.listenerInfos().map((l) => l.name)).toEqual(['a']);
+  });
+
   it('a changed listener is removed and added again; at the same port the new bind fails and nothing changes', () => {
     const b = start(['a=tcp://127.0.0.1:0']);
     const port = b.listenerInfos()[0]!.port!;

@@ -154,6 +154,12 @@ describe('fdbroker reload: a bad reload changes nothing', () => {
     process.kill(broker.pid, 'SIGHUP');
     await waitText(broker.stderr, /fdbroker: reload failed, nothing changed, the previous configuration serves: ERR_FDBROKER_INVALID_CONFIG .*broker\.toml:1:\d+: not valid TOML/);
     expect(await names()).toEqual(['A', 'E']);
+    // A file without listeners (say, cut short by an editor): refused, the listeners stay.
+    fs.writeFileSync(cfg, '[timeouts]\nstandby = 0\n');
+    r = await cli(['reload', broker.sock]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERR_FDBROKER_RELOAD_FAILED: .*no listeners/);
+    expect(await names()).toEqual(['A', 'E']);
     expect(alive(broker.pid)).toBe(true);
 
     const stats = await load.stop();
