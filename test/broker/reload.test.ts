@@ -10,7 +10,7 @@ import { BrokerConnection } from '../../src/client/connection';
 import { native } from '../../src/native/binding';
 import type { FdbrokerError } from '../../src/protocol/errors';
 import type { ListenerInfo } from '../../src/protocol/messages';
-import { cleanup, fdCount, tmpDir } from '../helpers';
+import { cleanup, fdCount, rawConnect, sleep, tmpDir } from '../helpers';
 
 const spec = (t: string): ListenerSpec => parseListenerSpec(t);
 const brokers: Broker[] = [];
@@ -122,6 +122,46 @@ describe('Broker: listeners added and removed while it runs', () => {
     expect(events).toEqual(['-c', '+n1']);
     expect(names()).toEqual(['a', 'n1']);
     expect(fdCount(process.pid)).toBe(after);
+  });
+
+  it('a listener removed while a queued reply still names its fd is closed only after that reply went out', async () => {
+    const b = start(['a=tcp://127.0.0.1:0', 'x=tcp://127.0.0.1:0']);
+    const xPort = b.listenerInfos().find((l) => l.name === 'x')!.port;
+    const n = native();
+    const fd = await rawConnect(b.controlPath);
+    const send = (m: object) => n.sendmsg(fd, Buffer.from(JSON.stringify(m)), []);
+    send({ type: 'hello', versions: [1] });
+    // The broker runs in this process: peek at its channels' queues (test only).
+    const channels = (b as unknown as { channels: Set<{ queue: unknown[] }> }).channels;
+    const queued = () => Math.max(0, ...[...channels].map((c) => c.queue.length));
+    // Requests whose answers (small errors) this client does not read, until the broker has to queue them.
+    for (let i = 0; i < 5000 && queued() === 0; i++) {
+      send({ type: 'ready', id: i });
+      await sleep(0);
+    }
+    expect(queued()).toBeGreaterThan(0);
+    send({ type: 'adopt', id: 99999, names: ['x'] });
+    await sleep(20);
+    const before = fdCount(process.pid);
+    b.removeNamedListener('x');
+    expect(fdCount(process.pid)).toBe(before); // not closed: the queued reply carries its number
+    // Read every answer: the handout is socket x, not whatever reused its number.
+    const buf = Buffer.alloc(65536);
+    let port: number | undefined;
+    const deadline = Date.now() + 5000;
+    while (port === undefined && Date.now() < deadline) {
+      const r = n.recvmsg(fd, buf, 16);
+      if (typeof r === 'number') { await sleep(2); continue; }
+      for (const f of r.fds) {
+        const name = n.sockname(f);
+        if (typeof name !== 'number' && name.family === 'inet') port = name.port;
+        n.close(f);
+      }
+    }
+    expect(port).toBe(xPort);
+    await sleep(400); // the broker's check timer closes it once no queue names it
+    expect(fdCount(process.pid)).toBe(before - 1);
+    n.close(fd);
   });
 
   it('a reload that would leave no listener (an empty file) is refused', () => {
