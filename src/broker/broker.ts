@@ -835,6 +835,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       selected = this.registry.select(names);
     } catch (err) {
       const e = err as FdbrokerError & { names?: string[] };
+      const gone = (e.names ?? []).filter((n) => this.removedListeners.some((r) => r.info.name === n));
+      if (gone.length > 0) e.message += ` (${gone.map((n) => `"${n}"`).join(', ')} removed by a reload)`;
       state.reply({ type: 'error', id, code: e.code, message: e.message, names: e.names });
       this.auditLog(op, state.info, e.code, names ?? undefined);
       this.emit('clientError', state.info, e);

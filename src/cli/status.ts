@@ -33,6 +33,7 @@ export function formatStatus(s: StatusMessage): string {
     ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${l.backlog ? `  backlog ${l.backlog}` : ''}`
       + `${l.backlogInForce !== undefined && l.backlogInForce !== l.backlog ? ` (in force: ${l.backlogInForce})` : ''}`
       + `${l.queued !== undefined ? `  queued ${l.queued}` : ''}${l.broken ? '  BROKEN' : ''}`
+      + `${l.removed ? '  REMOVED by a reload: not handed out, held until its holders retire' : ''}`
       + `${l.stalledSince ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
       + `${l.holders ? `  held by ${l.holders.map((h) => `${h.pid}${h.generation !== undefined ? `(#${h.generation})` : `(${h.comm ?? '?'}, not a generation)`}`).join(' ') || 'nobody else'}` : ''}`),
     `clients (${s.clients.length}):`,

@@ -85,15 +85,17 @@ describe('Broker: listeners added and removed while it runs', () => {
     // This process holds a copy: the broker's copy goes, the socket stays, listed as removed.
     b.removeNamedListener('x');
     expect(removed.map((l) => l.name)).toEqual(['x']);
-    expect((await adoptError(b, ['x'])).code).toBe('ERR_FDBROKER_UNKNOWN_LISTENER');
+    const refused = await adoptError(b, ['x']);
+    expect(refused.code).toBe('ERR_FDBROKER_UNKNOWN_LISTENER');
+    expect(refused.message).toMatch(/"x" removed by a reload/);
     expect(b.status().listeners.find((l) => l.name === 'x')).toMatchObject({ removed: true, port: info.port });
     const c = net.connect(info.port!, '127.0.0.1');
     await new Promise<void>((r, j) => { c.once('connect', r); c.once('error', j); });
     c.destroy();
     native().close(got[0]!.fd);
     // Nobody holds it now: connections are refused.
-    const refused = await new Promise<string>((r) => net.connect(info.port!, '127.0.0.1').once('error', (e: NodeJS.ErrnoException) => r(e.code!)).once('connect', () => r('connected')));
-    expect(refused).toBe('ECONNREFUSED');
+    const gone = await new Promise<string>((r) => net.connect(info.port!, '127.0.0.1').once('error', (e: NodeJS.ErrnoException) => r(e.code!)).once('connect', () => r('connected')));
+    expect(gone).toBe('ECONNREFUSED');
     expect(() => b.removeNamedListener('x')).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_UNKNOWN_LISTENER' }));
   });
 

@@ -81,6 +81,8 @@ describe('fdbroker reload: listeners added and removed under load', () => {
     expect(byName(s1, 'B')).toMatchObject([{ kind: 'tcp' }]);
     expect(byName(s1, 'C')).toMatchObject([{ removed: true, port: broker.ports.C, holders: [{ pid: gen1.pid, generation: 1 }] }]);
     expect(await adoptCode(broker.sock, ['C'])).toBe('ERR_FDBROKER_UNKNOWN_LISTENER');
+    const text = await cli(['status', broker.sock]);
+    expect(text.stdout).toMatch(new RegExp(`^  C +tcp://127\\.0\\.0\\.1:${broker.ports.C} .*REMOVED by a reload.* held by ${gen1.pid}\\(#1\\)`, 'm'));
     expect((await get(broker.ports.C!)).body).toBe(`${gen1.pid} gen 1 C\n`);
     const portB = byName(s1, 'B')[0]!.port!;
     expect(await connectOutcome(portB)).toBe('connected'); // queued on the broker's socket: nobody accepts yet
