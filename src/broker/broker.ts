@@ -5,7 +5,7 @@
 //
 // Invariants: the broker never accepts on, shuts down or reconfigures a
 // listener; it keeps every listener open for its whole life whatever clients
-// do; it takes no fds from clients (SO_PASSRIGHTS off where the kernel has it,
+// do (only its owner removes one: removeNamedListener, a reload); it takes no fds from clients (SO_PASSRIGHTS off where the kernel has it,
 // otherwise whatever arrives is closed and that client dropped); one client's
 // errors end that client only, and no reply can exceed a message (errors are
 // bounded, status comes in parts).
