@@ -6,6 +6,7 @@ import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
+import { metricsOption, startMetrics } from './metrics';
 import { describeListener } from './status';
 
 /** Largest --max-clients and --max-clients-per-uid. */
@@ -33,6 +34,7 @@ const OPTIONS = {
   'no-inherit': { type: 'boolean' },
   'quiet': { type: 'boolean' },
   'insecure-dir': { type: 'boolean' },
+  'metrics': { type: 'string' },
 } as const;
 
 /** Specs from --listen; a bad spec or two --listen with one name is a usage error. */
@@ -83,6 +85,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     statusUids: idListOption('allow-status-uid', v['allow-status-uid']), statusGids: idListOption('allow-status-gid', v['allow-status-gid']),
   };
   const quiet = v.quiet === true;
+  const metricsAddress = metricsOption(v.metrics);
   // Handlers first: a supervisor may signal as soon as it reads the ready
   // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
   let stopped: NodeJS.Signals | undefined;
@@ -115,6 +118,14 @@ export async function serve(args: string[], io: Io): Promise<number> {
     unhook();
     throw err;
   }
+  let metrics: Awaited<ReturnType<typeof startMetrics>> | undefined;
+  try {
+    if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
+  } catch (err) {
+    broker.close();
+    unhook();
+    throw err;
+  }
   const list = broker.listenerInfos().map((l) => `${l.name}=${describeListener(l)}`).join(' ');
   if (!quiet) {
     broker.on('audit', (e) => io.out(`fdbroker: audit op=${e.op} pid=${e.pid} uid=${e.uid} gid=${e.gid}`
@@ -141,6 +152,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   return new Promise((resolve) => {
     onStop = (sig) => {
       unhook();
+      void metrics?.close();
       broker.close();
       if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
       resolve(0);
@@ -149,6 +161,6 @@ export async function serve(args: string[], io: Io): Promise<number> {
       onStop(stopped);
       return;
     }
-    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}`);
+    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}${metrics ? `; metrics on ${metrics.url}` : ''}`);
   });
 }
