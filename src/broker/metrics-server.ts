@@ -66,6 +66,7 @@ export function serveMetrics(metrics: BrokerMetrics, options: MetricsServerOptio
   });
   server.maxConnections = METRICS_MAX_CONNECTIONS;
   server.requestTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  server.headersTimeout = METRICS_REQUEST_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: options.host, port: options.port }, () => {

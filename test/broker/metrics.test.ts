@@ -18,7 +18,7 @@ import type { GenerationInfo } from '../../src/broker/generation-table';
 import { BrokerConnection } from '../../src/client/connection';
 import { FdbrokerError } from '../../src/protocol/errors';
 import type { ClientInfo } from '../../src/protocol/messages';
-import { CLI, FIXTURES, Raw, cleanup, loadLoop, run, sleep, startBroker, statusOf, tmpDir } from '../helpers';
+import { CLI, FIXTURES, Raw, cleanup, loadLoop, quietFdCount, run, sleep, startBroker, statusOf, tmpDir } from '../helpers';
 import { python3Command } from '../requirements';
 
 afterEach(cleanup);
@@ -316,6 +316,11 @@ describe('fdbroker serve --metrics', () => {
     expect(retire.sum).toBeLessThanOrEqual((aGone - bReady) / 1000 + 0.5);
     expect(retire.buckets['+Inf']).toBe(1);
     expect(retire.buckets['0.5']).toBe(0);
+
+    // Scrapes leave nothing open in the broker (each reads the queues through a netlink socket opened and closed inside).
+    const fdsBefore = await quietFdCount(broker.pid);
+    for (let i = 0; i < 20; i++) await scrape(url);
+    expect(await quietFdCount(broker.pid)).toBe(fdsBefore);
 
     // status --json carries the same figures, from the same counters.
     const st = await statusOf(broker.sock);
