@@ -229,6 +229,20 @@ describe('BrokerMetrics on a broker in this process', () => {
   });
 });
 
+describe('fdbroker/metrics', () => {
+  it('is its own entry of the package: `fdbroker` alone never loads prom-client', async () => {
+    // Package self-reference: from the repository, require('fdbroker/...') goes through package.json's exports.
+    const p = run(process.execPath, ['-e', `
+      const loaded = () => Object.keys(require.cache).some((k) => k.includes('/node_modules/prom-client/'));
+      const main = require('fdbroker');
+      const before = loaded();
+      const m = require('fdbroker/metrics');
+      console.log(JSON.stringify({ broker: typeof main.Broker, before, after: loaded(), metrics: typeof m.BrokerMetrics, serve: typeof m.serveMetrics, path: m.METRICS_PATH }));`]);
+    expect((await p.exited).code).toBe(0);
+    expect(JSON.parse(p.stdout())).toEqual({ broker: 'function', before: false, after: true, metrics: 'function', serve: 'function', path: '/metrics' });
+  });
+});
+
 // --- fdbroker serve --metrics --------------------------------------------------
 
 /** Starts `fdbroker serve --metrics tcp://127.0.0.1:0` and returns it with the URL from its ready line. */
