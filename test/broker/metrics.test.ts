@@ -184,7 +184,7 @@ describe('BrokerMetrics on a broker in this process', () => {
     broker = undefined;
   });
 
-  it('serves /metrics only (404 elsewhere, 405 for POST), counts refusals by code, and agrees with status()', async () => {
+  it('serves /metrics only (404 elsewhere, 405 for POST, HEAD without a body), counts refusals by code, and agrees with status()', async () => {
     const dir = tmpDir();
     const sock = path.join(dir, 'b.sock');
     broker = Broker.start({ controlPath: sock, listeners: [{ name: 'web', kind: 'tcp', host: '127.0.0.1', port: 0, backlog: 77 }], inherit: false });
@@ -198,6 +198,14 @@ describe('BrokerMetrics on a broker in this process', () => {
       http.request(server!.url, { method: 'POST', agent: false }, (res) => { res.resume(); resolve(res.statusCode ?? 0); }).on('error', reject).end();
     });
     expect(post).toBe(405);
+    const head = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      http.request(server!.url, { method: 'HEAD', agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d) => { body += d; });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      }).on('error', reject).end();
+    });
+    expect(head).toEqual({ status: 200, body: '' });
 
     // Refusals: an unknown name, and "ready" from a connection that never joined.
     const conn = await BrokerConnection.connect(sock);
@@ -357,6 +365,24 @@ describe('fdbroker serve --metrics', () => {
     expect(s4.histogram('fdbroker_handover_retire_seconds').count).toBe(1);
     b.kill();
   }, 40_000);
+
+  it('a retiring generation still connected after --retire-timeout counts once in drains_forced_total', async () => {
+    const { broker, url } = await metricsBroker(['http=tcp://127.0.0.1:0'], ['--standby', '0', '--retire-timeout', '300']);
+    const a = run(process.execPath, [path.join(FIXTURES, 'gen-app.js')], { env: { FDBROKER_SOCK: broker.sock, IGNORE_RETIRE: '1' } });
+    await a.waitFor(/^ready \d+ gen 1$/m, 15_000);
+    const b = startGen(broker.sock);
+    await b.waitFor(/^ready \d+ gen 2$/m, 15_000);
+    await a.waitFor(/^retire \d+ by 2$/m, 5000);
+    const s = await scrapeUntil(url, (x) => x.value('fdbroker_drains_forced_total') === 1);
+    expect(s.value('fdbroker_drains_forced_total')).toBe(1);
+    expect(generationsByState(s)).toMatchObject({ ready: 1, retiring: 1 });
+    // Once per retirement: it stays 1 while A lingers.
+    await sleep(600);
+    expect((await scrape(url)).value('fdbroker_drains_forced_total')).toBe(1);
+    expect((await statusOf(broker.sock)).metrics?.drainsForced).toBe(1);
+    a.kill('SIGKILL');
+    b.kill();
+  }, 30_000);
 
   it('the backlog a holder sets with a second listen(2048) is what status and listener_backlog report, not the 511 the broker set', async () => {
     const python = python3Command();
