@@ -9,6 +9,7 @@ export { closeWebSocketsOnDrain, closeWebSocketOnDrain, WS_SERVICE_RESTART, type
 export { endEventStreamOnDrain, type EventStreamDrainOptions } from './handover/drain-sse';
 export { workerEnv, listenViaPrimary, WORKER_ENV } from './handover/cluster';
 export type { GenerationInfo, GenerationState } from './broker/generation-table';
+export type { MetricsSnapshot, HistogramSnapshot } from './broker/handover-stats';
 export {
   Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent, type AuditEvent, type RollbackEvent, type StallEvent,
   type ReloadResult, type ReloadSettings,

@@ -34,6 +34,7 @@ import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, t
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
 import { GenerationTable, type GenerationInfo } from './generation-table';
+import { HandoverStats } from './handover-stats';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
@@ -207,6 +208,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly queues = new Map<string, { queued: number; backlog: number }>();
   private readonly holders = new HolderCache();
   private readonly inodes = new Map<string, number>();
+  /** Handover counters and histograms, fed by this broker's events: in status, and what metrics.ts serves. */
+  readonly stats = new HandoverStats(this);
   private readonly mode: number;
   /** Embedded mode: the number of the app's own generation. */
   readonly selfGeneration: number | undefined;
@@ -510,6 +513,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** What `fdbroker status` shows (with holders when a /proc scan is given). */
   status(id = 0, holders?: { scan: HoldersScan; inodes: Map<string, number> }): StatusMessage {
+    const queues = this.readQueues();
     return {
       type: 'status',
       id,
@@ -521,12 +525,27 @@ export class Broker extends EventEmitter<BrokerEvents> {
         startedAt: this.startedAt.toISOString(),
       },
       listeners: [
-        ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan) } : {}) })),
+        ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l, queues), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan) } : {}) })),
         ...this.removedStatus(holders?.scan),
       ],
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
       generations: this.generations.list(),
+      metrics: this.stats.snapshot(),
     };
+  }
+
+  /**
+   * status() with every holder of each listener: a /proc scan, shared with
+   * other requests within a second (HolderCache), given up after
+   * HOLDERS_STATUS_TIMEOUT_MS (the answer then has no holders).
+   */
+  async statusWithHolders(id = 0): Promise<StatusMessage> {
+    const inodes = this.listenerInodes();
+    const scan = await Promise.race([
+      this.holders.get([...inodes.values(), ...this.removedListeners.flatMap((r) => (r.inode === undefined ? [] : [r.inode]))]).catch(() => undefined),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
+    ]);
+    return this.status(id, scan ? { scan, inodes } : undefined);
   }
 
   /**
@@ -536,21 +555,21 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   private replyStatus(state: Session, id: number): void {
     state.channel.pause();
-    const inodes = this.listenerInodes();
-    const scan = Promise.race([
-      this.holders.get([...inodes.values(), ...this.removedListeners.flatMap((r) => (r.inode === undefined ? [] : [r.inode]))]).catch(() => undefined),
-      new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
-    ]);
-    void scan.then((s) => {
+    const failed = (err: unknown) => {
+      this.emit('warning', err as Error);
+      this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a status request: ${(err as Error).message}`));
+    };
+    void this.statusWithHolders(id).then((s) => {
       if (this.closed || !this.clients.has(state.info.id)) return;
       try {
-        state.reply(this.status(id, s ? { scan: s, inodes } : undefined));
+        state.reply(s);
       } catch (err) {
-        this.emit('warning', err as Error);
-        this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a status request: ${(err as Error).message}`));
+        failed(err);
         return;
       }
       state.channel.resume();
+    }, (err: unknown) => {
+      if (!this.closed && this.clients.has(state.info.id)) failed(err);
     });
   }
 
@@ -585,8 +604,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     });
   }
 
-  private listenerStatus(l: ListenerInfo): ListenerInfo {
-    const q = this.queues.get(l.name);
+  /** Every stream listener's accept queue and backlog in force, read from the sockets now (the last sample where that fails). */
+  private readQueues(): Map<string, { queued: number; backlog: number }> {
+    const out = new Map(this.queues);
+    const ls = this.closed ? [] : this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
+    if (ls.length === 0) return out;
+    try {
+      acceptQueues(ls.map((l) => l.fd)).forEach((q, i) => { if (!(q instanceof Error)) out.set(ls[i]!.info.name, q); });
+    } catch { /* an addon without the call (sampleQueues warns once): the last samples */ }
+    return out;
+  }
+
+  private listenerStatus(l: ListenerInfo, queues: Map<string, { queued: number; backlog: number }>): ListenerInfo {
+    const q = queues.get(l.name);
     const since = this.acceptWatch.stalledSince(l.name);
     return {
       ...l,
@@ -912,6 +942,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         failed: `generation ${n} failed after it was ready (it stopped accepting) and was rolled back`,
       }[result.reason];
       state.reply({ type: 'error', id, code: 'ERR_FDBROKER_READY_REFUSED', message: why });
+      this.emit('clientError', state.info, new FdbrokerError('ERR_FDBROKER_READY_REFUSED', why));
       return;
     }
     state.reply({ type: 'ack', id, generation: n, state: 'ready' });

@@ -71,6 +71,10 @@ serve options:
                      e.g. to replace a broker that was killed
   --insecure-dir     accept a control socket directory writable by others
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
+  --metrics tcp://HOST:PORT
+                     serve Prometheus metrics at http://HOST:PORT/metrics (no
+                     TLS, no auth: use loopback or a private address; PORT 0
+                     picks one, named in the ready line)
   --quiet            print only the ready line and errors
 
 wait: blocks until the generation of PID (default: the newest) is ready and,

@@ -8,6 +8,7 @@ import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
+import { metricsOption, startMetrics } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
@@ -33,6 +34,7 @@ const OPTIONS = {
   'no-inherit': { type: 'boolean' },
   'quiet': { type: 'boolean' },
   'insecure-dir': { type: 'boolean' },
+  'metrics': { type: 'string' },
 } as const;
 
 /** Specs from --listen; a bad spec or two --listen with one name is a usage error. */
@@ -90,6 +92,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const configPath = v.config !== undefined ? nodePath.resolve(v.config) : undefined;
   const settings = mergeSettings(configPath !== undefined ? loadConfig(configPath) : undefined, flags);
   const quiet = v.quiet === true;
+  const metricsAddress = metricsOption(v.metrics);
   // Handlers first: a supervisor may signal as soon as it reads the ready
   // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
   let stopped: NodeJS.Signals | undefined;
@@ -121,6 +124,14 @@ export async function serve(args: string[], io: Io): Promise<number> {
       throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or [listeners] in --config), --adopt-from PATH, or start under systemd socket activation');
     }
   } catch (err) {
+    unhook();
+    throw err;
+  }
+  let metrics: Awaited<ReturnType<typeof startMetrics>> | undefined;
+  try {
+    if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
+  } catch (err) {
+    broker.close();
     unhook();
     throw err;
   }
@@ -162,6 +173,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   return new Promise((resolve) => {
     onStop = (sig) => {
       unhook();
+      void metrics?.close();
       broker.close();
       if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
       resolve(0);
@@ -170,6 +182,6 @@ export async function serve(args: string[], io: Io): Promise<number> {
       onStop(stopped);
       return;
     }
-    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}`);
+    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}${metrics ? `; metrics on ${metrics.url}` : ''}`);
   });
 }

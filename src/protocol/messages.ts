@@ -4,6 +4,7 @@
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
 import { MAX_ERROR_TEXT_BYTES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../broker/generation-table';
+import type { MetricsSnapshot } from '../broker/handover-stats';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';
 export const LISTENER_KINDS: readonly ListenerKind[] = ['tcp', 'unix', 'udp'];
@@ -91,6 +92,8 @@ export interface StatusMessage {
   listeners: ListenerInfo[];
   clients: ClientInfo[];
   generations: GenerationInfo[];
+  /** Handover counters and histograms since the broker started (README "Metrics"); in the first part only. */
+  metrics?: MetricsSnapshot;
 }
 /** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
 export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[] }
@@ -372,7 +375,8 @@ const STATUS_ENVELOPE_BYTES = 1024;
 export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES): Buffer[] {
   const whole = Buffer.from(JSON.stringify({ ...status, part: 0, last: true }), 'utf8');
   if (whole.length <= maxBytes) return [whole];
-  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES;
+  const metricsBytes = status.metrics ? Buffer.byteLength(JSON.stringify(status.metrics)) + 16 : 0;
+  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES + metricsBytes;
   type Key = 'listeners' | 'clients' | 'generations';
   const parts: Array<Record<Key, unknown[]>> = [];
   let current: Record<Key, unknown[]> = { listeners: [], clients: [], generations: [] };
@@ -392,6 +396,7 @@ export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES
   }
   parts.push(current);
   return parts.map((p, i) => Buffer.from(JSON.stringify({
-    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker, ...p,
+    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker,
+    ...(i === 0 && status.metrics ? { metrics: status.metrics } : {}), ...p,
   }), 'utf8'));
 }
