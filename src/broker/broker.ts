@@ -5,7 +5,8 @@
 //
 // Invariants: the broker never accepts on, shuts down or reconfigures a
 // listener; it keeps every listener open for its whole life whatever clients
-// do (only its owner removes one: removeNamedListener, a reload); it takes no fds from clients (SO_PASSRIGHTS off where the kernel has it,
+// do (only its owner removes one: removeNamedListener, a reload); it takes
+// no fds from clients (SO_PASSRIGHTS off where the kernel has it,
 // otherwise whatever arrives is closed and that client dropped); one client's
 // errors end that client only, and no reply can exceed a message (errors are
 // bounded, status comes in parts).
@@ -39,7 +40,8 @@ import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
 import { Session } from './session';
-import { planListeners, type ReloadResult, type ReloadSettings } from './reload';
+import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
+import { RemovedListeners } from './removed-listeners';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
 import {
@@ -195,9 +197,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly specs = new Map<string, ListenerSpec>();
   private readonly defaultBacklog: number;
   /** Listeners a reload removed, listed in status (removed: true) while some process still holds them. */
-  /** Fds of removed listeners still named by a queued reply (closed once sent, see closeWhenUnqueued). */
-  private readonly closing = new Set<number>();
-  private removedListeners: Array<{ info: ListenerInfo; inode: number | undefined }> = [];
+  private readonly removed = new RemovedListeners();
   /**
    * Where reload() gets its settings (fdbroker serve --config sets it: the
    * file re-read, with the command line's flags over it). Throws to refuse.
@@ -243,7 +243,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.checkTimer = setInterval(() => {
       this.checkGenerations();
       this.checkListeners();
-      if (this.closing.size > 0) this.closeUnqueued();
+      if (this.removed.pendingCloses > 0) this.removed.closeUnqueued(this.queuedFd);
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
@@ -393,13 +393,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.registry.remove(name);
     let inode = this.inodes.get(name);
     if (inode === undefined) { try { inode = socketInode(l!.fd); } catch { inode = undefined; } }
-    this.removedListeners.push({ info: l!.info, inode });
+    this.removed.add(l!.info, inode, l!.fd, this.queuedFd);
     this.specs.delete(name);
     this.inodes.delete(name);
     this.broken.delete(name);
     this.queues.delete(name);
     this.acceptWatch.forget(name);
-    this.closeWhenUnqueued(l!.fd);
     debug('listener %s removed', name);
     this.emit('listenerRemoved', l!.info);
     return l!.info;
@@ -459,17 +458,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED',
         'reload refused, nothing changed: it would leave the broker with no listeners (an empty or truncated file?); stop the broker instead');
     }
-    const created: Array<{ l: OwnedListener; spec: ListenerSpec }> = [];
-    try {
-      for (const spec of [...plan.add, ...plan.change]) created.push({ l: createListener(spec, this.defaultBacklog), spec });
-    } catch (err) {
-      for (const c of created) native().close(c.l.fd);
-      const e = err as Error & { code?: string };
-      const moved = plan.change.some((s) => e.message.includes(`"${s.name}"`));
-      throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED', `reload refused, nothing changed: ${e.message}`
-        + (moved && e.code === 'EADDRINUSE' ? ' (a changed listener is bound anew before its old socket closes: give it another address, or restart the broker)' : ''),
-      { cause: err });
-    }
+    const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)));
     for (const name of [...plan.remove, ...plan.change.map((s) => s.name)]) this.removeNamedListener(name);
     for (const c of created) this.register(c.l, c.spec);
     this.setAccess(settings.access ?? {});
@@ -484,23 +473,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.emit('listenerAdded', l.info);
   }
 
-  /**
-   * Closes a listener's fd once no channel's queue names it: a reply queued
-   * for a slow client carries the fd number, which must not be reused before
-   * it is sent.
-   */
-  private closeWhenUnqueued(fd: number): void {
-    if ([...this.channels].some((ch) => ch.queues(fd))) this.closing.add(fd);
-    else native().close(fd);
-  }
-
-  private closeUnqueued(): void {
-    for (const fd of this.closing) {
-      if ([...this.channels].some((ch) => ch.queues(fd))) continue;
-      this.closing.delete(fd);
-      native().close(fd);
-    }
-  }
+  /** Whether a reply still queued for some client names `fd` (RemovedListeners closes it only after). */
+  private readonly queuedFd = (fd: number): boolean => [...this.channels].some((ch) => ch.queues(fd));
 
   private adopt(l: OwnedListener): void {
     try {
@@ -526,7 +500,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       },
       listeners: [
         ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l, queues), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan) } : {}) })),
-        ...this.removedStatus(holders?.scan),
+        ...this.removed.list(holders?.scan, (ino, scan) => this.holdersOf(ino, scan)),
       ],
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
       generations: this.generations.list(),
@@ -542,7 +516,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   async statusWithHolders(id = 0): Promise<StatusMessage> {
     const inodes = this.listenerInodes();
     const scan = await Promise.race([
-      this.holders.get([...inodes.values(), ...this.removedListeners.flatMap((r) => (r.inode === undefined ? [] : [r.inode]))]).catch(() => undefined),
+      this.holders.get([...inodes.values(), ...this.removed.inodes()]).catch(() => undefined),
       new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
     ]);
     return this.status(id, scan ? { scan, inodes } : undefined);
@@ -584,15 +558,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
       out.set(l.info.name, ino);
     }
     return out;
-  }
-
-  /**
-   * Listeners a reload removed, while a process still holds them. With a scan,
-   * those nobody holds any more are forgotten; without one, all are listed.
-   */
-  private removedStatus(scan: HoldersScan | undefined): ListenerInfo[] {
-    if (scan) this.removedListeners = this.removedListeners.filter((r) => r.inode !== undefined && (scan.byInode.get(r.inode)?.length ?? 0) > 0);
-    return this.removedListeners.map((r) => ({ ...r.info, removed: true, ...(scan ? { holders: this.holdersOf(r.inode, scan) } : {}) }));
   }
 
   private holdersOf(ino: number | undefined, scan: HoldersScan): HolderInfo[] {
@@ -638,8 +603,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
     this.channels.clear();
-    for (const fd of this.closing) native().close(fd);
-    this.closing.clear();
+    this.removed.closeAll();
     this.registry.closeAll();
   }
 
@@ -865,7 +829,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       selected = this.registry.select(names);
     } catch (err) {
       const e = err as FdbrokerError & { names?: string[] };
-      const gone = (e.names ?? []).filter((n) => this.removedListeners.some((r) => r.info.name === n));
+      const gone = (e.names ?? []).filter((n) => this.removed.has(n));
       if (gone.length > 0) e.message += ` (${gone.map((n) => `"${n}"`).join(', ')} removed by a reload)`;
       state.reply({ type: 'error', id, code: e.code, message: e.message, names: e.names });
       this.auditLog(op, state.info, e.code, names ?? undefined);

@@ -1,8 +1,11 @@
 // A reload of the broker's configuration: what it applies, what it reports,
-// and the pure comparison of the listeners it has with those asked for.
-// Broker.applyReload() carries the plan out atomically (every new socket is
-// created before anything changes).
+// the pure comparison of the listeners it has with those asked for, and the
+// all-or-none creation of the new sockets. Broker.applyReload() carries the
+// plan out atomically (every new socket is created before anything changes).
+import { native } from '../native/binding';
+import { FdbrokerError } from '../protocol/errors';
 import type { AccessOptions } from './access';
+import { createListener, type OwnedListener } from './listeners';
 import type { ListenerSpec } from './spec';
 
 /** What a reload applies: the listeners wanted, and the grants and limits for requests from now on. */
@@ -52,4 +55,25 @@ export function planListeners(current: ReadonlyMap<string, ListenerSpec>, next: 
     else if (canonical(old, defaultBacklog) !== canonical(s, defaultBacklog)) plan.change.push(s);
   }
   return plan;
+}
+
+/**
+ * Creates a socket for each spec, all or none: if one fails, those created
+ * are closed and ERR_FDBROKER_RELOAD_FAILED is thrown (the system error as
+ * cause). `changed`: names that still have a socket, for the hint when the
+ * new one cannot bind beside it. The caller owns the returned fds.
+ */
+export function createAll(specs: readonly ListenerSpec[], defaultBacklog: number, changed: ReadonlySet<string>): Array<{ l: OwnedListener; spec: ListenerSpec }> {
+  const created: Array<{ l: OwnedListener; spec: ListenerSpec }> = [];
+  let spec: ListenerSpec | undefined;
+  try {
+    for (spec of specs) created.push({ l: createListener(spec, defaultBacklog), spec });
+    return created;
+  } catch (err) {
+    for (const c of created) native().close(c.l.fd);
+    const e = err as Error & { code?: string };
+    const hint = spec && changed.has(spec.name) && e.code === 'EADDRINUSE'
+      ? ' (a changed listener is bound anew before its old socket closes: give it another address, or restart the broker)' : '';
+    throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED', `reload refused, nothing changed: ${e.message}${hint}`, { cause: err });
+  }
 }
