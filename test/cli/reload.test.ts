@@ -180,6 +180,16 @@ describe('fdbroker reload: a bad reload changes nothing', () => {
     expect(alive(broker.pid)).toBe(true);
   });
 
+  it('--help documents --config, the reload rules and the reload command', async () => {
+    const r = await cli(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^  fdbroker serve <control-socket> --config FILE/m);
+    expect(r.stdout).toMatch(/^  fdbroker reload <control-socket> \[--json\]/m);
+    expect(r.stdout).toMatch(/^  --config FILE /m);
+    expect(r.stdout).toMatch(/SIGHUP or\s+`fdbroker reload` re-reads FILE/);
+    expect(r.stdout).toMatch(/^reload: the broker \(started with --config\)/m);
+  });
+
   it('a bad file at start: exit 1 with the code, nothing left behind', async () => {
     const dir = tmpDir();
     const cfg = path.join(dir, 'broker.toml');
