@@ -3,7 +3,7 @@
 // broker with them (bound at a temporary name and renamed over the path, so
 // the path always answers), then commit. Until the rename, any failure here
 // leaves the old broker serving unchanged; from the rename on, this broker
-// serves. See PROTOCOL.md §2.8 and docs/FAULTS.md.
+// serves. See PROTOCOL.md §2.9 and docs/FAULTS.md.
 //
 // Fd ownership: every received fd is owned by the new Broker from
 // Broker.startInternal() on (which closes them if it fails); before that,
@@ -15,7 +15,7 @@ import { FdbrokerError } from '../protocol/errors';
 import { PROTOCOL_VERSION } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import { Broker, type BrokerOptions } from './broker';
-import { mergeOptions, specsToCreate } from './takeover';
+import { mergeOptions, specsOfReceived, specsToCreate } from './takeover';
 
 const debug = debuglog('fdbroker');
 
@@ -68,12 +68,13 @@ export async function takeOver(options: BrokerOptions & { timeoutMs?: number }):
       await afterReceiveHook();
       const merged = mergeOptions(handoff.options, { ...given, listeners: undefined });
       const create = specsToCreate(listeners.map((l) => l.info), given.listeners ?? []);
+      const receivedSpecs = specsOfReceived(listeners.map((l) => l.info), given.listeners ?? []);
       // The old broker gave up on us (commit timeout) or is gone: binding now would split the path from its generations.
       if (conn.isClosed) throw new FdbrokerError('ERR_FDBROKER_CLOSED', 'the old broker closed the takeover before this broker could bind: it serves on; try again');
       // From here on the new broker owns the received fds, on every path.
       const pending = listeners.splice(0);
       broker = Broker.startInternal({
-        ...merged, controlPath: options.controlPath, listeners: create, listenerFds: pending, takeover: true,
+        ...merged, controlPath: options.controlPath, listeners: create, listenerFds: pending, receivedSpecs, takeover: true,
         generations: { next: handoff.nextGeneration, generations: handoff.generations },
       });
     } catch (err) {

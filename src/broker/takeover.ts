@@ -1,7 +1,7 @@
 // Broker takeover, the pure parts: who may take over (versions), what a
 // broker hands its successor (options), and how the successor combines that
 // with its own flags and listener specs. No I/O. The wire sequence is in
-// PROTOCOL.md §2.8; the promises under faults in docs/FAULTS.md.
+// PROTOCOL.md §2.9; the promises under faults in docs/FAULTS.md.
 import { FdbrokerError } from '../protocol/errors';
 import type { HandoffOptions, ListenerInfo } from '../protocol/messages';
 import type { BrokerOptions } from './broker';
@@ -97,4 +97,10 @@ export function specsToCreate(received: readonly ListenerInfo[], specs: readonly
     }
   }
   return out;
+}
+
+/** The specs that name (and, by specsToCreate(), describe) a received listener. */
+export function specsOfReceived(received: readonly ListenerInfo[], specs: readonly ListenerSpec[]): ListenerSpec[] {
+  const names = new Set(received.map((i) => i.name));
+  return specs.filter((s) => names.has(s.name));
 }

@@ -314,6 +314,17 @@ export class BrokerConnection {
     return { generation: ack.generation ?? generation, state: ack.state ?? state };
   }
 
+  /**
+   * Asks the broker to re-read its configuration and apply it (only the
+   * broker's own uid and root may). Resolves with what changed; rejects with
+   * the broker's error (ERR_FDBROKER_INVALID_CONFIG, ERR_FDBROKER_RELOAD_FAILED,
+   * ERR_FDBROKER_NO_CONFIG, ERR_FDBROKER_NOT_PERMITTED), in which case nothing changed.
+   */
+  async reload(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
+    const r = await this.request({ type: 'reload', id: this.nextId++ }, 'reloaded', timeoutMs);
+    return { added: r.added, removed: r.removed, changed: r.changed };
+  }
+
   /** Sends a request that carries no fds back, and returns its answer of type `expect`. */
   private async request<T extends BrokerMessage['type']>(req: ClientMessage & { id: number }, expect: T, timeoutMs: number | undefined): Promise<Extract<BrokerMessage, { type: T }>> {
     this.send(req);
@@ -327,7 +338,7 @@ export class BrokerConnection {
   }
 
   /**
-   * Takeover (PROTOCOL.md §2.8): asks the broker for everything it holds,
+   * Takeover (PROTOCOL.md §2.9): asks the broker for everything it holds,
    * offering this software's versions. Returns the handoff (its parts put
    * together) and every listener; the caller owns every fd, and on error
    * every fd received so far is closed. Then commit() once this process
@@ -486,7 +497,9 @@ function timeoutError(path: string, what: string): FdbrokerError {
 }
 
 function brokerError(msg: Extract<BrokerMessage, { type: 'error' }>): FdbrokerError {
-  const err = new FdbrokerError(msg.code, msg.message);
+  // `cause`: the broker's system error code, as a Node-shaped cause.
+  const cause = msg.cause ? Object.assign(new Error(msg.cause), { code: msg.cause }) : undefined;
+  const err = new FdbrokerError(msg.code, msg.message, cause ? { cause } : undefined);
   if (msg.names) (err as FdbrokerError & { names?: string[] }).names = msg.names;
   return err;
 }

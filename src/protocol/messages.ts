@@ -4,6 +4,7 @@
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
 import { MAX_ERROR_TEXT_BYTES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../broker/generation-table';
+import type { MetricsSnapshot } from '../broker/handover-stats';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';
 export const LISTENER_KINDS: readonly ListenerKind[] = ['tcp', 'unix', 'udp'];
@@ -63,10 +64,12 @@ export interface RejoinMessage {
 }
 /** This generation now serves. */
 export interface ReadyMessage { type: 'ready'; id: number }
-/** A new broker asks the running one for everything it holds (§2.8); `protocol` and `software` are the new broker's versions. */
+/** A new broker asks the running one for everything it holds (§2.9); `protocol` and `software` are the new broker's versions. */
 export interface TakeoverMessage { type: 'takeover'; id: number; protocol: number; software: string }
 /** The new broker that sent `takeover` (same `id`) now answers on the control path: the old one moves its generations and exits. */
 export interface CommittedMessage { type: 'committed'; id: number }
+/** Re-read the broker's configuration and apply it (only the broker's own uid and root may). */
+export interface ReloadRequest { type: 'reload'; id: number }
 // Broker -> client
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean } }
 export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
@@ -93,8 +96,16 @@ export interface StatusMessage {
   listeners: ListenerInfo[];
   clients: ClientInfo[];
   generations: GenerationInfo[];
+  /** Handover counters and histograms since the broker started (README "Metrics"); in the first part only. */
+  metrics?: MetricsSnapshot;
 }
-/** The broker's options, as a successor needs them to serve in its place (§2.8). */
+/** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
+export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[] }
+/** `cause`: the system error code behind it (e.g. "EADDRINUSE" for a reload whose listener cannot bind). */
+export interface ErrorMessage {
+  type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[]; cause?: string;
+}
+/** The broker's options, as a successor needs them to serve in its place (§2.9). */
 export interface HandoffOptions {
   backlog?: number; mode?: number; group?: number;
   handshakeTimeoutMs?: number; readyTimeoutMs?: number; retireTimeoutMs?: number; standbyMs?: number; stallTimeoutMs?: number;
@@ -117,15 +128,14 @@ export interface HandoffMessage {
 }
 /** Unsolicited, to a generation: a new broker took over the path (pid `to`); rejoin it now. This connection closes next. */
 export interface MovedMessage { type: 'moved'; generation: number; to: number }
-export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
 
 export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage
-  | TakeoverMessage | CommittedMessage;
+  | ReloadRequest | TakeoverMessage | CommittedMessage;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
-  | ResumeMessage | ReleaseMessage | PingMessage | HandoffMessage | MovedMessage;
+  | ResumeMessage | ReleaseMessage | PingMessage | ReloadedMessage | HandoffMessage | MovedMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'takeover', 'committed'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'handoff', 'moved'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'takeover', 'committed'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'reloaded', 'handoff', 'moved'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -217,6 +227,9 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
       return { type: 'status', id: m.id };
+    case 'reload':
+      if (!isInt(m.id)) throw protocolError('reload.id must be a non-negative integer');
+      return { type: 'reload', id: m.id };
     case 'takeover':
       if (!isInt(m.id)) throw protocolError('takeover.id must be a non-negative integer');
       if (!isInt(m.protocol, 1, 1_000_000)) throw protocolError('takeover.protocol must be a protocol version');
@@ -284,6 +297,13 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
     case 'ping':
       if (!isInt(m.id)) throw protocolError('ping needs id');
       return { type: 'ping', id: m.id };
+    case 'reloaded': {
+      const names = (v: unknown): v is string[] => Array.isArray(v) && v.length <= MAX_NAMES_PER_REQUEST && v.every(isValidName);
+      if (!isInt(m.id) || !names(m.added) || !names(m.removed) || !names(m.changed)) {
+        throw protocolError('reloaded needs id, added, removed and changed (arrays of listener names)');
+      }
+      return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed };
+    }
     case 'handoff': {
       if (!isInt(m.id) || !isInt(m.part) || typeof m.last !== 'boolean' || !isInt(m.nextGeneration, 1)
         || !Array.isArray(m.generations) || typeof m.options !== 'object' || m.options === null
@@ -304,6 +324,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
       }
+      if (m.cause !== undefined && typeof m.cause !== 'string') delete m.cause;
       return {
         ...(m as unknown as ErrorMessage),
         code: isErrorCode(m.code) ? m.code : 'ERR_FDBROKER_PROTOCOL',
@@ -407,7 +428,8 @@ const STATUS_ENVELOPE_BYTES = 1024;
 export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES): Buffer[] {
   const whole = Buffer.from(JSON.stringify({ ...status, part: 0, last: true }), 'utf8');
   if (whole.length <= maxBytes) return [whole];
-  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES;
+  const metricsBytes = status.metrics ? Buffer.byteLength(JSON.stringify(status.metrics)) + 16 : 0;
+  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES + metricsBytes;
   type Key = 'listeners' | 'clients' | 'generations';
   const parts: Array<Record<Key, unknown[]>> = [];
   let current: Record<Key, unknown[]> = { listeners: [], clients: [], generations: [] };
@@ -427,7 +449,8 @@ export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES
   }
   parts.push(current);
   return parts.map((p, i) => Buffer.from(JSON.stringify({
-    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker, ...p,
+    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker,
+    ...(i === 0 && status.metrics ? { metrics: status.metrics } : {}), ...p,
   }), 'utf8'));
 }
 

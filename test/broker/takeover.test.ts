@@ -77,9 +77,9 @@ function sharedInode(a: number, b: number): string[] {
 }
 
 /** Runs `fdbroker serve <sock> --takeover` and waits for its ready line; returns it with the parsed log line. */
-async function takeover(sock: string, env?: NodeJS.ProcessEnv): Promise<{ p: Proc; listeners: number; generations: number; from: number; version: string; ms: number; wallMs: number }> {
+async function takeover(sock: string, env?: NodeJS.ProcessEnv, extra: string[] = []): Promise<{ p: Proc; listeners: number; generations: number; from: number; version: string; ms: number; wallMs: number }> {
   const t0 = Date.now();
-  const p = run(process.execPath, [CLI, 'serve', sock, '--takeover'], { env });
+  const p = run(process.execPath, [CLI, 'serve', sock, '--takeover', ...extra], { env });
   const m = await p.waitFor(/^fdbroker: took over (\d+) listeners and (\d+) generations from pid (\d+) \(version (\S+)\) in (\d+) ms$/m);
   await p.waitFor(/^fdbroker: ready on /m);
   return { p, listeners: Number(m[1]), generations: Number(m[2]), from: Number(m[3]), version: m[4]!, ms: Number(m[5]), wallMs: Date.now() - t0 };
@@ -250,6 +250,25 @@ describe('fdbroker serve --takeover', () => {
     conn.close();
     expect(raw.handoff.options).toEqual({ standbyMs: 0, readyTimeoutMs: 20_000 });
     expect(raw.listeners.map((l) => l.info.name).sort()).toEqual(['admin', 'http']);
+  }, 30_000);
+
+  it('with --config: the listeners the file names stay the configuration\'s after a takeover (a reload adds and removes them)', async () => {
+    const dir = tmpDir();
+    const conf = path.join(dir, 'broker.toml');
+    fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\n');
+    const b1 = await startBroker(dir, [], ['--config', conf]);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    const t = await takeover(b1.sock, undefined, ['--config', conf]);
+    expect(t.listeners).toBe(1);
+    await waitRejoined(b1.sock, t.p.pid, app.pid);
+    fs.writeFileSync(conf, '[listeners]\nadmin = "tcp://127.0.0.1:0"\n');
+    const r = run(process.execPath, [CLI, 'reload', b1.sock]);
+    expect((await r.exited).code).toBe(0);
+    const s = await statusOf(b1.sock);
+    expect(s.broker.pid).toBe(t.p.pid);
+    expect(s.listeners.filter((l) => !l.removed).map((l) => l.name)).toEqual(['admin']);
+    expect(t.p.stdout()).toMatch(/listener http=tcp:\/\/127\.0\.0\.1:\d+ removed/);
+    expect(alive(app.pid)).toBe(true); // it keeps its copy and serves on
   }, 30_000);
 
   it('refused by version: a successor claiming an older version exits 1 with ERR_FDBROKER_VERSION; the old broker serves on unchanged, fds at baseline', async () => {
