@@ -1121,21 +1121,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const n = msg.generation;
     state.generation = n;
     this.noteAdopted(state, names);
-    let g = this.generations.get(n)!;
-    if (msg.state === 'ready' && g.state === 'starting') {
-      const r = this.generations.ready(n, Date.now());
-      g = this.generations.get(n)!;
-      state.reply({ type: 'ack', id: msg.id, generation: n, state: g.state });
-      if (r.ok) this.applyReady(n, r.retire, r.release);
-    } else {
-      state.reply({ type: 'ack', id: msg.id, generation: n, state: g.state });
-      if (msg.state !== 'retiring' && (g.state === 'retiring' || g.state === 'failed' || g.state === 'standby')) {
-        const standby = g.state === 'standby' && g.standbyUntil ? Math.max(0, Date.parse(g.standbyUntil) - Date.now()) : 0;
-        state.reply({ type: 'retire', generation: n, by: this.generations.newestReady(), reason: g.state === 'failed' ? 'failed' : 'newer', ...(standby > 0 ? { standby } : {}) });
-      }
-    }
+    const r = msg.state === 'ready' && this.generations.get(n)!.state === 'starting' ? this.generations.ready(n, Date.now()) : undefined;
+    const g = this.generations.get(n)!;
+    state.reply({ type: 'ack', id: msg.id, generation: n, state: g.state });
     this.auditLog('rejoin', state.info, 'ok', names, n);
     this.emit('rejoin', g);
+    if (r?.ok) {
+      this.applyReady(n, r.retire, r.release);
+    } else if (msg.state !== 'retiring' && (g.state === 'retiring' || g.state === 'failed' || g.state === 'standby')) {
+      const standby = g.state === 'standby' && g.standbyUntil ? Math.max(0, Date.parse(g.standbyUntil) - Date.now()) : 0;
+      state.reply({ type: 'retire', generation: n, by: this.generations.newestReady(), reason: g.state === 'failed' ? 'failed' : 'newer', ...(standby > 0 ? { standby } : {}) });
+    }
   }
 
   private onReady(state: Session, id: number): void {

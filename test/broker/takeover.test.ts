@@ -147,6 +147,7 @@ describe('fdbroker serve --takeover', () => {
       expect((await statusOf(b1.sock)).broker.pid).toBe(t2.p.pid);
       await sleep(500);
       // The app noticed nothing but the rejoins: no loss, no retire, no drain.
+      await waitText(() => app.stdout(), /^rejoin \d+ gen 1 ready$[^]*^rejoin \d+ gen 1 ready$/m);
       expect(app.stdout().match(/^rejoin \d+ gen 1 ready$/gm)).toHaveLength(2);
       expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
       expect(alive(app.pid)).toBe(true);
@@ -195,6 +196,7 @@ describe('fdbroker serve --takeover', () => {
     expect(load.failed()).toBe(0);
     expect(probe.seen.failed).toBe(0);
     expect((await statusOf(b1.sock)).generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
+    for (let t = 0; t < 100 && (app.stdout().match(/^rejoin \d+ gen 1 ready$/gm) ?? []).length < 10; t++) await sleep(20);
     expect(app.stdout().match(/^rejoin \d+ gen 1 ready$/gm)).toHaveLength(10);
     expect(app.stdout()).not.toMatch(/^(lost|retire|drained) /m);
   }, 60_000);
@@ -267,7 +269,7 @@ describe('fdbroker serve --takeover', () => {
     const s = await statusOf(b1.sock);
     expect(s.broker.pid).toBe(t.p.pid);
     expect(s.listeners.filter((l) => !l.removed).map((l) => l.name)).toEqual(['admin']);
-    expect(t.p.stdout()).toMatch(/listener http=tcp:\/\/127\.0\.0\.1:\d+ removed/);
+    await waitText(() => t.p.stdout(), /listener http=tcp:\/\/127\.0\.0\.1:\d+ removed/);
     expect(alive(app.pid)).toBe(true); // it keeps its copy and serves on
   }, 30_000);
 
@@ -291,7 +293,7 @@ describe('fdbroker serve --takeover', () => {
     const s = await statusOf(b1.sock);
     expect(s.broker.pid).toBe(b1.pid);
     expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
-    expect(b1.stdout()).toMatch(/op=takeover .* result=ERR_FDBROKER_VERSION/);
+    await waitText(() => b1.stdout(), /op=takeover .* result=ERR_FDBROKER_VERSION/);
     expect(await quietFdCount(b1.pid)).toBe(before);
     expect(app.stdout()).not.toMatch(/^(lost|rejoin|retire) /m);
   }, 30_000);
@@ -484,7 +486,7 @@ describe('fdbroker serve --takeover during a deploy', () => {
       expect(v2.stdout()).toMatch(/^rejoin \d+ gen 2 ready$/m);
       // The old broker never carried the ready out: it was held, then carried by the rejoin.
       expect(b1.stdout()).not.toMatch(new RegExp(`op=ready pid=${v2.pid}`));
-      expect(successor.stdout()).toMatch(new RegExp(`generation 2 \\(pid ${v2.pid}\\) ready; retiring 1`));
+      await successor.waitFor(new RegExp(`^fdbroker: generation 2 \\(pid ${v2.pid}\\) ready; retiring 1$`, 'm'));
       await v1.waitFor(/^drained \d+ forced 0$/m, 10_000);
       expect((await v1.exited).code).toBe(0);
       expect((await statusOf(b1.sock)).generations.map((g) => [g.number, g.state])).toEqual([[2, 'ready']]);
@@ -510,7 +512,7 @@ describeWith([root('to run the successor as uid 65534'), setpriv()], 'takeover b
     const other = runAs(NOBODY, NOBODY, shared.root, process.execPath, [shared.cli, 'serve', b1.sock, '--takeover']);
     expect((await other.exited).code).toBe(1);
     expect(other.stderr()).toMatch(/ERR_FDBROKER_NOT_PERMITTED: uid 65534 may not take over this broker/);
-    expect(b1.stdout()).toMatch(/op=takeover pid=\d+ uid=65534 .*result=ERR_FDBROKER_NOT_PERMITTED/);
+    await waitText(() => b1.stdout(), /op=takeover pid=\d+ uid=65534 .*result=ERR_FDBROKER_NOT_PERMITTED/);
     const s = await statusOf(b1.sock);
     expect(s.broker.pid).toBe(b1.pid);
     expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
