@@ -27,7 +27,7 @@ import {
   chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
   type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage,
 } from '../protocol/messages';
-import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
+import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
@@ -570,6 +570,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         state.reply({
           type: 'welcome', version,
           broker: { pid: process.pid, software: `fdbroker/${VERSION}`, embedded: this.selfGeneration !== undefined },
+          features: [...PROTOCOL_FEATURES],
         });
         return;
       }
@@ -611,6 +612,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'pong':
         if (state.ping?.id === msg.id) state.ping = undefined;
+        return;
+      case 'holding':
+        // No answer: a report from a connection that is no generation, or one that serves, changes nothing.
+        if (state.generation !== undefined) this.generations.holding(state.generation, msg, Date.now());
         return;
     }
   }
