@@ -12,6 +12,7 @@ import WebSocket from 'ws';
 import { CLI, FIXTURES, cleanup, loadLoop, run, sleep, startBroker, statusOf, tmpDir, type Proc } from '../helpers';
 import { HOLDING_REPORT_MS } from '../../src/handover/defaults';
 import type { GenerationInfo } from '../../src/broker/generation-table';
+import { python3Command } from '../requirements';
 
 afterEach(cleanup);
 
@@ -120,4 +121,23 @@ describe('holding: a retiring generation reports what it still holds', () => {
     for (const r of streamResults) expect(r).toMatchObject({ status: 200, body: expect.stringMatching(/retry: 100/) });
     for (const r of slowResults) expect(r).toEqual({ status: 200, body: `${old.pid} slow\n` });
   }, 30_000);
+});
+
+describe('holding: an older broker without the feature', () => {
+  it('is never sent a "holding" report, so it keeps the retiring generation connected until it has drained', async () => {
+    const dir = tmpDir();
+    const sock = path.join(dir, 'old.sock');
+    const fake = run(python3Command(), [path.join(FIXTURES, 'old_broker.py'), sock]);
+    const port = Number((await fake.waitFor(/^ready (\d+)/m))[1]);
+    const app = run(process.execPath, [path.join(FIXTURES, 'holding-app.js')], { env: { FDBROKER_SOCK: sock, SPREAD_MS: '1000' } });
+    await app.waitFor(/^ready \d+ gen 1/m);
+    // A WebSocket keeps the drain going over several report intervals.
+    const { closed } = await openWebSocket(port);
+    expect(await closed).toBe(1012);
+    expect(await app.exited).toEqual({ code: 0, signal: null });
+    expect(app.stdout()).toMatch(/drained \d+ forced 0 hooked 1 /);
+    await fake.exited;
+    expect(fake.stdout()).toMatch(/^left hello,join,ready(,pong)*$/m);
+    expect(fake.stdout()).not.toMatch(/unknown/);
+  }, 20_000);
 });
