@@ -107,8 +107,9 @@ export class Generation {
   private retirePromise: Promise<DrainResult> | undefined;
   private stopUpgrades: (() => void) | undefined;
   private upgradeSetup: (() => void) | undefined;
-  /** While retiring: tells the broker what this process still holds (shown by `fdbroker status`). */
-  private readonly reporter = new HoldingReporter(() => this.holding(), (h) => this.conn?.reportHolding(h) ?? false);
+  /** While retiring: tells the broker what this process's servers still hold (shown by `fdbroker status`); none without servers (a cluster primary). */
+  private readonly reporter = new HoldingReporter(() => (this.servers().length > 0 ? this.holding() : undefined),
+    (h) => this.conn?.reportHolding(h) ?? false);
 
   private constructor(path: string, conn: BrokerConnection | undefined, broker: Broker | undefined, number: number,
     listeners: Record<string, Listener>, opts: GenerationOptions) {

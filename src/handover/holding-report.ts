@@ -13,10 +13,10 @@ export class HoldingReporter {
   private last: string | undefined;
 
   /**
-   * `read` gives the current counts; `send` delivers them and returns false
+   * `read` gives the current counts (undefined: nothing to count, no report); `send` delivers them and returns false
    * when it could not (no connection, or a broker without the feature).
    */
-  constructor(private readonly read: () => HoldingCounts, private readonly send: (h: HoldingCounts) => boolean,
+  constructor(private readonly read: () => HoldingCounts | undefined, private readonly send: (h: HoldingCounts) => boolean,
     private readonly intervalMs = HOLDING_REPORT_MS) {}
 
   get running(): boolean { return this.timer !== undefined; }
@@ -40,6 +40,7 @@ export class HoldingReporter {
 
   private tick(): void {
     const h = this.read();
+    if (!h) return;
     const key = `${h.connections},${h.sessions},${h.upgraded},${h.hooked}`;
     if (key === this.last) return;
     let sent = false;
