@@ -4,7 +4,6 @@
 // lose nothing (examples/gunicorn_app.py, examples/uvicorn_app.py; README,
 // the `exec` recipe). Debian's packages: apt-get install gunicorn uvicorn.
 import { afterEach, describe, expect } from 'vitest';
-import * as path from 'node:path';
 import { CLI, cleanup, loadLoop, run, sleep, startBroker, tmpDir, type LoadStats, type Proc } from '../helpers';
 import { gunicorn, itWith, uvicorn } from '../requirements';
 import { EXAMPLES, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS } from '../swap-helpers';
