@@ -9,8 +9,10 @@ export { closeWebSocketsOnDrain, closeWebSocketOnDrain, WS_SERVICE_RESTART, type
 export { endEventStreamOnDrain, type EventStreamDrainOptions } from './handover/drain-sse';
 export { workerEnv, listenViaPrimary, WORKER_ENV } from './handover/cluster';
 export type { GenerationInfo, GenerationState } from './broker/generation-table';
+export type { MetricsSnapshot, HistogramSnapshot } from './broker/handover-stats';
 export {
   Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent, type AuditEvent, type RollbackEvent, type StallEvent,
+  type ReloadResult, type ReloadSettings,
 } from './broker/broker';
 export type { AccessOptions } from './broker/access';
 export { parseListenerSpec, type ListenerSpec } from './broker/spec';

@@ -2,7 +2,7 @@
 // The checkout may lie under a directory other users cannot enter (/root, a
 // 0700 home), so whatever another uid runs is copied first into a fresh
 // world-readable directory under os.tmpdir(): the built package (package.json,
-// bin/, dist/, the native addon node-gyp-build loads, node-gyp-build itself)
+// bin/, dist/, the native addon node-gyp-build loads, node-gyp-build and smol-toml)
 // and test/fixtures/. Processes run there with that directory as their cwd.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -55,8 +55,10 @@ export function sharedCopy(): SharedCopy {
   const addon = path.join(ROOT, 'build', 'Release', 'fdbroker.node');
   if (fs.existsSync(addon)) copy(addon, path.join(root, 'build', 'Release', 'fdbroker.node'));
   if (fs.existsSync(path.join(ROOT, 'prebuilds'))) copy(path.join(ROOT, 'prebuilds'), path.join(root, 'prebuilds'));
-  const ngb = path.dirname(require.resolve('node-gyp-build/package.json', { paths: [ROOT] }));
-  copy(ngb, path.join(root, 'node_modules', 'node-gyp-build'));
+  // The runtime dependencies that are JavaScript (node-addon-api is headers for a build).
+  for (const dep of ['node-gyp-build', 'smol-toml']) {
+    copy(path.join(ROOT, 'node_modules', dep), path.join(root, 'node_modules', dep));
+  }
   openUp(root);
   return {
     root,

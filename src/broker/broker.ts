@@ -5,7 +5,8 @@
 //
 // Invariants: the broker never accepts on, shuts down or reconfigures a
 // listener; it keeps every listener open for its whole life whatever clients
-// do; it takes no fds from clients (SO_PASSRIGHTS off where the kernel has it,
+// do (only its owner removes one: removeNamedListener, a reload); it takes
+// no fds from clients (SO_PASSRIGHTS off where the kernel has it,
 // otherwise whatever arrives is closed and that client dropped); one client's
 // errors end that client only, and no reply can exceed a message (errors are
 // bounded, status comes in parts).
@@ -22,22 +23,25 @@ import type { Acceptor, PathLock } from '../transport/acceptor';
 import { acceptQueues } from '../transport/accept-queue';
 import { Channel } from '../transport/channel';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
-import { FdbrokerError } from '../protocol/errors';
+import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
   chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
   type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage,
 } from '../protocol/messages';
-import { MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
+import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
 import { GenerationTable, type GenerationInfo } from './generation-table';
+import { HandoverStats } from './handover-stats';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
 import { Session } from './session';
+import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
+import { RemovedListeners } from './removed-listeners';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
 import {
@@ -48,6 +52,7 @@ import {
 } from './defaults';
 
 export type { AuditEvent } from './audit';
+export type { ReloadResult, ReloadSettings } from './reload';
 
 const debug = debuglog('fdbroker');
 
@@ -161,6 +166,12 @@ export interface BrokerEvents {
   listenerAdded: [info: ListenerInfo];
   /** A listener was removed (a reload dropped it): the broker closed its copy and no longer hands it out. */
   listenerRemoved: [info: ListenerInfo];
+  /** A reload starts (before its settings are read): the spot for sd_notify RELOADING=1. */
+  reloading: [];
+  /** A reload was applied (sd_notify READY=1 again). */
+  reloaded: [result: ReloadResult];
+  /** A reload was refused and nothing changed (sd_notify READY=1 again: the old configuration serves). */
+  reloadFailed: [err: Error];
   /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
   warning: [err: Error];
 }
@@ -181,12 +192,24 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly checkTimer: NodeJS.Timeout;
   private readonly sampleTimer: NodeJS.Timeout | undefined;
   private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
-  private readonly policy: AccessPolicy;
+  private policy: AccessPolicy;
+  /** The spec of each listener created from one (not those taken from systemd or a predecessor): what a reload compares. */
+  private readonly specs = new Map<string, ListenerSpec>();
+  private readonly defaultBacklog: number;
+  /** Listeners a reload removed, listed in status (removed: true) while some process still holds them. */
+  private readonly removed = new RemovedListeners();
+  /**
+   * Where reload() gets its settings (fdbroker serve --config sets it: the
+   * file re-read, with the command line's flags over it). Throws to refuse.
+   */
+  reloadSource: (() => ReloadSettings) | undefined;
   private readonly brokerUid = process.getuid?.() ?? 0;
   private readonly broken = new Set<string>();
   private readonly queues = new Map<string, { queued: number; backlog: number }>();
   private readonly holders = new HolderCache();
   private readonly inodes = new Map<string, number>();
+  /** Handover counters and histograms, fed by this broker's events: in status, and what metrics.ts serves. */
+  readonly stats = new HandoverStats(this);
   private readonly mode: number;
   /** Embedded mode: the number of the app's own generation. */
   readonly selfGeneration: number | undefined;
@@ -208,6 +231,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       maxClientsPerUid: options.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID,
     };
     this.policy = makePolicy(this.brokerUid, options.access);
+    this.defaultBacklog = options.backlog ?? DEFAULT_LISTEN_BACKLOG;
     this.generations = new GenerationTable({
       readyTimeoutMs: options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
       retireTimeoutMs: options.retireTimeoutMs ?? DEFAULT_RETIRE_TIMEOUT_MS,
@@ -219,6 +243,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.checkTimer = setInterval(() => {
       this.checkGenerations();
       this.checkListeners();
+      if (this.removed.pendingCloses > 0) this.removed.closeUnqueued(this.queuedFd);
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
@@ -282,7 +307,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.registry.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, options.backlog ?? DEFAULT_LISTEN_BACKLOG));
+        broker.adopt(createListener(spec, broker.defaultBacklog));
+        broker.specs.set(spec.name, spec);
       }
       broker.acceptor = bindControlSocket(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lock });
       lock = undefined;
@@ -343,6 +369,113 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
+  /**
+   * Creates a listener from `spec` and hands it out from now on (later adopts
+   * and joins get it); emits 'listenerAdded'. Throws, changing nothing, when
+   * the name is taken or the socket cannot be created. (Not `addListener`:
+   * that is EventEmitter's; so is `removeListener`.)
+   */
+  addNamedListener(spec: ListenerSpec): ListenerInfo {
+    if (this.registry.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
+    const l = createListener(spec, this.defaultBacklog);
+    this.register(l, spec);
+    return l.info;
+  }
+
+  /**
+   * Stops handing out `name` and closes the broker's copy; processes that hold
+   * it keep their copies (and serve on them) until they retire. Status lists
+   * it with `removed: true` while any process holds it. Emits 'listenerRemoved'.
+   * Throws ERR_FDBROKER_UNKNOWN_LISTENER.
+   */
+  removeNamedListener(name: string): ListenerInfo {
+    const [l] = this.registry.select([name]);
+    this.registry.remove(name);
+    let inode = this.inodes.get(name);
+    if (inode === undefined) { try { inode = socketInode(l!.fd); } catch { inode = undefined; } }
+    this.removed.add(l!.info, inode, l!.fd, this.queuedFd);
+    this.specs.delete(name);
+    this.inodes.delete(name);
+    this.broken.delete(name);
+    this.queues.delete(name);
+    this.acceptWatch.forget(name);
+    debug('listener %s removed', name);
+    this.emit('listenerRemoved', l!.info);
+    return l!.info;
+  }
+
+  /** Replaces the grants; they apply to requests (and connections) from now on, not to clients already connected. */
+  setAccess(access: AccessOptions): void {
+    this.policy = makePolicy(this.brokerUid, access);
+  }
+
+  /** Replaces the client limits (absent fields: the defaults); they apply to connections from now on. */
+  setLimits(limits: { maxClients?: number; maxClientsPerUid?: number }): void {
+    this.opts.maxClients = limits.maxClients ?? DEFAULT_MAX_CLIENTS;
+    this.opts.maxClientsPerUid = limits.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID;
+  }
+
+  /**
+   * Re-reads the settings from `reloadSource` and applies them (applyReload).
+   * Emits 'reloading', then 'reloaded' or 'reloadFailed'. Throws
+   * ERR_FDBROKER_NO_CONFIG when there is no source, or the source's error.
+   */
+  reload(): ReloadResult {
+    this.emit('reloading');
+    try {
+      if (!this.reloadSource) {
+        throw new FdbrokerError('ERR_FDBROKER_NO_CONFIG', 'this broker has no configuration to reload: start it with `fdbroker serve --config FILE`');
+      }
+      const result = this.applyReload(this.reloadSource());
+      this.emit('reloaded', result);
+      return result;
+    } catch (err) {
+      this.emit('reloadFailed', err as Error);
+      throw err;
+    }
+  }
+
+  /**
+   * Applies `settings` atomically: every new socket (new names, and names
+   * whose spec changed) is created first; if one fails, those created are
+   * closed and nothing changes (ERR_FDBROKER_RELOAD_FAILED, the system error
+   * as cause). Then removed and changed listeners are removed, new and
+   * changed ones added (a change is a remove and an add: the new socket is
+   * bound while the old one still listens, so a change must move to another
+   * address), and the grants and limits replaced.
+   */
+  applyReload(settings: ReloadSettings): ReloadResult {
+    const plan = planListeners(this.specs, settings.listeners, this.defaultBacklog);
+    const taken = plan.add.find((s) => this.registry.has(s.name));
+    if (taken) {
+      throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME',
+        `listener "${taken.name}" exists and was not created from the configuration (systemd or --adopt-from): a reload cannot replace it`);
+    }
+    const count = this.registry.size - plan.remove.length + plan.add.length;
+    if (count > MAX_LISTENERS) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `a broker holds at most ${MAX_LISTENERS} listeners, not ${count}`);
+    // An empty or half-written file must not take the service down.
+    if (count === 0) {
+      throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED',
+        'reload refused, nothing changed: it would leave the broker with no listeners (an empty or truncated file?); stop the broker instead');
+    }
+    const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)));
+    for (const name of [...plan.remove, ...plan.change.map((s) => s.name)]) this.removeNamedListener(name);
+    for (const c of created) this.register(c.l, c.spec);
+    this.setAccess(settings.access ?? {});
+    this.setLimits(settings.limits ?? {});
+    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: plan.change.map((s) => s.name) };
+  }
+
+  private register(l: OwnedListener, spec: ListenerSpec): void {
+    this.adopt(l);
+    this.specs.set(spec.name, spec);
+    debug('listener %s added', spec.name);
+    this.emit('listenerAdded', l.info);
+  }
+
+  /** Whether a reply still queued for some client names `fd` (RemovedListeners closes it only after). */
+  private readonly queuedFd = (fd: number): boolean => [...this.channels].some((ch) => ch.queues(fd));
+
   private adopt(l: OwnedListener): void {
     try {
       this.registry.add(l);
@@ -354,6 +487,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** What `fdbroker status` shows (with holders when a /proc scan is given). */
   status(id = 0, holders?: { scan: HoldersScan; inodes: Map<string, number> }): StatusMessage {
+    const queues = this.readQueues();
     return {
       type: 'status',
       id,
@@ -364,10 +498,28 @@ export class Broker extends EventEmitter<BrokerEvents> {
         controlPath: this.controlPath,
         startedAt: this.startedAt.toISOString(),
       },
-      listeners: this.registry.infos().map((l) => ({ ...this.listenerStatus(l), ...(holders ? { holders: this.holdersOf(l.name, holders) } : {}) })),
+      listeners: [
+        ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l, queues), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan) } : {}) })),
+        ...this.removed.list(holders?.scan, (ino, scan) => this.holdersOf(ino, scan)),
+      ],
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
       generations: this.generations.list(),
+      metrics: this.stats.snapshot(),
     };
+  }
+
+  /**
+   * status() with every holder of each listener: a /proc scan, shared with
+   * other requests within a second (HolderCache), given up after
+   * HOLDERS_STATUS_TIMEOUT_MS (the answer then has no holders).
+   */
+  async statusWithHolders(id = 0): Promise<StatusMessage> {
+    const inodes = this.listenerInodes();
+    const scan = await Promise.race([
+      this.holders.get([...inodes.values(), ...this.removed.inodes()]).catch(() => undefined),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
+    ]);
+    return this.status(id, scan ? { scan, inodes } : undefined);
   }
 
   /**
@@ -377,21 +529,21 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   private replyStatus(state: Session, id: number): void {
     state.channel.pause();
-    const inodes = this.listenerInodes();
-    const scan = Promise.race([
-      this.holders.get(inodes.values()).catch(() => undefined),
-      new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
-    ]);
-    void scan.then((s) => {
+    const failed = (err: unknown) => {
+      this.emit('warning', err as Error);
+      this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a status request: ${(err as Error).message}`));
+    };
+    void this.statusWithHolders(id).then((s) => {
       if (this.closed || !this.clients.has(state.info.id)) return;
       try {
-        state.reply(this.status(id, s ? { scan: s, inodes } : undefined));
+        state.reply(s);
       } catch (err) {
-        this.emit('warning', err as Error);
-        this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a status request: ${(err as Error).message}`));
+        failed(err);
         return;
       }
       state.channel.resume();
+    }, (err: unknown) => {
+      if (!this.closed && this.clients.has(state.info.id)) failed(err);
     });
   }
 
@@ -408,9 +560,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return out;
   }
 
-  private holdersOf(name: string, h: { scan: HoldersScan; inodes: Map<string, number> }): HolderInfo[] {
-    const ino = h.inodes.get(name);
-    const list = ino === undefined ? [] : h.scan.byInode.get(ino) ?? [];
+  private holdersOf(ino: number | undefined, scan: HoldersScan): HolderInfo[] {
+    const list = ino === undefined ? [] : scan.byInode.get(ino) ?? [];
     const gens = this.generations.list();
     return list.map((p) => {
       const g = gens.find((x) => x.pid === p.pid) ?? gens.find((x) => p.ancestors.includes(x.pid));
@@ -418,8 +569,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     });
   }
 
-  private listenerStatus(l: ListenerInfo): ListenerInfo {
-    const q = this.queues.get(l.name);
+  /** Every stream listener's accept queue and backlog in force, read from the sockets now (the last sample where that fails). */
+  private readQueues(): Map<string, { queued: number; backlog: number }> {
+    const out = new Map(this.queues);
+    const ls = this.closed ? [] : this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
+    if (ls.length === 0) return out;
+    try {
+      acceptQueues(ls.map((l) => l.fd)).forEach((q, i) => { if (!(q instanceof Error)) out.set(ls[i]!.info.name, q); });
+    } catch { /* an addon without the call (sampleQueues warns once): the last samples */ }
+    return out;
+  }
+
+  private listenerStatus(l: ListenerInfo, queues: Map<string, { queued: number; backlog: number }>): ListenerInfo {
+    const q = queues.get(l.name);
     const since = this.acceptWatch.stalledSince(l.name);
     return {
       ...l,
@@ -441,6 +603,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
     this.channels.clear();
+    this.removed.closeAll();
     this.registry.closeAll();
   }
 
@@ -613,11 +776,38 @@ export class Broker extends EventEmitter<BrokerEvents> {
       case 'pong':
         if (state.ping?.id === msg.id) state.ping = undefined;
         return;
+      case 'reload':
+        this.onReload(state, msg.id);
+        return;
       case 'holding':
         // No answer: a report from a connection that is no generation, or one that serves, changes nothing.
         if (state.generation !== undefined) this.generations.holding(state.generation, msg, Date.now());
         return;
     }
+  }
+
+  /** Only the broker's own uid and root may reload, whatever the grants (a grant may come from the file being reloaded). */
+  private onReload(state: Session, id: number): void {
+    if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
+      const err = new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', `uid ${state.info.uid} may not reload this broker: only its own uid (${this.brokerUid}) and root may`);
+      state.reply({ type: 'error', id, code: err.code, message: err.message });
+      this.auditLog('reload', state.info, err.code);
+      this.emit('clientError', state.info, err);
+      return;
+    }
+    let result: ReloadResult;
+    try {
+      result = this.reload();
+    } catch (err) {
+      const e = err as FdbrokerError;
+      const cause = (e.cause as { code?: unknown } | undefined)?.code;
+      const code = isErrorCode(e.code) ? e.code : 'ERR_FDBROKER_RELOAD_FAILED';
+      state.reply({ type: 'error', id, code, message: e.message, ...(typeof cause === 'string' ? { cause } : {}) });
+      this.auditLog('reload', state.info, code);
+      return;
+    }
+    state.reply({ type: 'reloaded', id, ...result });
+    this.auditLog('reload', state.info, 'ok', [...result.added, ...result.removed, ...result.changed]);
   }
 
   /** Checks the grant for `op`; refuses (and audits) when missing. */
@@ -644,6 +834,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       selected = this.registry.select(names);
     } catch (err) {
       const e = err as FdbrokerError & { names?: string[] };
+      const gone = (e.names ?? []).filter((n) => this.removed.has(n));
+      if (gone.length > 0) e.message += ` (${gone.map((n) => `"${n}"`).join(', ')} removed by a reload)`;
       state.reply({ type: 'error', id, code: e.code, message: e.message, names: e.names });
       this.auditLog(op, state.info, e.code, names ?? undefined);
       this.emit('clientError', state.info, e);
@@ -719,6 +911,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         failed: `generation ${n} failed after it was ready (it stopped accepting) and was rolled back`,
       }[result.reason];
       state.reply({ type: 'error', id, code: 'ERR_FDBROKER_READY_REFUSED', message: why });
+      this.emit('clientError', state.info, new FdbrokerError('ERR_FDBROKER_READY_REFUSED', why));
       return;
     }
     state.reply({ type: 'ack', id, generation: n, state: 'ready' });

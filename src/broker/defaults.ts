@@ -28,3 +28,12 @@ export const DEFAULT_STALL_TIMEOUT_MS = 2_000;
 export const ACCEPT_SAMPLE_INTERVAL_MS = 100;
 /** Broker: longest a status answer waits for its /proc scan of listener holders; after that it is sent without holders. */
 export const HOLDERS_STATUS_TIMEOUT_MS = 2_000;
+/**
+ * Metrics: upper bounds (seconds) of the handover histograms (join -> ready, ready -> the
+ * retired generation gone). From a fast app's ready (tens of ms) to the retire timeout's order (minutes).
+ */
+export const HANDOVER_SECONDS_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+/** Metrics endpoint: most HTTP connections open at once (scrapers are few; more are refused by the kernel's backlog). */
+export const METRICS_MAX_CONNECTIONS = 16;
+/** Metrics endpoint: a request must arrive whole within this time. */
+export const METRICS_REQUEST_TIMEOUT_MS = 10_000;

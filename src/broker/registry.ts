@@ -1,5 +1,5 @@
 // The broker's registry of listeners: name -> fd and what it is. The registry
-// owns every fd in it for the broker's whole life and closes them only in
+// owns every fd in it until remove() hands one back (a reload dropped it) or
 // closeAll(), when the broker stops. Pure bookkeeping: no I/O but close().
 import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
@@ -19,6 +19,13 @@ export class Registry {
       throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `a broker holds at most ${MAX_LISTENERS} listeners`);
     }
     this.byName.set(listener.info.name, listener);
+  }
+
+  /** Takes `name` out; the caller owns its fd from then on. */
+  remove(name: string): OwnedListener | undefined {
+    const l = this.byName.get(name);
+    this.byName.delete(name);
+    return l;
   }
 
   has(name: string): boolean { return this.byName.has(name); }

@@ -1,11 +1,12 @@
 // The fdbroker command line: a thin layer over the library, one file per
-// command (serve.ts, status.ts, wait.ts, exec.ts). It is the only part of
+// command (serve.ts, status.ts, wait.ts, exec.ts, reload.ts). It is the only part of
 // fdbroker that prints. This file dispatches, answers --help and --version,
 // and turns errors into exit statuses: 2 for usage errors, 1 otherwise
 // (wait and exec have their own, documented in USAGE).
 import { VERSION } from '../protocol/version';
 import { UsageError } from './args';
 import { exec } from './exec';
+import { reload } from './reload';
 import { serve } from './serve';
 import { status } from './status';
 import { wait } from './wait';
@@ -17,6 +18,8 @@ const USAGE = `fdbroker ${VERSION}: hand listening sockets from process to proce
 
 Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
+  fdbroker serve <control-socket> --config FILE [options]
+  fdbroker reload <control-socket> [--json]
   fdbroker status <control-socket> [--json]
   fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json]
   fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
@@ -29,6 +32,17 @@ SPEC:
   udp://HOST:PORT                 HOST as for tcp
 
 serve options:
+  --config FILE      read listeners and settings from FILE (TOML; README
+                     "Configuration file and reload"). The file is the base;
+                     a flag given here overrides the same setting (a list flag
+                     replaces the file's list; --listen NAME=SPEC replaces the
+                     file's listener NAME, or adds one). SIGHUP or
+                     \`fdbroker reload\` re-reads FILE, with the same flags over
+                     it: listeners added, removed or changed (removed and added
+                     again), [access] and [limits] for new requests; backlog,
+                     mode, group and [timeouts] are read at start only. An
+                     invalid file, or a listener that cannot bind, changes
+                     nothing. Without --config, SIGHUP is ignored.
   --backlog N        listen(2) backlog of created listeners (default 511)
   --mode MODE        mode of the control socket, octal (default 0600)
   --handshake-timeout MS
@@ -57,6 +71,10 @@ serve options:
                      e.g. to replace a broker that was killed
   --insecure-dir     accept a control socket directory writable by others
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
+  --metrics tcp://HOST:PORT
+                     serve Prometheus metrics at http://HOST:PORT/metrics (no
+                     TLS, no auth: use loopback or a private address; PORT 0
+                     picks one, named in the ready line)
   --quiet            print only the ready line and errors
 
 wait: blocks until the generation of PID (default: the newest) is ready and,
@@ -91,6 +109,13 @@ exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
   exit status: CMD's, or 128+N if signal N killed it; 127 if CMD cannot be
   started; 1 if the broker cannot be reached (nothing is started then)
 
+reload: the broker (started with --config) re-reads its file and applies it;
+only the broker's own uid and root may. Prints what was added, removed and
+changed (--json: {"added","removed","changed"}). Exit 0 when applied; 1 when
+refused (ERR_FDBROKER_INVALID_CONFIG, ERR_FDBROKER_RELOAD_FAILED e.g. a bind
+that fails with EADDRINUSE, ERR_FDBROKER_NO_CONFIG, ERR_FDBROKER_NOT_PERMITTED),
+and then nothing changed.
+
 Exit status otherwise: 0 success, 1 failure, 2 usage error (an unknown or
 malformed option, a missing value, a bad listener SPEC).
 `;
@@ -99,7 +124,7 @@ malformed option, a missing value, a bad listener SPEC).
 export interface Io { out: (s: string) => void; err: (s: string) => void }
 const stdio: Io = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 
-const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = { serve, status, wait, exec };
+const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = { serve, status, wait, exec, reload };
 
 /** --help or -h among a command's own arguments (not in exec's program after --). */
 function asksHelp(args: string[]): boolean {
@@ -114,10 +139,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     switch (cmd) {
       case '--version': case '-v': io.out(VERSION); return EXIT.ok;
       case '--help': case '-h': case 'help': io.out(USAGE); return EXIT.ok;
-      case undefined: throw new UsageError('no command given: serve, status, wait or exec');
+      case undefined: throw new UsageError('no command given: serve, status, wait, exec or reload');
     }
     const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
-    if (!run) throw new UsageError(`unknown command "${cmd}" (commands: serve, status, wait, exec)`);
+    if (!run) throw new UsageError(`unknown command "${cmd}" (commands: serve, status, wait, exec, reload)`);
     if (asksHelp(rest)) {
       io.out(USAGE);
       return EXIT.ok;

@@ -1,4 +1,6 @@
 // `fdbroker serve`: run a broker that owns the listeners until SIGTERM/SIGINT.
+// With --config FILE, SIGHUP (or `fdbroker reload`) re-reads FILE (config.ts).
+import * as nodePath from 'node:path';
 import { Broker } from '../broker/broker';
 import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 import { BrokerConnection } from '../client/connection';
@@ -6,14 +8,13 @@ import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
+import { metricsOption, startMetrics } from './metrics';
 import { describeListener } from './status';
-
-/** Largest --max-clients and --max-clients-per-uid. */
-const MAX_CLIENTS_LIMIT = 1_000_000;
-/** Largest listen(2) backlog accepted by --backlog (as ?backlog= in a spec). */
-const MAX_BACKLOG = 65535;
+import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
+import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
 
 const OPTIONS = {
+  'config': { type: 'string' },
   'listen': { type: 'string', multiple: true },
   'backlog': { type: 'string' },
   'mode': { type: 'string' },
@@ -33,6 +34,7 @@ const OPTIONS = {
   'no-inherit': { type: 'boolean' },
   'quiet': { type: 'boolean' },
   'insecure-dir': { type: 'boolean' },
+  'metrics': { type: 'string' },
 } as const;
 
 /** Specs from --listen; a bad spec or two --listen with one name is a usage error. */
@@ -78,17 +80,27 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const stallTimeoutMs = msOption('stall-timeout', v['stall-timeout'], 0);
   const maxClients = intOption('max-clients', v['max-clients'], 1, MAX_CLIENTS_LIMIT);
   const maxClientsPerUid = intOption('max-clients-per-uid', v['max-clients-per-uid'], 1, MAX_CLIENTS_LIMIT);
-  const access = {
-    allowUids: idListOption('allow-uid', v['allow-uid']), allowGids: idListOption('allow-gid', v['allow-gid']),
-    statusUids: idListOption('allow-status-uid', v['allow-status-uid']), statusGids: idListOption('allow-status-gid', v['allow-status-gid']),
+  // Only the flags given: they override the same settings of --config FILE.
+  const ids = (name: string, vs: string[] | undefined) => (vs === undefined ? undefined : idListOption(name, vs));
+  const flags: ServeSettings = {
+    listeners: specs, backlog, mode, group, handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs, standbyMs, stallTimeoutMs, maxClients, maxClientsPerUid,
+    access: {
+      allowUids: ids('allow-uid', v['allow-uid']), allowGids: ids('allow-gid', v['allow-gid']),
+      statusUids: ids('allow-status-uid', v['allow-status-uid']), statusGids: ids('allow-status-gid', v['allow-status-gid']),
+    },
   };
+  const configPath = v.config !== undefined ? nodePath.resolve(v.config) : undefined;
+  const settings = mergeSettings(configPath !== undefined ? loadConfig(configPath) : undefined, flags);
   const quiet = v.quiet === true;
+  const metricsAddress = metricsOption(v.metrics);
   // Handlers first: a supervisor may signal as soon as it reads the ready
   // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
   let stopped: NodeJS.Signals | undefined;
   let onStop: (sig: NodeJS.Signals) => void = (sig) => { stopped = sig; };
   const stopHandler = (sig: NodeJS.Signals) => onStop(sig);
-  const hup = () => io.err('fdbroker: SIGHUP ignored (stop with SIGTERM or SIGINT)');
+  let onHup = () => io.err(configPath !== undefined ? 'fdbroker: SIGHUP ignored: not serving yet'
+    : 'fdbroker: SIGHUP ignored: no --config to reload (stop with SIGTERM or SIGINT)');
+  const hup = () => onHup();
   process.on('SIGTERM', stopHandler);
   process.on('SIGINT', stopHandler);
   process.on('SIGHUP', hup);
@@ -101,17 +113,25 @@ export async function serve(args: string[], io: Io): Promise<number> {
   try {
     // From here on Broker.start owns the adopted fds.
     const listenerFds = v['adopt-from'] !== undefined ? await adoptFrom(v['adopt-from']) : [];
+    const { listeners, ...rest } = settings;
     broker = Broker.startInternal({
-      controlPath, listeners: specs, listenerFds, backlog, mode, group,
-      handshakeTimeoutMs, readyTimeoutMs, retireTimeoutMs, standbyMs, stallTimeoutMs, maxClients, maxClientsPerUid, access,
+      controlPath, listeners, listenerFds, ...rest,
       insecureDir: v['insecure-dir'] === true,
       inherit: v['no-inherit'] !== true,
     });
     if (broker.listenerInfos().length === 0) {
       broker.close();
-      throw new UsageError('no listeners: give at least one --listen NAME=SPEC, --adopt-from PATH, or start under systemd socket activation');
+      throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or [listeners] in --config), --adopt-from PATH, or start under systemd socket activation');
     }
   } catch (err) {
+    unhook();
+    throw err;
+  }
+  let metrics: Awaited<ReturnType<typeof startMetrics>> | undefined;
+  try {
+    if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
+  } catch (err) {
+    broker.close();
     unhook();
     throw err;
   }
@@ -138,9 +158,22 @@ export async function serve(args: string[], io: Io): Promise<number> {
     if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED' || code === 'ERR_FDBROKER_NOT_PERMITTED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
   });
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
+  if (configPath !== undefined) {
+    broker.reloadSource = configReloader(configPath, settings, flags);
+    // Errors are printed by the reloadFailed handler: SIGHUP has nobody else to tell.
+    onHup = () => { try { broker.reload(); } catch { /* reported */ } };
+  }
+  // Like the ready line, a reload's outcome is printed even with --quiet.
+  broker.on('reloaded', (r) => io.out(`fdbroker: reloaded ${configPath}: ${describeReload(r)}`));
+  if (!quiet) {
+    broker.on('listenerAdded', (l) => io.out(`fdbroker: listener ${l.name}=${describeListener(l)} added`));
+    broker.on('listenerRemoved', (l) => io.out(`fdbroker: listener ${l.name}=${describeListener(l)} removed: no longer handed out; its holders keep it until they retire`));
+  }
+  broker.on('reloadFailed', (err) => io.err(`fdbroker: reload failed, nothing changed, the previous configuration serves: ${(err as FdbrokerError).code ?? ''} ${err.message}`));
   return new Promise((resolve) => {
     onStop = (sig) => {
       unhook();
+      void metrics?.close();
       broker.close();
       if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
       resolve(0);
@@ -149,6 +182,6 @@ export async function serve(args: string[], io: Io): Promise<number> {
       onStop(stopped);
       return;
     }
-    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}`);
+    io.out(`fdbroker: ready on ${controlPath} (pid ${process.pid}): ${list}${metrics ? `; metrics on ${metrics.url}` : ''}`);
   });
 }

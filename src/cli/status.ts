@@ -1,6 +1,7 @@
 // `fdbroker status`: what a broker holds, who is connected, which generations
 // are starting, ready or retiring; as text or --json.
 import type { GenerationInfo } from '../broker/generation-table';
+import type { MetricsSnapshot } from '../broker/handover-stats';
 import type { ListenerInfo, StatusMessage } from '../protocol/messages';
 import { BrokerConnection } from '../client/connection';
 import { controlPathOf, parseCommand } from './args';
@@ -33,13 +34,31 @@ export function describeHolding(h: NonNullable<GenerationInfo['holding']>): stri
   return `holding ${h.connections} conn${h.connections === 1 ? '' : 's'}${detail ? ` (${detail})` : ''} at ${h.at}`;
 }
 
+/** The backlog in force, read from the socket; the one the broker set beside it when a holder changed it (a second listen()). */
+function backlogText(l: ListenerInfo): string {
+  if (l.backlogInForce === undefined || l.backlogInForce === l.backlog) return l.backlog ? `  backlog ${l.backlog}` : '';
+  return `  backlog ${l.backlogInForce} in force${l.backlog ? ` (the broker set ${l.backlog})` : ''}`;
+}
+
+/** One line of the handover counters (README "Metrics"). */
+function metricsText(m: MetricsSnapshot): string {
+  const sum = (r: Record<string, number | undefined>) => Object.values(r).reduce<number>((a, b) => a + (b ?? 0), 0);
+  const refusals = Object.entries(m.refusals).map(([code, n]) => `${code} ${n}`).join(', ');
+  const rollbacks = Object.entries(m.rollbacks).filter(([, n]) => n > 0).map(([r, n]) => `${r} ${n}`).join(', ');
+  const mean = (h: MetricsSnapshot['handoverReadySeconds']) => (h.count > 0 ? ` (mean ${(h.sum / h.count).toFixed(2)} s)` : '');
+  return `metrics: handovers ${m.handovers}, ready ${m.handoverReadySeconds.count}${mean(m.handoverReadySeconds)}`
+    + `, retired ${m.handoverRetireSeconds.count}${mean(m.handoverRetireSeconds)}`
+    + `, rollbacks ${sum(m.rollbacks)}${rollbacks ? ` (${rollbacks})` : ''}, drains forced ${m.drainsForced}, adopts ${m.adopts}`
+    + `, refusals ${sum(m.refusals)}${refusals ? ` (${refusals})` : ''}`;
+}
+
 export function formatStatus(s: StatusMessage): string {
   const lines = [
     `broker pid ${s.broker.pid} on ${s.broker.controlPath} (${s.broker.software}, protocol ${s.broker.protocol}, since ${s.broker.startedAt})`,
     `listeners (${s.listeners.length}):`,
-    ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${l.backlog ? `  backlog ${l.backlog}` : ''}`
-      + `${l.backlogInForce !== undefined && l.backlogInForce !== l.backlog ? ` (in force: ${l.backlogInForce})` : ''}`
+    ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${backlogText(l)}`
       + `${l.queued !== undefined ? `  queued ${l.queued}` : ''}${l.broken ? '  BROKEN' : ''}`
+      + `${l.removed ? '  REMOVED by a reload: not handed out, held until its holders retire' : ''}`
       + `${l.stalledSince ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
       + `${l.holders ? `  held by ${l.holders.map((h) => `${h.pid}${h.generation !== undefined ? `(#${h.generation})` : `(${h.comm ?? '?'}, not a generation)`}`).join(' ') || 'nobody else'}` : ''}`),
     `clients (${s.clients.length}):`,
@@ -47,6 +66,7 @@ export function formatStatus(s: StatusMessage): string {
     `generations (${s.generations.length}):`,
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${g.label})` : ''}`),
+    ...(s.metrics ? [metricsText(s.metrics)] : []),
   ];
   return lines.join('\n');
 }

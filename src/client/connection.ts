@@ -327,6 +327,17 @@ export class BrokerConnection {
     return true;
   }
 
+  /**
+   * Asks the broker to re-read its configuration and apply it (only the
+   * broker's own uid and root may). Resolves with what changed; rejects with
+   * the broker's error (ERR_FDBROKER_INVALID_CONFIG, ERR_FDBROKER_RELOAD_FAILED,
+   * ERR_FDBROKER_NO_CONFIG, ERR_FDBROKER_NOT_PERMITTED), in which case nothing changed.
+   */
+  async reload(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
+    const r = await this.request({ type: 'reload', id: this.nextId++ }, 'reloaded', timeoutMs);
+    return { added: r.added, removed: r.removed, changed: r.changed };
+  }
+
   /** Sends a request that carries no fds back, and returns its answer of type `expect`. */
   private async request<T extends BrokerMessage['type']>(req: ClientMessage & { id: number }, expect: T, timeoutMs: number | undefined): Promise<Extract<BrokerMessage, { type: T }>> {
     this.send(req);
@@ -457,7 +468,9 @@ function timeoutError(path: string, what: string): FdbrokerError {
 }
 
 function brokerError(msg: Extract<BrokerMessage, { type: 'error' }>): FdbrokerError {
-  const err = new FdbrokerError(msg.code, msg.message);
+  // `cause`: the broker's system error code, as a Node-shaped cause.
+  const cause = msg.cause ? Object.assign(new Error(msg.cause), { code: msg.cause }) : undefined;
+  const err = new FdbrokerError(msg.code, msg.message, cause ? { cause } : undefined);
   if (msg.names) (err as FdbrokerError & { names?: string[] }).names = msg.names;
   return err;
 }

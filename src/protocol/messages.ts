@@ -4,6 +4,7 @@
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
 import { MAX_ERROR_TEXT_BYTES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../broker/generation-table';
+import type { MetricsSnapshot } from '../broker/handover-stats';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';
 export const LISTENER_KINDS: readonly ListenerKind[] = ['tcp', 'unix', 'udp'];
@@ -68,6 +69,8 @@ export interface ReadyMessage { type: 'ready'; id: number }
  * sent only when the broker's welcome lists it). No answer, no fds.
  */
 export interface HoldingMessage { type: 'holding'; connections: number; sessions: number; upgraded: number; hooked: number }
+/** Re-read the broker's configuration and apply it (only the broker's own uid and root may). */
+export interface ReloadRequest { type: 'reload'; id: number }
 // Broker -> client
 /** `features`: optional message types this broker accepts (absent: none; PROTOCOL.md §5). */
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean }; features?: string[] }
@@ -95,16 +98,23 @@ export interface StatusMessage {
   listeners: ListenerInfo[];
   clients: ClientInfo[];
   generations: GenerationInfo[];
+  /** Handover counters and histograms since the broker started (README "Metrics"); in the first part only. */
+  metrics?: MetricsSnapshot;
 }
-export interface ErrorMessage { type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[] }
+/** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
+export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[] }
+/** `cause`: the system error code behind it (e.g. "EADDRINUSE" for a reload whose listener cannot bind). */
+export interface ErrorMessage {
+  type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[]; cause?: string;
+}
 
 export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage
-  | HoldingMessage;
+  | HoldingMessage | ReloadRequest;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
-  | ResumeMessage | ReleaseMessage | PingMessage;
+  | ResumeMessage | ReleaseMessage | PingMessage | ReloadedMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'holding'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'holding'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'reloaded'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -203,6 +213,9 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       }
       return { type: 'holding', connections: m.connections as number, sessions: m.sessions as number, upgraded: m.upgraded as number, hooked: m.hooked as number };
     }
+    case 'reload':
+      if (!isInt(m.id)) throw protocolError('reload.id must be a non-negative integer');
+      return { type: 'reload', id: m.id };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
   }
@@ -262,10 +275,18 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
     case 'ping':
       if (!isInt(m.id)) throw protocolError('ping needs id');
       return { type: 'ping', id: m.id };
+    case 'reloaded': {
+      const names = (v: unknown): v is string[] => Array.isArray(v) && v.length <= MAX_NAMES_PER_REQUEST && v.every(isValidName);
+      if (!isInt(m.id) || !names(m.added) || !names(m.removed) || !names(m.changed)) {
+        throw protocolError('reloaded needs id, added, removed and changed (arrays of listener names)');
+      }
+      return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed };
+    }
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
       }
+      if (m.cause !== undefined && typeof m.cause !== 'string') delete m.cause;
       return {
         ...(m as unknown as ErrorMessage),
         code: isErrorCode(m.code) ? m.code : 'ERR_FDBROKER_PROTOCOL',
@@ -369,7 +390,8 @@ const STATUS_ENVELOPE_BYTES = 1024;
 export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES): Buffer[] {
   const whole = Buffer.from(JSON.stringify({ ...status, part: 0, last: true }), 'utf8');
   if (whole.length <= maxBytes) return [whole];
-  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES;
+  const metricsBytes = status.metrics ? Buffer.byteLength(JSON.stringify(status.metrics)) + 16 : 0;
+  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES + metricsBytes;
   type Key = 'listeners' | 'clients' | 'generations';
   const parts: Array<Record<Key, unknown[]>> = [];
   let current: Record<Key, unknown[]> = { listeners: [], clients: [], generations: [] };
@@ -389,6 +411,7 @@ export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES
   }
   parts.push(current);
   return parts.map((p, i) => Buffer.from(JSON.stringify({
-    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker, ...p,
+    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker,
+    ...(i === 0 && status.metrics ? { metrics: status.metrics } : {}), ...p,
   }), 'utf8'));
 }

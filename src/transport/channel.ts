@@ -121,6 +121,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.updatePoll();
   }
 
+  /** Whether a message still queued (not yet given to the kernel) names `fd`: its owner must not close it yet. */
+  queues(fd: number): boolean {
+    return this.queue.some((p) => p.fds.includes(fd));
+  }
+
   /** Closes once every queued message has been sent (or at once if none waits). */
   end(): void {
     if (this.closed) return;

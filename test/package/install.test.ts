@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import * as os from 'node:os';
 import { ROOT, cleanup, get, run, sleep } from '../helpers';
 
-/** npm install of a local tarball; its two small dependencies come from the npm cache or the registry. */
+/** npm install of a local tarball; its small dependencies (node-gyp-build, node-addon-api, prom-client and its own, smol-toml) come from the npm cache or the registry. */
 const INSTALL_TIMEOUT_MS = 120_000;
 /** How long the README's app gets to adopt and answer. */
 const APP_READY_TIMEOUT_MS = 10_000;

@@ -1,8 +1,11 @@
 // Unit tests of the pure protocol and spec code: codec, chunking, versions, specs.
 import { describe, expect, it } from 'vitest';
 import {
-  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeListeners, negotiateVersion, type ListenerInfo,
+  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeListeners, encodeStatus, negotiateVersion, type ListenerInfo,
+  type StatusMessage,
 } from '../../src/protocol/messages';
+import { HandoverStats } from '../../src/broker/handover-stats';
+import { EventEmitter } from 'node:events';
 import { parseListenerSpec } from '../../src/broker/spec';
 
 const buf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
@@ -91,5 +94,27 @@ describe('listener specs', () => {
     expect(decodeBrokerMessage(buf({ ...welcome, features: ['holding'] }), 0)).toMatchObject({ features: ['holding'] });
     expect(decodeBrokerMessage(buf(welcome), 0)).not.toHaveProperty('features');
     expect(decodeBrokerMessage(buf({ ...welcome, features: 'holding' }), 0)).not.toHaveProperty('features');
+  });
+});
+
+describe('encodeStatus', () => {
+  it('carries the metrics snapshot once, in part 0, and every part stays within the limit', () => {
+    const metrics = new HandoverStats(new EventEmitter()).snapshot();
+    const clients = Array.from({ length: 400 }, (_, i) => ({ id: i, pid: 1000 + i, uid: 0, gid: 0, connectedAt: new Date(0).toISOString(), adopted: ['a'.repeat(100)] }));
+    const status: StatusMessage = {
+      type: 'status', id: 7, broker: { pid: 1, software: 'fdbroker/0', protocol: 1, controlPath: '/x', startedAt: '' },
+      listeners: [], clients, generations: [], metrics,
+    };
+    const limit = 16 * 1024;
+    const parts = encodeStatus(status, limit).map((b) => {
+      expect(b.length).toBeLessThanOrEqual(limit);
+      return JSON.parse(b.toString('utf8')) as StatusMessage;
+    });
+    expect(parts.length).toBeGreaterThan(1);
+    expect(parts[0]!.metrics).toEqual(metrics);
+    expect(parts.slice(1).every((p) => p.metrics === undefined)).toBe(true);
+    expect(parts.flatMap((p) => p.clients)).toEqual(clients);
+    // One message when it fits: metrics included.
+    expect(JSON.parse(encodeStatus({ ...status, clients: [] })[0]!.toString('utf8')).metrics).toEqual(metrics);
   });
 });

@@ -1,0 +1,87 @@
+// The metrics endpoint: plain node:http on one tcp address, GET (or HEAD)
+// /metrics in the Prometheus text format and 404 for any other path. No TLS
+// and no authentication: bind it to loopback or a private address (README
+// "Metrics"). Never prints; a failed scrape answers 500 and is reported
+// through `onError`.
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { FdbrokerError } from '../protocol/errors';
+import type { BrokerMetrics } from './metrics';
+import { parseListenerSpec } from './spec';
+import { METRICS_MAX_CONNECTIONS, METRICS_REQUEST_TIMEOUT_MS } from './defaults';
+
+export const METRICS_PATH = '/metrics';
+
+export interface MetricsAddress { host: string; port: number }
+
+/** Parses `tcp://HOST:PORT` (HOST an IPv4 address, localhost or [IPv6]; PORT 0 picks a free one). Throws ERR_FDBROKER_INVALID_ARGUMENT. */
+export function parseMetricsAddress(text: string): MetricsAddress {
+  const bad = (why: string) => new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+    `invalid metrics address "${text}": ${why}; write tcp://HOST:PORT, e.g. tcp://127.0.0.1:9464`);
+  if (!text.startsWith('tcp://')) throw bad('only tcp:// is served');
+  if (text.includes('?')) throw bad('no ?options here');
+  let spec;
+  try {
+    spec = parseListenerSpec(`metrics=${text}`);
+  } catch (err) {
+    throw Object.assign(bad((err as Error).message.replace(/^invalid listener "[^"]*": /, '').replace(/\. Expected .*$/, '')), { cause: err });
+  }
+  return { host: spec.host!, port: spec.port! };
+}
+
+export interface MetricsServer {
+  /** Where it listens (the port picked when 0 was asked for). */
+  host: string;
+  port: number;
+  /** http://HOST:PORT/metrics */
+  url: string;
+  /** Stops listening and ends open connections. */
+  close(): Promise<void>;
+}
+
+export interface MetricsServerOptions extends MetricsAddress {
+  /** A scrape that failed (answered 500). */
+  onError?: (err: Error) => void;
+}
+
+/** Serves `metrics` on host:port; resolves once listening, rejects with the listen error (e.g. EADDRINUSE). */
+export function serveMetrics(metrics: BrokerMetrics, options: MetricsServerOptions): Promise<MetricsServer> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '').split('?', 1)[0];
+    if (path !== METRICS_PATH) {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end(`not found: only ${METRICS_PATH} is served\n`);
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'text/plain; charset=utf-8', allow: 'GET, HEAD' }).end('method not allowed\n');
+      return;
+    }
+    metrics.metrics().then((text) => {
+      res.writeHead(200, { 'content-type': metrics.contentType, 'content-length': Buffer.byteLength(text) });
+      res.end(req.method === 'HEAD' ? undefined : text);
+    }, (err: Error) => {
+      options.onError?.(err);
+      res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`metrics failed: ${err.message}\n`);
+    });
+  });
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
+  server.requestTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  server.headersTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: options.host, port: options.port }, () => {
+      server.off('error', reject);
+      // Errors after listening (none are expected) must not end the broker.
+      server.on('error', (err) => options.onError?.(err));
+      const a = server.address() as AddressInfo;
+      const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      resolve({
+        host: a.address, port: a.port, url: `http://${host}:${a.port}${METRICS_PATH}`,
+        close: () => new Promise<void>((done) => {
+          server.close(() => done());
+          server.closeAllConnections();
+        }),
+      });
+    });
+  });
+}

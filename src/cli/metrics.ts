@@ -1,0 +1,24 @@
+// `fdbroker serve --metrics tcp://HOST:PORT`: the option's parsing (a usage
+// error when malformed) and the endpoint's start. prom-client is loaded only
+// here, when the flag is given: a broker without --metrics never loads it.
+import type { Broker } from '../broker/broker';
+import { parseMetricsAddress, serveMetrics, type MetricsAddress, type MetricsServer } from '../broker/metrics-server';
+import { FdbrokerError } from '../protocol/errors';
+import { UsageError } from './args';
+import type { Io } from './main';
+
+/** The --metrics address, or undefined when the option is absent. */
+export function metricsOption(v: string | undefined): MetricsAddress | undefined {
+  if (v === undefined) return undefined;
+  try {
+    return parseMetricsAddress(v);
+  } catch (err) {
+    throw new UsageError(`--metrics: ${(err as Error).message}`, (err as FdbrokerError).code);
+  }
+}
+
+/** Serves `broker`'s metrics at `address`; a failed scrape is reported on stderr. */
+export async function startMetrics(broker: Broker, address: MetricsAddress, io: Io): Promise<MetricsServer> {
+  const { BrokerMetrics } = await import('../broker/metrics');
+  return serveMetrics(new BrokerMetrics(broker), { ...address, onError: (err) => io.err(`fdbroker: metrics: ${err.message}`) });
+}
