@@ -46,6 +46,9 @@ export function python3Command(): string {
   if (missing) throw new Error(`python3 is needed for this test (${missing}): apt-get install python3`);
   return 'python3';
 }
+/** Debian's gunicorn and uvicorn (PyPI is not used): the servers of the `exec` recipe. */
+export const gunicorn = () => tool('gunicorn', ['--version'], 'gunicorn (>= 20.1)', 'apt-get install gunicorn');
+export const uvicorn = () => tool('uvicorn', ['--version'], 'uvicorn (>= 0.17)', 'apt-get install uvicorn');
 export const ss = () => tool('ss', ['-V'], 'ss (iproute2)', 'apt-get install iproute2');
 export const setpriv = () => tool('setpriv', ['--version'], 'setpriv (util-linux)', 'apt-get install util-linux');
 export const root = (why: string): Requirement => ({

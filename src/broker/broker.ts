@@ -28,7 +28,7 @@ import {
   chunkListeners, decodeClientMessage, encodeHandoff, encodeListeners, negotiateVersion,
   type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
 } from '../protocol/messages';
-import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
+import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
@@ -773,6 +773,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         state.reply({
           type: 'welcome', version,
           broker: { pid: process.pid, software: `fdbroker/${VERSION}`, embedded: this.selfGeneration !== undefined },
+          features: [...PROTOCOL_FEATURES],
         });
         return;
       }
@@ -827,6 +828,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'reload':
         this.onReload(state, msg.id);
+        return;
+      case 'holding':
+        // No answer: a report from a connection that is no generation, or one that serves, changes nothing.
+        if (state.generation !== undefined) this.generations.holding(state.generation, msg, Date.now());
         return;
     }
   }

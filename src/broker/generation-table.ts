@@ -26,6 +26,9 @@
 //   is reported as overdue. The broker signals nobody (see README).
 // - rejoin: a generation that outlived its broker joins a new one with the
 //   state it had (and its number when free), so the next ready retires it.
+// - holding(N): a generation told to retire (standby, retiring, failed)
+//   reports what it still holds; kept until it leaves or resumes. A report
+//   from a generation that serves (a race with resume) is ignored.
 // - takeover: a new broker imports the whole table (numbers, states, windows,
 //   deadlines) and the next number. Imported generations are detached until
 //   their process rejoins (reattach: same number and pid), which changes
@@ -280,6 +283,14 @@ export class GenerationTable {
     return out;
   }
 
+  /** Stores what a retiring generation still holds; false (nothing stored) unless it stands by, retires or failed. */
+  holding(n: number, h: { connections: number; sessions: number; upgraded: number; hooked: number }, nowMs: number): boolean {
+    const g = this.gens.get(n);
+    if (!g || (g.state !== 'standby' && g.state !== 'retiring' && g.state !== 'failed')) return false;
+    g.holding = { connections: h.connections, sessions: h.sessions, upgraded: h.upgraded, hooked: h.hooked, at: new Date(nowMs).toISOString() };
+    return true;
+  }
+
   /** The newest ready generation's number, or 0. */
   newestReady(): number {
     let best = 0;
@@ -323,6 +334,7 @@ export class GenerationTable {
     best.standbyUntilMs = undefined;
     best.standbyUntil = undefined;
     best.retireOverdue = false;
+    delete best.holding;
     return best.number;
   }
 
@@ -345,6 +357,6 @@ export class GenerationTable {
   private info(g: Gen): GenerationInfo {
     const { joinedMs: _j, retiringMs: _r, standbyUntilMs: _s, detachedMs: _d, ...rest } = g;
     void _j; void _r; void _s; void _d;
-    return { ...rest, adopted: [...g.adopted] };
+    return { ...rest, adopted: [...g.adopted], ...(g.holding ? { holding: { ...g.holding } } : {}) };
   }
 }

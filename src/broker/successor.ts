@@ -60,6 +60,11 @@ export async function takeOver(options: BrokerOptions & { timeoutMs?: number }):
     throw new FdbrokerError('ERR_FDBROKER_NO_BROKER', `nothing to take over: ${err.message}`, { cause: err });
   });
   try {
+    // An older broker does not know "takeover" (it would close the connection): say so instead.
+    if (!conn.features.includes('takeover')) {
+      throw new FdbrokerError('ERR_FDBROKER_VERSION',
+        `the broker at ${options.controlPath} (pid ${conn.brokerPid}) does not support takeover (its welcome lists no "takeover" feature): stop it and start this one with --adopt-from, or upgrade it first`);
+    }
     const { id, handoff, listeners } = await conn.takeover(PROTOCOL_VERSION, claimedSoftware(), timeoutMs);
     const received = listeners.length;
     debug('takeover: received %d listeners and %d generations from pid %d', listeners.length, handoff.generations.length, handoff.broker.pid);

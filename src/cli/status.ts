@@ -27,6 +27,13 @@ function generationState(g: GenerationInfo): string {
   }
 }
 
+/** What a retiring generation last reported it holds: "holding 12 conns (2 h2, 3 upgraded, 1 hooked) at <time>". */
+export function describeHolding(h: NonNullable<GenerationInfo['holding']>): string {
+  const kinds = [[h.sessions, 'h2'], [h.upgraded, 'upgraded'], [h.hooked, 'hooked']] as const;
+  const detail = kinds.filter(([n]) => n > 0).map(([n, k]) => `${n} ${k}`).join(', ');
+  return `holding ${h.connections} conn${h.connections === 1 ? '' : 's'}${detail ? ` (${detail})` : ''} at ${h.at}`;
+}
+
 /** The backlog in force, read from the socket; the one the broker set beside it when a holder changed it (a second listen()). */
 function backlogText(l: ListenerInfo): string {
   if (l.backlogInForce === undefined || l.backlogInForce === l.backlog) return l.backlog ? `  backlog ${l.backlog}` : '';
@@ -58,7 +65,7 @@ export function formatStatus(s: StatusMessage): string {
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
     `generations (${s.generations.length}):`,
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
-      + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${g.label})` : ''}`),
+      + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${g.label})` : ''}`),
     ...(s.metrics ? [metricsText(s.metrics)] : []),
   ];
   return lines.join('\n');

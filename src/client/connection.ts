@@ -83,6 +83,8 @@ export class BrokerConnection {
   readonly brokerPid: number;
   /** The broker is embedded in an app (the app as its own broker), not `fdbroker serve`. */
   embedded = false;
+  /** Optional message types the broker accepts (its welcome's `features`; none from an older broker). */
+  features: readonly string[] = [];
   private readonly channel: Channel;
   private waiter: Waiter | undefined;
   /**
@@ -174,6 +176,7 @@ export class BrokerConnection {
     }
     const conn = new BrokerConnection(path, channel, msg.version, msg.broker?.pid ?? 0);
     conn.embedded = msg.broker?.embedded === true;
+    conn.features = msg.features ?? [];
     pending.detach();
     // The broker may have closed in the same read as its welcome: the close
     // event then went to the pending handlers, not to the connection's.
@@ -312,6 +315,16 @@ export class BrokerConnection {
       type: 'rejoin', id: this.nextId++, generation, state, names, ...(label ? { label } : {}), ...(standby ? { standby } : {}), heartbeat: true,
     }, 'ack', timeoutMs);
     return { generation: ack.generation ?? generation, state: ack.state ?? state };
+  }
+
+  /**
+   * A retiring generation's report of what it still holds (no answer). Sent
+   * only if the broker announced the "holding" feature; returns whether it was.
+   */
+  reportHolding(h: { connections: number; sessions: number; upgraded: number; hooked: number }): boolean {
+    if (!this.features.includes('holding') || this.failure) return false;
+    this.send({ type: 'holding', connections: h.connections, sessions: h.sessions, upgraded: h.upgraded, hooked: h.hooked });
+    return true;
   }
 
   /**

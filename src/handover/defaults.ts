@@ -13,3 +13,5 @@ export const STANDBY_GRACE_MS = 2_000;
 /** Library: first pause before joining a broker again after the connection was lost; doubled up to the max. */
 export const REJOIN_RETRY_MS = 200;
 export const REJOIN_RETRY_MAX_MS = 2_000;
+/** Library: a retiring generation reports what it still holds to the broker at most this often (and once when retiring starts). */
+export const HOLDING_REPORT_MS = 250;

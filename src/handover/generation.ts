@@ -25,6 +25,7 @@ import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
 import { Upgrader, type UpgradeFailure, type UpgradeOptions } from './upgrade';
 import { checkFdHeadroom } from '../client/fd-headroom';
+import { HoldingReporter } from './holding-report';
 
 export interface GenerationOptions {
   /** Only these listeners (default all; [] for none, e.g. a cluster primary whose workers adopt). */
@@ -108,6 +109,9 @@ export class Generation {
   private retirePromise: Promise<DrainResult> | undefined;
   private stopUpgrades: (() => void) | undefined;
   private upgradeSetup: (() => void) | undefined;
+  /** While retiring: tells the broker what this process's servers still hold (shown by `fdbroker status`); none without servers (a cluster primary). */
+  private readonly reporter = new HoldingReporter(() => (this.servers().length > 0 ? this.holding() : undefined),
+    (h) => this.conn?.reportHolding(h) ?? false);
 
   private constructor(path: string, conn: BrokerConnection | undefined, broker: Broker | undefined, number: number,
     listeners: Record<string, Listener>, opts: GenerationOptions) {
@@ -125,6 +129,7 @@ export class Generation {
 
   private use(conn: BrokerConnection): void {
     this.conn = conn;
+    this.reporter.reset();
     conn.onNotice = (msg) => {
       if (msg.type === 'retire') this.onRetire(msg);
       else if (msg.type === 'resume') this.onResume(msg.failed, msg.reason).catch(() => this.endStandby());
@@ -327,6 +332,7 @@ export class Generation {
     clearTimeout(this.standbyTimer);
     const started = Date.now();
     for (const l of Object.values(this.listeners)) l.findServer();
+    this.reporter.start();
     const spread = this.opts.drainSpread;
     this.retirePromise = Promise.all(this.servers().map((s) => drain(s, { timeout, spread }))).then((results) => {
       for (const l of Object.values(this.listeners)) {
@@ -356,6 +362,7 @@ export class Generation {
     this.closedByUs = true;
     clearTimeout(this.rejoinTimer);
     clearTimeout(this.standbyTimer);
+    this.reporter.stop();
     this.conn?.close();
     this.broker?.close();
     this.stopUpgrades?.();
@@ -389,7 +396,11 @@ export class Generation {
     this._retiring = true;
     this.stopUpgrades?.();
     this.events.emit('retire', msg.by);
-    if ((this.opts.onRetire ?? 'drain') !== 'drain') return;
+    if ((this.opts.onRetire ?? 'drain') !== 'drain') {
+      // The app retires itself: report what its attached servers hold meanwhile.
+      this.reporter.start();
+      return;
+    }
     if (msg.standby && msg.standby > 0 && msg.reason !== 'failed' && this.conn && !this.conn.isClosed) {
       this.standBy(msg.standby);
       return;
@@ -408,6 +419,7 @@ export class Generation {
     this.standing = true;
     for (const l of Object.values(this.listeners)) l.findServer();
     for (const srv of this.servers()) if (srv.listening) netModule.Server.prototype.close.call(srv);
+    this.reporter.start();
     // Standing by keeps the process alive (its listening handles are closed,
     // and there may be no connection left to do it).
     this.conn?.ref();
@@ -429,6 +441,7 @@ export class Generation {
       // The app handles retire itself, so it handles resume too.
       this._retiring = false;
       this._ready = true;
+      this.reporter.stop();
       this.upgradeSetup?.();
       this.events.emit('resume', { failed, reason });
       return;
@@ -471,6 +484,7 @@ export class Generation {
     }
     this._retiring = false;
     this._ready = true;
+    this.reporter.stop();
     this.upgradeSetup?.();
     this.events.emit('resume', { failed, reason });
   }

@@ -3,6 +3,15 @@
 /** Protocol versions this build speaks, newest first. */
 export const PROTOCOL_VERSIONS = [1] as const;
 export const PROTOCOL_VERSION = 1;
+/**
+ * Optional message types this broker accepts, announced in "welcome"
+ * (PROTOCOL.md §5): a client sends one only when the broker listed it, so an
+ * older broker, which answers an unknown type by closing, never sees it.
+ */
+export const PROTOCOL_FEATURES = ['holding', 'takeover'] as const;
+export type ProtocolFeature = typeof PROTOCOL_FEATURES[number];
+/** Largest count a "holding" report may carry (per field). */
+export const MAX_HOLDING_COUNT = 10_000_000;
 /** Largest protocol message, in bytes (one SOCK_SEQPACKET packet). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 /** The kernel's limit on fds in one SCM_RIGHTS message (SCM_MAX_FD). */

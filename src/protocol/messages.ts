@@ -2,7 +2,7 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
-import { MAX_ERROR_TEXT_BYTES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
+import { MAX_ERROR_TEXT_BYTES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../broker/generation-table';
 import type { MetricsSnapshot } from '../broker/handover-stats';
 
@@ -68,10 +68,16 @@ export interface ReadyMessage { type: 'ready'; id: number }
 export interface TakeoverMessage { type: 'takeover'; id: number; protocol: number; software: string }
 /** The new broker that sent `takeover` (same `id`) now answers on the control path: the old one moves its generations and exits. */
 export interface CommittedMessage { type: 'committed'; id: number }
+/**
+ * A retiring generation's report of what it still holds (feature "holding",
+ * sent only when the broker's welcome lists it). No answer, no fds.
+ */
+export interface HoldingMessage { type: 'holding'; connections: number; sessions: number; upgraded: number; hooked: number }
 /** Re-read the broker's configuration and apply it (only the broker's own uid and root may). */
 export interface ReloadRequest { type: 'reload'; id: number }
 // Broker -> client
-export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean } }
+/** `features`: optional message types this broker accepts (absent: none; PROTOCOL.md §5). */
+export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean }; features?: string[] }
 export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
 /** A request was carried out (answers "ready" and "rejoin"; a rejoin's ack says the number and state given). */
 export interface AckMessage { type: 'ack'; id: number; generation?: number; state?: string }
@@ -130,11 +136,11 @@ export interface HandoffMessage {
 export interface MovedMessage { type: 'moved'; generation: number; to: number }
 
 export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage
-  | ReloadRequest | TakeoverMessage | CommittedMessage;
+  | HoldingMessage | ReloadRequest | TakeoverMessage | CommittedMessage;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
   | ResumeMessage | ReleaseMessage | PingMessage | ReloadedMessage | HandoffMessage | MovedMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'takeover', 'committed'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'holding', 'takeover', 'committed'] as const;
 export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'reloaded', 'handoff', 'moved'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
@@ -227,6 +233,13 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
       return { type: 'status', id: m.id };
+    case 'holding': {
+      const counts = [m.connections, m.sessions, m.upgraded, m.hooked];
+      if (!counts.every((v) => isInt(v, 0, MAX_HOLDING_COUNT))) {
+        throw protocolError(`holding needs connections, sessions, upgraded and hooked, whole numbers from 0 to ${MAX_HOLDING_COUNT}`);
+      }
+      return { type: 'holding', connections: m.connections as number, sessions: m.sessions as number, upgraded: m.upgraded as number, hooked: m.hooked as number };
+    }
     case 'reload':
       if (!isInt(m.id)) throw protocolError('reload.id must be a non-negative integer');
       return { type: 'reload', id: m.id };
@@ -262,6 +275,8 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
   switch (m.type) {
     case 'welcome':
       if (!isInt(m.version, 1)) throw protocolError('welcome.version must be a positive integer');
+      // features: a list of strings, else read as none (unknown fields are ignored).
+      if (m.features !== undefined && !(Array.isArray(m.features) && m.features.every((f) => typeof f === 'string'))) delete m.features;
       return m as unknown as WelcomeMessage;
     case 'listeners': {
       if (!isInt(m.id) || !isInt(m.part) || typeof m.last !== 'boolean' || !Array.isArray(m.listeners)) {

@@ -179,6 +179,34 @@ describe('GenerationTable', () => {
       expect(g.startingCount()).toBe(0);
     });
   });
+  describe('holding reports', () => {
+    const H = { connections: 5, sessions: 1, upgraded: 2, hooked: 3 };
+    it('are kept only for a generation told to retire (standby, retiring, failed), with the time of the report', () => {
+      const g = new GenerationTable({ ...T, standbyMs: 300 });
+      g.join(c(1), [], 0); g.ready(1, 0);
+      expect(g.holding(1, H, 5)).toBe(false); // ready: it serves, nothing to report
+      expect(g.holding(9, H, 5)).toBe(false); // unknown
+      g.join(c(2), [], 0);
+      expect(g.holding(2, H, 5)).toBe(false); // starting
+      g.ready(2, 10);
+      expect(g.holding(1, H, 20)).toBe(true);
+      expect(g.get(1)!.holding).toEqual({ ...H, at: new Date(20).toISOString() });
+      expect(g.holding(1, { ...H, connections: 1 }, 30)).toBe(true);
+      expect(g.list()[0]!.holding).toEqual({ ...H, connections: 1, at: new Date(30).toISOString() });
+      expect(g.get(2)!.holding).toBeUndefined();
+    });
+
+    it('are dropped when a standby generation resumes', () => {
+      const g = new GenerationTable({ ...T, standbyMs: 300 });
+      g.join(c(1), [], 0, undefined, 1000); g.ready(1, 0);
+      g.join(c(2), [], 0); g.ready(2, 10);
+      expect(g.get(1)!.state).toBe('standby');
+      expect(g.holding(1, H, 20)).toBe(true);
+      expect(g.leave(2)).toMatchObject({ resumed: 1 });
+      expect(g.get(1)).toMatchObject({ state: 'ready' });
+      expect(g.get(1)!.holding).toBeUndefined();
+    });
+  });
 });
 
 describe('GenerationTable: takeover (snapshot, import, reattach)', () => {

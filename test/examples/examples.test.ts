@@ -23,6 +23,8 @@ const cases: Array<{ name: string; cmd: (sock: string) => string[]; check?: (std
   { name: 'hono', cmd: node('hono.js') },
   // Fastify's own onClose hooks run after the drain.
   { name: 'fastify', cmd: node('fastify.js'), check: (out) => expect(out).toMatch(/^onClose \d+$/m) },
+  // A cluster: the primary joins, two workers adopt and serve (the body's first word is the primary's pid).
+  { name: 'cluster (primary + 2 workers)', cmd: node('cluster.js'), check: (out) => expect(out).toMatch(/^drained \d+ workers 2$/m) },
   { name: 'python http.server via fdbroker exec', cmd: (sock) => [process.execPath, CLI, 'exec', sock, '--', python(), path.join(EXAMPLES, 'python_server.py')], spec: '?nodelay=1' },
 ];
 

@@ -114,6 +114,18 @@ describe('listener specs', () => {
       expect(code(() => parseListenerSpec(bad))).toBe('ERR_FDBROKER_INVALID_SPEC');
     }
   });
+  it('"holding" carries four whole counts and no fds; welcome.features is a list of strings or read as none', () => {
+    const h = { type: 'holding', connections: 3, sessions: 0, upgraded: 1, hooked: 2 };
+    expect(decodeClientMessage(buf(h), 0)).toEqual(h);
+    expect(code(() => decodeClientMessage(buf(h), 1))).toBe('ERR_FDBROKER_PROTOCOL');
+    for (const bad of [{ ...h, connections: -1 }, { ...h, hooked: 1.5 }, { ...h, upgraded: '1' }, { type: 'holding' }, { ...h, sessions: 1e9 }]) {
+      expect(code(() => decodeClientMessage(buf(bad), 0))).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+    const welcome = { type: 'welcome', version: 1, broker: { pid: 1, software: 'fdbroker/0' } };
+    expect(decodeBrokerMessage(buf({ ...welcome, features: ['holding'] }), 0)).toMatchObject({ features: ['holding'] });
+    expect(decodeBrokerMessage(buf(welcome), 0)).not.toHaveProperty('features');
+    expect(decodeBrokerMessage(buf({ ...welcome, features: 'holding' }), 0)).not.toHaveProperty('features');
+  });
 });
 
 describe('encodeStatus', () => {
