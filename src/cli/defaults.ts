@@ -12,3 +12,5 @@ export const NOTIFY_MAX_DATAGRAM_BYTES = 4096;
 export const MAX_CLIENTS_LIMIT = 1_000_000;
 /** serve: largest listen(2) backlog accepted by --backlog (as ?backlog= in a spec, and backlog in --config). */
 export const MAX_BACKLOG = 65535;
+/** serve --takeover --metrics: how long the new broker retries binding the metrics address the old one holds until it exits. */
+export const TAKEOVER_METRICS_WAIT_MS = 5_000;

@@ -12,7 +12,7 @@ import { metricsOption, startMetrics } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
-import { takeOverBroker, watchTakeover } from './takeover';
+import { metricsAfterTakeover, takeOverBroker, watchTakeover } from './takeover';
 
 const OPTIONS = {
   'config': { type: 'string' },
@@ -141,7 +141,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
   }
   let metrics: Awaited<ReturnType<typeof startMetrics>> | undefined;
   try {
-    if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
+    if (metricsAddress && v.takeover === true) metrics = await metricsAfterTakeover(() => startMetrics(broker, metricsAddress, io), io);
+    else if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
   } catch (err) {
     broker.close();
     unhook();
@@ -185,6 +186,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   return new Promise((resolve) => {
     watchTakeover(broker, io, quiet, () => {
       unhook();
+      void metrics?.close();
       resolve(0);
     });
     onStop = (sig) => {

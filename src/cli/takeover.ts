@@ -5,6 +5,7 @@ import type { Broker, BrokerOptions } from '../broker/broker';
 import { takeOver } from '../broker/successor';
 import { UsageError } from './args';
 import type { Io } from './main';
+import { TAKEOVER_METRICS_WAIT_MS } from './defaults';
 
 /** Takes over the broker at `options.controlPath` and says so; throws as takeOver() does (the old broker then serves on). */
 export async function takeOverBroker(options: BrokerOptions, adoptFrom: string | undefined, io: Io, quiet: boolean): Promise<Broker> {
@@ -26,4 +27,25 @@ export function watchTakeover(broker: Broker, io: Io, quiet: boolean, done: () =
     io.out(`fdbroker: taken over by pid ${by.pid} (version ${by.software}): ${by.generations} generations moved to it; exiting`);
     done();
   });
+}
+
+/**
+ * The new broker's metrics endpoint: the old broker holds the same address
+ * until it exits, so binding is retried for TAKEOVER_METRICS_WAIT_MS. This
+ * broker serves the path already: a failure is a warning, never a reason to
+ * stop it (that would leave the path with no broker at all).
+ */
+export async function metricsAfterTakeover<M>(start: () => Promise<M>, io: Io): Promise<M | undefined> {
+  const deadline = Date.now() + TAKEOVER_METRICS_WAIT_MS;
+  for (;;) {
+    try {
+      return await start();
+    } catch (err) {
+      if (Date.now() >= deadline) {
+        io.err(`fdbroker: warning: no metrics endpoint: ${(err as Error).message}; this broker serves without one`);
+        return undefined;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }

@@ -5,6 +5,7 @@
 // real HTTP load on 127.0.0.1 with no retries: keep-alive clients and a new
 // connection per request at once.
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compareSoftware, mergeOptions, refuseSuccessor, specsToCreate } from '../../src/broker/takeover';
@@ -271,6 +272,30 @@ describe('fdbroker serve --takeover', () => {
     expect(s.listeners.filter((l) => !l.removed).map((l) => l.name)).toEqual(['admin']);
     await waitText(() => t.p.stdout(), /listener http=tcp:\/\/127\.0\.0\.1:\d+ removed/);
     expect(alive(app.pid)).toBe(true); // it keeps its copy and serves on
+  }, 30_000);
+
+  it('with --metrics: the old broker closes its endpoint and exits; the new one binds the address, retrying while it is still taken', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--metrics', 'tcp://127.0.0.1:0']);
+    const url = b1.stdout().match(/metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/);
+    expect(url).not.toBeNull();
+    const t = await takeover(b1.sock, undefined, ['--metrics', `tcp://127.0.0.1:${url![2]}`]);
+    expect((await b1.exited).code).toBe(0); // its metrics endpoint does not keep it alive
+    await t.p.waitFor(/^fdbroker: ready on .*; metrics on http:/m);
+    expect((await fetch(url![1])).status).toBe(200);
+    // Again, with the address held by someone else for 1 s after the takeover starts: the new broker serves the path meanwhile and binds it once free.
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+    const port = (blocker.address() as net.AddressInfo).port;
+    const p3 = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover', '--metrics', `tcp://127.0.0.1:${port}`]);
+    await p3.waitFor(/^fdbroker: took over /m);
+    expect((await t.p.exited).code).toBe(0);
+    await sleep(1000);
+    expect(p3.stdout()).not.toMatch(/ready on/); // still retrying the metrics address
+    expect((await statusOf(b1.sock)).broker.pid).toBe(p3.pid); // and serving the path
+    await new Promise((r) => blocker.close(r));
+    await p3.waitFor(new RegExp(`^fdbroker: ready on .*; metrics on http://127\\.0\\.0\\.1:${port}/metrics$`, 'm'), 6_000);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
+    expect(p3.stderr()).not.toMatch(/no metrics endpoint/);
   }, 30_000);
 
   it('refused by version: a successor claiming an older version exits 1 with ERR_FDBROKER_VERSION; the old broker serves on unchanged, fds at baseline', async () => {
