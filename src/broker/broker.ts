@@ -232,8 +232,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private nextPingId = 1;
   private readonly stallMs: number;
   private closed = false;
-  /** The options this broker was started with: a successor gets them (takeover). */
-  private readonly given: BrokerOptions;
+  /** The options this broker was started with, as a reload changed them since: a successor gets them (takeover). */
+  private given: BrokerOptions;
   /** A takeover in flight: the successor's session, its request id, and since when. One at a time. */
   private pendingTakeover: {
     session: Session; id: number; by: TakeoverEvent; timer: NodeJS.Timeout;
@@ -435,12 +435,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Replaces the grants; they apply to requests (and connections) from now on, not to clients already connected. */
   setAccess(access: AccessOptions): void {
     this.policy = makePolicy(this.brokerUid, access);
+    this.given = { ...this.given, access }; // what a successor gets (takeover)
   }
 
   /** Replaces the client limits (absent fields: the defaults); they apply to connections from now on. */
   setLimits(limits: { maxClients?: number; maxClientsPerUid?: number }): void {
     this.opts.maxClients = limits.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.opts.maxClientsPerUid = limits.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID;
+    this.given = { ...this.given, maxClients: limits.maxClients, maxClientsPerUid: limits.maxClientsPerUid };
   }
 
   /**

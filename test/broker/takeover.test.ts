@@ -255,12 +255,21 @@ describe('fdbroker serve --takeover', () => {
     expect(raw.listeners.map((l) => l.info.name).sort()).toEqual(['admin', 'http']);
   }, 30_000);
 
-  it('with --config: the listeners the file names stay the configuration\'s after a takeover (a reload adds and removes them)', async () => {
+  it('with --config: a successor gets the grants a reload set; the listeners the file names stay the configuration\'s after a takeover (a reload adds and removes them)', async () => {
     const dir = tmpDir();
     const conf = path.join(dir, 'broker.toml');
-    fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\n');
+    fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\n[access]\nallow-uid = [4242]\n[limits]\nmax-clients = 50\n');
     const b1 = await startBroker(dir, [], ['--config', conf]);
     const app = await startApp(b1.sock, {}, 'gen-app.js');
+    // A reload changes the grants and limits: a successor gets them as they are now, not as the broker started.
+    fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\n[access]\nallow-uid = [4343]\n');
+    expect((await run(process.execPath, [CLI, 'reload', b1.sock]).exited).code).toBe(0);
+    const conn = await BrokerConnection.connect(b1.sock);
+    const raw = await conn.takeover(PROTOCOL_VERSION, VERSION);
+    for (const l of raw.listeners) native().close(l.fd);
+    conn.close();
+    expect(raw.handoff.options).toEqual({ access: { allowUids: [4343] } });
+    await waitText(() => b1.stderr(), /failed before commit/);
     const t = await takeover(b1.sock, undefined, ['--config', conf]);
     expect(t.listeners).toBe(1);
     await waitRejoined(b1.sock, t.p.pid, app.pid);
