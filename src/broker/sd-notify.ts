@@ -111,6 +111,9 @@ export class SdNotifier extends EventEmitter<SdNotifierEvents> {
     this.schedule();
   }
 
+  /** Notifications waiting because the manager's queue was full (sent in order as it drains). */
+  get pending(): number { return this.queue.length; }
+
   /** Drops whatever still waits (closing its fds). Idempotent. */
   close(): void {
     this.closed = true;
