@@ -27,6 +27,7 @@ import { NotifySocket } from './notify-socket';
 import type { ListenerInfo } from '../protocol/messages';
 import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
 import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
+import { REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS } from '../handover/defaults';
 import { guardedCommand, startWatchdog, type OrphanGuardKind, type Watchdog } from './orphan-guard';
 
 /** Signals the wrapper passes on to the program. */
@@ -85,8 +86,10 @@ export interface ExecEvents {
   status: [text: string];
   /** The program sent STOPPING=1. */
   stopping: [];
-  /** The connection to the broker ended while the program runs; it runs on. */
+  /** The connection to the broker ended while the program runs; it runs on, and exec re-joins the path when a broker answers there again. */
   brokerLost: [err: Error];
+  /** A broker answered on the path again (restarted, e.g. by systemd) and this generation joined it in the state it had. */
+  rejoin: [info: { generation: number; state: string }];
   /** The notify socket failed; readiness can no longer be reported. */
   notifyError: [err: Error];
 }
@@ -180,14 +183,14 @@ export class Exec extends EventEmitter<ExecEvents> {
     const stopTimeoutMs = o.stopTimeoutMs ?? DEFAULT_EXEC_STOP_TIMEOUT_MS;
     resolveProgram(o.command, baseEnv.PATH);
 
-    const conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+    let conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+    const label = o.label ?? path.basename(o.command);
     let listeners: ReceivedListener[] = [];
     let generation: number;
     let notify: NotifySocket | undefined;
     const n = native();
     const closeFds = () => { for (const l of listeners) n.close(l.fd); listeners = []; };
     try {
-      const label = o.label ?? path.basename(o.command);
       const r = await conn.join(o.names, label, o.timeout ?? DEFAULT_TIMEOUT_MS);
       generation = r.generation;
       listeners = orderListeners(r.listeners, o.names);
@@ -238,6 +241,9 @@ export class Exec extends EventEmitter<ExecEvents> {
       let readyTimedOut = false;
       let finished = false;
       let connClosedByUs = false;
+      // ready() was asked while the broker was lost: the rejoin says "ready".
+      let readyWanted = false;
+      let rejoinTimer: NodeJS.Timeout | undefined;
       let stopTimer: NodeJS.Timeout | undefined;
       let readyTimer: NodeJS.Timeout | undefined;
       let watchdog: Watchdog | undefined;
@@ -268,6 +274,7 @@ export class Exec extends EventEmitter<ExecEvents> {
         for (const [sig, fn] of forwarders) process.off(sig, fn);
         clearTimeout(stopTimer);
         clearTimeout(readyTimer);
+        clearTimeout(rejoinTimer);
         notify?.close();
         connClosedByUs = true;
         conn.close();
@@ -276,23 +283,75 @@ export class Exec extends EventEmitter<ExecEvents> {
       const sayReady = () => {
         if (ready || finished || retired || readyFailed) return;
         clearTimeout(readyTimer);
-        conn.ready().then(
+        readyWanted = true;
+        const c = conn;
+        c.ready().then(
           () => { ready = true; if (!finished) this.emit('ready'); },
-          (err: Error) => { readyFailed = true; if (!finished) this.emit('readyRefused', err); },
+          (err: FdbrokerError) => {
+            // Refused: final. The broker was lost before it answered: the rejoin says "ready".
+            if (err.code !== 'ERR_FDBROKER_READY_REFUSED' && c.isClosed) return;
+            readyFailed = true;
+            if (!finished) this.emit('readyRefused', err);
+          },
         );
       };
 
-      // exec joins without a standby window (a program cannot be told to resume): only "retire" arrives.
-      conn.onNotice = (msg) => {
-        if (msg.type !== 'retire' || retired || finished) return;
+      const retire = (by: number) => {
+        if (retired || finished) return;
         retired = true;
         clearTimeout(readyTimer);
-        this.emit('retire', msg.by, retireSignal);
+        this.emit('retire', by, retireSignal);
         stop();
       };
-      conn.onClose = (err) => {
-        if (!connClosedByUs && !finished) this.emit('brokerLost', err);
+      // A broker that answers on the path again (restarted by systemd, or
+      // another one) is joined in the state this generation had, as
+      // startGeneration() does: no fds, the program keeps its own.
+      const scheduleRejoin = (delay: number) => {
+        if (finished || retired || rejoinTimer) return;
+        rejoinTimer = setTimeout(() => {
+          rejoinTimer = undefined;
+          void rejoin().catch(() => scheduleRejoin(Math.min(delay * 2, REJOIN_RETRY_MAX_MS)));
+        }, delay);
       };
+      const rejoin = async () => {
+        if (finished || retired) return;
+        const c = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+        try {
+          const state = ready || readyWanted ? 'ready' : 'starting';
+          const r = await c.rejoin(generation, state, infos.map((l) => l.name), label);
+          if (finished || retired) {
+            c.close();
+            return;
+          }
+          conn = c;
+          generation = r.generation;
+          use(c);
+          this.emit('rejoin', r);
+          if (state === 'ready' && !ready) {
+            if (r.state === 'ready') {
+              ready = true;
+              this.emit('ready');
+            } else {
+              readyFailed = true;
+              this.emit('readyRefused', new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));
+            }
+          }
+          // A newer ready generation on this broker retires this one with a notice, as after a join.
+        } catch (err) {
+          c.close();
+          throw err;
+        }
+      };
+      // exec joins without a standby window (a program cannot be told to resume): only "retire" arrives.
+      const use = (c: BrokerConnection) => {
+        c.onNotice = (msg) => { if (msg.type === 'retire') retire(msg.by); };
+        c.onClose = (err) => {
+          if (c !== conn || connClosedByUs || finished) return;
+          this.emit('brokerLost', err);
+          scheduleRejoin(REJOIN_RETRY_MS);
+        };
+      };
+      use(conn);
 
       child.on('error', (err) => {
         // Only when /bin/sh itself could not be spawned: nothing runs.

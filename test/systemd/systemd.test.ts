@@ -170,7 +170,8 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     expect(await m.show('fdbroker.service', 'Result')).toBe('success');
   }, 90_000);
 
-  it('app@.service: `systemctl start app@v2` swaps versions with 0 failed requests; MainPID is each version\'s generation', async () => {
+  it('app@.service: `systemctl start app@v2` swaps versions with 0 failed requests; MainPID is each version\'s generation; '
+    + 'exec re-joins a restarted broker, so the next deploy retires it', async () => {
     const port = await freePort();
     const py = python3Command();
     await m.install({
@@ -212,7 +213,27 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     expect(st3.generations.map((g) => [g.pid, g.state, g.label])).toEqual([[v2Pid, 'ready', 'v2']]);
     // Both versions served during the run.
     expect(Object.keys(stats.servedBy).length).toBeGreaterThanOrEqual(2);
-    await m.systemctl('stop', 'app@v2.service', 'fdbroker.service');
+
+    // The broker crashes: exec re-joins the restarted broker, so the next deploy still retires v2.
+    const load2 = loadLoop(port, { concurrency: 4, keepAlive: false, maxMs: 30_000 });
+    const brokerPid = Number(await m.show('fdbroker.service', 'MainPID'));
+    await m.systemctl('kill', '--signal=SIGKILL', '--kill-whom=main', 'fdbroker.service');
+    await until('v2 re-joined the restarted broker', async () => {
+      const s = await tryStatus(sock);
+      return s && s.broker.pid !== brokerPid && s.generations.some((g) => g.pid === v2Pid && g.state === 'ready') ? true : undefined;
+    }, 15_000, 50);
+    expect(logOf('app')).toMatch(/fdbroker exec: re-joined the broker as generation \d+ \(ready\)/);
+    await m.systemctl('start', 'app@v3.service');
+    const v3Pid = Number(await m.show('app@v3.service', 'MainPID'));
+    await until('app@v2 inactive', async () => ((await m.show('app@v2.service', 'ActiveState')) === 'inactive' ? true : undefined), 20_000, 100);
+    expect(await m.show('app@v2.service', 'Result')).toBe('success');
+    await sleep(500);
+    const stats2 = await load2.stop();
+    console.log(`broker SIGKILL between deploys, then app@v3: ${stats2.ok + stats2.failed} requests, ${stats2.failed} failed ${JSON.stringify(stats2.byKind)}`);
+    expect(stats2.failed).toBe(0);
+    const st4 = await statusOf(sock);
+    expect(st4.generations.map((g) => [g.pid, g.state, g.label])).toEqual([[v3Pid, 'ready', 'v3']]);
+    await m.systemctl('stop', 'app@v3.service', 'fdbroker.service');
   }, 90_000);
 
   it('socket activation: fdbroker.socket + fdbroker-activated.service; the socket unit\'s listener survives a SIGKILL, not doubled by the store', async () => {
