@@ -236,6 +236,39 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     await m.systemctl('stop', 'app@v3.service', 'fdbroker.service');
   }, 90_000);
 
+  it('a changed --listen (another port) after a restart: the stored socket is closed and removed from the store, the new one stored', async () => {
+    const portA = await freePort();
+    const portB = await freePort();
+    const unit = (port: number) => unitFromExample('fdbroker.service', [
+      ['/usr/local/bin/fdbroker', FDBROKER], ['tcp://0.0.0.0:8080', `tcp://127.0.0.1:${port}`],
+    ], log('changed'));
+    await m.install({ 'fdbroker.service': unit(portA) });
+    await m.systemctl('start', 'fdbroker.service');
+    expect(listeningInodes(portA)).toHaveLength(1);
+    const restart = async () => {
+      const pid = Number(await m.show('fdbroker.service', 'MainPID'));
+      await m.systemctl('kill', '--signal=SIGKILL', '--kill-whom=main', 'fdbroker.service');
+      return until('the restarted broker', async () => {
+        const s = await tryStatus(sock);
+        return s && s.broker.pid !== pid ? s : undefined;
+      }, 15_000);
+    };
+    await m.install({ 'fdbroker.service': unit(portB) });
+    const st = await restart();
+    expect(st.listeners.map((l) => [l.name, l.port])).toEqual([['http', portB]]);
+    expect(logOf('changed')).toMatch(new RegExp(`listener "http" came back from the service manager but it is bound to port ${portA}, the spec says ${portB}`));
+    // FDSTOREREMOVE=1: systemd closed its copy too, so nothing listens on the old port.
+    await until('port A closed', () => (listeningInodes(portA).length === 0 ? true : undefined), 5_000, 50);
+    const inodesB = listeningInodes(portB);
+    expect(inodesB).toHaveLength(1);
+    // The new socket is the one in the store now: the next restart adopts it, without a warning.
+    const st2 = await restart();
+    expect(st2.listeners.map((l) => [l.name, l.port])).toEqual([['http', portB]]);
+    expect(listeningInodes(portB)).toEqual(inodesB);
+    expect(logOf('changed').match(/came back from the service manager but/g)).toHaveLength(1);
+    await m.systemctl('stop', 'fdbroker.service');
+  }, 60_000);
+
   it('socket activation: fdbroker.socket + fdbroker-activated.service; the socket unit\'s listener survives a SIGKILL, not doubled by the store', async () => {
     const port = await freePort();
     await m.install({
