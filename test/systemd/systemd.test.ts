@@ -165,9 +165,15 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     expect(r.body).toMatch(new RegExp(`^${late.pid}\\b`));
     expect(listeningInodes(port)).toEqual(inodes);
 
-    // SIGTERM (systemctl stop): STOPPING=1 and a clean exit; the store is emptied with the unit.
+    // `systemctl restart` keeps the store too (a restart job: the unit never goes inactive for good).
+    late.kill('SIGKILL');
+    await late.exited;
+    await m.systemctl('restart', 'fdbroker.service');
+    expect(listeningInodes(port)).toEqual(inodes);
+    // SIGTERM (systemctl stop): a clean exit, and systemd empties the store: the port is closed.
     await m.systemctl('stop', 'fdbroker.service');
     expect(await m.show('fdbroker.service', 'Result')).toBe('success');
+    await until('the port closed', () => (listeningInodes(port).length === 0 ? true : undefined), 5_000, 50);
   }, 90_000);
 
   it('app@.service: `systemctl start app@v2` swaps versions with 0 failed requests; MainPID is each version\'s generation; '
