@@ -95,7 +95,8 @@ export class SystemdLink {
   /** RELOADING=1 (with MONOTONIC_USEC, which systemd >= 253's Type=notify-reload wants). Follow it with ready(). */
   reloading(): void {
     if (this.stopped) return;
-    this.notifier.notify({ RELOADING: 1, MONOTONIC_USEC: monotonicUsec(), STATUS: 'reloading' });
+    this.lastStatus = 'reloading';
+    this.notifier.notify({ RELOADING: 1, MONOTONIC_USEC: monotonicUsec(), STATUS: this.lastStatus });
   }
 
   /** STOPPING=1; stops the watchdog and further notifications. The fd store is left as it is: systemd empties it when the unit stops for good. */
