@@ -177,7 +177,7 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
   }, 90_000);
 
   it('app@.service: `systemctl start app@v2` swaps versions with 0 failed requests; MainPID is each version\'s generation; '
-    + 'exec re-joins a restarted broker, so the next deploy retires it', async () => {
+    + 'exec re-joins a restarted broker, so the next deploy retires it; a version never ready fails its start and retires nobody', async () => {
     const port = await freePort();
     const py = python3Command();
     await m.install({
@@ -239,6 +239,23 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     expect(stats2.failed).toBe(0);
     const st4 = await statusOf(sock);
     expect(st4.generations.map((g) => [g.pid, g.state, g.label])).toEqual([[v3Pid, 'ready', 'v3']]);
+
+    // A version that never becomes ready: `systemctl start` fails, that version is stopped, v3 serves on.
+    fs.mkdirSync(path.join(m.unitDir, 'app@bad.service.d'));
+    fs.writeFileSync(path.join(m.unitDir, 'app@bad.service.d', 'never-ready.conf'), [
+      '[Service]', 'ExecStart=', `ExecStart=${FDBROKER} exec ${sock} --label bad -- /bin/sleep 60`,
+      'ExecStartPost=', `ExecStartPost=${FDBROKER} wait ${sock} --pid $MAINPID --until ready --timeout 1500`, '',
+    ].join('\n'));
+    await m.systemctl('daemon-reload');
+    const load3 = loadLoop(port, { concurrency: 4, keepAlive: false, maxMs: 30_000 });
+    const bad = await m.run('systemctl', ['--user', 'start', 'app@bad.service']);
+    expect(bad.code).not.toBe(0);
+    expect(await m.show('app@bad.service', 'ActiveState')).toMatch(/^(failed|inactive)$/);
+    const stats3 = await load3.stop();
+    expect(stats3.failed).toBe(0);
+    const st5 = await statusOf(sock);
+    expect(st5.generations.map((g) => [g.pid, g.state, g.label])).toEqual([[v3Pid, 'ready', 'v3']]);
+    expect(await m.show('app@v3.service', 'ActiveState')).toBe('active');
     await m.systemctl('stop', 'app@v3.service', 'fdbroker.service');
   }, 90_000);
 
