@@ -14,7 +14,7 @@ import { planInherited, specMismatch } from '../../src/broker/inherited';
 import { parseListenerSpec } from '../../src/broker/spec';
 import { createListener } from '../../src/broker/listeners';
 import type { GenerationInfo } from '../../src/broker/generation-table';
-import { cleanup, sleep, tmpDir } from '../helpers';
+import { cleanup, fdCount, sleep, tmpDir } from '../helpers';
 import { python3Command } from '../requirements';
 
 const code = (f: () => unknown) => { try { f(); return 'none'; } catch (e) { return (e as { code: string }).code; } };
@@ -146,9 +146,10 @@ describe('SdNotifier', () => {
     expect(warnings.map((w) => [(w as { code?: string }).code, (w.cause as { code?: string }).code])).toEqual([['ERR_FDBROKER_SYSTEMD', 'ENOENT']]);
   });
 
-  it('a full queue (EAGAIN): later messages wait, in order, with duplicated fds, and go out as the manager reads', async () => {
+  it('a full queue (EAGAIN): later messages wait, in order, with duplicated fds, and go out as the manager reads; no fd is left', async () => {
     const dir = tmpDir();
     const rx = receiver(path.join(dir, 'notify'));
+    const fds0 = fdCount(process.pid);
     const l = createListener(parseListenerSpec('http=tcp://127.0.0.1:0'));
     try {
       const s = new SdNotifier(path.join(dir, 'notify'));
@@ -167,8 +168,30 @@ describe('SdNotifier', () => {
       for (const g of got) for (const fd of g.fds) native().close(fd);
       expect(s.pending).toBe(0);
       s.close();
+      // Neither the per-message sockets nor the queued duplicate outlive their message.
+      expect(fdCount(process.pid)).toBe(fds0);
     } finally {
       rx.close();
+    }
+  });
+
+  it('close() drops what still waits and closes its duplicated fds', () => {
+    const dir = tmpDir();
+    const rx = receiver(path.join(dir, 'notify'));
+    const l = createListener(parseListenerSpec('http=tcp://127.0.0.1:0'));
+    try {
+      const fds0 = fdCount(process.pid);
+      const s = new SdNotifier(path.join(dir, 'notify'));
+      for (let i = 0; i < 100; i++) s.notify({ FDSTORE: 1, FDNAME: 'http' }, [l.fd]);
+      expect(s.pending).toBeGreaterThan(0);
+      expect(fdCount(process.pid)).toBe(fds0 + s.pending);
+      s.close();
+      expect(s.pending).toBe(0);
+      expect(fdCount(process.pid)).toBe(fds0);
+      for (const g of rx.read()) for (const fd of g.fds) native().close(fd);
+    } finally {
+      rx.close();
+      native().close(l.fd);
     }
   });
 
