@@ -37,7 +37,8 @@ function unitFromExample(name: string, replace: Array<[string, string]>, service
 
 /** The inode of the socket listening on 127.0.0.1:port, from ss (one socket, however many processes hold it). */
 function listeningInodes(port: number): string[] {
-  const out = execFileSync('ss', ['-Hltne', `sport = :${port}`], { encoding: 'utf8' });
+  // stderr: ss -e says "Failed to open cgroup2 by ID" for sockets of the manager's cgroups; the inode is there anyway.
+  const out = execFileSync('ss', ['-Hltne', `sport = :${port}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   return [...out.matchAll(/ino:(\d+)/g)].map((m) => m[1]!);
 }
 
