@@ -76,9 +76,12 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
   it('Type=notify: start returns after READY=1, StatusText summarises, the watchdog is fed, SIGKILL under load loses no request, '
     + 'the listener comes back from the fd store and a running generation re-joins', async () => {
     const port = await freePort();
+    const unixPath = path.join(logDir, 'admin.sock');
     await m.install({
       'fdbroker.service': unitFromExample('fdbroker.service', [
-        ['/usr/local/bin/fdbroker', FDBROKER], ['tcp://0.0.0.0:8080', `tcp://127.0.0.1:${port}`], ['WatchdogSec=10s', 'WatchdogSec=1s'],
+        // A unix listener too: its socket file stays, and its fd comes back from the store like the tcp one.
+        ['/usr/local/bin/fdbroker', FDBROKER], ['tcp://0.0.0.0:8080', `tcp://127.0.0.1:${port} --listen admin=unix:${unixPath}`],
+        ['WatchdogSec=10s', 'WatchdogSec=1s'],
       ], log('fdbroker')),
     });
     const t0 = Date.now();
@@ -89,8 +92,9 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     const st = await statusOf(sock);
     const brokerPid = Number(await m.show('fdbroker.service', 'MainPID'));
     expect(st.broker.pid).toBe(brokerPid);
-    expect(st.listeners.map((l) => [l.name, l.port])).toEqual([['http', port]]);
-    expect(await m.show('fdbroker.service', 'StatusText')).toBe('1 listener, 0 generations, no generation ready');
+    expect(st.listeners.map((l) => [l.name, l.port ?? l.path])).toEqual([['http', port], ['admin', unixPath]]);
+    expect(await m.show('fdbroker.service', 'StatusText')).toBe('2 listeners, 0 generations, no generation ready');
+    const unixIno = fs.statSync(unixPath).ino;
 
     // A running generation (a Node app: startGeneration), started outside systemd.
     const app = run(process.execPath, [path.join(FIXTURES, 'gen-app.js')], { env: { FDBROKER_SOCK: sock } });
@@ -98,7 +102,7 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     const gen = Number(ready[2]);
     await until('StatusText with the generation', async () => {
       const s = await m.show('fdbroker.service', 'StatusText');
-      return s === `1 listener, 1 generation, serving: generation ${gen} (pid ${app.pid})` ? s : undefined;
+      return s === `2 listeners, 1 generation, serving: generation ${gen} (pid ${app.pid})` ? s : undefined;
     });
     // WatchdogSec=1s: still the same process well past a watchdog period.
     await sleep(2500);
@@ -136,7 +140,10 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     expect(await m.show('fdbroker.service', 'NRestarts')).toBe('1');
     expect(await m.show('fdbroker.service', 'ActiveState')).toBe('active');
     // The same listener: name, spec, port, and the very socket (inode) systemd kept in its fd store.
-    expect(back.listeners.map((l) => [l.name, l.kind, l.address, l.port])).toEqual([['http', 'tcp', '127.0.0.1', port]]);
+    expect(back.listeners.map((l) => [l.name, l.kind, l.address ?? l.path, l.port])).toEqual([['http', 'tcp', '127.0.0.1', port], ['admin', 'unix', unixPath, undefined]]);
+    // The unix one: the same socket file, still accepting (a connection is queued on the stored socket).
+    expect(fs.statSync(unixPath).ino).toBe(unixIno);
+    await new Promise<void>((resolve, reject) => { const c = net.connect(unixPath, () => { c.destroy(); resolve(); }); c.on('error', reject); });
     expect(listeningInodes(port)).toEqual(inodes);
     expect(socketInodes(newPid)).toContain(inodes[0]);
     expect(logOf('fdbroker')).not.toMatch(/came back from the service manager but/);
@@ -145,7 +152,7 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     const g = rejoined.generations.find((x) => x.pid === app.pid)!;
     await until('StatusText after the restart', async () => {
       const s = await m.show('fdbroker.service', 'StatusText');
-      return s === `1 listener, 1 generation, serving: generation ${g.number} (pid ${app.pid})` ? s : undefined;
+      return s === `2 listeners, 1 generation, serving: generation ${g.number} (pid ${app.pid})` ? s : undefined;
     });
 
     // The accept queue survives too: with no app at all, a connection made while no
