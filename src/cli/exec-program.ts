@@ -317,7 +317,8 @@ export class Exec extends EventEmitter<ExecEvents> {
         if (finished || retired) return;
         const c = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
         try {
-          const state = ready || readyWanted ? 'ready' : 'starting';
+          // A ready that was refused (or timed out) is not claimed again.
+          const state = ready || (readyWanted && !readyFailed) ? 'ready' : 'starting';
           const r = await c.rejoin(generation, state, infos.map((l) => l.name), label);
           if (finished || retired) {
             c.close();
