@@ -9,11 +9,14 @@ import type { ListenerInfo } from '../protocol/messages';
 import type { OwnedListener } from './listeners';
 import type { ListenerSpec } from './spec';
 
+/** An inherited socket; `spec` when a spec of its name adopted it (a reload then compares against that spec). */
+export type InheritedListener = OwnedListener & { spec?: ListenerSpec };
+
 export interface InheritedPlan {
   /** Specs to create (no socket of that name came back). */
   create: ListenerSpec[];
   /** Inherited sockets kept, named as they came back (owned by the caller). */
-  adopt: OwnedListener[];
+  adopt: InheritedListener[];
   /**
    * Names whose spec no longer matches the socket that came back (another
    * port, address, path or kind): the stored socket was closed and the spec
@@ -57,7 +60,7 @@ export function planInherited(specs: ListenerSpec[], inherited: OwnedListener[],
       plan.create.push(spec);
       continue;
     }
-    plan.adopt.push(spec.kind === 'udp' ? l : { fd: l.fd, info: { ...l.info, backlog: spec.backlog ?? defaultBacklog } });
+    plan.adopt.push({ fd: l.fd, info: spec.kind === 'udp' ? l.info : { ...l.info, backlog: spec.backlog ?? defaultBacklog }, spec });
   }
   for (const l of inherited) if (!matched.has(l.info.name)) plan.adopt.push(l);
   return plan;

@@ -2,7 +2,7 @@
 //   READY=1 + MAINPID   once every listener is bound and the control socket answers (ready())
 //   STATUS=<summary>    on every join, rejoin, ready, leave and listener change
 //   STOPPING=1          when it stops (stopping())
-//   RELOADING=1 / READY=1 around a reload (reloading(), then ready())
+//   RELOADING=1 / READY=1 around a reload (the broker's reload events)
 //   WATCHDOG=1          every WATCHDOG_USEC/2 when the manager asks for it
 //   FDSTORE=1 + FDNAME  each listener's socket, pushed to the fd store, so a
 //                       broker that crashes and is restarted gets it back
@@ -40,8 +40,9 @@ export interface SystemdLinkOptions {
 
 /**
  * Ties a broker to its service manager. Create it once the broker started;
- * call ready() when the control socket answers. Reload code calls
- * reloading() before it changes anything and ready() when done (or failed).
+ * call ready() when the control socket answers. The broker's reload events
+ * ('reloading', then 'reloaded' or 'reloadFailed') send RELOADING=1 and
+ * READY=1 by themselves; reloading()/ready() are there for other changes.
  */
 export class SystemdLink {
   private readonly unsubscribe: Array<() => void> = [];
@@ -67,7 +68,15 @@ export class SystemdLink {
     };
     broker.on('listenerAdded', added);
     broker.on('listenerRemoved', removed);
-    this.unsubscribe.push(() => broker.off('listenerAdded', added), () => broker.off('listenerRemoved', removed));
+    // A reload (SIGHUP, `fdbroker reload`): RELOADING=1 before, READY=1 after, applied or refused.
+    // Before the first ready() there is nothing to tell: ready() reports the outcome.
+    const reloading = () => { if (this.started) this.reloading(); };
+    const reloaded = () => { if (this.started) this.ready(); };
+    broker.on('reloading', reloading);
+    broker.on('reloaded', reloaded);
+    broker.on('reloadFailed', reloaded);
+    this.unsubscribe.push(() => broker.off('listenerAdded', added), () => broker.off('listenerRemoved', removed),
+      () => broker.off('reloading', reloading), () => broker.off('reloaded', reloaded), () => broker.off('reloadFailed', reloaded));
   }
 
   /**
