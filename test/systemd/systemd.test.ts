@@ -63,12 +63,24 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
   let logDir: string;
   const log = (unit: string) => [`StandardOutput=append:${logDir}/${unit}.log`, `StandardError=append:${logDir}/${unit}.log`];
   const logOf = (unit: string) => { try { return fs.readFileSync(`${logDir}/${unit}.log`, 'utf8'); } catch { return ''; } };
+  /** examples/systemd/fdbroker.toml with http on `port` and `extra` lines under [listeners], written where the unit reads it. */
+  const writeConfig = (port: number, extra: string[] = []) => {
+    const text = fs.readFileSync(path.join(EXAMPLES, 'fdbroker.toml'), 'utf8');
+    if (!text.includes('http = "tcp://0.0.0.0:8080"')) throw new Error('examples/systemd/fdbroker.toml no longer has http = "tcp://0.0.0.0:8080"');
+    fs.writeFileSync(configFile, text.replace('http = "tcp://0.0.0.0:8080"', [`http = "tcp://127.0.0.1:${port}"`, ...extra].join('\n')));
+  };
+  /** examples/systemd/fdbroker.service, reading `configFile`. */
+  const brokerUnit = (unit: string, replace: Array<[string, string]> = []) => unitFromExample('fdbroker.service', [
+    ['/usr/local/bin/fdbroker', FDBROKER], ['/etc/fdbroker/fdbroker.toml', configFile], ...replace,
+  ], log(unit));
+  let configFile: string;
 
   beforeAll(async () => {
     m = await UserManager.start();
     sock = path.join(m.runtimeDir, 'fdbroker', 'control.sock');
     logDir = path.join(m.runtimeDir, 'logs');
     fs.mkdirSync(logDir);
+    configFile = path.join(logDir, 'fdbroker.toml');
   }, 30_000);
   afterAll(async () => { await m?.stop(); }, 30_000);
   afterEach(async () => { await cleanup(); });
@@ -77,12 +89,10 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     + 'the listener comes back from the fd store and a running generation re-joins', async () => {
     const port = await freePort();
     const unixPath = path.join(logDir, 'admin.sock');
+    // A unix listener too: its socket file stays, and its fd comes back from the store like the tcp one.
+    writeConfig(port, [`admin = "unix:${unixPath}"`]);
     await m.install({
-      'fdbroker.service': unitFromExample('fdbroker.service', [
-        // A unix listener too: its socket file stays, and its fd comes back from the store like the tcp one.
-        ['/usr/local/bin/fdbroker', FDBROKER], ['tcp://0.0.0.0:8080', `tcp://127.0.0.1:${port} --listen admin=unix:${unixPath}`],
-        ['WatchdogSec=10s', 'WatchdogSec=1s'],
-      ], log('fdbroker')),
+      'fdbroker.service': brokerUnit('fdbroker', [['WatchdogSec=10s', 'WatchdogSec=1s']]),
     });
     const t0 = Date.now();
     await m.systemctl('start', 'fdbroker.service');
@@ -188,10 +198,9 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     + 'exec re-joins a restarted broker, so the next deploy retires it; a version never ready fails its start and retires nobody', async () => {
     const port = await freePort();
     const py = python3Command();
+    writeConfig(port);
     await m.install({
-      'fdbroker.service': unitFromExample('fdbroker.service', [
-        ['/usr/local/bin/fdbroker', FDBROKER], ['tcp://0.0.0.0:8080', `tcp://127.0.0.1:${port}`],
-      ], log('fdbroker')),
+      'fdbroker.service': brokerUnit('fdbroker'),
       'app@.service': unitFromExample('app@.service', [
         ['/usr/local/bin/fdbroker', FDBROKER], ['/opt/app/%i/server', `${py} ${path.join(ROOT, 'examples', 'python_server.py')}`],
       ], log('app')),
@@ -267,13 +276,11 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     await m.systemctl('stop', 'app@v3.service', 'fdbroker.service');
   }, 90_000);
 
-  it('a changed --listen (another port) after a restart: the stored socket is closed and removed from the store, the new one stored', async () => {
+  it('a listener whose port changed in the file while the broker was down: the stored socket is closed and removed from the store, the new one stored', async () => {
     const portA = await freePort();
     const portB = await freePort();
-    const unit = (port: number) => unitFromExample('fdbroker.service', [
-      ['/usr/local/bin/fdbroker', FDBROKER], ['tcp://0.0.0.0:8080', `tcp://127.0.0.1:${port}`],
-    ], log('changed'));
-    await m.install({ 'fdbroker.service': unit(portA) });
+    writeConfig(portA);
+    await m.install({ 'fdbroker.service': brokerUnit('changed') });
     await m.systemctl('start', 'fdbroker.service');
     expect(listeningInodes(portA)).toHaveLength(1);
     const restart = async () => {
@@ -284,7 +291,7 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
         return s && s.broker.pid !== pid ? s : undefined;
       }, 15_000);
     };
-    await m.install({ 'fdbroker.service': unit(portB) });
+    writeConfig(portB);
     const st = await restart();
     expect(st.listeners.map((l) => [l.name, l.port])).toEqual([['http', portB]]);
     expect(logOf('changed')).toMatch(new RegExp(`listener "http" came back from the service manager but it is bound to port ${portA}, the spec says ${portB}`));
@@ -299,6 +306,63 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     expect(logOf('changed').match(/came back from the service manager but/g)).toHaveLength(1);
     await m.systemctl('stop', 'fdbroker.service');
   }, 60_000);
+
+  it('`systemctl reload` (ExecReload=fdbroker reload): an added listener goes to the fd store and survives a SIGKILL, '
+    + 'a removed one leaves it; a bad file fails the reload and changes nothing', async () => {
+    const port = await freePort();
+    const extraPort = await freePort();
+    writeConfig(port);
+    await m.install({ 'fdbroker.service': brokerUnit('reload') });
+    await m.systemctl('start', 'fdbroker.service');
+    const app = run(process.execPath, [path.join(FIXTURES, 'gen-app.js')], { env: { FDBROKER_SOCK: sock } });
+    await app.waitFor(/^ready \d+/m, 15_000);
+    const load = loadLoop(port, { concurrency: 4, keepAlive: false, maxMs: 30_000 });
+    const restart = async () => {
+      const pid = Number(await m.show('fdbroker.service', 'MainPID'));
+      await m.systemctl('kill', '--signal=SIGKILL', '--kill-whom=main', 'fdbroker.service');
+      return until('the restarted broker', async () => {
+        const s = await tryStatus(sock);
+        return s && s.broker.pid !== pid && s.generations.some((g) => g.pid === app.pid && g.state === 'ready') ? s : undefined;
+      }, 15_000);
+    };
+
+    // Add a listener: created, pushed to the store, kept across a crash.
+    writeConfig(port, [`extra = "tcp://127.0.0.1:${extraPort}"`]);
+    await m.systemctl('reload', 'fdbroker.service');
+    expect((await statusOf(sock)).listeners.map((l) => [l.name, l.port])).toEqual([['http', port], ['extra', extraPort]]);
+    expect(await m.show('fdbroker.service', 'StatusText')).toMatch(/^2 listeners, 1 generation, serving: /);
+    const extraInodes = listeningInodes(extraPort);
+    expect(extraInodes).toHaveLength(1);
+    const st = await restart();
+    expect(st.listeners.map((l) => [l.name, l.port])).toEqual([['http', port], ['extra', extraPort]]);
+    expect(listeningInodes(extraPort)).toEqual(extraInodes);
+
+    // A bad file: `systemctl reload` fails, the broker serves on unchanged (same process).
+    const pid = st.broker.pid;
+    fs.writeFileSync(configFile, '[listeners\n');
+    const bad = await m.run('systemctl', ['--user', 'reload', 'fdbroker.service']);
+    expect(bad.code).not.toBe(0);
+    expect(logOf('reload')).toMatch(/ERR_FDBROKER_INVALID_CONFIG/);
+    expect(await m.show('fdbroker.service', 'ActiveState')).toBe('active');
+    expect(Number(await m.show('fdbroker.service', 'MainPID'))).toBe(pid);
+
+    // The bad reload still answered READY=1: systemd takes the next reload.
+    // The file (with "extra") names the same listeners as the restarted broker, taken from the store: nothing to do.
+    writeConfig(port, [`extra = "tcp://127.0.0.1:${extraPort}"`]);
+    await m.systemctl('reload', 'fdbroker.service');
+    expect(logOf('reload')).toMatch(/reloaded .*: added -; removed -; changed -/);
+
+    // Remove it: the broker closes its copy and FDSTOREREMOVE drops systemd's, so after a crash it stays gone.
+    writeConfig(port);
+    await m.systemctl('reload', 'fdbroker.service');
+    const st2 = await restart();
+    expect(st2.listeners.map((l) => [l.name, l.port])).toEqual([['http', port]]);
+    await until('nothing listens on the removed port', () => (listeningInodes(extraPort).length === 0 ? true : undefined), 5_000, 50);
+    const stats = await load.stop();
+    console.log(`systemctl reload (add, bad, remove) with 2 broker SIGKILLs under load: ${stats.ok + stats.failed} requests, ${stats.failed} failed ${JSON.stringify(stats.byKind)}`);
+    expect(stats.failed).toBe(0);
+    await m.systemctl('stop', 'fdbroker.service');
+  }, 90_000);
 
   it('socket activation: fdbroker.socket + fdbroker-activated.service; the socket unit\'s listener survives a SIGKILL, not doubled by the store', async () => {
     const port = await freePort();
