@@ -34,7 +34,7 @@ function receiver(p: string) {
 
 describe('SystemdLink', () => {
   it('ready(): the fd store first (not for inherited names), then READY=1+MAINPID+STATUS; STATUS on join/ready/leave; '
-    + 'listenerRemoved/Added; reloading(); watchdog; stopping()', async () => {
+    + 'a reload (added, removed, refused); watchdog; stopping()', async () => {
     const dir = tmpDir();
     const rx = receiver(path.join(dir, 'notify'));
     const sock = path.join(dir, 'b.sock');
@@ -68,20 +68,35 @@ describe('SystemdLink', () => {
       await sleep(300);
       expect(rx.read().map((x) => x.text).filter((t) => t.startsWith('STATUS='))).toEqual(['STATUS=2 listeners, 0 generations, no generation ready\n']);
 
-      // What reload code does: events for listeners, and RELOADING=1 ... READY=1 around it.
-      link.reloading();
-      broker.emit('listenerRemoved', broker.listenerInfos().find((l) => l.name === 'admin')!);
-      broker.emit('listenerAdded', broker.listenerInfos().find((l) => l.name === 'admin')!);
-      link.ready();
-      const reload = rx.read().filter((x) => !x.text.startsWith('WATCHDOG'));
-      expect(reload.map((x) => x.text.replace(/MONOTONIC_USEC=\d+/, 'MONOTONIC_USEC=N'))).toEqual([
+      // A reload (the broker's own events): RELOADING=1, the store follows the listeners, READY=1.
+      const specs = [parseListenerSpec('http=tcp://127.0.0.1:0'), parseListenerSpec('admin=tcp://127.0.0.1:0')];
+      let next = [...specs, parseListenerSpec('extra=tcp://127.0.0.1:0')];
+      broker.reloadSource = () => ({ listeners: next });
+      broker.reload();
+      const added = rx.read().filter((x) => !x.text.startsWith('WATCHDOG'));
+      const text = (xs: typeof added) => xs.map((x) => x.text.replace(/MONOTONIC_USEC=\d+/, 'MONOTONIC_USEC=N'));
+      expect(text(added)).toEqual([
         'RELOADING=1\nMONOTONIC_USEC=N\nSTATUS=reloading\n',
-        'FDSTOREREMOVE=1\nFDNAME=admin\n',
+        'FDSTORE=1\nFDNAME=extra\n',
+        'STATUS=3 listeners, 0 generations, no generation ready\n',
+        'READY=1\nSTATUS=3 listeners, 0 generations, no generation ready\n',
+      ]);
+      expect(added[1]!.ino).toEqual([ino('extra')]);
+      next = specs;
+      broker.reload();
+      expect(text(rx.read().filter((x) => !x.text.startsWith('WATCHDOG')))).toEqual([
+        'RELOADING=1\nMONOTONIC_USEC=N\nSTATUS=reloading\n',
+        'FDSTOREREMOVE=1\nFDNAME=extra\n',
         'STATUS=2 listeners, 0 generations, no generation ready\n',
-        'FDSTORE=1\nFDNAME=admin\n',
         'READY=1\nSTATUS=2 listeners, 0 generations, no generation ready\n',
       ]);
-      expect(reload[3]!.ino).toEqual([ino('admin')]);
+      // A refused reload: READY=1 all the same (the old configuration serves).
+      broker.reloadSource = () => { throw new Error('bad file'); };
+      expect(() => broker.reload()).toThrow('bad file');
+      expect(text(rx.read().filter((x) => !x.text.startsWith('WATCHDOG')))).toEqual([
+        'RELOADING=1\nMONOTONIC_USEC=N\nSTATUS=reloading\n',
+        'READY=1\nSTATUS=2 listeners, 0 generations, no generation ready\n',
+      ]);
 
       link.stopping();
       expect(rx.read().map((x) => x.text).filter((t) => !t.startsWith('WATCHDOG'))).toEqual(['STOPPING=1\nSTATUS=stopping\n']);
