@@ -77,10 +77,11 @@ serve options:
                      picks one, named in the ready line)
   --quiet            print only the ready line and errors
   Under systemd (NOTIFY_SOCKET set; Type=notify): READY=1 once the control
-  socket answers, STATUS=, STOPPING=1, WATCHDOG=1 (WatchdogSec=), and every
-  listener pushed to the fd store (FileDescriptorStoreMax=): a restarted
-  broker gets them back, and a --listen whose name came back adopts that
-  socket (see examples/systemd/)
+  socket answers, STATUS=, STOPPING=1, WATCHDOG=1 (WatchdogSec=),
+  RELOADING=1 around a reload, and every listener pushed to the fd store
+  (FileDescriptorStoreMax=): a restarted broker gets them back, and a
+  listener (--listen, --config) whose name came back adopts that socket
+  (see examples/systemd/)
 
 wait: blocks until the generation of PID (default: the newest) is ready and,
 with --until handover (the default), every older generation has left. The
