@@ -19,7 +19,7 @@ export function inheritForServe(specs: ListenerSpec[], inherit: boolean, backlog
   if (!inherit) return { create: specs, adopt: [], replaced: [] };
   const plan = planInherited(specs, takeInheritedListeners(process.env, backlog), backlog ?? DEFAULT_LISTEN_BACKLOG);
   for (const r of plan.replaced) {
-    io.err(`fdbroker: listener "${r.name}" came back from the service manager but ${r.why}: closed it and created the one --listen gives`);
+    io.err(`fdbroker: listener "${r.name}" came back from the service manager but ${r.why}: closed it and created the one the configuration gives`);
   }
   return plan;
 }

@@ -104,6 +104,9 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     expect(st.broker.pid).toBe(brokerPid);
     expect(st.listeners.map((l) => [l.name, l.port ?? l.path])).toEqual([['http', port], ['admin', unixPath]]);
     expect(await m.show('fdbroker.service', 'StatusText')).toBe('2 listeners, 0 generations, no generation ready');
+    // RuntimeDirectory=fdbroker, RuntimeDirectoryMode=0755; the socket --mode 0660 --group 0.
+    expect(fs.statSync(path.dirname(sock)).mode & 0o7777).toBe(0o755);
+    expect([fs.statSync(sock).mode & 0o7777, fs.statSync(sock).gid]).toEqual([0o660, 0]);
     const unixIno = fs.statSync(unixPath).ino;
 
     // A running generation (a Node app: startGeneration), started outside systemd.
