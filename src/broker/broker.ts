@@ -96,7 +96,7 @@ export interface InternalBrokerOptions extends BrokerOptions {
    * broker owns these fds from the call on, on every path: it closes them if
    * start() fails, and each must be the socket its info announces. `spec`:
    * the spec this socket was created from (one that came back from systemd's
-   * fd store for a --listen of its name), so a reload treats it as created here.
+   * fd store for a listener spec of its name), so a reload treats it as created here.
    */
   listenerFds?: Array<{ info: ListenerInfo; fd: number; spec?: ListenerSpec }>;
   /**
