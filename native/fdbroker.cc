@@ -115,10 +115,14 @@ int BuildAddr(const Napi::Object& spec, sockaddr_storage* ss, socklen_t* len) {
   if (family == "unix") {
     std::string path = spec.Get("path").As<Napi::String>().Utf8Value();
     auto* sun = reinterpret_cast<sockaddr_un*>(ss);
-    if (path.empty() || path.size() >= sizeof(sun->sun_path)) return -ENAMETOOLONG;
+    // A leading NUL is the abstract namespace: the name is exactly the bytes
+    // given (its length is the address length), with no terminating NUL.
+    bool abstract = !path.empty() && path[0] == '\0';
+    if (path.empty() || path.size() > sizeof(sun->sun_path) ||
+        (!abstract && path.size() == sizeof(sun->sun_path))) return -ENAMETOOLONG;
     sun->sun_family = AF_UNIX;
     memcpy(sun->sun_path, path.data(), path.size());
-    *len = offsetof(sockaddr_un, sun_path) + path.size() + 1;
+    *len = offsetof(sockaddr_un, sun_path) + path.size() + (abstract ? 0 : 1);
     return 0;
   }
   std::string address = spec.Get("address").As<Napi::String>().Utf8Value();

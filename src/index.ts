@@ -15,6 +15,8 @@ export {
   type ReloadResult, type ReloadSettings,
 } from './broker/broker';
 export type { AccessOptions } from './broker/access';
+export { SdNotifier, parseNotifySocket, watchdogIntervalMs, type SdNotifierEvents } from './broker/sd-notify';
+export { SystemdLink, statusLine, type SystemdLinkOptions } from './broker/systemd-link';
 export { parseListenerSpec, type ListenerSpec } from './broker/spec';
 export { FdbrokerError, ERROR_CODES, type FdbrokerErrorCode, type SystemError } from './protocol/errors';
 export type { ListenerInfo, ListenerKind, ClientInfo, HolderInfo, StatusMessage } from './protocol/messages';

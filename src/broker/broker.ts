@@ -95,9 +95,11 @@ export interface InternalBrokerOptions extends BrokerOptions {
   /**
    * Listeners that already exist (e.g. adopted from a predecessor). The
    * broker owns these fds from the call on, on every path: it closes them if
-   * start() fails, and each must be the socket its info announces.
+   * start() fails, and each must be the socket its info announces. `spec`:
+   * the spec this socket was created from (one that came back from systemd's
+   * fd store for a listener spec of its name), so a reload treats it as created here.
    */
-  listenerFds?: Array<{ info: ListenerInfo; fd: number }>;
+  listenerFds?: Array<{ info: ListenerInfo; fd: number; spec?: ListenerSpec }>;
   /**
    * Embedded in an app ("the app as its own broker"): the app itself is a
    * generation of this broker, numbered `self.number` if given. When a newer
@@ -328,6 +330,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       for (const l of given) {
         pendingFds.delete(l.fd);
         broker.adopt({ info: l.info, fd: l.fd });
+        if (l.spec) broker.specs.set(l.info.name, l.spec);
       }
       for (const spec of options.listeners ?? []) {
         if (broker.registry.has(spec.name)) {

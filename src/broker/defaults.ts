@@ -37,6 +37,10 @@ export const HANDOVER_SECONDS_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5
 export const METRICS_MAX_CONNECTIONS = 16;
 /** Metrics endpoint: a request must arrive whole within this time. */
 export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+/** sd_notify: pause before sending again a notification the manager's full queue refused (EAGAIN). */
+export const SD_NOTIFY_RETRY_MS = 20;
+/** sd_notify: tries before such a notification is dropped (with a warning). */
+export const SD_NOTIFY_RETRIES = 50;
 /** Takeover: a generation imported from the predecessor that has not rejoined this broker within this time has left. */
 export const TAKEOVER_REJOIN_WINDOW_MS = 10_000;
 /** Takeover (the old broker): a successor that has not committed within this time, and has not taken the path, is dropped (joins wait meanwhile). */

@@ -86,10 +86,10 @@ export interface ExecEvents {
   status: [text: string];
   /** The program sent STOPPING=1. */
   stopping: [];
-  /** The connection to the broker ended while the program runs; it runs on. */
+  /** The connection to the broker ended while the program runs; it runs on, and exec re-joins the path when a broker answers there again. */
   brokerLost: [err: Error];
-  /** A new broker took over the path (`fdbroker serve --takeover`); this generation rejoined it with its number and state. */
-  moved: [info: { generation: number; state: string; to: number }];
+  /** A broker answered on the path again (restarted, e.g. by systemd) and this generation joined it in the state it had. */
+  rejoin: [info: { generation: number; state: string }];
   /** The notify socket failed; readiness can no longer be reported. */
   notifyError: [err: Error];
 }
@@ -183,16 +183,14 @@ export class Exec extends EventEmitter<ExecEvents> {
     const stopTimeoutMs = o.stopTimeoutMs ?? DEFAULT_EXEC_STOP_TIMEOUT_MS;
     resolveProgram(o.command, baseEnv.PATH);
 
-    // `let`: after a takeover (a "moved" notice) the generation rejoins the new broker on a new connection.
     let conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+    const label = o.label ?? path.basename(o.command);
     let listeners: ReceivedListener[] = [];
     let generation: number;
-    let label = '';
     let notify: NotifySocket | undefined;
     const n = native();
     const closeFds = () => { for (const l of listeners) n.close(l.fd); listeners = []; };
     try {
-      label = o.label ?? path.basename(o.command);
       const r = await conn.join(o.names, label, o.timeout ?? DEFAULT_TIMEOUT_MS);
       generation = r.generation;
       listeners = orderListeners(r.listeners, o.names);
@@ -243,10 +241,9 @@ export class Exec extends EventEmitter<ExecEvents> {
       let readyTimedOut = false;
       let finished = false;
       let connClosedByUs = false;
-      /** Takeover: "moved" arrived, then the connection ends and a rejoin to the new broker is in flight. */
-      let moving = false;
-      let rejoining = false;
+      // ready() was asked while the broker was lost: the rejoin says "ready".
       let readyWanted = false;
+      let rejoinTimer: NodeJS.Timeout | undefined;
       let stopTimer: NodeJS.Timeout | undefined;
       let readyTimer: NodeJS.Timeout | undefined;
       let watchdog: Watchdog | undefined;
@@ -277,6 +274,7 @@ export class Exec extends EventEmitter<ExecEvents> {
         for (const [sig, fn] of forwarders) process.off(sig, fn);
         clearTimeout(stopTimer);
         clearTimeout(readyTimer);
+        clearTimeout(rejoinTimer);
         notify?.close();
         connClosedByUs = true;
         conn.close();
@@ -286,76 +284,85 @@ export class Exec extends EventEmitter<ExecEvents> {
         if (ready || finished || retired || readyFailed) return;
         clearTimeout(readyTimer);
         readyWanted = true;
-        if (rejoining) return; // the rejoin says "ready"
-        conn.ready().then(
+        const c = conn;
+        c.ready().then(
           () => { ready = true; if (!finished) this.emit('ready'); },
-          (err: Error) => {
-            // Cut off by a takeover: the rejoin carries the ready to the new broker.
-            if (moving || rejoining) return;
+          (err: FdbrokerError) => {
+            // Refused: final. The broker was lost before it answered: the rejoin says "ready".
+            if (err.code !== 'ERR_FDBROKER_READY_REFUSED' && c.isClosed) return;
             readyFailed = true;
             if (!finished) this.emit('readyRefused', err);
           },
         );
       };
 
-      // Takeover: rejoin the new broker on the same path with this generation's number and state.
-      const rejoin = async (to: number, delay: number): Promise<void> => {
-        if (finished) return;
-        let next: BrokerConnection | undefined;
+      const retire = (by: number) => {
+        if (retired || finished) return;
+        retired = true;
+        clearTimeout(readyTimer);
+        this.emit('retire', by, retireSignal);
+        stop();
+      };
+      // A broker that answers on the path again (restarted by systemd, or
+      // another one) is joined in the state this generation had, as
+      // startGeneration() does: no fds, the program keeps its own.
+      const scheduleRejoin = (delay: number) => {
+        if (finished || retired || rejoinTimer) return;
+        rejoinTimer = setTimeout(() => {
+          rejoinTimer = undefined;
+          void rejoin().catch(() => scheduleRejoin(Math.min(Math.max(delay * 2, REJOIN_RETRY_MS), REJOIN_RETRY_MAX_MS)));
+        }, delay);
+      };
+      const rejoin = async () => {
+        if (finished || retired) return;
+        const c = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
         try {
-          next = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
-          const state = retired ? 'retiring' : ready || readyWanted ? 'ready' : 'starting';
-          const r = await next.rejoin(generation, state, infos.map((i) => i.name), label);
-          if (finished) {
-            next.close();
+          // A ready that was refused (or timed out) is not claimed again.
+          const state = ready || (readyWanted && !readyFailed) ? 'ready' : 'starting';
+          const r = await c.rejoin(generation, state, infos.map((l) => l.name), label);
+          if (finished || retired) {
+            c.close();
             return;
           }
-          conn = next;
-          wire(next);
-          rejoining = false;
+          conn = c;
           generation = r.generation;
-          this.emit('moved', { generation: r.generation, state: r.state, to });
+          use(c);
+          this.emit('rejoin', r);
           if (state === 'ready' && !ready) {
-            if (r.state === 'ready') { ready = true; this.emit('ready'); } else if (r.state !== 'starting') {
+            if (r.state === 'ready') {
+              ready = true;
+              this.emit('ready');
+            } else {
               readyFailed = true;
               this.emit('readyRefused', new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));
             }
-          } else if (readyWanted && !ready && state === 'starting') sayReady();
+          }
+          // A newer ready generation on this broker retires this one with a notice, as after a join.
         } catch (err) {
-          next?.close();
-          if (finished) return;
-          setTimeout(() => void rejoin(to, Math.min(Math.max(delay * 2, REJOIN_RETRY_MS), REJOIN_RETRY_MAX_MS)), delay).unref();
-          if (delay >= REJOIN_RETRY_MAX_MS) this.emit('brokerLost', err as Error);
+          c.close();
+          throw err;
         }
       };
-
-      // exec joins without a standby window (a program cannot be told to resume): "retire" and "moved" arrive.
-      const wire = (c: BrokerConnection) => {
-        let movedTo = 0;
+      // exec joins without a standby window (a program cannot be told to resume): only "retire" arrives.
+      const use = (c: BrokerConnection) => {
+        // "moved": a new broker took over the path (`fdbroker serve --takeover`); this connection closes next.
+        let moved = false;
         c.onNotice = (msg) => {
-          if (msg.type === 'moved') {
-            moving = true;
-            movedTo = msg.to;
-            return;
-          }
-          if (msg.type !== 'retire' || retired || finished) return;
-          retired = true;
-          clearTimeout(readyTimer);
-          this.emit('retire', msg.by, retireSignal);
-          stop();
+          if (msg.type === 'retire') retire(msg.by);
+          else if (msg.type === 'moved') moved = true;
         };
         c.onClose = (err) => {
           if (c !== conn || connClosedByUs || finished) return;
-          if (moving) {
-            moving = false;
-            rejoining = true;
-            void rejoin(movedTo, REJOIN_RETRY_MS);
+          // A takeover is no loss: rejoin the new broker at once.
+          if (moved) {
+            scheduleRejoin(0);
             return;
           }
           this.emit('brokerLost', err);
+          scheduleRejoin(REJOIN_RETRY_MS);
         };
       };
-      wire(conn);
+      use(conn);
 
       child.on('error', (err) => {
         // Only when /bin/sh itself could not be spawned: nothing runs.

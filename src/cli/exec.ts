@@ -47,8 +47,8 @@ export async function exec(args: string[], io: Io): Promise<number> {
   ex.on('readyRefused', (err) => say(`${(err as FdbrokerError).code ?? 'error'}: ${err.message} (the program runs on; older generations keep serving)`));
   ex.on('readyTimeout', (ms) => say(`no READY=1 within ${ms} ms: stopping the program`));
   ex.on('kill', (ms) => say(`the program did not exit within ${ms} ms: SIGKILL`));
-  ex.on('brokerLost', (err) => say(`lost the broker (${(err as FdbrokerError).code ?? ''} ${err.message}); the program runs on`));
-  ex.on('moved', (m) => say(`the broker was taken over by pid ${m.to}: rejoined it as generation ${m.generation} (${m.state})`));
+  ex.on('brokerLost', (err) => say(`lost the broker (${(err as FdbrokerError).code ?? ''} ${err.message}); the program runs on, re-joining when a broker answers`));
+  ex.on('rejoin', (r) => say(`re-joined the broker as generation ${r.generation} (${r.state})`));
   ex.on('notifyError', (err) => say(`notify socket failed: ${err.message}; readiness can no longer be reported`));
   try {
     return (await ex.run()).status;

@@ -85,6 +85,12 @@ serve options:
                      TLS, no auth: use loopback or a private address; PORT 0
                      picks one, named in the ready line)
   --quiet            print only the ready line and errors
+  Under systemd (NOTIFY_SOCKET set; Type=notify): READY=1 once the control
+  socket answers, STATUS=, STOPPING=1, WATCHDOG=1 (WatchdogSec=),
+  RELOADING=1 around a reload, and every listener pushed to the fd store
+  (FileDescriptorStoreMax=): a restarted broker gets them back, and a
+  listener (--listen, --config) whose name came back adopts that socket
+  (see examples/systemd/)
 
 wait: blocks until the generation of PID (default: the newest) is ready and,
 with --until handover (the default), every older generation has left. The
@@ -115,6 +121,8 @@ exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
   --ready-timeout MS stop CMD if it sends no READY=1 within MS ms (default: no limit)
   --label TEXT       shown in status (default: CMD's base name)
   SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 are passed on to CMD.
+  If the broker goes away, CMD runs on and exec re-joins the next broker on
+  the path (e.g. one restarted by systemd) as the same generation.
   exit status: CMD's, or 128+N if signal N killed it; 127 if CMD cannot be
   started; 1 if the broker cannot be reached (nothing is started then)
 

@@ -12,6 +12,10 @@ import { metricsOption, startMetrics } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
+import { inheritForServe, linkSystemd } from './serve-systemd';
+import type { SystemdLink } from '../broker/systemd-link';
+import type { InheritedPlan } from '../broker/inherited';
+import { native } from '../native/binding';
 import { metricsAfterTakeover, takeOverBroker, watchTakeover } from './takeover';
 
 const OPTIONS = {
@@ -112,23 +116,30 @@ export async function serve(args: string[], io: Io): Promise<number> {
     process.off('SIGHUP', hup);
   };
   let broker: Broker;
+  let inherited: InheritedPlan;
+  // Owns the inherited fds until Broker.start takes them.
+  let pending: InheritedPlan | undefined;
   try {
     if (v.takeover === true) {
-      // The running broker's listeners, options and generations; flags given here override.
       // The running broker's listeners, options and generations; flags (and --config) given here override.
+      // No LISTEN_FDS: the listeners are the running broker's.
+      inherited = { create: [], adopt: [], replaced: [] };
       const { access, ...rest } = settings;
       broker = await takeOverBroker({
         controlPath, ...rest, access: access && Object.values(access).some((a) => a !== undefined) ? access : undefined,
-        insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: v['no-inherit'] !== true,
+        insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false,
       }, v['adopt-from'], io, quiet);
     } else {
-      // From here on Broker.start owns the adopted fds.
-      const listenerFds = v['adopt-from'] !== undefined ? await adoptFrom(v['adopt-from']) : [];
       const { listeners, ...rest } = settings;
+      // LISTEN_FDS (socket units, the fd store) first: a listener spec whose name came back adopts that socket.
+      inherited = pending = inheritForServe(listeners ?? [], v['no-inherit'] !== true, rest.backlog, io);
+      const adopted = v['adopt-from'] !== undefined ? await adoptFrom(v['adopt-from']) : [];
+      // From here on Broker.start owns the adopted and inherited fds.
+      pending = undefined;
       broker = Broker.startInternal({
-        controlPath, listeners, listenerFds, ...rest,
+        controlPath, listeners: inherited.create, listenerFds: [...adopted, ...inherited.adopt], ...rest,
         insecureDir: v['insecure-dir'] === true,
-        inherit: v['no-inherit'] !== true,
+        inherit: false,
       });
     }
     if (broker.listenerInfos().length === 0) {
@@ -136,6 +147,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
       throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or [listeners] in --config), --adopt-from PATH, or start under systemd socket activation');
     }
   } catch (err) {
+    // Inherited fds not yet handed to Broker.start (--adopt-from failed) are closed here.
+    for (const l of pending?.adopt ?? []) native().close(l.fd);
     unhook();
     throw err;
   }
@@ -183,14 +196,26 @@ export async function serve(args: string[], io: Io): Promise<number> {
     broker.on('listenerRemoved', (l) => io.out(`fdbroker: listener ${l.name}=${describeListener(l)} removed: no longer handed out; its holders keep it until they retire`));
   }
   broker.on('reloadFailed', (err) => io.err(`fdbroker: reload failed, nothing changed, the previous configuration serves: ${(err as FdbrokerError).code ?? ''} ${err.message}`));
+  // Under systemd (NOTIFY_SOCKET): READY=1 once the control socket answers, the fd store, STATUS=, WATCHDOG=1, RELOADING=1.
+  let systemd: SystemdLink | undefined;
+  try {
+    systemd = await linkSystemd(broker, inherited, io);
+  } catch (err) {
+    unhook();
+    void metrics?.close();
+    broker.close();
+    throw err;
+  }
   return new Promise((resolve) => {
     watchTakeover(broker, io, quiet, () => {
       unhook();
+      systemd?.stopping();
       void metrics?.close();
       resolve(0);
     });
     onStop = (sig) => {
       unhook();
+      systemd?.stopping();
       void metrics?.close();
       broker.close();
       if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);

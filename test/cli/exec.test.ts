@@ -365,3 +365,33 @@ describeWith([PYTHON], 'fdbroker exec: group signals and a dead wrapper', () => 
     expect(gone(watchdogs[0]!)).toBe(true);
   });
 });
+
+describeWith([PYTHON], 'fdbroker exec: a broker that dies and comes back', () => {
+  it('READY=1 while no broker runs: exec re-joins the next broker on the path as ready, and a later version retires it', async () => {
+    const dir = tmpDir();
+    const b1 = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const port = b1.ports.http!;
+    const v1 = pyExec(b1.sock, ['--label', 'v1'], { READY_DELAY_MS: '1000' });
+    await programPid(v1);
+    b1.kill('SIGKILL');
+    await b1.exited;
+    await v1.waitFor(/^ready \d+$/m, 5000); // READY=1 went out while no broker ran
+    await sleep(200);
+    expect(v1.stderr()).toMatch(/fdbroker exec: lost the broker .*re-joining when a broker answers/);
+    expect((await get(port)).status).toBe(200); // the program serves on its own copy
+    // A new broker on the same path (another socket for "http": this is not systemd's fd store).
+    const b2 = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    let st = await statusOf(b2.sock);
+    for (let t = 0; t < 100 && !st.generations.some((g) => g.pid === v1.pid); t++) {
+      await sleep(50);
+      st = await statusOf(b2.sock);
+    }
+    expect(st.generations.map((g) => [g.pid, g.state, g.label])).toEqual([[v1.pid, 'ready', 'v1']]);
+    expect(v1.stderr()).toMatch(/fdbroker exec: re-joined the broker as generation \d+ \(ready\)/);
+    // The next version on the new broker retires the re-joined one.
+    const v2 = pyExec(b2.sock, ['--label', 'v2']);
+    expect(await waitGen(b2.sock, v2.pid, 'handover')).toBe(0);
+    expect((await v1.exited).code).toBe(0);
+    expect((await statusOf(b2.sock)).generations.map((g) => [g.pid, g.state])).toEqual([[v2.pid, 'ready']]);
+  });
+});

@@ -41,6 +41,7 @@ describe('npm pack', () => {
       ...expectedDist(),
       'examples/app.js',
       'examples/blue-green.sh',
+      ...fs.readdirSync(path.join(ROOT, 'examples/systemd')).map((f) => `examples/systemd/${f}`),
       ...nativeSources,
       'package.json',
       'prebuilds/SOURCE_HASH',
