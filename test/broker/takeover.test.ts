@@ -18,7 +18,7 @@ import { probeUnix } from '../../src/transport/socket-info';
 import { VERSION } from '../../src/protocol/version';
 import type { ListenerInfo } from '../../src/protocol/messages';
 import {
-  alive, cleanup, CLI, loadLoop, quietFdCount, run, sleep, socketInodes, startApp, startBroker, statusOf, tmpDir, waitText,
+  alive, cleanup, CLI, get, loadLoop, quietFdCount, run, sleep, socketInodes, startApp, startBroker, statusOf, tmpDir, waitText,
   type BrokerProc, type Proc,
 } from '../helpers';
 import { NOBODY, runAs, sharedCopy, type SharedCopy } from '../other-user';
@@ -305,6 +305,17 @@ describe('fdbroker serve --takeover', () => {
     await p3.waitFor(new RegExp(`^fdbroker: ready on .*; metrics on http://127\\.0\\.0\\.1:${port}/metrics$`, 'm'), 6_000);
     expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
     expect(p3.stderr()).not.toMatch(/no metrics endpoint/);
+  }, 30_000);
+
+  it('an app that is its own broker (embedded) is not taken over: ERR_FDBROKER_NOT_PERMITTED, exit 1; the app serves on', async () => {
+    const sock = path.join(tmpDir(), 'self.sock');
+    const app = run(process.execPath, [path.join(__dirname, '..', 'fixtures', 'self-app.js')], { env: { FDBROKER_SOCK: sock } });
+    const m = await app.waitFor(/^ready \d+ gen 1 port (\d+) broker self$/m);
+    const p = run(process.execPath, [CLI, 'serve', sock, '--takeover']);
+    expect((await p.exited).code).toBe(1);
+    expect(p.stderr()).toMatch(/ERR_FDBROKER_NOT_PERMITTED: this broker is embedded in an app/);
+    expect((await statusOf(sock)).broker.pid).toBe(app.pid);
+    expect((await get(Number(m[1]))).status).toBe(200);
   }, 30_000);
 
   it('refused by version: a successor claiming an older version exits 1 with ERR_FDBROKER_VERSION; the old broker serves on unchanged, fds at baseline', async () => {
