@@ -40,14 +40,8 @@ export async function adoptListeners(path: string, options: AdoptOptions = {}): 
   }
   checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
   const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
-  const deadline = Date.now() + timeout;
-  const conn = await BrokerConnection.connect(path, { timeout, trustUids: options.trustUids });
-  let received: ReceivedListener[];
-  try {
-    received = await conn.adopt(options.names, Math.max(0, deadline - Date.now()));
-  } finally {
-    conn.close();
-  }
+  // One round trip: the adopt goes out right behind the hello (PROTOCOL.md §2.1).
+  const received = await BrokerConnection.adoptOnce(path, options.names, { timeout, trustUids: options.trustUids });
   return toListeners(received, options.names);
 }
 
