@@ -8,6 +8,7 @@ import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import { trackConnections } from '../handover/drain';
 import { forbidAddressSharing } from '../transport/address-sharing';
+import { listenerProblem } from '../transport/socket-info';
 import type { ListenerInfo, ListenerKind } from '../protocol/messages';
 
 
@@ -35,14 +36,21 @@ export class Listener {
   private ino = -1;
   private dev = -1;
   private exposed = false;
+  /** What the broker announced, kept until the fd is checked against it. */
+  private announced: ListenerInfo | undefined;
   private state: 'open' | 'attached' | 'closed' = 'open';
   private _server: net.Server | dgram.Socket | undefined;
 
   /** The server or socket attach() started on this listener. */
   get server(): net.Server | dgram.Socket | undefined { return this._server; }
 
-  /** Takes ownership of `fd`. */
-  constructor(info: ListenerInfo, fd: number) {
+  /**
+   * Takes ownership of `fd`. With `check: 'use'`, `fd` has not been checked
+   * against `info` yet: that happens when the fd is first given out, which
+   * then throws ERR_FDBROKER_BAD_LISTENER (and closes the fd) if it is not
+   * the socket announced.
+   */
+  constructor(info: ListenerInfo, fd: number, options: { check?: 'done' | 'use' } = {}) {
     this.name = info.name;
     this.kind = info.kind;
     this.family = info.family;
@@ -51,11 +59,22 @@ export class Listener {
     this.path = info.path;
     this.backlog = info.backlog;
     this._fd = fd;
+    if (options.check === 'use') this.announced = info;
   }
 
-  /** The fd, its identity recorded the first time it is given out. */
+  /** The fd, checked and its identity recorded the first time it is given out. */
   private expose(): number {
     if (!this.exposed && this._fd >= 0) {
+      if (this.announced) {
+        const problem = listenerProblem(this._fd, this.announced);
+        this.announced = undefined;
+        if (problem) {
+          native().close(this._fd);
+          this._fd = -1;
+          this.state = 'closed';
+          throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${this.name}" ${problem}`);
+        }
+      }
       this.exposed = true;
       try {
         const st = fs.fstatSync(this._fd);

@@ -130,10 +130,12 @@ function parseObject(payload: Buffer): Record<string, unknown> {
 const isInt = (v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): v is number =>
   typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 
+const NAME_PATTERN = /^[A-Za-z0-9._:@-]+$/;
+
 /** A listener name: 1..128 bytes of letters, digits and . _ - : @ */
 export function isValidName(name: unknown): name is string {
-  return typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= MAX_NAME_BYTES
-    && /^[A-Za-z0-9._:@-]+$/.test(name);
+  // The pattern admits ASCII only, so length is the byte length (no Buffer.byteLength per name: adopts name 1,000s).
+  return typeof name === 'string' && name.length > 0 && name.length <= MAX_NAME_BYTES && NAME_PATTERN.test(name);
 }
 
 /** Decodes and validates a client's message; throws ERR_FDBROKER_PROTOCOL. */
@@ -266,16 +268,21 @@ export function negotiateVersion(offered: readonly number[], supported: readonly
   return best;
 }
 
-const jsonCache = new WeakMap<ListenerInfo, string>();
+const jsonCache = new WeakMap<ListenerInfo, { text: string; bytes: number }>();
 
-/** The JSON text of a listener object, computed once per object (the broker's are fixed for its life). */
-export function listenerJson(info: ListenerInfo): string {
+function cachedJson(info: ListenerInfo): { text: string; bytes: number } {
   let j = jsonCache.get(info);
   if (j === undefined) {
-    j = JSON.stringify(info);
+    const text = JSON.stringify(info);
+    j = { text, bytes: Buffer.byteLength(text) };
     jsonCache.set(info, j);
   }
   return j;
+}
+
+/** The JSON text of a listener object, computed once per object (the broker's are fixed for its life). */
+export function listenerJson(info: ListenerInfo): string {
+  return cachedJson(info).text;
 }
 
 /** Room for {"type":"listeners","id":N,"part":N,"last":false,"generation":N,"listeners":[]} with the largest N. */
@@ -290,7 +297,7 @@ export function chunkListeners(infos: readonly ListenerInfo[], maxFds: number, m
   let current: number[] = [];
   let bytes = LISTENERS_ENVELOPE_BYTES;
   infos.forEach((info, i) => {
-    const size = Buffer.byteLength(listenerJson(info)) + 1;
+    const size = cachedJson(info).bytes + 1;
     if (current.length > 0 && (current.length >= maxFds || bytes + size > maxBytes)) {
       groups.push(current);
       current = [];

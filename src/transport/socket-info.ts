@@ -94,3 +94,13 @@ export function matchesInfo(d: SocketDescription, info: ListenerInfo): string | 
   if (info.port !== undefined && d.port !== info.port) return `is bound to port ${d.port}, announced as ${info.port}`;
   return undefined;
 }
+
+/**
+ * What is wrong with `fd` as the listener `info` announces (a sentence to
+ * follow the listener's name), or undefined when it is that socket. Three
+ * syscalls (one native call).
+ */
+export function listenerProblem(fd: number, info: ListenerInfo): string | undefined {
+  const d = describeSockets([fd])[0]!;
+  return d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, info);
+}
