@@ -179,6 +179,15 @@ export class BrokerConnection {
         ? `cannot read the credentials of the process at ${path}`
         : `the process answering on ${path} runs as uid ${cred.uid}, which is not trusted (trusted: ${trusted.join(', ')}); pass trustUids to allow it`);
     }
+    // The pipelined request goes out the same way, once the broker's uid is
+    // trusted, and only behind a hello that went out: after EPIPE (a broker
+    // that refused us and hung up) its reason waits to be read.
+    const request = pipelined && (sent >= 0 || sent === EAGAIN) ? encode(pipelined) : undefined;
+    const requestSent = request && sent >= 0 ? n.sendmsg(fd, request, []) : EAGAIN;
+    if (requestSent < 0 && requestSent !== EAGAIN && requestSent !== EPIPE && requestSent !== ECONNRESET) {
+      n.close(fd);
+      throw systemError(requestSent, 'sendmsg');
+    }
     let channel: Channel;
     try {
       channel = new Channel(fd);
@@ -188,8 +197,7 @@ export class BrokerConnection {
     }
     const pending = new PendingConnection(channel, deadline, path);
     if (sent === EAGAIN) channel.send(hello);
-    // Only behind a hello that went out (or is queued): after EPIPE the broker's reason waits to be read.
-    if (pipelined && (sent >= 0 || sent === EAGAIN)) channel.send(encode(pipelined));
+    if (request && requestSent === EAGAIN) channel.send(request);
     const { msg } = await pending.next();
     if (msg.type === 'error') {
       pending.dropLater();
@@ -201,7 +209,6 @@ export class BrokerConnection {
       channel.close();
       throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "welcome", got "${msg.type}"`);
     }
-    if (pipelined && !(sent >= 0 || sent === EAGAIN)) channel.send(encode(pipelined));
     const conn = new BrokerConnection(path, channel, msg.version, msg.broker?.pid ?? 0);
     conn.embedded = msg.broker?.embedded === true;
     pending.detach();
