@@ -37,11 +37,12 @@ import { GenerationTable, type GenerationInfo } from './generation-table';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
+import { Sampler } from './sampler';
 import { Session } from './session';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
 import {
-  ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+  ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
   GENERATION_CHECK_INTERVAL_MS,
@@ -179,7 +180,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly generations: GenerationTable;
   private readonly acceptWatch: AcceptWatch;
   private readonly checkTimer: NodeJS.Timeout;
-  private readonly sampleTimer: NodeJS.Timeout | undefined;
+  private readonly sampler: Sampler | undefined;
   private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
   private readonly policy: AccessPolicy;
   private readonly brokerUid = process.getuid?.() ?? 0;
@@ -222,8 +223,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
-      this.sampleTimer = setInterval(() => this.sampleQueues(), ACCEPT_SAMPLE_INTERVAL_MS);
-      this.sampleTimer.unref();
+      this.sampler = new Sampler(() => this.sampleQueues(), ACCEPT_SAMPLE_INTERVAL_MS, ACCEPT_SAMPLE_IDLE_INTERVAL_MS,
+        () => this.generations.hasStandby());
     }
     this.selfGeneration = options.self === undefined ? undefined : this.generations.join(
       { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? -1, ...(options.self.label ? { label: options.self.label } : {}) },
@@ -305,7 +306,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private stopTimers(): void {
     clearInterval(this.checkTimer);
-    clearInterval(this.sampleTimer);
+    this.sampler?.stop();
   }
 
   /** The listeners' fds, for an app that embeds this broker (still owned by the broker). */
@@ -354,6 +355,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** What `fdbroker status` shows (with holders when a /proc scan is given). */
   status(id = 0, holders?: { scan: HoldersScan; inodes: Map<string, number> }): StatusMessage {
+    const generations = this.generations.list();
+    const byPid = holders ? generationsByPid(generations) : undefined;
     return {
       type: 'status',
       id,
@@ -364,9 +367,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
         controlPath: this.controlPath,
         startedAt: this.startedAt.toISOString(),
       },
-      listeners: this.registry.infos().map((l) => ({ ...this.listenerStatus(l), ...(holders ? { holders: this.holdersOf(l.name, holders) } : {}) })),
+      listeners: this.registry.infos().map((l) => ({ ...this.listenerStatus(l), ...(holders ? { holders: this.holdersOf(l.name, holders, byPid!) } : {}) })),
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
-      generations: this.generations.list(),
+      generations,
     };
   }
 
@@ -408,12 +411,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return out;
   }
 
-  private holdersOf(name: string, h: { scan: HoldersScan; inodes: Map<string, number> }): HolderInfo[] {
+  /** `byPid`: the lowest-numbered generation of each pid (built once per status: 1,000 listeners x 1,000 generations). */
+  private holdersOf(name: string, h: { scan: HoldersScan; inodes: Map<string, number> }, byPid: Map<number, GenerationInfo>): HolderInfo[] {
     const ino = h.inodes.get(name);
     const list = ino === undefined ? [] : h.scan.byInode.get(ino) ?? [];
-    const gens = this.generations.list();
     return list.map((p) => {
-      const g = gens.find((x) => x.pid === p.pid) ?? gens.find((x) => p.ancestors.includes(x.pid));
+      const g = byPid.get(p.pid) ?? lowestOf(p.ancestors, byPid);
       return { pid: p.pid, comm: p.comm, ...(g ? { generation: g.number } : {}) };
     });
   }
@@ -729,6 +732,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private applyReady(n: number, retire: number[], release: number[]): void {
     debug('generation %d ready; retiring %s', n, retire.join(',') || 'none');
     this.acceptWatch.reset();
+    if (this.generations.hasStandby()) this.sampler?.hurry();
     for (const r of release) this.release(r);
     for (const r of retire) {
       const by = r === n ? this.generations.newestReady() : n;
@@ -792,7 +796,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       results = acceptQueues(listeners.map((l) => l.fd));
     } catch (err) {
       // A bug or an addon without the call: say so once and stop watching, rather than every sample.
-      clearInterval(this.sampleTimer);
+      this.sampler?.stop();
       this.emit('warning', new Error(`accept queues cannot be read, stalls are not detected: ${(err as Error).message}`, { cause: err }));
       return;
     }
@@ -879,3 +883,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 }
 
+/** The lowest-numbered generation of each pid, from a list sorted by number. */
+function generationsByPid(gens: GenerationInfo[]): Map<number, GenerationInfo> {
+  const out = new Map<number, GenerationInfo>();
+  for (const g of gens) if (!out.has(g.pid)) out.set(g.pid, g);
+  return out;
+}
+
+/** The lowest-numbered generation whose pid is one of `pids` (a holder's ancestors). */
+function lowestOf(pids: number[], byPid: Map<number, GenerationInfo>): GenerationInfo | undefined {
+  let best: GenerationInfo | undefined;
+  for (const pid of pids) {
+    const g = byPid.get(pid);
+    if (g && (!best || g.number < best.number)) best = g;
+  }
+  return best;
+}
