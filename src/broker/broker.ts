@@ -378,7 +378,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * for a second). The client's channel is paused meanwhile, so its later
    * requests are answered after this one, in order.
    */
-  private replyStatus(state: Session, id: number): void {
+  private replyStatus(state: Session, id: number, withHolders = true): void {
+    if (!withHolders) {
+      state.reply(this.status(id));
+      return;
+    }
     state.channel.pause();
     const inodes = this.listenerInodes();
     const scan = Promise.race([
@@ -610,7 +614,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'status':
         if (!this.permit(state, msg.id, 'status')) return;
-        this.replyStatus(state, msg.id);
+        this.replyStatus(state, msg.id, msg.holders !== false);
         return;
       case 'pong':
         if (state.ping?.id === msg.id) state.ping = undefined;

@@ -415,11 +415,15 @@ export class BrokerConnection {
     for (const q of this.inbox.splice(0)) closeAll(q.fds);
   }
 
-  /** The broker's listeners, clients and generations (a large answer arrives in parts and is put together). */
-  async status(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<StatusMessage> {
+  /**
+   * The broker's listeners, clients and generations (a large answer arrives in
+   * parts and is put together). `holders: false`: without each listener's
+   * holders, which costs the broker a /proc scan.
+   */
+  async status(timeoutMs = DEFAULT_TIMEOUT_MS, options: { holders?: boolean } = {}): Promise<StatusMessage> {
     const deadline = Date.now() + timeoutMs;
     const id = this.nextId++;
-    this.send({ type: 'status', id });
+    this.send({ type: 'status', id, ...(options.holders === false ? { holders: false } : {}) });
     this.collecting = true;
     try {
       let whole: StatusMessage | undefined;

@@ -51,7 +51,8 @@ export interface ClientInfo {
 // Client -> broker
 export interface HelloMessage { type: 'hello'; versions: number[]; client?: string }
 export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
-export interface StatusRequest { type: 'status'; id: number }
+/** `holders: false`: answer without the /proc scan for listener holders. */
+export interface StatusRequest { type: 'status'; id: number; holders?: boolean }
 /** Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none). */
 export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean }
 /** Answers the broker's "ping" (generations that joined with `heartbeat`). */
@@ -190,7 +191,8 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       return { type: 'pong', id: m.id };
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
-      return { type: 'status', id: m.id };
+      if (m.holders !== undefined && typeof m.holders !== 'boolean') throw protocolError('status.holders must be a boolean');
+      return { type: 'status', id: m.id, ...(m.holders === false ? { holders: false } : {}) };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
   }
