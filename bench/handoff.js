@@ -64,9 +64,17 @@ function runFloor(binary, n, iters, warmup, mode) {
 }
 
 /** adoptListeners() timings against a broker in another process. */
-async function measureAdopt(fdb, controlPath, names, runs, warmup, useNames, firstUse = false) {
+/** CPU time (utime + stime) of process `pid` so far, in µs (clock ticks of 10 ms: use over many calls). */
+function cpuUs(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10_000;
+}
+
+async function measureAdopt(fdb, controlPath, names, runs, warmup, useNames, firstUse = false, brokerPid = undefined) {
   const samples = [];
+  let cpu0;
   for (let i = 0; i < warmup + runs; i++) {
+    if (i === warmup) cpu0 = { broker: brokerPid ? cpuUs(brokerPid) : 0, client: process.cpuUsage() };
     const t0 = hr();
     const ls = await fdb.adoptListeners(controlPath, useNames ? { names } : {});
     // firstUse: also read every listener's fd, which runs the check deferred to first use (check: 'use').
@@ -77,7 +85,13 @@ async function measureAdopt(fdb, controlPath, names, runs, warmup, useNames, fir
     if (count !== names.length) throw new Error(`adopted ${count} listeners, expected ${names.length}`);
     if (i >= warmup) samples.push(t1 - t0);
   }
-  return lib.summarizeNs(samples);
+  const out = lib.summarizeNs(samples);
+  if (brokerPid) {
+    // CPU per call, both sides (the client's includes closing the fds): steadier than latency on a shared machine.
+    const c = process.cpuUsage(cpu0.client);
+    out.cpu_per_call_us = { broker: Math.round((cpuUs(brokerPid) - cpu0.broker) / runs), client: Math.round((c.user + c.system) / runs) };
+  }
+  return out;
 }
 
 /** The same work split into its phases, on the two-round-trip path (BrokerConnection.connect(), then adopt(); checks done at once): adoptListeners() pipelines the two and defers the checks. */
@@ -212,7 +226,7 @@ async function main() {
       try {
         const brokerIdle = lib.procSample(broker.pid);
         log(`N=${n}: fdbroker adoptListeners x${runs} (names given)`);
-        const withNames = await measureAdopt(fdb, controlPath, broker.names, runs, warmup, true);
+        const withNames = await measureAdopt(fdb, controlPath, broker.names, runs, warmup, true, false, broker.pid);
         log(`N=${n}: fdbroker adoptListeners x${Math.ceil(runs / 4)} (all, no names)`);
         const allNoNames = await measureAdopt(fdb, controlPath, broker.names, Math.ceil(runs / 4), warmup, false);
         log(`N=${n}: phases`);
@@ -277,6 +291,7 @@ async function main() {
       n: r.n,
       fdbroker_p50_us: r.fdbroker.p50_us,
       fdbroker_p99_us: r.fdbroker.p99_us,
+      cpu_per_adopt_us: r.fdbroker.cpu_per_call_us,
       fdbroker_with_first_use_p50_us: r.fdbroker_with_first_use.p50_us,
       ratio_with_first_use_p50: r.floor ? Math.round((r.fdbroker_with_first_use.p50_us / r.floor.p50_us) * 100) / 100 : null,
       node_ipc_p50_us: r.node_ipc?.p50_us ?? null,

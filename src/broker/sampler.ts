@@ -8,7 +8,8 @@ export class Sampler {
 
   constructor(private readonly job: () => void, private readonly fastMs: number, private readonly slowMs: number,
     private readonly fast: () => boolean) {
-    this.schedule();
+    // The first run at the fast pace: a status right after start has a sample, as before.
+    this.schedule(fastMs);
   }
 
   /** Runs at the fast pace from now on (call when fast() has just become true). */

@@ -76,6 +76,7 @@ export function toListeners(received: ReceivedListener[], names?: string[], chec
       }
     }
     const described = check === 'adopt' ? describeSockets(kept.map((r) => r.fd)) : [];
+    const batch: Listener[] = [];
     for (let i = 0; i < kept.length; i++) {
       const r = kept[i]!;
       if (check === 'adopt') {
@@ -85,7 +86,7 @@ export function toListeners(received: ReceivedListener[], names?: string[], chec
           throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${r.info.name}" ${problem}`);
         }
       }
-      out[r.info.name] = new Listener(r.info, r.fd, { check: check === 'adopt' ? 'done' : 'use' });
+      out[r.info.name] = new Listener(r.info, r.fd, check === 'adopt' ? {} : { check: 'use', batch });
       r.fd = -1;
     }
     if (wanted) {

@@ -8,7 +8,7 @@ import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import { trackConnections } from '../handover/drain';
 import { forbidAddressSharing } from '../transport/address-sharing';
-import { listenerProblem } from '../transport/socket-info';
+import { describeSockets, matchesInfo } from '../transport/socket-info';
 import type { ListenerInfo, ListenerKind } from '../protocol/messages';
 
 
@@ -38,6 +38,10 @@ export class Listener {
   private exposed = false;
   /** What the broker announced, kept until the fd is checked against it. */
   private announced: ListenerInfo | undefined;
+  /** The listeners adopted with this one: checked together, in one native call, at the first use of any. */
+  private batch: Listener[] | undefined;
+  /** What the check found wrong, reported when this fd is first given out. */
+  private problem: string | undefined;
   private state: 'open' | 'attached' | 'closed' = 'open';
   private _server: net.Server | dgram.Socket | undefined;
 
@@ -48,9 +52,10 @@ export class Listener {
    * Takes ownership of `fd`. With `check: 'use'`, `fd` has not been checked
    * against `info` yet: that happens when the fd is first given out, which
    * then throws ERR_FDBROKER_BAD_LISTENER (and closes the fd) if it is not
-   * the socket announced.
+   * the socket announced. Listeners that share `batch` (one array, the same
+   * for all of them) are checked together when the first of them is used.
    */
-  constructor(info: ListenerInfo, fd: number, options: { check?: 'done' | 'use' } = {}) {
+  constructor(info: ListenerInfo, fd: number, options: { check?: 'done' | 'use'; batch?: Listener[] } = {}) {
     this.name = info.name;
     this.kind = info.kind;
     this.family = info.family;
@@ -59,21 +64,34 @@ export class Listener {
     this.path = info.path;
     this.backlog = info.backlog;
     this._fd = fd;
-    if (options.check === 'use') this.announced = info;
+    if (options.check === 'use') {
+      this.announced = info;
+      this.batch = options.batch;
+      this.batch?.push(this);
+    }
+  }
+
+  /** Checks this fd, and every unchecked open one of its batch, against what the broker announced. */
+  private check(): void {
+    const group = (this.batch ?? [this]).filter((l) => l.announced !== undefined && l._fd >= 0 && !l.exposed);
+    const described = describeSockets(group.map((l) => l._fd));
+    group.forEach((l, i) => {
+      const d = described[i]!;
+      l.problem = d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, l.announced!);
+      l.announced = undefined;
+      l.batch = undefined;
+    });
   }
 
   /** The fd, checked and its identity recorded the first time it is given out. */
   private expose(): number {
     if (!this.exposed && this._fd >= 0) {
-      if (this.announced) {
-        const problem = listenerProblem(this._fd, this.announced);
-        this.announced = undefined;
-        if (problem) {
-          native().close(this._fd);
-          this._fd = -1;
-          this.state = 'closed';
-          throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${this.name}" ${problem}`);
-        }
+      if (this.announced) this.check();
+      if (this.problem) {
+        native().close(this._fd);
+        this._fd = -1;
+        this.state = 'closed';
+        throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${this.name}" ${this.problem}`);
       }
       this.exposed = true;
       try {

@@ -95,12 +95,3 @@ export function matchesInfo(d: SocketDescription, info: ListenerInfo): string | 
   return undefined;
 }
 
-/**
- * What is wrong with `fd` as the listener `info` announces (a sentence to
- * follow the listener's name), or undefined when it is that socket. Three
- * syscalls (one native call).
- */
-export function listenerProblem(fd: number, info: ListenerInfo): string | undefined {
-  const d = describeSockets([fd])[0]!;
-  return d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, info);
-}

@@ -10,7 +10,7 @@ describe('Sampler', () => {
     let fast = false;
     let runs = 0;
     const s = new Sampler(() => { runs++; }, 100, 500, () => fast);
-    vi.advanceTimersByTime(1000);
+    vi.advanceTimersByTime(1000); // the first run at the fast pace (100), then slow (600)
     expect(runs).toBe(2);
     fast = true;
     s.hurry();
