@@ -138,6 +138,7 @@ async function measure(root) {
     const connected = await Promise.all(workers.map((w) => w.connected));
     const connectMs = performance.now() - t0;
     await lib.sleep(500);
+    const joined = lib.procSample(broker.pid);
     const c1 = cpuMs(broker.pid);
     await lib.sleep(IDLE_MS);
     const idleFullCpu = (cpuMs(broker.pid) - c1) / IDLE_MS;
@@ -148,6 +149,7 @@ async function measure(root) {
       statusCounts = { listeners: s.listeners.length, clients: s.clients.length, generations: s.generations.length };
     });
     conn.close();
+    const afterStatus = lib.procSample(broker.pid);
     const adopt = await timeEach(ADOPT_RUNS, async () => {
       const ls = await adoptListeners(sock, { names, timeout: 30_000 });
       for (const k in ls) ls[k].close();
@@ -165,7 +167,7 @@ async function measure(root) {
       status,
       adopt_all_listeners: adopt,
       broker_idle_cpu_pct: { no_clients: Math.round(idleEmptyCpu * 1000) / 10, all_connected: Math.round(idleFullCpu * 1000) / 10 },
-      broker_rss_mb: { fresh: mb(fresh?.rss_kb), all_connected: mb(held?.rss_kb) },
+      broker_rss_mb: { fresh: mb(fresh?.rss_kb), all_connected: mb(joined?.rss_kb), after_status_runs: mb(afterStatus?.rss_kb), after_adopt_runs: mb(held?.rss_kb) },
     };
   } finally {
     for (const w of workers) { try { w.child.stdin.end('close\n'); } catch { /* gone */ } }
