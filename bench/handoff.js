@@ -64,21 +64,37 @@ function runFloor(binary, n, iters, warmup, mode) {
 }
 
 /** adoptListeners() timings against a broker in another process. */
-async function measureAdopt(fdb, controlPath, names, runs, warmup, useNames) {
+/** CPU time (utime + stime) of process `pid` so far, in µs (clock ticks of 10 ms: use over many calls). */
+function cpuUs(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10_000;
+}
+
+async function measureAdopt(fdb, controlPath, names, runs, warmup, useNames, firstUse = false, brokerPid = undefined) {
   const samples = [];
+  let cpu0;
   for (let i = 0; i < warmup + runs; i++) {
+    if (i === warmup) cpu0 = { broker: brokerPid ? cpuUs(brokerPid) : 0, client: process.cpuUsage() };
     const t0 = hr();
     const ls = await fdb.adoptListeners(controlPath, useNames ? { names } : {});
+    // firstUse: also read every listener's fd, which runs the check deferred to first use (check: 'use').
+    if (firstUse) for (const k in ls) if (ls[k].fd < 0) throw new Error(`listener ${k} has no fd`);
     const t1 = hr();
     let count = 0;
     for (const k in ls) { ls[k].close(); count++; }
     if (count !== names.length) throw new Error(`adopted ${count} listeners, expected ${names.length}`);
     if (i >= warmup) samples.push(t1 - t0);
   }
-  return lib.summarizeNs(samples);
+  const out = lib.summarizeNs(samples);
+  if (brokerPid) {
+    // CPU per call, both sides (the client's includes closing the fds): steadier than latency on a shared machine.
+    const c = process.cpuUsage(cpu0.client);
+    out.cpu_per_call_us = { broker: Math.round((cpuUs(brokerPid) - cpu0.broker) / runs), client: Math.round((c.user + c.system) / runs) };
+  }
+  return out;
 }
 
-/** The same call, split into its phases (the code of adoptListeners(), timed). */
+/** The same work split into its phases, on the two-round-trip path (BrokerConnection.connect(), then adopt(); checks done at once): adoptListeners() pipelines the two and defers the checks. */
 async function measurePhases(controlPath, names, runs, warmup) {
   const { BrokerConnection } = require(path.join(lib.ROOT, 'dist', 'client', 'connection.js'));
   const { toListeners } = require(path.join(lib.ROOT, 'dist', 'client', 'adopt.js'));
@@ -108,6 +124,48 @@ async function measurePhases(controlPath, names, runs, warmup) {
     out[k] = { p50_us: s.p50_us, p99_us: s.p99_us };
   }
   return out;
+}
+
+/**
+ * Node's own handle passing, for reference at N = 1: a child asks its parent
+ * (over the fork() IPC channel) and receives a listening net.Server with
+ * `child.send(msg, server)`. Timed in the child from its request until the
+ * 'message' event hands it the server (a round trip, like adoptListeners()).
+ */
+function measureNodeIpc(runs, warmup) {
+  const net = require('node:net');
+  const { fork } = require('node:child_process');
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const child = fork(__filename, ['--ipc-child', String(runs), String(warmup)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      child.on('message', (m) => {
+        if (m === 'req') child.send('handle', server);
+        else if (m && m.samples_ns) {
+          server.close();
+          resolve(lib.summarizeNs(m.samples_ns.map(BigInt)));
+        }
+      });
+      child.on('error', reject);
+      child.on('exit', (code) => { if (code !== 0) reject(new Error(`ipc child exited with ${code}`)); });
+    });
+  });
+}
+
+function ipcChild(runs, warmup) {
+  const samples = [];
+  let t0 = 0n;
+  let i = 0;
+  process.on('message', (m, handle) => {
+    const t1 = hr();
+    if (!handle || !handle.listening) throw new Error('no listening server arrived');
+    handle.close();
+    if (i++ >= warmup) samples.push(String(t1 - t0));
+    if (i < warmup + runs) ask();
+    else process.send({ samples_ns: samples }, () => process.exit(0));
+  });
+  const ask = () => { t0 = hr(); process.send('req'); };
+  ask();
 }
 
 /** In-process cost of the pure per-listener work, no I/O: µs per call (median of batches). */
@@ -168,7 +226,7 @@ async function main() {
       try {
         const brokerIdle = lib.procSample(broker.pid);
         log(`N=${n}: fdbroker adoptListeners x${runs} (names given)`);
-        const withNames = await measureAdopt(fdb, controlPath, broker.names, runs, warmup, true);
+        const withNames = await measureAdopt(fdb, controlPath, broker.names, runs, warmup, true, false, broker.pid);
         log(`N=${n}: fdbroker adoptListeners x${Math.ceil(runs / 4)} (all, no names)`);
         const allNoNames = await measureAdopt(fdb, controlPath, broker.names, Math.ceil(runs / 4), warmup, false);
         log(`N=${n}: phases`);
@@ -179,7 +237,14 @@ async function main() {
         const micro = measureMicro(n, broker.names, fds);
         for (const k in ls) ls[k].close();
         const brokerAfter = lib.procSample(broker.pid);
-        row = { n, fdbroker: withNames, fdbroker_all_no_names: allNoNames, phases, micro, broker_proc: { idle: brokerIdle, after: brokerAfter } };
+        let nodeIpc;
+        if (n === 1) {
+          log(`N=1: node child.send(msg, server) x${runs}`);
+          nodeIpc = await measureNodeIpc(runs, warmup);
+        }
+        log(`N=${n}: fdbroker adoptListeners + first use of every fd x${Math.ceil(runs / 4)}`);
+        const withUse = await measureAdopt(fdb, controlPath, broker.names, Math.ceil(runs / 4), warmup, true, true);
+        row = { node_ipc: nodeIpc, fdbroker_with_first_use: withUse, n, fdbroker: withNames, fdbroker_all_no_names: allNoNames, phases, micro, broker_proc: { idle: brokerIdle, after: brokerAfter } };
       } finally {
         await broker.stop();
       }
@@ -210,6 +275,10 @@ async function main() {
       : { met: null, reason: floor.error };
   }
   if (byN[1]) targets.p50_under_1ms_at_1 = target(byN[1].fdbroker.p50_us < 1000, { p50_us: byN[1].fdbroker.p50_us });
+  if (byN[1]?.node_ipc) {
+    targets.faster_than_node_ipc_at_1 = target(byN[1].fdbroker.p50_us < byN[1].node_ipc.p50_us,
+      { fdbroker_p50_us: byN[1].fdbroker.p50_us, node_ipc_p50_us: byN[1].node_ipc.p50_us });
+  }
 
   const out = {
     bench: 'handoff',
@@ -222,6 +291,10 @@ async function main() {
       n: r.n,
       fdbroker_p50_us: r.fdbroker.p50_us,
       fdbroker_p99_us: r.fdbroker.p99_us,
+      cpu_per_adopt_us: r.fdbroker.cpu_per_call_us,
+      fdbroker_with_first_use_p50_us: r.fdbroker_with_first_use.p50_us,
+      ratio_with_first_use_p50: r.floor ? Math.round((r.fdbroker_with_first_use.p50_us / r.floor.p50_us) * 100) / 100 : null,
+      node_ipc_p50_us: r.node_ipc?.p50_us ?? null,
       floor_p50_us: r.floor?.p50_us ?? null,
       floor_p99_us: r.floor?.p99_us ?? null,
       ratio_p50: r.ratio_p50 ?? null,
@@ -236,7 +309,8 @@ async function main() {
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 }
 
-main().catch((err) => {
+if (argv[0] === '--ipc-child') ipcChild(Number(argv[1]), Number(argv[2]));
+else main().catch((err) => {
   process.stderr.write(`${err.stack || err}\n`);
   process.exit(1);
 });

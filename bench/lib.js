@@ -6,7 +6,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const ROOT = path.join(__dirname, '..');
+// FDBROKER_BENCH_ROOT: measure another checkout's dist/ and bin/ with these benchmarks (before/after in one run).
+const ROOT = process.env.FDBROKER_BENCH_ROOT ? path.resolve(process.env.FDBROKER_BENCH_ROOT) : path.join(__dirname, '..');
 const CLI = path.join(ROOT, 'bin', 'fdbroker.js');
 
 function tmpDir(prefix) {

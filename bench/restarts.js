@@ -6,7 +6,7 @@
 //   node bench/restarts.js --quick      CI smoke: restart (fdbroker + naive, 2 restarts in 3 s,
 //                                       hello app) and crash-gap (fdbroker, 1 crash)
 //   node bench/restarts.js --selfcheck  only the load generator's self-check
-//   options: --scenarios=restart,crash-gap,busy-accept,cluster-primary
+//   options: --scenarios=restart,crash-gap,busy-accept,cluster-primary,rollback-after-ready
 //            --methods=a,b --clients=keepalive,close (filters) --apps=hello,busy (restart only)
 //            --restarts=K --seconds=S --concurrency=N --steady=SEC --no-selfcheck
 //
@@ -17,6 +17,8 @@
 //   busy-accept      ~5 ms sync handler, 64 connections, new connection per
 //                    request: the accept queue is never empty at a restart
 //   cluster-primary  replace a Node cluster primary: fdbroker vs plain vs PM2
+//   rollback-after-ready  the new version dies 200 ms after ready: fdbroker's
+//                    standby resumes the old one; naive and SO_REUSEPORT start it again
 // Fairness: every method's app stops with the same code, fdbroker's drain()
 // (restarts/shutdown.js: 1 s spread, 5 s idle grace, 10 s deadline; PM2's
 // kill_timeout and the rolling primary's kill wait 12 s), so the cells differ
@@ -67,6 +69,8 @@ const { DRAIN_SPREAD_MS, DRAIN_DEADLINE_MS, IDLE_GRACE_MS, KILL_AFTER_MS } = req
 const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill', 'fdbroker-cluster', 'pm2-update'];
 /** Crash gap: the new app starts this long after the old one was SIGKILLed (a supervisor's restart delay). */
 const CRASH_GAP_MS = 1_000;
+/** Rollback after ready: the bad version SIGKILLs itself this long after it said ready. */
+const BAD_VERSION_DIES_AFTER_MS = 200;
 const CFG = {
   mode: QUICK ? 'quick' : 'full',
   warmupMs: QUICK ? 500 : 750,
@@ -122,6 +126,16 @@ const SCENARIOS = {
     clients: ['close'],
     concurrency: 64,
     restarts: 4,
+    restartWindowMs: 12 * 1000,
+  },
+  'rollback-after-ready': {
+    describe: `a bad deploy: the new version says ready, then dies (SIGKILL) ${BAD_VERSION_DIES_AFTER_MS} ms later. fdbroker: the old generation stands by (the library's warm standby within the broker's --standby window, default 5 s) and resumes; naive (stop, start) and SO_REUSEPORT (start, stop the old): the old version is stopped or draining by then, so the supervisor starts the old version again once the new one died`,
+    action: 'badDeploy',
+    methods: QUICK ? [] : ['fdbroker', 'naive', 'reuseport'],
+    apps: ['hello'],
+    clients: ['keepalive', 'close'],
+    concurrency: 50,
+    restarts: 3,
     restartWindowMs: 12 * 1000,
   },
   'cluster-primary': {
@@ -320,7 +334,7 @@ const METHODS = {
 
   reuseport: () => {
     let cur, port, app, nodeReusePort;
-    const startApp = () => start(path.join(DIR, 'reuseport-app.js'), [], { PORT: String(port), REUSEPORT_NATIVE: nodeReusePort ? '0' : '1', ...appEnv(app) });
+    const startApp = (env = {}) => start(path.join(DIR, 'reuseport-app.js'), [], { PORT: String(port), REUSEPORT_NATIVE: nodeReusePort ? '0' : '1', ...appEnv(app), ...env });
     return {
       describe: 'SO_REUSEPORT overlap: every process binds its own listener; restart = start new, wait until it listens, SIGTERM old (shared drain), wait for its exit',
       async setup(a) {
@@ -342,6 +356,22 @@ const METHODS = {
         const d = old.stdout().match(/drained \d+ forced (\d+) ms (\d+)/);
         return { readyAt, forced: d ? Number(d[1]) : null, drainMs: d ? Number(d[2]) : null };
       },
+      // Start the new (it dies after ready), stop the old (it drains); once the new one died, start the old version again.
+      async badDeploy() {
+        const old = cur;
+        const bad = startApp({ DIE_AFTER_READY_MS: String(BAD_VERSION_DIES_AFTER_MS) });
+        cur = bad;
+        await bad.waitFor(/^ready /m, 20000);
+        const readyAt = Date.now();
+        old.kill('SIGTERM');
+        await withTimeout(bad.exited, 10000, 'bad version exit');
+        const diedAt = Date.now();
+        cur = startApp();
+        await cur.waitFor(/^ready /m);
+        const resumedAt = Date.now();
+        await withTimeout(old.exited, 15000, 'old exit');
+        return { readyAt, diedAt, resumedAt };
+      },
       async teardown() { cur?.kill('SIGKILL'); },
     };
   },
@@ -352,12 +382,13 @@ const METHODS = {
 };
 
 function fdbrokerMethod(file, describe) {
-  let dir, broker, cur, app;
-  const startApp = () => start(path.join(DIR, file), [], { FDBROKER_SOCK: path.join(dir, 'b.sock'), ...appEnv(app) });
+  let dir, broker, cur, app, standby = false, resumes = 0;
+  const startApp = (env = {}) => start(path.join(DIR, file), [], { FDBROKER_SOCK: path.join(dir, 'b.sock'), ...(standby ? { BENCH_STANDBY: '1' } : {}), ...appEnv(app), ...env });
   return {
     describe,
-    async setup(a) {
+    async setup(a, action) {
       app = a;
+      standby = action === 'badDeploy';
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-'));
       broker = start(CLI, ['serve', path.join(dir, 'b.sock'), '--listen', 'http=tcp://127.0.0.1:0', '--quiet']);
       const m = await broker.waitFor(/http=tcp:\/\/127\.0\.0\.1:(\d+)/);
@@ -384,6 +415,17 @@ function fdbrokerMethod(file, describe) {
       cur = startApp();
       await cur.waitFor(/^ready /m);
       return { killedAt, readyAt: Date.now() };
+    },
+    // The new generation dies after ready; the broker tells the old one, standing by, to resume.
+    async badDeploy() {
+      const old = cur;
+      const bad = startApp({ DIE_AFTER_READY_MS: String(BAD_VERSION_DIES_AFTER_MS) });
+      await bad.waitFor(/^ready /m, 20000);
+      const readyAt = Date.now();
+      await withTimeout(bad.exited, 10000, 'bad version exit');
+      const diedAt = Date.now();
+      await old.waitFor(new RegExp(`^resumed ${old.pid} ${++resumes}$`, 'm'), 10000);
+      return { readyAt, diedAt, resumedAt: Date.now() };
     },
     async teardown() {
       cur?.kill('SIGKILL');
@@ -422,6 +464,21 @@ function stopThenStart(file, describe) {
       cur = startApp();
       await cur.waitFor(/^ready /m);
       return { killedAt, readyAt: Date.now() };
+    },
+    // Stop the old, start the new, which dies after ready; the supervisor then starts the old version again.
+    async badDeploy() {
+      const old = cur;
+      old.kill('SIGTERM');
+      await withTimeout(old.exited, 15000, 'old exit');
+      const bad = start(path.join(DIR, file), [], { PORT: String(port), ...appEnv(app), DIE_AFTER_READY_MS: String(BAD_VERSION_DIES_AFTER_MS) });
+      cur = bad;
+      await bad.waitFor(/^ready /m, 20000);
+      const readyAt = Date.now();
+      await withTimeout(bad.exited, 10000, 'bad version exit');
+      const diedAt = Date.now();
+      cur = startApp();
+      await cur.waitFor(/^ready /m);
+      return { readyAt, diedAt, resumedAt: Date.now() };
     },
     async teardown() { cur?.kill('SIGKILL'); },
   };
@@ -633,7 +690,7 @@ async function runCell(scenarioName, methodName, app, client) {
   let load;
   try {
     if (typeof act !== 'function') throw new Error(`method ${methodName} has no action ${sc.action} (scenario ${scenarioName})`);
-    const setup = await withTimeout(method.setup(app), 60000, `${methodName} setup`);
+    const setup = await withTimeout(method.setup(app, sc.action), 60000, `${methodName} setup`);
     Object.assign(cell, { setup });
     load = startLoad({ port: setup.port, concurrency: sc.concurrency, keepAlive: client === 'keepalive', timeoutMs: CFG.requestTimeoutMs });
     const { t0 } = await load.started;

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 'use strict';
 // Runs every benchmark one after the other and prints one combined JSON object:
-// { machine, handoff, scale, restarts? }. `--quick` is passed through (CI smoke).
+// { machine, handoff, scale, memory?, scale_many?, restarts? }. `--quick` is passed through (CI smoke);
+// memory.js and scale-many.js (1,000 connected clients; 1,000 listeners and
+// generations) run in full runs only, to keep the smoke cheap.
 // bench/restarts.js is run too when it exists: the fair restart comparison
 // and the scenarios (crash gap, busy accept, cluster primary) in one run.
 // machine.loadavg is taken at the start, machine.loadavg_end at the end: the
@@ -37,11 +39,15 @@ async function main() {
   const result = { mode: pass.includes('--quick') ? 'quick' : 'full', machine: lib.machine() };
   result.handoff = await run('handoff.js');
   result.scale = await run('scale.js');
+  if (result.mode === 'full') {
+    result.memory = await run('memory.js');
+    result.scale_many = await run('scale-many.js');
+  }
   if (fs.existsSync(path.join(__dirname, 'restarts.js'))) result.restarts = await run('restarts.js');
   result.machine.loadavg_end = lib.machine().loadavg;
   result.duration_s = Math.round((Date.now() - started) / 100) / 10;
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-  const failed = ['handoff', 'scale', 'restarts'].filter((k) => result[k]?.error);
+  const failed = ['handoff', 'scale', 'memory', 'scale_many', 'restarts'].filter((k) => result[k]?.error);
   if (failed.length > 0) process.exitCode = 1;
 }
 

@@ -4,6 +4,7 @@
 export {
   DEFAULT_TIMEOUT_MS, // adoptListeners/startGeneration/connect: { timeout }
   DEFAULT_FD_HEADROOM, // adoptListeners/startGeneration: { fdHeadroom }
+  DEFAULT_CHECK, // adoptListeners: { check }
 } from './client/defaults';
 export {
   DEFAULT_HANDSHAKE_TIMEOUT_MS, // BrokerOptions.handshakeTimeoutMs, --handshake-timeout

@@ -9,16 +9,33 @@ const { startGeneration } = require('../../dist');
 const { createServer } = require('./handler');
 const { shutdown } = require('./shutdown');
 
+// BENCH_STANDBY=1 (the rollback-after-ready scenario): the library retires
+// this generation itself (onRetire 'drain', its warm standby of the broker's
+// window), so that it can resume when its successor dies; it prints
+// `resumed <pid> <n>` each time. DIE_AFTER_READY_MS: SIGKILL itself that long
+// after saying ready (the bad version of that scenario).
 async function main() {
-  const gen = await startGeneration(process.env.FDBROKER_SOCK, { names: ['http'], label: 'bench', onRetire: 'none' });
+  const standby = process.env.BENCH_STANDBY === '1';
+  const gen = await startGeneration(process.env.FDBROKER_SOCK, { names: ['http'], label: 'bench', onRetire: standby ? 'drain' : 'none' });
   const server = createServer();
-  gen.on('retire', () => shutdown(server, () => {
-    for (const l of Object.values(gen.listeners)) l.close();
-    gen.close();
-  }));
+  if (standby) {
+    let resumed = 0;
+    gen.on('resume', () => process.stdout.write(`resumed ${process.pid} ${++resumed}\n`));
+  } else {
+    gen.on('retire', () => shutdown(server, () => {
+      for (const l of Object.values(gen.listeners)) l.close();
+      gen.close();
+    }));
+  }
   gen.listeners.http.attach(server, async () => {
     await gen.ready();
     process.stdout.write(`ready ${process.pid} gen ${gen.number}\n`);
+    dieAfterReady();
   });
+}
+
+function dieAfterReady() {
+  const ms = Number(process.env.DIE_AFTER_READY_MS);
+  if (ms > 0) setTimeout(() => process.kill(process.pid, 'SIGKILL'), ms);
 }
 main().catch((err) => { process.stderr.write(`fdb-app: ${err.code || ''} ${err.message}\n`); process.exit(3); });

@@ -10,4 +10,7 @@ const server = createServer();
 shutdownOnSignal(server);
 server.listen(Number(process.env.PORT), '127.0.0.1', () => {
   process.stdout.write(`ready ${process.pid}\n`);
+  // The bad version of the rollback-after-ready scenario: SIGKILL itself that long after ready.
+  const die = Number(process.env.DIE_AFTER_READY_MS);
+  if (die > 0) setTimeout(() => process.kill(process.pid, 'SIGKILL'), die);
 });

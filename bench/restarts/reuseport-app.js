@@ -11,7 +11,12 @@ const { shutdownOnSignal } = require('./shutdown');
 const port = Number(process.env.PORT);
 const server = createServer();
 shutdownOnSignal(server);
-const ready = () => process.stdout.write(`ready ${process.pid}\n`);
+const ready = () => {
+  process.stdout.write(`ready ${process.pid}\n`);
+  // The bad version of the rollback-after-ready scenario: SIGKILL itself that long after ready.
+  const die = Number(process.env.DIE_AFTER_READY_MS);
+  if (die > 0) setTimeout(() => process.kill(process.pid, 'SIGKILL'), die);
+};
 if (process.env.REUSEPORT_NATIVE === '0') {
   server.listen({ port, host: '127.0.0.1', reusePort: true }, ready);
 } else {

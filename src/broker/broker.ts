@@ -39,6 +39,7 @@ import { HandoverStats } from './handover-stats';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Registry } from './registry';
+import { Sampler } from './sampler';
 import { Session } from './session';
 import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
 import { RemovedListeners } from './removed-listeners';
@@ -46,7 +47,7 @@ import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
 import { handoffOptions, refuseSuccessor } from './takeover';
 import {
-  ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+  ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
   GENERATION_CHECK_INTERVAL_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
@@ -206,7 +207,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly generations: GenerationTable;
   private readonly acceptWatch: AcceptWatch;
   private readonly checkTimer: NodeJS.Timeout;
-  private readonly sampleTimer: NodeJS.Timeout | undefined;
+  private readonly sampler: Sampler | undefined;
   private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
   private policy: AccessPolicy;
   /** The spec of each listener created from one (not those taken from systemd or a predecessor): what a reload compares. */
@@ -275,8 +276,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
-      this.sampleTimer = setInterval(() => this.sampleQueues(), ACCEPT_SAMPLE_INTERVAL_MS);
-      this.sampleTimer.unref();
+      this.sampler = new Sampler(() => this.sampleQueues(), ACCEPT_SAMPLE_INTERVAL_MS, ACCEPT_SAMPLE_IDLE_INTERVAL_MS,
+        () => this.generations.hasStandby());
     }
     this.selfGeneration = options.self === undefined ? undefined : this.generations.join(
       { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? -1, ...(options.self.label ? { label: options.self.label } : {}) },
@@ -362,7 +363,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private stopTimers(): void {
     clearInterval(this.checkTimer);
-    clearInterval(this.sampleTimer);
+    this.sampler?.stop();
   }
 
   /** The listeners' fds, for an app that embeds this broker (still owned by the broker). */
@@ -521,6 +522,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** What `fdbroker status` shows (with holders when a /proc scan is given). */
   status(id = 0, holders?: { scan: HoldersScan; inodes: Map<string, number> }): StatusMessage {
     const queues = this.readQueues();
+    const generations = this.generations.list();
+    const byPid = holders ? generationsByPid(generations) : undefined;
     return {
       type: 'status',
       id,
@@ -532,11 +535,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
         startedAt: this.startedAt.toISOString(),
       },
       listeners: [
-        ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l, queues), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan) } : {}) })),
-        ...this.removed.list(holders?.scan, (ino, scan) => this.holdersOf(ino, scan)),
+        ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l, queues), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan, byPid!) } : {}) })),
+        ...this.removed.list(holders?.scan, (ino, scan) => this.holdersOf(ino, scan, byPid ?? generationsByPid(generations))),
       ],
       clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
-      generations: this.generations.list(),
+      generations,
       metrics: this.stats.snapshot(),
     };
   }
@@ -560,7 +563,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * for a second). The client's channel is paused meanwhile, so its later
    * requests are answered after this one, in order.
    */
-  private replyStatus(state: Session, id: number): void {
+  private replyStatus(state: Session, id: number, withHolders = true): void {
+    if (!withHolders) {
+      state.reply(this.status(id));
+      return;
+    }
     state.channel.pause();
     const failed = (err: unknown) => {
       this.emit('warning', err as Error);
@@ -593,11 +600,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return out;
   }
 
-  private holdersOf(ino: number | undefined, scan: HoldersScan): HolderInfo[] {
+  /** `byPid`: the lowest-numbered generation of each pid (built once per status: 1,000 listeners x 1,000 generations). */
+  private holdersOf(ino: number | undefined, scan: HoldersScan, byPid: Map<number, GenerationInfo>): HolderInfo[] {
     const list = ino === undefined ? [] : scan.byInode.get(ino) ?? [];
-    const gens = this.generations.list();
     return list.map((p) => {
-      const g = gens.find((x) => x.pid === p.pid) ?? gens.find((x) => p.ancestors.includes(x.pid));
+      const g = byPid.get(p.pid) ?? lowestOf(p.ancestors, byPid);
       return { pid: p.pid, comm: p.comm, ...(g ? { generation: g.number } : {}) };
     });
   }
@@ -816,7 +823,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'status':
         if (!this.permit(state, msg.id, 'status')) return;
-        this.replyStatus(state, msg.id);
+        this.replyStatus(state, msg.id, msg.holders !== false);
         return;
       case 'pong':
         if (state.ping?.id === msg.id) state.ping = undefined;
@@ -1172,6 +1179,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private applyReady(n: number, retire: number[], release: number[]): void {
     debug('generation %d ready; retiring %s', n, retire.join(',') || 'none');
     this.acceptWatch.reset();
+    if (this.generations.hasStandby()) this.sampler?.hurry();
     for (const r of release) this.release(r);
     for (const r of retire) {
       const by = r === n ? this.generations.newestReady() : n;
@@ -1236,7 +1244,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       results = acceptQueues(listeners.map((l) => l.fd));
     } catch (err) {
       // A bug or an addon without the call: say so once and stop watching, rather than every sample.
-      clearInterval(this.sampleTimer);
+      this.sampler?.stop();
       this.emit('warning', new Error(`accept queues cannot be read, stalls are not detected: ${(err as Error).message}`, { cause: err }));
       return;
     }
@@ -1332,3 +1340,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 }
 
+/** The lowest-numbered generation of each pid, from a list sorted by number. */
+function generationsByPid(gens: GenerationInfo[]): Map<number, GenerationInfo> {
+  const out = new Map<number, GenerationInfo>();
+  for (const g of gens) if (!out.has(g.pid)) out.set(g.pid, g);
+  return out;
+}
+
+/** The lowest-numbered generation whose pid is one of `pids` (a holder's ancestors). */
+function lowestOf(pids: number[], byPid: Map<number, GenerationInfo>): GenerationInfo | undefined {
+  let best: GenerationInfo | undefined;
+  for (const pid of pids) {
+    const g = byPid.get(pid);
+    if (g && (!best || g.number < best.number)) best = g;
+  }
+  return best;
+}

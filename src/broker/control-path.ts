@@ -11,7 +11,6 @@
 // as a broker: it is refused or, if it is a stale socket, replaced).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { native } from '../native/binding';
 import { EADDRINUSE, ECONNREFUSED, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError, type SystemError } from '../protocol/errors';
@@ -194,7 +193,9 @@ export function isLockAtPath(fd: number, lock: string): boolean {
 /** A unique sibling of `path`, no longer than `path` allows (sun_path is 108 bytes). */
 function temporaryPath(target: string): string {
   const dir = path.dirname(target);
-  const name = `.${process.pid.toString(36)}${randomBytes(3).toString('hex')}`;
+  // Unique, not secret (bind() refuses a path that exists, and the directory passed its checks): no
+  // node:crypto, whose OpenSSL start-up alone adds ~2 MB to the broker's RSS.
+  const name = `.${process.pid.toString(36)}${Math.floor(Math.random() * 0x1000000).toString(16).padStart(6, '0')}`;
   const tmp = path.join(dir, name);
   if (Buffer.byteLength(tmp) > MAX_SOCKET_PATH_BYTES) {
     throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',

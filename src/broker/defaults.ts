@@ -24,8 +24,10 @@ export const GENERATION_CHECK_INTERVAL_MS = 250;
 export const DEFAULT_STANDBY_MS = 5_000;
 /** Broker: a listener whose accept queue is non-empty and has not shrunk for this long is stalled (nobody accepts). */
 export const DEFAULT_STALL_TIMEOUT_MS = 2_000;
-/** Broker: how often accept queues are sampled for stalls. */
+/** Broker: how often accept queues are sampled for stalls while a generation stands by (a stall then rolls back). */
 export const ACCEPT_SAMPLE_INTERVAL_MS = 100;
+/** Broker: how often accept queues are sampled when no generation stands by (a stall is only reported; status shows the last sample). */
+export const ACCEPT_SAMPLE_IDLE_INTERVAL_MS = 500;
 /** Broker: longest a status answer waits for its /proc scan of listener holders; after that it is sent without holders. */
 export const HOLDERS_STATUS_TIMEOUT_MS = 2_000;
 /**

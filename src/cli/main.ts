@@ -5,11 +5,11 @@
 // (wait and exec have their own, documented in USAGE).
 import { VERSION } from '../protocol/version';
 import { UsageError } from './args';
-import { exec } from './exec';
-import { reload } from './reload';
-import { serve } from './serve';
-import { status } from './status';
-import { wait } from './wait';
+import type * as ExecCommand from './exec';
+import type * as ReloadCommand from './reload';
+import type * as ServeCommand from './serve';
+import type * as StatusCommand from './status';
+import type * as WaitCommand from './wait';
 
 /** Exit statuses shared by the commands. */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -141,7 +141,17 @@ malformed option, a missing value, a bad listener SPEC).
 export interface Io { out: (s: string) => void; err: (s: string) => void }
 const stdio: Io = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 
-const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = { serve, status, wait, exec, reload };
+// Each command's module is loaded when it runs: a broker (`serve`) then does not
+// carry exec's and wait's code (and their node:child_process) for its whole life.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
+  serve: (a, io) => (require('./serve') as typeof ServeCommand).serve(a, io),
+  status: (a, io) => (require('./status') as typeof StatusCommand).status(a, io),
+  wait: (a, io) => (require('./wait') as typeof WaitCommand).wait(a, io),
+  exec: (a, io) => (require('./exec') as typeof ExecCommand).exec(a, io),
+  reload: (a, io) => (require('./reload') as typeof ReloadCommand).reload(a, io),
+};
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** --help or -h among a command's own arguments (not in exec's program after --). */
 function asksHelp(args: string[]): boolean {

@@ -108,7 +108,8 @@ export async function wait(args: string[], io: Io): Promise<number> {
     for (;;) {
       let s: StatusMessage;
       try {
-        s = await conn.status(Math.max(1, deadline - Date.now()));
+        // No holders: polled every WAIT_POLL_MS, each would cost the broker a /proc scan during the deploy.
+        s = await conn.status(Math.max(1, deadline - Date.now()), { holders: false });
       } catch (err) {
         // Out of time during a status request: judge by the last answer, as at any deadline.
         if ((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' && Date.now() >= deadline && last) return atDeadline(last);

@@ -5,7 +5,7 @@ import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import { Listener } from './listener';
 import { describeSockets, matchesInfo } from '../transport/socket-info';
-import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './defaults';
+import { DEFAULT_CHECK, DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './defaults';
 import { checkFdHeadroom } from './fd-headroom';
 
 export interface AdoptOptions {
@@ -17,6 +17,15 @@ export interface AdoptOptions {
   fdHeadroom?: number;
   /** uids trusted to run the broker (default: this process's uid, and root). */
   trustUids?: number[];
+  /**
+   * When each fd is checked against what the broker announced (a socket of
+   * that kind and family, listening, on that port): 'use' (default) when its
+   * number is first given out (`listener.fd`, attach(), handOff()), which
+   * then throws ERR_FDBROKER_BAD_LISTENER; 'adopt' before adoptListeners()
+   * resolves, which then rejects. The check is three syscalls per fd: 'use'
+   * spares them for listeners never used.
+   */
+  check?: 'adopt' | 'use';
 }
 
 /**
@@ -31,7 +40,8 @@ export interface AdoptOptions {
  *
  * Errors (FdbrokerError `code`): ERR_FDBROKER_NO_BROKER, ERR_FDBROKER_ACCESS_DENIED,
  * ERR_FDBROKER_NOT_A_BROKER, ERR_FDBROKER_VERSION, ERR_FDBROKER_UNKNOWN_LISTENER,
- * ERR_FDBROKER_BAD_LISTENER, ERR_FDBROKER_TIMEOUT, ERR_FDBROKER_PROTOCOL,
+ * ERR_FDBROKER_BAD_LISTENER (with `check: 'adopt'`; by default the fd getter or attach()
+ * throws it at first use), ERR_FDBROKER_TIMEOUT, ERR_FDBROKER_PROTOCOL,
  * ERR_FDBROKER_FD_HEADROOM (too close to RLIMIT_NOFILE to adopt safely).
  */
 export async function adoptListeners(path: string, options: AdoptOptions = {}): Promise<Record<string, Listener>> {
@@ -40,19 +50,16 @@ export async function adoptListeners(path: string, options: AdoptOptions = {}): 
   }
   checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
   const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
-  const deadline = Date.now() + timeout;
-  const conn = await BrokerConnection.connect(path, { timeout, trustUids: options.trustUids });
-  let received: ReceivedListener[];
-  try {
-    received = await conn.adopt(options.names, Math.max(0, deadline - Date.now()));
-  } finally {
-    conn.close();
-  }
-  return toListeners(received, options.names);
+  // One round trip: the adopt goes out right behind the hello (PROTOCOL.md §2.1).
+  const received = await BrokerConnection.adoptOnce(path, options.names, { timeout, trustUids: options.trustUids });
+  return toListeners(received, options.names, options.check ?? DEFAULT_CHECK);
 }
 
-/** Checks and wraps received fds; closes all of them on any failure, and those not asked for. */
-export function toListeners(received: ReceivedListener[], names?: string[]): Record<string, Listener> {
+/**
+ * Checks (now, or at first use with `check: 'use'`) and wraps received fds;
+ * closes all of them on any failure, and those not asked for.
+ */
+export function toListeners(received: ReceivedListener[], names?: string[], check: 'adopt' | 'use' = 'adopt'): Record<string, Listener> {
   const wanted = names ? new Set(names) : undefined;
   const out: Record<string, Listener> = Object.create(null) as Record<string, Listener>;
   const n = native();
@@ -68,15 +75,18 @@ export function toListeners(received: ReceivedListener[], names?: string[]): Rec
         kept.push(r);
       }
     }
-    const described = describeSockets(kept.map((r) => r.fd));
+    const described = check === 'adopt' ? describeSockets(kept.map((r) => r.fd)) : [];
+    const batch: Listener[] = [];
     for (let i = 0; i < kept.length; i++) {
       const r = kept[i]!;
-      const d = described[i]!;
-      const problem = d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, r.info);
-      if (problem) {
-        throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${r.info.name}" ${problem}`);
+      if (check === 'adopt') {
+        const d = described[i]!;
+        const problem = d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, r.info);
+        if (problem) {
+          throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${r.info.name}" ${problem}`);
+        }
       }
-      out[r.info.name] = new Listener(r.info, r.fd);
+      out[r.info.name] = new Listener(r.info, r.fd, check === 'adopt' ? {} : { check: 'use', batch });
       r.fd = -1;
     }
     if (wanted) {

@@ -9,7 +9,7 @@ import { native } from '../native/binding';
 import { Channel } from '../transport/channel';
 import { FdbrokerError, systemError } from '../protocol/errors';
 import {
-  decodeBrokerMessage, encode, type BrokerMessage, type ClientMessage, type HandoffMessage, type ListenerInfo, type MovedMessage,
+  decodeBrokerMessage, encode, type AdoptMessage, type BrokerMessage, type ClientMessage, type HandoffMessage, type ListenerInfo, type MovedMessage,
   type RetireMessage, type ResumeMessage, type ReleaseMessage, type StatusMessage,
 } from '../protocol/messages';
 import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS } from './defaults';
@@ -121,6 +121,31 @@ export class BrokerConnection {
 
   /** Connects and completes the version handshake, within `timeout` ms. */
   static async connect(path: string, options: ConnectOptions = {}): Promise<BrokerConnection> {
+    return BrokerConnection.open(path, options, undefined);
+  }
+
+  /**
+   * Connects, adopts and closes in one round trip: the adopt request is sent
+   * right behind the hello, without waiting for the welcome (PROTOCOL.md
+   * §2.1, pipelining). The broker still reads the hello first: a version it
+   * does not speak ends the connection before the adopt is read, and access
+   * is checked on the adopt as on any other. The broker's credentials are
+   * checked before anything but the hello is sent. Same fd ownership as adopt().
+   */
+  static async adoptOnce(path: string, names: string[] | undefined, options: ConnectOptions = {}): Promise<ReceivedListener[]> {
+    const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
+    const deadline = Date.now() + timeout;
+    const request: AdoptMessage = { type: 'adopt', id: 1, names: names ?? null };
+    const conn = await BrokerConnection.open(path, options, request);
+    try {
+      return (await conn.collectListeners(request.id, deadline)).listeners;
+    } finally {
+      conn.close();
+    }
+  }
+
+  /** connect(), with `pipelined` (if any) sent right after the hello; its answer is then collected by the caller. */
+  private static async open(path: string, options: ConnectOptions, pipelined: (ClientMessage & { id: number }) | undefined): Promise<BrokerConnection> {
     const deadline = Date.now() + (options.timeout ?? DEFAULT_TIMEOUT_MS);
     const n = native();
     const c = n.constants;
@@ -156,6 +181,15 @@ export class BrokerConnection {
         ? `cannot read the credentials of the process at ${path}`
         : `the process answering on ${path} runs as uid ${cred.uid}, which is not trusted (trusted: ${trusted.join(', ')}); pass trustUids to allow it`);
     }
+    // The pipelined request goes out the same way, once the broker's uid is
+    // trusted, and only behind a hello that went out: after EPIPE (a broker
+    // that refused us and hung up) its reason waits to be read.
+    const request = pipelined && (sent >= 0 || sent === EAGAIN) ? encode(pipelined) : undefined;
+    const requestSent = request && sent >= 0 ? n.sendmsg(fd, request, []) : EAGAIN;
+    if (requestSent < 0 && requestSent !== EAGAIN && requestSent !== EPIPE && requestSent !== ECONNRESET) {
+      n.close(fd);
+      throw systemError(requestSent, 'sendmsg');
+    }
     let channel: Channel;
     try {
       channel = new Channel(fd);
@@ -165,12 +199,15 @@ export class BrokerConnection {
     }
     const pending = new PendingConnection(channel, deadline, path);
     if (sent === EAGAIN) channel.send(hello);
+    if (request && requestSent === EAGAIN) channel.send(request);
     const { msg } = await pending.next();
     if (msg.type === 'error') {
+      pending.dropLater();
       channel.close();
       throw brokerError(msg);
     }
     if (msg.type !== 'welcome') {
+      pending.dropLater();
       channel.close();
       throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "welcome", got "${msg.type}"`);
     }
@@ -178,9 +215,23 @@ export class BrokerConnection {
     conn.embedded = msg.broker?.embedded === true;
     conn.features = msg.features ?? [];
     pending.detach();
+    // Answers to the pipelined request read in the same turn as the welcome.
+    if (pipelined) {
+      conn.nextId = pipelined.id + 1;
+      conn.collecting = true;
+      conn.inbox.push(...pending.later);
+    } else {
+      pending.dropLater();
+    }
     // The broker may have closed in the same read as its welcome: the close
     // event then went to the pending handlers, not to the connection's.
-    if (channel.isClosed) throw new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection after its welcome`);
+    if (channel.isClosed && conn.inbox.length === 0) {
+      throw new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection after its welcome`);
+    }
+    if (channel.isClosed) {
+      conn.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection`);
+      return conn;
+    }
     conn.listen();
     return conn;
   }
@@ -255,10 +306,10 @@ export class BrokerConnection {
 
   /** Waits for the next message (one request at a time); `timeoutMs` undefined: as long as the connection lives. */
   private next(timeoutMs: number | undefined): Promise<{ msg: BrokerMessage; fds: number[] }> {
-    if (this.failure) return Promise.reject(this.failure);
     if (this.waiter) return Promise.reject(new FdbrokerError('ERR_FDBROKER_INTERNAL', 'one request at a time'));
     const queued = this.inbox.shift();
     if (queued) return Promise.resolve(queued);
+    if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
         this.fail(timeoutError(this.path, 'reply'));
@@ -391,14 +442,14 @@ export class BrokerConnection {
   private async receiveListeners(request: ClientMessage & { id: number }, timeoutMs: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
     const deadline = Date.now() + timeoutMs;
     this.send(request);
+    this.collecting = true;
     return this.collectListeners(request.id, deadline);
   }
 
-  /** Collects the parts of the listeners answer `id` until `last`. */
+  /** Collects the parts of the "listeners" answer to request `id` (already sent; `collecting` set). */
   private async collectListeners(id: number, deadline: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
     const out: ReceivedListener[] = [];
     let generation: number | undefined;
-    this.collecting = true;
     try {
       for (let expectPart = 0; ; expectPart++) {
         const { msg, fds } = await this.next(deadline - Date.now());
@@ -426,11 +477,15 @@ export class BrokerConnection {
     for (const q of this.inbox.splice(0)) closeAll(q.fds);
   }
 
-  /** The broker's listeners, clients and generations (a large answer arrives in parts and is put together). */
-  async status(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<StatusMessage> {
+  /**
+   * The broker's listeners, clients and generations (a large answer arrives in
+   * parts and is put together). `holders: false`: without each listener's
+   * holders, which costs the broker a /proc scan.
+   */
+  async status(timeoutMs = DEFAULT_TIMEOUT_MS, options: { holders?: boolean } = {}): Promise<StatusMessage> {
     const deadline = Date.now() + timeoutMs;
     const id = this.nextId++;
-    this.send({ type: 'status', id });
+    this.send({ type: 'status', id, ...(options.holders === false ? { holders: false } : {}) });
     this.collecting = true;
     try {
       let whole: StatusMessage | undefined;
@@ -466,6 +521,9 @@ class PendingConnection {
   private onMsg: (payload: Buffer, fds: number[]) => void = () => {};
   private onErr: (e: Error) => void = () => {};
   private onClose: () => void = () => {};
+  private first = true;
+  /** Messages read in the same turn as the first one (a pipelined request's answer); their fds are owned here until taken. */
+  readonly later: Array<{ msg: BrokerMessage; fds: number[] }> = [];
   constructor(private readonly channel: Channel, private readonly deadline: number, private readonly path: string) {}
 
   next(): Promise<{ msg: BrokerMessage }> {
@@ -474,6 +532,11 @@ class PendingConnection {
         Math.max(0, this.deadline - Date.now()));
       const done = (f: () => void) => { clearTimeout(timer); f(); };
       this.onMsg = (payload, fds) => done(() => {
+        if (!this.first) {
+          this.keepLater(payload, fds);
+          return;
+        }
+        this.first = false;
         try {
           const msg = decodeBrokerMessage(payload, fds.length);
           closeAll(fds);
@@ -492,6 +555,25 @@ class PendingConnection {
       this.channel.on('close', this.onClose);
       this.channel.resume();
     });
+  }
+
+  private keepLater(payload: Buffer, fds: number[]): void {
+    let msg: BrokerMessage;
+    try {
+      msg = decodeBrokerMessage(payload, fds.length);
+    } catch (err) {
+      closeAll(fds);
+      // Handed on as the answer: collecting it fails the connection with this error.
+      msg = { type: 'error', code: (err as FdbrokerError).code ?? 'ERR_FDBROKER_PROTOCOL', message: (err as Error).message };
+      fds = [];
+      this.channel.close();
+    }
+    this.later.push({ msg, fds });
+  }
+
+  /** Closes the fds of messages nobody will take. */
+  dropLater(): void {
+    for (const m of this.later.splice(0)) closeAll(m.fds);
   }
 
   detach(): void {

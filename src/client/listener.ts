@@ -8,6 +8,7 @@ import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import { trackConnections } from '../handover/drain';
 import { forbidAddressSharing } from '../transport/address-sharing';
+import { describeSockets, matchesInfo } from '../transport/socket-info';
 import type { ListenerInfo, ListenerKind } from '../protocol/messages';
 
 
@@ -25,17 +26,36 @@ export class Listener {
    */
   readonly backlog: number | undefined;
   private _fd: number;
-  /** The socket's identity when it was adopted: an fd number can be reused once a server closed it. */
-  private readonly ino: number;
-  private readonly dev: number;
+  /**
+   * The socket's identity, taken when the fd number is first given out (the
+   * fd getter, attach(), handOff(), toJSON()): an fd number can be reused once
+   * a server closed it. Until then only this object knows the number, so
+   * nothing else can have closed it, and adopting 1,024 listeners makes no
+   * 1,024 fstat() calls for fds that may never be used.
+   */
+  private ino = -1;
+  private dev = -1;
+  private exposed = false;
+  /** What the broker announced, kept until the fd is checked against it. */
+  private announced: ListenerInfo | undefined;
+  /** The listeners adopted with this one: checked together, in one native call, at the first use of any. */
+  private batch: Listener[] | undefined;
+  /** What the check found wrong, reported when this fd is first given out. */
+  private problem: string | undefined;
   private state: 'open' | 'attached' | 'closed' = 'open';
   private _server: net.Server | dgram.Socket | undefined;
 
   /** The server or socket attach() started on this listener. */
   get server(): net.Server | dgram.Socket | undefined { return this._server; }
 
-  /** Takes ownership of `fd`. */
-  constructor(info: ListenerInfo, fd: number) {
+  /**
+   * Takes ownership of `fd`. With `check: 'use'`, `fd` has not been checked
+   * against `info` yet: that happens when the fd is first given out, which
+   * then throws ERR_FDBROKER_BAD_LISTENER (and closes the fd) if it is not
+   * the socket announced. Listeners that share `batch` (one array, the same
+   * for all of them) are checked together when the first of them is used.
+   */
+  constructor(info: ListenerInfo, fd: number, options: { check?: 'done' | 'use'; batch?: Listener[] } = {}) {
     this.name = info.name;
     this.kind = info.kind;
     this.family = info.family;
@@ -44,15 +64,49 @@ export class Listener {
     this.path = info.path;
     this.backlog = info.backlog;
     this._fd = fd;
-    let st: fs.Stats | undefined;
-    try { st = fs.fstatSync(fd); } catch { st = undefined; }
-    this.ino = st?.ino ?? -1;
-    this.dev = st?.dev ?? -1;
+    if (options.check === 'use') {
+      this.announced = info;
+      this.batch = options.batch;
+      this.batch?.push(this);
+    }
+  }
+
+  /** Checks this fd, and every unchecked open one of its batch, against what the broker announced. */
+  private check(): void {
+    const group = (this.batch ?? [this]).filter((l) => l.announced !== undefined && l._fd >= 0 && !l.exposed);
+    const described = describeSockets(group.map((l) => l._fd));
+    group.forEach((l, i) => {
+      const d = described[i]!;
+      l.problem = d instanceof Error ? `cannot be inspected (${d.message})` : matchesInfo(d, l.announced!);
+      l.announced = undefined;
+      l.batch = undefined;
+    });
+  }
+
+  /** The fd, checked and its identity recorded the first time it is given out. */
+  private expose(): number {
+    if (!this.exposed && this._fd >= 0) {
+      if (this.announced) this.check();
+      if (this.problem) {
+        native().close(this._fd);
+        this._fd = -1;
+        this.state = 'closed';
+        throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER', `listener "${this.name}" ${this.problem}`);
+      }
+      this.exposed = true;
+      try {
+        const st = fs.fstatSync(this._fd);
+        this.ino = st.ino;
+        this.dev = st.dev;
+      } catch { /* not a valid fd: stillOurs() is false from now on */ }
+    }
+    return this._fd;
   }
 
   /** Whether this.fd still names the socket that was adopted (a server may have closed it, and the number been reused). */
   private stillOurs(): boolean {
     if (this._fd < 0) return false;
+    if (!this.exposed) return true;
     try {
       const st = fs.fstatSync(this._fd);
       return st.ino === this.ino && st.dev === this.dev;
@@ -68,6 +122,8 @@ export class Listener {
    * alone. Returns the server, if any.
    */
   findServer(): net.Server | dgram.Socket | undefined {
+    // An fd number never given out cannot have been passed to a server.
+    if (this.state === 'open' && !this.exposed) return undefined;
     if (this.state !== 'open' || !this.stillOurs()) return this._server;
     const handles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
     for (const h of handles) {
@@ -83,7 +139,7 @@ export class Listener {
   }
 
   /** The fd, for `server.listen({ fd }, listener.backlog)`. -1 once closed. */
-  get fd(): number { return this._fd; }
+  get fd(): number { return this.expose(); }
 
   /**
    * Starts `server` on this listener, keeping the broker's backlog:
@@ -101,7 +157,7 @@ export class Listener {
       throw new FdbrokerError('ERR_FDBROKER_ALREADY_ATTACHED',
         `listener "${this.name}" is already ${this.state}; adopt it again for another server`);
     }
-    const fd = this._fd;
+    const fd = this.expose();
     if (this.kind === 'udp') {
       const sock = server as dgram.Socket;
       if (typeof sock.bind !== 'function' || typeof (sock as unknown as net.Server).listen === 'function') {
@@ -148,7 +204,7 @@ export class Listener {
       throw new FdbrokerError('ERR_FDBROKER_ALREADY_ATTACHED', `listener "${this.name}" is already ${this.state}`);
     }
     this.state = 'attached';
-    return this._fd;
+    return this.expose();
   }
 
   /**
@@ -168,7 +224,7 @@ export class Listener {
 
   toJSON(): ListenerInfo & { fd: number } {
     return {
-      name: this.name, kind: this.kind, family: this.family, fd: this._fd,
+      name: this.name, kind: this.kind, family: this.family, fd: this.expose(),
       ...(this.address !== undefined ? { address: this.address } : {}),
       ...(this.port !== undefined ? { port: this.port } : {}),
       ...(this.path !== undefined ? { path: this.path } : {}),

@@ -52,7 +52,8 @@ export interface ClientInfo {
 // Client -> broker
 export interface HelloMessage { type: 'hello'; versions: number[]; client?: string }
 export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
-export interface StatusRequest { type: 'status'; id: number }
+/** `holders: false`: answer without the /proc scan for listener holders. */
+export interface StatusRequest { type: 'status'; id: number; holders?: boolean }
 /** Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none). */
 export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean }
 /** Answers the broker's "ping" (generations that joined with `heartbeat`). */
@@ -174,10 +175,12 @@ function parseObject(payload: Buffer): Record<string, unknown> {
 const isInt = (v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): v is number =>
   typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 
+const NAME_PATTERN = /^[A-Za-z0-9._:@-]+$/;
+
 /** A listener name: 1..128 bytes of letters, digits and . _ - : @ */
 export function isValidName(name: unknown): name is string {
-  return typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= MAX_NAME_BYTES
-    && /^[A-Za-z0-9._:@-]+$/.test(name);
+  // The pattern admits ASCII only, so length is the byte length (no Buffer.byteLength per name: adopts name 1,000s).
+  return typeof name === 'string' && name.length > 0 && name.length <= MAX_NAME_BYTES && NAME_PATTERN.test(name);
 }
 
 /** Decodes and validates a client's message; throws ERR_FDBROKER_PROTOCOL. */
@@ -232,7 +235,8 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       return { type: 'pong', id: m.id };
     case 'status':
       if (!isInt(m.id)) throw protocolError('status.id must be a non-negative integer');
-      return { type: 'status', id: m.id };
+      if (m.holders !== undefined && typeof m.holders !== 'boolean') throw protocolError('status.holders must be a boolean');
+      return { type: 'status', id: m.id, ...(m.holders === false ? { holders: false } : {}) };
     case 'holding': {
       const counts = [m.connections, m.sessions, m.upgraded, m.hooked];
       if (!counts.every((v) => isInt(v, 0, MAX_HOLDING_COUNT))) {
@@ -356,16 +360,21 @@ export function negotiateVersion(offered: readonly number[], supported: readonly
   return best;
 }
 
-const jsonCache = new WeakMap<ListenerInfo, string>();
+const jsonCache = new WeakMap<ListenerInfo, { text: string; bytes: number }>();
 
-/** The JSON text of a listener object, computed once per object (the broker's are fixed for its life). */
-export function listenerJson(info: ListenerInfo): string {
+function cachedJson(info: ListenerInfo): { text: string; bytes: number } {
   let j = jsonCache.get(info);
   if (j === undefined) {
-    j = JSON.stringify(info);
+    const text = JSON.stringify(info);
+    j = { text, bytes: Buffer.byteLength(text) };
     jsonCache.set(info, j);
   }
   return j;
+}
+
+/** The JSON text of a listener object, computed once per object (the broker's are fixed for its life). */
+export function listenerJson(info: ListenerInfo): string {
+  return cachedJson(info).text;
 }
 
 /** Room for {"type":"listeners","id":N,"part":N,"last":false,"generation":N,"listeners":[]} with the largest N. */
@@ -380,7 +389,7 @@ export function chunkListeners(infos: readonly ListenerInfo[], maxFds: number, m
   let current: number[] = [];
   let bytes = LISTENERS_ENVELOPE_BYTES;
   infos.forEach((info, i) => {
-    const size = Buffer.byteLength(listenerJson(info)) + 1;
+    const size = cachedJson(info).bytes + 1;
     if (current.length > 0 && (current.length >= maxFds || bytes + size > maxBytes)) {
       groups.push(current);
       current = [];
@@ -438,35 +447,43 @@ const STATUS_ENVELOPE_BYTES = 1024;
  * every part carries the broker section and some of the listeners, clients
  * and generations, in order; a reader concatenates the arrays until `last`.
  * An entry that cannot fit a message alone (it cannot, within the field
- * limits) would be dropped rather than end the broker.
+ * limits) would be dropped rather than end the broker. Each entry is turned
+ * into JSON once and the parts are put together from those texts: a status
+ * of 2,000 clients is never one big string (a broker polled for status would
+ * otherwise grow its heap by megabytes).
  */
 export function encodeStatus(status: StatusMessage, maxBytes = MAX_MESSAGE_BYTES): Buffer[] {
-  const whole = Buffer.from(JSON.stringify({ ...status, part: 0, last: true }), 'utf8');
-  if (whole.length <= maxBytes) return [whole];
-  const metricsBytes = status.metrics ? Buffer.byteLength(JSON.stringify(status.metrics)) + 16 : 0;
-  const head = JSON.stringify(status.broker).length + STATUS_ENVELOPE_BYTES + metricsBytes;
   type Key = 'listeners' | 'clients' | 'generations';
-  const parts: Array<Record<Key, unknown[]>> = [];
-  let current: Record<Key, unknown[]> = { listeners: [], clients: [], generations: [] };
+  const keys: Key[] = ['listeners', 'clients', 'generations'];
+  const { listeners: _l, clients: _c, generations: _g, part: _p, last: _z, metrics, ...rest } = status;
+  const texts = keys.map((k) => (status[k] as unknown[]).map((item) => JSON.stringify(item)));
+  const sizes = texts.map((list) => list.map((t) => Buffer.byteLength(t) + 1));
+  const build = (part: number, last: boolean, arrays: string[][]): Buffer => {
+    // The metrics snapshot rides on part 0 only.
+    const head = JSON.stringify({ ...rest, part, last, ...(part === 0 && metrics ? { metrics } : {}) });
+    return Buffer.from(`${head.slice(0, -1)},${keys.map((k, j) => `"${k}":[${arrays[j]!.join(',')}]`).join(',')}}`, 'utf8');
+  };
+  const head = Buffer.byteLength(JSON.stringify(rest)) + STATUS_ENVELOPE_BYTES + (metrics ? Buffer.byteLength(JSON.stringify(metrics)) + 16 : 0);
+  const total = sizes.reduce((a, list) => list.reduce((b, n) => b + n, a), head);
+  if (total <= maxBytes) return [build(0, true, texts)];
+  const parts: string[][][] = [];
+  let current: string[][] = [[], [], []];
   let bytes = head;
-  for (const key of ['listeners', 'clients', 'generations'] as Key[]) {
-    for (const item of status[key] as unknown[]) {
-      const size = Buffer.byteLength(JSON.stringify(item)) + 1;
-      if (head + size > maxBytes) continue;
+  keys.forEach((_, j) => {
+    texts[j]!.forEach((text, i) => {
+      const size = sizes[j]![i]!;
+      if (head + size > maxBytes) return;
       if (bytes + size > maxBytes) {
         parts.push(current);
-        current = { listeners: [], clients: [], generations: [] };
+        current = [[], [], []];
         bytes = head;
       }
-      current[key].push(item);
+      current[j]!.push(text);
       bytes += size;
-    }
-  }
+    });
+  });
   parts.push(current);
-  return parts.map((p, i) => Buffer.from(JSON.stringify({
-    type: 'status', id: status.id, part: i, last: i === parts.length - 1, broker: status.broker,
-    ...(i === 0 && status.metrics ? { metrics: status.metrics } : {}), ...p,
-  }), 'utf8'));
+  return parts.map((p, i) => build(i, i === parts.length - 1, p));
 }
 
 /** Room for the handoff envelope besides the generations (broker section and options included). */

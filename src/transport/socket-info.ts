@@ -94,3 +94,4 @@ export function matchesInfo(d: SocketDescription, info: ListenerInfo): string | 
   if (info.port !== undefined && d.port !== info.port) return `is bound to port ${d.port}, announced as ${info.port}`;
   return undefined;
 }
+

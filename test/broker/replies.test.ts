@@ -152,3 +152,26 @@ describe('holders', () => {
     await sleep(10);
   });
 });
+
+describe('status without holders', () => {
+  it('holders: false is answered without the /proc scan (no holders field); the default has holders', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const ls = await adoptListeners(broker.sock, { names: ['http'] });
+    const r = await greeted(broker.sock);
+    r.send({ type: 'status', id: 1, holders: false });
+    const quick = (await r.next())!.msg as { id: number; listeners: Array<Record<string, unknown>> };
+    expect(quick.id).toBe(1);
+    expect(quick.listeners[0]).not.toHaveProperty('holders');
+    r.send({ type: 'status', id: 2 });
+    const full = (await r.next())!.msg as { id: number; listeners: Array<{ holders?: Array<{ pid: number }> }> };
+    expect(full.id).toBe(2);
+    expect(full.listeners[0]!.holders?.map((h) => h.pid)).toContain(process.pid);
+    const conn = await BrokerConnection.connect(broker.sock);
+    expect((await conn.status(5000, { holders: false })).listeners[0]).not.toHaveProperty('holders');
+    conn.close();
+    r.send({ type: 'status', id: 3, holders: 'no' });
+    expect((await r.next())!.msg).toMatchObject({ type: 'error', code: 'ERR_FDBROKER_PROTOCOL' });
+    r.close();
+    ls.http!.close();
+  });
+});

@@ -11,7 +11,8 @@ import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adoptListeners, BrokerConnection, FdbrokerError, type Listener } from '../../src';
 import { native } from '../../src/native/binding';
-import { cleanup, fdCount, FIXTURES, get, startBroker, tmpDir } from '../helpers';
+import { cleanup, fdCount, FIXTURES, get, Raw, startBroker, tmpDir } from '../helpers';
+import { toListeners } from '../../src/client/adopt';
 import { needOrSkip, ss } from '../requirements';
 
 // tcp and udp; tests that need all three kinds add a unix listener in their own dir.
@@ -386,5 +387,111 @@ describe('Listener semantics', () => {
     const stopped = new Promise((resolve) => worker.once('message', resolve));
     worker.postMessage('stop');
     expect(await stopped).toEqual({ stopped: true });
+  });
+});
+
+describe('adoptListeners: one round trip, checks at first use', () => {
+  it('sends its adopt right behind the hello, before any answer', async () => {
+    // A peer that reads and never answers: what it has read when the client
+    // gives up is what the client sent without waiting for a welcome.
+    const p = path.join(tmpDir(), 'reader.sock');
+    const n = native();
+    const c = n.constants;
+    const lfd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+    expect(n.bind(lfd, { family: 'unix', path: p })).toBe(0);
+    expect(n.listen(lfd, 8)).toBe(0);
+    const got: string[] = [];
+    const conns: number[] = [];
+    const buf = Buffer.alloc(65536);
+    const timer = setInterval(() => {
+      for (let a = n.accept(lfd); a >= 0; a = n.accept(lfd)) conns.push(a);
+      for (const a of conns) {
+        for (let r = n.recvmsg(a, buf, 0); typeof r !== 'number' && r.bytes > 0; r = n.recvmsg(a, buf, 0)) {
+          got.push(String((JSON.parse(buf.subarray(0, r.bytes).toString()) as { type: string }).type));
+        }
+      }
+    }, 5);
+    closers.push(() => { clearInterval(timer); for (const a of conns) n.close(a); n.close(lfd); });
+    await rejectsWith(() => adoptListeners(p, { names: ['web'], timeout: 300 }), 'ERR_FDBROKER_TIMEOUT');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual(['hello', 'adopt']);
+  });
+
+  it('a broker answers a pipelined adopt only after a hello it accepts', async () => {
+    const broker = await startBroker(tmpDir(), BASE);
+    const raw = await Raw.connect(broker.sock);
+    closers.push(() => raw.close());
+    raw.send({ type: 'hello', versions: [99] });
+    raw.send({ type: 'adopt', id: 1, names: null });
+    // Everything until the broker hangs up (it closes with the adopt unread,
+    // so the kernel may report ECONNRESET once before the reply).
+    const n = native();
+    const buf = Buffer.alloc(65536);
+    const answers: Array<{ type: string; code?: string; fds: number }> = [];
+    const deadline = Date.now() + 5000;
+    let resets = 0;
+    for (;;) {
+      const r = n.recvmsg(raw.fd, buf, 253);
+      if (typeof r === 'number') {
+        if (r === -104 && resets++ === 0) continue; // ECONNRESET
+        if (r === -11 && Date.now() < deadline) { await new Promise((res) => setTimeout(res, 5)); continue; } // EAGAIN
+        break;
+      }
+      if (r.bytes === 0 && r.fds.length === 0) break;
+      for (const fd of r.fds) n.close(fd);
+      answers.push({ ...(JSON.parse(buf.subarray(0, r.bytes).toString()) as { type: string; code?: string }), fds: r.fds.length });
+    }
+    expect(answers).toEqual([expect.objectContaining({ type: 'error', code: 'ERR_FDBROKER_VERSION', fds: 0 })]);
+    // The library's pipelined adopt reports the same.
+    await rejectsWith(() => BrokerConnection.adoptOnce(broker.sock, ['web'], { versions: [99], timeout: 5000 }), 'ERR_FDBROKER_VERSION');
+    const ok = await Raw.connect(broker.sock);
+    closers.push(() => ok.close());
+    ok.send({ type: 'hello', versions: [1] });
+    ok.send({ type: 'adopt', id: 1, names: ['web'] });
+    expect((await ok.next())?.msg).toMatchObject({ type: 'welcome' });
+    const answer = await ok.next();
+    expect(answer?.msg).toMatchObject({ type: 'listeners', id: 1, last: true });
+    expect(answer?.fds).toBe(1);
+  });
+
+  it('check "use": a wrong fd throws ERR_FDBROKER_BAD_LISTENER when first used, and is closed', () => {
+    const n = native();
+    const before = fds();
+    const server = net.createServer();
+    const fd = n.socket(n.constants.AF_INET, n.constants.SOCK_STREAM);
+    expect(n.bind(fd, { family: 'inet', address: '127.0.0.1', port: 0 })).toBe(0);
+    expect(n.listen(fd, 8)).toBe(0);
+    // Announced as udp, but a listening tcp socket.
+    const ls = toListeners([{ info: { name: 'dns', kind: 'udp', family: 'IPv4', address: '127.0.0.1', port: 0 }, fd }], ['dns'], 'use');
+    expect(fds()).toBe(before + 1);
+    let caught: unknown;
+    try { void ls.dns!.fd; } catch (err) { caught = err; }
+    expect((caught as FdbrokerError).code).toBe('ERR_FDBROKER_BAD_LISTENER');
+    expect(ls.dns!.fd).toBe(-1);
+    expect(() => ls.dns!.attach(server)).toThrow(FdbrokerError);
+    expect(fds()).toBe(before);
+  });
+
+  it('check "adopt": the same fd fails toListeners at once, and is closed', () => {
+    const n = native();
+    const before = fds();
+    const fd = n.socket(n.constants.AF_INET, n.constants.SOCK_STREAM);
+    expect(n.bind(fd, { family: 'inet', address: '127.0.0.1', port: 0 })).toBe(0);
+    expect(n.listen(fd, 8)).toBe(0);
+    let caught: unknown;
+    try {
+      toListeners([{ info: { name: 'dns', kind: 'udp', family: 'IPv4', address: '127.0.0.1', port: 0 }, fd }], ['dns'], 'adopt');
+    } catch (err) { caught = err; }
+    expect((caught as FdbrokerError).code).toBe('ERR_FDBROKER_BAD_LISTENER');
+    expect(fds()).toBe(before);
+  });
+
+  it('listeners never used are closed by close(), leaving no fd', async () => {
+    const broker = await startBroker(tmpDir(), BASE);
+    const before = fds();
+    const ls = await adoptListeners(broker.sock, { timeout: 5000 });
+    expect(fds()).toBe(before + 2);
+    for (const l of Object.values(ls)) l.close();
+    expect(fds()).toBe(before);
   });
 });
