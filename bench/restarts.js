@@ -4,9 +4,9 @@
 //
 //   node bench/restarts.js              full: every scenario below, about 20 min on 2 cores
 //   node bench/restarts.js --quick      CI smoke: restart (fdbroker + naive, 2 restarts in 3 s,
-//                                       hello app) and crash-gap (fdbroker, 1 crash)
+//                                       hello app), crash-gap (fdbroker, 1 crash) and broker-restart
+//                                       (fdbroker's two ways, new connections, 1 restart)
 //   node bench/restarts.js --selfcheck  only the load generator's self-check
-//                                       and broker-restart (fdbroker's two ways, new connections, 1 restart)
 //   options: --scenarios=restart,crash-gap,busy-accept,cluster-primary,rollback-after-ready,broker-restart
 //            --methods=a,b --clients=keepalive,close (filters) --apps=hello,busy (restart only)
 //            --restarts=K --seconds=S --concurrency=N --steady=SEC --no-selfcheck
