@@ -47,6 +47,14 @@ const BROKER_RESTART_NAMES = {
 };
 const SCENARIO_METHOD_NAMES = { 'crash-gap': CRASH_NAMES, 'rollback-after-ready': ROLLBACK_NAMES, 'broker-restart': BROKER_RESTART_NAMES };
 const ACTIONS = { crash: 'crashes', badDeploy: 'bad deploys', restartOwner: 'restarts of the socket\'s owner', restart: 'restarts' };
+// broker-restart: how long each restart of the owner took, from its start until
+// the old owner was gone and the new one served (fdbroker: the new broker ready,
+// the old one gone, the app rejoined; the peers: including the old app's drain).
+const took = (r) => {
+  const d = (r?.restartMarks ?? []).filter((m) => !m.error).map((m) => m.endMs - m.startMs).sort((a, b) => a - b);
+  return d.length ? `${n(d[Math.floor((d.length - 1) / 2)])} / ${n(d[d.length - 1])}` : '–';
+};
+const EXTRA = { 'broker-restart': { head: 'each restart took (ms), median / max', cell: took } };
 const CLIENT = { keepalive: 'keep-alive', close: 'new connection' };
 const n = (x) => (x === null || x === undefined ? '–' : Number(x).toLocaleString('en-US'));
 const f2 = (x) => (x === null || x === undefined ? '–' : x.toFixed(2));
@@ -78,14 +86,17 @@ for (const [name, sc] of Object.entries(bench.scenarios ?? {})) {
   const names = { ...NAMES, ...SCENARIO_METHOD_NAMES[name] };
   if (out.length) out.push('');
   out.push(`Scenario \`${name}\`: ${sc.describe}. ${sc.config.restarts} ${ACTIONS[sc.action] ?? sc.action} in ${sc.config.restartWindowMs / 1000} s, ${sc.config.concurrency} connections.`, '');
-  out.push(`| method | clients | failed requests | failure kinds | ok/s steady → during | p99 during (steady) ms | max latency during (ms) | longest stretch with nothing served (ms) |`);
-  out.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  const extra = EXTRA[name];
+  const more = extra ? ' |' : '';
+  out.push(`| method | clients | failed requests | failure kinds | ok/s steady → during | p99 during (steady) ms | max latency during (ms) | longest stretch with nothing served (ms) |${extra ? ` ${extra.head} |` : ''}`);
+  out.push(`| --- | --- | --- | --- | --- | --- | --- | --- |${extra ? ' --- |' : ''}`);
+  const resultOf = (c) => sc.results?.find((r) => r.method === c.method && r.app === c.app && r.client === c.client);
   const skipped = (bench.skipped ?? []).filter((x) => x.scenario === name);
   for (const c of sc.summary) {
-    if (c.error) { out.push(`| ${names[c.method] ?? c.method} | ${CLIENT[c.client] ?? c.client} | error: ${c.error} | | | | | |`); continue; }
+    if (c.error) { out.push(`| ${names[c.method] ?? c.method} | ${CLIENT[c.client] ?? c.client} | error: ${c.error} | | | | | |${more}`); continue; }
     const short = c.restarts !== undefined && c.restarts < sc.config.restarts ? ` (${c.restarts} of ${sc.config.restarts} done)` : '';
-    out.push(`| ${names[c.method] ?? c.method} | ${CLIENT[c.client] ?? c.client} | ${bold(c.method, n(c.failed))}${short} | ${kinds([c])} | ${n(c.steadyOkPerSec)} → ${n(c.restartOkPerSec)} | ${ms(c.p99)} (${ms(c.steadyP99)}) | ${n(Math.round(c.max ?? 0))} | ${n(c.longestNoOkMs)} |`);
+    out.push(`| ${names[c.method] ?? c.method} | ${CLIENT[c.client] ?? c.client} | ${bold(c.method, n(c.failed))}${short} | ${kinds([c])} | ${n(c.steadyOkPerSec)} → ${n(c.restartOkPerSec)} | ${ms(c.p99)} (${ms(c.steadyP99)}) | ${n(Math.round(c.max ?? 0))} | ${n(c.longestNoOkMs)} |${extra ? ` ${extra.cell(resultOf(c))} |` : ''}`);
   }
-  for (const x of skipped) out.push(`| ${names[x.method] ?? x.method} | | skipped: ${x.reason} | | | | | |`);
+  for (const x of skipped) out.push(`| ${names[x.method] ?? x.method} | | skipped: ${x.reason} | | | | | |${more}`);
 }
 process.stdout.write(`${out.join('\n')}\n`);
