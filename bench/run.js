@@ -5,12 +5,17 @@
 // memory.js and scale-many.js (1,000 connected clients; 1,000 listeners and
 // generations) run in full runs only, to keep the smoke cheap.
 // bench/restarts.js is run too when it exists: the fair restart comparison
-// and the scenarios (crash gap, busy accept, cluster primary) in one run.
+// and every scenario (crash-gap, busy-accept, rollback-after-ready,
+// cluster-primary, broker-restart) in one run; PM2 is installed for it into
+// /tmp/fdbroker-bench-pm2 on first use (network; skipped, and listed in
+// restarts.skipped, if that fails).
 // machine.loadavg is taken at the start, machine.loadavg_end at the end: the
 // machine may be shared, and the numbers depend on what else ran.
 //
-//   npm run bench            # full: about 20 minutes on 2 cores
-//   npm run bench -- --quick # smoke: about a minute
+//   npm run bench            # full: about 27 minutes on 2 cores (restarts.js
+//                            # about 26: restart 15, crash-gap 3, busy-accept 2,
+//                            # rollback-after-ready 2, cluster-primary 2, broker-restart 4)
+//   npm run bench -- --quick # smoke: about a minute and a half
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
