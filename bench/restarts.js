@@ -2,7 +2,7 @@
 // Restarts under load, compared across methods, in one run. Prints JSON on
 // stdout (progress on stderr).
 //
-//   node bench/restarts.js              full: every scenario below, about 26 min on 2 cores
+//   node bench/restarts.js              full: every scenario below, about 25 min on 2 cores
 //   node bench/restarts.js --quick      CI smoke: restart (fdbroker + naive, 2 restarts in 3 s,
 //                                       hello app), crash-gap (fdbroker, 1 crash) and broker-restart
 //                                       (fdbroker's two ways, new connections, 1 restart)

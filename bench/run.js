@@ -6,16 +6,17 @@
 // generations) run in full runs only, to keep the smoke cheap.
 // bench/restarts.js is run too when it exists: the fair restart comparison
 // and every scenario (crash-gap, busy-accept, rollback-after-ready,
-// cluster-primary, broker-restart) in one run; PM2 is installed for it into
+// broker-restart, cluster-primary) in one run; PM2 is installed for it into
 // /tmp/fdbroker-bench-pm2 on first use (network; skipped, and listed in
 // restarts.skipped, if that fails).
 // machine.loadavg is taken at the start, machine.loadavg_end at the end: the
 // machine may be shared, and the numbers depend on what else ran.
 //
-//   npm run bench            # full: about 27 minutes on 2 cores (restarts.js
-//                            # about 26: restart 15, crash-gap 3, busy-accept 2,
-//                            # rollback-after-ready 2, cluster-primary 2, broker-restart 4)
-//   npm run bench -- --quick # smoke: about a minute and a half
+//   npm run bench            # full: about 27 minutes on 2 cores (restarts.js about
+//                            # 25: restart 13, crash-gap 2.5, busy-accept 1.5,
+//                            # rollback-after-ready 2, broker-restart 4, cluster-primary 2;
+//                            # the rest about 1.5), plus a PM2 install on first use
+//   npm run bench -- --quick # smoke: about 75 s (test/bench/bench-smoke.test.ts: 72 s)
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
