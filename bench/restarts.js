@@ -100,8 +100,8 @@ const CFG = {
 // event of the scenario calls: 'restart' (a deploy: the method's own way to
 // replace the app) or 'crash' (SIGKILL the app; the next one starts
 // CRASH_GAP_MS later). A new scenario is one more entry here, plus that
-// action in each method it lists (e.g. a broker restart: action
-// 'restartBroker'; rollback after ready: action 'badDeploy').
+// action in each method it lists (rollback after ready: action 'badDeploy';
+// broker restart: action 'restartOwner', restart the socket's owner).
 const SCENARIOS = {
   restart: {
     describe: 'the fair comparison: every method restarts the same app, which stops with the same drain (restarts/shutdown.js); only the restart method differs',
