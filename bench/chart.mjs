@@ -1,8 +1,9 @@
 // Renders the restart benchmark as an SVG chart with Vega-Lite:
 //   node bench/chart.mjs <restarts.json | bench output with a "restarts" key> docs/restarts.svg
 // Top: the fair comparison (scenario "restart"), one panel per app and client
-// mode. Below: the other scenarios (crash gap, busy accept, cluster primary),
-// one panel per scenario and client mode. Per method, successful requests per
+// mode. Below: each other scenario of the run (crash gap, busy accept, cluster
+// primary, rollback after ready, broker restart) in its own block, one panel
+// per client mode. Per method, successful requests per
 // second (500 ms buckets) and failed requests per second; dashed: when each
 // restart (or crash) began. Reads only the JSON that `npm run bench` printed.
 import * as fs from 'node:fs';
@@ -18,7 +19,8 @@ const doc = JSON.parse(fs.readFileSync(input, 'utf8'));
 const bench = doc.restarts ?? doc;
 const BUCKETS_PER_POINT = 5;
 const CLIENT = { keepalive: 'keep-alive clients', close: 'new connection per request' };
-const METHOD_ORDER = ['fdbroker', 'fdbroker-cluster', 'cluster-rolling', 'reuseport', 'pm2-reload', 'naive', 'cluster-replace', 'pm2-kill', 'pm2-update'];
+const METHOD_ORDER = ['fdbroker', 'fdbroker-takeover', 'fdbroker-adopt-from', 'fdbroker-cluster', 'cluster-rolling', 'reuseport', 'pm2-reload', 'naive', 'cluster-replace', 'pm2-kill', 'pm2-update'];
+const ACTIONS = { crash: 'crashes', badDeploy: 'bad deploys', restartOwner: 'restarts of the socket owner', restart: 'restarts' };
 
 function series(results, panelOf) {
   const rows = [];
@@ -74,16 +76,19 @@ function facet(title, rows) {
   };
 }
 
-const main = bench.scenarios?.restart?.results ?? bench.results;
+const main = bench.scenarios?.restart?.results ?? bench.results ?? [];
 const cfg = bench.scenarios?.restart?.config ?? bench.config ?? {};
-const parts = [facet(
-  { text: `The fair comparison (same app, same drain): ${cfg.restarts ?? '?'} restarts in ${(cfg.restartWindowMs ?? 0) / 1000} s, ${cfg.concurrency ?? '?'} connections`, anchor: 'start' },
-  series(main, (r) => `${r.app} app, ${CLIENT[r.client] ?? r.client}`),
-)];
+const parts = [];
+if (main.length) {
+  parts.push(facet(
+    { text: `The fair comparison (same app, same drain): ${cfg.restarts ?? '?'} restarts in ${(cfg.restartWindowMs ?? 0) / 1000} s, ${cfg.concurrency ?? '?'} connections`, anchor: 'start' },
+    series(main, (r) => `${r.app} app, ${CLIENT[r.client] ?? r.client}`),
+  ));
+}
 const others = Object.entries(bench.scenarios ?? {}).filter(([name]) => name !== 'restart');
-const otherRows = others.flatMap(([name, sc]) => series(sc.results, (r) => `${name}: ${r.app}, ${CLIENT[r.client] ?? r.client}`));
-if (otherRows.length) {
-  parts.push(facet({ text: `Scenarios: ${others.map(([name, sc]) => `${name} (${sc.config.restarts} in ${sc.config.restartWindowMs / 1000} s, ${sc.config.concurrency} conns)`).join('; ')}`, anchor: 'start' }, otherRows));
+for (const [name, sc] of others) {
+  const rows = series(sc.results, (r) => `${r.app}, ${CLIENT[r.client] ?? r.client}`);
+  if (rows.length) parts.push(facet({ text: `Scenario ${name}: ${sc.config.restarts} ${ACTIONS[sc.action] ?? sc.action} in ${sc.config.restartWindowMs / 1000} s, ${sc.config.concurrency} connections`, anchor: 'start' }, rows));
 }
 const spec = {
   $schema: 'https://vega.github.io/schema/vega-lite/v6.json',

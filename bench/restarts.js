@@ -2,11 +2,12 @@
 // Restarts under load, compared across methods, in one run. Prints JSON on
 // stdout (progress on stderr).
 //
-//   node bench/restarts.js              full: every scenario below, about 20 min on 2 cores
+//   node bench/restarts.js              full: every scenario below, about 25 min on 2 cores
 //   node bench/restarts.js --quick      CI smoke: restart (fdbroker + naive, 2 restarts in 3 s,
-//                                       hello app) and crash-gap (fdbroker, 1 crash)
+//                                       hello app), crash-gap (fdbroker, 1 crash) and broker-restart
+//                                       (fdbroker's two ways, new connections, 1 restart)
 //   node bench/restarts.js --selfcheck  only the load generator's self-check
-//   options: --scenarios=restart,crash-gap,busy-accept,cluster-primary,rollback-after-ready
+//   options: --scenarios=restart,crash-gap,busy-accept,cluster-primary,rollback-after-ready,broker-restart
 //            --methods=a,b --clients=keepalive,close (filters) --apps=hello,busy (restart only)
 //            --restarts=K --seconds=S --concurrency=N --steady=SEC --no-selfcheck
 //
@@ -19,6 +20,10 @@
 //   cluster-primary  replace a Node cluster primary: fdbroker vs plain vs PM2
 //   rollback-after-ready  the new version dies 200 ms after ready: fdbroker's
 //                    standby resumes the old one; naive and SO_REUSEPORT start it again
+//   broker-restart   restart or upgrade the process that owns the listening socket:
+//                    fdbroker --takeover, the broker SIGKILLed and restarted with
+//                    --adopt-from the app's expose(), vs the peers' socket owner
+//                    restarted (naive app, SO_REUSEPORT overlap, cluster primary, pm2 update)
 // Fairness: every method's app stops with the same code, fdbroker's drain()
 // (restarts/shutdown.js: 1 s spread, 5 s idle grace, 10 s deadline; PM2's
 // kill_timeout and the rolling primary's kill wait 12 s), so the cells differ
@@ -66,7 +71,7 @@ function parseArgs(argv) {
 const ARGS = parseArgs(process.argv.slice(2));
 const QUICK = !!ARGS.quick;
 const { DRAIN_SPREAD_MS, DRAIN_DEADLINE_MS, IDLE_GRACE_MS, KILL_AFTER_MS } = require('./restarts/shutdown');
-const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill', 'fdbroker-cluster', 'pm2-update'];
+const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill', 'fdbroker-cluster', 'pm2-update', 'fdbroker-takeover', 'fdbroker-adopt-from'];
 /** Crash gap: the new app starts this long after the old one was SIGKILLed (a supervisor's restart delay). */
 const CRASH_GAP_MS = 1_000;
 /** Rollback after ready: the bad version SIGKILLs itself this long after it said ready. */
@@ -95,8 +100,8 @@ const CFG = {
 // event of the scenario calls: 'restart' (a deploy: the method's own way to
 // replace the app) or 'crash' (SIGKILL the app; the next one starts
 // CRASH_GAP_MS later). A new scenario is one more entry here, plus that
-// action in each method it lists (e.g. a broker restart: action
-// 'restartBroker'; rollback after ready: action 'badDeploy').
+// action in each method it lists (rollback after ready: action 'badDeploy';
+// broker restart: action 'restartOwner', restart the socket's owner).
 const SCENARIOS = {
   restart: {
     describe: 'the fair comparison: every method restarts the same app, which stops with the same drain (restarts/shutdown.js); only the restart method differs',
@@ -137,6 +142,25 @@ const SCENARIOS = {
     concurrency: 50,
     restarts: 3,
     restartWindowMs: 12 * 1000,
+  },
+  // The process that owns the listening socket restarts (an upgrade of it, or
+  // it died and its supervisor starts it again), under the same load. For
+  // fdbroker that is the broker: the app keeps serving and rejoins. For the
+  // peers the owner is the app (naive, SO_REUSEPORT) or the cluster primary
+  // (cluster-replace, PM2's daemon), so restarting the owner is their restart.
+  // fdbroker's killed broker comes back with --adopt-from the app's
+  // gen.expose(), not the systemd fd store: test/systemd/manager.ts needs root,
+  // a private mount namespace and a TypeScript loader, which a plain-node bench
+  // run on a developer's machine has not (the fd store path is tested there).
+  'broker-restart': {
+    describe: 'restart or upgrade the process that owns the listening socket. fdbroker: the broker (`serve --takeover` replaces it while it runs; or it is SIGKILLed and a new one starts with `--adopt-from` the app\'s `gen.expose()`), the app does not restart and rejoins the new broker; naive and SO_REUSEPORT: the app owns the socket, so it restarts as in the fair comparison; cluster-replace: the primary owns it; pm2-update: PM2\'s daemon (its cluster primary) is replaced',
+    action: 'restartOwner',
+    methods: QUICK ? ['fdbroker-takeover', 'fdbroker-adopt-from'] : ['fdbroker-takeover', 'fdbroker-adopt-from', 'naive', 'reuseport', 'cluster-replace', 'pm2-update'],
+    apps: ['hello'],
+    clients: QUICK ? ['close'] : ['keepalive', 'close'],
+    concurrency: QUICK ? 20 : 50,
+    restarts: QUICK ? 1 : 4,
+    restartWindowMs: (QUICK ? 2 : 12) * 1000,
   },
   'cluster-primary': {
     describe: 'replace a Node cluster primary (2 workers): fdbroker (the primary is a generation, workers listen through it) vs stopping and starting a plain cluster primary vs `pm2 update` (PM2 replaces its daemon, the cluster primary)',
@@ -304,6 +328,10 @@ const METHODS = {
 
   'fdbroker-cluster': () => fdbrokerMethod('fdb-cluster-app.js', 'fdbroker with a cluster: a new primary (2 workers, SCHED_NONE, listening through the primary on the broker\'s socket) is a new generation; `fdbroker wait --pid` until it is ready and the old primary has drained its workers (shared drain) and left'),
 
+  'fdbroker-takeover': () => fdbrokerMethod('fdb-app.js', 'fdbroker, the broker replaced in place: `fdbroker serve <path> --takeover` takes the running broker\'s listeners (the same sockets), options and generations; done when the old broker has exited and the app (never restarted) has rejoined the new one', { owner: 'takeover' }),
+
+  'fdbroker-adopt-from': () => fdbrokerMethod('fdb-app.js', 'fdbroker, the broker SIGKILLed and restarted: the app exposes its listeners (gen.expose(PATH)) once ready; SIGKILL the broker, start `fdbroker serve <path> --adopt-from PATH` on the same path; done when it is ready and the app (never restarted) has rejoined it', { owner: 'kill' }),
+
   naive: () => stopThenStart('naive-app.js', 'plain http app on the port; restart = SIGTERM (shared drain), wait for exit, start a new one, wait until it listens; crash: SIGKILL, start a new one 1 s later'),
 
   'cluster-replace': () => stopThenStart('cluster-app.js', 'cluster primary + 2 workers; restart = SIGTERM the primary (workers drain with the shared drain, primary exits after them), start a new primary, wait until both workers listen; crash: SIGKILL primary and workers, new primary 1 s later'),
@@ -372,6 +400,8 @@ const METHODS = {
         await withTimeout(old.exited, 15000, 'old exit');
         return { readyAt, diedAt, resumedAt };
       },
+      // The app owns the socket: restarting the owner is this method's restart.
+      restartOwner() { return this.restart(); },
       async teardown() { cur?.kill('SIGKILL'); },
     };
   },
@@ -381,9 +411,10 @@ const METHODS = {
   'pm2-update': () => pm2Method('update'),
 };
 
-function fdbrokerMethod(file, describe) {
-  let dir, broker, cur, app, standby = false, resumes = 0;
-  const startApp = (env = {}) => start(path.join(DIR, file), [], { FDBROKER_SOCK: path.join(dir, 'b.sock'), ...(standby ? { BENCH_STANDBY: '1' } : {}), ...appEnv(app), ...env });
+function fdbrokerMethod(file, describe, { owner } = {}) {
+  let dir, broker, cur, app, standby = false, resumes = 0, rejoins = 0;
+  const expose = () => (owner === 'kill' ? { BENCH_EXPOSE: path.join(dir, 'expose.sock') } : {});
+  const startApp = (env = {}) => start(path.join(DIR, file), [], { FDBROKER_SOCK: path.join(dir, 'b.sock'), ...(standby ? { BENCH_STANDBY: '1' } : {}), ...expose(), ...appEnv(app), ...env });
   return {
     describe,
     async setup(a, action) {
@@ -426,6 +457,24 @@ function fdbrokerMethod(file, describe) {
       const diedAt = Date.now();
       await old.waitFor(new RegExp(`^resumed ${old.pid} ${++resumes}$`, 'm'), 10000);
       return { readyAt, diedAt, resumedAt: Date.now() };
+    },
+    // The broker (the socket's owner) restarts; the app serves on and rejoins the new one.
+    // takeover: a new broker replaces the running one; kill: SIGKILL it, start one with --adopt-from.
+    async restartOwner() {
+      if (!owner) throw new Error('restartOwner needs fdbroker-takeover or fdbroker-adopt-from');
+      const old = broker;
+      const sock = path.join(dir, 'b.sock');
+      let killedAt;
+      if (owner === 'kill') killedAt = await killHard(old);
+      broker = start(CLI, owner === 'kill'
+        ? ['serve', sock, '--adopt-from', path.join(dir, 'expose.sock'), '--quiet']
+        : ['serve', sock, '--takeover', '--quiet']);
+      await broker.waitFor(/^fdbroker: ready on /m, 20000);
+      const readyAt = Date.now();
+      if (owner === 'takeover') await withTimeout(old.exited, 15000, 'old broker exit');
+      const oldGoneAt = Date.now();
+      await cur.waitFor(new RegExp(`^rejoined ${cur.pid} ${++rejoins}$`, 'm'), 15000);
+      return { killedAt, readyAt, oldGoneAt, rejoinedAt: Date.now() };
     },
     async teardown() {
       cur?.kill('SIGKILL');
@@ -480,6 +529,8 @@ function stopThenStart(file, describe) {
       await cur.waitFor(/^ready /m);
       return { readyAt, diedAt, resumedAt: Date.now() };
     },
+    // The app (or cluster primary) owns the socket: restarting the owner is this method's restart.
+    restartOwner() { return this.restart(); },
     async teardown() { cur?.kill('SIGKILL'); },
   };
 }
@@ -552,6 +603,11 @@ function pm2Method(kind) {
       await startAll();
       await sleep(300); // both workers up
       return { port, pm2: version };
+    },
+    // PM2's daemon is its cluster primary, the socket's owner: `pm2 update` replaces it.
+    restartOwner() {
+      if (kind !== 'update') throw new Error(`pm2-${kind} has no restartOwner: use pm2-update`);
+      return this.restart();
     },
     async restart() {
       if (kind === 'reload') { await pm2('reload', 'fdbbench'); return {}; }

@@ -5,12 +5,18 @@
 // memory.js and scale-many.js (1,000 connected clients; 1,000 listeners and
 // generations) run in full runs only, to keep the smoke cheap.
 // bench/restarts.js is run too when it exists: the fair restart comparison
-// and the scenarios (crash gap, busy accept, cluster primary) in one run.
+// and every scenario (crash-gap, busy-accept, rollback-after-ready,
+// broker-restart, cluster-primary) in one run; PM2 is installed for it into
+// /tmp/fdbroker-bench-pm2 on first use (network; skipped, and listed in
+// restarts.skipped, if that fails).
 // machine.loadavg is taken at the start, machine.loadavg_end at the end: the
 // machine may be shared, and the numbers depend on what else ran.
 //
-//   npm run bench            # full: about 20 minutes on 2 cores
-//   npm run bench -- --quick # smoke: about a minute
+//   npm run bench            # full: about 27 minutes on 2 cores (restarts.js about
+//                            # 25: restart 13, crash-gap 2.5, busy-accept 1.5,
+//                            # rollback-after-ready 2, broker-restart 4, cluster-primary 2;
+//                            # the rest about 1.5), plus a PM2 install on first use
+//   npm run bench -- --quick # smoke: about 75 s (test/bench/bench-smoke.test.ts: 72 s)
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');

@@ -41,6 +41,16 @@ describe('npm run bench -- --quick', () => {
       expect({ refused: c.refused, timeout: c.timeout, other: c.other }).toEqual({ refused: 0, timeout: 0, other: 0 });
       expect(c.failed).toBeLessThanOrEqual(crash.config.concurrency * crash.config.restarts);
     }
+    // Broker restart: the broker (the socket's owner) is replaced by --takeover,
+    // or SIGKILLed and restarted with --adopt-from the app; the app serves on
+    // and rejoins: every restart done, no request failed.
+    const br = out.restarts.scenarios['broker-restart'];
+    const methods = br.summary.map((s: { method: string }) => s.method).sort();
+    expect(methods).toEqual(['fdbroker-adopt-from', 'fdbroker-takeover']);
+    for (const c of br.summary) {
+      expect({ method: c.method, error: c.error, restarts: c.restarts, failed: c.failed }).toEqual({ method: c.method, error: undefined, restarts: br.config.restarts, failed: 0 });
+      expect(c.requests).toBeGreaterThan(0);
+    }
     // The load generator's self-check: it counts failures it is shown.
     expect(out.restarts.selfcheck.pass).toBe(true);
   }, 300_000);
