@@ -219,6 +219,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * file re-read, with the command line's flags over it). Throws to refuse.
    */
   reloadSource: (() => ReloadSettings) | undefined;
+  /**
+   * Why a takeover must be refused now (ERR_FDBROKER_NOT_PERMITTED with this
+   * text), or undefined. SystemdLink sets it: a supervisor that watches this
+   * pid would see it exit and stop the service.
+   */
+  takeoverRefusal: string | undefined;
   private readonly brokerUid = process.getuid?.() ?? 0;
   private readonly broken = new Set<string>();
   private readonly queues = new Map<string, { queued: number; backlog: number }>();
@@ -861,6 +867,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     if (this.selfGeneration !== undefined) {
       refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', 'this broker is embedded in an app: it is replaced by the app\'s next generation, not taken over'));
+      return;
+    }
+    if (this.takeoverRefusal !== undefined) {
+      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', this.takeoverRefusal));
       return;
     }
     if (this.pendingTakeover) {
