@@ -219,6 +219,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * file re-read, with the command line's flags over it). Throws to refuse.
    */
   reloadSource: (() => ReloadSettings) | undefined;
+  /** The file reloadSource reads, if any (informational): a successor is told its name, since it is not handed over. */
+  configPath: string | undefined;
   /**
    * Why a takeover must be refused now (ERR_FDBROKER_NOT_PERMITTED with this
    * text), or undefined. SystemdLink sets it: a supervisor that watches this
@@ -887,7 +889,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const by: TakeoverEvent = { pid: state.info.pid, software: msg.software, listeners: listeners.length, generations: table.generations.length };
     const handoff = encodeHandoff({
       type: 'handoff', id: msg.id,
-      broker: { pid: process.pid, software: VERSION, protocol: PROTOCOL_VERSION, startedAt: this.startedAt.toISOString() },
+      broker: {
+        pid: process.pid, software: VERSION, protocol: PROTOCOL_VERSION, startedAt: this.startedAt.toISOString(),
+        ...(this.configPath !== undefined ? { config: this.configPath } : {}),
+      },
       options: handoffOptions(this.given), nextGeneration: table.next, generations: table.generations,
     });
     for (const p of handoff) if (!state.send(p, [])) return;

@@ -21,8 +21,8 @@ const debug = debuglog('fdbroker');
 
 export interface TakeoverResult {
   broker: Broker;
-  /** The old broker: its pid and versions, and what it handed over. */
-  from: { pid: number; software: string; protocol: number; listeners: number; generations: number };
+  /** The old broker: its pid and versions, what it handed over, and the configuration file it read (not handed over). */
+  from: { pid: number; software: string; protocol: number; listeners: number; generations: number; config?: string };
   /** From connecting to the old broker to its ack of the commit, in ms. */
   ms: number;
   /** Set when the old broker did not acknowledge the commit (this broker serves the path regardless). */
@@ -89,6 +89,7 @@ export async function takeOver(options: BrokerOptions & { timeoutMs?: number }):
     const from = {
       pid: handoff.broker.pid, software: handoff.broker.software, protocol: handoff.broker.protocol,
       listeners: received, generations: handoff.generations.length,
+      ...(handoff.broker.config !== undefined ? { config: handoff.broker.config } : {}),
     };
     let commitWarning: Error | undefined;
     try {

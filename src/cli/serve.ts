@@ -128,7 +128,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
       broker = await takeOverBroker({
         controlPath, ...rest, access: access && Object.values(access).some((a) => a !== undefined) ? access : undefined,
         insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false,
-      }, v['adopt-from'], io, quiet);
+      }, v['adopt-from'], configPath, io, quiet);
     } else {
       const { listeners, ...rest } = settings;
       // LISTEN_FDS (socket units, the fd store) first: a listener spec whose name came back adopts that socket.
@@ -186,9 +186,11 @@ export async function serve(args: string[], io: Io): Promise<number> {
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
   if (configPath !== undefined) {
     broker.reloadSource = configReloader(configPath, settings, flags);
-    // Errors are printed by the reloadFailed handler: SIGHUP has nobody else to tell.
-    onHup = () => { try { broker.reload(); } catch { /* reported */ } };
+    broker.configPath = configPath;
   }
+  // Errors are printed by the reloadFailed handler: SIGHUP has nobody else to tell.
+  // (A takeover without the old broker's --config set a source that refuses, saying why.)
+  if (broker.reloadSource !== undefined) onHup = () => { try { broker.reload(); } catch { /* reported */ } };
   // Like the ready line, a reload's outcome is printed even with --quiet.
   broker.on('reloaded', (r) => io.out(`fdbroker: reloaded ${configPath}: ${describeReload(r)}`));
   if (!quiet) {

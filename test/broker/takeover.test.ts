@@ -283,6 +283,30 @@ describe('fdbroker serve --takeover', () => {
     expect(alive(app.pid)).toBe(true); // it keeps its copy and serves on
   }, 30_000);
 
+  it('without the old broker\'s --config: the successor says so, names the file, and refuses reloads (ERR_FDBROKER_NO_CONFIG) with how to fix it', async () => {
+    const dir = tmpDir();
+    const conf = path.join(dir, 'broker.toml');
+    fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\n');
+    const b1 = await startBroker(dir, [], ['--config', conf]);
+    const t = await takeover(b1.sock);
+    expect(t.p.stderr()).toContain(`read its configuration from ${conf}, which is not handed over`);
+    expect(t.p.stderr()).toContain(`--takeover --config ${conf}`);
+    expect((await b1.exited).code).toBe(0);
+    const r = run(process.execPath, [CLI, 'reload', b1.sock]);
+    expect((await r.exited).code).toBe(1);
+    expect(r.stderr()).toMatch(/ERR_FDBROKER_NO_CONFIG: this broker took over from pid \d+ without its configuration/);
+    expect(r.stderr()).toContain(`--takeover --config ${conf}`);
+    // SIGHUP: the same refusal, printed by the broker, which serves on.
+    t.p.kill('SIGHUP');
+    await waitText(() => t.p.stderr(), /reload failed, nothing changed.*ERR_FDBROKER_NO_CONFIG/);
+    expect((await statusOf(b1.sock)).broker.pid).toBe(t.p.pid);
+    // Given --config again, the next successor gets no warning and reloads.
+    const t2 = await takeover(b1.sock, undefined, ['--config', conf]);
+    expect(t2.p.stderr()).not.toMatch(/not handed over/);
+    const r2 = run(process.execPath, [CLI, 'reload', b1.sock]);
+    expect((await r2.exited).code).toBe(0);
+  }, 30_000);
+
   it('with --metrics: the old broker closes its endpoint and exits; the new one binds the address, retrying while it is still taken', async () => {
     const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--metrics', 'tcp://127.0.0.1:0']);
     const url = b1.stdout().match(/metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/);
