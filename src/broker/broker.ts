@@ -415,6 +415,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * that is EventEmitter's; so is `removeListener`.)
    */
   addNamedListener(spec: ListenerSpec): ListenerInfo {
+    this.refuseDuringTakeover('add a listener');
     if (this.registry.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
     const l = createListener(spec, this.defaultBacklog);
     this.register(l, spec);
@@ -425,9 +426,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * Stops handing out `name` and closes the broker's copy; processes that hold
    * it keep their copies (and serve on them) until they retire. Status lists
    * it with `removed: true` while any process holds it. Emits 'listenerRemoved'.
-   * Throws ERR_FDBROKER_UNKNOWN_LISTENER.
+   * Throws ERR_FDBROKER_UNKNOWN_LISTENER. These changes, and a reload, are
+   * refused while a takeover is in flight (ERR_FDBROKER_UPGRADE_IN_PROGRESS).
    */
   removeNamedListener(name: string): ListenerInfo {
+    this.refuseDuringTakeover('remove a listener');
     const [l] = this.registry.select([name]);
     this.registry.remove(name);
     let inode = this.inodes.get(name);
@@ -443,14 +446,27 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return l!.info;
   }
 
+  /**
+   * A successor in flight holds the listeners and options as they were handed:
+   * a change here would be lost when it commits (or resurrected, for a removal).
+   */
+  private refuseDuringTakeover(what: string): void {
+    const t = this.pendingTakeover;
+    if (!t) return;
+    throw new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS',
+      `cannot ${what} while pid ${t.by.pid} takes over this broker (it has the listeners and grants as they were): try again once the takeover is over, on whichever broker serves ${this.controlPath}`);
+  }
+
   /** Replaces the grants; they apply to requests (and connections) from now on, not to clients already connected. */
   setAccess(access: AccessOptions): void {
+    this.refuseDuringTakeover('change the grants');
     this.policy = makePolicy(this.brokerUid, access);
     this.given = { ...this.given, access }; // what a successor gets (takeover)
   }
 
   /** Replaces the client limits (absent fields: the defaults); they apply to connections from now on. */
   setLimits(limits: { maxClients?: number; maxClientsPerUid?: number }): void {
+    this.refuseDuringTakeover('change the limits');
     this.opts.maxClients = limits.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.opts.maxClientsPerUid = limits.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID;
     this.given = { ...this.given, maxClients: limits.maxClients, maxClientsPerUid: limits.maxClientsPerUid };
@@ -486,6 +502,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * address), and the grants and limits replaced.
    */
   applyReload(settings: ReloadSettings): ReloadResult {
+    this.refuseDuringTakeover('reload');
     const plan = planListeners(this.specs, settings.listeners, this.defaultBacklog);
     const taken = plan.add.find((s) => this.registry.has(s.name));
     if (taken) {
