@@ -289,6 +289,7 @@ describe('fdbroker serve --takeover', () => {
     fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\n');
     const b1 = await startBroker(dir, [], ['--config', conf]);
     const t = await takeover(b1.sock);
+    await waitText(() => t.p.stderr(), /which is not handed over/); // stderr, another pipe than the ready line
     expect(t.p.stderr()).toContain(`read its configuration from ${conf}, which is not handed over`);
     expect(t.p.stderr()).toContain(`--takeover --config ${conf}`);
     expect((await b1.exited).code).toBe(0);
