@@ -12,7 +12,7 @@ import { metricsOption, startMetrics } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
-import { inheritForServe, linkSystemd } from './serve-systemd';
+import { inheritForServe, linkSystemd, systemdFromEnv } from './serve-systemd';
 import type { SystemdLink } from '../broker/systemd-link';
 import type { InheritedPlan } from '../broker/inherited';
 import { native } from '../native/binding';
@@ -99,6 +99,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const settings = mergeSettings(configPath !== undefined ? loadConfig(configPath) : undefined, flags);
   const quiet = v.quiet === true;
   const metricsAddress = metricsOption(v.metrics);
+  // NOTIFY_SOCKET and WATCHDOG_USEC too: after a takeover, failing on them would leave the path with no broker.
+  const sd = systemdFromEnv();
   // Handlers first: a supervisor may signal as soon as it reads the ready
   // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
   let stopped: NodeJS.Signals | undefined;
@@ -149,6 +151,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   } catch (err) {
     // Inherited fds not yet handed to Broker.start (--adopt-from failed) are closed here.
     for (const l of pending?.adopt ?? []) native().close(l.fd);
+    sd?.notifier.close();
     unhook();
     throw err;
   }
@@ -158,6 +161,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     else if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
   } catch (err) {
     broker.close();
+    sd?.notifier.close();
     unhook();
     throw err;
   }
@@ -201,12 +205,17 @@ export async function serve(args: string[], io: Io): Promise<number> {
   // Under systemd (NOTIFY_SOCKET): READY=1 once the control socket answers, the fd store, STATUS=, WATCHDOG=1, RELOADING=1.
   let systemd: SystemdLink | undefined;
   try {
-    systemd = await linkSystemd(broker, inherited, io);
+    systemd = await linkSystemd(broker, inherited, sd, io);
   } catch (err) {
-    unhook();
-    void metrics?.close();
-    broker.close();
-    throw err;
+    if (v.takeover === true) {
+      // This broker serves the path and has the generations: never stop it over the service manager.
+      io.err(`fdbroker: warning: not linked to the service manager: ${(err as Error).message}; this broker serves on`);
+    } else {
+      unhook();
+      void metrics?.close();
+      broker.close();
+      throw err;
+    }
   }
   return new Promise((resolve) => {
     watchTakeover(broker, io, quiet, () => {

@@ -308,6 +308,22 @@ describe('fdbroker serve --takeover', () => {
     expect((await r2.exited).code).toBe(0);
   }, 30_000);
 
+  it('a successor whose NOTIFY_SOCKET or WATCHDOG_USEC is malformed is refused before it takes anything (exit 1, ERR_FDBROKER_SYSTEMD): the old broker serves on', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    for (const env of [{ NOTIFY_SOCKET: 'not-a-path' }, { NOTIFY_SOCKET: '/nonexistent/notify', WATCHDOG_USEC: 'soon' }]) {
+      const p = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env });
+      expect((await p.exited).code).toBe(1);
+      expect(p.stderr()).toMatch(/ERR_FDBROKER_SYSTEMD/);
+      expect(p.stdout()).not.toMatch(/took over/);
+    }
+    expect(b1.stderr()).not.toMatch(/takeover by pid/);
+    const s = await statusOf(b1.sock);
+    expect(s.broker.pid).toBe(b1.pid);
+    expect(s.generations).toMatchObject([{ pid: app.pid, state: 'ready' }]);
+    expect(alive(b1.pid)).toBe(true);
+  }, 30_000);
+
   it('with --metrics: the old broker closes its endpoint and exits; the new one binds the address, retrying while it is still taken', async () => {
     const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--metrics', 'tcp://127.0.0.1:0']);
     const url = b1.stdout().match(/metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/);
