@@ -76,8 +76,9 @@ serve options:
                      broker exit; no other flag is needed (flags given
                      override its options; --listen adds listeners, or must
                      match one it has). Same uid or root only; refused by
-                     an older version. The old broker serves on unchanged if
-                     this one fails before it answers on the path.
+                     an older version, and by a broker under systemd (use
+                     systemctl restart there). The old broker serves on
+                     unchanged if this one fails before it answers on the path.
   --insecure-dir     accept a control socket directory writable by others
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --metrics tcp://HOST:PORT
