@@ -144,7 +144,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
         inherit: false,
       });
     }
-    if (broker.listenerInfos().length === 0) {
+    // After a takeover this broker serves the path already: closing it now would leave nobody on it.
+    if (v.takeover !== true && broker.listenerInfos().length === 0) {
       broker.close();
       throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or [listeners] in --config), --adopt-from PATH, or start under systemd socket activation');
     }

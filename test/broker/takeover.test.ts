@@ -324,6 +324,22 @@ describe('fdbroker serve --takeover', () => {
     expect(alive(b1.pid)).toBe(true);
   }, 30_000);
 
+  it('a broker with no listeners (a library broker) is taken over, not closed by the successor after its commit', async () => {
+    const sock = path.join(tmpDir(), 'lib.sock');
+    const lib = run(process.execPath, ['-e', `
+      const { Broker } = require('./dist');
+      const b = Broker.start({ controlPath: ${JSON.stringify(sock)}, inherit: false });
+      b.on('takenOver', () => { console.log('taken over'); process.exit(0); });
+      console.log('ready');
+      setInterval(() => {}, 1000);`]);
+    await lib.waitFor(/^ready$/m);
+    const p = run(process.execPath, [CLI, 'serve', sock, '--takeover']);
+    await lib.waitFor(/^taken over$/m);
+    await p.waitFor(/^fdbroker: ready on /m);
+    expect((await statusOf(sock)).broker.pid).toBe(p.pid);
+    expect(alive(p.pid)).toBe(true);
+  }, 30_000);
+
   it('with --metrics: the old broker closes its endpoint and exits; the new one binds the address, retrying while it is still taken', async () => {
     const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--metrics', 'tcp://127.0.0.1:0']);
     const url = b1.stdout().match(/metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/);
