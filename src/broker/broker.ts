@@ -219,7 +219,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * file re-read, with the command line's flags over it). Throws to refuse.
    */
   reloadSource: (() => ReloadSettings) | undefined;
-  /** The file reloadSource reads, if any (informational): a successor is told its name, since it is not handed over. */
+  /** The file reloadSource reads, if any: named in the handoff, so a successor not given one can read it too. */
   configPath: string | undefined;
   /**
    * Why a takeover must be refused now (ERR_FDBROKER_NOT_PERMITTED with this

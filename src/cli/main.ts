@@ -43,7 +43,8 @@ serve options:
                      again), [access] and [limits] for new requests; backlog,
                      mode, group and [timeouts] are read at start only. An
                      invalid file, or a listener that cannot bind, changes
-                     nothing. Without --config, SIGHUP is ignored.
+                     nothing. Without --config, SIGHUP is ignored (with
+                     --takeover: the old broker's file is read, if it had one).
   --backlog N        listen(2) backlog of created listeners (default 511)
   --mode MODE        mode of the control socket, octal (default 0600)
   --handshake-timeout MS

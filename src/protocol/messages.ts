@@ -126,7 +126,7 @@ export interface HandoffOptions {
  */
 export interface HandoffMessage {
   type: 'handoff'; id: number; part: number; last: boolean;
-  /** `config`: the file the broker's reloads read (not handed over: named so a successor without it can say so). */
+  /** `config`: the file the broker's reloads read, if any (its content is not sent: a successor not given one reads it). */
   broker: { pid: number; software: string; protocol: number; startedAt: string; config?: string };
   options: HandoffOptions;
   /** The number the next join gets: numbering continues in the new broker. */
