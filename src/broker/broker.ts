@@ -220,6 +220,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * file re-read, with the command line's flags over it). Throws to refuse.
    */
   reloadSource: (() => ReloadSettings) | undefined;
+  /** The file reloadSource reads, if any: named in the handoff, so a successor not given one can read it too. */
+  configPath: string | undefined;
+  /**
+   * Why a takeover must be refused now (ERR_FDBROKER_NOT_PERMITTED with this
+   * text), or undefined. SystemdLink sets it: a supervisor that watches this
+   * pid would see it exit and stop the service.
+   */
+  takeoverRefusal: string | undefined;
   private readonly brokerUid = process.getuid?.() ?? 0;
   private readonly broken = new Set<string>();
   private readonly queues = new Map<string, { queued: number; backlog: number }>();
@@ -408,6 +416,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * that is EventEmitter's; so is `removeListener`.)
    */
   addNamedListener(spec: ListenerSpec): ListenerInfo {
+    this.refuseDuringTakeover('add a listener');
     if (this.registry.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
     const l = createListener(spec, this.defaultBacklog);
     this.register(l, spec);
@@ -418,9 +427,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * Stops handing out `name` and closes the broker's copy; processes that hold
    * it keep their copies (and serve on them) until they retire. Status lists
    * it with `removed: true` while any process holds it. Emits 'listenerRemoved'.
-   * Throws ERR_FDBROKER_UNKNOWN_LISTENER.
+   * Throws ERR_FDBROKER_UNKNOWN_LISTENER. These changes, and a reload, are
+   * refused while a takeover is in flight (ERR_FDBROKER_UPGRADE_IN_PROGRESS).
    */
   removeNamedListener(name: string): ListenerInfo {
+    this.refuseDuringTakeover('remove a listener');
     const [l] = this.registry.select([name]);
     this.registry.remove(name);
     let inode = this.inodes.get(name);
@@ -436,14 +447,27 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return l!.info;
   }
 
+  /**
+   * A successor in flight holds the listeners and options as they were handed:
+   * a change here would be lost when it commits (or resurrected, for a removal).
+   */
+  private refuseDuringTakeover(what: string): void {
+    const t = this.pendingTakeover;
+    if (!t) return;
+    throw new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS',
+      `cannot ${what} while pid ${t.by.pid} takes over this broker (it has the listeners and grants as they were): try again once the takeover is over, on whichever broker serves ${this.controlPath}`);
+  }
+
   /** Replaces the grants; they apply to requests (and connections) from now on, not to clients already connected. */
   setAccess(access: AccessOptions): void {
+    this.refuseDuringTakeover('change the grants');
     this.policy = makePolicy(this.brokerUid, access);
     this.given = { ...this.given, access }; // what a successor gets (takeover)
   }
 
   /** Replaces the client limits (absent fields: the defaults); they apply to connections from now on. */
   setLimits(limits: { maxClients?: number; maxClientsPerUid?: number }): void {
+    this.refuseDuringTakeover('change the limits');
     this.opts.maxClients = limits.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.opts.maxClientsPerUid = limits.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID;
     this.given = { ...this.given, maxClients: limits.maxClients, maxClientsPerUid: limits.maxClientsPerUid };
@@ -479,6 +503,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * address), and the grants and limits replaced.
    */
   applyReload(settings: ReloadSettings): ReloadResult {
+    this.refuseDuringTakeover('reload');
     const plan = planListeners(this.specs, settings.listeners, this.defaultBacklog);
     const taken = plan.add.find((s) => this.registry.has(s.name));
     if (taken) {
@@ -870,6 +895,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
       refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', 'this broker is embedded in an app: it is replaced by the app\'s next generation, not taken over'));
       return;
     }
+    if (this.takeoverRefusal !== undefined) {
+      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', this.takeoverRefusal));
+      return;
+    }
     if (this.pendingTakeover) {
       refuse(new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${this.pendingTakeover.by.pid} is taking over already: one takeover at a time`));
       return;
@@ -884,7 +913,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const by: TakeoverEvent = { pid: state.info.pid, software: msg.software, listeners: listeners.length, generations: table.generations.length };
     const handoff = encodeHandoff({
       type: 'handoff', id: msg.id,
-      broker: { pid: process.pid, software: VERSION, protocol: PROTOCOL_VERSION, startedAt: this.startedAt.toISOString() },
+      broker: {
+        pid: process.pid, software: VERSION, protocol: PROTOCOL_VERSION, startedAt: this.startedAt.toISOString(),
+        ...(this.configPath !== undefined ? { config: this.configPath } : {}),
+      },
       options: handoffOptions(this.given), nextGeneration: table.next, generations: table.generations,
     });
     for (const p of handoff) if (!state.send(p, [])) return;

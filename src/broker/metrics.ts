@@ -107,7 +107,9 @@ export class BrokerMetrics {
       name: `${p}${name}`, help, labelNames: ['listener'], registers,
       async collect() {
         this.reset();
+        // A listener a reload removed (or changed) is still listed while held; its name may be handed out again.
         for (const l of (await status()).listeners) {
+          if (l.removed) continue;
           const v = value(l);
           if (v !== undefined) this.set({ listener: l.name }, v);
         }
@@ -117,6 +119,14 @@ export class BrokerMetrics {
     perListener('listener_backlog', 'The listen(2) backlog in force on the listener, read from the socket (tcp: TCP_INFO; unix: sock_diag)',
       (l) => l.backlogInForce);
     perListener('listener_holders', 'Processes other than the broker holding a copy of the listener (from /proc)', (l) => l.holders?.length);
+    new Gauge({
+      name: `${p}removed_listener_holders`, help: 'Processes still holding a listener a reload removed or changed (they serve on it until they retire)',
+      labelNames: ['listener'], registers,
+      async collect() {
+        this.reset();
+        for (const l of (await status()).listeners) if (l.removed && l.holders) this.set({ listener: l.name }, l.holders.length);
+      },
+    });
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 

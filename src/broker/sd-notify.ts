@@ -78,6 +78,8 @@ export interface SdNotifierEvents {
 
 interface Pending { text: string; fds: number[]; tries: number }
 
+const WATCHDOG_TEXT = 'WATCHDOG=1\n';
+
 export class SdNotifier extends EventEmitter<SdNotifierEvents> {
   /** NOTIFY_SOCKET as given (a path or @name). */
   readonly socket: string;
@@ -107,6 +109,8 @@ export class SdNotifier extends EventEmitter<SdNotifierEvents> {
     if (this.closed) return;
     const text = notifyMessage(fields);
     if (this.queue.length === 0 && this.trySend(text, fds)) return;
+    // A keep-alive right behind another is as good as two: the watchdog timer must not grow the queue while the manager does not read.
+    if (text === WATCHDOG_TEXT && fds.length === 0 && this.queue.at(-1)?.text === WATCHDOG_TEXT) return;
     this.queue.push({ text, fds: fds.map((fd) => this.dupOrWarn(fd)).filter((fd) => fd >= 0), tries: 0 });
     this.schedule();
   }

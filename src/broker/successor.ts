@@ -14,6 +14,7 @@ import { BrokerConnection } from '../client/connection';
 import { FdbrokerError } from '../protocol/errors';
 import { PROTOCOL_VERSION } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
+import type { HandoffMessage } from '../protocol/messages';
 import { Broker, type BrokerOptions } from './broker';
 import { mergeOptions, specsOfReceived, specsToCreate } from './takeover';
 
@@ -21,8 +22,8 @@ const debug = debuglog('fdbroker');
 
 export interface TakeoverResult {
   broker: Broker;
-  /** The old broker: its pid and versions, and what it handed over. */
-  from: { pid: number; software: string; protocol: number; listeners: number; generations: number };
+  /** The old broker: its pid and versions, what it handed over, and the configuration file it read (not handed over). */
+  from: { pid: number; software: string; protocol: number; listeners: number; generations: number; config?: string };
   /** From connecting to the old broker to its ack of the commit, in ms. */
   ms: number;
   /** Set when the old broker did not acknowledge the commit (this broker serves the path regardless). */
@@ -49,12 +50,18 @@ function beforeCommitHook(): Promise<void> {
 /**
  * Takes over the broker serving `options.controlPath`. Options given here
  * (not undefined) override the old broker's; `listeners` naming a received
- * listener must describe it, others are created. Throws (and the old broker
- * serves on) if anything fails before this broker answers on the path.
+ * listener must describe it, others are created. `configure`, once the old
+ * broker's versions arrived, may return the options to use instead of those
+ * given (e.g. read from the configuration file it names). Throws (and the old
+ * broker serves on) if anything fails before this broker answers on the path.
  */
-export async function takeOver(options: BrokerOptions & { timeoutMs?: number }): Promise<TakeoverResult> {
+export async function takeOver(options: BrokerOptions & {
+  timeoutMs?: number;
+  configure?: (from: HandoffMessage['broker']) => BrokerOptions | undefined;
+}): Promise<TakeoverResult> {
   const t0 = Date.now();
-  const { timeoutMs, ...given } = options;
+  const { timeoutMs, configure, ...options0 } = options;
+  let given: BrokerOptions = options0;
   const conn = await BrokerConnection.connect(options.controlPath, { timeout: timeoutMs }).catch((err: FdbrokerError) => {
     if (err.code !== 'ERR_FDBROKER_NO_BROKER') throw err;
     throw new FdbrokerError('ERR_FDBROKER_NO_BROKER', `nothing to take over: ${err.message}`, { cause: err });
@@ -71,6 +78,7 @@ export async function takeOver(options: BrokerOptions & { timeoutMs?: number }):
     let broker: Broker;
     try {
       await afterReceiveHook();
+      given = configure?.(handoff.broker) ?? given;
       const merged = mergeOptions(handoff.options, { ...given, listeners: undefined });
       const create = specsToCreate(listeners.map((l) => l.info), given.listeners ?? []);
       const receivedSpecs = specsOfReceived(listeners.map((l) => l.info), given.listeners ?? []);
@@ -89,6 +97,7 @@ export async function takeOver(options: BrokerOptions & { timeoutMs?: number }):
     const from = {
       pid: handoff.broker.pid, software: handoff.broker.software, protocol: handoff.broker.protocol,
       listeners: received, generations: handoff.generations.length,
+      ...(handoff.broker.config !== undefined ? { config: handoff.broker.config } : {}),
     };
     let commitWarning: Error | undefined;
     try {

@@ -8,6 +8,8 @@
 //                       broker that crashes and is restarted gets it back
 //                       (LISTEN_FDS/LISTEN_FDNAMES) with its queue intact;
 //                       FDSTOREREMOVE=1 when a listener is removed.
+// While linked, a takeover is refused (Broker.takeoverRefusal): the manager
+// watches this pid, and a taken-over broker exits.
 // Fd ownership: the listeners' fds stay the broker's; the manager keeps its
 // own duplicates (FileDescriptorStoreMax= must leave room for them).
 import type { GenerationInfo } from './generation-table';
@@ -50,8 +52,15 @@ export class SystemdLink {
   private stopped = false;
   private started = false;
   private lastStatus: string | undefined;
+  private readonly refusal: string;
 
   constructor(private readonly broker: Broker, readonly notifier: SdNotifier, private readonly options: SystemdLinkOptions = {}) {
+    // Taken over, this (the unit's main) process would exit: systemd stops the
+    // service, empties the fd store and kills what is left in the unit's cgroup.
+    this.refusal = `this broker runs under a service manager (NOTIFY_SOCKET=${notifier.socket}) that watches its pid: `
+      + 'taken over, it would exit and the manager would stop the service; restart it through the manager instead '
+      + '(`systemctl restart`: the fd store keeps the listeners and their queues)';
+    broker.takeoverRefusal = this.refusal;
     const on = <K extends 'join' | 'rejoin' | 'ready' | 'leave' | 'release' | 'rollback'>(event: K) => {
       const f = () => this.status();
       broker.on(event, f as never);
@@ -118,6 +127,7 @@ export class SystemdLink {
   /** Stops listening to the broker and the watchdog. Idempotent. */
   close(): void {
     this.stopped = true;
+    if (this.broker.takeoverRefusal === this.refusal) this.broker.takeoverRefusal = undefined;
     clearInterval(this.watchdog);
     for (const u of this.unsubscribe.splice(0)) u();
     this.notifier.close();

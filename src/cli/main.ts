@@ -43,7 +43,8 @@ serve options:
                      again), [access] and [limits] for new requests; backlog,
                      mode, group and [timeouts] are read at start only. An
                      invalid file, or a listener that cannot bind, changes
-                     nothing. Without --config, SIGHUP is ignored.
+                     nothing. Without --config, SIGHUP is ignored (with
+                     --takeover: the old broker's file is read, if it had one).
   --backlog N        listen(2) backlog of created listeners (default 511)
   --mode MODE        mode of the control socket, octal (default 0600)
   --handshake-timeout MS
@@ -76,8 +77,9 @@ serve options:
                      broker exit; no other flag is needed (flags given
                      override its options; --listen adds listeners, or must
                      match one it has). Same uid or root only; refused by
-                     an older version. The old broker serves on unchanged if
-                     this one fails before it answers on the path.
+                     an older version, and by a broker under systemd (use
+                     systemctl restart there). The old broker serves on
+                     unchanged if this one fails before it answers on the path.
   --insecure-dir     accept a control socket directory writable by others
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --metrics tcp://HOST:PORT

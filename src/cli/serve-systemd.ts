@@ -1,6 +1,8 @@
 // `fdbroker serve` under systemd: the two steps serve.ts calls.
 //   inheritForServe(): LISTEN_FDS (socket units and the fd store) meet --listen,
 //     before the broker starts (a spec whose name came back adopts that socket).
+//   systemdFromEnv(): NOTIFY_SOCKET and WATCHDOG_USEC read and checked first,
+//     before anything is created or taken over (a bad value fails the start, not a broker that serves).
 //   linkSystemd(): with NOTIFY_SOCKET set, READY/STATUS/STOPPING/WATCHDOG and
 //     the fd store (src/broker/systemd-link.ts), once the control socket answers.
 // Reload code gets the link from serve (`systemd?.reloading()`, then `systemd?.ready()`).
@@ -24,18 +26,27 @@ export function inheritForServe(specs: ListenerSpec[], inherit: boolean, backlog
   return plan;
 }
 
-/**
- * With NOTIFY_SOCKET set: checks that the control socket answers (a hello on
- * a connection of our own), then sends READY=1 and pushes the listeners to
- * the fd store. Returns the link (stopping() on SIGTERM), or undefined
- * without NOTIFY_SOCKET. Notification failures are printed, not fatal.
- */
-export async function linkSystemd(broker: Broker, plan: InheritedPlan, io: Io, env: NodeJS.ProcessEnv = process.env): Promise<SystemdLink | undefined> {
+export interface SystemdEnv { notifier: SdNotifier; watchdogMs: number | undefined }
+
+/** The service manager's notify socket and watchdog interval, or undefined without NOTIFY_SOCKET; throws ERR_FDBROKER_SYSTEMD on a malformed value. */
+export function systemdFromEnv(env: NodeJS.ProcessEnv = process.env): SystemdEnv | undefined {
+  const watchdogMs = watchdogIntervalMs(env);
   const notifier = SdNotifier.fromEnv(env);
-  if (!notifier) return undefined;
+  return notifier ? { notifier, watchdogMs } : undefined;
+}
+
+/**
+ * With `sd` (systemdFromEnv()): checks that the control socket answers (a
+ * hello on a connection of our own), then sends READY=1 and pushes the
+ * listeners to the fd store. Returns the link (stopping() on SIGTERM), or
+ * undefined without `sd`. Notification failures are printed, not fatal.
+ */
+export async function linkSystemd(broker: Broker, plan: InheritedPlan, sd: SystemdEnv | undefined, io: Io): Promise<SystemdLink | undefined> {
+  if (!sd) return undefined;
+  const { notifier } = sd;
   notifier.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}${err.cause ? ` (${(err.cause as Error).message})` : ''}`));
   const link = new SystemdLink(broker, notifier, {
-    watchdogMs: watchdogIntervalMs(env),
+    watchdogMs: sd.watchdogMs,
     inherited: plan.adopt.map((l) => l.info.name),
     replaced: plan.replaced.map((r) => r.name),
   });

@@ -1,7 +1,7 @@
 // `fdbroker serve`: run a broker that owns the listeners until SIGTERM/SIGINT.
 // With --config FILE, SIGHUP (or `fdbroker reload`) re-reads FILE (config.ts).
 import * as nodePath from 'node:path';
-import { Broker } from '../broker/broker';
+import { Broker, type BrokerOptions } from '../broker/broker';
 import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 import { BrokerConnection } from '../client/connection';
 import { FdbrokerError } from '../protocol/errors';
@@ -12,7 +12,7 @@ import { metricsOption, startMetrics } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
-import { inheritForServe, linkSystemd } from './serve-systemd';
+import { inheritForServe, linkSystemd, systemdFromEnv } from './serve-systemd';
 import type { SystemdLink } from '../broker/systemd-link';
 import type { InheritedPlan } from '../broker/inherited';
 import { native } from '../native/binding';
@@ -96,9 +96,13 @@ export async function serve(args: string[], io: Io): Promise<number> {
     },
   };
   const configPath = v.config !== undefined ? nodePath.resolve(v.config) : undefined;
-  const settings = mergeSettings(configPath !== undefined ? loadConfig(configPath) : undefined, flags);
+  let settings = mergeSettings(configPath !== undefined ? loadConfig(configPath) : undefined, flags);
+  // The file reloads re-read: --config, or after a takeover without it the old broker's.
+  let reloadPath = configPath;
   const quiet = v.quiet === true;
   const metricsAddress = metricsOption(v.metrics);
+  // NOTIFY_SOCKET and WATCHDOG_USEC too: after a takeover, failing on them would leave the path with no broker.
+  const sd = systemdFromEnv();
   // Handlers first: a supervisor may signal as soon as it reads the ready
   // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
   let stopped: NodeJS.Signals | undefined;
@@ -124,11 +128,29 @@ export async function serve(args: string[], io: Io): Promise<number> {
       // The running broker's listeners, options and generations; flags (and --config) given here override.
       // No LISTEN_FDS: the listeners are the running broker's.
       inherited = { create: [], adopt: [], replaced: [] };
-      const { access, ...rest } = settings;
-      broker = await takeOverBroker({
-        controlPath, ...rest, access: access && Object.values(access).some((a) => a !== undefined) ? access : undefined,
-        insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false,
-      }, v['adopt-from'], io, quiet);
+      const optionsOf = (s: ServeSettings): BrokerOptions => {
+        const { access, ...rest } = s;
+        return {
+          controlPath, ...rest, access: access && Object.values(access).some((a) => a !== undefined) ? access : undefined,
+          insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false,
+        };
+      };
+      // Without --config, the file the old broker names is read as if given (unreadable: a warning, no reloads).
+      const configure = configPath !== undefined ? undefined : (from: { pid: number; config?: string }) => {
+        if (from.config === undefined) return undefined;
+        let file: ServeSettings;
+        try {
+          file = loadConfig(from.config);
+        } catch (err) {
+          io.err(`fdbroker: warning: ${(err as Error).message}`);
+          return undefined;
+        }
+        reloadPath = from.config;
+        settings = mergeSettings(file, flags);
+        return optionsOf(settings);
+      };
+      broker = await takeOverBroker(optionsOf(settings), v['adopt-from'], configure, () => reloadPath, io, quiet);
+      if (reloadPath !== configPath) io.out(`fdbroker: read ${reloadPath}, the old broker's configuration (not given here): reloads re-read it`);
     } else {
       const { listeners, ...rest } = settings;
       // LISTEN_FDS (socket units, the fd store) first: a listener spec whose name came back adopts that socket.
@@ -142,13 +164,15 @@ export async function serve(args: string[], io: Io): Promise<number> {
         inherit: false,
       });
     }
-    if (broker.listenerInfos().length === 0) {
+    // After a takeover this broker serves the path already: closing it now would leave nobody on it.
+    if (v.takeover !== true && broker.listenerInfos().length === 0) {
       broker.close();
       throw new UsageError('no listeners: give at least one --listen NAME=SPEC (or [listeners] in --config), --adopt-from PATH, or start under systemd socket activation');
     }
   } catch (err) {
     // Inherited fds not yet handed to Broker.start (--adopt-from failed) are closed here.
     for (const l of pending?.adopt ?? []) native().close(l.fd);
+    sd?.notifier.close();
     unhook();
     throw err;
   }
@@ -158,6 +182,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     else if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
   } catch (err) {
     broker.close();
+    sd?.notifier.close();
     unhook();
     throw err;
   }
@@ -184,13 +209,15 @@ export async function serve(args: string[], io: Io): Promise<number> {
     if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED' || code === 'ERR_FDBROKER_NOT_PERMITTED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
   });
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
-  if (configPath !== undefined) {
-    broker.reloadSource = configReloader(configPath, settings, flags);
-    // Errors are printed by the reloadFailed handler: SIGHUP has nobody else to tell.
-    onHup = () => { try { broker.reload(); } catch { /* reported */ } };
+  if (reloadPath !== undefined) {
+    broker.reloadSource = configReloader(reloadPath, settings, flags);
+    broker.configPath = reloadPath;
   }
+  // Errors are printed by the reloadFailed handler: SIGHUP has nobody else to tell.
+  // (A takeover without the old broker's --config set a source that refuses, saying why.)
+  if (broker.reloadSource !== undefined) onHup = () => { try { broker.reload(); } catch { /* reported */ } };
   // Like the ready line, a reload's outcome is printed even with --quiet.
-  broker.on('reloaded', (r) => io.out(`fdbroker: reloaded ${configPath}: ${describeReload(r)}`));
+  broker.on('reloaded', (r) => io.out(`fdbroker: reloaded ${reloadPath}: ${describeReload(r)}`));
   if (!quiet) {
     broker.on('listenerAdded', (l) => io.out(`fdbroker: listener ${l.name}=${describeListener(l)} added`));
     broker.on('listenerRemoved', (l) => io.out(`fdbroker: listener ${l.name}=${describeListener(l)} removed: no longer handed out; its holders keep it until they retire`));
@@ -199,12 +226,17 @@ export async function serve(args: string[], io: Io): Promise<number> {
   // Under systemd (NOTIFY_SOCKET): READY=1 once the control socket answers, the fd store, STATUS=, WATCHDOG=1, RELOADING=1.
   let systemd: SystemdLink | undefined;
   try {
-    systemd = await linkSystemd(broker, inherited, io);
+    systemd = await linkSystemd(broker, inherited, sd, io);
   } catch (err) {
-    unhook();
-    void metrics?.close();
-    broker.close();
-    throw err;
+    if (v.takeover === true) {
+      // This broker serves the path and has the generations: never stop it over the service manager.
+      io.err(`fdbroker: warning: not linked to the service manager: ${(err as Error).message}; this broker serves on`);
+    } else {
+      unhook();
+      void metrics?.close();
+      broker.close();
+      throw err;
+    }
   }
   return new Promise((resolve) => {
     watchTakeover(broker, io, quiet, () => {

@@ -3,16 +3,32 @@
 // and exits 0 once its generations moved. The work is in broker/successor.ts.
 import type { Broker, BrokerOptions } from '../broker/broker';
 import { takeOver } from '../broker/successor';
+import { FdbrokerError } from '../protocol/errors';
 import { UsageError } from './args';
 import type { Io } from './main';
 import { TAKEOVER_METRICS_WAIT_MS } from './defaults';
 
-/** Takes over the broker at `options.controlPath` and says so; throws as takeOver() does (the old broker then serves on). */
-export async function takeOverBroker(options: BrokerOptions, adoptFrom: string | undefined, io: Io, quiet: boolean): Promise<Broker> {
+/**
+ * Takes over the broker at `options.controlPath` and says so; throws as takeOver() does (the old broker then serves on).
+ * `configure`: as takeOver()'s. `configPath()`: the file this broker reloads, once taken over (its --config, or the old
+ * broker's that `configure` read). Without one, where the old broker had one, reloads are refused saying how to fix it.
+ */
+export async function takeOverBroker(options: BrokerOptions, adoptFrom: string | undefined,
+  configure: ((from: { pid: number; config?: string }) => BrokerOptions | undefined) | undefined, configPath: () => string | undefined,
+  io: Io, quiet: boolean): Promise<Broker> {
   if (adoptFrom !== undefined) throw new UsageError('--takeover and --adopt-from exclude each other: --takeover takes the listeners from the broker at the path');
-  const r = await takeOver(options);
+  const r = await takeOver({ ...options, configure });
   io.out(`fdbroker: took over ${r.from.listeners} listeners and ${r.from.generations} generations from pid ${r.from.pid} (version ${r.from.software}) in ${r.ms} ms`);
   if (r.commitWarning) io.err(`fdbroker: warning: the old broker did not acknowledge the commit (${r.commitWarning.message}); this broker serves ${options.controlPath}`);
+  if (r.from.config !== undefined && configPath() === undefined) {
+    const again = `fdbroker serve ${options.controlPath} --takeover --config ${r.from.config}`;
+    io.err(`fdbroker: warning: pid ${r.from.pid} read its configuration from ${r.from.config}, which could not be read here and was not given: `
+      + `this broker refuses reloads (SIGHUP, \`fdbroker reload\`); to keep them, take over again with \`${again}\``);
+    r.broker.reloadSource = () => {
+      throw new FdbrokerError('ERR_FDBROKER_NO_CONFIG',
+        `this broker took over from pid ${r.from.pid} without its configuration (${r.from.config}) and has none to reload: take over again with \`${again}\``);
+    };
+  }
   if (!quiet) r.broker.on('rejoin', (g) => io.out(`fdbroker: generation ${g.number} (pid ${g.pid}) rejoined (${g.state})`));
   return r.broker;
 }

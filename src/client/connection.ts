@@ -382,7 +382,8 @@ export class BrokerConnection {
    * Asks the broker to re-read its configuration and apply it (only the
    * broker's own uid and root may). Resolves with what changed; rejects with
    * the broker's error (ERR_FDBROKER_INVALID_CONFIG, ERR_FDBROKER_RELOAD_FAILED,
-   * ERR_FDBROKER_NO_CONFIG, ERR_FDBROKER_NOT_PERMITTED), in which case nothing changed.
+   * ERR_FDBROKER_NO_CONFIG, ERR_FDBROKER_NOT_PERMITTED, ERR_FDBROKER_UPGRADE_IN_PROGRESS
+   * while a takeover is in flight), in which case nothing changed.
    */
   async reload(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
     const r = await this.request({ type: 'reload', id: this.nextId++ }, 'reloaded', timeoutMs);

@@ -127,7 +127,8 @@ export interface HandoffOptions {
  */
 export interface HandoffMessage {
   type: 'handoff'; id: number; part: number; last: boolean;
-  broker: { pid: number; software: string; protocol: number; startedAt: string };
+  /** `config`: the file the broker's reloads read, if any (its content is not sent: a successor not given one reads it). */
+  broker: { pid: number; software: string; protocol: number; startedAt: string; config?: string };
   options: HandoffOptions;
   /** The number the next join gets: numbering continues in the new broker. */
   nextGeneration: number;
@@ -331,6 +332,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       }
       const b = m.broker as Record<string, unknown>;
       if (!isInt(b.pid) || typeof b.software !== 'string' || !isInt(b.protocol, 1)) throw protocolError('handoff.broker needs pid, software and protocol');
+      if (b.config !== undefined && typeof b.config !== 'string') throw protocolError('handoff.broker.config must be a path');
       const validGen = (g: unknown) => typeof g === 'object' && g !== null && isInt((g as GenerationInfo).number, 1)
         && isInt((g as GenerationInfo).pid) && typeof (g as GenerationInfo).state === 'string' && Array.isArray((g as GenerationInfo).adopted);
       if (!m.generations.every(validGen)) throw protocolError('handoff holds an invalid generation');

@@ -424,3 +424,29 @@ describe('fdbroker serve --metrics', () => {
     }
   }, 20_000);
 });
+
+describe('BrokerMetrics after a reload', () => {
+  it('a changed listener: the per-listener gauges are the new socket\'s; the old one, still held, is fdbroker_removed_listener_holders', async () => {
+    const sock = path.join(tmpDir(), 'b.sock');
+    const spec = { name: 'http', kind: 'tcp' as const, host: '127.0.0.1', port: 0 };
+    const broker = Broker.start({ controlPath: sock, listeners: [spec], inherit: false });
+    const metrics = new BrokerMetrics(broker, { processMetrics: false });
+    const a = startGen(sock);
+    try {
+      await a.waitFor(/^ready \d+ gen 1$/m, 15_000);
+      broker.reloadSource = () => ({ listeners: [{ ...spec, backlog: 77 }] });
+      expect(broker.reload()).toEqual({ added: [], removed: [], changed: ['http'] });
+      await sleep(HOLDERS_CACHE_TTL_MS);
+      const text = await metrics.metrics();
+      const values = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`));
+      // One sample per listener name: the socket handed out now (backlog 77, nobody holds it yet).
+      expect(values('fdbroker_listener_backlog')).toEqual(['fdbroker_listener_backlog{listener="http"} 77']);
+      expect(values('fdbroker_listener_holders')).toEqual(['fdbroker_listener_holders{listener="http"} 0']);
+      expect(values('fdbroker_removed_listener_holders')).toEqual(['fdbroker_removed_listener_holders{listener="http"} 1']);
+    } finally {
+      a.kill('SIGKILL');
+      await a.exited;
+      broker.close();
+    }
+  }, 30_000);
+});

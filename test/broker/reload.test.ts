@@ -227,3 +227,31 @@ describe('Broker: listeners added and removed while it runs', () => {
     expect(seen).toEqual(['reloading', 'ERR_FDBROKER_NO_CONFIG', 'reloading', 'reloaded']);
   });
 });
+
+describe('reload during a takeover', () => {
+  it('is refused (ERR_FDBROKER_UPGRADE_IN_PROGRESS, nothing changes, no fd left): the successor has the listeners as handed; once it gave up, a reload applies', async () => {
+    const b = start(['a=tcp://127.0.0.1:0']);
+    b.reloadSource = () => ({ listeners: [spec('b=tcp://127.0.0.1:0')] });
+    const seen: string[] = [];
+    b.on('reloadFailed', (e) => seen.push((e as FdbrokerError).code));
+    const conn = await BrokerConnection.connect(b.controlPath);
+    const { listeners } = await conn.takeover(1, '999.0.0');
+    for (const l of listeners) native().close(l.fd);
+    const before = fdCount(process.pid);
+    expect(() => b.reload()).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_UPGRADE_IN_PROGRESS' }));
+    expect(() => b.addNamedListener(spec('c=tcp://127.0.0.1:0'))).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_UPGRADE_IN_PROGRESS' }));
+    expect(() => b.removeNamedListener('a')).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_UPGRADE_IN_PROGRESS' }));
+    // `fdbroker reload` (the request) is refused the same way.
+    const other = await BrokerConnection.connect(b.controlPath);
+    await expect(other.reload()).rejects.toMatchObject({ code: 'ERR_FDBROKER_UPGRADE_IN_PROGRESS' });
+    other.close();
+    expect(b.listenerInfos().map((l) => l.name)).toEqual(['a']);
+    expect(seen).toEqual(['ERR_FDBROKER_UPGRADE_IN_PROGRESS', 'ERR_FDBROKER_UPGRADE_IN_PROGRESS']);
+    await sleep(50);
+    expect(fdCount(process.pid)).toBe(before);
+    const aborted = new Promise((r) => b.once('takeoverAborted', r));
+    conn.close();
+    await aborted;
+    expect(b.reload()).toEqual({ added: ['b'], removed: ['a'], changed: [] });
+  });
+});

@@ -146,6 +146,32 @@ describe('SdNotifier', () => {
     expect(warnings.map((w) => [(w as { code?: string }).code, (w.cause as { code?: string }).code])).toEqual([['ERR_FDBROKER_SYSTEMD', 'ENOENT']]);
   });
 
+  it('a full queue (EAGAIN): WATCHDOG=1 waits once, however often the watchdog fires; other messages keep their order', async () => {
+    const dir = tmpDir();
+    const rx = receiver(path.join(dir, 'notify'));
+    try {
+      const s = new SdNotifier(path.join(dir, 'notify'));
+      let filled = 0;
+      while (s.pending === 0 && filled < 10_000) s.notify({ STATUS: `fill${filled++}` });
+      expect(s.pending).toBeGreaterThan(0);
+      for (let i = 0; i < 100; i++) s.notify({ WATCHDOG: 1 });
+      s.notify({ STATUS: 'last' });
+      for (let i = 0; i < 100; i++) s.notify({ WATCHDOG: 1 });
+      expect(s.pending).toBe(1 + 1 + 1 + 1); // the first refused STATUS, one WATCHDOG, STATUS=last, one WATCHDOG
+      const got: string[] = [];
+      const deadline = Date.now() + 10_000;
+      while (s.pending > 0 && Date.now() < deadline) {
+        got.push(...rx.read().map((m) => m.text));
+        await sleep(5);
+      }
+      got.push(...rx.read().map((m) => m.text));
+      expect(got.slice(-4)).toEqual([`STATUS=fill${filled - 1}\n`, 'WATCHDOG=1\n', 'STATUS=last\n', 'WATCHDOG=1\n']);
+      s.close();
+    } finally {
+      rx.close();
+    }
+  });
+
   it('a full queue (EAGAIN): later messages wait, in order, with duplicated fds, and go out as the manager reads; no fd is left', async () => {
     const dir = tmpDir();
     const rx = receiver(path.join(dir, 'notify'));

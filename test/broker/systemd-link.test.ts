@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Broker } from '../../src/broker/broker';
 import { SdNotifier } from '../../src/broker/sd-notify';
 import { SystemdLink } from '../../src/broker/systemd-link';
+import { takeOver } from '../../src/broker/successor';
 import { parseListenerSpec } from '../../src/broker/spec';
 import { native } from '../../src/native/binding';
 import { cleanup, FIXTURES, run, sleep, tmpDir } from '../helpers';
@@ -102,6 +103,31 @@ describe('SystemdLink', () => {
       expect(rx.read().map((x) => x.text).filter((t) => !t.startsWith('WATCHDOG'))).toEqual(['STOPPING=1\nSTATUS=stopping\n']);
       await sleep(150);
       expect(rx.read()).toEqual([]); // the watchdog stopped with it
+    } finally {
+      link.close();
+      broker.close();
+      rx.close();
+    }
+  });
+
+  it('while linked, a takeover is refused (ERR_FDBROKER_NOT_PERMITTED, nothing handed over, no fd left); after close() it is not', async () => {
+    const dir = tmpDir();
+    const rx = receiver(path.join(dir, 'notify'));
+    const sock = path.join(dir, 'b.sock');
+    const broker = Broker.start({ controlPath: sock, inherit: false, listeners: [parseListenerSpec('http=tcp://127.0.0.1:0')] });
+    const link = new SystemdLink(broker, new SdNotifier(path.join(dir, 'notify')));
+    const fds = () => fs.readdirSync('/proc/self/fd').length;
+    try {
+      link.ready();
+      const before = fds();
+      const err = await takeOver({ controlPath: sock, inherit: false }).then(() => undefined, (e: Error & { code?: string }) => e);
+      expect(err?.code).toBe('ERR_FDBROKER_NOT_PERMITTED');
+      expect(err?.message).toMatch(/NOTIFY_SOCKET=.*systemctl restart/);
+      await sleep(100);
+      expect(fds()).toBe(before);
+      expect(broker.listenerInfos().map((l) => l.name)).toEqual(['http']);
+      link.close();
+      expect(broker.takeoverRefusal).toBeUndefined();
     } finally {
       link.close();
       broker.close();

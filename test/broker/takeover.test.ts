@@ -283,6 +283,75 @@ describe('fdbroker serve --takeover', () => {
     expect(alive(app.pid)).toBe(true); // it keeps its copy and serves on
   }, 30_000);
 
+  it('without --config: the successor reads the file the old broker names and reloads it; a file it cannot read is a warning, and reloads are refused (ERR_FDBROKER_NO_CONFIG) saying how to fix it', async () => {
+    const dir = tmpDir();
+    const conf = path.join(dir, 'broker.toml');
+    fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\n');
+    const b1 = await startBroker(dir, [], ['--config', conf]);
+    const t = await takeover(b1.sock);
+    expect(t.p.stdout()).toContain(`fdbroker: read ${conf}, the old broker's configuration (not given here): reloads re-read it`);
+    expect((await b1.exited).code).toBe(0);
+    fs.writeFileSync(conf, '[listeners]\nhttp = "tcp://127.0.0.1:0"\nadmin = "tcp://127.0.0.1:0"\n');
+    const r = run(process.execPath, [CLI, 'reload', b1.sock]);
+    expect((await r.exited).code).toBe(0);
+    expect(r.stdout()).toMatch(/added admin; removed -; changed -/);
+    // http stays the file's: removing it from the file removes it.
+    fs.writeFileSync(conf, '[listeners]\nadmin = "tcp://127.0.0.1:0"\n');
+    expect((await run(process.execPath, [CLI, 'reload', b1.sock]).exited).code).toBe(0);
+    expect((await statusOf(b1.sock)).listeners.filter((l) => !l.removed).map((l) => l.name)).toEqual(['admin']);
+
+    // The next successor finds the file gone (moved away): it warns, serves, and refuses reloads.
+    fs.renameSync(conf, `${conf}.moved`);
+    const t2 = await takeover(b1.sock);
+    expect((await t.p.exited).code).toBe(0);
+    await waitText(() => t2.p.stderr(), /could not be read here/); // stderr, another pipe than the ready line
+    expect(t2.p.stderr()).toContain(`--takeover --config ${conf}`);
+    const r2 = run(process.execPath, [CLI, 'reload', b1.sock]);
+    expect((await r2.exited).code).toBe(1);
+    expect(r2.stderr()).toMatch(/ERR_FDBROKER_NO_CONFIG: this broker took over from pid \d+ without its configuration/);
+    // SIGHUP: the same refusal, printed by the broker, which serves on.
+    t2.p.kill('SIGHUP');
+    await waitText(() => t2.p.stderr(), /reload failed, nothing changed.*ERR_FDBROKER_NO_CONFIG/);
+    expect((await statusOf(b1.sock)).broker.pid).toBe(t2.p.pid);
+    // Given --config again, the next successor reloads.
+    fs.renameSync(`${conf}.moved`, conf);
+    const t3 = await takeover(b1.sock, undefined, ['--config', conf]);
+    expect(t3.p.stderr()).not.toMatch(/could not be read/);
+    expect((await run(process.execPath, [CLI, 'reload', b1.sock]).exited).code).toBe(0);
+  }, 30_000);
+
+  it('a successor whose NOTIFY_SOCKET or WATCHDOG_USEC is malformed is refused before it takes anything (exit 1, ERR_FDBROKER_SYSTEMD): the old broker serves on', async () => {
+    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const app = await startApp(b1.sock, {}, 'gen-app.js');
+    for (const env of [{ NOTIFY_SOCKET: 'not-a-path' }, { NOTIFY_SOCKET: '/nonexistent/notify', WATCHDOG_USEC: 'soon' }]) {
+      const p = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env });
+      expect((await p.exited).code).toBe(1);
+      expect(p.stderr()).toMatch(/ERR_FDBROKER_SYSTEMD/);
+      expect(p.stdout()).not.toMatch(/took over/);
+    }
+    expect(b1.stderr()).not.toMatch(/takeover by pid/);
+    const s = await statusOf(b1.sock);
+    expect(s.broker.pid).toBe(b1.pid);
+    expect(s.generations).toMatchObject([{ pid: app.pid, state: 'ready' }]);
+    expect(alive(b1.pid)).toBe(true);
+  }, 30_000);
+
+  it('a broker with no listeners (a library broker) is taken over, not closed by the successor after its commit', async () => {
+    const sock = path.join(tmpDir(), 'lib.sock');
+    const lib = run(process.execPath, ['-e', `
+      const { Broker } = require('./dist');
+      const b = Broker.start({ controlPath: ${JSON.stringify(sock)}, inherit: false });
+      b.on('takenOver', () => { console.log('taken over'); process.exit(0); });
+      console.log('ready');
+      setInterval(() => {}, 1000);`]);
+    await lib.waitFor(/^ready$/m);
+    const p = run(process.execPath, [CLI, 'serve', sock, '--takeover']);
+    await lib.waitFor(/^taken over$/m);
+    await p.waitFor(/^fdbroker: ready on /m);
+    expect((await statusOf(sock)).broker.pid).toBe(p.pid);
+    expect(alive(p.pid)).toBe(true);
+  }, 30_000);
+
   it('with --metrics: the old broker closes its endpoint and exits; the new one binds the address, retrying while it is still taken', async () => {
     const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--metrics', 'tcp://127.0.0.1:0']);
     const url = b1.stdout().match(/metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/);

@@ -141,3 +141,39 @@ describe('holding: an older broker without the feature', () => {
     expect(fake.stdout()).not.toMatch(/unknown/);
   }, 20_000);
 });
+
+describe('holding across a broker takeover', () => {
+  it('a retiring generation rejoins the new broker still retiring, with its last report, and reports to it from then on', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const port = broker.ports.http!;
+    const old = await startHoldingApp(broker.sock);
+    const oldGen = Number(old.stdout().match(/gen (\d+)/)![1]);
+    const slow = Array.from({ length: SLOW }, (_, i) => getAll(port, `/slow?ms=${4_000 + i * SLOW_STEP_MS}`));
+    await sleep(200);
+    const next = await startHoldingApp(broker.sock);
+    const genOf = async () => (await statusOf(broker.sock)).generations.find((g) => g.number === oldGen);
+    const deadline = Date.now() + 5_000;
+    while (!(await genOf())?.holding && Date.now() < deadline) await sleep(POLL_MS);
+    const before = (await genOf())!;
+    expect(before).toMatchObject({ state: 'retiring', holding: { connections: SLOW } });
+
+    const t = run(process.execPath, [CLI, 'serve', broker.sock, '--takeover', '--quiet']);
+    await t.waitFor(/^fdbroker: ready on /m);
+    const movedAt = Date.now();
+    // Rejoined (attached, not detached) and still retiring; the report came along, then a fresh one to the new broker.
+    let g: GenerationInfo | undefined;
+    while (Date.now() - movedAt < 5_000) {
+      const s = await statusOf(broker.sock);
+      g = s.generations.find((x) => x.number === oldGen);
+      if (s.broker.pid === t.pid && g && g.clientId !== 0 && g.holding && Date.parse(g.holding.at) >= movedAt - SLACK_MS) break;
+      await sleep(POLL_MS);
+    }
+    expect(g).toMatchObject({ pid: old.pid, state: 'retiring', holding: { connections: SLOW } });
+    expect(g!.clientId).not.toBe(0);
+    expect(Date.parse(g!.holding!.at)).toBeGreaterThanOrEqual(movedAt - SLACK_MS);
+    // It drains and leaves the new broker as it would have left the old one.
+    for (const r of await Promise.all(slow)) expect(r).toEqual({ status: 200, body: `${old.pid} slow\n` });
+    expect(await old.exited).toEqual({ code: 0, signal: null });
+    expect((await statusOf(broker.sock)).generations.map((x) => x.pid)).toEqual([next.pid]);
+  }, 30_000);
+});

@@ -367,6 +367,22 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     await m.systemctl('stop', 'fdbroker.service');
   }, 90_000);
 
+  it('`fdbroker serve --takeover` of the unit\'s broker is refused (ERR_FDBROKER_NOT_PERMITTED, exit 1): the service stays active with the same MainPID', async () => {
+    const port = await freePort();
+    writeConfig(port);
+    await m.install({ 'fdbroker.service': brokerUnit('takeover') });
+    await m.systemctl('start', 'fdbroker.service');
+    const pid = Number(await m.show('fdbroker.service', 'MainPID'));
+    const env = { NOTIFY_SOCKET: '', XDG_RUNTIME_DIR: m.runtimeDir };
+    const p = run(process.execPath, [CLI, 'serve', sock, '--takeover'], { env });
+    expect((await p.exited).code).toBe(1);
+    expect(p.stderr()).toMatch(/ERR_FDBROKER_NOT_PERMITTED: this broker runs under a service manager .*systemctl restart/);
+    expect(await m.show('fdbroker.service', 'ActiveState')).toBe('active');
+    expect(Number(await m.show('fdbroker.service', 'MainPID'))).toBe(pid);
+    expect((await statusOf(sock)).broker.pid).toBe(pid);
+    await m.systemctl('stop', 'fdbroker.service');
+  }, 60_000);
+
   it('socket activation: fdbroker.socket + fdbroker-activated.service; the socket unit\'s listener survives a SIGKILL, not doubled by the store', async () => {
     const port = await freePort();
     await m.install({
