@@ -17,8 +17,13 @@ export function metricsOption(v: string | undefined): MetricsAddress | undefined
   }
 }
 
-/** Serves `broker`'s metrics at `address`; a failed scrape is reported on stderr. */
-export async function startMetrics(broker: Broker, address: MetricsAddress, io: Io): Promise<MetricsServer> {
+/**
+ * `broker`'s metrics, to be served at `address` by the returned function (which
+ * may be called again after a failed listen: the registry is made once); a
+ * failed scrape is reported on stderr.
+ */
+export async function prepareMetrics(broker: Broker, address: MetricsAddress, io: Io): Promise<() => Promise<MetricsServer>> {
   const { BrokerMetrics } = await import('../broker/metrics');
-  return serveMetrics(new BrokerMetrics(broker), { ...address, onError: (err) => io.err(`fdbroker: metrics: ${err.message}`) });
+  const metrics = new BrokerMetrics(broker);
+  return () => serveMetrics(metrics, { ...address, onError: (err) => io.err(`fdbroker: metrics: ${err.message}`) });
 }

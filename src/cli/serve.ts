@@ -8,13 +8,14 @@ import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
-import { metricsOption, startMetrics } from './metrics';
+import { metricsOption, prepareMetrics } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
 import { inheritForServe, linkSystemd, systemdFromEnv } from './serve-systemd';
 import type { SystemdLink } from '../broker/systemd-link';
 import type { InheritedPlan } from '../broker/inherited';
+import type { MetricsServer } from '../broker/metrics-server';
 import { native } from '../native/binding';
 import { metricsAfterTakeover, takeOverBroker, watchTakeover } from './takeover';
 
@@ -176,10 +177,11 @@ export async function serve(args: string[], io: Io): Promise<number> {
     unhook();
     throw err;
   }
-  let metrics: Awaited<ReturnType<typeof startMetrics>> | undefined;
+  let metrics: MetricsServer | undefined;
   try {
-    if (metricsAddress && v.takeover === true) metrics = await metricsAfterTakeover(() => startMetrics(broker, metricsAddress, io), io);
-    else if (metricsAddress) metrics = await startMetrics(broker, metricsAddress, io);
+    const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io) : undefined;
+    if (listen && v.takeover === true) metrics = await metricsAfterTakeover(listen, io);
+    else if (listen) metrics = await listen();
   } catch (err) {
     broker.close();
     sd?.notifier.close();
