@@ -69,10 +69,10 @@ export function mergeOptions(received: HandoffOptions, given: Partial<BrokerOpti
 
 /** Why `spec` does not describe the received listener `info` (same name), or undefined when it does. */
 export function specMismatch(spec: ListenerSpec, info: ListenerInfo): string | undefined {
-  if (spec.kind !== info.kind) return `is ${info.kind}, --listen says ${spec.kind}`;
-  if (spec.kind === 'unix') return spec.path === info.path ? undefined : `is at ${info.path}, --listen says ${spec.path}`;
-  if (spec.host !== info.address) return `is bound to ${info.address}, --listen says ${spec.host}`;
-  if (spec.port !== 0 && spec.port !== info.port) return `is bound to port ${info.port}, --listen says ${spec.port}`;
+  if (spec.kind !== info.kind) return `is ${info.kind}, the configuration says ${spec.kind}`;
+  if (spec.kind === 'unix') return spec.path === info.path ? undefined : `is at ${info.path}, the configuration says ${spec.path}`;
+  if (spec.host !== info.address) return `is bound to ${info.address}, the configuration says ${spec.host}`;
+  if (spec.port !== 0 && spec.port !== info.port) return `is bound to port ${info.port}, the configuration says ${spec.port}`;
   return undefined;
 }
 
@@ -93,7 +93,7 @@ export function specsToCreate(received: readonly ListenerInfo[], specs: readonly
     const why = specMismatch(s, info);
     if (why) {
       throw new FdbrokerError('ERR_FDBROKER_BAD_LISTENER',
-        `listener "${s.name}" of the running broker ${why}: give the same spec, leave --listen out, or use another name`);
+        `listener "${s.name}" of the running broker ${why}: give the same spec, leave it out of --listen and --config, or use another name`);
     }
   }
   return out;
