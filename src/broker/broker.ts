@@ -38,6 +38,7 @@ import { GenerationTable, type GenerationInfo, type TableSnapshot } from './gene
 import { HandoverStats } from './handover-stats';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
+import { Deadlines } from './deadlines';
 import { Registry } from './registry';
 import { Sampler } from './sampler';
 import { Session } from './session';
@@ -209,6 +210,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly checkTimer: NodeJS.Timeout;
   private readonly sampler: Sampler | undefined;
   private readonly opts: Required<Pick<BrokerOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxClients' | 'maxQueuedMessages' | 'maxClientsPerUid'>>;
+  /** Clients that have not sent hello yet, and (with an idle timeout) greeted ones: one timer each, not one per client. */
+  private readonly handshakeDeadlines: Deadlines<Session>;
+  private readonly idleDeadlines: Deadlines<Session> | undefined;
   private policy: AccessPolicy;
   /** The spec of each listener created from one (not those taken from systemd or a predecessor): what a reload compares. */
   private readonly specs = new Map<string, ListenerSpec>();
@@ -267,6 +271,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
       maxClientsPerUid: options.maxClientsPerUid ?? DEFAULT_MAX_CLIENTS_PER_UID,
     };
     this.policy = makePolicy(this.brokerUid, options.access);
+    this.handshakeDeadlines = new Deadlines(this.opts.handshakeTimeoutMs, (state) => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
+      `no hello within ${this.opts.handshakeTimeoutMs} ms`));
+    this.idleDeadlines = this.opts.idleTimeoutMs > 0 ? new Deadlines(this.opts.idleTimeoutMs, (state) => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
+      `idle for ${this.opts.idleTimeoutMs} ms`)) : undefined;
     this.defaultBacklog = options.backlog ?? DEFAULT_LISTEN_BACKLOG;
     this.generations = new GenerationTable({
       readyTimeoutMs: options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
@@ -726,8 +734,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.clients.set(info.id, state);
     debug('client %d connected: pid %d uid %d', info.id, info.pid, info.uid);
     this.emit('connect', info);
-    state.timer = setTimeout(() => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
-      `no hello within ${this.opts.handshakeTimeoutMs} ms`), this.opts.handshakeTimeoutMs);
+    this.handshakeDeadlines.set(state);
     channel.on('message', (payload, fds) => this.onMessage(state, payload, fds));
     channel.on('error', (err) => {
       this.emit('clientError', info, err);
@@ -745,12 +752,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   private armIdle(state: Session): void {
-    clearTimeout(state.timer);
-    state.timer = undefined;
-    if (this.opts.idleTimeoutMs > 0) {
-      state.timer = setTimeout(() => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
-        `idle for ${this.opts.idleTimeoutMs} ms`), this.opts.idleTimeoutMs);
-    }
+    this.handshakeDeadlines.delete(state);
+    this.idleDeadlines?.set(state);
   }
 
   private onMessage(state: Session, payload: Buffer, fds: number[]): void {
@@ -1353,8 +1356,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   private forget(state: Session): void {
-    clearTimeout(state.timer);
-    state.timer = undefined;
+    this.handshakeDeadlines.delete(state);
+    this.idleDeadlines?.delete(state);
     if (!this.clients.delete(state.info.id)) return;
     debug('client %d gone', state.info.id);
     if (this.pendingTakeover?.session === state && this.movedTo === undefined) this.abortTakeover('its connection closed before it committed');

@@ -9,7 +9,6 @@ import { encode, encodeError, encodeStatus, type BrokerMessage, type ClientInfo 
 export class Session {
   greeted = false;
   generation: number | undefined;
-  timer: NodeJS.Timeout | undefined;
   /** A reply with fds was sent: unread bytes (SIOCOUTQ) may then be a handout. */
   fdsSent = false;
   /** Joined with `heartbeat`: answers "ping". */
