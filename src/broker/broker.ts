@@ -708,8 +708,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
       return;
     }
     this.channels.add(channel);
-    channel.once('close', () => this.channels.delete(channel));
     const state = new Session(info, channel, (err) => this.emit('clientError', info, err));
+    // One 'close' listener per client (forget() is a no-op for a refused one, never added to clients).
+    channel.on('close', () => {
+      this.channels.delete(channel);
+      this.forget(state);
+    });
     // Fail closed: no credentials, or credentials without any grant, end the
     // client before it learns anything about the listeners.
     let refusal: FdbrokerError | undefined;
@@ -740,7 +744,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.emit('clientError', info, err);
       this.forget(state);
     });
-    channel.on('close', () => this.forget(state));
     channel.resume();
   }
 
