@@ -725,7 +725,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     } else if (this.clients.size >= this.opts.maxClients) {
       refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
     } else if (info.uid !== this.brokerUid && info.uid !== 0
-      && [...this.clients.values()].filter((c) => c.info.uid === info.uid).length >= this.opts.maxClientsPerUid) {
+      && this.clientsOfUid(info.uid) >= this.opts.maxClientsPerUid) {
       refusal = new FdbrokerError('ERR_FDBROKER_UID_LIMIT', `uid ${info.uid} already has ${this.opts.maxClientsPerUid} clients connected`);
     }
     if (refusal) {
@@ -745,6 +745,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.forget(state);
     });
     channel.resume();
+  }
+
+  /** Connected clients of `uid`, counted without building an array (this runs on every connect). */
+  private clientsOfUid(uid: number): number {
+    let n = 0;
+    for (const c of this.clients.values()) if (c.info.uid === uid) n++;
+    return n;
   }
 
   private timeout(state: Session, code: 'ERR_FDBROKER_TIMEOUT', message: string): void {
