@@ -11,7 +11,9 @@ module.exports = {
   apps: [
     {
       name: 'fdbroker',
-      script: path.join(__dirname, '..', 'bin', 'fdbroker.js'),
+      // fdbroker's CLI, found as the app finds the library: this file works in
+      // a clone of fdbroker and copied into an app that installed it.
+      script: path.join(path.dirname(require.resolve('fdbroker/package.json')), 'bin', 'fdbroker.js'),
       args: ['serve', sock, '--listen', `http=tcp://127.0.0.1:${port}`, '--quiet'],
       exec_mode: 'fork',
       kill_timeout: 3000,

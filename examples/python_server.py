@@ -58,7 +58,10 @@ def notify(msg):
     s.close()
 
 def main():
-    assert os.environ.get("LISTEN_FDS") == "1", "run me under fdbroker exec"
+    # fd 3 is the first listener exec passes (--names picks them and their
+    # order); any further ones (fd 4, ...) are left alone.
+    n = os.environ.get("LISTEN_FDS", "")
+    assert n.isdigit() and int(n) >= 1, "no listener at fd 3 (LISTEN_FDS=%r): run me under fdbroker exec" % n
     srv = Server(("", 0), Handler, bind_and_activate=False)
     srv.socket.close()
     srv.socket = socket.socket(fileno=3)

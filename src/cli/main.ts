@@ -22,13 +22,15 @@ Usage:
   fdbroker serve <control-socket> --config FILE [options]
   fdbroker reload <control-socket> [--json]
   fdbroker status <control-socket> [--json]
-  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json]
+  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json] [--quiet]
   fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
   fdbroker --help | --version      (also COMMAND --help)
 
 SPEC:
-  tcp://HOST:PORT[?backlog=N]     HOST: an IPv4 address, localhost (127.0.0.1)
-                                  or [IPv6]; PORT 0 picks a free port
+  tcp://HOST:PORT[?backlog=N&nodelay=1]
+                                  HOST: an IPv4 address, localhost (127.0.0.1)
+                                  or [IPv6]; PORT 0 picks a free port;
+                                  nodelay=1: TCP_NODELAY on accepted connections
   unix:/path/to.sock[?mode=0660&backlog=N]
   udp://HOST:PORT                 HOST as for tcp
 
@@ -98,7 +100,8 @@ wait: blocks until the generation of PID (default: the newest) is ready and,
 with --until handover (the default), every older generation has left. The
 generation of PID is the newest one whose process is PID or a descendant of
 PID (so PID may be a wrapper: npx, sh -c, npm start, fdbroker exec).
---json prints one JSON line: {"result","pid","generation","older","ms"}.
+--json prints one JSON line: {"result","startedPid","pid","generation","state",
+"older","ms"}; --quiet prints nothing on success.
   exit 0  the condition holds
   exit 1  timeout (default 30000 ms) before that generation was ready, also
           when the broker answers too slowly
