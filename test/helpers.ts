@@ -17,6 +17,8 @@ export const FIXTURES = path.join(__dirname, 'fixtures');
 const started = new Set<ChildProcess>();
 /** How long a process gets to exit on SIGTERM in cleanup() before SIGKILL. */
 const CLEANUP_GRACE_MS = 1500;
+/** After a process exits, how long exited waits for its stdout/stderr to be read to the end. */
+const EXIT_DRAIN_MS = 500;
 const dirs = new Set<string>();
 
 /** A fresh short temp dir (Unix socket paths must stay under 108 bytes). */
@@ -57,7 +59,15 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); check(); });
   child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('exit', (code, signal) => { started.delete(child); resolve({ code, signal }); });
+    // 'exit' can come before the last of stdout/stderr is read: wait for
+    // 'close' (streams drained), but not forever, since a child the process
+    // left behind may hold its pipes open.
+    child.on('exit', (code, signal) => {
+      started.delete(child);
+      const done = () => { clearTimeout(t); resolve({ code, signal }); };
+      const t = setTimeout(done, EXIT_DRAIN_MS);
+      child.once('close', done);
+    });
   });
   return {
     child,
