@@ -18,10 +18,10 @@ function tmpDir(prefix) {
  * Spawns `fdbroker serve <sock> --quiet --no-inherit --listen l0=tcp://127.0.0.1:0 ...`
  * with `n` tcp listeners and resolves once it prints "ready on".
  */
-function startBroker(controlPath, n, { timeoutMs = 30_000, extraArgs = [] } = {}) {
-  const args = [CLI, 'serve', controlPath, '--quiet', '--no-inherit', ...extraArgs];
+function startBroker(controlPath, n, { timeoutMs = 30_000, extraArgs = [], root = ROOT, env = process.env } = {}) {
+  const args = [path.join(root, 'bin', 'fdbroker.js'), 'serve', controlPath, '--quiet', '--no-inherit', ...extraArgs];
   for (let i = 0; i < n; i++) args.push('--listen', `l${i}=tcp://127.0.0.1:0`);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   let err = '';
   child.stderr.on('data', (d) => { err += d; });
@@ -125,6 +125,21 @@ function cliHasFlag(name) {
 
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
+/** `--name VALUE` from the command line, or `dflt`. */
+function option(argv, name, dflt) {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : dflt;
+}
+
+/** VmRSS (kB) of a bare idle `node`, `settleMs` after it started: what a broker's RSS is compared with. */
+async function bareNodeRss(settleMs) {
+  const c = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e9)'], { stdio: 'ignore' });
+  await sleep(settleMs);
+  const s = procSample(c.pid);
+  c.kill('SIGKILL');
+  return s?.rss_kb ?? null;
+}
+
 function requireDist() {
   const p = path.join(ROOT, 'dist', 'index.js');
   if (!fs.existsSync(p)) {
@@ -133,4 +148,4 @@ function requireDist() {
   return require(p);
 }
 
-module.exports = { ROOT, CLI, tmpDir, startBroker, stopChild, pct, summarizeNs, summarizeMs, procSample, machine, nofile, sleep, requireDist, cliHasFlag };
+module.exports = { ROOT, CLI, tmpDir, startBroker, stopChild, pct, summarizeNs, summarizeMs, procSample, machine, nofile, sleep, option, bareNodeRss, requireDist, cliHasFlag };

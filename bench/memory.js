@@ -22,10 +22,7 @@ const lib = require('./lib');
 
 const argv = process.argv.slice(2);
 const QUICK = argv.includes('--quick');
-const opt = (name, dflt) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : dflt;
-};
+const opt = (name, dflt) => lib.option(argv, name, dflt);
 const CLIENTS = Number(opt('clients', 1000));
 const PROCS = Number(opt('procs', 4));
 const LISTENERS = Number(opt('listeners', 4));
@@ -74,23 +71,6 @@ async function worker() {
 
 // ------------------------------------------------------------ orchestrator ----
 
-function startBroker(root, controlPath) {
-  const args = [path.join(root, 'bin', 'fdbroker.js'), 'serve', controlPath, '--quiet', '--no-inherit'];
-  for (let i = 0; i < LISTENERS; i++) args.push('--listen', `l${i}=tcp://127.0.0.1:0`);
-  const env = BROKER_NODE_OPTIONS ? { ...process.env, NODE_OPTIONS: BROKER_NODE_OPTIONS } : process.env;
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('ready on')) { child.stdout.resume(); resolve(child); }
-    });
-    child.on('exit', (code, sig) => reject(new Error(`broker exited (${code ?? sig}) before ready: ${err}`)));
-  });
-}
-
 function lines(child) {
   const queue = [];
   const waiters = [];
@@ -103,18 +83,12 @@ function lines(child) {
   return () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r)));
 }
 
-async function bareNodeRss() {
-  const c = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e9)'], { stdio: 'ignore' });
-  await lib.sleep(1000);
-  const s = lib.procSample(c.pid);
-  c.kill('SIGKILL');
-  return s?.rss_kb ?? null;
-}
-
 async function measure(root, bareKb) {
   const dir = lib.tmpDir('memory');
   const sock = path.join(dir, 'broker.sock');
-  const broker = await startBroker(root, sock);
+  const { child: broker } = await lib.startBroker(sock, LISTENERS, {
+    root, env: BROKER_NODE_OPTIONS ? { ...process.env, NODE_OPTIONS: BROKER_NODE_OPTIONS } : process.env,
+  });
   const workers = [];
   try {
     await lib.sleep(1000);
@@ -171,7 +145,7 @@ async function measure(root, bareKb) {
 async function main() {
   const started = Date.now();
   const machineBefore = lib.machine();
-  const bareKb = await bareNodeRss();
+  const bareKb = await lib.bareNodeRss(1000);
   const results = [];
   for (const root of ROOTS) {
     log(`${root}: broker with ${LISTENERS} listeners, ${CLIENTS} clients from ${PROCS} processes`);

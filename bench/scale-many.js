@@ -21,10 +21,7 @@ const lib = require('./lib');
 
 const argv = process.argv.slice(2);
 const QUICK = argv.includes('--quick');
-const opt = (name, dflt) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : dflt;
-};
+const opt = (name, dflt) => lib.option(argv, name, dflt);
 const LISTENERS = Number(opt('listeners', 1000));
 const GENERATIONS = Number(opt('generations', 1000));
 const PROCS = Number(opt('procs', 4));
@@ -79,23 +76,6 @@ async function worker() {
 
 // ------------------------------------------------------------ orchestrator ----
 
-function startBroker(root, controlPath) {
-  const args = [path.join(root, 'bin', 'fdbroker.js'), 'serve', controlPath, '--quiet', '--no-inherit',
-    '--max-clients', String(2 * GENERATIONS + 64)];
-  for (let i = 0; i < LISTENERS; i++) args.push('--listen', `l${i}=tcp://127.0.0.1:0`);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('ready on')) { out = ''; child.stdout.removeAllListeners('data'); child.stdout.resume(); resolve(child); }
-    });
-    child.on('exit', (code, sig) => reject(new Error(`broker exited (${code ?? sig}) before ready: ${err.slice(-2000)}`)));
-  });
-}
-
 function cpuMs(pid) {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) * (1000 / 100); // utime + stime, in clock ticks of 10 ms
@@ -115,7 +95,9 @@ async function timeEach(runs, fn) {
 async function measure(root) {
   const dir = lib.tmpDir('scale-many');
   const sock = path.join(dir, 'broker.sock');
-  const broker = await startBroker(root, sock);
+  const { child: broker } = await lib.startBroker(sock, LISTENERS, {
+    root, timeoutMs: 120_000, extraArgs: ['--max-clients', String(2 * GENERATIONS + 64)],
+  });
   const workers = [];
   const { BrokerConnection } = require(path.join(root, 'dist', 'client', 'connection.js'));
   const { adoptListeners } = require(path.join(root, 'dist', 'index.js'));

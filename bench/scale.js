@@ -130,15 +130,6 @@ function spawnWorker(sock, names, perProc, rounds, needFds) {
   return { child, next, exited, raised };
 }
 
-async function idleNodeRss() {
-  // Context for the RSS target: an idle `node` that has done nothing.
-  const c = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 3000)'], { stdio: 'ignore' });
-  await lib.sleep(700);
-  const s = lib.procSample(c.pid);
-  c.kill('SIGKILL');
-  return s?.rss_kb ?? null;
-}
-
 async function main() {
   lib.requireDist();
   const started = Date.now();
@@ -193,7 +184,7 @@ async function main() {
     const after1s = lib.procSample(broker.pid);
     await lib.sleep(2000);
     const after3s = lib.procSample(broker.pid);
-    const nodeIdleRssKb = await idleNodeRss();
+    const nodeIdleRssKb = await lib.bareNodeRss(700);
 
     const ok = dones.reduce((a, d) => a + d.ok, 0);
     const errors = {};
