@@ -3,7 +3,7 @@
 // and no authentication: bind it to loopback or a private address (README
 // "Metrics"). Never prints; a failed scrape answers 500 and is reported
 // through `onError`.
-import * as http from 'node:http';
+import type * as Http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FdbrokerError } from '../protocol/errors';
 import type { BrokerMetrics } from './metrics';
@@ -46,6 +46,9 @@ export interface MetricsServerOptions extends MetricsAddress {
 
 /** Serves `metrics` on host:port; resolves once listening, rejects with the listen error (e.g. EADDRINUSE). */
 export function serveMetrics(metrics: BrokerMetrics, options: MetricsServerOptions): Promise<MetricsServer> {
+  // node:http is loaded when an endpoint is served, not by every broker that might serve one.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const http = require('node:http') as typeof Http;
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
     if (path !== METRICS_PATH) {

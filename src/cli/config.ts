@@ -21,7 +21,7 @@
 // otherwise. A reload re-reads the file and applies the same flags on top.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parse, TomlError } from 'smol-toml';
+import type * as SmolToml from 'smol-toml';
 import { FdbrokerError } from '../protocol/errors';
 import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 import type { AccessOptions } from '../broker/access';
@@ -112,6 +112,9 @@ function integer(file: string, key: string, v: unknown, min: number, max: number
  */
 export function parseConfig(text: string, file: string, baseDir = path.dirname(path.resolve(file))): ServeSettings {
   let doc: Record<string, unknown>;
+  // Loaded here, not at start: a broker without --config never carries the parser.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { parse, TomlError } = require('smol-toml') as typeof SmolToml;
   try {
     // Integers as BigInt: a float (5000.0) is then told apart from an integer and refused.
     doc = parse(text, { integersAsBigInt: true, unsafeKeyBehaviour: 'throw' }) as Record<string, unknown>;
