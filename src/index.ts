@@ -8,7 +8,7 @@ export { drain, onDrain, holding, trackConnections, type DrainOptions, type Drai
 export { closeWebSocketsOnDrain, closeWebSocketOnDrain, WS_SERVICE_RESTART, type WebSocketDrainOptions } from './handover/drain-ws';
 export { endEventStreamOnDrain, type EventStreamDrainOptions } from './handover/drain-sse';
 export { workerEnv, listenViaPrimary, WORKER_ENV } from './handover/cluster';
-export type { GenerationInfo, GenerationState } from './broker/generation-table';
+export type { GenerationInfo, GenerationState } from './core/generation-info';
 export type { MetricsSnapshot, HistogramSnapshot } from './broker/handover-stats';
 export {
   Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent, type AuditEvent, type RollbackEvent, type StallEvent,

@@ -34,7 +34,7 @@ import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
-import { GenerationTable, type GenerationInfo, type TableSnapshot } from './generation-table';
+import { HandoverCore, type CoreEvent, type Effect, type GenerationInfo, type TableSnapshot } from '../core/handover-core';
 import { HandoverStats } from './handover-stats';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
 import { createListener, type OwnedListener } from './listeners';
@@ -51,7 +51,7 @@ import {
   ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
-  GENERATION_CHECK_INTERVAL_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
+  GENERATION_CHECK_INTERVAL_MS, REJOIN_GRACE_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
 } from './defaults';
 
 export type { AuditEvent } from './audit';
@@ -123,6 +123,13 @@ export interface TakeoverEvent { pid: number; software: string; listeners: numbe
 
 export interface AdoptEvent { client: ClientInfo; names: string[]; generation?: number }
 
+/** A generation stopped on purpose (it said "leaving") while it served: not a rollback. */
+export interface StopEvent {
+  generation: GenerationInfo;
+  /** The generation told to resume (one stood by), or undefined: nobody may be accepting now. */
+  resumed: number | undefined;
+}
+
 export interface RollbackEvent {
   /** The generation that failed (it left, or stopped accepting). */
   failed: GenerationInfo;
@@ -162,6 +169,10 @@ export interface BrokerEvents {
   overdue: [generation: GenerationInfo, what: 'ready' | 'retire'];
   /** The newest ready generation failed; the one standing by (if any) was told to resume. */
   rollback: [event: RollbackEvent];
+  /** The ready generation stopped on purpose (planned: it said "leaving"); the one standing by (if any) was told to resume. */
+  stop: [event: StopEvent];
+  /** A generation standing by with nobody ready above it (after a restart, whoever served did not come back) was told to resume. */
+  resume: [generation: number];
   /** A standby window ended: that generation drains and leaves now. */
   release: [generation: number];
   /** A listener's accept queue has not drained for the stall timeout: nobody accepts. Once per episode. */
@@ -205,7 +216,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * numbers, so all must be closed before the registry closes its fds.
    */
   private readonly channels = new Set<Channel>();
-  private readonly generations: GenerationTable;
+  /** The handover policy: every generation decision is its, this class carries them out. */
+  private readonly core: HandoverCore;
+  /** Generation number -> its client's session (none for detached or embedded ones). */
+  private readonly sessionsByGeneration = new Map<number, Session>();
   private readonly acceptWatch: AcceptWatch;
   private readonly checkTimer: NodeJS.Timeout;
   private readonly sampler: Sampler | undefined;
@@ -244,14 +258,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly selfGeneration: number | undefined;
   private acceptor: Acceptor | undefined;
   private nextClientId = 1;
-  private nextPingId = 1;
-  private readonly stallMs: number;
   private closed = false;
   /** The options this broker was started with, as a reload changed them since: a successor gets them (takeover). */
   private given: BrokerOptions;
   /** A takeover in flight: the successor's session, its request id, and since when. One at a time. */
   private pendingTakeover: {
     session: Session; id: number; by: TakeoverEvent; timer: NodeJS.Timeout;
+    /** The commit timer ran out once while the successor served the path: the next time, this broker hands over. */
+    expiredOnce?: boolean;
     /** Requests that would change the generation table, held (their channels paused) until the takeover commits or fails. */
     deferred: Array<{ state: Session; msg: ClientMessage }>;
   } | undefined;
@@ -276,28 +290,102 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.idleDeadlines = this.opts.idleTimeoutMs > 0 ? new Deadlines(this.opts.idleTimeoutMs, (state) => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
       `idle for ${this.opts.idleTimeoutMs} ms`)) : undefined;
     this.defaultBacklog = options.backlog ?? DEFAULT_LISTEN_BACKLOG;
-    this.generations = new GenerationTable({
+    const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+    const now = Date.now();
+    this.core = new HandoverCore({
       readyTimeoutMs: options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
       retireTimeoutMs: options.retireTimeoutMs ?? DEFAULT_RETIRE_TIMEOUT_MS,
       standbyMs: options.self !== undefined ? 0 : options.standbyMs ?? DEFAULT_STANDBY_MS,
-    });
-    if (options.generations) this.generations.importSnapshot(options.generations, Date.now());
-    const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
-    this.stallMs = stallMs;
+      stallMs,
+      epoch: now,
+      startedMs: now,
+      rejoinGraceMs: REJOIN_GRACE_MS,
+      detachedWindowMs: TAKEOVER_REJOIN_WINDOW_MS,
+      oneStartingAtATime: options.self !== undefined,
+    }, options.generations, now);
     this.acceptWatch = new AcceptWatch(stallMs);
     this.checkTimer = setInterval(() => {
-      this.checkGenerations();
+      this.tick();
       this.checkListeners();
       if (this.removed.pendingCloses > 0) this.removed.closeUnqueued(this.queuedFd);
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
       this.sampler = new Sampler(() => this.sampleQueues(), ACCEPT_SAMPLE_INTERVAL_MS, ACCEPT_SAMPLE_IDLE_INTERVAL_MS,
-        () => this.generations.hasStandby());
+        () => this.core.hasStandby());
     }
-    this.selfGeneration = options.self === undefined ? undefined : this.generations.join(
-      { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? -1, ...(options.self.label ? { label: options.self.label } : {}) },
-      [], Date.now(), options.self.number);
+    if (options.self === undefined) {
+      this.selfGeneration = undefined;
+    } else {
+      const self = this.core.join({ clientId: 0, pid: process.pid, uid: process.getuid?.() ?? -1, ...(options.self.label ? { label: options.self.label } : {}) },
+        [], now, { asNumber: options.self.number, self: true });
+      this.selfGeneration = self.ok ? self.number : undefined;
+    }
+  }
+
+  /** Carries out the core's decisions: notices to generations, events to listeners. */
+  private execute(effects: Effect[], stall?: { listener: ListenerInfo; queued: number; since: number }): void {
+    for (const e of effects) {
+      if (e.type === 'send') this.sessionsByGeneration.get(e.to)?.reply(e.msg);
+      else if (e.type === 'retireSelf') this.emit('retireSelf', e.by);
+      else this.announce(e.event, stall);
+    }
+  }
+
+  private announce(ev: CoreEvent, stall?: { listener: ListenerInfo; queued: number; since: number }): void {
+    switch (ev.type) {
+      case 'join': this.emit('join', ev.generation); return;
+      case 'rejoin': this.emit('rejoin', ev.generation); return;
+      case 'ready':
+        debug('generation %d ready; retiring %s', ev.generation.number, ev.retire.join(',') || 'none');
+        this.acceptWatch.reset();
+        if (this.core.hasStandby()) this.sampler?.hurry();
+        this.emit('ready', ev.generation, ev.retire);
+        return;
+      case 'leave': this.emit('leave', ev.generation); return;
+      case 'rollback':
+        debug('generation %d failed (%s); resuming %s', ev.failed.number, ev.reason, ev.resumed ?? 'none');
+        this.acceptWatch.reset();
+        this.emit('rollback', { failed: ev.failed, reason: ev.reason, resumed: ev.resumed });
+        return;
+      case 'stopped':
+        debug('generation %d stopped; resuming %s', ev.generation.number, ev.resumed ?? 'none');
+        this.acceptWatch.reset();
+        this.emit('stop', { generation: ev.generation, resumed: ev.resumed });
+        return;
+      case 'resumed':
+        debug('generation %d resumes: nobody ready above it', ev.generation);
+        this.acceptWatch.reset();
+        this.emit('resume', ev.generation);
+        return;
+      case 'release':
+        debug('generation %d: standby over', ev.generation);
+        this.emit('release', ev.generation);
+        return;
+      case 'overdue': this.emit('overdue', ev.generation, ev.what); return;
+      case 'stall':
+        if (stall) this.emit('stall', { listener: stall.listener, queued: stall.queued, generation: ev.generation, since: new Date(stall.since) });
+        return;
+    }
+  }
+
+  /** Deadlines, standby windows and heartbeats (the core decides; nothing while a takeover holds the table). */
+  private tick(): void {
+    if (this.closed || this.movedTo !== undefined) return;
+    this.pruneDetached();
+    this.execute(this.core.tick(Date.now()));
+  }
+
+  /**
+   * Takeover (the successor): a generation imported from the predecessor whose
+   * process has exited will never rejoin: it leaves now, before any decision
+   * counts it as serving (instead of after the rejoin window).
+   */
+  private pruneDetached(): void {
+    if (this.core.isFrozen) return;
+    for (const d of this.core.detached()) {
+      if (!pidAlive(d.pid)) this.execute(this.core.leave(d.number, Date.now()));
+    }
   }
 
   /**
@@ -390,9 +478,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Embedded mode: the app's own generation serves now. Older generations are told to retire. */
   markSelfReady(): void {
     if (this.selfGeneration === undefined) throw new FdbrokerError('ERR_FDBROKER_READY_REFUSED', 'this broker has no self generation');
-    const result = this.generations.ready(this.selfGeneration, Date.now());
+    const result = this.core.ready(this.selfGeneration, Date.now());
     if (!result.ok) throw new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${this.selfGeneration} cannot become ready (${result.reason})`);
-    this.applyReady(this.selfGeneration, result.retire, result.release);
+    this.execute(result.effects);
   }
 
   /**
@@ -555,7 +643,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** What `fdbroker status` shows (with holders when a /proc scan is given). */
   status(id = 0, holders?: { scan: HoldersScan; inodes: Map<string, number> }): StatusMessage {
     const queues = this.readQueues();
-    const generations = this.generations.list();
+    const generations = this.core.list();
     const byPid = holders ? generationsByPid(generations) : undefined;
     return {
       type: 'status',
@@ -792,6 +880,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       return;
     }
     this.armIdle(state);
+    if (msg.type === 'join' || msg.type === 'ready' || msg.type === 'rejoin') this.pruneDetached();
     // A takeover in flight freezes the generation table the successor got:
     // joins, readies and rejoins wait (unread) for its outcome.
     const t = this.pendingTakeover;
@@ -837,19 +926,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
           state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
           return;
         }
-        // Embedded mode: at most one process not yet ready (tableflip's
-        // invariant). A second successor would rename its control socket over
-        // the first one's, and one of them would serve on a path nobody reaches.
-        if (this.selfGeneration !== undefined && this.generations.startingCount() > 0) {
-          const err = new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS',
-            'another successor is starting (or this process is not ready yet): one upgrade at a time; try again once it is ready or gone');
-          state.reply({ type: 'error', id: msg.id, code: err.code, message: err.message });
-          this.auditLog('join', state.info, err.code, msg.names ?? undefined);
-          this.emit('clientError', state.info, err);
-          return;
-        }
-        state.heartbeat = msg.heartbeat === true;
-        this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0 });
+        this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0, heartbeat: msg.heartbeat === true });
         return;
       case 'rejoin':
         if (!this.permit(state, msg.id, 'rejoin', msg.names ?? undefined)) return;
@@ -864,7 +941,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
         this.replyStatus(state, msg.id, msg.holders !== false);
         return;
       case 'pong':
-        if (state.ping?.id === msg.id) state.ping = undefined;
+        if (state.generation !== undefined) this.core.pong(state.generation, msg.id);
+        return;
+      case 'leaving':
+        // No answer: the connection's end that follows is a planned stop, not a crash.
+        state.leaving = true;
         return;
       case 'takeover':
         this.onTakeover(state, msg);
@@ -881,7 +962,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'holding':
         // No answer: a report from a connection that is no generation, or one that serves, changes nothing.
-        if (state.generation !== undefined) this.generations.holding(state.generation, msg, Date.now());
+        if (state.generation !== undefined) this.core.holding(state.generation, msg, Date.now());
         return;
     }
   }
@@ -922,7 +1003,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       return;
     }
     const listeners = this.registry.select(null);
-    const table = this.generations.snapshot();
+    const table = this.core.freeze();
     const by: TakeoverEvent = { pid: state.info.pid, software: msg.software, listeners: listeners.length, generations: table.generations.length };
     const handoff = encodeHandoff({
       type: 'handoff', id: msg.id,
@@ -931,6 +1012,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         ...(this.configPath !== undefined ? { config: this.configPath } : {}),
       },
       options: handoffOptions(this.given), nextGeneration: table.next, generations: table.generations,
+      ...(table.epoch !== undefined ? { epoch: table.epoch } : {}), ...(table.floor !== undefined ? { floor: table.floor } : {}),
     });
     for (const p of handoff) if (!state.send(p, [])) return;
     const infos = listeners.map((l) => l.info);
@@ -941,22 +1023,38 @@ export class Broker extends EventEmitter<BrokerEvents> {
       if (!state.send(payload, group.map((i) => listeners[i]!.fd))) return;
     }
     state.fdsSent = listeners.length > 0;
-    const timer = setTimeout(() => this.abortTakeover('no commit in time'), TAKEOVER_COMMIT_TIMEOUT_MS);
-    timer.unref();
+    const timer = this.commitTimer();
     this.pendingTakeover = { session: state, id: msg.id, by, timer, deferred: [] };
     this.auditLog('takeover', state.info, 'ok', infos.map((i) => i.name));
     debug('takeover by pid %d (%s): handed %d listeners, %d generations', by.pid, by.software, by.listeners, by.generations);
     this.emit('takeover', by);
   }
 
-  /** The successor says it answers on the path now: check that it does, then move every generation to it and close. */
+  private commitTimer(): NodeJS.Timeout {
+    const timer = setTimeout(() => this.abortTakeover('no commit in time'), TAKEOVER_COMMIT_TIMEOUT_MS);
+    timer.unref();
+    return timer;
+  }
+
+  /**
+   * The successor says it answers on the path now: check that it does, then
+   * move every generation to it and close. The ack carries the generations
+   * that left here meanwhile: the successor's copy of the table still has them.
+   */
   private onCommitted(state: Session, id: number): void {
     if (this.acceptor?.ownsPath()) {
       this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed", but ${this.controlPath} is still this broker's socket: the takeover is off`));
       return;
     }
-    state.reply({ type: 'ack', id });
+    const { left } = this.core.commit();
+    state.reply({ type: 'ack', id, ...(left.length > 0 ? { left } : {}) });
     this.handOver();
+  }
+
+  /** Takeover (the successor): generations the predecessor saw leave while it handed over. */
+  applyForwardedLeaves(left: number[]): void {
+    if (this.closed || left.length === 0) return;
+    this.execute(this.core.applyForwarded(left, Date.now()));
   }
 
   /**
@@ -972,17 +1070,26 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (acceptor && !acceptor.ownsPath()) {
       const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
       if (r !== ECONNREFUSED && r !== ENOENT) {
-        if (reason === 'no commit in time') return; // it serves the path: wait for its commit or its connection's end
+        // It serves the path: wait once more for its commit (or its connection's end), then hand over regardless.
+        if (reason === 'no commit in time' && !t.expiredOnce) {
+          t.expiredOnce = true;
+          t.timer = this.commitTimer();
+          return;
+        }
+        this.core.commit();
         this.handOver();
         return;
       }
     }
     clearTimeout(t.timer);
     this.pendingTakeover = undefined;
+    // Nothing was handed over after all: what happened meanwhile applies here now.
+    const replay = this.core.abort(Date.now());
     if (!t.session.channel.isClosed) this.drop(t.session, true);
     if (acceptor && !acceptor.ownsPath()) this.reclaimPath();
     debug('takeover by pid %d aborted: %s', t.by.pid, reason);
     this.emit('takeoverAborted', t.by, reason);
+    this.execute(replay);
     // Nothing changed: the held requests are carried out now, in order, and their connections read on.
     for (const d of t.deferred) {
       if (!this.clients.has(d.state.info.id)) continue;
@@ -1097,7 +1204,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.emit('audit', auditEvent(op, c, result, names, generation));
   }
 
-  private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number }): void {
+  private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number; heartbeat: boolean }): void {
     const op = join === undefined ? 'adopt' : 'join';
     let selected: OwnedListener[];
     try {
@@ -1124,13 +1231,29 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const infos = selected.map((l) => l.info);
     const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
     const names_ = infos.map((i) => i.name);
-    const generation = join === undefined ? undefined : this.generations.join(
-      { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(join.label ? { label: join.label } : {}) },
-      names_, Date.now(), undefined, join.standby);
-    if (generation !== undefined) state.generation = generation;
+    let generation: number | undefined;
+    let joined: Effect[] = [];
+    if (join !== undefined) {
+      const r = this.core.join({ clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(join.label ? { label: join.label } : {}) },
+        names_, Date.now(), { standbyMs: join.standby, heartbeat: join.heartbeat });
+      if (!r.ok) {
+        // Embedded mode: at most one process not yet ready (tableflip's invariant). A second successor
+        // would rename its control socket over the first one's, and one of them would serve on a path nobody reaches.
+        const err = new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS',
+          'another successor is starting (or this process is not ready yet): one upgrade at a time; try again once it is ready or gone');
+        state.reply({ type: 'error', id, code: err.code, message: err.message });
+        this.auditLog(op, state.info, err.code, names ?? undefined);
+        this.emit('clientError', state.info, err);
+        return;
+      }
+      generation = r.number;
+      joined = r.effects;
+      state.generation = generation;
+      this.sessionsByGeneration.set(generation, state);
+    }
     for (let part = 0; part < groups.length; part++) {
       const group = groups[part]!;
-      const payload = encodeListeners(id, part, part === groups.length - 1, group.map((i) => infos[i]!), generation);
+      const payload = encodeListeners(id, part, part === groups.length - 1, group.map((i) => infos[i]!), generation, generation !== undefined ? this.core.epoch : undefined);
       if (!state.send(payload, group.map((i) => selected[i]!.fd))) {
         this.forget(state);
         return;
@@ -1141,7 +1264,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.auditLog(op, state.info, 'ok', names_, generation);
     debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, names_.join(','));
     this.emit('adopt', { client: { ...state.info }, names: names_, generation });
-    if (generation !== undefined) this.emit('join', this.generations.get(generation)!);
+    this.execute(joined);
   }
 
   private noteAdopted(state: Session, names: string[]): void {
@@ -1149,56 +1272,31 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const n of names) if (!adopted.has(n)) { adopted.add(n); state.info.adopted.push(n); }
   }
 
-  /** A generation that outlived its broker joins this one in the state it had. No fds: it has its listeners. */
+  /**
+   * A generation that outlived its broker (or moved with it: a takeover)
+   * joins this one in the state it had. No fds: it has its listeners. The
+   * core decides its number, state and rank; the ack comes before any notice.
+   */
   private onRejoin(state: Session, msg: RejoinMessage): void {
     if (state.generation !== undefined) {
       state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
       return;
     }
-    state.heartbeat = msg.heartbeat === true;
     const names = (msg.names ?? []).filter((n) => this.registry.has(n));
-    if (this.generations.reattach(msg.generation, state.info.pid, state.info.id)) {
-      this.onReattach(state, msg, names);
-      return;
-    }
-    const r = this.generations.rejoin(
-      { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) },
-      msg.generation, msg.state, names, Date.now(), msg.standby ?? 0);
+    const r = this.core.rejoin({ clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) }, {
+      number: msg.generation, state: msg.state, epoch: msg.epoch, standbyLeft: msg.standbyLeft, standbyMs: msg.standby ?? 0, heartbeat: msg.heartbeat === true,
+    }, names, Date.now());
     state.generation = r.number;
+    this.sessionsByGeneration.set(r.number, state);
     this.noteAdopted(state, names);
-    const g = this.generations.get(r.number)!;
-    state.reply({ type: 'ack', id: msg.id, generation: r.number, state: g.state });
+    state.reply({ type: 'ack', id: msg.id, generation: r.number, state: r.state, epoch: r.epoch });
     this.auditLog('rejoin', state.info, 'ok', names, r.number);
-    this.emit('rejoin', g);
-    if (msg.state === 'ready') this.applyReady(r.number, r.retire, r.release);
-  }
-
-  /**
-   * A generation imported from the predecessor (takeover) rejoined: it keeps
-   * its number and the state the table has, so it notices nothing. What it
-   * missed while it moved is told now: a ready the old broker never saw is
-   * applied, a retire it never got is sent.
-   */
-  private onReattach(state: Session, msg: RejoinMessage, names: string[]): void {
-    const n = msg.generation;
-    state.generation = n;
-    this.noteAdopted(state, names);
-    const r = msg.state === 'ready' && this.generations.get(n)!.state === 'starting' ? this.generations.ready(n, Date.now()) : undefined;
-    const g = this.generations.get(n)!;
-    state.reply({ type: 'ack', id: msg.id, generation: n, state: g.state });
-    this.auditLog('rejoin', state.info, 'ok', names, n);
-    this.emit('rejoin', g);
-    if (r?.ok) {
-      this.applyReady(n, r.retire, r.release);
-    } else if (msg.state !== 'retiring' && (g.state === 'retiring' || g.state === 'failed' || g.state === 'standby')) {
-      const standby = g.state === 'standby' && g.standbyUntil ? Math.max(0, Date.parse(g.standbyUntil) - Date.now()) : 0;
-      state.reply({ type: 'retire', generation: n, by: this.generations.newestReady(), reason: g.state === 'failed' ? 'failed' : 'newer', ...(standby > 0 ? { standby } : {}) });
-    }
+    this.execute(r.effects);
   }
 
   private onReady(state: Session, id: number): void {
     const n = state.generation;
-    const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.generations.ready(n, Date.now());
+    const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.core.ready(n, Date.now());
     this.auditLog('ready', state.info, result.ok ? 'ok' : 'ERR_FDBROKER_READY_REFUSED', undefined, n);
     if (!result.ok) {
       const why = {
@@ -1212,52 +1310,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       return;
     }
     state.reply({ type: 'ack', id, generation: n, state: 'ready' });
-    this.applyReady(n!, result.retire, result.release);
-  }
-
-  private sessionOf(n: number): Session | undefined {
-    for (const c of this.clients.values()) if (c.generation === n) return c;
-    return undefined;
-  }
-
-  /** Generation `n` became ready: tell each of `retire` to retire (or stand by), and each of `release` that its window is over. */
-  private applyReady(n: number, retire: number[], release: number[]): void {
-    debug('generation %d ready; retiring %s', n, retire.join(',') || 'none');
-    this.acceptWatch.reset();
-    if (this.generations.hasStandby()) this.sampler?.hurry();
-    for (const r of release) this.release(r);
-    for (const r of retire) {
-      const by = r === n ? this.generations.newestReady() : n;
-      if (r === this.selfGeneration) {
-        this.emit('retireSelf', by);
-        continue;
-      }
-      const g = this.generations.get(r);
-      const standby = g?.state === 'standby' && g.standbyUntil ? Math.max(0, Date.parse(g.standbyUntil) - Date.now()) : 0;
-      this.sessionOf(r)?.reply({ type: 'retire', generation: r, by, reason: 'newer', ...(standby > 0 ? { standby } : {}) });
-    }
-    this.emit('ready', this.generations.get(n)!, retire);
-  }
-
-  private release(n: number): void {
-    debug('generation %d: standby over', n);
-    this.sessionOf(n)?.reply({ type: 'release', generation: n });
-    this.emit('release', n);
-  }
-
-  /**
-   * The newest ready generation failed. The table has already marked it
-   * (rollback or leave); tell the resumed one to resume and the failed one,
-   * if still connected, to retire.
-   */
-  private applyRollback(failed: GenerationInfo, reason: RollbackEvent['reason'], resumed: number | undefined): void {
-    debug('generation %d failed (%s); resuming %s', failed.number, reason, resumed ?? 'none');
-    if (resumed !== undefined) {
-      this.sessionOf(resumed)?.reply({ type: 'resume', generation: resumed, failed: failed.number, reason });
-    }
-    this.sessionOf(failed.number)?.reply({ type: 'retire', generation: failed.number, by: resumed ?? 0, reason: 'failed' });
-    this.acceptWatch.reset();
-    this.emit('rollback', { failed, reason, resumed });
+    this.execute(result.effects);
   }
 
   /** A listener that no longer listens (a holder shut it down) is broken for every holder: report it once. */
@@ -1281,7 +1334,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private sampleQueues(): void {
     // During a takeover the table is frozen (see handle()): no rollback is started here.
     if (this.closed || this.pendingTakeover) return;
-    this.checkHeartbeat();
+    this.tick();
     const listeners = this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
     if (listeners.length === 0) return;
     let results: ReturnType<typeof acceptQueues>;
@@ -1294,61 +1347,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
       return;
     }
     const now = Date.now();
-    const newest = this.generations.newestReady();
-    const holder = newest ? this.generations.get(newest) : undefined;
     listeners.forEach((l, i) => {
       const q = results[i]!;
       if (q instanceof Error) return;
       this.queues.set(l.info.name, q);
       const stall = this.acceptWatch.sample(l.info.name, q.queued, now);
       if (!stall) return;
-      const blamed = holder && holder.adopted.includes(l.info.name) ? holder : undefined;
-      this.emit('stall', { listener: l.info, queued: q.queued, generation: blamed?.number, since: new Date(stall.since) });
-      if (blamed && blamed.number !== this.selfGeneration && this.generations.hasStandby()) {
-        const r = this.generations.rollback(blamed.number, now, 'stalled');
-        const failed = this.generations.get(blamed.number) ?? blamed;
-        this.applyRollback(failed, 'stalled', r.resumed);
-      }
+      this.execute(this.core.stalled(l.info.name, now), { listener: l.info, queued: q.queued, since: stall.since });
     });
-  }
-
-  /**
-   * During a standby window, the newest ready generation is pinged if it
-   * joined with `heartbeat`: one that does not answer within the stall
-   * timeout hangs (stopped, deadlocked, a blocked event loop) and is rolled
-   * back, even when no new connection arrives to show a stall.
-   */
-  private checkHeartbeat(): void {
-    if (this.stallMs <= 0 || !this.generations.hasStandby()) return;
-    const newest = this.generations.newestReady();
-    if (!newest || newest === this.selfGeneration) return;
-    const s = this.sessionOf(newest);
-    if (!s || !s.heartbeat) return;
-    const now = Date.now();
-    if (!s.ping) {
-      s.ping = { id: this.nextPingId++, at: now };
-      s.reply({ type: 'ping', id: s.ping.id });
-      return;
-    }
-    if (now - s.ping.at < this.stallMs) return;
-    s.ping = undefined;
-    const r = this.generations.rollback(newest, now, 'hung');
-    this.applyRollback(this.generations.get(newest)!, 'hung', r.resumed);
-  }
-
-  private checkGenerations(): void {
-    if (this.generations.size === 0) return;
-    // Imported at a takeover and never rejoined: the process is gone (or cannot reach this broker).
-    for (const n of this.generations.detachedOverdue(Date.now(), TAKEOVER_REJOIN_WINDOW_MS)) {
-      const r = this.generations.leave(n);
-      if (!r) continue;
-      this.emit('leave', r.gone);
-      if (r.lostReady) this.applyRollback(r.gone, 'left', r.resumed);
-    }
-    const { readyOverdue, retireOverdue, release } = this.generations.check(Date.now());
-    for (const g of readyOverdue) this.emit('overdue', g, 'ready');
-    for (const g of retireOverdue) this.emit('overdue', g, 'retire');
-    for (const n of release) this.release(n);
   }
 
   private fatal(state: Session, err: FdbrokerError): void {
@@ -1371,15 +1377,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (!this.clients.delete(state.info.id)) return;
     debug('client %d gone', state.info.id);
     if (this.pendingTakeover?.session === state && this.movedTo === undefined) this.abortTakeover('its connection closed before it committed');
+    if (state.generation !== undefined) this.sessionsByGeneration.delete(state.generation);
     // Taken over: the generations moved to the successor; nothing here changes any more.
-    if (state.generation !== undefined && this.movedTo === undefined) {
-      const r = this.generations.leave(state.generation);
-      if (r) {
-        this.emit('leave', r.gone);
-        // Not while the broker itself stops: its clients leave then by its own doing.
-        if (r.lostReady && !this.closed) this.applyRollback(r.gone, 'left', r.resumed);
-        if (r.gone.state === 'starting' && this.selfGeneration !== undefined) this.reclaimPath();
-      }
+    // Not while the broker itself stops either: its clients leave then by its own doing.
+    if (state.generation !== undefined && this.movedTo === undefined && !this.closed) {
+      const gone = this.core.get(state.generation);
+      this.execute(this.core.leave(state.generation, Date.now(), state.leaving));
+      if (gone?.state === 'starting' && this.selfGeneration !== undefined) this.reclaimPath();
     }
     this.emit('disconnect', state.info);
   }
@@ -1400,4 +1404,15 @@ function lowestOf(pids: number[], byPid: Map<number, GenerationInfo>): Generatio
     if (g && (!best || g.number < best.number)) best = g;
   }
   return best;
+}
+
+/** Whether process `pid` exists (EPERM: it does, as another user's). */
+function pidAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

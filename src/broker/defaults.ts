@@ -43,6 +43,11 @@ export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
 export const SD_NOTIFY_RETRY_MS = 20;
 /** sd_notify: tries before such a notification is dropped (with a warning). */
 export const SD_NOTIFY_RETRIES = 50;
+/**
+ * Broker: after it starts, how long generations that outlived the old broker may take to rejoin
+ * (their retry backs off to 2 s) before a generation standing by with nobody ready above it resumes.
+ */
+export const REJOIN_GRACE_MS = 2_500;
 /** Takeover: a generation imported from the predecessor that has not rejoined this broker within this time has left. */
 export const TAKEOVER_REJOIN_WINDOW_MS = 10_000;
 /** Takeover (the old broker): a successor that has not committed within this time, and has not taken the path, is dropped (joins wait meanwhile). */

@@ -18,7 +18,7 @@
 // - refusals{code}: requests and connections the broker answered with an ERR_FDBROKER_* error.
 import type { EventEmitter } from 'node:events';
 import { isErrorCode, type FdbrokerErrorCode } from '../protocol/errors';
-import type { GenerationInfo } from './generation-table';
+import type { GenerationInfo } from '../core/generation-info';
 import type { BrokerEvents, RollbackEvent } from './broker';
 import { HANDOVER_SECONDS_BUCKETS } from './defaults';
 

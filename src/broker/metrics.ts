@@ -7,7 +7,7 @@
 // Never prints; serving it over HTTP is metrics-server.ts's job.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { StatusMessage } from '../protocol/messages';
-import type { GenerationState } from './generation-table';
+import type { GenerationState } from '../core/generation-info';
 import type { HistogramSnapshot } from './handover-stats';
 import { ROLLBACK_REASONS } from './handover-stats';
 import type { Broker } from './broker';

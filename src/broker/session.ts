@@ -11,10 +11,8 @@ export class Session {
   generation: number | undefined;
   /** A reply with fds was sent: unread bytes (SIOCOUTQ) may then be a handout. */
   fdsSent = false;
-  /** Joined with `heartbeat`: answers "ping". */
-  heartbeat = false;
-  /** The ping sent and not answered yet: its id and when it went out. */
-  ping: { id: number; at: number } | undefined;
+  /** It said "leaving": its connection's end is a planned stop, not a crash. */
+  leaving = false;
 
   constructor(readonly info: ClientInfo, readonly channel: Channel, private readonly onSendError: (err: Error) => void) {}
 

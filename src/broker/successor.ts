@@ -88,7 +88,10 @@ export async function takeOver(options: BrokerOptions & {
       const pending = listeners.splice(0);
       broker = Broker.startInternal({
         ...merged, controlPath: options.controlPath, listeners: create, listenerFds: pending, receivedSpecs, takeover: true,
-        generations: { next: handoff.nextGeneration, generations: handoff.generations },
+        generations: {
+          next: handoff.nextGeneration, generations: handoff.generations,
+          ...(handoff.epoch !== undefined ? { epoch: handoff.epoch } : {}), ...(handoff.floor !== undefined ? { floor: handoff.floor } : {}),
+        },
       });
     } catch (err) {
       for (const l of listeners) native().close(l.fd);
@@ -102,7 +105,9 @@ export async function takeOver(options: BrokerOptions & {
     let commitWarning: Error | undefined;
     try {
       await beforeCommitHook();
-      await conn.commit(id, timeoutMs);
+      const { left } = await conn.commit(id, timeoutMs);
+      // Generations that left the old broker while it handed over: the table received still has them.
+      broker.applyForwardedLeaves(left);
     } catch (err) {
       commitWarning = err as Error;
     }

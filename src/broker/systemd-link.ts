@@ -12,7 +12,7 @@
 // watches this pid, and a taken-over broker exits.
 // Fd ownership: the listeners' fds stay the broker's; the manager keeps its
 // own duplicates (FileDescriptorStoreMax= must leave room for them).
-import type { GenerationInfo } from './generation-table';
+import type { GenerationInfo } from '../core/generation-info';
 import type { Broker } from './broker';
 import { monotonicUsec, type SdNotifier } from './sd-notify';
 import type { ListenerInfo } from '../protocol/messages';

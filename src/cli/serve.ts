@@ -201,6 +201,10 @@ export async function serve(args: string[], io: Io): Promise<number> {
   broker.on('rollback', (e) => io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
     + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; `
     + (e.resumed !== undefined ? `generation ${e.resumed} resumes serving` : 'no generation stood by: nobody may be accepting now; start a new version')));
+  // A planned stop is not a rollback (no ROLLBACK line, no rollbacks_total): said once, even with --quiet.
+  broker.on('stop', (e) => io.out(`fdbroker: generation ${e.generation.number} (pid ${e.generation.pid}) stopped on purpose; `
+    + (e.resumed !== undefined ? `generation ${e.resumed} resumes serving` : 'no generation stood by: nobody serves until the next one is ready')));
+  broker.on('resume', (n) => io.err(`fdbroker: generation ${n} stood by and nobody ready came back after the broker started: it resumes serving`));
   broker.on('stall', (e) => io.err(`fdbroker: listener "${e.listener.name}" stalled: ${e.queued} connections wait since ${e.since.toISOString()}`
     + ` and nobody accepts${e.generation !== undefined ? ` (generation ${e.generation} should)` : ''}`));
   if (!quiet) broker.on('release', (n) => io.out(`fdbroker: generation ${n}: standby over, draining`));

@@ -1,6 +1,6 @@
 // `fdbroker status`: what a broker holds, who is connected, which generations
 // are starting, ready or retiring; as text or --json.
-import type { GenerationInfo } from '../broker/generation-table';
+import type { GenerationInfo } from '../core/generation-info';
 import type { MetricsSnapshot } from '../broker/handover-stats';
 import type { ListenerInfo, StatusMessage } from '../protocol/messages';
 import { BrokerConnection } from '../client/connection';

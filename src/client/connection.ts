@@ -436,8 +436,9 @@ export class BrokerConnection {
   }
 
   /** Takeover: tells the old broker this process answers on the path now (`id`: the takeover's); resolves on its ack. */
-  async commit(id: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
-    await this.request({ type: 'committed', id }, 'ack', timeoutMs);
+  async commit(id: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ left: number[] }> {
+    const ack = await this.request({ type: 'committed', id }, 'ack', timeoutMs);
+    return { left: Array.isArray(ack.left) ? ack.left.filter((n): n is number => Number.isSafeInteger(n) && n >= 1) : [] };
   }
 
   private async receiveListeners(request: ClientMessage & { id: number }, timeoutMs: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {

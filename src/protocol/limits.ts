@@ -8,7 +8,7 @@ export const PROTOCOL_VERSION = 1;
  * (PROTOCOL.md §5): a client sends one only when the broker listed it, so an
  * older broker, which answers an unknown type by closing, never sees it.
  */
-export const PROTOCOL_FEATURES = ['holding', 'takeover'] as const;
+export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch'] as const;
 export type ProtocolFeature = typeof PROTOCOL_FEATURES[number];
 /** Largest count a "holding" report may carry (per field). */
 export const MAX_HOLDING_COUNT = 10_000_000;
@@ -28,3 +28,5 @@ export const MAX_NAMES_PER_REQUEST = MAX_LISTENERS;
 export const MAX_ERROR_TEXT_BYTES = 1024;
 /** Longest standby window a generation may ask for, in ms. */
 export const MAX_STANDBY_MS = 10 * 60_000;
+/** Largest generation number; numbering wraps after it (a claim above it is a protocol error). */
+export const MAX_GENERATION = 2 ** 31 - 1;

@@ -2,8 +2,8 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
-import { MAX_ERROR_TEXT_BYTES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
-import type { GenerationInfo } from '../broker/generation-table';
+import { MAX_ERROR_TEXT_BYTES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS, MAX_GENERATION } from './limits';
+import type { GenerationInfo } from '../core/generation-info';
 import type { MetricsSnapshot } from '../broker/handover-stats';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';
@@ -58,11 +58,19 @@ export interface StatusRequest { type: 'status'; id: number; holders?: boolean }
 export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean }
 /** Answers the broker's "ping" (generations that joined with `heartbeat`). */
 export interface PongMessage { type: 'pong'; id: number }
+/** The state a rejoining generation claims. */
+export type RejoinState = 'starting' | 'ready' | 'retiring' | 'standby';
 /** A generation that outlived its broker joins a new one, keeping the listeners it has (no fds are sent). */
 export interface RejoinMessage {
-  type: 'rejoin'; id: number; generation: number; state: 'starting' | 'ready' | 'retiring';
+  type: 'rejoin'; id: number; generation: number; state: RejoinState;
   names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean;
+  /** State standby: the window it has left, in ms. */
+  standbyLeft?: number;
+  /** The epoch the broker gave it (absent: 0). */
+  epoch?: number;
 }
+/** This generation stops on purpose (a planned stop, not a crash); no answer. Feature "leaving". */
+export interface LeavingMessage { type: 'leaving' }
 /** This generation now serves. */
 export interface ReadyMessage { type: 'ready'; id: number }
 /** A new broker asks the running one for everything it holds (§2.9); `protocol` and `software` are the new broker's versions. */
@@ -79,9 +87,9 @@ export interface ReloadRequest { type: 'reload'; id: number }
 // Broker -> client
 /** `features`: optional message types this broker accepts (absent: none; PROTOCOL.md §5). */
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean }; features?: string[] }
-export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number }
+export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number; epoch?: number }
 /** A request was carried out (answers "ready" and "rejoin"; a rejoin's ack says the number and state given). */
-export interface AckMessage { type: 'ack'; id: number; generation?: number; state?: string }
+export interface AckMessage { type: 'ack'; id: number; generation?: number; state?: string; epoch?: number; left?: number[] }
 /**
  * Unsolicited: a newer generation is ready (or this one failed); this one
  * should stop accepting. With `standby` (ms) it keeps its connections and the
@@ -132,17 +140,20 @@ export interface HandoffMessage {
   options: HandoffOptions;
   /** The number the next join gets: numbering continues in the new broker. */
   nextGeneration: number;
+  /** The epoch the new broker's fresh joins get, and the first epoch of this line of brokers (ranks, PROTOCOL.md §2.6). */
+  epoch?: number;
+  floor?: number;
   generations: GenerationInfo[];
 }
 /** Unsolicited, to a generation: a new broker took over the path (pid `to`); rejoin it now. This connection closes next. */
 export interface MovedMessage { type: 'moved'; generation: number; to: number }
 
 export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage
-  | HoldingMessage | ReloadRequest | TakeoverMessage | CommittedMessage;
+  | HoldingMessage | ReloadRequest | TakeoverMessage | CommittedMessage | LeavingMessage;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
   | ResumeMessage | ReleaseMessage | PingMessage | ReloadedMessage | HandoffMessage | MovedMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'holding', 'takeover', 'committed'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'holding', 'takeover', 'committed', 'leaving'] as const;
 export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'reloaded', 'handoff', 'moved'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
@@ -222,11 +233,19 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
         ...(m.heartbeat === true ? { heartbeat: true } : {}),
       };
       if (m.type === 'join') return { type: 'join', ...common };
-      if (!isInt(m.generation, 1)) throw protocolError('rejoin.generation must be a positive integer');
-      if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'retiring') {
-        throw protocolError('rejoin.state must be "starting", "ready" or "retiring"');
+      if (!isInt(m.generation, 1, MAX_GENERATION)) throw protocolError(`rejoin.generation must be an integer from 1 to ${MAX_GENERATION}`);
+      if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'standby' && m.state !== 'retiring') {
+        throw protocolError('rejoin.state must be "starting", "ready", "standby" or "retiring"');
       }
-      return { type: 'rejoin', ...common, generation: m.generation, state: m.state };
+      if (m.standbyLeft !== undefined && !isInt(m.standbyLeft, 0, MAX_STANDBY_MS)) {
+        throw protocolError(`rejoin.standbyLeft must be a whole number of ms from 0 to ${MAX_STANDBY_MS}`);
+      }
+      if (m.epoch !== undefined && !isInt(m.epoch, 0, Number.MAX_SAFE_INTEGER)) throw protocolError('rejoin.epoch must be a non-negative integer');
+      return {
+        type: 'rejoin', ...common, generation: m.generation, state: m.state,
+        ...(m.standbyLeft !== undefined ? { standbyLeft: m.standbyLeft as number } : {}),
+        ...(m.epoch !== undefined ? { epoch: m.epoch as number } : {}),
+      };
     }
     case 'ready':
       if (!isInt(m.id)) throw protocolError('ready.id must be a non-negative integer');
@@ -258,6 +277,8 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'committed':
       if (!isInt(m.id)) throw protocolError('committed.id must be a non-negative integer');
       return { type: 'committed', id: m.id };
+    case 'leaving':
+      return { type: 'leaving' };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
   }
@@ -336,6 +357,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       const validGen = (g: unknown) => typeof g === 'object' && g !== null && isInt((g as GenerationInfo).number, 1)
         && isInt((g as GenerationInfo).pid) && typeof (g as GenerationInfo).state === 'string' && Array.isArray((g as GenerationInfo).adopted);
       if (!m.generations.every(validGen)) throw protocolError('handoff holds an invalid generation');
+      if ((m.epoch !== undefined && !isInt(m.epoch, 1)) || (m.floor !== undefined && !isInt(m.floor, 1))) throw protocolError('handoff.epoch and handoff.floor must be positive integers');
       return m as unknown as HandoffMessage;
     }
     case 'moved':
@@ -379,8 +401,8 @@ export function listenerJson(info: ListenerInfo): string {
   return cachedJson(info).text;
 }
 
-/** Room for {"type":"listeners","id":N,"part":N,"last":false,"generation":N,"listeners":[]} with the largest N. */
-const LISTENERS_ENVELOPE_BYTES = 128;
+/** Room for {"type":"listeners","id":N,"part":N,"last":false,"generation":N,"epoch":N,"listeners":[]} with the largest N. */
+const LISTENERS_ENVELOPE_BYTES = 160;
 
 /**
  * Splits listeners into messages of at most `maxFds` fds and `maxBytes` bytes.
@@ -405,8 +427,9 @@ export function chunkListeners(infos: readonly ListenerInfo[], maxFds: number, m
 }
 
 /** encode() of a "listeners" message, built from each listener's cached JSON text. */
-export function encodeListeners(id: number, part: number, last: boolean, infos: readonly ListenerInfo[], generation?: number): Buffer {
-  const head = `{"type":"listeners","id":${id},"part":${part},"last":${last}${generation !== undefined ? `,"generation":${generation}` : ''},"listeners":[`;
+export function encodeListeners(id: number, part: number, last: boolean, infos: readonly ListenerInfo[], generation?: number, epoch?: number): Buffer {
+  const gen = generation !== undefined ? `,"generation":${generation}${epoch !== undefined ? `,"epoch":${epoch}` : ''}` : '';
+  const head = `{"type":"listeners","id":${id},"part":${part},"last":${last}${gen},"listeners":[`;
   const buf = Buffer.from(`${head}${infos.map(listenerJson).join(',')}]}`, 'utf8');
   if (buf.length > MAX_MESSAGE_BYTES) {
     throw new FdbrokerError('ERR_FDBROKER_MESSAGE_TOO_LARGE', `a listeners message of ${buf.length} bytes exceeds ${MAX_MESSAGE_BYTES}`);

@@ -14,7 +14,7 @@ import { HandoverStats, Histogram } from '../../src/broker/handover-stats';
 import { HOLDERS_CACHE_TTL_MS } from '../../src/broker/holders';
 import { BrokerMetrics } from '../../src/broker/metrics';
 import { parseMetricsAddress, serveMetrics, type MetricsServer } from '../../src/broker/metrics-server';
-import type { GenerationInfo } from '../../src/broker/generation-table';
+import type { GenerationInfo } from '../../src/core/generation-info';
 import { BrokerConnection } from '../../src/client/connection';
 import { FdbrokerError } from '../../src/protocol/errors';
 import type { ClientInfo } from '../../src/protocol/messages';

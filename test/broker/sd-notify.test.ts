@@ -13,7 +13,7 @@ import { statusLine } from '../../src/broker/systemd-link';
 import { planInherited, specMismatch } from '../../src/broker/inherited';
 import { parseListenerSpec } from '../../src/broker/spec';
 import { createListener } from '../../src/broker/listeners';
-import type { GenerationInfo } from '../../src/broker/generation-table';
+import type { GenerationInfo } from '../../src/core/generation-info';
 import { cleanup, fdCount, sleep, tmpDir } from '../helpers';
 import { python3Command } from '../requirements';
 

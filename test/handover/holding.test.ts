@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import WebSocket from 'ws';
 import { CLI, FIXTURES, cleanup, loadLoop, run, sleep, startBroker, statusOf, tmpDir, type Proc } from '../helpers';
 import { HOLDING_REPORT_MS } from '../../src/handover/defaults';
-import type { GenerationInfo } from '../../src/broker/generation-table';
+import type { GenerationInfo } from '../../src/core/generation-info';
 import { python3Command } from '../requirements';
 
 afterEach(cleanup);

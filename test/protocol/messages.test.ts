@@ -4,7 +4,7 @@ import {
   chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeHandoff, encodeListeners, encodeStatus, negotiateVersion, type ListenerInfo,
   type StatusMessage,
 } from '../../src/protocol/messages';
-import type { GenerationInfo } from '../../src/broker/generation-table';
+import type { GenerationInfo } from '../../src/core/generation-info';
 import { HandoverStats } from '../../src/broker/handover-stats';
 import { EventEmitter } from 'node:events';
 import { parseListenerSpec } from '../../src/broker/spec';
