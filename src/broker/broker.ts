@@ -34,19 +34,21 @@ import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
-import { HandoverCore, type CoreEvent, type Effect, type GenerationInfo, type TableSnapshot } from '../core/handover-core';
-import { HandoverStats } from './handover-stats';
-import { HolderCache, socketInode, type HoldersScan } from './holders';
+import { HandoverCore, type CoreEvent, type Effect, type GenerationInfo } from '../core/handover-core';
+import { HandoverStats } from '../metrics/handover-stats';
+import { HolderCache, socketInode, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Deadlines } from './deadlines';
 import { Registry } from './registry';
 import { Sampler } from './sampler';
 import { Session } from './session';
 import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
+import type { BrokerOptions, InternalBrokerOptions } from './options';
+import type { BrokerEvents, TakeoverEvent } from './events';
 import { RemovedListeners } from './removed-listeners';
 import type { ListenerSpec } from './spec';
-import { takeInheritedListeners } from './systemd';
-import { handoffOptions, refuseSuccessor } from './takeover';
+import { takeInheritedListeners } from '../systemd/listen-fds';
+import { handoffOptions, refuseSuccessor } from '../takeover/options';
 import {
   ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
@@ -59,151 +61,9 @@ export type { ReloadResult, ReloadSettings } from './reload';
 
 const debug = debuglog('fdbroker');
 
-export interface BrokerOptions {
-  /** Path of the control socket. */
-  controlPath: string;
-  /** Listeners to create. */
-  listeners?: ListenerSpec[];
-  /** Who may adopt and read status besides the broker's own uid and root. */
-  access?: AccessOptions;
-  /** Most clients per uid, for uids other than the broker's own and root (default 64). */
-  maxClientsPerUid?: number;
-  /** Accept a control socket directory that fails the safety checks. */
-  insecureDir?: boolean;
-  /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */
-  inherit?: boolean;
-  /** Backlog for created listeners without their own (default 511). */
-  backlog?: number;
-  /** Mode of the control socket (default 0600). */
-  mode?: number;
-  /** Group of the control socket. */
-  group?: number;
-  handshakeTimeoutMs?: number;
-  /** A generation not ready within this time is reported and its ready() refused (default 60 s). */
-  readyTimeoutMs?: number;
-  /** A retiring generation still connected after this time is reported (default 30 s). */
-  retireTimeoutMs?: number;
-  /** Longest standby window granted to a retired generation (default 5 s; 0: no standby, no rollback after ready). */
-  standbyMs?: number;
-  /** A listener whose accept queue does not drain for this long is stalled (default 2 s; 0: not watched). */
-  stallTimeoutMs?: number;
-  idleTimeoutMs?: number;
-  maxClients?: number;
-  maxQueuedMessages?: number;
-}
+export type { BrokerOptions, InternalBrokerOptions } from './options';
+export type { AdoptEvent, BrokerEvents, RollbackEvent, StallEvent, StopEvent, TakeoverEvent } from './events';
 
-/** Options only fdbroker itself passes: the embedded broker, takeover, and listeners handed over. */
-export interface InternalBrokerOptions extends BrokerOptions {
-  /**
-   * Listeners that already exist (e.g. adopted from a predecessor). The
-   * broker owns these fds from the call on, on every path: it closes them if
-   * start() fails, and each must be the socket its info announces. `spec`:
-   * the spec this socket was created from (one that came back from systemd's
-   * fd store for a listener spec of its name), so a reload treats it as created here.
-   */
-  listenerFds?: Array<{ info: ListenerInfo; fd: number; spec?: ListenerSpec }>;
-  /**
-   * Embedded in an app ("the app as its own broker"): the app itself is a
-   * generation of this broker, numbered `self.number` if given. When a newer
-   * generation is ready, the broker emits 'retireSelf' instead of sending a
-   * message. Embedded brokers grant no standby (the predecessor leaves with
-   * its broker) and let one successor join at a time.
-   */
-  self?: { number?: number; label?: string };
-  /** The live broker at controlPath handed this process its listeners: rename over its path. */
-  takeover?: boolean;
-  /** The predecessor's generation table (takeover): imported detached, each reattached when its process rejoins. */
-  generations?: TableSnapshot;
-  /** Takeover: the specs (flags, --config) that describe received listeners (listenerFds), as if this broker had created them. */
-  receivedSpecs?: ListenerSpec[];
-}
-
-/** The successor of a takeover, as the old broker knows it. */
-export interface TakeoverEvent { pid: number; software: string; listeners: number; generations: number }
-
-export interface AdoptEvent { client: ClientInfo; names: string[]; generation?: number }
-
-/** A generation stopped on purpose (it said "leaving") while it served: not a rollback. */
-export interface StopEvent {
-  generation: GenerationInfo;
-  /** The generation told to resume (one stood by), or undefined: nobody may be accepting now. */
-  resumed: number | undefined;
-}
-
-export interface RollbackEvent {
-  /** The generation that failed (it left, or stopped accepting). */
-  failed: GenerationInfo;
-  /** 'left' (exited, crashed or disconnected), 'stalled' (its accept queue did not drain) or 'hung' (it stopped answering pings). */
-  reason: 'left' | 'stalled' | 'hung';
-  /** The generation told to resume, or undefined when none stood by (nobody may be accepting now). */
-  resumed: number | undefined;
-}
-
-export interface StallEvent {
-  listener: ListenerInfo;
-  /** Connections waiting in the accept queue. */
-  queued: number;
-  /** The newest ready generation, which should be accepting. */
-  generation: number | undefined;
-  since: Date;
-}
-
-export interface BrokerEvents {
-  /** A client connected. */
-  connect: [client: ClientInfo];
-  /** A client disconnected (or was dropped). */
-  disconnect: [client: ClientInfo];
-  /** Listeners were handed to a client. */
-  adopt: [event: AdoptEvent];
-  /** A client misbehaved and was answered with an error or dropped. */
-  clientError: [client: ClientInfo, err: Error];
-  /** A client joined as a generation and received its listeners. */
-  join: [generation: GenerationInfo];
-  /** A generation that outlived its broker joined this one. */
-  rejoin: [generation: GenerationInfo];
-  /** A generation became ready; `retire` lists the generations told to retire (or stand by). */
-  ready: [generation: GenerationInfo, retire: number[]];
-  /** A generation disconnected (exited, crashed, or closed its connection). */
-  leave: [generation: GenerationInfo];
-  /** A generation was not ready in time, or did not leave in time after being told to retire. */
-  overdue: [generation: GenerationInfo, what: 'ready' | 'retire'];
-  /** The newest ready generation failed; the one standing by (if any) was told to resume. */
-  rollback: [event: RollbackEvent];
-  /** The ready generation stopped on purpose (planned: it said "leaving"); the one standing by (if any) was told to resume. */
-  stop: [event: StopEvent];
-  /** A generation standing by with nobody ready above it (after a restart, whoever served did not come back) was told to resume. */
-  resume: [generation: number];
-  /** A standby window ended: that generation drains and leaves now. */
-  release: [generation: number];
-  /** A listener's accept queue has not drained for the stall timeout: nobody accepts. Once per episode. */
-  stall: [event: StallEvent];
-  /** Embedded mode: a newer generation is ready; the app that embeds this broker should drain and exit. */
-  retireSelf: [by: number];
-  /** Embedded mode: a successor took the control path and died before ready; this broker bound it again. */
-  reclaimed: [];
-  /** One line of audit: every handout, join, ready and every refusal. */
-  audit: [event: AuditEvent];
-  /** A listener stopped listening (a holder called shutdown() on it): it is broken for every holder. */
-  listenerBroken: [info: ListenerInfo];
-  /** A listener was created after start (a reload added it): later adopts and generations get it. */
-  listenerAdded: [info: ListenerInfo];
-  /** A listener was removed (a reload dropped it): the broker closed its copy and no longer hands it out. */
-  listenerRemoved: [info: ListenerInfo];
-  /** A reload starts (before its settings are read): the spot for sd_notify RELOADING=1. */
-  reloading: [];
-  /** A reload was applied (sd_notify READY=1 again). */
-  reloaded: [result: ReloadResult];
-  /** A reload was refused and nothing changed (sd_notify READY=1 again: the old configuration serves). */
-  reloadFailed: [err: Error];
-  /** Something recoverable went wrong in the broker itself (e.g. EMFILE on accept). */
-  warning: [err: Error];
-  /** Takeover: everything was handed to a successor; this broker serves on until it commits. */
-  takeover: [by: TakeoverEvent];
-  /** Takeover: the successor failed before it committed (`reason`); this broker serves on, unchanged. */
-  takeoverAborted: [by: TakeoverEvent, reason: string];
-  /** Takeover: the successor serves the path; the generations were told to rejoin it and this broker is closed. */
-  takenOver: [by: TakeoverEvent];
-}
 
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;

@@ -6,7 +6,7 @@
 // none forgets it. Bookkeeping only: no I/O but close().
 import { native } from '../native/binding';
 import type { HolderInfo, ListenerInfo } from '../protocol/messages';
-import type { HoldersScan } from './holders';
+import type { HoldersScan } from '../holders/holders';
 
 export class RemovedListeners {
   private entries: Array<{ info: ListenerInfo; inode: number | undefined }> = [];

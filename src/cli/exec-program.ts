@@ -17,7 +17,6 @@
 // Library code: it never prints. Exec emits events; the CLI reports them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../native/binding';
@@ -28,7 +27,10 @@ import type { ListenerInfo } from '../protocol/messages';
 import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
 import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS } from '../handover/defaults';
+import { ProgramStartError, resolveProgram } from './program';
 import { guardedCommand, startWatchdog, type OrphanGuardKind, type Watchdog } from './orphan-guard';
+
+export { ProgramStartError, resolveProgram } from './program';
 
 /** Signals the wrapper passes on to the program. */
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
@@ -105,44 +107,6 @@ export interface ExecResult {
   retired: boolean;
   /** What would have stopped the program had this process died (see orphan-guard.ts). */
   orphanGuard: OrphanGuardKind;
-}
-
-/** The program could not be started. `code` is ENOENT, EACCES, ...; exit with EXEC_START_FAILED. */
-export class ProgramStartError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'ProgramStartError';
-    this.code = code;
-  }
-}
-
-/** Where `command` would be found on `PATH`, as execvp() looks; throws ProgramStartError if nowhere. */
-export function resolveProgram(command: string, envPath: string | undefined): string {
-  if (command === '') throw new ProgramStartError('ENOENT', 'no program given');
-  const check = (p: string): string | undefined => {
-    try {
-      if (!fs.statSync(p).isFile()) return 'not a regular file';
-      fs.accessSync(p, fs.constants.X_OK);
-      return undefined;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code ?? String(err);
-    }
-  };
-  if (command.includes('/')) {
-    const why = check(command);
-    if (why === undefined) return command;
-    throw new ProgramStartError(why === 'ENOENT' ? 'ENOENT' : 'EACCES', `cannot run ${command}: ${why === 'ENOENT' ? 'no such file' : why === 'EACCES' ? 'not executable' : why}`);
-  }
-  let denied: string | undefined;
-  for (const dir of (envPath ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
-    const p = path.join(dir || '.', command);
-    const why = check(p);
-    if (why === undefined) return p;
-    if (why === 'EACCES' && !denied) denied = p;
-  }
-  if (denied) throw new ProgramStartError('EACCES', `cannot run ${command}: ${denied} is not executable`);
-  throw new ProgramStartError('ENOENT', `cannot run ${command}: command not found on PATH`);
 }
 
 /** Exit status for a program that ended with `code` or died of `signal`. */

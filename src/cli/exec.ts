@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import type { FdbrokerError } from '../protocol/errors';
 import { choiceOption, controlPathOf, msOption, parseCommand, UsageError } from './args';
 import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec-program';
-import type { Io } from './main';
+import type { Io } from './io';
 
 const OPTIONS = {
   'names': { type: 'string' },

@@ -5,6 +5,7 @@
 // (wait and exec have their own, documented in USAGE).
 import { VERSION } from '../protocol/version';
 import { UsageError } from './args';
+import type { Io } from './io';
 import type * as ExecCommand from './exec';
 import type * as ReloadCommand from './reload';
 import type * as ServeCommand from './serve';
@@ -143,7 +144,7 @@ malformed option, a missing value, a bad listener SPEC).
 `;
 
 /** Where the CLI prints; tests pass their own. */
-export interface Io { out: (s: string) => void; err: (s: string) => void }
+export type { Io } from './io';
 const stdio: Io = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 
 // Each command's module is loaded when it runs: a broker (`serve`) then does not

@@ -2,10 +2,10 @@
 // error when malformed) and the endpoint's start. prom-client is loaded only
 // here, when the flag is given: a broker without --metrics never loads it.
 import type { Broker } from '../broker/broker';
-import { parseMetricsAddress, serveMetrics, type MetricsAddress, type MetricsServer } from '../broker/metrics-server';
+import { parseMetricsAddress, serveMetrics, type MetricsAddress, type MetricsServer } from '../metrics/server';
 import { FdbrokerError } from '../protocol/errors';
 import { UsageError } from './args';
-import type { Io } from './main';
+import type { Io } from './io';
 
 /** The --metrics address, or undefined when the option is absent. */
 export function metricsOption(v: string | undefined): MetricsAddress | undefined {
@@ -23,7 +23,7 @@ export function metricsOption(v: string | undefined): MetricsAddress | undefined
  * failed scrape is reported on stderr.
  */
 export async function prepareMetrics(broker: Broker, address: MetricsAddress, io: Io): Promise<() => Promise<MetricsServer>> {
-  const { BrokerMetrics } = await import('../broker/metrics');
+  const { BrokerMetrics } = await import('../metrics/prometheus');
   const metrics = new BrokerMetrics(broker);
   return () => serveMetrics(metrics, { ...address, onError: (err) => io.err(`fdbroker: metrics: ${err.message}`) });
 }

@@ -27,7 +27,7 @@
 // program too), and could signal a reused pid if the program exited at the
 // very moment the wrapper died.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { resolveProgram } from './exec-program';
+import { resolveProgram } from './program';
 
 export type OrphanGuardKind = 'pdeathsig' | 'watchdog';
 

@@ -4,7 +4,7 @@
 import { BrokerConnection } from '../client/connection';
 import { controlPathOf, parseCommand } from './args';
 import { describeReload } from './config';
-import type { Io } from './main';
+import type { Io } from './io';
 
 const OPTIONS = { json: { type: 'boolean' } } as const;
 

@@ -7,14 +7,14 @@
 //     the fd store (src/broker/systemd-link.ts), once the control socket answers.
 // Reload code gets the link from serve (`systemd?.reloading()`, then `systemd?.ready()`).
 import type { Broker } from '../broker/broker';
-import { planInherited, type InheritedPlan } from '../broker/inherited';
-import { SdNotifier, watchdogIntervalMs } from '../broker/sd-notify';
+import { planInherited, type InheritedPlan } from '../systemd/inherited';
+import { SdNotifier, watchdogIntervalMs } from '../systemd/sd-notify';
 import type { ListenerSpec } from '../broker/spec';
-import { takeInheritedListeners } from '../broker/systemd';
-import { SystemdLink } from '../broker/systemd-link';
+import { takeInheritedListeners } from '../systemd/listen-fds';
+import { SystemdLink } from '../systemd/systemd-link';
 import { DEFAULT_LISTEN_BACKLOG } from '../broker/defaults';
 import { BrokerConnection } from '../client/connection';
-import type { Io } from './main';
+import type { Io } from './io';
 
 /** Takes LISTEN_FDS (unless --no-inherit) and matches them with the specs; the caller owns `plan.adopt`'s fds. */
 export function inheritForServe(specs: ListenerSpec[], inherit: boolean, backlog: number | undefined, io: Io): InheritedPlan {

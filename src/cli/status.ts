@@ -1,11 +1,11 @@
 // `fdbroker status`: what a broker holds, who is connected, which generations
 // are starting, ready or retiring; as text or --json.
 import type { GenerationInfo } from '../core/generation-info';
-import type { MetricsSnapshot } from '../broker/handover-stats';
+import type { MetricsSnapshot } from '../metrics/handover-stats';
 import type { ListenerInfo, StatusMessage } from '../protocol/messages';
 import { BrokerConnection } from '../client/connection';
 import { controlPathOf, parseCommand } from './args';
-import type { Io } from './main';
+import type { Io } from './io';
 
 const OPTIONS = { json: { type: 'boolean' } } as const;
 

@@ -2,10 +2,10 @@
 // The new broker prints what it took over; the old one prints who took over
 // and exits 0 once its generations moved. The work is in broker/successor.ts.
 import type { Broker, BrokerOptions } from '../broker/broker';
-import { takeOver } from '../broker/successor';
+import { takeOver } from '../takeover/successor';
 import { FdbrokerError } from '../protocol/errors';
 import { UsageError } from './args';
-import type { Io } from './main';
+import type { Io } from './io';
 import { TAKEOVER_METRICS_WAIT_MS } from './defaults';
 
 /**

@@ -5,7 +5,7 @@ import type { FdbrokerError } from '../protocol/errors';
 import type { StatusMessage } from '../protocol/messages';
 import { choiceOption, controlPathOf, intOption, msOption, parseCommand } from './args';
 import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './defaults';
-import type { Io } from './main';
+import type { Io } from './io';
 import { inTree } from './proc-tree';
 
 /** Exit statuses of `fdbroker wait`, as documented in --help and the README. */

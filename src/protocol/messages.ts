@@ -4,7 +4,7 @@
 import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
 import { MAX_ERROR_TEXT_BYTES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS, MAX_GENERATION } from './limits';
 import type { GenerationInfo } from '../core/generation-info';
-import type { MetricsSnapshot } from '../broker/handover-stats';
+import type { MetricsSnapshot } from './metrics-snapshot';
 
 export type ListenerKind = 'tcp' | 'unix' | 'udp';
 export const LISTENER_KINDS: readonly ListenerKind[] = ['tcp', 'unix', 'udp'];

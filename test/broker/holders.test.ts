@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/binding';
-import { ancestors, HolderCache, HOLDERS_SCAN_CONCURRENCY, HOLDERS_SLICE_LINKS, scanHolders, socketInode, type ScanMode } from '../../src/broker/holders';
+import { ancestors, HolderCache, HOLDERS_SCAN_CONCURRENCY, HOLDERS_SLICE_LINKS, scanHolders, socketInode, type ScanMode } from '../../src/holders/holders';
 import { ROOT, tmpDir, cleanup } from '../helpers';
 
 const n = native();

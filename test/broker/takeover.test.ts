@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { compareSoftware, mergeOptions, refuseSuccessor, specsToCreate } from '../../src/broker/takeover';
+import { compareSoftware, mergeOptions, refuseSuccessor, specsToCreate } from '../../src/takeover/options';
 import { parseListenerSpec } from '../../src/broker/spec';
 import { BrokerConnection } from '../../src/client/connection';
 import { native } from '../../src/native/binding';

@@ -34,12 +34,13 @@ describe('after a broker restart', () => {
       process.kill(old.pid, 'SIGSTOP');
       const next = run(process.execPath, [CLI, 'serve', broker.sock, '--adopt-from', expose, '--quiet']);
       await next.waitFor(/^fdbroker: ready on /m);
-      fresh = startGen(broker.sock);
-      // Numbered by the new broker from 1 or after the keeper's rejoin: a number below the old one's claim of 2, or above it. Either way it is newer.
-      const m = await fresh.waitFor(/^ready \d+ gen (\d+)$/m);
-      const freshNumber = Number(m[1]);
+      // The fresh one joins first and says ready only after the old one has rejoined as ready (the order that retired the fresh one).
+      fresh = startGen(broker.sock, { READY_DELAY_MS: '2500' });
+      for (let t = 0; t < 200 && !(await statusOf(broker.sock)).generations.some((g) => g.pid === fresh.pid); t++) await sleep(25);
       process.kill(old.pid, 'SIGCONT');
-      await old.waitFor(/^rejoin \d+ gen \d+ /m, 10_000);
+      await old.waitFor(/^rejoin \d+ gen \d+ ready$/m, 10_000);
+      const m = await fresh.waitFor(/^ready \d+ gen (\d+)$/m, 10_000);
+      const freshNumber = Number(m[1]);
       await old.waitFor(new RegExp(`^retire \\d+ by ${freshNumber}$`, 'm'), 10_000);
       await old.waitFor(/^drained \d+ forced 0$/m, 20_000);
       const s = await statusOf(broker.sock);

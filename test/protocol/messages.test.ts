@@ -5,7 +5,7 @@ import {
   type StatusMessage,
 } from '../../src/protocol/messages';
 import type { GenerationInfo } from '../../src/core/generation-info';
-import { HandoverStats } from '../../src/broker/handover-stats';
+import { HandoverStats } from '../../src/metrics/handover-stats';
 import { EventEmitter } from 'node:events';
 import { parseListenerSpec } from '../../src/broker/spec';
 

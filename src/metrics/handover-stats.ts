@@ -19,30 +19,13 @@
 import type { EventEmitter } from 'node:events';
 import { isErrorCode, type FdbrokerErrorCode } from '../protocol/errors';
 import type { GenerationInfo } from '../core/generation-info';
-import type { BrokerEvents, RollbackEvent } from './broker';
-import { HANDOVER_SECONDS_BUCKETS } from './defaults';
+import type { BrokerEvents, RollbackEvent } from '../broker/events';
+import type { HistogramSnapshot, MetricsSnapshot } from '../protocol/metrics-snapshot';
+import { HANDOVER_SECONDS_BUCKETS } from '../broker/defaults';
 
 export const ROLLBACK_REASONS: readonly RollbackEvent['reason'][] = ['left', 'stalled', 'hung'];
 
-/** A cumulative histogram: `buckets[i]` observations <= `bounds[i]` seconds (the +Inf bucket is `count`). */
-export interface HistogramSnapshot {
-  count: number;
-  /** Sum of every observation, in seconds. */
-  sum: number;
-  bounds: number[];
-  buckets: number[];
-}
-
-export interface MetricsSnapshot {
-  handovers: number;
-  handoverReadySeconds: HistogramSnapshot;
-  handoverRetireSeconds: HistogramSnapshot;
-  rollbacks: Record<RollbackEvent['reason'], number>;
-  drainsForced: number;
-  adopts: number;
-  /** By error code; codes never seen are left out. */
-  refusals: Partial<Record<FdbrokerErrorCode, number>>;
-}
+export type { HistogramSnapshot, MetricsSnapshot } from '../protocol/metrics-snapshot';
 
 /** A histogram with fixed bounds; observations in seconds. */
 export class Histogram {

@@ -6,8 +6,8 @@
 // close() of a stored socket that a spec replaces.
 import { native } from '../native/binding';
 import type { ListenerInfo } from '../protocol/messages';
-import type { OwnedListener } from './listeners';
-import type { ListenerSpec } from './spec';
+import type { OwnedListener } from '../broker/listeners';
+import type { ListenerSpec } from '../broker/spec';
 
 /** An inherited socket; `spec` when a spec of its name adopted it (a reload then compares against that spec). */
 export type InheritedListener = OwnedListener & { spec?: ListenerSpec };

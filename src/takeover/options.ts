@@ -4,8 +4,8 @@
 // PROTOCOL.md §2.9; the promises under faults in docs/FAULTS.md.
 import { FdbrokerError } from '../protocol/errors';
 import type { HandoffOptions, ListenerInfo } from '../protocol/messages';
-import type { BrokerOptions } from './broker';
-import type { ListenerSpec } from './spec';
+import type { BrokerOptions } from '../broker/options';
+import type { ListenerSpec } from '../broker/spec';
 
 /** "fdbroker/1.2.3" or "1.2.3" -> [1, 2, 3, pre] (pre 0 for a release, -1 for a pre-release); undefined if not a version. */
 function parseSoftware(v: string): [number, number, number, number] | undefined {

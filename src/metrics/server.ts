@@ -6,9 +6,9 @@
 import type * as Http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FdbrokerError } from '../protocol/errors';
-import type { BrokerMetrics } from './metrics';
-import { parseListenerSpec } from './spec';
-import { METRICS_MAX_CONNECTIONS, METRICS_REQUEST_TIMEOUT_MS } from './defaults';
+import type { BrokerMetrics } from './prometheus';
+import { parseListenerSpec } from '../broker/spec';
+import { METRICS_MAX_CONNECTIONS, METRICS_REQUEST_TIMEOUT_MS } from '../broker/defaults';
 
 export const METRICS_PATH = '/metrics';
 

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { native } from '../native/binding';
 import { check, FdbrokerError } from '../protocol/errors';
 import { isValidName } from '../protocol/messages';
-import type { OwnedListener } from './listeners';
+import type { OwnedListener } from '../broker/listeners';
 import { describeSocket } from '../transport/socket-info';
 
 export const SD_LISTEN_FDS_START = 3;

@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events';
 import { native, type SockAddrUnix } from '../native/binding';
 import { EAGAIN, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError } from '../protocol/errors';
-import { SD_NOTIFY_RETRY_MS, SD_NOTIFY_RETRIES } from './defaults';
+import { SD_NOTIFY_RETRY_MS, SD_NOTIFY_RETRIES } from '../broker/defaults';
 
 /** Where NOTIFY_SOCKET points, as a native address ("@name" becomes a leading NUL), or undefined when unset or empty. */
 export function parseNotifySocket(value: string | undefined): SockAddrUnix | undefined {

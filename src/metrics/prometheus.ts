@@ -10,7 +10,7 @@ import type { StatusMessage } from '../protocol/messages';
 import type { GenerationState } from '../core/generation-info';
 import type { HistogramSnapshot } from './handover-stats';
 import { ROLLBACK_REASONS } from './handover-stats';
-import type { Broker } from './broker';
+import type { Broker } from '../broker/broker';
 
 export const METRICS_PREFIX = 'fdbroker_';
 const GENERATION_STATES: readonly GenerationState[] = ['starting', 'ready', 'standby', 'retiring', 'failed'];

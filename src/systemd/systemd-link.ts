@@ -13,7 +13,7 @@
 // Fd ownership: the listeners' fds stay the broker's; the manager keeps its
 // own duplicates (FileDescriptorStoreMax= must leave room for them).
 import type { GenerationInfo } from '../core/generation-info';
-import type { Broker } from './broker';
+import type { Broker } from '../broker/broker';
 import { monotonicUsec, type SdNotifier } from './sd-notify';
 import type { ListenerInfo } from '../protocol/messages';
 

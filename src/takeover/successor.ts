@@ -15,8 +15,8 @@ import { FdbrokerError } from '../protocol/errors';
 import { PROTOCOL_VERSION } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import type { HandoffMessage } from '../protocol/messages';
-import { Broker, type BrokerOptions } from './broker';
-import { mergeOptions, specsOfReceived, specsToCreate } from './takeover';
+import { Broker, type BrokerOptions } from '../broker/broker';
+import { mergeOptions, specsOfReceived, specsToCreate } from './options';
 
 const debug = debuglog('fdbroker');
 
