@@ -47,7 +47,7 @@ async function spawnExtras(count, listenerFd, devnull, started) {
 }
 
 async function main() {
-  const built = path.join(lib.ROOT, 'dist', 'broker', 'holders.js');
+  const built = path.join(lib.ROOT, 'dist', 'holders', 'holders.js');
   if (!fs.existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\` first`);
   const { scanHolders } = require(built);
   const native = require('node-gyp-build')(lib.ROOT);

@@ -10,14 +10,6 @@ export { endEventStreamOnDrain, type EventStreamDrainOptions } from './handover/
 export { workerEnv, listenViaPrimary, WORKER_ENV } from './handover/cluster';
 export type { GenerationInfo, GenerationState } from './core/generation-info';
 export type { MetricsSnapshot, HistogramSnapshot } from './protocol/metrics-snapshot';
-export {
-  Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent, type AuditEvent, type RollbackEvent, type StallEvent,
-  type ReloadResult, type ReloadSettings,
-} from './broker/broker';
-export type { AccessOptions } from './broker/access';
-export { SdNotifier, parseNotifySocket, watchdogIntervalMs, type SdNotifierEvents } from './systemd/sd-notify';
-export { SystemdLink, statusLine, type SystemdLinkOptions } from './systemd/systemd-link';
-export { parseListenerSpec, type ListenerSpec } from './broker/spec';
 export { FdbrokerError, ERROR_CODES, type FdbrokerErrorCode, type SystemError } from './protocol/errors';
 export type { ListenerInfo, ListenerKind, ClientInfo, HolderInfo, StatusMessage } from './protocol/messages';
 export * as defaults from './defaults';

@@ -1,4 +1,4 @@
-// The broker: owns listeners (the Registry) and hands duplicates of them to any
+// The broker: owns listeners (a ListenerSet) and hands duplicates of them to any
 // client that asks over the control socket (an Acceptor + one Session per
 // client). Policy lives here and in the pure GenerationTable / AcceptWatch;
 // framing and syscalls live in transport/.
@@ -25,8 +25,8 @@ import { Channel } from '../transport/channel';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
 import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
-  chunkListeners, decodeClientMessage, encodeHandoff, encodeListeners, negotiateVersion,
-  type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
+  chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
+  type ClientInfo, type ClientMessage, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
 } from '../protocol/messages';
 import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
@@ -34,26 +34,27 @@ import { AcceptWatch } from './accept-watch';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
-import { HandoverCore, type CoreEvent, type Effect, type GenerationInfo } from '../core/handover-core';
+import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core';
 import { HandoverStats } from '../metrics/handover-stats';
-import { HolderCache, socketInode, type HoldersScan } from '../holders/holders';
+import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
 import { Deadlines } from './deadlines';
-import { Registry } from './registry';
+import { ListenerSet } from './listener-set';
+import { buildStatus, inodesToScan } from './status-report';
 import { Sampler } from './sampler';
 import { Session } from './session';
 import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
 import type { BrokerOptions, InternalBrokerOptions } from './options';
 import type { BrokerEvents, TakeoverEvent } from './events';
-import { RemovedListeners } from './removed-listeners';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from '../systemd/listen-fds';
 import { handoffOptions, refuseSuccessor } from '../takeover/options';
+import { Handoff, sendHandoff, type HandoffHost } from '../takeover/handoff';
 import {
   ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
-  GENERATION_CHECK_INTERVAL_MS, REJOIN_GRACE_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
+  GENERATION_CHECK_INTERVAL_MS, REJOIN_GRACE_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
 } from './defaults';
 
 export type { AuditEvent } from './audit';
@@ -68,7 +69,7 @@ export type { AdoptEvent, BrokerEvents, RollbackEvent, StallEvent, StopEvent, Ta
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;
   readonly startedAt = new Date();
-  private readonly registry = new Registry();
+  private readonly listenerSet = new ListenerSet();
   private readonly clients = new Map<number, Session>();
   /**
    * Every channel not yet closed, including clients being dropped that still
@@ -89,10 +90,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly idleDeadlines: Deadlines<Session> | undefined;
   private policy: AccessPolicy;
   /** The spec of each listener created from one (not those taken from systemd or a predecessor): what a reload compares. */
-  private readonly specs = new Map<string, ListenerSpec>();
   private readonly defaultBacklog: number;
   /** Listeners a reload removed, listed in status (removed: true) while some process still holds them. */
-  private readonly removed = new RemovedListeners();
   /**
    * Where reload() gets its settings (fdbroker serve --config sets it: the
    * file re-read, with the command line's flags over it). Throws to refuse.
@@ -107,10 +106,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   takeoverRefusal: string | undefined;
   private readonly brokerUid = process.getuid?.() ?? 0;
-  private readonly broken = new Set<string>();
-  private readonly queues = new Map<string, { queued: number; backlog: number }>();
   private readonly holders = new HolderCache();
-  private readonly inodes = new Map<string, number>();
   /** Handover counters and histograms, fed by this broker's events: in status, and what metrics.ts serves. */
   readonly stats = new HandoverStats(this);
   private readonly mode: number;
@@ -121,14 +117,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private closed = false;
   /** The options this broker was started with, as a reload changed them since: a successor gets them (takeover). */
   private given: BrokerOptions;
-  /** A takeover in flight: the successor's session, its request id, and since when. One at a time. */
-  private pendingTakeover: {
-    session: Session; id: number; by: TakeoverEvent; timer: NodeJS.Timeout;
-    /** The commit timer ran out once while the successor served the path: the next time, this broker hands over. */
-    expiredOnce?: boolean;
-    /** Requests that would change the generation table, held (their channels paused) until the takeover commits or fails. */
-    deferred: Array<{ state: Session; msg: ClientMessage }>;
-  } | undefined;
+  /** A takeover in flight (one at a time): the old broker's side of it. */
+  private handoff: Handoff | undefined;
   /** Taken over: the successor's pid. From then on, clients leaving change nothing here. */
   private movedTo: number | undefined;
 
@@ -167,7 +157,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.checkTimer = setInterval(() => {
       this.tick();
       this.checkListeners();
-      if (this.removed.pendingCloses > 0) this.removed.closeUnqueued(this.queuedFd);
+      if (this.listenerSet.removed.pendingCloses > 0) this.listenerSet.removed.closeUnqueued(this.queuedFd);
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
@@ -294,23 +284,24 @@ export class Broker extends EventEmitter<BrokerEvents> {
       });
       for (const l of given) {
         pendingFds.delete(l.fd);
-        broker.adopt({ info: l.info, fd: l.fd });
-        if (l.spec) broker.specs.set(l.info.name, l.spec);
+        broker.adopt({ info: l.info, fd: l.fd }, l.spec);
       }
       for (const spec of options.listeners ?? []) {
-        if (broker.registry.has(spec.name)) {
+        if (broker.listenerSet.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, broker.defaultBacklog));
-        broker.specs.set(spec.name, spec);
+        broker.adopt(createListener(spec, broker.defaultBacklog), spec);
       }
       // Takeover: received listeners that the configuration names stay the configuration's (a reload may change them).
-      for (const spec of options.receivedSpecs ?? []) if (broker.registry.has(spec.name)) broker.specs.set(spec.name, spec);
+      for (const spec of options.receivedSpecs ?? []) {
+        const rec = broker.listenerSet.get(spec.name);
+        if (rec) rec.spec = spec;
+      }
       broker.acceptor = bindControlSocket(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lock });
       lock = undefined;
     } catch (err) {
       broker.stopTimers();
-      broker.registry.closeAll();
+      broker.listenerSet.closeAll();
       for (const fd of pendingFds) native().close(fd);
       lock?.release();
       throw err;
@@ -332,7 +323,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** The listeners' fds, for an app that embeds this broker (still owned by the broker). */
   listenerFdsForSelf(): Array<{ info: ListenerInfo; fd: number }> {
-    return this.registry.select(null).map((l) => ({ info: l.info, fd: l.fd }));
+    return this.listenerSet.all().map((l) => ({ info: l.info, fd: l.fd }));
   }
 
   /** Embedded mode: the app's own generation serves now. Older generations are told to retire. */
@@ -373,7 +364,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   addNamedListener(spec: ListenerSpec): ListenerInfo {
     this.refuseDuringTakeover('add a listener');
-    if (this.registry.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
+    if (this.listenerSet.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
     const l = createListener(spec, this.defaultBacklog);
     this.register(l, spec);
     return l.info;
@@ -388,19 +379,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   removeNamedListener(name: string): ListenerInfo {
     this.refuseDuringTakeover('remove a listener');
-    const [l] = this.registry.select([name]);
-    this.registry.remove(name);
-    let inode = this.inodes.get(name);
-    if (inode === undefined) { try { inode = socketInode(l!.fd); } catch { inode = undefined; } }
-    this.removed.add(l!.info, inode, l!.fd, this.queuedFd);
-    this.specs.delete(name);
-    this.inodes.delete(name);
-    this.broken.delete(name);
-    this.queues.delete(name);
+    const l = this.listenerSet.remove(name, this.queuedFd);
     this.acceptWatch.forget(name);
     debug('listener %s removed', name);
-    this.emit('listenerRemoved', l!.info);
-    return l!.info;
+    this.emit('listenerRemoved', l.info);
+    return l.info;
   }
 
   /**
@@ -408,7 +391,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * a change here would be lost when it commits (or resurrected, for a removal).
    */
   private refuseDuringTakeover(what: string): void {
-    const t = this.pendingTakeover;
+    const t = this.takeoverInFlight();
     if (!t) return;
     throw new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS',
       `cannot ${what} while pid ${t.by.pid} takes over this broker (it has the listeners and grants as they were): try again once the takeover is over, on whichever broker serves ${this.controlPath}`);
@@ -460,13 +443,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   applyReload(settings: ReloadSettings): ReloadResult {
     this.refuseDuringTakeover('reload');
-    const plan = planListeners(this.specs, settings.listeners, this.defaultBacklog);
-    const taken = plan.add.find((s) => this.registry.has(s.name));
+    const plan = planListeners(this.listenerSet.specs(), settings.listeners, this.defaultBacklog);
+    const taken = plan.add.find((s) => this.listenerSet.has(s.name));
     if (taken) {
       throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME',
         `listener "${taken.name}" exists and was not created from the configuration (systemd or --adopt-from): a reload cannot replace it`);
     }
-    const count = this.registry.size - plan.remove.length + plan.add.length;
+    const count = this.listenerSet.size - plan.remove.length + plan.add.length;
     if (count > MAX_LISTENERS) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `a broker holds at most ${MAX_LISTENERS} listeners, not ${count}`);
     // An empty or half-written file must not take the service down.
     if (count === 0) {
@@ -482,8 +465,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   private register(l: OwnedListener, spec: ListenerSpec): void {
-    this.adopt(l);
-    this.specs.set(spec.name, spec);
+    this.adopt(l, spec);
     debug('listener %s added', spec.name);
     this.emit('listenerAdded', l.info);
   }
@@ -491,9 +473,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Whether a reply still queued for some client names `fd` (RemovedListeners closes it only after). */
   private readonly queuedFd = (fd: number): boolean => [...this.channels].some((ch) => ch.queues(fd));
 
-  private adopt(l: OwnedListener): void {
+  private adopt(l: OwnedListener, spec?: ListenerSpec): void {
     try {
-      this.registry.add(l);
+      this.listenerSet.add(l, spec);
     } catch (err) {
       native().close(l.fd);
       throw err;
@@ -501,28 +483,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /** What `fdbroker status` shows (with holders when a /proc scan is given). */
-  status(id = 0, holders?: { scan: HoldersScan; inodes: Map<string, number> }): StatusMessage {
-    const queues = this.readQueues();
-    const generations = this.core.list();
-    const byPid = holders ? generationsByPid(generations) : undefined;
-    return {
-      type: 'status',
-      id,
-      broker: {
-        pid: process.pid,
-        software: `fdbroker/${VERSION}`,
-        protocol: PROTOCOL_VERSION,
-        controlPath: this.controlPath,
-        startedAt: this.startedAt.toISOString(),
-      },
-      listeners: [
-        ...this.registry.infos().map((l) => ({ ...this.listenerStatus(l, queues), ...(holders ? { holders: this.holdersOf(holders.inodes.get(l.name), holders.scan, byPid!) } : {}) })),
-        ...this.removed.list(holders?.scan, (ino, scan) => this.holdersOf(ino, scan, byPid ?? generationsByPid(generations))),
-      ],
-      clients: [...this.clients.values()].map((c) => ({ ...c.info, adopted: [...c.info.adopted] })),
-      generations,
-      metrics: this.stats.snapshot(),
-    };
+  status(id = 0, scan?: HoldersScan): StatusMessage {
+    return buildStatus({
+      id, controlPath: this.controlPath, startedAt: this.startedAt, listeners: this.listenerSet, closed: this.closed,
+      stalledSince: (name) => this.acceptWatch.stalledSince(name),
+      clients: [...this.clients.values()].map((c) => c.info), generations: this.core.list(), metrics: this.stats.snapshot(), scan,
+    });
   }
 
   /**
@@ -531,12 +497,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * HOLDERS_STATUS_TIMEOUT_MS (the answer then has no holders).
    */
   async statusWithHolders(id = 0): Promise<StatusMessage> {
-    const inodes = this.listenerInodes();
     const scan = await Promise.race([
-      this.holders.get([...inodes.values(), ...this.removed.inodes()]).catch(() => undefined),
+      this.holders.get(inodesToScan(this.listenerSet)).catch(() => undefined),
       new Promise<undefined>((r) => setTimeout(() => r(undefined), HOLDERS_STATUS_TIMEOUT_MS).unref()),
     ]);
-    return this.status(id, scan ? { scan, inodes } : undefined);
+    return this.status(id, scan);
   }
 
   /**
@@ -568,51 +533,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     });
   }
 
-  private listenerInodes(): Map<string, number> {
-    const out = new Map<string, number>();
-    for (const l of this.registry.select(null)) {
-      let ino = this.inodes.get(l.info.name);
-      if (ino === undefined) {
-        try { ino = socketInode(l.fd); } catch { continue; }
-        this.inodes.set(l.info.name, ino);
-      }
-      out.set(l.info.name, ino);
-    }
-    return out;
-  }
-
-  /** `byPid`: the lowest-numbered generation of each pid (built once per status: 1,000 listeners x 1,000 generations). */
-  private holdersOf(ino: number | undefined, scan: HoldersScan, byPid: Map<number, GenerationInfo>): HolderInfo[] {
-    const list = ino === undefined ? [] : scan.byInode.get(ino) ?? [];
-    return list.map((p) => {
-      const g = byPid.get(p.pid) ?? lowestOf(p.ancestors, byPid);
-      return { pid: p.pid, comm: p.comm, ...(g ? { generation: g.number } : {}) };
-    });
-  }
-
-  /** Every stream listener's accept queue and backlog in force, read from the sockets now (the last sample where that fails). */
-  private readQueues(): Map<string, { queued: number; backlog: number }> {
-    const out = new Map(this.queues);
-    const ls = this.closed ? [] : this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
-    if (ls.length === 0) return out;
-    try {
-      acceptQueues(ls.map((l) => l.fd)).forEach((q, i) => { if (!(q instanceof Error)) out.set(ls[i]!.info.name, q); });
-    } catch { /* an addon without the call (sampleQueues warns once): the last samples */ }
-    return out;
-  }
-
-  private listenerStatus(l: ListenerInfo, queues: Map<string, { queued: number; backlog: number }>): ListenerInfo {
-    const q = queues.get(l.name);
-    const since = this.acceptWatch.stalledSince(l.name);
-    return {
-      ...l,
-      ...(this.broken.has(l.name) ? { broken: true } : {}),
-      ...(q ? { queued: q.queued, backlogInForce: q.backlog } : {}),
-      ...(since !== undefined ? { stalledSince: new Date(since).toISOString() } : {}),
-    };
-  }
-
-  listenerInfos(): ListenerInfo[] { return this.registry.infos(); }
+  listenerInfos(): ListenerInfo[] { return this.listenerSet.infos(); }
   get clientCount(): number { return this.clients.size; }
 
   /** Disconnects every client, closes the control socket (removing its path) and every listener. */
@@ -624,8 +545,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
     this.channels.clear();
-    this.removed.closeAll();
-    this.registry.closeAll();
+    this.listenerSet.closeAll();
   }
 
   private onConnection(fd: number): void {
@@ -743,10 +663,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (msg.type === 'join' || msg.type === 'ready' || msg.type === 'rejoin') this.pruneDetached();
     // A takeover in flight freezes the generation table the successor got:
     // joins, readies and rejoins wait (unread) for its outcome.
-    const t = this.pendingTakeover;
+    const t = this.takeoverInFlight();
     if (t && t.session !== state && (msg.type === 'join' || msg.type === 'ready' || msg.type === 'rejoin')) {
-      t.deferred.push({ state, msg });
-      state.channel.pause();
+      t.hold(state, msg);
       return;
     }
     this.dispatch(state, msg);
@@ -811,7 +730,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         this.onTakeover(state, msg);
         return;
       case 'committed':
-        if (this.pendingTakeover?.session !== state || this.pendingTakeover.id !== msg.id) {
+        if (this.takeoverInFlight()?.session !== state || this.handoff!.id !== msg.id) {
           this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed" ${msg.id} answers no takeover of this connection`));
           return;
         }
@@ -853,8 +772,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
       refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', this.takeoverRefusal));
       return;
     }
-    if (this.pendingTakeover) {
-      refuse(new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${this.pendingTakeover.by.pid} is taking over already: one takeover at a time`));
+    const inFlight = this.takeoverInFlight();
+    if (inFlight) {
+      refuse(new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${inFlight.by.pid} is taking over already: one takeover at a time`));
       return;
     }
     const tooOld = refuseSuccessor({ protocol: PROTOCOL_VERSION, software: VERSION }, msg);
@@ -862,38 +782,22 @@ export class Broker extends EventEmitter<BrokerEvents> {
       refuse(tooOld);
       return;
     }
-    const listeners = this.registry.select(null);
+    const listeners = this.listenerSet.all();
     const table = this.core.freeze();
     const by: TakeoverEvent = { pid: state.info.pid, software: msg.software, listeners: listeners.length, generations: table.generations.length };
-    const handoff = encodeHandoff({
-      type: 'handoff', id: msg.id,
-      broker: {
-        pid: process.pid, software: VERSION, protocol: PROTOCOL_VERSION, startedAt: this.startedAt.toISOString(),
-        ...(this.configPath !== undefined ? { config: this.configPath } : {}),
-      },
-      options: handoffOptions(this.given), nextGeneration: table.next, generations: table.generations,
-      ...(table.epoch !== undefined ? { epoch: table.epoch } : {}), ...(table.floor !== undefined ? { floor: table.floor } : {}),
-    });
-    for (const p of handoff) if (!state.send(p, [])) return;
-    const infos = listeners.map((l) => l.info);
-    const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
-    for (let part = 0; part < groups.length; part++) {
-      const group = groups[part]!;
-      const payload = encodeListeners(msg.id, part, part === groups.length - 1, group.map((i) => infos[i]!));
-      if (!state.send(payload, group.map((i) => listeners[i]!.fd))) return;
-    }
-    state.fdsSent = listeners.length > 0;
-    const timer = this.commitTimer();
-    this.pendingTakeover = { session: state, id: msg.id, by, timer, deferred: [] };
-    this.auditLog('takeover', state.info, 'ok', infos.map((i) => i.name));
+    const broker = {
+      pid: process.pid, software: VERSION, protocol: PROTOCOL_VERSION, startedAt: this.startedAt.toISOString(),
+      ...(this.configPath !== undefined ? { config: this.configPath } : {}),
+    };
+    this.handoff = new Handoff(state, msg.id, by, this.handoffHost());
+    if (!sendHandoff(state, msg.id, broker, handoffOptions(this.given), table, listeners)) return; // dropped: its close aborts the takeover
+    this.auditLog('takeover', state.info, 'ok', listeners.map((l) => l.info.name));
     debug('takeover by pid %d (%s): handed %d listeners, %d generations', by.pid, by.software, by.listeners, by.generations);
     this.emit('takeover', by);
   }
 
-  private commitTimer(): NodeJS.Timeout {
-    const timer = setTimeout(() => this.abortTakeover('no commit in time'), TAKEOVER_COMMIT_TIMEOUT_MS);
-    timer.unref();
-    return timer;
+  private takeoverInFlight(): Handoff | undefined {
+    return this.handoff && !this.handoff.isDone ? this.handoff : undefined;
   }
 
   /**
@@ -902,13 +806,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * that left here meanwhile: the successor's copy of the table still has them.
    */
   private onCommitted(state: Session, id: number): void {
-    if (this.acceptor?.ownsPath()) {
+    const r = this.handoff!.commit();
+    if (!r) {
       this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed", but ${this.controlPath} is still this broker's socket: the takeover is off`));
       return;
     }
-    const { left } = this.core.commit();
-    state.reply({ type: 'ack', id, ...(left.length > 0 ? { left } : {}) });
-    this.handOver();
+    state.reply({ type: 'ack', id, ...(r.left.length > 0 ? { left: r.left } : {}) });
+    this.handoff!.handOver();
   }
 
   /** Takeover (the successor): generations the predecessor saw leave while it handed over. */
@@ -917,76 +821,51 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.execute(this.core.applyForwarded(left, Date.now()));
   }
 
-  /**
-   * The takeover did not commit (the successor's connection closed, or it
-   * took too long). If the path is still ours, nothing changed. If the
-   * successor renamed its socket over the path and then died, bind it
-   * again; if it renamed and lives, it serves: hand over as on commit.
-   */
-  private abortTakeover(reason: string): void {
-    const t = this.pendingTakeover;
-    if (!t || this.closed) return;
-    const acceptor = this.acceptor;
-    if (acceptor && !acceptor.ownsPath()) {
-      const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
-      if (r !== ECONNREFUSED && r !== ENOENT) {
-        // It serves the path: wait once more for its commit (or its connection's end), then hand over regardless.
-        if (reason === 'no commit in time' && !t.expiredOnce) {
-          t.expiredOnce = true;
-          t.timer = this.commitTimer();
-          return;
+  private handoffHost(): HandoffHost {
+    return {
+      ownsPath: () => this.acceptor?.ownsPath() ?? false,
+      pathAnswers: () => {
+        const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
+        return r !== ECONNREFUSED && r !== ENOENT;
+      },
+      reclaimPath: () => this.reclaimPath(),
+      commitTable: () => this.core.commit(),
+      abortTable: () => this.execute(this.core.abort(Date.now())),
+      replay: (state, msg) => {
+        try {
+          this.dispatch(state, msg);
+        } catch (err) {
+          this.emit('warning', err as Error);
+          this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a request: ${(err as Error).message}`));
         }
-        this.core.commit();
-        this.handOver();
-        return;
-      }
-    }
-    clearTimeout(t.timer);
-    this.pendingTakeover = undefined;
-    // Nothing was handed over after all: what happened meanwhile applies here now.
-    const replay = this.core.abort(Date.now());
-    if (!t.session.channel.isClosed) this.drop(t.session, true);
-    if (acceptor && !acceptor.ownsPath()) this.reclaimPath();
-    debug('takeover by pid %d aborted: %s', t.by.pid, reason);
-    this.emit('takeoverAborted', t.by, reason);
-    this.execute(replay);
-    // Nothing changed: the held requests are carried out now, in order, and their connections read on.
-    for (const d of t.deferred) {
-      if (!this.clients.has(d.state.info.id)) continue;
-      try {
-        this.dispatch(d.state, d.msg);
-      } catch (err) {
-        this.emit('warning', err as Error);
-        this.fatal(d.state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a request: ${(err as Error).message}`));
-        continue;
-      }
-      if (this.pendingTakeover) break; // cannot happen (no takeover is held), but never read past a new freeze
-      d.state.channel.resume();
-    }
+      },
+      connected: (state) => this.clients.has(state.info.id) && !state.channel.isClosed,
+      drop: (state) => this.drop(state, true),
+      handOver: (by, held) => this.handOver(by, held),
+      aborted: (by, reason) => this.emit('takeoverAborted', by, reason),
+    };
   }
 
   /** Committed: every generation is told to rejoin the successor, every client's connection ends, then this broker closes. */
-  private handOver(): void {
-    const t = this.pendingTakeover;
-    if (!t || this.movedTo !== undefined) return;
-    clearTimeout(t.timer);
-    this.movedTo = t.by.pid;
+  private handOver(by: TakeoverEvent, held: Array<{ state: Session; msg: ClientMessage }>): void {
+    if (this.movedTo !== undefined) return;
+    this.movedTo = by.pid;
     this.stopTimers();
     // Stop accepting first: the path is the successor's (close() leaves a path that is not this socket's).
     this.acceptor?.close();
     this.acceptor = undefined;
     // A held join or rejoin is answered: retry, on the path (the successor); a held ready is carried by the rejoin.
-    for (const d of t.deferred) {
+    for (const d of held) {
       if (d.msg.type === 'join' || d.msg.type === 'rejoin') {
         d.state.reply({ type: 'error', id: d.msg.id, code: 'ERR_FDBROKER_TAKEN_OVER',
-          message: `this broker was taken over by pid ${t.by.pid} while the ${d.msg.type} waited: connect to ${this.controlPath} again` });
+          message: `this broker was taken over by pid ${by.pid} while the ${d.msg.type} waited: connect to ${this.controlPath} again` });
       }
     }
     for (const c of [...this.clients.values()]) {
-      if (c.generation !== undefined) c.reply({ type: 'moved', generation: c.generation, to: t.by.pid });
+      if (c.generation !== undefined) c.reply({ type: 'moved', generation: c.generation, to: by.pid });
       c.channel.end();
     }
-    // The registry's fds may be named by messages still queued: close once every channel has flushed (or after a bound).
+    // The listeners' fds may be named by messages still queued: close once every channel has flushed (or after a bound).
     const deadline = Date.now() + TAKEOVER_FLUSH_MS;
     const finish = () => {
       if (this.channels.size > 0 && Date.now() < deadline) {
@@ -994,8 +873,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       }
       this.close();
-      debug('taken over by pid %d', t.by.pid);
-      this.emit('takenOver', t.by);
+      debug('taken over by pid %d', by.pid);
+      this.emit('takenOver', by);
     };
     finish();
   }
@@ -1068,11 +947,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const op = join === undefined ? 'adopt' : 'join';
     let selected: OwnedListener[];
     try {
-      selected = this.registry.select(names);
+      selected = this.listenerSet.select(names);
     } catch (err) {
       const e = err as FdbrokerError & { names?: string[] };
-      const gone = (e.names ?? []).filter((n) => this.removed.has(n));
-      if (gone.length > 0) e.message += ` (${gone.map((n) => `"${n}"`).join(', ')} removed by a reload)`;
       state.reply({ type: 'error', id, code: e.code, message: e.message, names: e.names });
       this.auditLog(op, state.info, e.code, names ?? undefined);
       this.emit('clientError', state.info, e);
@@ -1142,7 +1019,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
       return;
     }
-    const names = (msg.names ?? []).filter((n) => this.registry.has(n));
+    const names = (msg.names ?? []).filter((n) => this.listenerSet.has(n));
     const r = this.core.rejoin({ clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) }, {
       number: msg.generation, state: msg.state, epoch: msg.epoch, standbyLeft: msg.standbyLeft, standbyMs: msg.standby ?? 0, heartbeat: msg.heartbeat === true,
     }, names, Date.now());
@@ -1177,11 +1054,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private checkListeners(): void {
     const n = native();
     const c = n.constants;
-    for (const l of this.registry.select(null)) {
-      if (l.info.kind === 'udp' || this.broken.has(l.info.name)) continue;
+    for (const l of this.listenerSet.streams()) {
       const r = n.getsockoptInt(l.fd, c.SOL_SOCKET, c.SO_ACCEPTCONN);
       if (typeof r !== 'number' && r.value === 1) continue;
-      this.broken.add(l.info.name);
+      l.broken = true;
       this.emit('listenerBroken', l.info);
     }
   }
@@ -1193,9 +1069,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   private sampleQueues(): void {
     // During a takeover the table is frozen (see handle()): no rollback is started here.
-    if (this.closed || this.pendingTakeover) return;
+    if (this.closed || this.takeoverInFlight()) return;
     this.tick();
-    const listeners = this.registry.select(null).filter((l) => l.info.kind !== 'udp' && !this.broken.has(l.info.name));
+    const listeners = this.listenerSet.streams();
     if (listeners.length === 0) return;
     let results: ReturnType<typeof acceptQueues>;
     try {
@@ -1210,7 +1086,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     listeners.forEach((l, i) => {
       const q = results[i]!;
       if (q instanceof Error) return;
-      this.queues.set(l.info.name, q);
+      l.queue = q;
       const stall = this.acceptWatch.sample(l.info.name, q.queued, now);
       if (!stall) return;
       this.execute(this.core.stalled(l.info.name, now), { listener: l.info, queued: q.queued, since: stall.since });
@@ -1236,7 +1112,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.idleDeadlines?.delete(state);
     if (!this.clients.delete(state.info.id)) return;
     debug('client %d gone', state.info.id);
-    if (this.pendingTakeover?.session === state && this.movedTo === undefined) this.abortTakeover('its connection closed before it committed');
+    if (this.takeoverInFlight()?.session === state && this.movedTo === undefined) this.handoff!.abort('its connection closed before it committed');
     if (state.generation !== undefined) this.sessionsByGeneration.delete(state.generation);
     // Taken over: the generations moved to the successor; nothing here changes any more.
     // Not while the broker itself stops either: its clients leave then by its own doing.
@@ -1247,23 +1123,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     this.emit('disconnect', state.info);
   }
-}
-
-/** The lowest-numbered generation of each pid, from a list sorted by number. */
-function generationsByPid(gens: GenerationInfo[]): Map<number, GenerationInfo> {
-  const out = new Map<number, GenerationInfo>();
-  for (const g of gens) if (!out.has(g.pid)) out.set(g.pid, g);
-  return out;
-}
-
-/** The lowest-numbered generation whose pid is one of `pids` (a holder's ancestors). */
-function lowestOf(pids: number[], byPid: Map<number, GenerationInfo>): GenerationInfo | undefined {
-  let best: GenerationInfo | undefined;
-  for (const pid of pids) {
-    const g = byPid.get(pid);
-    if (g && (!best || g.number < best.number)) best = g;
-  }
-  return best;
 }
 
 /** Whether process `pid` exists (EPERM: it does, as another user's). */

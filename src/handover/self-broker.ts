@@ -42,7 +42,7 @@ export function serveFirst(path: string, options: SelfBrokerOptions): { broker: 
 export async function serveAsSuccessor(path: string, conn: BrokerConnection, options: SelfBrokerOptions, deadline: number):
   Promise<{ broker: Broker; listeners: ReceivedListener[]; generation: number }> {
   const { generation, listeners: received } = await conn.join(undefined, options.label, Math.max(0, deadline - Date.now()));
-  await successorHook();
+  await (successorSeams.beforeRename?.() ?? Promise.resolve());
   // The embedded broker owns everything received, also if it fails to start.
   const broker = Broker.startInternal({
     controlPath: path, listenerFds: received, self: { number: generation, label: options.label },
@@ -56,11 +56,8 @@ export async function serveAsSuccessor(path: string, conn: BrokerConnection, opt
   }
 }
 
-/** Test hook (fault injection): FDBROKER_TEST_SUCCESSOR_DELAY_MS delays the rename after adopting. */
-function successorHook(): Promise<void> {
-  const ms = Number(process.env.FDBROKER_TEST_SUCCESSOR_DELAY_MS ?? 0);
-  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
-}
+/** Fault-injection seam for tests (empty in production; a test preload sets it): a pause after adopting, before the rename. */
+export const successorSeams: { beforeRename?: () => Promise<void> } = {};
 
 /**
  * Serves duplicates of `listeners` on `path` as a broker of their own

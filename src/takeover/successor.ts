@@ -30,22 +30,12 @@ export interface TakeoverResult {
   commitWarning?: Error;
 }
 
-/** Test hook: FDBROKER_TEST_TAKEOVER_SOFTWARE claims another software version in the takeover request (test-only). */
-function claimedSoftware(): string {
-  return process.env.FDBROKER_TEST_TAKEOVER_SOFTWARE || VERSION;
-}
-
-/** Test hook (fault injection): FDBROKER_TEST_TAKEOVER_DELAY_MS waits after receiving everything, before starting (test-only). */
-function afterReceiveHook(): Promise<void> {
-  const ms = Number(process.env.FDBROKER_TEST_TAKEOVER_DELAY_MS ?? 0);
-  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
-}
-
-/** Test hook (fault injection): FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS waits after the rename, before the commit (test-only). */
-function beforeCommitHook(): Promise<void> {
-  const ms = Number(process.env.FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS ?? 0);
-  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
-}
+/**
+ * Fault-injection seams for tests (empty in production; a test preload sets
+ * them): the software version claimed, and pauses after everything was
+ * received and after the rename, before the commit.
+ */
+export const takeoverSeams: { software?: string; afterReceive?: () => Promise<void>; beforeCommit?: () => Promise<void> } = {};
 
 /**
  * Takes over the broker serving `options.controlPath`. Options given here
@@ -72,12 +62,12 @@ export async function takeOver(options: BrokerOptions & {
       throw new FdbrokerError('ERR_FDBROKER_VERSION',
         `the broker at ${options.controlPath} (pid ${conn.brokerPid}) does not support takeover (its welcome lists no "takeover" feature): stop it and start this one with --adopt-from, or upgrade it first`);
     }
-    const { id, handoff, listeners } = await conn.takeover(PROTOCOL_VERSION, claimedSoftware(), timeoutMs);
+    const { id, handoff, listeners } = await conn.takeover(PROTOCOL_VERSION, takeoverSeams.software ?? VERSION, timeoutMs);
     const received = listeners.length;
     debug('takeover: received %d listeners and %d generations from pid %d', listeners.length, handoff.generations.length, handoff.broker.pid);
     let broker: Broker;
     try {
-      await afterReceiveHook();
+      await takeoverSeams.afterReceive?.();
       given = configure?.(handoff.broker) ?? given;
       const merged = mergeOptions(handoff.options, { ...given, listeners: undefined });
       const create = specsToCreate(listeners.map((l) => l.info), given.listeners ?? []);
@@ -104,7 +94,7 @@ export async function takeOver(options: BrokerOptions & {
     };
     let commitWarning: Error | undefined;
     try {
-      await beforeCommitHook();
+      await takeoverSeams.beforeCommit?.();
       const { left } = await conn.commit(id, timeoutMs);
       // Generations that left the old broker while it handed over: the table received still has them.
       broker.applyForwardedLeaves(left);

@@ -173,7 +173,7 @@ describe.each(MODES)('scanHolders, %s mode', (mode) => {
 
   it('as another uid: finds that uid\'s holders, counts the processes it cannot read, and does not see root\'s', async () => {
     expect(process.getuid!(), 'this test needs root: it runs the scanner as uid 65534 with setpriv').toBe(0);
-    const built = path.join(ROOT, 'dist', 'broker', 'holders.js');
+    const built = path.join(ROOT, 'dist', 'holders', 'holders.js');
     expect(fs.existsSync(built), `${built} is missing: run \`npm run build\``).toBe(true);
     // holders.js needs only node:fs: copied alone into a directory uid 65534 can read.
     const dir = tmpDir();

@@ -242,7 +242,7 @@ describe('fdbroker/metrics', () => {
     // Package self-reference: from the repository, require('fdbroker/...') goes through package.json's exports.
     const p = run(process.execPath, ['-e', `
       const loaded = () => Object.keys(require.cache).some((k) => k.includes('/node_modules/prom-client/'));
-      const main = require('fdbroker');
+      const main = require('fdbroker/broker');
       const before = loaded();
       const m = require('fdbroker/metrics');
       console.log(JSON.stringify({ broker: typeof main.Broker, before, after: loaded(), metrics: typeof m.BrokerMetrics, serve: typeof m.serveMetrics, path: m.METRICS_PATH }));`]);

@@ -24,6 +24,9 @@ import {
 import { NOBODY, runAs, sharedCopy, type SharedCopy } from '../other-user';
 import { describeWith, root, setpriv } from '../requirements';
 
+/** The test preload that sets fault-injection pauses from FDBROKER_TEST_* (test/fixtures/seams.js). */
+const SEAMS = path.join(__dirname, '..', 'fixtures', 'seams.js');
+
 afterEach(cleanup);
 
 describe('takeover policy (pure)', () => {
@@ -210,7 +213,7 @@ describe('fdbroker serve --takeover', () => {
     try {
       await sleep(300);
       // FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS (test-only) holds the successor after its rename, before it commits.
-      const doomed = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS: '20000' } });
+      const doomed = run(process.execPath, ['-r', SEAMS, CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS: '20000' } });
       for (let t = 0; t < 250 && fs.statSync(b1.sock).ino === ino; t++) await sleep(20);
       expect(fs.statSync(b1.sock).ino).not.toBe(ino); // the path is the successor's socket now
       expect((await statusOf(b1.sock)).broker.pid).toBe(doomed.pid);
@@ -339,7 +342,7 @@ describe('fdbroker serve --takeover', () => {
   it('a broker with no listeners (a library broker) is taken over, not closed by the successor after its commit', async () => {
     const sock = path.join(tmpDir(), 'lib.sock');
     const lib = run(process.execPath, ['-e', `
-      const { Broker } = require('./dist');
+      const { Broker } = require('./dist/entry/broker');
       const b = Broker.start({ controlPath: ${JSON.stringify(sock)}, inherit: false });
       b.on('takenOver', () => { console.log('taken over'); process.exit(0); });
       console.log('ready');
@@ -395,7 +398,7 @@ describe('fdbroker serve --takeover', () => {
     try {
       await sleep(300);
       // FDBROKER_TEST_TAKEOVER_SOFTWARE (test-only) makes the successor claim another version.
-      const old = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_SOFTWARE: '0.0.1' } });
+      const old = run(process.execPath, ['-r', SEAMS, CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_SOFTWARE: '0.0.1' } });
       const ex = await old.exited;
       expect(ex.code).toBe(1);
       expect(old.stderr()).toMatch(/ERR_FDBROKER_VERSION: fdbroker 0\.0\.1 is older than this broker/);
@@ -420,7 +423,7 @@ describe('fdbroker serve --takeover', () => {
     try {
       await sleep(300);
       // FDBROKER_TEST_TAKEOVER_DELAY_MS (test-only) holds the successor after it received everything, before it binds.
-      const doomed = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '20000' } });
+      const doomed = run(process.execPath, ['-r', SEAMS, CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '20000' } });
       await b1.waitFor(new RegExp(`^fdbroker: takeover by pid ${doomed.pid} .*handed 1 listeners and 1 generations`, 'm'));
       // It holds the listener now, received (and the old broker still does).
       const listenerInode = sharedInode(b1.pid, app.pid)[0]!;
@@ -565,7 +568,7 @@ describe('fdbroker serve --takeover during a deploy', () => {
     // v2 before the takeover (its ready() comes during it), or none yet.
     const v2early = v2env ? run(process.execPath, [path.join(__dirname, '..', 'fixtures', 'gen-app.js')], { env: { FDBROKER_SOCK: b1.sock, ...v2env } }) : undefined;
     if (v2early) await waitText(() => b1.stdout(), new RegExp(`op=join pid=${v2early.pid} .*result=ok`));
-    const successor = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '3000' } });
+    const successor = run(process.execPath, ['-r', SEAMS, CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_DELAY_MS: '3000' } });
     await b1.waitFor(/^fdbroker: takeover by pid \d+ /m);
     return { b1, v1, load, v2early, successor };
   }

@@ -8,6 +8,9 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { alive, CLI, cleanup, FIXTURES, loadLoop, run, sleep, startBroker, statusOf, tmpDir, waitText, type Proc } from '../helpers';
 
+/** The test preload that sets fault-injection pauses from FDBROKER_TEST_* (test/fixtures/seams.js). */
+const SEAMS = path.join(__dirname, '..', 'fixtures', 'seams.js');
+
 afterEach(cleanup);
 
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');
@@ -216,7 +219,7 @@ describe('two successors at once (self-broker mode)', () => {
     const v1 = run(process.execPath, [SELF_APP], { env: { FDBROKER_SOCK: sock } });
     await v1.waitFor(/ready/m);
     // The first successor lingers 1.5 s between adopting and renaming its control socket over the path.
-    const a = run(process.execPath, [SELF_APP], { env: { FDBROKER_SOCK: sock, FDBROKER_TEST_SUCCESSOR_DELAY_MS: '1500' } });
+    const a = run(process.execPath, ['-r', SEAMS, SELF_APP], { env: { FDBROKER_SOCK: sock, FDBROKER_TEST_SUCCESSOR_DELAY_MS: '1500' } });
     await sleep(400);
     const b = run(process.execPath, [SELF_APP], { env: { FDBROKER_SOCK: sock } });
     const bExit = await b.exited;

@@ -6,6 +6,9 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI, cleanup, FIXTURES, loadLoop, Raw, run, sleep, startBroker, statusOf, tmpDir, waitText, type Proc } from '../helpers';
 
+/** The test preload that sets fault-injection pauses from FDBROKER_TEST_* (test/fixtures/seams.js). */
+const SEAMS = path.join(__dirname, '..', 'fixtures', 'seams.js');
+
 afterEach(cleanup);
 
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');
@@ -102,7 +105,7 @@ describe('a rollback during a broker takeover', () => {
     try {
       await sleep(200);
       // The successor holds 1.5 s after its rename, before it commits (test-only hook).
-      const successor = run(process.execPath, [CLI, 'serve', broker.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS: '1500' } });
+      const successor = run(process.execPath, ['-r', SEAMS, CLI, 'serve', broker.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS: '1500' } });
       await broker.waitFor(/^fdbroker: takeover by pid \d+ /m);
       process.kill(b.pid, 'SIGKILL');
       await successor.waitFor(/^fdbroker: ready on /m, 15_000);
