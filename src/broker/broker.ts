@@ -273,7 +273,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     try {
       if (options.inherit !== false) {
         const inherited = takeInheritedListeners(process.env, options.backlog);
-        for (const l of inherited) broker.adopt(l);
+        for (const l of inherited) pendingFds.add(l.fd);
+        for (const l of inherited) {
+          pendingFds.delete(l.fd);
+          broker.adopt(l);
+        }
       }
       const given = options.listenerFds ?? [];
       const described = describeSockets(given.map((l) => l.fd));

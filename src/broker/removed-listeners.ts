@@ -8,6 +8,9 @@ import { native } from '../native/binding';
 import type { HolderInfo, ListenerInfo } from '../protocol/messages';
 import type { HoldersScan } from '../holders/holders';
 
+/** Most removed listeners status lists; older ones are forgotten (their holders still serve on them). */
+export const MAX_REMOVED_LISTED = 256;
+
 export class RemovedListeners {
   private entries: Array<{ info: ListenerInfo; inode: number | undefined }> = [];
   /** Fds still named by a queued reply. */
@@ -16,6 +19,8 @@ export class RemovedListeners {
   /** Takes `fd` (closed now, or once `queued(fd)` is false). `inode`: the socket's, to find its holders. */
   add(info: ListenerInfo, inode: number | undefined, fd: number, queued: (fd: number) => boolean): void {
     this.entries.push({ info, inode });
+    // Without a status to prune them (a scan shows who still holds each), entries would grow with every reload.
+    if (this.entries.length > MAX_REMOVED_LISTED) this.entries.splice(0, this.entries.length - MAX_REMOVED_LISTED);
     if (queued(fd)) this.closing.add(fd);
     else native().close(fd);
   }

@@ -42,29 +42,39 @@ export function takeInheritedListeners(env: NodeJS.ProcessEnv = process.env, bac
   const out: OwnedListener[] = [];
   const seen = new Map<string, number>();
   const effectiveBacklog = backlog ?? somaxconn();
-  for (let i = 0; i < Number(count); i++) {
-    const fd = SD_LISTEN_FDS_START + i;
-    check(n.setCloexec(fd, true), 'fcntl', `fd ${fd}`);
-    const d = describeSocket(fd);
-    if (d.kind === 'other' || (d.kind !== 'udp' && !d.listening)) {
-      throw new FdbrokerError('ERR_FDBROKER_SYSTEMD',
-        `inherited fd ${fd} is not a listening tcp/unix or a bound udp socket (Accept=yes is not supported)`);
-    }
-    let name = names[i];
-    if (!isValidName(name) || name === 'unknown' || name === 'stored') name = `fd${fd}`;
-    const k = seen.get(name) ?? 0;
-    seen.set(name, k + 1);
-    if (k > 0) name = `${name}.${k}`;
-    out.push({
-      fd,
-      info: {
-        name,
-        kind: d.kind,
-        family: d.family as 'IPv4' | 'IPv6' | 'unix',
-        ...(d.kind === 'unix' ? { path: d.path ?? '' } : { address: d.address ?? '', port: d.port ?? 0 }),
-        ...(d.kind === 'udp' ? {} : { backlog: effectiveBacklog }),
-      },
-    });
+  try {
+    collect();
+  } catch (err) {
+    // The caller gets none of them: every inherited fd is closed (none may leak into a later spawn or stay bound).
+    for (let i = 0; i < Number(count); i++) n.close(SD_LISTEN_FDS_START + i);
+    throw err;
   }
   return out;
+
+  function collect(): void {
+    for (let i = 0; i < Number(count); i++) {
+      const fd = SD_LISTEN_FDS_START + i;
+      check(n.setCloexec(fd, true), 'fcntl', `fd ${fd}`);
+      const d = describeSocket(fd);
+      if (d.kind === 'other' || (d.kind !== 'udp' && !d.listening)) {
+        throw new FdbrokerError('ERR_FDBROKER_SYSTEMD',
+          `inherited fd ${fd} is not a listening tcp/unix or a bound udp socket (Accept=yes is not supported)`);
+      }
+      let name = names[i];
+      if (!isValidName(name) || name === 'unknown' || name === 'stored') name = `fd${fd}`;
+      const k = seen.get(name) ?? 0;
+      seen.set(name, k + 1);
+      if (k > 0) name = `${name}.${k}`;
+      out.push({
+        fd,
+        info: {
+          name,
+          kind: d.kind,
+          family: d.family as 'IPv4' | 'IPv6' | 'unix',
+          ...(d.kind === 'unix' ? { path: d.path ?? '' } : { address: d.address ?? '', port: d.port ?? 0 }),
+          ...(d.kind === 'udp' ? {} : { backlog: effectiveBacklog }),
+        },
+      });
+    }
+  }
 }
