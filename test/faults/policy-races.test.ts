@@ -128,3 +128,42 @@ describe('a rollback during a broker takeover', () => {
     for (const k of Object.keys(load.stats.byKind)) expect(['ECONNRESET', 'socket hang up']).toContain(k);
   }, 60_000);
 });
+
+describe('a broker restart inside the standby window', () => {
+  it('the standby version keeps standing by, rejoins with its window, and resumes when the new version then dies; connections wait in the queue, none refused', async () => {
+    const dir = tmpDir();
+    const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '8000']);
+    const expose = path.join(dir, 'keeper.sock');
+    const keeper = run(process.execPath, [path.join(FIXTURES, 'keeper.js')], { env: { FDBROKER_SOCK: broker.sock, EXPOSE: expose } });
+    await keeper.waitFor(/^exposed /m);
+    const a = startGen(broker.sock, { STANDBY: '8000' });
+    await a.waitFor(/^ready \d+ gen 2$/m);
+    const b = startGen(broker.sock);
+    await b.waitFor(/^ready \d+ gen 3$/m);
+    await a.waitFor(/^retire \d+ by 3$/m);
+    const load = loadLoop(broker.ports.http!, { concurrency: 6, keepAlive: false, timeoutMs: CLIENT_TIMEOUT_MS, maxMs: 60_000 });
+    try {
+      await sleep(200);
+      process.kill(broker.pid, 'SIGKILL');
+      const next = run(process.execPath, [CLI, 'serve', broker.sock, '--adopt-from', expose, '--quiet', '--standby', '8000']);
+      await next.waitFor(/^fdbroker: ready on /m);
+      await a.waitFor(/^rejoin \d+ gen 2 standby$/m, 10_000);
+      await b.waitFor(/^rejoin \d+ gen 3 ready$/m, 10_000);
+      // The new version dies within what is left of the window: the old one serves again.
+      process.kill(b.pid, 'SIGKILL');
+      await a.waitFor(/^resume \d+ failed 3$/m, 10_000);
+      const before = load.stats.servedBy[String(a.pid)] ?? 0;
+      await sleep(1000);
+      expect(load.stats.servedBy[String(a.pid)] ?? 0).toBeGreaterThan(before);
+      expect(a.stdout()).not.toMatch(/^drained /m);
+      const s = await statusOf(broker.sock);
+      expect(s.generations.filter((g) => g.state === 'ready').map((g) => g.pid)).toEqual([a.pid]);
+    } finally {
+      await load.stop();
+    }
+    console.info(`standby across a broker restart: ${JSON.stringify({ ok: load.stats.ok, failed: load.stats.failed, byKind: load.stats.byKind })}`);
+    expect(load.stats.byKind.ECONNREFUSED ?? 0).toBe(0);
+    // Only what the SIGKILLed version had accepted may fail.
+    expect(load.stats.failed).toBeLessThanOrEqual(6);
+  }, 60_000);
+});
