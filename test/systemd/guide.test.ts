@@ -79,7 +79,10 @@ describeWith([...managerNeeds(), ss()], 'docs/guides/systemd.md, followed as wri
   /** Runs a guide block (bash -euo pipefail) inside the manager's namespace; throws with its output if it fails. */
   async function shell(script: string): Promise<string> {
     const r = await m.run('bash', ['-euo', 'pipefail', '-c', script], shellEnv, INSTALL_TIMEOUT_MS);
-    if (r.code !== 0) throw new Error(`the guide's commands failed (exit ${r.code}):\n${script}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+    if (r.code !== 0) {
+      const managerLog = fs.readFileSync(m.log, 'utf8').split('\n').slice(-40).join('\n');
+      throw new Error(`the guide's commands failed (exit ${r.code}):\n${script}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n--- the manager's log\n${managerLog}`);
+    }
     return r.stdout;
   }
 
@@ -176,6 +179,7 @@ describeWith([...managerNeeds(), ss()], 'docs/guides/systemd.md, followed as wri
     expect(await m.show(`node-app@${v3}.service`, 'Result')).toBe('success');
   }, 240_000);
 
+  // Runs after the test above: it uses that global install and its units.
   it('the socket-activated variant installed beside it: no crash loop, apps are not tied to the other broker, and they start at boot without a client', async () => {
     const port = await freePort();
     const [sockets] = shellBlocks('The socket-activated variant');
