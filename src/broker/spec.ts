@@ -110,7 +110,7 @@ export function parseListenerSpec(text: string, cwd: string = process.cwd()): Li
   if (nd !== undefined && nd !== '0' && nd !== '1') throw invalid(text, 'nodelay is 0 or 1');
   return {
     name, kind: scheme, host, port: Number(portText), backlog: parseBacklog(text, opts.get('backlog')),
-    // On by default: off only when the spec says nodelay=0.
-    nodelay: nd !== '0',
+    // tcp: on by default, off only when the spec says nodelay=0.
+    ...(scheme === 'tcp' ? { nodelay: nd !== '0' } : {}),
   };
 }

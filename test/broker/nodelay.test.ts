@@ -67,6 +67,7 @@ describe('tcp listener option nodelay', () => {
     expect(parseListenerSpec('a=tcp://127.0.0.1:0?nodelay=1').nodelay).toBe(true);
     expect(parseListenerSpec('a=tcp://127.0.0.1:0?nodelay=0').nodelay).toBe(false);
     expect(parseListenerSpec('a=unix:/tmp/x.sock').nodelay).toBeUndefined();
+    expect(parseListenerSpec('a=udp://127.0.0.1:0').nodelay).toBeUndefined();
     expect(() => parseListenerSpec('a=tcp://127.0.0.1:0?nodelay=yes')).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_INVALID_SPEC' }));
     expect(() => parseListenerSpec('a=udp://127.0.0.1:0?nodelay=1')).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_INVALID_SPEC' }));
   });
