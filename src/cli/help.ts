@@ -22,10 +22,11 @@ const USAGE_LINES = `Usage:
 `;
 
 const SPEC = `SPEC:
-  tcp://HOST:PORT[?backlog=N&nodelay=1]
+  tcp://HOST:PORT[?backlog=N&nodelay=0]
                                   HOST: an IPv4 address, localhost (127.0.0.1)
                                   or [IPv6]; PORT 0 picks a free port;
-                                  nodelay=1: TCP_NODELAY on accepted connections
+                                  TCP_NODELAY on accepted connections
+                                  unless nodelay=0
   unix:/path/to.sock[?mode=0660&backlog=N]
   udp://HOST:PORT                 HOST as for tcp
 
