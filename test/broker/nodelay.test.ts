@@ -60,6 +60,12 @@ describe('tcp listener option nodelay', () => {
     fs.writeFileSync(config, '[listeners]\nhttp = "tcp://127.0.0.1:0?backlog=64&nodelay=0"\n');
     expect(spawnSync(process.execPath, [CLI, 'reload', broker.sock], { encoding: 'utf8' }).status).toBe(0);
     expect(await ask(port)).toBe('nodelay=0');
+    // A refused reload changes nothing and counts in the refusals.
+    fs.writeFileSync(config, '[listeners]\nhttp = "tcp://127.0.0.1:0?nodelay=2"\n');
+    expect(spawnSync(process.execPath, [CLI, 'reload', broker.sock], { encoding: 'utf8' }).status).toBe(1);
+    expect(await ask(port)).toBe('nodelay=0');
+    const after = JSON.parse(spawnSync(process.execPath, [CLI, 'status', broker.sock, '--json'], { encoding: 'utf8' }).stdout);
+    expect(after.metrics.refusals).toEqual({ ERR_FDBROKER_INVALID_CONFIG: 1 });
   });
 
   it('parses nodelay=0|1 for tcp only; on unless nodelay=0', () => {
