@@ -9,7 +9,7 @@ import type { Io } from './main';
 import { inTree } from './proc-tree';
 import { outsideHolders, outsideHoldersWarning, type OutsideHolder } from './outside-holders';
 
-/** Exit statuses of `fdbroker wait`, as documented in --help and the README. */
+/** Exit statuses of `fdbroker wait`, as documented in --help and docs/reference/cli.md. */
 export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4, draining: 5, rolledBack: 6 } as const;
 
 /** Largest pid Linux hands out (PID_MAX_LIMIT, 2^22). */
