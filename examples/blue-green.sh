@@ -12,12 +12,17 @@
 # CMD may be a wrapper (npx, sh -c, npm start, fdbroker exec): the script waits
 # on the generation whose process is CMD's pid or a descendant of it.
 #
-# Env: TIMEOUT_MS (default 30000), FDBROKER (default: fdbroker on PATH),
+# Env: TIMEOUT_MS (default 30000), FDBROKER: the CLI to run (default: the one
+#      of the package this script comes with, ../bin/fdbroker.js, so that
+#      node_modules/fdbroker/examples/blue-green.sh works inside an app; else
+#      fdbroker on PATH),
 #      LOG: where the new version's stdout and stderr go (default: this
 #      script's own when they are a terminal, else /tmp/blue-green-<pid>.log),
 #      so that `| tee` or `$(...)` around this script never waits for the app.
 # Output: progress on stderr; on stdout exactly one JSON line, the verdict:
 #   {"verdict":"deployed"|"draining"|"rolled_back"|"rolled_back_after_ready"|"error","pid":N,"log":"...","wait":{...fdbroker wait --json...}}
+#   wait.holders lists processes that hold a listener without being generations
+#   (e.g. an adoptListeners() app): no deploy retires them; stop them yourself.
 # Exit: 0 deployed; 1 rolled back (the old version still serves);
 #       2 usage; 3 deployed, old version still draining (do not roll back);
 #       4 fdbroker cannot be run or the broker cannot be reached (new version stopped);
@@ -31,7 +36,16 @@ if [ $# -lt 2 ]; then
 fi
 sock=$1
 shift
-fdbroker=${FDBROKER:-fdbroker}
+# The CLI of this script's own package (same version), unless FDBROKER says otherwise.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# An array, so that a path with spaces survives; FDBROKER is split on spaces (FDBROKER='npx fdbroker').
+if [ -n "${FDBROKER:-}" ]; then
+  read -r -a fdbroker <<<"$FDBROKER"
+elif [ -f "$here/../bin/fdbroker.js" ]; then
+  fdbroker=(node "$here/../bin/fdbroker.js")
+else
+  fdbroker=(fdbroker)
+fi
 timeout_ms=${TIMEOUT_MS:-30000}
 
 say() { echo "blue-green: $*" >&2; }
@@ -56,11 +70,11 @@ new=$!
 say "started pid $new (output: $log)"
 
 set +e
-wait_json=$($fdbroker wait "$sock" --pid "$new" --until handover --timeout "$timeout_ms" --json)
+wait_json=$("${fdbroker[@]}" wait "$sock" --pid "$new" --until handover --timeout "$timeout_ms" --json)
 rc=$?
 if [ "$rc" = 1 ]; then
   # Not ready at the deadline; it may have become ready since the last look.
-  again=$($fdbroker wait "$sock" --pid "$new" --until ready --timeout 1 --json 2>/dev/null)
+  again=$("${fdbroker[@]}" wait "$sock" --pid "$new" --until ready --timeout 1 --json 2>/dev/null)
   [ $? = 0 ] && { rc=5; wait_json=$again; }
 fi
 set -e
@@ -68,7 +82,11 @@ set -e
 
 case $rc in
   0)
-    say "deployed; pid $new serves and older generations have left"
+    case $wait_json in
+      *'"holders":[]'*|null) say "deployed; pid $new serves and older generations have left" ;;
+      # fdbroker wait named them above: processes that hold a listener without being generations serve on.
+      *) say "deployed; pid $new serves, but the old code may still answer: a process that is not a generation holds a listener (named above); stop it yourself" ;;
+    esac
     verdict deployed "$new" "$wait_json"
     exit 0 ;;
   5)
@@ -85,7 +103,7 @@ case $rc in
   1)
     say "pid $new not ready within ${timeout_ms} ms; stopping it; rolled back" ;;
   126|127)
-    say "cannot run '$fdbroker' (exit $rc): set FDBROKER, e.g. FDBROKER='npx fdbroker'; stopping pid $new" ;;
+    say "cannot run '${fdbroker[*]}' (exit $rc): set FDBROKER, e.g. FDBROKER='npx fdbroker'; stopping pid $new" ;;
   *)
     say "cannot reach the broker at $sock (exit $rc); stopping pid $new" ;;
 esac

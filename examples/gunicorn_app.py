@@ -10,7 +10,7 @@
 # --graceful-timeout is killed. The default sync worker answers every request
 # with "Connection: close", so keep-alive clients lose nothing; with
 # --worker-class gthread (keep-alive on), idle keep-alive connections are
-# closed at the SIGTERM: see the exec recipe in README.md.
+# closed at the SIGTERM: see docs/guides/other-languages.md.
 import os
 
 

@@ -6,7 +6,7 @@
 # end after KEEPALIVE_S (announced in "Keep-Alive: timeout=N", which clients
 # such as Node's agent honour), and exits when every connection is done.
 # The main thread waits with a timeout, never in a bare Event().wait(): see
-# the exec recipe in README.md.
+# docs/guides/other-languages.md.
 import os, signal, socket, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -4,8 +4,9 @@
 #   fdbroker exec /tmp/app.sock --retire-signal SIGUSR1 -- uvicorn --fd 3 \
 #     --timeout-keep-alive 2 --app-dir examples uvicorn_app:app
 # - `--fd 3`: uvicorn takes the socket as a Unix one and never sets
-#   TCP_NODELAY on its connections; `?nodelay=1` on the listener makes Linux
-#   set it on every accepted connection (see README.md, the `exec` recipe).
+#   TCP_NODELAY on its connections; the broker sets it on tcp listeners (unless
+#   `?nodelay=0`), and Linux sets it on every accepted connection from there
+#   (docs/guides/other-languages.md).
 # - Ready: uvicorn sends no READY=1, so the app does, from the ASGI lifespan
 #   startup ($NOTIFY_SOCKET from exec).
 # - Drain: uvicorn's own SIGTERM shutdown closes every idle keep-alive

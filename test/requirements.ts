@@ -65,7 +65,7 @@ export function missingText(needs: Requirement[]): string | undefined {
 }
 
 function failing(title: string, why: string): TestFunction {
-  return () => { throw new Error(`${title}: ${why}. CI must provide every tool the tests use (see README, "Install and test").`); };
+  return () => { throw new Error(`${title}: ${why}. CI must provide every tool the tests use (scripts/test-deps.sh installs them; docs/guides/installing.md).`); };
 }
 
 /** describe() when every requirement is met; else a failing test (CI) or a visible skip. */
@@ -90,7 +90,7 @@ export function itWith(needs: Requirement[], title: string, fn: TestFunction, ti
 export function needOrSkip(ctx: TestContext, needs: Requirement[]): void {
   const why = missingText(needs);
   if (why === undefined) return;
-  if (IN_CI) throw new Error(`${ctx.task.name}: ${why}. CI must provide every tool the tests use (see README, "Install and test").`);
+  if (IN_CI) throw new Error(`${ctx.task.name}: ${why}. CI must provide every tool the tests use (scripts/test-deps.sh installs them; docs/guides/installing.md).`);
   console.warn(`SKIPPED "${ctx.task.name}": ${why}`);
   ctx.skip(why);
 }

@@ -46,6 +46,7 @@ import { Session } from './session';
 import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
 import type { BrokerOptions, InternalBrokerOptions } from './options';
 import type { BrokerEvents, TakeoverEvent } from './events';
+import { retuneListener } from './retune';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from '../systemd/listen-fds';
 import { handoffOptions, refuseSuccessor } from '../takeover/options';
@@ -91,7 +92,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private policy: AccessPolicy;
   /** The spec of each listener created from one (not those taken from systemd or a predecessor): what a reload compares. */
   private readonly defaultBacklog: number;
-  /** Listeners a reload removed, listed in status (removed: true) while some process still holds them. */
   /**
    * Where reload() gets its settings (fdbroker serve --config sets it: the
    * file re-read, with the command line's flags over it). Throws to refuse.
@@ -443,7 +443,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * as cause). Then removed and changed listeners are removed, new and
    * changed ones added (a change is a remove and an add: the new socket is
    * bound while the old one still listens, so a change must move to another
-   * address), and the grants and limits replaced.
+   * address; a change of options only, nodelay or backlog, is applied to the
+   * held socket in place), and the grants and limits replaced.
    */
   applyReload(settings: ReloadSettings): ReloadResult {
     this.refuseDuringTakeover('reload');
@@ -461,11 +462,23 @@ export class Broker extends EventEmitter<BrokerEvents> {
         'reload refused, nothing changed: it would leave the broker with no listeners (an empty or truncated file?); stop the broker instead');
     }
     const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)));
+    // Options changed at the same address: the held socket takes them in place (src/broker/retune.ts).
+    try {
+      for (const s of plan.retune) retuneListener(this.listenerSet.select([s.name])[0]!.fd, s, this.defaultBacklog);
+    } catch (err) {
+      for (const c of created) native().close(c.l.fd);
+      throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED', `reload refused: ${(err as Error).message}`, { cause: err });
+    }
+    for (const s of plan.retune) {
+      const rec = this.listenerSet.select([s.name])[0]!;
+      rec.spec = s;
+      if (rec.info.kind !== 'udp') rec.info.backlog = s.backlog ?? this.defaultBacklog;
+    }
     for (const name of [...plan.remove, ...plan.change.map((s) => s.name)]) this.removeNamedListener(name);
     for (const c of created) this.register(c.l, c.spec);
     this.setAccess(settings.access ?? {});
     this.setLimits(settings.limits ?? {});
-    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: plan.change.map((s) => s.name) };
+    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: [...plan.change, ...plan.retune].map((s) => s.name) };
   }
 
   private register(l: OwnedListener, spec: ListenerSpec): void {

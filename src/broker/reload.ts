@@ -32,12 +32,18 @@ export interface ListenerPlan {
   remove: string[];
   /** Specs of names whose spec differs: remove the old socket, add a new one. */
   change: ListenerSpec[];
+  /** Specs of names whose address is the same and only socket options differ (nodelay, backlog): applied to the held socket in place. */
+  retune: ListenerSpec[];
 }
 
-/** The spec as it takes effect: the backlog resolved, fields in a fixed order. */
-function canonical(s: ListenerSpec, defaultBacklog: number): string {
-  return JSON.stringify([s.kind, s.host ?? null, s.port ?? null, s.path ?? null, s.mode ?? null,
-    s.kind === 'udp' ? null : s.backlog ?? defaultBacklog, s.nodelay === true]);
+/** Where the socket is bound (and its file's mode): what only a new socket can change. */
+function address(s: ListenerSpec): string {
+  return JSON.stringify([s.kind, s.host ?? null, s.port ?? null, s.path ?? null, s.mode ?? null]);
+}
+
+/** The options a held socket can take in place (setsockopt, listen again), resolved. */
+function options(s: ListenerSpec, defaultBacklog: number): string {
+  return JSON.stringify([s.kind === 'udp' ? null : s.backlog ?? defaultBacklog, s.nodelay === true]);
 }
 
 /**
@@ -46,13 +52,14 @@ function canonical(s: ListenerSpec, defaultBacklog: number): string {
  * from systemd or another broker) are not in `current` and not touched.
  */
 export function planListeners(current: ReadonlyMap<string, ListenerSpec>, next: readonly ListenerSpec[], defaultBacklog: number): ListenerPlan {
-  const plan: ListenerPlan = { add: [], remove: [], change: [] };
+  const plan: ListenerPlan = { add: [], remove: [], change: [], retune: [] };
   const wanted = new Set(next.map((s) => s.name));
   for (const name of current.keys()) if (!wanted.has(name)) plan.remove.push(name);
   for (const s of next) {
     const old = current.get(s.name);
     if (!old) plan.add.push(s);
-    else if (canonical(old, defaultBacklog) !== canonical(s, defaultBacklog)) plan.change.push(s);
+    else if (address(old) !== address(s)) plan.change.push(s);
+    else if (options(old, defaultBacklog) !== options(s, defaultBacklog)) plan.retune.push(s);
   }
   return plan;
 }

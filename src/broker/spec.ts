@@ -1,5 +1,5 @@
 // Listener specs as typed on the command line: NAME=SPEC where SPEC is
-//   tcp://HOST:PORT[?backlog=N&nodelay=1]   HOST an IPv4 address or [IPv6]; PORT 0 picks one
+//   tcp://HOST:PORT[?backlog=N&nodelay=0]   HOST an IPv4 address or [IPv6]; PORT 0 picks one
 //   unix:/path/to.sock[?mode=0660&backlog=N]
 //   udp://HOST:PORT
 // Pure parsing; creating the sockets is sockets.ts's job.
@@ -21,7 +21,12 @@ export interface ListenerSpec {
   mode?: number;
   /** tcp/unix: listen(2) backlog; undefined means the broker's default */
   backlog?: number;
-  /** tcp: TCP_NODELAY on the listener, which accepted connections inherit */
+  /**
+   * tcp: TCP_NODELAY on the listener, which accepted connections inherit.
+   * parseListenerSpec() sets it for every tcp spec unless `?nodelay=0`
+   * (Nagle's delay on small writes costs a server that writes headers and
+   * body apart ~40 ms per keep-alive response).
+   */
   nodelay?: boolean;
 }
 
@@ -105,6 +110,7 @@ export function parseListenerSpec(text: string, cwd: string = process.cwd()): Li
   if (nd !== undefined && nd !== '0' && nd !== '1') throw invalid(text, 'nodelay is 0 or 1');
   return {
     name, kind: scheme, host, port: Number(portText), backlog: parseBacklog(text, opts.get('backlog')),
-    ...(nd === '1' ? { nodelay: true } : {}),
+    // tcp: on by default, off only when the spec says nodelay=0.
+    ...(scheme === 'tcp' ? { nodelay: nd !== '0' } : {}),
   };
 }

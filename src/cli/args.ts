@@ -62,7 +62,10 @@ function describeParseError(command: string, args: string[], options: Options, e
   for (const t of tokens) {
     if (t.kind !== 'option') continue;
     const spec = options[t.name];
-    if (!spec) return `unknown option ${t.rawName} for ${command}`;
+    if (!spec) {
+      const guess = t.rawName.startsWith('--') ? nearest(t.name, Object.keys(options)) : undefined;
+      return `unknown option ${t.rawName} for ${command}${guess ? `: did you mean --${guess}?` : ''}`;
+    }
     if (spec.type === 'boolean' && t.inlineValue) return `${t.rawName} takes no value`;
     if (spec.type === 'string' && t.value === undefined) return `${t.rawName} needs a value`;
     if (spec.type === 'string' && !t.inlineValue && t.value!.startsWith('-')) {
@@ -121,4 +124,33 @@ export function choiceOption<const C extends string>(name: string, v: string | u
   if (v === undefined) return fallback;
   if (!(choices as readonly string[]).includes(v)) throw new UsageError(`--${name} is ${choices.map((c) => `"${c}"`).join(' or ')}, not "${v}"`);
   return v as C;
+}
+
+/** Edit distance with adjacent transpositions (optimal string alignment): "sevre" is 1 from "serve". */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** Most edits a word may be from a candidate to be suggested: 1 for short words, 2 from 5 letters on. */
+const MAX_SUGGEST_DISTANCE = (word: string): number => (word.length >= 5 ? 2 : 1);
+
+/** The candidate nearest to `word` (did you mean), if one is near enough and no other is as near; a prefix of one candidate counts as near. */
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
+  const w = word.toLowerCase();
+  const prefixed = candidates.filter((c) => w.length >= 3 && c.startsWith(w));
+  if (prefixed.length === 1) return prefixed[0];
+  const scored = candidates.map((c) => ({ c, d: editDistance(w, c) })).sort((x, y) => x.d - y.d);
+  const best = scored[0];
+  if (!best || best.d > MAX_SUGGEST_DISTANCE(w) || scored[1]?.d === best.d) return undefined;
+  return best.c;
 }

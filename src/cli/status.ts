@@ -6,6 +6,7 @@ import type { ListenerInfo, StatusMessage } from '../protocol/messages';
 import { BrokerConnection } from '../client/connection';
 import { controlPathOf, parseCommand } from './args';
 import type { Io } from './io';
+import { describeOutsideHolders, outsideHolders } from './outside-holders';
 
 const OPTIONS = { json: { type: 'boolean' } } as const;
 
@@ -40,7 +41,7 @@ function backlogText(l: ListenerInfo): string {
   return `  backlog ${l.backlogInForce} in force${l.backlog ? ` (the broker set ${l.backlog})` : ''}`;
 }
 
-/** One line of the handover counters (README "Metrics"). */
+/** One line of the handover counters (docs/guides/operations.md, "Metrics"). */
 function metricsText(m: MetricsSnapshot): string {
   const sum = (r: Record<string, number | undefined>) => Object.values(r).reduce<number>((a, b) => a + (b ?? 0), 0);
   const refusals = Object.entries(m.refusals).map(([code, n]) => `${code} ${n}`).join(', ');
@@ -50,6 +51,13 @@ function metricsText(m: MetricsSnapshot): string {
     + `, retired ${m.handoverRetireSeconds.count}${mean(m.handoverRetireSeconds)}`
     + `, rollbacks ${sum(m.rollbacks)}${rollbacks ? ` (${rollbacks})` : ''}, drains forced ${m.drainsForced}, adopts ${m.adopts}`
     + `, refusals ${sum(m.refusals)}${refusals ? ` (${refusals})` : ''}`;
+}
+
+/** A line naming the holders that are no generation: a deploy does not retire them. */
+function outsideHoldersNote(s: StatusMessage): string[] {
+  const holders = outsideHolders(s);
+  if (holders.length === 0) return [];
+  return [`not generations: ${describeOutsideHolders(holders)}: they serve on through every deploy; stop them yourself when a new version serves`];
 }
 
 export function formatStatus(s: StatusMessage): string {
@@ -66,6 +74,7 @@ export function formatStatus(s: StatusMessage): string {
     `generations (${s.generations.length}):`,
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${g.label})` : ''}`),
+    ...outsideHoldersNote(s),
     ...(s.metrics ? [metricsText(s.metrics)] : []),
   ];
   return lines.join('\n');

@@ -18,7 +18,8 @@ export async function takeOverBroker(options: BrokerOptions, adoptFrom: string |
   io: Io, quiet: boolean): Promise<Broker> {
   if (adoptFrom !== undefined) throw new UsageError('--takeover and --adopt-from exclude each other: --takeover takes the listeners from the broker at the path');
   const r = await takeOver({ ...options, configure });
-  io.out(`fdbroker: took over ${r.from.listeners} listeners and ${r.from.generations} generations from pid ${r.from.pid} (version ${r.from.software}) in ${r.ms} ms`);
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  io.out(`fdbroker: took over ${count(r.from.listeners, 'listener')} and ${count(r.from.generations, 'generation')} from pid ${r.from.pid} (version ${r.from.software}) in ${r.ms} ms`);
   if (r.commitWarning) io.err(`fdbroker: warning: the old broker did not acknowledge the commit (${r.commitWarning.message}); this broker serves ${options.controlPath}`);
   if (r.from.config !== undefined && configPath() === undefined) {
     const again = `fdbroker serve ${options.controlPath} --takeover --config ${r.from.config}`;

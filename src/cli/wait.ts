@@ -7,8 +7,9 @@ import { choiceOption, controlPathOf, intOption, msOption, parseCommand } from '
 import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './defaults';
 import type { Io } from './io';
 import { inTree } from './proc-tree';
+import { outsideHolders, outsideHoldersWarning, type OutsideHolder } from './outside-holders';
 
-/** Exit statuses of `fdbroker wait`, as documented in --help and the README. */
+/** Exit statuses of `fdbroker wait`, as documented in --help and docs/reference/cli.md. */
 export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4, draining: 5, rolledBack: 6 } as const;
 
 /** Largest pid Linux hands out (PID_MAX_LIMIT, 2^22). */
@@ -66,6 +67,8 @@ export async function wait(args: string[], io: Io): Promise<number> {
   const deadline = started + timeout;
   let last: StatusMessage | undefined;
   // --json: one line on stdout with the verdict, whatever it is.
+  // Processes holding a listener that are no generation (looked up once the condition holds): the old code may serve on there.
+  let holders: OutsideHolder[] = [];
   const verdict = (result: keyof typeof WAIT_EXIT): number => {
     if (v.json === true) {
       const t = last ? waitTarget(last, pid) : undefined;
@@ -73,6 +76,7 @@ export async function wait(args: string[], io: Io): Promise<number> {
         result, ...(pid !== undefined ? { startedPid: pid } : {}),
         ...(t ? { pid: t.pid, generation: t.number, state: t.state } : {}),
         older: last && t ? last.generations.filter((g) => g.number < t.number).map((g) => ({ pid: g.pid, generation: g.number, state: g.state })) : [],
+        holders,
         ms: Date.now() - started,
       }));
     }
@@ -122,7 +126,20 @@ export async function wait(args: string[], io: Io): Promise<number> {
       if (target?.state === 'ready') seenReady = target.number;
       const r = waitCondition(s, until, pid, pidAlive);
       if (r === 'ok') {
-        if (v.quiet !== true && v.json !== true) io.out(`fdbroker: ${who} is ${until === 'ready' ? 'ready' : 'ready and every older generation has left'}`);
+        if (until === 'handover') {
+          // One status with the /proc holder scan, once: who else still holds a listener.
+          try {
+            holders = outsideHolders(await conn.status(Math.max(1, deadline - Date.now())));
+          } catch {
+            holders = [];   // the deploy succeeded; the holder list is best effort
+          }
+        }
+        if (holders.length > 0) {
+          // Said even with --quiet or --json: the old code may still answer part of the connections.
+          io.err(`fdbroker: ${who} is ready and every older generation has left, ${outsideHoldersWarning(holders)}`);
+        } else if (v.quiet !== true && v.json !== true) {
+          io.out(`fdbroker: ${who} is ${until === 'ready' ? 'ready' : 'ready and every older generation has left'}`);
+        }
         return verdict('ok');
       }
       // Ready, then failed (rolled back) or gone without being retired: the broker resumed the older version.

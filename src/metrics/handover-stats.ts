@@ -15,7 +15,8 @@
 //   retire timeout: its drain overran and something else (the app's drain deadline, exec's
 //   --stop-timeout, an operator) has to end it. At most once per retirement.
 // - adopts: requests answered with listeners (adopt and join).
-// - refusals{code}: requests and connections the broker answered with an ERR_FDBROKER_* error.
+// - refusals{code}: requests and connections the broker answered with an ERR_FDBROKER_* error,
+//   and every reload refused (SIGHUP, `fdbroker reload`, `systemctl reload`: the 'reloadFailed' event).
 import type { EventEmitter } from 'node:events';
 import { isErrorCode, type FdbrokerErrorCode } from '../protocol/errors';
 import type { GenerationInfo } from '../core/generation-info';
@@ -68,11 +69,14 @@ export class HandoverStats {
     broker.on('rollback', (e) => this.onRollback(e));
     broker.on('overdue', (_g, what) => { if (what === 'retire') this.drainsForced++; });
     broker.on('adopt', () => { this.adopts++; });
-    broker.on('clientError', (_c, err) => {
-      const code = (err as { code?: unknown }).code;
-      // Only fdbroker's own codes: a closed set, so the label cannot grow without bound.
-      if (isErrorCode(code)) this.refusals.set(code, (this.refusals.get(code) ?? 0) + 1);
-    });
+    broker.on('clientError', (_c, err) => this.refused(err));
+    broker.on('reloadFailed', (err) => this.refused(err));
+  }
+
+  private refused(err: unknown): void {
+    const code = (err as { code?: unknown }).code;
+    // Only fdbroker's own codes: a closed set, so the label cannot grow without bound.
+    if (isErrorCode(code)) this.refusals.set(code, (this.refusals.get(code) ?? 0) + 1);
   }
 
   private onReady(g: GenerationInfo, retire: number[]): void {

@@ -156,6 +156,14 @@ describe('HandoverStats', () => {
     });
     expect(Object.keys(stats.snapshot().refusals)).toHaveLength(2);
   });
+
+  it('a refused reload (SIGHUP, `fdbroker reload`, `systemctl reload`: the broker\'s reloadFailed) counts in refusals by its code', () => {
+    const { broker, stats } = setup();
+    broker.emit('reloadFailed', new FdbrokerError('ERR_FDBROKER_INVALID_CONFIG', 'bad file'));
+    broker.emit('reloadFailed', new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED', 'EADDRINUSE'));
+    broker.emit('reloadFailed', new FdbrokerError('ERR_FDBROKER_INVALID_CONFIG', 'bad again'));
+    expect(stats.snapshot().refusals).toEqual({ ERR_FDBROKER_INVALID_CONFIG: 2, ERR_FDBROKER_RELOAD_FAILED: 1 });
+  });
 });
 
 describe('parseMetricsAddress', () => {
@@ -434,7 +442,7 @@ describe('BrokerMetrics after a reload', () => {
     const a = startGen(sock);
     try {
       await a.waitFor(/^ready \d+ gen 1$/m, 15_000);
-      broker.reloadSource = () => ({ listeners: [{ ...spec, backlog: 77 }] });
+      broker.reloadSource = () => ({ listeners: [{ ...spec, host: '127.0.0.2', backlog: 77 }] });   // another address: a new socket
       expect(broker.reload()).toEqual({ added: [], removed: [], changed: ['http'] });
       await sleep(HOLDERS_CACHE_TTL_MS);
       const text = await metrics.metrics();

@@ -55,10 +55,14 @@ describe('planListeners', () => {
     expect(plan.change.map((s) => s.name)).toEqual(['b']);
   });
 
-  it('the backlog compares as it takes effect: the default written out is no change, another one is', () => {
+  it('the backlog compares as it takes effect: the default written out is no change, another one is retuned in place; an address or mode is a change', () => {
     expect(planListeners(current, [...current.values()].map((s) => (s.name === 'a' ? spec('a=tcp://127.0.0.1:1?backlog=511') : s)), 511))
-      .toEqual({ add: [], remove: [], change: [] });
-    expect(planListeners(current, [...current.values()].map((s) => (s.name === 'a' ? spec('a=tcp://127.0.0.1:1?backlog=64') : s)), 511).change
+      .toEqual({ add: [], remove: [], change: [], retune: [] });
+    expect(planListeners(current, [...current.values()].map((s) => (s.name === 'a' ? spec('a=tcp://127.0.0.1:1?backlog=64') : s)), 511).retune
+      .map((s) => s.name)).toEqual(['a']);
+    expect(planListeners(current, [...current.values()].map((s) => (s.name === 'a' ? spec('a=tcp://127.0.0.1:1?nodelay=0') : s)), 511).retune
+      .map((s) => s.name)).toEqual(['a']);
+    expect(planListeners(current, [...current.values()].map((s) => (s.name === 'a' ? spec('a=tcp://127.0.0.1:2') : s)), 511).change
       .map((s) => s.name)).toEqual(['a']);
     expect(planListeners(current, [...current.values()].map((s) => (s.name === 'c' ? spec('c=unix:/tmp/c.sock?mode=0660') : s)), 511).change
       .map((s) => s.name)).toEqual(['c']);
@@ -172,7 +176,7 @@ describe('Broker: listeners added and removed while it runs', () => {
     expect(b.listenerInfos().map((l) => l.name)).toEqual(['a']);
   });
 
-  it('a changed listener is removed and added again; at the same port the new bind fails and nothing changes', () => {
+  it('a changed listener is removed and added again; at the same port the new bind fails and nothing changes; options alone are applied in place', () => {
     const b = start(['a=tcp://127.0.0.1:0']);
     const port = b.listenerInfos()[0]!.port!;
     let err: FdbrokerError | undefined;
@@ -180,10 +184,14 @@ describe('Broker: listeners added and removed while it runs', () => {
     expect(err?.code).toBe('ERR_FDBROKER_RELOAD_FAILED');
     expect(err?.message).toMatch(/another address/);
     expect(b.listenerInfos()).toMatchObject([{ name: 'a', port, backlog: 511 }]);
+    // The same spec'd address (port 0), another backlog: the held socket takes it, same port.
     const r = b.applyReload({ listeners: [spec('a=tcp://127.0.0.1:0?backlog=64')] });
     expect(r).toEqual({ added: [], removed: [], changed: ['a'] });
-    expect(b.listenerInfos()).toMatchObject([{ name: 'a', backlog: 64 }]);
-    expect(b.listenerInfos()[0]!.port).not.toBe(port);
+    expect(b.listenerInfos()).toMatchObject([{ name: 'a', backlog: 64, port }]);
+    // Another address: a new socket.
+    const r2 = b.applyReload({ listeners: [spec('a=tcp://127.0.0.2:0?backlog=64')] });
+    expect(r2).toEqual({ added: [], removed: [], changed: ['a'] });
+    expect(b.listenerInfos()[0]!.address).toBe('127.0.0.2');
   });
 
   it('listeners not created from a spec (here: handed over) are left alone, and a reload cannot take their name', () => {

@@ -3,11 +3,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { alive, CLI, cleanup, FIXTURES, loadLoop, ROOT, run, sleep, startBroker, tmpDir } from '../helpers';
+import { spawnSync } from 'node:child_process';
+import { alive, CLI, cleanup, FIXTURES, get, loadLoop, ROOT, run, sleep, startBroker, tmpDir } from '../helpers';
 import { parentPid } from '../../src/cli/proc-tree';
 
 const SCRIPT = path.join(ROOT, 'examples', 'blue-green.sh');
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');
+/** The quick start's app (README, examples/app.js): a generation. */
+const QUICK_START_APP = path.join(ROOT, 'examples', 'app.js');
+/** An app that adopts with adoptListeners() and disconnects: it holds the listener but is no generation. */
+const PLAIN_ADOPTER = path.join(FIXTURES, 'http-app.js');
 /** A program that serves LISTEN_FDS (for `fdbroker exec`). */
 const PLAIN_APP = path.join(FIXTURES, 'exec-listen-fds.js');
 /** A piped or captured deploy must be over by then (it is over in well under a second here). */
@@ -43,7 +48,8 @@ function outcome(d: { stdout: () => string; stderr: () => string }) {
   started.add(pid);
   const lines = d.stdout().trim().split('\n');
   expect(lines).toHaveLength(1);
-  return { pid, verdict: JSON.parse(lines[0]!) as { verdict: string; pid: number; log: string; wait: { result: string; pid?: number; generation?: number; older: Array<{ pid: number }> } | null } };
+  return { pid, verdict: JSON.parse(lines[0]!) as { verdict: string; pid: number; log: string;
+    wait: { result: string; pid?: number; generation?: number; older: Array<{ pid: number }>; holders: Array<{ pid: number; comm?: string; listeners: string[] }> } | null } };
 }
 
 describe('examples/blue-green.sh', () => {
@@ -77,6 +83,56 @@ describe('examples/blue-green.sh', () => {
     await sleep(200);
     const s = await after.stop();
     expect(Object.keys(s.servedBy)).toEqual([String(v2pid)]);
+  });
+
+  it('the quick start\'s app (examples/app.js) is a generation: deployed over itself with the script\'s own CLI (no FDBROKER), the old one leaves; 0 failed', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '500']);
+    const v1 = run(process.execPath, [QUICK_START_APP], { env: { FDBROKER_SOCK: broker.sock, APP_VERSION: 'v1' } });
+    await v1.waitFor(/^v1: serving on port \d+, pid \d+, generation \d+$/m);
+    const load = loadLoop(broker.ports.http!, { concurrency: 6, keepAlive: true });
+    await sleep(300);
+    // FDBROKER unset: the script runs bin/fdbroker.js of the package it comes with.
+    const d2 = deploy(broker.sock, { FDBROKER: '', APP_VERSION: 'v2' }, [process.execPath, QUICK_START_APP]);
+    const r2 = await d2.exited;
+    const { pid: v2pid, verdict } = outcome(d2);
+    expect(r2.code, d2.stderr()).toBe(0);
+    expect(verdict).toMatchObject({ verdict: 'deployed', pid: v2pid, wait: { result: 'ok', pid: v2pid, older: [], holders: [] } });
+    expect(d2.stderr()).toContain(`deployed; pid ${v2pid} serves and older generations have left`);
+    expect(await v1.exited).toEqual({ code: 0, signal: null });
+    await sleep(200);
+    const stats = await load.stop();
+    expect(stats.byKind).toEqual({});
+    expect(stats.failed).toBe(0);
+    expect(stats.ok).toBeGreaterThan(0);
+    // Only v2 answers now.
+    expect(await get(broker.ports.http!)).toEqual({ status: 200, body: `hello from v2 (pid ${v2pid})\n` });
+  });
+
+  it('a listener held by a process that is not a generation: the verdict, wait and status name it, never "older generations have left"', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '500']);
+    const plain = run(process.execPath, [PLAIN_ADOPTER], { env: { FDBROKER_SOCK: broker.sock } });
+    await plain.waitFor(/^ready \d+/m);
+    const v1 = run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: broker.sock } });
+    await v1.waitFor(/^ready/m);
+    const d2 = deploy(broker.sock);
+    const r2 = await d2.exited;
+    const { pid: v2pid, verdict } = outcome(d2);
+    // The new version serves: deployed (exit 0), and the verdict carries the holder.
+    expect(r2.code, d2.stderr()).toBe(0);
+    expect(verdict).toMatchObject({ verdict: 'deployed', pid: v2pid, wait: { result: 'ok', holders: [{ pid: plain.pid, comm: 'node', listeners: ['http'] }] } });
+    expect(d2.stderr()).toMatch(new RegExp(`but pid ${plain.pid} \\(node\\) holds http and is not a generation: it serves on`));
+    expect(d2.stderr()).toMatch(/the old code may still answer/);
+    expect(d2.stderr()).not.toMatch(/older generations have left/);
+    expect((await v1.exited).code).toBe(0);
+    // The plain adopter still serves beside v2: the warning is true.
+    const load = loadLoop(broker.ports.http!, { concurrency: 8, keepAlive: false });
+    await sleep(500);
+    const stats = await load.stop();
+    expect(stats.failed).toBe(0);
+    expect(stats.servedBy[String(plain.pid)]).toBeGreaterThan(0);
+    // `status` says it in a line of its own.
+    const st = spawnSync(process.execPath, [CLI, 'status', broker.sock], { encoding: 'utf8' });
+    expect(st.stdout).toContain(`not generations: pid ${plain.pid} (node) holds http: they serve on through every deploy`);
   });
 
   it('rolls back a v2 that never becomes ready (timeout), stopping it', async () => {

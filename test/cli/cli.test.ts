@@ -42,13 +42,13 @@ async function cliDone(args: string[], timeoutMs = 15_000): Promise<{ code: numb
   }
 }
 
-/** A usage error's stderr: exactly one line "fdbroker: ..." matching `re`, then the --help hint. */
-function expectUsageError(stderr: string, re: RegExp): void {
+/** A usage error's stderr: exactly one line "fdbroker: ..." matching `re`, then the hint to the command's --help (or the whole --help). */
+function expectUsageError(stderr: string, re: RegExp, command?: string): void {
   const lines = stderr.split('\n').filter(Boolean);
   expect(lines, stderr).toHaveLength(2);
   expect(lines[0]).toMatch(/^fdbroker: /);
   expect(lines[0]).toMatch(re);
-  expect(lines[1]).toBe('Run `fdbroker --help` for usage.');
+  expect(lines[1]).toBe(`Run \`fdbroker ${command ? `${command} ` : ''}--help\` for usage.`);
 }
 
 const modeOf = (p: string) => fs.statSync(p).mode & 0o777;
@@ -175,7 +175,7 @@ describe('fdbroker serve: bad specs and usage', () => {
       const sock = path.join(dir, 'broker.sock');
       const r = await cliDone(['serve', sock, ...c.args(dir)]);
       expect(r.code).toBe(2);
-      expectUsageError(r.stderr, c.stderr);
+      expectUsageError(r.stderr, c.stderr, 'serve');
       expect(r.stdout).not.toMatch(READY);
       expect(fs.existsSync(sock)).toBe(false);
     });
@@ -219,14 +219,75 @@ describe('fdbroker: argument forms, --help and usage errors of every command', (
     expect(st.listeners.find((l) => l.name === 'local')).toMatchObject({ kind: 'unix', backlog: 64 });
   });
 
-  it('--help exits 0 and says HOST may be localhost; COMMAND --help prints the same', async () => {
+  it('--help exits 0 and says HOST may be localhost; COMMAND --help prints that command\'s part only', async () => {
     const top = await cliDone(['--help']);
     expect(top.code).toBe(0);
     expect(top.stdout).toMatch(/HOST: an IPv4 address, localhost \(127\.0\.0\.1\)/);
     expect(top.stderr).toBe('');
     const sub = await cliDone(['serve', '--help']);
     expect(sub.code).toBe(0);
-    expect(sub.stdout).toBe(top.stdout);
+    expect(sub.stdout).toMatch(/HOST: an IPv4 address, localhost \(127\.0\.0\.1\)/);
+    expect(sub.stdout).toMatch(/^  fdbroker serve <control-socket> --takeover/m);
+    // Only serve's: no other command's usage line or section.
+    for (const other of ['wait', 'exec', 'reload', 'status']) expect(sub.stdout).not.toMatch(new RegExp(`^  fdbroker ${other} `, 'm'));
+    expect(sub.stdout).not.toMatch(/^exec: joins/m);
+    expect(sub.stdout.split('\n').length).toBeLessThan(top.stdout.split('\n').length);
+    for (const cmd of ['wait', 'exec', 'reload', 'status']) {
+      const r = await cliDone([cmd, '--help']);
+      expect(r.code, cmd).toBe(0);
+      const usage = r.stdout.split('\n').filter((l) => /^  fdbroker \w+ /.test(l));
+      expect(usage.length, cmd).toBeGreaterThan(0);
+      expect(usage.every((l) => l.startsWith(`  fdbroker ${cmd} `)), `${cmd}: ${usage.join(' | ')}`).toBe(true);
+      expect(r.stdout).not.toMatch(/^serve options:/m);
+    }
+    const w = await cliDone(['wait', '--help']);
+    expect(w.stdout).toMatch(/exit 6 {2}that generation was ready/);
+  });
+
+  it('a mistyped command or option: did you mean the nearest one', async () => {
+    const cases: Array<[string[], RegExp, string | undefined]> = [
+      [['sevre'], /unknown command "sevre": did you mean "serve"\?/, undefined],
+      [['stauts', '/x.sock'], /unknown command "stauts": did you mean "status"\?/, undefined],
+      [['reloda'], /did you mean "reload"\?/, undefined],
+      [['status', '/x.sock', '--jsn'], /unknown option --jsn for status: did you mean --json\?/, 'status'],
+      [['serve', '/x.sock', '--lisen', 'a=tcp://127.0.0.1:0'], /unknown option --lisen for serve: did you mean --listen\?/, 'serve'],
+      [['serve', '/x.sock', '--take-over'], /did you mean --takeover\?/, 'serve'],
+      [['exec', '/x.sock', '--nmaes', 'a', '--', 'true'], /unknown option --nmaes for exec: did you mean --names\?/, 'exec'],
+      [['wait', '/x.sock', '--tiemout', '5'], /did you mean --timeout\?/, 'wait'],
+    ];
+    for (const [args, re, cmd] of cases) {
+      const r = await cliDone(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expectUsageError(r.stderr, re, cmd);
+    }
+    // Nothing near: no guess.
+    const far = await cliDone(['frobnicate']);
+    expect(far.code).toBe(2);
+    expect(far.stderr).not.toMatch(/did you mean/);
+    expect(far.stderr).toMatch(/unknown command "frobnicate" \(commands: serve, reload, status, wait, exec\)/);
+  });
+
+  it('--json: errors are one JSON line on stdout too (status, reload, wait), usage errors included', async () => {
+    const none = path.join(tmpDir(), 'none.sock');
+    for (const cmd of ['status', 'reload']) {
+      const r = await cliDone([cmd, none, '--json']);
+      expect(r.code, cmd).toBe(1);
+      expect(JSON.parse(r.stdout.trim()), cmd).toEqual({ error: { code: 'ERR_FDBROKER_NO_BROKER', message: expect.stringContaining(none), usage: false } });
+      expect(r.stderr).toMatch(/^fdbroker: ERR_FDBROKER_NO_BROKER: /);
+    }
+    const u = await cliDone(['status', none, '--json', '--jsn']);
+    expect(u.code).toBe(2);
+    expect(JSON.parse(u.stdout.trim())).toEqual({ error: { code: null, message: 'unknown option --jsn for status: did you mean --json?', usage: true } });
+    const w = await cliDone(['wait', none, '--json', '--until', 'soon']);
+    expect(w.code).toBe(2);
+    expect(JSON.parse(w.stdout.trim()).error).toMatchObject({ usage: true, message: expect.stringMatching(/--until is "handover" or "ready"/) });
+    // wait's own verdicts stay what they were: no broker is {"result":"broker"}, exit 3.
+    const wb = await cliDone(['wait', none, '--json']);
+    expect(wb.code).toBe(3);
+    expect(JSON.parse(wb.stdout.trim())).toMatchObject({ result: 'broker' });
+    // Without --json, nothing on stdout.
+    const plain = await cliDone(['status', none]);
+    expect(plain.stdout).toBe('');
   });
 
   it('exec passes --help after -- to the program instead of printing usage', async () => {
@@ -238,7 +299,7 @@ describe('fdbroker: argument forms, --help and usage errors of every command', (
   });
 
   const cases: Array<{ what: string; args: string[]; stderr: RegExp }> = [
-    { what: 'no command', args: [], stderr: /no command given: serve, status, wait, exec or reload/ },
+    { what: 'no command', args: [], stderr: /no command given: serve, reload, status, wait, exec/ },
     { what: 'an unknown command', args: ['sevre'], stderr: /unknown command "sevre"/ },
     { what: 'status without a path', args: ['status'], stderr: /status needs a control socket path/ },
     { what: 'status with an unknown option', args: ['status', '/x.sock', '--jsn'], stderr: /unknown option --jsn for status/ },
@@ -258,7 +319,8 @@ describe('fdbroker: argument forms, --help and usage errors of every command', (
     it(`${c.what}: exits 2 with a one-line message and the --help hint`, async () => {
       const r = await cliDone(c.args);
       expect(r.code).toBe(2);
-      expectUsageError(r.stderr, c.stderr);
+      const command = ['status', 'wait', 'exec', 'serve', 'reload'].includes(c.args[0] ?? '') ? c.args[0] : undefined;
+      expectUsageError(r.stderr, c.stderr, command);
       expect(r.stdout).toBe('');
     });
   }

@@ -52,7 +52,7 @@ describe('parseConfig', () => {
   it('reads every setting; unix paths are relative to the file', () => {
     const s = parseConfig(FULL, '/etc/fdb/broker.toml');
     expect(s.listeners).toEqual([
-      { name: 'http', kind: 'tcp', host: '0.0.0.0', port: 8080, backlog: 2048 },
+      { name: 'http', kind: 'tcp', host: '0.0.0.0', port: 8080, backlog: 2048, nodelay: true },
       { name: 'admin', kind: 'unix', path: '/etc/fdb/admin.sock', mode: undefined, backlog: undefined },
       { name: 'stats', kind: 'udp', host: '::1', port: 8125, backlog: undefined },
     ]);

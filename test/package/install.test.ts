@@ -119,7 +119,7 @@ describe('installing fdbroker into a fresh app', () => {
     }
   });
 
-  it('with no toolchain and no Node headers: uses the prebuild; the quick start and a blue/green deploy work from the app folder', async () => {
+  it('with no toolchain and no Node headers: uses the prebuild; the quick start, then the README\'s deploy of the same app, work from the app folder', async () => {
     const app = freshApp('quick-start');
     const r = npmInstall(app, bareEnv());
     expect(r.status, `npm install failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
@@ -132,26 +132,25 @@ describe('installing fdbroker into a fresh app', () => {
     const broker = run('npx', ['--no', 'fdbroker', 'serve', sock, '--listen', 'http=tcp://127.0.0.1:0'], { cwd: app, env: bareEnv() });
     const port = Number((await broker.waitFor(/ready on .* http=tcp:\/\/127\.0\.0\.1:(\d+)/))[1]);
 
-    fs.writeFileSync(path.join(app, 'app.js'), readmeSnippet('## Quick start', 'adoptListeners').replaceAll('/tmp/app.sock', sock));
-    const server = run('node', ['app.js'], { cwd: app, env: bareEnv() });
-    const res = await firstAnswer(port, () => server.stderr());
+    fs.writeFileSync(path.join(app, 'app.js'), readmeSnippet('## Quick start', 'startGeneration').replaceAll('/tmp/app.sock', sock));
+    const v1 = run('node', ['app.js'], { cwd: app, env: bareEnv() });
+    const res = await firstAnswer(port, () => v1.stderr());
     expect(res.status).toBe(200);
-    expect(res.body).toBe(`hello from ${server.pid}\n`);
-    server.kill();
-    await server.exited;
+    expect(res.body).toBe(`hello from ${v1.pid}\n`);
 
-    // The deploy script from the installed package, deploying the README's generation app.
-    fs.writeFileSync(path.join(app, 'gen-app.js'), readmeSnippet('## Zero-downtime handover', 'startGeneration').replaceAll('/tmp/app.sock', sock));
-    const deploy = run(path.join(app, 'node_modules', 'fdbroker', 'examples', 'blue-green.sh'), [sock, 'node', 'gen-app.js'],
-      { cwd: app, env: { FDBROKER: 'node_modules/.bin/fdbroker', TIMEOUT_MS: String(APP_READY_TIMEOUT_MS) } });
+    // The README's deploy, word for word but the socket path: the installed script, no FDBROKER, the same app.js again.
+    const deploy = run(path.join(app, 'node_modules', 'fdbroker', 'examples', 'blue-green.sh'), [sock, 'node', 'app.js'],
+      { cwd: app, env: { TIMEOUT_MS: String(APP_READY_TIMEOUT_MS) } });
     // Progress goes to stderr; stdout is one JSON verdict line.
     const exit = await deploy.exited;
     const started = Number(/started pid (\d+)/.exec(deploy.stderr())?.[1]);
     try {
       expect(exit, deploy.stderr()).toEqual({ code: 0, signal: null });
-      expect(deploy.stderr()).toContain(`deployed; pid ${started} serves`);
-      expect(JSON.parse(deploy.stdout().trim())).toMatchObject({ verdict: 'deployed', pid: started });
+      expect(deploy.stderr()).toContain(`deployed; pid ${started} serves and older generations have left`);
+      expect(JSON.parse(deploy.stdout().trim())).toMatchObject({ verdict: 'deployed', pid: started, wait: { holders: [] } });
       expect(await get(port)).toEqual({ status: 200, body: `hello from ${started}\n` });
+      // The quick start's app was a generation: the deploy retired it, and it left by itself.
+      expect(await v1.exited).toEqual({ code: 0, signal: null });
     } finally {
       // setsid: not in the script's process group, so cleanup() would miss it.
       try { process.kill(started, 'SIGTERM'); } catch { /* already gone */ }

@@ -1,7 +1,7 @@
 // What `npm pack` puts in the tarball: exactly what an app installing
 // fdbroker needs (the compiled library, the CLI, the prebuilt binaries, the
-// native sources for a fallback build, the deploy script and its example
-// app, the docs and the licence), and nothing else.
+// native sources for a fallback build, the deploy script, the examples and
+// service units the docs use, the docs and the licence), and nothing else.
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -23,6 +23,12 @@ function expectedDist(dir = path.join(ROOT, 'src'), rel = ''): string[] {
   });
 }
 
+/** Every file under `rel` (recursively), as repository-relative paths. */
+function filesUnder(rel: string): string[] {
+  return fs.readdirSync(path.join(ROOT, rel), { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? filesUnder(`${rel}/${e.name}`) : [`${rel}/${e.name}`]);
+}
+
 describe('npm pack', () => {
   // --ignore-scripts: list the dist/ that `pretest` built; the prepare script
   // would rebuild it under the feet of tests running beside this one.
@@ -39,9 +45,8 @@ describe('npm pack', () => {
       'bin/fdbroker.js',
       'binding.gyp',
       ...expectedDist(),
-      'examples/app.js',
-      'examples/blue-green.sh',
-      ...fs.readdirSync(path.join(ROOT, 'examples/systemd')).map((f) => `examples/systemd/${f}`),
+      ...filesUnder('examples'),
+      ...filesUnder('docs').filter((f) => f.endsWith('.md')),
       ...nativeSources,
       'package.json',
       'prebuilds/SOURCE_HASH',
@@ -49,7 +54,14 @@ describe('npm pack', () => {
       'prebuilds/linux-x64/fdbroker.glibc.node',
       'scripts/install.js',
     ].sort());
-    // So: no test/, bench/, fixtures, src/, docs/, build/ or source maps.
+    // So: no test/, bench/, fixtures, src/, build/, source maps, nor docs/ beyond its markdown (no bench JSON, no chart).
+  });
+
+  it('package.json points to the repository, its home page and its issues', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as Record<string, { url?: string } | string>;
+    expect(pkg.repository).toEqual({ type: 'git', url: 'git+https://github.com/fdbroker/fdbroker.git' });
+    expect(pkg.homepage).toBe('https://github.com/fdbroker/fdbroker#readme');
+    expect(pkg.bugs).toEqual({ url: 'https://github.com/fdbroker/fdbroker/issues' });
   });
 
   it('keeps the CLI and the deploy script executable', () => {

@@ -31,14 +31,15 @@ export class UserManager {
   readonly unitDir: string;
   private exited: Promise<void>;
 
-  private constructor(readonly child: ChildProcess, readonly runtimeDir: string, readonly log: string) {
+  private constructor(readonly child: ChildProcess, readonly runtimeDir: string, readonly log: string, private readonly extraEnv: NodeJS.ProcessEnv = {}) {
     this.unitDir = path.join(runtimeDir, 'systemd', 'user');
     this.exited = new Promise((r) => child.once('exit', () => r()));
   }
 
   get pid(): number { return this.child.pid!; }
 
-  static async start(): Promise<UserManager> {
+  /** `env`: more environment for the manager and every command run in it (e.g. HOME, so that ~/.config/systemd/user is a test's own). */
+  static async start(env: NodeJS.ProcessEnv = {}): Promise<UserManager> {
     const runtimeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdb-sd-'));
     fs.chmodSync(runtimeDir, 0o700);
     fs.mkdirSync(path.join(runtimeDir, 'systemd', 'user'), { recursive: true });
@@ -47,9 +48,9 @@ export class UserManager {
     // `exec`: the pid we hold is the manager's own.
     const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c',
       'mount -t tmpfs -o mode=0755 tmpfs /run/systemd && mkdir /run/systemd/system && exec /lib/systemd/systemd --user'],
-    { env: { ...process.env, XDG_RUNTIME_DIR: runtimeDir }, stdio: ['ignore', out, out] });
+    { env: { ...process.env, ...env, XDG_RUNTIME_DIR: runtimeDir }, stdio: ['ignore', out, out] });
     fs.closeSync(out);
-    const m = new UserManager(child, runtimeDir, log);
+    const m = new UserManager(child, runtimeDir, log, env);
     const deadline = Date.now() + MANAGER_START_MS;
     for (;;) {
       const r = m.systemctlSync(['is-system-running']);
@@ -63,7 +64,7 @@ export class UserManager {
   }
 
   private env(): NodeJS.ProcessEnv {
-    return { ...process.env, XDG_RUNTIME_DIR: this.runtimeDir, SYSTEMD_PAGER: '', SYSTEMD_COLORS: '0' };
+    return { ...process.env, ...this.extraEnv, XDG_RUNTIME_DIR: this.runtimeDir, SYSTEMD_PAGER: '', SYSTEMD_COLORS: '0' };
   }
 
   private systemctlSync(args: string[]): { status: number | null; stdout: string; stderr: string } {
@@ -72,11 +73,11 @@ export class UserManager {
     return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   }
 
-  /** Runs a command inside the manager's namespace (systemctl --user ..., systemd-run --user ...). */
-  run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  /** Runs a command inside the manager's namespace (systemctl --user ..., systemd-run --user ...), with `env` added. */
+  run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = COMMAND_TIMEOUT_MS): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
     const t0 = Date.now();
     return new Promise((resolve) => {
-      execFile('nsenter', ['-t', String(this.pid), '-m', '--', cmd, ...args], { env: this.env(), timeout: COMMAND_TIMEOUT_MS },
+      execFile('nsenter', ['-t', String(this.pid), '-m', '--', cmd, ...args], { env: { ...this.env(), ...env }, timeout: timeoutMs },
         (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr, ms: Date.now() - t0 }));
     });
   }

@@ -71,7 +71,7 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
   };
   /** examples/systemd/fdbroker.service, reading `configFile`. */
   const brokerUnit = (unit: string, replace: Array<[string, string]> = []) => unitFromExample('fdbroker.service', [
-    ['/usr/local/bin/fdbroker', FDBROKER], ['/etc/fdbroker/fdbroker.toml', configFile], ...replace,
+    ['/usr/bin/fdbroker', FDBROKER], ['%E/fdbroker/fdbroker.toml', configFile], ...replace,
   ], log(unit));
   let configFile: string;
 
@@ -205,7 +205,7 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     await m.install({
       'fdbroker.service': brokerUnit('fdbroker'),
       'app@.service': unitFromExample('app@.service', [
-        ['/usr/local/bin/fdbroker', FDBROKER], ['/opt/app/%i/server', `${py} ${path.join(ROOT, 'examples', 'python_server.py')}`],
+        ['/usr/bin/fdbroker', FDBROKER], ['/opt/app/%i/server', `${py} ${path.join(ROOT, 'examples', 'python_server.py')}`],
       ], log('app')),
     });
     await m.systemctl('start', 'fdbroker.service');
@@ -387,7 +387,7 @@ describeWith([...managerNeeds(), ss()], 'under a real systemd user manager', () 
     const port = await freePort();
     await m.install({
       'fdbroker.socket': unitFromExample('fdbroker.socket', [['ListenStream=0.0.0.0:8080', `ListenStream=127.0.0.1:${port}`]]),
-      'fdbroker-activated.service': unitFromExample('fdbroker-activated.service', [['/usr/local/bin/fdbroker', FDBROKER]], log('activated')),
+      'fdbroker-activated.service': unitFromExample('fdbroker-activated.service', [['/usr/bin/fdbroker', FDBROKER]], log('activated')),
     });
     await m.systemctl('start', 'fdbroker.socket');
     const inodes = listeningInodes(port);

@@ -1,0 +1,187 @@
+// The CLI's help: `fdbroker --help` prints all of it, `fdbroker COMMAND --help`
+// that command's part (its usage lines, its options, its exit statuses).
+import { VERSION } from '../protocol/version';
+
+/** The commands, in the order the help lists them. */
+export const COMMAND_NAMES = ['serve', 'reload', 'status', 'wait', 'exec'] as const;
+export type CommandName = (typeof COMMAND_NAMES)[number];
+
+const HEADER = `fdbroker ${VERSION}: hand listening sockets from process to process, without downtime
+`;
+
+const USAGE_LINES = `Usage:
+  fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
+  fdbroker serve <control-socket> --takeover [options]
+  fdbroker serve <control-socket> --config FILE [options]
+  fdbroker reload <control-socket> [--json]
+  fdbroker status <control-socket> [--json]
+  fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json] [--quiet]
+  fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
+  fdbroker --help | --version      (also COMMAND --help)
+
+`;
+
+const SPEC = `SPEC:
+  tcp://HOST:PORT[?backlog=N&nodelay=0]
+                                  HOST: an IPv4 address, localhost (127.0.0.1)
+                                  or [IPv6]; PORT 0 picks a free port;
+                                  TCP_NODELAY on accepted connections
+                                  unless nodelay=0
+  unix:/path/to.sock[?mode=0660&backlog=N]
+  udp://HOST:PORT                 HOST as for tcp
+
+`;
+
+const SERVE = `serve options:
+  --config FILE      read listeners and settings from FILE (TOML; see
+                     docs/reference/configuration.md). The file is the base;
+                     a flag given here overrides the same setting (a list flag
+                     replaces the file's list; --listen NAME=SPEC replaces the
+                     file's listener NAME, or adds one). SIGHUP or
+                     \`fdbroker reload\` re-reads FILE, with the same flags over
+                     it: listeners added, removed or changed (removed and added
+                     again), [access] and [limits] for new requests; backlog,
+                     mode, group and [timeouts] are read at start only. An
+                     invalid file, or a listener that cannot bind, changes
+                     nothing. Without --config, SIGHUP is ignored (with
+                     --takeover: the old broker's file is read, if it had one).
+  --backlog N        listen(2) backlog of created listeners (default 511)
+  --mode MODE        mode of the control socket, octal (default 0600)
+  --handshake-timeout MS
+                     drop a client that has not said hello within MS ms (default 5000)
+  --ready-timeout MS a generation not ready within MS ms is reported and never
+                     retires anyone (default 60000)
+  --retire-timeout MS
+                     report a generation still connected MS ms after it was told
+                     to retire (default 30000); the broker signals nobody
+  --standby MS       warm standby: a generation retired by a newer ready one
+                     stops accepting but can resume for up to MS ms, if the
+                     newer one exits, crashes or stalls (default 5000; 0: off)
+  --stall-timeout MS a listener whose accept queue is non-empty and does not
+                     shrink for MS ms is stalled: rolled back within a standby
+                     window, reported otherwise (default 2000; 0: not watched)
+  --group GID        group of the control socket (with --mode 0660)
+  --allow-uid UID[,UID]   also let these uids adopt and read status (the
+                     broker's own uid and root always may)
+  --allow-gid GID[,GID]   the same for peers whose primary gid is GID
+  --allow-status-uid UID, --allow-status-gid GID
+                     let these read status only
+  --max-clients N    most clients at once (default 1024)
+  --max-clients-per-uid N
+                     most clients per uid other than the broker's and root's (default 64)
+  --adopt-from PATH  take the listeners from the broker (or app) serving PATH,
+                     e.g. to replace a broker that was killed
+  --takeover         replace the broker running on <control-socket> in place
+                     (e.g. to upgrade fdbroker): take its listeners, options
+                     and generations, serve the same path, and let the old
+                     broker exit; no other flag is needed (flags given
+                     override its options; --listen adds listeners, or must
+                     match one it has). Same uid or root only; refused by
+                     an older version, and by a broker under systemd (use
+                     systemctl restart there). The old broker serves on
+                     unchanged if this one fails before it answers on the path.
+  --insecure-dir     accept a control socket directory writable by others
+  --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
+  --metrics tcp://HOST:PORT
+                     serve Prometheus metrics at http://HOST:PORT/metrics (no
+                     TLS, no auth: use loopback or a private address; PORT 0
+                     picks one, named in the ready line)
+  --quiet            print only the ready line and errors
+  Under systemd (NOTIFY_SOCKET set; Type=notify): READY=1 once the control
+  socket answers, STATUS=, STOPPING=1, WATCHDOG=1 (WatchdogSec=),
+  RELOADING=1 around a reload, and every listener pushed to the fd store
+  (FileDescriptorStoreMax=): a restarted broker gets them back, and a
+  listener (--listen, --config) whose name came back adopts that socket
+  (see examples/systemd/)
+
+`;
+
+const WAIT = `wait: blocks until the generation of PID (default: the newest) is ready and,
+with --until handover (the default), every older generation has left. The
+generation of PID is the newest one whose process is PID or a descendant of
+PID (so PID may be a wrapper: npx, sh -c, npm start, fdbroker exec).
+--json prints one JSON line: {"result","startedPid","pid","generation","state",
+"older","holders","ms"}; --quiet prints nothing on success. When the
+condition holds but processes that are not generations still hold a
+listener (an adoptListeners() app), they are named on stderr and in
+"holders": no deploy retires them.
+  exit 0  the condition holds
+  exit 1  timeout (default 30000 ms) before that generation was ready, also
+          when the broker answers too slowly
+  exit 3  no broker at the path, or the connection to it failed
+  exit 4  that generation left, was retired, or missed its ready timeout
+          without becoming ready (roll back); also when PID is not running
+          and never joined as a generation
+  exit 5  --until handover: that generation is ready, but older ones still
+          drain at the timeout (deployed; do not roll back)
+  exit 6  that generation was ready, then exited, crashed or stopped
+          accepting, and the broker rolled back to the older version
+
+`;
+
+const EXEC = `exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
+(LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, as systemd socket activation).
+  --names a,b        adopt only these listeners, in this order (default all)
+  --ready notify|immediate
+                     notify (default): ready when CMD sends READY=1 to
+                     $NOTIFY_SOCKET (sd_notify); immediate: once CMD is started
+  --retire-signal SIG
+                     sent to CMD when a newer generation is ready (default SIGTERM)
+  --stop-timeout MS  SIGKILL CMD if it has not exited MS ms after that (default 30000)
+  --ready-timeout MS stop CMD if it sends no READY=1 within MS ms (default: no limit)
+  --label TEXT       shown in status (default: CMD's base name)
+  SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 are passed on to CMD.
+  If the broker goes away, CMD runs on and exec re-joins the next broker on
+  the path (e.g. one restarted by systemd) as the same generation.
+  exit status: CMD's, or 128+N if signal N killed it; 127 if CMD cannot be
+  started; 1 if the broker cannot be reached (nothing is started then)
+
+`;
+
+const RELOAD = `reload: the broker (started with --config) re-reads its file and applies it;
+only the broker's own uid and root may. Prints what was added, removed and
+changed (--json: {"added","removed","changed"}). Exit 0 when applied; 1 when
+refused (ERR_FDBROKER_INVALID_CONFIG, ERR_FDBROKER_RELOAD_FAILED e.g. a bind
+that fails with EADDRINUSE, ERR_FDBROKER_NO_CONFIG, ERR_FDBROKER_NOT_PERMITTED),
+and then nothing changed.
+
+`;
+
+const STATUS = `status: what the broker holds: listeners (queued connections, backlog in
+force, every process holding a copy, marked "not a generation" when it is
+none), clients, generations (number, pid, state), and the counters of
+handovers, rollbacks and refusals. --json: the same as one JSON document.
+Exit 0; 1 when the broker cannot be reached or refuses.
+`;
+
+const TAIL = `Exit status otherwise: 0 success, 1 failure, 2 usage error (an unknown or
+malformed option, a missing value, a bad listener SPEC). With --json
+(status, reload, wait), an error is also one JSON line on stdout:
+{"error":{"code","message","usage"}}.
+`;
+
+/** Each command's part: its usage lines, then its sections. */
+const SECTIONS: Record<CommandName, string[]> = {
+  serve: [SPEC, SERVE],
+  reload: [RELOAD],
+  status: [STATUS],
+  wait: [WAIT],
+  exec: [EXEC],
+};
+
+/** Sections apart by one blank line, the text ending in one newline. */
+function joinSections(sections: string[]): string {
+  return `${sections.map((s) => s.trim()).join('\n\n')}\n`;
+}
+
+/** `fdbroker --help`: everything. */
+export function fullHelp(): string {
+  return joinSections([HEADER + USAGE_LINES, SPEC, SERVE, STATUS, WAIT, EXEC, RELOAD, TAIL]);
+}
+
+/** `fdbroker COMMAND --help`: that command's usage lines and sections only. */
+export function commandHelp(command: CommandName): string {
+  const lines = USAGE_LINES.split('\n').filter((l) => l.startsWith(`  fdbroker ${command} `));
+  return joinSections([`${HEADER}\nUsage:\n${lines.join('\n')}`, ...SECTIONS[command],
+    'Exit status otherwise: 0 success, 1 failure, 2 usage error. `fdbroker --help` lists every command.']);
+}
