@@ -823,7 +823,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
         state.reply({
           type: 'welcome', version,
           broker: { pid: process.pid, software: `fdbroker/${VERSION}`, embedded: this.selfGeneration !== undefined },
-          features: [...PROTOCOL_FEATURES],
+          // Only the features this broker honours; "leaving", "standby-rejoin" and "epoch" come with the broker core (issue 18).
+          features: PROTOCOL_FEATURES.filter((f) => f === 'holding' || f === 'takeover'),
         });
         return;
       }
@@ -1163,7 +1164,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     const r = this.generations.rejoin(
       { clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) },
-      msg.generation, msg.state, names, Date.now(), msg.standby ?? 0);
+      msg.generation, msg.state === 'standby' ? 'retiring' : msg.state, names, Date.now(), msg.standby ?? 0);
     state.generation = r.number;
     this.noteAdopted(state, names);
     const g = this.generations.get(r.number)!;

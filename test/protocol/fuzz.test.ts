@@ -625,7 +625,7 @@ describe('client: BrokerConnection and adoptListeners against a fake broker answ
           try {
             const got = c.api === 'connect+adopt'
               ? await conn.adopt(c.names, timeout)
-              : (await conn.join(c.names, 'fuzz', timeout)).listeners;
+              : (await conn.join(c.names, { label: 'fuzz', timeout })).listeners;
             fds = got.map((g) => g.fd);
             for (const g of got) expect(g.fd).toBeGreaterThanOrEqual(0);
             result = `resolved ${got.length} fds`;
