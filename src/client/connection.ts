@@ -148,6 +148,8 @@ export class BrokerConnection {
   private readonly takeovers = new Set<number>();
   /** A join or rejoin was sent: this connection is (or is about to be) a generation. */
   private joined = false;
+  /** leave() was called: the channel closes once `leaving` is sent. */
+  private leaving = false;
   /**
    * Called on the broker's unsolicited messages to a generation: retire,
    * resume, release, moved, ping. Notices that arrive before a handler is set
@@ -369,10 +371,10 @@ export class BrokerConnection {
   unref(): void { this.channel.unref(); }
   ref(): void { this.channel.ref(); }
 
-  /** Closes the connection; every request in flight rejects with ERR_FDBROKER_CLOSED. */
+  /** Closes the connection; every request in flight rejects with ERR_FDBROKER_CLOSED. After leave(): nothing more (it closes once `leaving` is sent). */
   close(): void {
     if (!this.failure) this.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the connection was closed');
-    this.channel.close();
+    if (!this.leaving) this.channel.close();
     this.settleAll(this.failure);
   }
 
@@ -499,6 +501,7 @@ export class BrokerConnection {
     if (!this.failure) this.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the connection was closed');
     this.settleAll(this.failure);
     // end(): the leaving message goes out before the close.
+    this.leaving = true;
     this.channel.end();
     return announced;
   }
