@@ -4,17 +4,23 @@
 //
 // Fd ownership: fds that arrive with a "listeners" reply are returned to the
 // caller of adopt(), who owns them; on every error path they are closed here.
-import * as fs from 'node:fs';
 import { native } from '../native/binding';
 import { Channel } from '../transport/channel';
 import { FdbrokerError, systemError } from '../protocol/errors';
 import {
-  decodeBrokerMessage, encode, isValidName, type AckMessage, type AdoptMessage, type BrokerMessage, type ClientMessage, type HandoffMessage,
-  type ListenerInfo, type MovedMessage, type PingMessage, type RejoinState, type ReloadedMessage, type RetireMessage, type ResumeMessage,
+  decodeBrokerMessage, encode, type AckMessage, type AdoptMessage, type BrokerMessage, type ClientMessage, type HandoffMessage,
+  type MovedMessage, type PingMessage, type RejoinState, type ReloadedMessage, type RetireMessage, type ResumeMessage,
   type ReleaseMessage, type StatusMessage,
 } from '../protocol/messages';
 import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS } from './defaults';
-import { MAX_GENERATION, MAX_LABEL_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS, PROTOCOL_VERSIONS } from '../protocol/limits';
+import { MAX_GENERATION, PROTOCOL_VERSIONS } from '../protocol/limits';
+import {
+  checkGenerationFields, checkNames, handoffAnswer, invalid, isGenerationNumber, listenersAnswer, replyOf, statusAnswer,
+  type InFlight, type ReceivedListener,
+} from './answers';
+import { brokerError, closeAll, connectError, PendingConnection, timeoutError } from './handshake';
+
+export type { ReceivedListener } from './answers';
 import { VERSION } from '../protocol/version';
 
 export interface ConnectOptions {
@@ -30,49 +36,10 @@ export interface ConnectOptions {
   trustUids?: number[];
 }
 
-export interface ReceivedListener { info: ListenerInfo; fd: number }
 
 const EAGAIN = -11;
 const EPIPE = -32;
 const ECONNRESET = -104;
-
-function kindOf(st: fs.Stats): string {
-  if (st.isFile()) return 'a regular file';
-  if (st.isDirectory()) return 'a directory';
-  if (st.isFIFO()) return 'a fifo';
-  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
-  return 'some other kind of file';
-}
-
-function connectError(r: number, path: string): Error {
-  const cause = systemError(r, 'connect', path);
-  switch (cause.code) {
-    case 'ENOENT':
-    case 'ECONNREFUSED': {
-      // connect(2) on a regular file (or a directory, a fifo) also answers
-      // ECONNREFUSED: say what the path is rather than suggest starting a
-      // broker there, which would fail because the path is taken.
-      let st: fs.Stats | undefined;
-      try { st = fs.statSync(path); } catch { st = undefined; }
-      if (st && !st.isSocket()) {
-        return new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
-          `${path} is not a socket but ${kindOf(st)}: give the control socket path the broker was started with`, { cause });
-      }
-      return new FdbrokerError('ERR_FDBROKER_NO_BROKER',
-        `no broker is listening on ${path} (${cause.code}): start one with \`fdbroker serve ${path} --listen NAME=SPEC\``, { cause });
-    }
-    case 'EACCES':
-    case 'EPERM':
-      return new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
-        `not allowed to connect to ${path} (${cause.code}): run as the broker's user, or let this user in on both levels: the socket file's mode/group (fdbroker serve --mode 0660 --group GID) and the broker's grants (--allow-uid or --allow-gid)`, { cause });
-    case 'EPROTOTYPE':
-    case 'ENOTSOCK':
-      return new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
-        `${path} is not an fdbroker control socket (${cause.code})`, { cause });
-    default:
-      return cause;
-  }
-}
 
 /** The broker's unsolicited messages to a generation. */
 export type Notice = RetireMessage | ResumeMessage | ReleaseMessage | MovedMessage | PingMessage;
@@ -105,21 +72,6 @@ export interface RejoinRequest {
   standbyLeft?: number;
   /** The epoch the broker gave at join (feature "epoch"); absent: 0. */
   epoch?: number;
-}
-
-/**
- * One request in flight, matched to its answers by `id`. take() gets every
- * message with this id: it returns the value once the answer is complete,
- * undefined while more parts are due, and throws on a message that cannot
- * be part of it (the stream is then out of step: the connection fails).
- * abandon() closes whatever fds it collected.
- */
-interface InFlight {
-  take(msg: BrokerMessage, fds: number[]): unknown;
-  abandon(): void;
-  resolve(value: unknown): void;
-  reject(err: Error): void;
-  timer: NodeJS.Timeout | undefined;
 }
 
 /** Messages no request asked for: answered or handed to onNotice. */
@@ -571,186 +523,4 @@ export class BrokerConnection {
     if (this.joined) throw invalid(`${what}: this connection already joined as a generation (one join or rejoin per connection)`);
     this.joined = true;
   }
-}
-
-function invalid(message: string): FdbrokerError {
-  return new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', message);
-}
-
-const isGenerationNumber = (v: number): boolean => Number.isInteger(v) && v >= 1 && v <= MAX_GENERATION;
-
-function checkNames(names: string[] | undefined): void {
-  if (names === undefined) return;
-  if (!Array.isArray(names) || names.length > MAX_NAMES_PER_REQUEST) throw invalid(`names must be an array of at most ${MAX_NAMES_PER_REQUEST} listener names`);
-  const bad = names.find((n) => !isValidName(n));
-  if (bad !== undefined) throw invalid(`${JSON.stringify(bad)} is not a listener name (1..${MAX_NAME_BYTES} of letters, digits and . _ - : @)`);
-}
-
-function checkGenerationFields(label: string | undefined, standby: number | undefined): void {
-  if (label !== undefined && (typeof label !== 'string' || Buffer.byteLength(label) > MAX_LABEL_BYTES)) {
-    throw invalid(`label must be a string of at most ${MAX_LABEL_BYTES} bytes`);
-  }
-  if (standby !== undefined && !(Number.isInteger(standby) && standby >= 0 && standby <= MAX_STANDBY_MS)) {
-    throw invalid(`standby must be a whole number of ms from 0 to ${MAX_STANDBY_MS}`);
-  }
-}
-
-/** A one-message answer of type `type`. */
-function replyOf<T extends BrokerMessage['type']>(type: T): InFlight['take'] {
-  return (msg) => {
-    if (msg.type !== type) throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "${type}" for request ${(msg as { id?: number }).id}, got "${msg.type}"`);
-    return msg;
-  };
-}
-
-/** The parts of a "listeners" answer (adopt, join), in order; on failure every fd received is closed. */
-function listenersAnswer(): InFlight['take'] & { abandon: () => void } {
-  const out: ReceivedListener[] = [];
-  let generation: number | undefined;
-  let epoch: number | undefined;
-  let expectPart = 0;
-  const abandon = () => closeAll(out.splice(0).map((l) => l.fd));
-  const take = (msg: BrokerMessage, fds: number[]): unknown => {
-    if (msg.type !== 'listeners' || msg.part !== expectPart) {
-      closeAll(fds);
-      abandon();
-      throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of listeners ${(msg as { id?: number }).id}, got "${msg.type}"`);
-    }
-    expectPart++;
-    msg.listeners.forEach((info, i) => out.push({ info, fd: fds[i]! }));
-    if (msg.generation !== undefined) generation = msg.generation;
-    if (msg.epoch !== undefined) epoch = msg.epoch;
-    return msg.last ? { generation, epoch, listeners: out } : undefined;
-  };
-  return Object.assign(take, { abandon });
-}
-
-/** The parts of a "status" answer, put together. */
-function statusAnswer(): InFlight['take'] {
-  let whole: StatusMessage | undefined;
-  let expectPart = 0;
-  return (msg, fds) => {
-    closeAll(fds);
-    if (msg.type !== 'status' || (msg.part ?? 0) !== expectPart) {
-      throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of status ${(msg as { id?: number }).id}, got "${msg.type}"`);
-    }
-    expectPart++;
-    if (!whole) whole = { ...msg, listeners: [...msg.listeners], clients: [...msg.clients], generations: [...msg.generations] };
-    else {
-      whole.listeners.push(...msg.listeners);
-      whole.clients.push(...msg.clients);
-      whole.generations.push(...msg.generations);
-    }
-    if (msg.last === false) return undefined;
-    delete whole.part;
-    delete whole.last;
-    return whole;
-  };
-}
-
-/** A takeover's answer: "handoff" parts, then "listeners" parts, with the same id. */
-function handoffAnswer(): InFlight['take'] & { abandon: () => void } {
-  let handoff: HandoffMessage | undefined;
-  let handoffDone = false;
-  let expectPart = 0;
-  const listeners = listenersAnswer();
-  const take = (msg: BrokerMessage, fds: number[]): unknown => {
-    if (handoffDone) {
-      const r = listeners(msg, fds) as { listeners: ReceivedListener[] } | undefined;
-      return r && { handoff, listeners: r.listeners };
-    }
-    closeAll(fds);
-    if (msg.type !== 'handoff' || msg.part !== expectPart) {
-      throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of handoff ${(msg as { id?: number }).id}, got "${msg.type}"`);
-    }
-    expectPart++;
-    if (!handoff) handoff = { ...msg, generations: [...msg.generations] };
-    else handoff.generations.push(...msg.generations);
-    if (msg.last) handoffDone = true;
-    return undefined;
-  };
-  return Object.assign(take, { abandon: listeners.abandon });
-}
-
-/** Collects the first message during the handshake, with the deadline. */
-class PendingConnection {
-  private onMsg: (payload: Buffer, fds: number[]) => void = () => {};
-  private onErr: (e: Error) => void = () => {};
-  private onClose: () => void = () => {};
-  private first = true;
-  /** Messages read in the same turn as the first one (a pipelined request's answer); their fds are owned here until taken. */
-  readonly later: Array<{ msg: BrokerMessage; fds: number[] }> = [];
-  constructor(private readonly channel: Channel, private readonly deadline: number, private readonly path: string) {}
-
-  next(): Promise<{ msg: BrokerMessage }> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.channel.close(); reject(timeoutError(this.path, 'handshake')); },
-        Math.max(0, this.deadline - Date.now()));
-      const done = (f: () => void) => { clearTimeout(timer); f(); };
-      this.onMsg = (payload, fds) => done(() => {
-        if (!this.first) {
-          this.keepLater(payload, fds);
-          return;
-        }
-        this.first = false;
-        try {
-          const msg = decodeBrokerMessage(payload, fds.length);
-          closeAll(fds);
-          resolve({ msg });
-        } catch (err) {
-          closeAll(fds);
-          this.channel.close();
-          reject(err);
-        }
-      });
-      this.onErr = (e) => done(() => reject(e));
-      this.onClose = () => done(() => reject(new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
-        `${this.path} closed the connection without a reply: is it an fdbroker control socket?`)));
-      this.channel.on('message', this.onMsg);
-      this.channel.on('error', this.onErr);
-      this.channel.on('close', this.onClose);
-      this.channel.resume();
-    });
-  }
-
-  private keepLater(payload: Buffer, fds: number[]): void {
-    let msg: BrokerMessage;
-    try {
-      msg = decodeBrokerMessage(payload, fds.length);
-    } catch (err) {
-      closeAll(fds);
-      // Handed on as the answer: collecting it fails the connection with this error.
-      msg = { type: 'error', code: (err as FdbrokerError).code ?? 'ERR_FDBROKER_PROTOCOL', message: (err as Error).message };
-      fds = [];
-      this.channel.close();
-    }
-    this.later.push({ msg, fds });
-  }
-
-  /** Closes the fds of messages nobody will take. */
-  dropLater(): void {
-    for (const m of this.later.splice(0)) closeAll(m.fds);
-  }
-
-  detach(): void {
-    this.channel.off('message', this.onMsg);
-    this.channel.off('error', this.onErr);
-    this.channel.off('close', this.onClose);
-  }
-}
-
-function closeAll(fds: number[]): void {
-  for (const fd of fds) native().close(fd);
-}
-
-function timeoutError(path: string, what: string): FdbrokerError {
-  return new FdbrokerError('ERR_FDBROKER_TIMEOUT', `the broker at ${path} did not answer in time (${what})`);
-}
-
-function brokerError(msg: Extract<BrokerMessage, { type: 'error' }>): FdbrokerError {
-  // `cause`: the broker's system error code, as a Node-shaped cause.
-  const cause = msg.cause ? Object.assign(new Error(msg.cause), { code: msg.cause }) : undefined;
-  const err = new FdbrokerError(msg.code, msg.message, cause ? { cause } : undefined);
-  if (msg.names) (err as FdbrokerError & { names?: string[] }).names = msg.names;
-  return err;
 }
