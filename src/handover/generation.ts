@@ -19,70 +19,18 @@ import { BrokerConnection } from '../client/connection';
 import { toListeners } from '../client/adopt';
 import { drain, holding, type DrainResult, type Holding } from './drain';
 import { FdbrokerError } from '../protocol/errors';
-import { isListening, type Listener } from '../client/listener';
-import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STANDBY_REQUEST_MS } from './defaults';
+import type { Listener } from '../client/listener';
+import { relisten } from './relisten';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults';
+import { standbyRequest, type GenerationEvents, type GenerationOptions } from './generation-options';
 import { GenerationMachine, type GenerationEffect, type GenerationInput } from './generation-machine';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
-import { Upgrader, type UpgradeFailure, type UpgradeOptions } from './upgrade';
+import { Upgrader, type UpgradeOptions } from './upgrade';
+
+export type { GenerationEvents, GenerationOptions } from './generation-options';
 import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
-
-export interface GenerationOptions {
-  /** Only these listeners (default all; [] for none, e.g. a cluster primary whose workers adopt). */
-  names?: string[];
-  /** Free text shown in `fdbroker status`. */
-  label?: string;
-  /** Deadline for joining, in ms (default 10 s). */
-  timeout?: number;
-  /** On retire: 'drain' (default) drains every server attached to these listeners, then leaves; 'none' only emits 'retire'. */
-  onRetire?: 'drain' | 'none';
-  /** drain() deadline (default 30 s). */
-  drainTimeout?: number;
-  /** drain() spread: ms over which connections are told to close (default 1 s). */
-  drainSpread?: number;
-  /**
-   * The app as its own broker: listener specs (as `fdbroker serve --listen`)
-   * created by the first process when nothing answers on the path. A
-   * successor adopts them from its predecessor instead. When the path is a
-   * standalone `fdbroker serve`, this option is not used: the process is an
-   * ordinary generation of that broker.
-   */
-  listen?: string[];
-  /** Self-broker mode: mode of the control socket (default 0600). */
-  mode?: number;
-  /** fds that must stay free below RLIMIT_NOFILE after adopting (default 64; 0 to skip). */
-  fdHeadroom?: number;
-  /** uids trusted to run the broker (default: this process's uid, and root). */
-  trustUids?: number[];
-  /**
-   * Warm standby: after a newer generation is ready, stop accepting but stay
-   * able to resume for this many ms (capped by the broker's --standby), in
-   * case the newer one dies or stops accepting. 'drained' comes after the
-   * window. Default 5 s with onRetire 'drain'; 0 with 'none' (the app then
-   * handles 'resume' itself). 0 turns it off.
-   */
-  standby?: number;
-}
-
-export interface GenerationEvents {
-  /** A newer generation is ready; `by` is its number. With standby, accepting stops now and draining after the window. */
-  retire: [by: number];
-  /** Standby: the newer generation failed (it left or stopped accepting); this one accepts again. */
-  resume: [info: { failed: number; reason: string }];
-  /** The connection to the broker was restored (a restarted or replaced broker): this generation joined it again. */
-  rejoin: [info: { generation: number; state: string }];
-  /** After retire: every attached server is drained; the connection to the broker is closed. */
-  drained: [result: DrainResult];
-  /** The broker connection ended without a retire (broker stopped or crashed). Serving goes on, and the generation rejoins the path when a broker answers there again. */
-  brokerLost: [err: Error];
-  /** upgradeOnSignal(): a successor was started. */
-  upgrade: [pid: number];
-  /** upgradeOnSignal(): the successor exited, or was stopped, before it became ready. This process serves on. */
-  upgradeFailed: [info: UpgradeFailure];
-  /** upgradeOnSignal(): a signal arrived while an upgrade was in flight (or while retiring) and was ignored. */
-  upgradeRefused: [reason: string];
-}
 
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
@@ -485,49 +433,17 @@ export class Generation {
   /** Resume: adopt the listeners anew and listen again on every server; the machine hears how it went. */
   private async readopt(): Promise<void> {
     const conn = this.conn;
-    const names = Object.keys(this.listeners);
-    let fresh: Record<string, Listener>;
+    let ok: boolean;
     try {
       if (!conn || conn.isClosed) throw new FdbrokerError('ERR_FDBROKER_CLOSED', 'the broker connection ended before the resume');
-      fresh = toListeners(await conn.adopt(names), names);
+      // Closed meanwhile: the fresh copies are nobody's (relisten closes them).
+      ok = await relisten(conn, this.listeners, () => this.machine.state.phase === 'resuming');
     } catch {
-      // Cannot adopt again: this generation cannot serve; it finishes retiring.
-      this.feed({ type: 'readopt-failed' });
-      return;
+      ok = false;
     }
-    if (this.machine.state.phase !== 'resuming') {
-      // Closed meanwhile: the fresh copies are nobody's.
-      for (const l of Object.values(fresh)) l.close();
-      return;
-    }
-    const pending = new Set(names);
-    try {
-      for (const name of names) {
-        const old = this.listeners[name]!;
-        const next = fresh[name]!;
-        const server = old.server;
-        pending.delete(name);
-        // A dgram socket (or a server that kept listening) still has its copy: keep the old listener.
-        if (server && isListening(server)) {
-          next.close();
-          continue;
-        }
-        old.close();
-        this.listeners[name] = next;
-        if (server) next.attach(server as net.Server);
-      }
-    } catch {
-      for (const name of pending) fresh[name]?.close();
-      this.feed({ type: 'readopt-failed' });
-      return;
-    }
-    this.feed({ type: 'readopt-done' });
+    // Cannot adopt again: this generation cannot serve; it finishes retiring.
+    this.feed({ type: ok ? 'readopt-done' : 'readopt-failed' });
   }
-}
-
-/** The standby window a generation asks for: its option, else the default when the library drains it (an app that retires itself asks for none). */
-function standbyRequest(o: GenerationOptions): number {
-  return o.standby ?? ((o.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
 }
 
 /** Joins the broker at `path` as a new generation. See Generation. */
