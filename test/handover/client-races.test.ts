@@ -81,7 +81,7 @@ describe('defect 6: ready() settles when the generation is closed while its answ
     await app.waitFor(/^joined \d+ gen \d+/m);
     broker.kill('SIGSTOP');
     app.kill('SIGUSR2');
-    await sleep(100);
+    await app.waitFor(/^ready-asked$/m);
     broker.kill('SIGKILL');
     await app.waitFor(/^ready-(ok|rejected \S+|unsettled)$/m, 8000);
     expect(app.stdout()).toMatch(/^ready-rejected ERR_FDBROKER_CLOSED$/m);

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BrokerConnection } from '../../src/client/connection';
 import { startGeneration } from '../../src/handover/generation';
+import type { StatusMessage } from '../../src/protocol/messages';
 import { cleanup, CLI, FIXTURES, get, run, sleep, startBroker, statusOf, tmpDir, waitText } from '../helpers';
 
 afterEach(cleanup);
@@ -74,14 +75,24 @@ describe('defect 7: a broker restart inside the standby window keeps the standby
   }, 30_000);
 });
 
+/** The broker's status once it lists no generation (polled; fails after 5 s). */
+async function gone(sock: string): Promise<StatusMessage> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const s = await statusOf(sock);
+    if (s.generations.length === 0) return s;
+    if (Date.now() > deadline) throw new Error(`generations still listed: ${JSON.stringify(s.generations)}`);
+    await sleep(50);
+  }
+}
+
 describe('a planned stop is no rollback ("leaving")', () => {
   it('Generation.close() of the only ready generation: the broker counts no rollback', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
     const gen = await startGeneration(broker.sock, { names: [] });
     await gen.ready();
     gen.close();
-    await sleep(300);
-    const s = await statusOf(broker.sock);
+    const s = await gone(broker.sock);
     expect(s.generations).toEqual([]);
     expect(s.metrics?.rollbacks.left).toBe(0);
   });
@@ -96,8 +107,7 @@ describe('a planned stop is no rollback ("leaving")', () => {
     }
     w.kill('SIGTERM');
     await w.exited;
-    await sleep(300);
-    const s = await statusOf(broker.sock);
+    const s = await gone(broker.sock);
     expect(s.generations).toEqual([]);
     expect(s.metrics?.rollbacks.left).toBe(0);
   });

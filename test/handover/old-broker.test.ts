@@ -41,9 +41,8 @@ describe('planned stop: no "leaving" to a broker that does not list it', () => {
     const { sock, fake } = oldBroker();
     await fake.waitFor(/^ready \d+/m);
     const w = run(process.execPath, [CLI, 'exec', sock, '--ready', 'immediate', '--', 'sleep', '30']);
-    await fake.waitFor(/^join heartbeat=/m);
-    // Its ready is acked (the fake's "ready" handling): then stop it from outside.
-    await new Promise((r) => setTimeout(r, 300));
+    // Its ready is acked: then stop it from outside.
+    await fake.waitFor(/^acked ready$/m);
     w.kill('SIGTERM');
     await w.exited;
     await fake.exited;
