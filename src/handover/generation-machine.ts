@@ -139,7 +139,7 @@ export type GenerationEffect =
 
 type Notice = Extract<GenerationInput, { type: 'retire' | 'release' }>;
 
-export interface GenerationState {
+export interface GenerationMachineState {
   readonly phase: GenerationPhase;
   readonly number: number;
   readonly epoch: number;
@@ -175,7 +175,7 @@ export class GenerationMachine {
   private features: readonly string[] = [];
   private candidateFeatures: readonly string[] = [];
   private standbyUntil: number | undefined;
-  private rejoin: GenerationState['rejoin'] = 'idle';
+  private rejoin: GenerationMachineState['rejoin'] = 'idle';
   private rejoinDelay = 0;
   private claimed: RejoinState | undefined;
   private resumeInfo: { failed: number; reason: string } = { failed: 0, reason: '' };
@@ -187,7 +187,7 @@ export class GenerationMachine {
     };
   }
 
-  get state(): GenerationState {
+  get state(): GenerationMachineState {
     return {
       phase: this.phase, number: this.number, epoch: this.epoch, readyPending: this.readyPending, readyAcked: this.readyAcked,
       connected: this.connected, brokerLost: this.lost, moving: this.moving, features: this.features,
