@@ -33,7 +33,13 @@ async function primary() {
   const onListening = async () => {
     if (ready || ++listening < WORKERS) return;
     ready = true;
-    await gen.ready();
+    try {
+      await gen.ready();
+    } catch (err) {
+      // Refused (a newer version serves) or closed: serve on until told to retire.
+      console.error(`not ready ${process.pid}: ${err.code} ${err.message}`);
+      return;
+    }
     console.log(`ready ${process.pid} gen ${gen.number}`);
   };
   cluster.on('exit', (w, code, signal) => {

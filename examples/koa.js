@@ -11,7 +11,13 @@ async function main() {
   app.use((ctx) => { ctx.body = `${process.pid} gen ${gen.number} koa\n`; });
   gen.on('drained', (r) => { console.log(`drained ${process.pid} forced ${r.forced} ms ${r.ms}`); process.exit(0); });
   gen.listeners.http.attach(http.createServer(app.callback()), async () => {
-    await gen.ready();
+    try {
+      await gen.ready();
+    } catch (err) {
+      // Refused (a newer version serves) or closed: serve on until told to retire.
+      console.error(`not ready ${process.pid}: ${err.code} ${err.message}`);
+      return;
+    }
     console.log(`ready ${process.pid} gen ${gen.number}`);
   });
 }

@@ -30,7 +30,13 @@ async function main() {
     process.exit(0);
   });
   gen.listeners.http.attach(server, async () => {
-    await gen.ready();
+    try {
+      await gen.ready();
+    } catch (err) {
+      // Refused (a newer version serves) or closed: serve on until told to retire.
+      console.error(`not ready ${process.pid}: ${err.code} ${err.message}`);
+      return;
+    }
     console.log(`ready ${process.pid} gen ${gen.number}`);
   });
 }

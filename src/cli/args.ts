@@ -2,7 +2,7 @@
 // mode, with its errors turned into one-line usage errors, and the checks
 // for numbers, milliseconds and id lists.
 import { parseArgs } from 'node:util';
-import type { FdbrokerErrorCode } from '../protocol/errors';
+import type { FdbrokerError } from '../protocol/errors';
 
 /** Largest ms value setTimeout() honours (2^31 - 1); larger ones fire at once. */
 export const MAX_TIMER_MS = 2_147_483_647;
@@ -11,8 +11,8 @@ export const MAX_ID = 2 ** 32 - 2;
 
 /** A mistake in the command line: exit 2, one line, and a hint to --help. `code` when a library check found it. */
 export class UsageError extends Error {
-  readonly code: FdbrokerErrorCode | undefined;
-  constructor(message: string, code?: FdbrokerErrorCode) {
+  readonly code: FdbrokerError['code'] | undefined;
+  constructor(message: string, code?: FdbrokerError['code']) {
     super(message);
     this.name = 'UsageError';
     this.code = code;

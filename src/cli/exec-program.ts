@@ -26,7 +26,7 @@ import { NotifySocket } from './notify-socket';
 import type { ListenerInfo } from '../protocol/messages';
 import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
 import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
-import { REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS } from '../handover/defaults';
+import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../handover/generation-machine';
 import { ProgramStartError, resolveProgram } from './program';
 import { guardedCommand, startWatchdog, type OrphanGuardKind, type Watchdog } from './orphan-guard';
 
@@ -151,12 +151,15 @@ export class Exec extends EventEmitter<ExecEvents> {
     const label = o.label ?? path.basename(o.command);
     let listeners: ReceivedListener[] = [];
     let generation: number;
+    let epoch: number;
     let notify: NotifySocket | undefined;
     const n = native();
     const closeFds = () => { for (const l of listeners) n.close(l.fd); listeners = []; };
     try {
-      const r = await conn.join(o.names, label, o.timeout ?? DEFAULT_TIMEOUT_MS);
+      // No heartbeat: this wrapper does not serve; the broker must not take its answers for the program's.
+      const r = await conn.join(o.names, { label, timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
       generation = r.generation;
+      epoch = r.epoch;
       listeners = orderListeners(r.listeners, o.names);
       const bad = listeners.find((l) => l.info.name.includes(':'));
       if (bad) {
@@ -199,14 +202,18 @@ export class Exec extends EventEmitter<ExecEvents> {
     closeFds();
 
     return new Promise<ExecResult>((resolve, reject) => {
-      let ready = false;
+      // The rules (ready, retire, rejoin, planned stop) are the library's, in
+      // GenerationMachine; exec joins without a standby window (a program
+      // cannot be told to resume), so it is never standing by.
+      const machine = new GenerationMachine({ standbyMs: 0, heartbeat: false, retireMode: 'drain', embedded: false });
       let retired = false;
       let readyFailed = false;
       let readyTimedOut = false;
       let finished = false;
-      let connClosedByUs = false;
-      // ready() was asked while the broker was lost: the rejoin says "ready".
-      let readyWanted = false;
+      /** A SIGTERM or SIGINT from outside was passed on: the program's end is a planned stop. */
+      let stopForwarded = false;
+      let candidate: BrokerConnection | undefined;
+      let lastLoss: Error = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the broker connection ended');
       let rejoinTimer: NodeJS.Timeout | undefined;
       let stopTimer: NodeJS.Timeout | undefined;
       let readyTimer: NodeJS.Timeout | undefined;
@@ -227,10 +234,120 @@ export class Exec extends EventEmitter<ExecEvents> {
         }, stopTimeoutMs);
       };
       const forwarders = FORWARDED_SIGNALS.map((sig) => {
-        const fn = () => { if (alive()) { this.emit('forward', sig); signal(sig); } };
+        const fn = () => {
+          if (!alive()) return;
+          if (sig === 'SIGTERM' || sig === 'SIGINT') stopForwarded = true;
+          this.emit('forward', sig);
+          signal(sig);
+        };
         process.on(sig, fn);
         return [sig, fn] as const;
       });
+
+      // Inputs fed while effects run wait: one input's effects all run before the next input's.
+      const inbox: GenerationInput[] = [];
+      let stepping = false;
+      const feed = (input: GenerationInput) => {
+        inbox.push(input);
+        if (stepping) return;
+        stepping = true;
+        try {
+          for (let next = inbox.shift(); next; next = inbox.shift()) {
+            for (const e of machine.step(next, Date.now())) run(e);
+          }
+        } finally {
+          stepping = false;
+        }
+      };
+      const run = (e: GenerationEffect): void => {
+        switch (e.type) {
+          case 'send-ready': {
+            const c = conn;
+            c.ready().then(
+              () => feed({ type: 'ready-acked' }),
+              (err: FdbrokerError) => {
+                // The broker was lost before it answered: no refusal; the rejoin says "ready".
+                if (err.code !== 'ERR_FDBROKER_READY_REFUSED' && c.isClosed) return;
+                feed({ type: 'ready-refused', code: err.code, message: err.message });
+              },
+            );
+            return;
+          }
+          case 'settle-ready':
+            if (e.ok) {
+              if (!finished) this.emit('ready');
+            } else if (e.code !== 'ERR_FDBROKER_CLOSED') {
+              readyFailed = true;
+              if (!finished) this.emit('readyRefused', new FdbrokerError(e.code as FdbrokerError['code'], e.message));
+            }
+            return;
+          case 'emit':
+            if (e.event === 'retire') {
+              retired = true;
+              clearTimeout(readyTimer);
+              this.emit('retire', e.by, retireSignal);
+            } else if (e.event === 'rejoin') {
+              this.emit('rejoin', { generation: e.generation, state: e.state });
+            } else if (e.event === 'brokerLost') {
+              this.emit('brokerLost', lastLoss);
+            }
+            return;
+          case 'start-retiring':
+            stop();
+            return;
+          case 'send-pong':
+            conn.pong(e.id);
+            return;
+          case 'send-leaving':
+            conn.leave();
+            return;
+          case 'close-connection':
+            conn.close();
+            return;
+          case 'schedule-rejoin':
+            clearTimeout(rejoinTimer);
+            rejoinTimer = setTimeout(() => { rejoinTimer = undefined; feed({ type: 'rejoin-timer' }); }, e.delayMs);
+            return;
+          case 'cancel-rejoin':
+            clearTimeout(rejoinTimer);
+            rejoinTimer = undefined;
+            return;
+          // A broker that answers on the path again (restarted by systemd, or
+          // another one) is joined in the state this generation had, as
+          // startGeneration() does: no fds, the program keeps its own.
+          case 'connect':
+            BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS }).then(
+              (c) => { candidate = c; feed({ type: 'rejoin-connected', features: c.features }); },
+              () => feed({ type: 'rejoin-failed' }),
+            );
+            return;
+          case 'send-rejoin': {
+            const c = candidate!;
+            c.rejoin({ ...e.claim, names: infos.map((l) => l.name), label }).then(
+              (r) => { if (candidate === c) feed({ type: 'rejoined', number: r.generation, state: r.state, epoch: r.epoch }); else c.close(); },
+              () => { c.close(); if (candidate === c) { candidate = undefined; feed({ type: 'rejoin-failed' }); } },
+            );
+            return;
+          }
+          case 'use-new-connection':
+            conn = candidate!;
+            candidate = undefined;
+            use(conn);
+            return;
+          case 'drop-new-connection':
+            candidate?.close();
+            candidate = undefined;
+            return;
+          case 'readopt':
+            // Never asked of exec (no standby); if it were, it cannot: the program holds the listeners.
+            feed({ type: 'readopt-failed' });
+            return;
+          case 'stop-accepting':
+          case 'arm-standby-timer':
+          case 'clear-standby-timer':
+            return;
+        }
+      };
 
       const finish = () => {
         finished = true;
@@ -240,92 +357,25 @@ export class Exec extends EventEmitter<ExecEvents> {
         clearTimeout(readyTimer);
         clearTimeout(rejoinTimer);
         notify?.close();
-        connClosedByUs = true;
-        conn.close();
+        // A stop asked from outside (not after a retire) is a planned one: the broker is told so, where it knows "leaving".
+        feed({ type: 'close', planned: stopForwarded });
       };
 
       const sayReady = () => {
-        if (ready || finished || retired || readyFailed) return;
+        if (finished || retired || readyFailed) return;
         clearTimeout(readyTimer);
-        readyWanted = true;
-        const c = conn;
-        c.ready().then(
-          () => { ready = true; if (!finished) this.emit('ready'); },
-          (err: FdbrokerError) => {
-            // Refused: final. The broker was lost before it answered: the rejoin says "ready".
-            if (err.code !== 'ERR_FDBROKER_READY_REFUSED' && c.isClosed) return;
-            readyFailed = true;
-            if (!finished) this.emit('readyRefused', err);
-          },
-        );
+        feed({ type: 'ready-requested' });
       };
 
-      const retire = (by: number) => {
-        if (retired || finished) return;
-        retired = true;
-        clearTimeout(readyTimer);
-        this.emit('retire', by, retireSignal);
-        stop();
-      };
-      // A broker that answers on the path again (restarted by systemd, or
-      // another one) is joined in the state this generation had, as
-      // startGeneration() does: no fds, the program keeps its own.
-      const scheduleRejoin = (delay: number) => {
-        if (finished || retired || rejoinTimer) return;
-        rejoinTimer = setTimeout(() => {
-          rejoinTimer = undefined;
-          void rejoin().catch(() => scheduleRejoin(Math.min(Math.max(delay * 2, REJOIN_RETRY_MS), REJOIN_RETRY_MAX_MS)));
-        }, delay);
-      };
-      const rejoin = async () => {
-        if (finished || retired) return;
-        const c = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
-        try {
-          // A ready that was refused (or timed out) is not claimed again.
-          const state = ready || (readyWanted && !readyFailed) ? 'ready' : 'starting';
-          const r = await c.rejoin(generation, state, infos.map((l) => l.name), label);
-          if (finished || retired) {
-            c.close();
-            return;
-          }
-          conn = c;
-          generation = r.generation;
-          use(c);
-          this.emit('rejoin', r);
-          if (state === 'ready' && !ready) {
-            if (r.state === 'ready') {
-              ready = true;
-              this.emit('ready');
-            } else {
-              readyFailed = true;
-              this.emit('readyRefused', new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));
-            }
-          }
-          // A newer ready generation on this broker retires this one with a notice, as after a join.
-        } catch (err) {
-          c.close();
-          throw err;
-        }
-      };
-      // exec joins without a standby window (a program cannot be told to resume): only "retire" arrives.
       const use = (c: BrokerConnection) => {
-        // "moved": a new broker took over the path (`fdbroker serve --takeover`); this connection closes next.
-        let moved = false;
-        c.onNotice = (msg) => {
-          if (msg.type === 'retire') retire(msg.by);
-          else if (msg.type === 'moved') moved = true;
-        };
+        c.onNotice = (msg) => feed(msg);
         c.onClose = (err) => {
-          if (c !== conn || connClosedByUs || finished) return;
-          // A takeover is no loss: rejoin the new broker at once.
-          if (moved) {
-            scheduleRejoin(0);
-            return;
-          }
-          this.emit('brokerLost', err);
-          scheduleRejoin(REJOIN_RETRY_MS);
+          if (c !== conn) return;
+          lastLoss = err;
+          feed({ type: 'connection-lost' });
         };
       };
+      feed({ type: 'joined', number: generation, epoch, features: conn.features });
       use(conn);
 
       child.on('error', (err) => {
@@ -340,12 +390,12 @@ export class Exec extends EventEmitter<ExecEvents> {
         let status = exitStatus(code, sig);
         // A program stopped for missing its ready deadline has failed, whatever it exits with.
         if (readyTimedOut && status === 0) status = 1;
-        resolve({ status, code, signal: sig, ready, retired, orphanGuard: launch.kind });
+        resolve({ status, code, signal: sig, ready: machine.state.readyAcked, retired, orphanGuard: launch.kind });
       });
       if (child.pid === undefined) return; // 'error' follows
       if (launch.kind === 'watchdog') watchdog = startWatchdog(child.pid, retireSignal);
 
-      this.emit('spawn', child.pid, generation, infos);
+      this.emit('spawn', child.pid, machine.state.number, infos);
 
       if (notify) {
         notify.on('ready', sayReady);
@@ -354,7 +404,7 @@ export class Exec extends EventEmitter<ExecEvents> {
         notify.on('error', (err) => this.emit('notifyError', err));
         if (o.readyTimeoutMs !== undefined) {
           readyTimer = setTimeout(() => {
-            if (ready || retired || finished || !alive()) return;
+            if (machine.state.readyPending || machine.state.readyAcked || retired || finished || !alive()) return;
             readyTimedOut = true;
             readyFailed = true;
             this.emit('readyTimeout', o.readyTimeoutMs!);

@@ -4,16 +4,23 @@
 //
 // Fd ownership: fds that arrive with a "listeners" reply are returned to the
 // caller of adopt(), who owns them; on every error path they are closed here.
-import * as fs from 'node:fs';
 import { native } from '../native/binding';
 import { Channel } from '../transport/channel';
 import { FdbrokerError, systemError } from '../protocol/errors';
 import {
-  decodeBrokerMessage, encode, type AdoptMessage, type BrokerMessage, type ClientMessage, type HandoffMessage, type ListenerInfo, type MovedMessage,
-  type RetireMessage, type ResumeMessage, type ReleaseMessage, type StatusMessage,
+  decodeBrokerMessage, encode, type AckMessage, type AdoptMessage, type BrokerMessage, type ClientMessage, type HandoffMessage,
+  type MovedMessage, type PingMessage, type RejoinState, type ReloadedMessage, type RetireMessage, type ResumeMessage,
+  type ReleaseMessage, type StatusMessage,
 } from '../protocol/messages';
 import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS } from './defaults';
-import { PROTOCOL_VERSIONS } from '../protocol/limits';
+import { MAX_GENERATION, PROTOCOL_VERSIONS } from '../protocol/limits';
+import {
+  checkGenerationFields, checkNames, handoffAnswer, invalid, isGenerationNumber, listenersAnswer, replyOf, statusAnswer,
+  type InFlight, type ReceivedListener,
+} from './answers';
+import { brokerError, closeAll, connectError, PendingConnection, timeoutError } from './handshake';
+
+export type { ReceivedListener } from './answers';
 import { VERSION } from '../protocol/version';
 
 export interface ConnectOptions {
@@ -29,54 +36,56 @@ export interface ConnectOptions {
   trustUids?: number[];
 }
 
-export interface ReceivedListener { info: ListenerInfo; fd: number }
 
 const EAGAIN = -11;
 const EPIPE = -32;
 const ECONNRESET = -104;
 
-function kindOf(st: fs.Stats): string {
-  if (st.isFile()) return 'a regular file';
-  if (st.isDirectory()) return 'a directory';
-  if (st.isFIFO()) return 'a fifo';
-  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
-  return 'some other kind of file';
+/** The broker's unsolicited messages to a generation. */
+export type Notice = RetireMessage | ResumeMessage | ReleaseMessage | MovedMessage | PingMessage;
+
+/** join() options. */
+export interface JoinOptions {
+  /** Free text shown in `fdbroker status`. */
+  label?: string;
+  /** Deadline for the whole answer, in ms (default 10 s). */
+  timeout?: number;
+  /** ms this generation can stand by after being retired (0 or absent: none). */
+  standby?: number;
+  /**
+   * This process answers the broker's pings (default false): ask for it only
+   * in the process that serves, so a hung server is seen as hung. A wrapper
+   * that runs the server as another process (`fdbroker exec`) must not.
+   */
+  heartbeat?: boolean;
 }
 
-function connectError(r: number, path: string): Error {
-  const cause = systemError(r, 'connect', path);
-  switch (cause.code) {
-    case 'ENOENT':
-    case 'ECONNREFUSED': {
-      // connect(2) on a regular file (or a directory, a fifo) also answers
-      // ECONNREFUSED: say what the path is rather than suggest starting a
-      // broker there, which would fail because the path is taken.
-      let st: fs.Stats | undefined;
-      try { st = fs.statSync(path); } catch { st = undefined; }
-      if (st && !st.isSocket()) {
-        return new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
-          `${path} is not a socket but ${kindOf(st)}: give the control socket path the broker was started with`, { cause });
-      }
-      return new FdbrokerError('ERR_FDBROKER_NO_BROKER',
-        `no broker is listening on ${path} (${cause.code}): start one with \`fdbroker serve ${path} --listen NAME=SPEC\``, { cause });
-    }
-    case 'EACCES':
-    case 'EPERM':
-      return new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
-        `not allowed to connect to ${path} (${cause.code}): run as the broker's user, or let this user in on both levels: the socket file's mode/group (fdbroker serve --mode 0660 --group GID) and the broker's grants (--allow-uid or --allow-gid)`, { cause });
-    case 'EPROTOTYPE':
-    case 'ENOTSOCK':
-      return new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
-        `${path} is not an fdbroker control socket (${cause.code})`, { cause });
-    default:
-      return cause;
-  }
+/** rejoin() request: the rank and state this generation claims (PROTOCOL.md §2.6 rule 6). */
+export interface RejoinRequest {
+  generation: number;
+  state: RejoinState;
+  names: string[];
+  label?: string;
+  standby?: number;
+  heartbeat?: boolean;
+  /** With state "standby" (feature "standby-rejoin"): the ms of the window left. */
+  standbyLeft?: number;
+  /** The epoch the broker gave at join (feature "epoch"); absent: 0. */
+  epoch?: number;
 }
 
-type Notice = RetireMessage | ResumeMessage | ReleaseMessage | MovedMessage;
+/** Messages no request asked for: answered or handed to onNotice. */
+const NOTICE_TYPES = new Set<BrokerMessage['type']>(['retire', 'resume', 'release', 'moved', 'ping']);
 
-type Waiter = { resolve: (m: BrokerMessage, fds: number[]) => void; reject: (e: Error) => void };
-
+/**
+ * A connection to a broker. Requests carry ids and answers are matched by id
+ * (as undici pipelines): any number of requests may be in flight at once,
+ * each gets its own answer, multi-part answers are put together per id, and
+ * unsolicited notices go to onNotice. Every request in flight settles when
+ * the connection ends (with ERR_FDBROKER_CLOSED after close(), else with
+ * what ended it). A request on a closed connection, or a malformed one,
+ * fails before anything is sent (ERR_FDBROKER_CLOSED, ERR_FDBROKER_INVALID_ARGUMENT).
+ */
 export class BrokerConnection {
   readonly path: string;
   readonly version: number;
@@ -86,19 +95,19 @@ export class BrokerConnection {
   /** Optional message types the broker accepts (its welcome's `features`; none from an older broker). */
   features: readonly string[] = [];
   private readonly channel: Channel;
-  private waiter: Waiter | undefined;
-  /**
-   * Parts of a multi-part answer that arrived before the next next() call: the
-   * channel reads several queued messages in one turn, faster than the
-   * awaiting code installs its next waiter.
-   */
-  private readonly inbox: Array<{ msg: BrokerMessage; fds: number[] }> = [];
-  private collecting = false;
+  private readonly inFlight = new Map<number, InFlight>();
+  /** Takeovers whose handoff and listeners arrived: ids commit() may name. */
+  private readonly takeovers = new Set<number>();
+  /** A join or rejoin was sent: this connection is (or is about to be) a generation. */
+  private joined = false;
+  /** leave() was called: the channel closes once `leaving` is sent. */
+  private leaving = false;
   /**
    * Called on the broker's unsolicited messages to a generation: retire,
-   * resume, release. Notices that arrive before a handler is set are kept and
-   * handed to it when it is set (a retire can follow a join's last part in
-   * the same read).
+   * resume, release, moved, ping. Notices that arrive before a handler is set
+   * are kept and handed to it when it is set (a retire can follow a join's
+   * last part in the same read). With no handler ever set, pings are not
+   * answered: whoever asked for heartbeat answers them (see JoinOptions).
    */
   get onNotice(): ((msg: Notice) => void) | undefined { return this.noticeHandler; }
   set onNotice(fn: ((msg: Notice) => void) | undefined) {
@@ -121,7 +130,7 @@ export class BrokerConnection {
 
   /** Connects and completes the version handshake, within `timeout` ms. */
   static async connect(path: string, options: ConnectOptions = {}): Promise<BrokerConnection> {
-    return BrokerConnection.open(path, options, undefined);
+    return (await BrokerConnection.open(path, options, undefined)).conn;
   }
 
   /**
@@ -133,19 +142,18 @@ export class BrokerConnection {
    * checked before anything but the hello is sent. Same fd ownership as adopt().
    */
   static async adoptOnce(path: string, names: string[] | undefined, options: ConnectOptions = {}): Promise<ReceivedListener[]> {
-    const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
-    const deadline = Date.now() + timeout;
+    checkNames(names);
     const request: AdoptMessage = { type: 'adopt', id: 1, names: names ?? null };
-    const conn = await BrokerConnection.open(path, options, request);
+    const { conn, answer } = await BrokerConnection.open(path, options, request);
     try {
-      return (await conn.collectListeners(request.id, deadline)).listeners;
+      return ((await answer) as { listeners: ReceivedListener[] }).listeners;
     } finally {
       conn.close();
     }
   }
 
-  /** connect(), with `pipelined` (if any) sent right after the hello; its answer is then collected by the caller. */
-  private static async open(path: string, options: ConnectOptions, pipelined: (ClientMessage & { id: number }) | undefined): Promise<BrokerConnection> {
+  /** connect(), with `pipelined` (if any) sent right after the hello; `answer` settles with its answer. */
+  private static async open(path: string, options: ConnectOptions, pipelined: AdoptMessage | undefined): Promise<{ conn: BrokerConnection; answer?: Promise<unknown> }> {
     const deadline = Date.now() + (options.timeout ?? DEFAULT_TIMEOUT_MS);
     const n = native();
     const c = n.constants;
@@ -215,25 +223,21 @@ export class BrokerConnection {
     conn.embedded = msg.broker?.embedded === true;
     conn.features = msg.features ?? [];
     pending.detach();
-    // Answers to the pipelined request read in the same turn as the welcome.
-    if (pipelined) {
-      conn.nextId = pipelined.id + 1;
-      conn.collecting = true;
-      conn.inbox.push(...pending.later);
-    } else {
+    if (!pipelined) {
       pending.dropLater();
+      // The broker may have closed in the same read as its welcome: the close
+      // event then went to the pending handlers, not to the connection's.
+      if (channel.isClosed) throw new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection after its welcome`);
+      conn.listen();
+      return { conn };
     }
-    // The broker may have closed in the same read as its welcome: the close
-    // event then went to the pending handlers, not to the connection's.
-    if (channel.isClosed && conn.inbox.length === 0) {
-      throw new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection after its welcome`);
-    }
-    if (channel.isClosed) {
-      conn.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection`);
-      return conn;
-    }
-    conn.listen();
-    return conn;
+    conn.nextId = pipelined.id + 1;
+    const answer = conn.expect(pipelined.id, listenersAnswer(), Math.max(0, deadline - Date.now()));
+    // Answers to the pipelined request read in the same turn as the welcome.
+    for (const m of pending.later.splice(0)) conn.route(m.msg, m.fds);
+    if (channel.isClosed) conn.fail(new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${path} closed the connection`));
+    else conn.listen();
+    return { conn, answer };
   }
 
   private listen(): void {
@@ -246,79 +250,118 @@ export class BrokerConnection {
         this.fail(err as Error);
         return;
       }
-      if (msg.type === 'ping') {
-        // Liveness: answered here, at once, by whatever runs this event loop.
-        closeAll(fds);
-        try { this.send({ type: 'pong', id: msg.id }); } catch { /* closed: the broker sees it */ }
-        return;
-      }
-      if (msg.type === 'retire' || msg.type === 'resume' || msg.type === 'release' || msg.type === 'moved') {
-        closeAll(fds);
-        if (this.noticeHandler) this.noticeHandler(msg);
-        else this.earlyNotices.push(msg);
-        return;
-      }
-      const w = this.waiter;
-      if (!w && this.collecting) {
-        this.inbox.push({ msg, fds });
-        return;
-      }
-      if (!w) {
-        closeAll(fds);
-        this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${msg.type}" message`));
-        return;
-      }
-      w.resolve(msg, fds);
+      this.route(msg, fds);
     });
     this.channel.on('error', (err) => this.fail(err));
     // No new error (and stack capture) when the connection already failed or was closed: fail() keeps the first.
     this.channel.on('close', () => this.fail(this.failure ?? new FdbrokerError('ERR_FDBROKER_CLOSED', `the broker at ${this.path} closed the connection`)));
   }
 
+  /** Hands one decoded message to its request (by id) or to onNotice; owns `fds` from here. */
+  private route(msg: BrokerMessage, fds: number[]): void {
+    if (NOTICE_TYPES.has(msg.type)) {
+      closeAll(fds);
+      const notice = msg as Notice;
+      if (this.noticeHandler) this.noticeHandler(notice);
+      else this.earlyNotices.push(notice);
+      return;
+    }
+    const id = (msg as { id?: number }).id;
+    if (msg.type === 'error' && id === undefined) {
+      // An error that ends the connection (the broker closes next): every request fails with it.
+      closeAll(fds);
+      this.fail(brokerError(msg));
+      return;
+    }
+    const req = id === undefined ? undefined : this.inFlight.get(id);
+    if (!req) {
+      closeAll(fds);
+      this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${msg.type}" message${id === undefined ? '' : ` for request ${id}, which is not in flight`}`));
+      return;
+    }
+    if (msg.type === 'error') {
+      closeAll(fds);
+      this.settle(id!, req, brokerError(msg));
+      return;
+    }
+    let value: unknown;
+    try {
+      value = req.take(msg, fds);
+    } catch (err) {
+      // The answers are out of step with the requests: nothing later can be trusted.
+      this.fail(err as Error);
+      return;
+    }
+    if (value !== undefined) this.settle(id!, req, undefined, value);
+  }
+
+  private settle(id: number, req: InFlight, err: Error | undefined, value?: unknown): void {
+    this.inFlight.delete(id);
+    clearTimeout(req.timer);
+    if (err) {
+      req.abandon();
+      req.reject(err);
+    } else {
+      req.resolve(value);
+    }
+  }
+
   private fail(err: Error): void {
     const first = !this.failure;
     if (!this.failure) this.failure = err;
     if (first) queueMicrotask(() => this.onClose?.(err));
-    this.dropInbox();
     this.channel.close();
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.reject(this.failure);
+    this.settleAll(this.failure);
+  }
+
+  /** Every request in flight fails with `err`; their collected fds are closed. */
+  private settleAll(err: Error): void {
+    for (const [id, req] of [...this.inFlight]) this.settle(id, req, err);
   }
 
   /** Lets the process exit while this connection is open. */
   unref(): void { this.channel.unref(); }
   ref(): void { this.channel.ref(); }
 
-  /** Closes the connection. */
+  /** Closes the connection; every request in flight rejects with ERR_FDBROKER_CLOSED. After leave(): nothing more (it closes once `leaving` is sent). */
   close(): void {
     if (!this.failure) this.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the connection was closed');
-    this.dropInbox();
-    this.channel.close();
+    if (!this.leaving) this.channel.close();
+    this.settleAll(this.failure);
   }
 
   get isClosed(): boolean { return this.failure !== undefined; }
 
+  /** Sends `msg`; throws (nothing sent) on a closed connection. */
   private send(msg: ClientMessage): void {
     if (this.failure) throw this.failure;
     this.channel.send(encode(msg));
   }
 
-  /** Waits for the next message (one request at a time); `timeoutMs` undefined: as long as the connection lives. */
-  private next(timeoutMs: number | undefined): Promise<{ msg: BrokerMessage; fds: number[] }> {
-    if (this.waiter) return Promise.reject(new FdbrokerError('ERR_FDBROKER_INTERNAL', 'one request at a time'));
-    const queued = this.inbox.shift();
-    if (queued) return Promise.resolve(queued);
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
-        this.fail(timeoutError(this.path, 'reply'));
-      }, Math.max(0, timeoutMs));
-      this.waiter = {
-        resolve: (msg, fds) => { if (timer) clearTimeout(timer); this.waiter = undefined; resolve({ msg, fds }); },
-        reject: (e) => { if (timer) clearTimeout(timer); this.waiter = undefined; reject(e); },
-      };
+  /**
+   * Sends `req` and returns its answer, as put together by `take` (see
+   * InFlight); `timeoutMs` undefined: as long as the connection lives. A
+   * request not answered in time fails the connection: a late answer could
+   * no longer be told apart.
+   */
+  private call<T>(req: ClientMessage & { id: number }, take: InFlight['take'] & { abandon?: () => void }, timeoutMs: number | undefined): Promise<T> {
+    try {
+      this.send(req);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.expect(req.id, take, timeoutMs) as Promise<T>;
+  }
+
+  /** Registers request `id` (already sent) and returns the promise of its answer. */
+  private expect(id: number, take: InFlight['take'] & { abandon?: () => void }, timeoutMs: number | undefined): Promise<unknown> {
+    const p = new Promise<unknown>((resolve, reject) => {
+      const timer = timeoutMs === undefined ? undefined
+        : setTimeout(() => this.fail(timeoutError(this.path, `reply to request ${id}`)), Math.max(0, timeoutMs));
+      this.inFlight.set(id, { take, abandon: take.abandon ?? (() => {}), resolve, reject, timer });
     });
+    if (this.failure) this.settleAll(this.failure);
+    return p;
   }
 
   /**
@@ -326,23 +369,29 @@ export class BrokerConnection {
    * every returned fd. On error, every fd received so far is closed.
    */
   async adopt(names: string[] | undefined, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<ReceivedListener[]> {
-    return (await this.receiveListeners({ type: 'adopt', id: this.nextId++, names: names ?? null }, timeoutMs)).listeners;
+    checkNames(names);
+    const r = await this.call<{ listeners: ReceivedListener[] }>({ type: 'adopt', id: this.nextId++, names: names ?? null }, listenersAnswer(), timeoutMs);
+    return r.listeners;
   }
 
   /**
    * Adopts like adopt() and makes this connection a new generation, which
    * stays one while the connection is open. Same fd ownership as adopt().
+   * Once per connection (a second join or rejoin: ERR_FDBROKER_INVALID_ARGUMENT).
    */
-  async join(names: string[] | undefined, label?: string, timeoutMs = DEFAULT_TIMEOUT_MS, standby?: number): Promise<{ generation: number; listeners: ReceivedListener[] }> {
-    // heartbeat: this connection answers pings itself (see listen()), so the broker can tell a hung process.
-    const r = await this.receiveListeners({
-      type: 'join', id: this.nextId++, names: names ?? null, ...(label ? { label } : {}), ...(standby ? { standby } : {}), heartbeat: true,
-    }, timeoutMs);
+  async join(names: string[] | undefined, options: JoinOptions = {}): Promise<{ generation: number; epoch: number; listeners: ReceivedListener[] }> {
+    checkNames(names);
+    checkGenerationFields(options.label, options.standby);
+    this.claimGeneration('join');
+    const r = await this.call<{ generation?: number; epoch?: number; listeners: ReceivedListener[] }>({
+      type: 'join', id: this.nextId++, names: names ?? null, ...(options.label ? { label: options.label } : {}),
+      ...(options.standby ? { standby: options.standby } : {}), ...(options.heartbeat ? { heartbeat: true } : {}),
+    }, listenersAnswer(), options.timeout ?? DEFAULT_TIMEOUT_MS);
     if (r.generation === undefined) {
       closeAll(r.listeners.map((l) => l.fd));
       throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', 'the broker did not assign a generation');
     }
-    return { generation: r.generation, listeners: r.listeners };
+    return { generation: r.generation, epoch: r.epoch ?? 0, listeners: r.listeners };
   }
 
   /**
@@ -352,20 +401,61 @@ export class BrokerConnection {
    * to learn that on this connection.
    */
   async ready(timeoutMs?: number): Promise<void> {
-    await this.request({ type: 'ready', id: this.nextId++ }, 'ack', timeoutMs);
+    await this.call({ type: 'ready', id: this.nextId++ }, replyOf('ack'), timeoutMs);
   }
 
   /**
    * Joins this broker as a generation that already has its listeners (it
-   * outlived the broker it joined): no fds are sent. Returns the number and
-   * state the broker gave it.
+   * outlived the broker it joined): no fds are sent. Returns the number, state
+   * and epoch the broker gave it (epoch: the one claimed, from a broker
+   * without the "epoch" feature). State "standby" needs the broker's
+   * "standby-rejoin" feature (else ERR_FDBROKER_INVALID_ARGUMENT, nothing sent).
    */
-  async rejoin(generation: number, state: 'starting' | 'ready' | 'retiring', names: string[], label?: string, standby?: number,
-    timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ generation: number; state: string }> {
-    const ack = await this.request({
-      type: 'rejoin', id: this.nextId++, generation, state, names, ...(label ? { label } : {}), ...(standby ? { standby } : {}), heartbeat: true,
-    }, 'ack', timeoutMs);
-    return { generation: ack.generation ?? generation, state: ack.state ?? state };
+  async rejoin(req: RejoinRequest, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ generation: number; state: string; epoch: number }> {
+    checkNames(req.names);
+    checkGenerationFields(req.label, req.standby);
+    if (!isGenerationNumber(req.generation)) throw invalid(`rejoin: generation must be an integer from 1 to ${MAX_GENERATION}`);
+    if (req.state === 'standby' && !this.features.includes('standby-rejoin')) {
+      throw invalid('rejoin: this broker does not take state "standby" (no "standby-rejoin" feature); claim "retiring"');
+    }
+    this.claimGeneration('rejoin');
+    const withEpoch = this.features.includes('epoch') && req.epoch !== undefined;
+    const ack = await this.call<AckMessage>({
+      type: 'rejoin', id: this.nextId++, generation: req.generation, state: req.state, names: req.names,
+      ...(req.label ? { label: req.label } : {}), ...(req.standby ? { standby: req.standby } : {}),
+      ...(req.heartbeat ? { heartbeat: true } : {}),
+      ...(req.state === 'standby' && req.standbyLeft !== undefined ? { standbyLeft: Math.max(0, Math.round(req.standbyLeft)) } : {}),
+      ...(withEpoch ? { epoch: req.epoch } : {}),
+    }, replyOf('ack'), timeoutMs);
+    return { generation: ack.generation ?? req.generation, state: ack.state ?? req.state, epoch: ack.epoch ?? req.epoch ?? 0 };
+  }
+
+  /** Answers a ping (heartbeat) with its id; false when the connection is closed. */
+  pong(id: number): boolean {
+    if (this.failure) return false;
+    this.send({ type: 'pong', id });
+    return true;
+  }
+
+  /**
+   * A planned stop: tells the broker this generation stops on purpose (not a
+   * crash), then closes once that is sent. Sent only if the broker announced
+   * the "leaving" feature (else this is close()); returns whether it was.
+   */
+  leave(): boolean {
+    if (this.failure) return false;
+    const announced = this.features.includes('leaving');
+    if (announced) {
+      try {
+        this.send({ type: 'leaving' });
+      } catch { /* the connection failed as we sent: close() below */ }
+    }
+    if (!this.failure) this.failure = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the connection was closed');
+    this.settleAll(this.failure);
+    // end(): the leaving message goes out before the close.
+    this.leaving = true;
+    this.channel.end();
+    return announced;
   }
 
   /**
@@ -386,20 +476,8 @@ export class BrokerConnection {
    * while a takeover is in flight), in which case nothing changed.
    */
   async reload(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
-    const r = await this.request({ type: 'reload', id: this.nextId++ }, 'reloaded', timeoutMs);
+    const r = await this.call<ReloadedMessage>({ type: 'reload', id: this.nextId++ }, replyOf('reloaded'), timeoutMs);
     return { added: r.added, removed: r.removed, changed: r.changed };
-  }
-
-  /** Sends a request that carries no fds back, and returns its answer of type `expect`. */
-  private async request<T extends BrokerMessage['type']>(req: ClientMessage & { id: number }, expect: T, timeoutMs: number | undefined): Promise<Extract<BrokerMessage, { type: T }>> {
-    this.send(req);
-    const { msg, fds } = await this.next(timeoutMs);
-    closeAll(fds);
-    if (msg.type === 'error') throw brokerError(msg);
-    if (msg.type !== expect || (msg as { id?: number }).id !== req.id) {
-      throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected "${expect}" for request ${req.id}, got "${msg.type}"`);
-    }
-    return msg as Extract<BrokerMessage, { type: T }>;
   }
 
   /**
@@ -410,73 +488,23 @@ export class BrokerConnection {
    * answers on the path.
    */
   async takeover(protocol: number, software: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ id: number; handoff: HandoffMessage; listeners: ReceivedListener[] }> {
-    const deadline = Date.now() + timeoutMs;
     const id = this.nextId++;
-    this.send({ type: 'takeover', id, protocol, software });
-    this.collecting = true;
-    let handoff: HandoffMessage | undefined;
-    try {
-      for (let expectPart = 0; ; expectPart++) {
-        const { msg, fds } = await this.next(Math.max(0, deadline - Date.now()));
-        closeAll(fds);
-        if (msg.type === 'error') throw brokerError(msg);
-        if (msg.type !== 'handoff' || msg.id !== id || msg.part !== expectPart) {
-          throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of handoff ${id}, got "${msg.type}"`);
-        }
-        if (!handoff) handoff = { ...msg, generations: [...msg.generations] };
-        else handoff.generations.push(...msg.generations);
-        if (msg.last) break;
-      }
-    } catch (err) {
-      this.collecting = false;
-      throw err;
-    }
-    const { listeners } = await this.collectListeners(id, deadline);
-    return { id, handoff, listeners };
+    const r = await this.call<{ handoff: HandoffMessage; listeners: ReceivedListener[] }>(
+      { type: 'takeover', id, protocol, software }, handoffAnswer(), timeoutMs);
+    this.takeovers.add(id);
+    return { id, handoff: r.handoff, listeners: r.listeners };
   }
 
-  /** Takeover: tells the old broker this process answers on the path now (`id`: the takeover's); resolves on its ack. */
+  /**
+   * Takeover: tells the old broker this process answers on the path now (`id`:
+   * a takeover() of this connection); resolves on its ack with `left`: the
+   * generations that left the old broker while the takeover was pending.
+   */
   async commit(id: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ left: number[] }> {
-    const ack = await this.request({ type: 'committed', id }, 'ack', timeoutMs);
-    return { left: Array.isArray(ack.left) ? ack.left.filter((n): n is number => Number.isSafeInteger(n) && n >= 1) : [] };
-  }
-
-  private async receiveListeners(request: ClientMessage & { id: number }, timeoutMs: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
-    const deadline = Date.now() + timeoutMs;
-    this.send(request);
-    this.collecting = true;
-    return this.collectListeners(request.id, deadline);
-  }
-
-  /** Collects the parts of the "listeners" answer to request `id` (already sent; `collecting` set). */
-  private async collectListeners(id: number, deadline: number): Promise<{ generation?: number; listeners: ReceivedListener[] }> {
-    const out: ReceivedListener[] = [];
-    let generation: number | undefined;
-    try {
-      for (let expectPart = 0; ; expectPart++) {
-        const { msg, fds } = await this.next(deadline - Date.now());
-        if (msg.type === 'error') throw brokerError(msg);
-        if (msg.type !== 'listeners' || msg.id !== id || msg.part !== expectPart) {
-          closeAll(fds);
-          throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of listeners ${id}, got "${msg.type}"`);
-        }
-        msg.listeners.forEach((info, i) => out.push({ info, fd: fds[i]! }));
-        if (msg.generation !== undefined) generation = msg.generation;
-        if (msg.last) return { generation, listeners: out };
-      }
-    } catch (err) {
-      closeAll(out.map((l) => l.fd));
-      throw err;
-    } finally {
-      this.collecting = false;
-      // Anything still buffered is not part of this answer: as before, an unexpected message fails the connection.
-      const extra = this.inbox[0];
-      if (extra) this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${extra.msg.type}" message`));
-    }
-  }
-
-  private dropInbox(): void {
-    for (const q of this.inbox.splice(0)) closeAll(q.fds);
+    if (!this.takeovers.has(id)) throw invalid(`commit(${id}): no takeover with that id was answered on this connection`);
+    this.takeovers.delete(id);
+    const ack = await this.call<AckMessage>({ type: 'committed', id }, replyOf('ack'), timeoutMs);
+    return { left: ack.left ?? [] };
   }
 
   /**
@@ -485,118 +513,14 @@ export class BrokerConnection {
    * holders, which costs the broker a /proc scan.
    */
   async status(timeoutMs = DEFAULT_TIMEOUT_MS, options: { holders?: boolean } = {}): Promise<StatusMessage> {
-    const deadline = Date.now() + timeoutMs;
     const id = this.nextId++;
-    this.send({ type: 'status', id, ...(options.holders === false ? { holders: false } : {}) });
-    this.collecting = true;
-    try {
-      let whole: StatusMessage | undefined;
-      for (let expectPart = 0; ; expectPart++) {
-        const { msg, fds } = await this.next(Math.max(0, deadline - Date.now()));
-        closeAll(fds);
-        if (msg.type === 'error') throw brokerError(msg);
-        if (msg.type !== 'status' || msg.id !== id || (msg.part ?? 0) !== expectPart) {
-          throw new FdbrokerError('ERR_FDBROKER_PROTOCOL', `expected part ${expectPart} of status ${id}, got "${msg.type}"`);
-        }
-        if (!whole) whole = { ...msg, listeners: [...msg.listeners], clients: [...msg.clients], generations: [...msg.generations] };
-        else {
-          whole.listeners.push(...msg.listeners);
-          whole.clients.push(...msg.clients);
-          whole.generations.push(...msg.generations);
-        }
-        if (msg.last !== false) {
-          delete whole.part;
-          delete whole.last;
-          return whole;
-        }
-      }
-    } finally {
-      this.collecting = false;
-      const extra = this.inbox[0];
-      if (extra) this.fail(new FdbrokerError('ERR_FDBROKER_PROTOCOL', `unexpected "${extra.msg.type}" message`));
-    }
-  }
-}
-
-/** Collects the first message during the handshake, with the deadline. */
-class PendingConnection {
-  private onMsg: (payload: Buffer, fds: number[]) => void = () => {};
-  private onErr: (e: Error) => void = () => {};
-  private onClose: () => void = () => {};
-  private first = true;
-  /** Messages read in the same turn as the first one (a pipelined request's answer); their fds are owned here until taken. */
-  readonly later: Array<{ msg: BrokerMessage; fds: number[] }> = [];
-  constructor(private readonly channel: Channel, private readonly deadline: number, private readonly path: string) {}
-
-  next(): Promise<{ msg: BrokerMessage }> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.channel.close(); reject(timeoutError(this.path, 'handshake')); },
-        Math.max(0, this.deadline - Date.now()));
-      const done = (f: () => void) => { clearTimeout(timer); f(); };
-      this.onMsg = (payload, fds) => done(() => {
-        if (!this.first) {
-          this.keepLater(payload, fds);
-          return;
-        }
-        this.first = false;
-        try {
-          const msg = decodeBrokerMessage(payload, fds.length);
-          closeAll(fds);
-          resolve({ msg });
-        } catch (err) {
-          closeAll(fds);
-          this.channel.close();
-          reject(err);
-        }
-      });
-      this.onErr = (e) => done(() => reject(e));
-      this.onClose = () => done(() => reject(new FdbrokerError('ERR_FDBROKER_NOT_A_BROKER',
-        `${this.path} closed the connection without a reply: is it an fdbroker control socket?`)));
-      this.channel.on('message', this.onMsg);
-      this.channel.on('error', this.onErr);
-      this.channel.on('close', this.onClose);
-      this.channel.resume();
-    });
+    return this.call<StatusMessage>({ type: 'status', id, ...(options.holders === false ? { holders: false } : {}) }, statusAnswer(), timeoutMs);
   }
 
-  private keepLater(payload: Buffer, fds: number[]): void {
-    let msg: BrokerMessage;
-    try {
-      msg = decodeBrokerMessage(payload, fds.length);
-    } catch (err) {
-      closeAll(fds);
-      // Handed on as the answer: collecting it fails the connection with this error.
-      msg = { type: 'error', code: (err as FdbrokerError).code ?? 'ERR_FDBROKER_PROTOCOL', message: (err as Error).message };
-      fds = [];
-      this.channel.close();
-    }
-    this.later.push({ msg, fds });
+  /** A connection is one generation at most: a second join or rejoin is a caller's mistake, refused before it is sent. */
+  private claimGeneration(what: string): void {
+    if (this.failure) throw this.failure;
+    if (this.joined) throw invalid(`${what}: this connection already joined as a generation (one join or rejoin per connection)`);
+    this.joined = true;
   }
-
-  /** Closes the fds of messages nobody will take. */
-  dropLater(): void {
-    for (const m of this.later.splice(0)) closeAll(m.fds);
-  }
-
-  detach(): void {
-    this.channel.off('message', this.onMsg);
-    this.channel.off('error', this.onErr);
-    this.channel.off('close', this.onClose);
-  }
-}
-
-function closeAll(fds: number[]): void {
-  for (const fd of fds) native().close(fd);
-}
-
-function timeoutError(path: string, what: string): FdbrokerError {
-  return new FdbrokerError('ERR_FDBROKER_TIMEOUT', `the broker at ${path} did not answer in time (${what})`);
-}
-
-function brokerError(msg: Extract<BrokerMessage, { type: 'error' }>): FdbrokerError {
-  // `cause`: the broker's system error code, as a Node-shaped cause.
-  const cause = msg.cause ? Object.assign(new Error(msg.cause), { code: msg.cause }) : undefined;
-  const err = new FdbrokerError(msg.code, msg.message, cause ? { cause } : undefined);
-  if (msg.names) (err as FdbrokerError & { names?: string[] }).names = msg.names;
-  return err;
 }

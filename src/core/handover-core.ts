@@ -245,7 +245,8 @@ export class HandoverCore {
     }
     const after: Effect[] = [];
     if (claim.state === 'ready') {
-      const r = this.readyOf(g, nowMs);
+      // Ready before the restart: whoever stands by below it stood by for it, and keeps its window.
+      const r = this.readyOf(g, nowMs, true);
       if (r.ok) after.push(...r.effects);
     }
     return { number, state: g.state, epoch: g.rank[0], effects: [emit({ type: 'rejoin', generation: this.info(g) }), ...effects, ...after] };
@@ -416,7 +417,7 @@ export class HandoverCore {
 
   // ---- rules --------------------------------------------------------------
 
-  private readyOf(g: Gen, nowMs: number): { ok: true; effects: Effect[] } | { ok: false; reason: ReadyRefusal } {
+  private readyOf(g: Gen, nowMs: number, rejoining = false): { ok: true; effects: Effect[] } | { ok: false; reason: ReadyRefusal } {
     if (g.state === 'failed') return { ok: false, reason: 'failed' };
     if (g.state === 'retiring' || g.state === 'standby') return { ok: false, reason: 'retiring' };
     if (g.state === 'ready') return { ok: true, effects: [] };
@@ -427,9 +428,13 @@ export class HandoverCore {
     const effects: Effect[] = [];
     const other = this.readyGen(g);
     if (other && above(other.rank, g.rank)) {
-      this.markRetiring(g, nowMs);
+      // A rejoiner that served before the restart stands by for the newer one, as it would have had it been
+      // connected when that one became ready, unless another already does.
+      const window = rejoining && !this.hasStandby() ? Math.min(g.standbyMs, this.o.standbyMs) : 0;
+      if (window > 0) this.markStandby(g, nowMs, window);
+      else this.markRetiring(g, nowMs);
       g.retiredBy = other.number;
-      effects.push(this.retireNotice(g, other.number, 'newer'), emit({ type: 'ready', generation: this.info(g), retire: [g.number] }));
+      effects.push(this.retireNotice(g, other.number, 'newer', nowMs), emit({ type: 'ready', generation: this.info(g), retire: [g.number] }));
       return { ok: true, effects };
     }
     // Every generation below retires; the one that served until now may stand by.
@@ -439,6 +444,7 @@ export class HandoverCore {
     for (const o of this.ordered()) {
       if (o === g || !above(g.rank, o.rank)) continue;
       if (o.state === 'standby') {
+        if (rejoining) continue;
         this.markRetiring(o, nowMs);
         effects.push(send(o.number, { type: 'release', generation: o.number }), emit({ type: 'release', generation: o.number }));
       } else if (o.state === 'starting' || o.state === 'ready') {

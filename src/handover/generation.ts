@@ -19,93 +19,44 @@ import { BrokerConnection } from '../client/connection';
 import { toListeners } from '../client/adopt';
 import { drain, holding, type DrainResult, type Holding } from './drain';
 import { FdbrokerError } from '../protocol/errors';
-import { isListening, type Listener } from '../client/listener';
-import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STANDBY_REQUEST_MS, REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS, STANDBY_GRACE_MS } from './defaults';
+import type { Listener } from '../client/listener';
+import { relisten } from './relisten';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults';
+import { standbyRequest, type GenerationEvents, type GenerationOptions } from './generation-options';
+import { GenerationMachine, type GenerationEffect, type GenerationInput } from './generation-machine';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
-import { Upgrader, type UpgradeFailure, type UpgradeOptions } from './upgrade';
+import { Upgrader, type UpgradeOptions } from './upgrade';
+
+export type { GenerationEvents, GenerationOptions } from './generation-options';
 import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
 
-export interface GenerationOptions {
-  /** Only these listeners (default all; [] for none, e.g. a cluster primary whose workers adopt). */
-  names?: string[];
-  /** Free text shown in `fdbroker status`. */
-  label?: string;
-  /** Deadline for joining, in ms (default 10 s). */
-  timeout?: number;
-  /** On retire: 'drain' (default) drains every server attached to these listeners, then leaves; 'none' only emits 'retire'. */
-  onRetire?: 'drain' | 'none';
-  /** drain() deadline (default 30 s). */
-  drainTimeout?: number;
-  /** drain() spread: ms over which connections are told to close (default 1 s). */
-  drainSpread?: number;
-  /**
-   * The app as its own broker: listener specs (as `fdbroker serve --listen`)
-   * created by the first process when nothing answers on the path. A
-   * successor adopts them from its predecessor instead. When the path is a
-   * standalone `fdbroker serve`, this option is not used: the process is an
-   * ordinary generation of that broker.
-   */
-  listen?: string[];
-  /** Self-broker mode: mode of the control socket (default 0600). */
-  mode?: number;
-  /** fds that must stay free below RLIMIT_NOFILE after adopting (default 64; 0 to skip). */
-  fdHeadroom?: number;
-  /** uids trusted to run the broker (default: this process's uid, and root). */
-  trustUids?: number[];
-  /**
-   * Warm standby: after a newer generation is ready, stop accepting but stay
-   * able to resume for this many ms (capped by the broker's --standby), in
-   * case the newer one dies or stops accepting. 'drained' comes after the
-   * window. Default 5 s with onRetire 'drain'; 0 with 'none' (the app then
-   * handles 'resume' itself). 0 turns it off.
-   */
-  standby?: number;
-}
-
-export interface GenerationEvents {
-  /** A newer generation is ready; `by` is its number. With standby, accepting stops now and draining after the window. */
-  retire: [by: number];
-  /** Standby: the newer generation failed (it left or stopped accepting); this one accepts again. */
-  resume: [info: { failed: number; reason: string }];
-  /** The connection to the broker was restored (a restarted or replaced broker): this generation joined it again. */
-  rejoin: [info: { generation: number; state: string }];
-  /** After retire: every attached server is drained; the connection to the broker is closed. */
-  drained: [result: DrainResult];
-  /** The broker connection ended without a retire (broker stopped or crashed). Serving goes on, and the generation rejoins the path when a broker answers there again. */
-  brokerLost: [err: Error];
-  /** upgradeOnSignal(): a successor was started. */
-  upgrade: [pid: number];
-  /** upgradeOnSignal(): the successor exited, or was stopped, before it became ready. This process serves on. */
-  upgradeFailed: [info: UpgradeFailure];
-  /** upgradeOnSignal(): a signal arrived while an upgrade was in flight (or while retiring) and was ignored. */
-  upgradeRefused: [reason: string];
-}
-
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
-  private _number: number;
+  /** The rules (ready, retire, standby, resume, rejoin, close); this class carries out its effects. */
+  private readonly machine: GenerationMachine;
   /** This generation's listeners by name. After a resume, the entries are the listeners adopted anew. */
   readonly listeners: Record<string, Listener>;
   /** The path this generation joined (and, in self-broker mode, serves). */
   readonly path: string;
   /** Connection to the broker this generation joined, if any (none for the first self-broker process). */
   private conn: BrokerConnection | undefined;
+  /** A rejoin's connection until the broker's ack makes it this generation's. */
+  private candidate: BrokerConnection | undefined;
   /** Self-broker mode: the broker this process embeds. */
   private readonly broker: Broker | undefined;
   private readonly opts: GenerationOptions;
+  /** Told to retire (standing by, resuming or draining) and not resumed since. */
   private _retiring = false;
-  private _ready = false;
-  /** ready() was called: a rejoin says "ready", and a ready() in flight completes through it. */
-  private readyWanted = false;
   private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private standbyTimer: NodeJS.Timeout | undefined;
-  private standing = false;
   private rejoinTimer: NodeJS.Timeout | undefined;
-  private closedByUs = false;
-  /** The broker said a successor took over the path ("moved"): its connection's end is a move, not a loss. */
-  private moving = false;
+  /** What ended the last connection (for 'brokerLost'). */
+  private lastLoss: Error = new FdbrokerError('ERR_FDBROKER_CLOSED', 'the broker connection ended');
+  /** Inputs fed while effects run wait here: one input's effects all run before the next input. */
+  private readonly inbox: GenerationInput[] = [];
+  private stepping = false;
   private retirePromise: Promise<DrainResult> | undefined;
   private stopUpgrades: (() => void) | undefined;
   private upgradeSetup: (() => void) | undefined;
@@ -113,89 +64,175 @@ export class Generation {
   private readonly reporter = new HoldingReporter(() => (this.servers().length > 0 ? this.holding() : undefined),
     (h) => this.conn?.reportHolding(h) ?? false);
 
-  private constructor(path: string, conn: BrokerConnection | undefined, broker: Broker | undefined, number: number,
+  private constructor(path: string, conn: BrokerConnection | undefined, broker: Broker | undefined, joined: { number: number; epoch: number },
     listeners: Record<string, Listener>, opts: GenerationOptions) {
     this.path = path;
     this.broker = broker;
-    this._number = number;
     this.listeners = listeners;
     this.opts = opts;
+    this.machine = new GenerationMachine({
+      standbyMs: broker !== undefined ? 0 : standbyRequest(opts),
+      // This process serves: it answers the broker's pings itself.
+      heartbeat: true,
+      retireMode: (opts.onRetire ?? 'drain') === 'drain' ? 'drain' : 'app',
+      embedded: broker !== undefined,
+    });
+    this.feed({ type: 'joined', number: joined.number, epoch: joined.epoch, features: conn?.features ?? [], connected: conn !== undefined });
     if (conn) this.use(conn);
-    broker?.on('retireSelf', (by) => this.onRetire({ by }));
+    broker?.on('retireSelf', (by) => this.feed({ type: 'retire', by }));
   }
 
   /** This generation's number (a rejoin may give a new one when the old one is taken). */
-  get number(): number { return this._number; }
+  get number(): number { return this.machine.state.number; }
+
+  /** Runs `input` through the machine and carries out its effects, in order. */
+  private feed(input: GenerationInput): void {
+    this.inbox.push(input);
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      for (let next = this.inbox.shift(); next; next = this.inbox.shift()) {
+        for (const effect of this.machine.step(next, Date.now())) this.run(effect);
+      }
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  private run(e: GenerationEffect): void {
+    switch (e.type) {
+      case 'send-ready': return this.sendReady();
+      case 'send-pong':
+        try { this.conn?.pong(e.id); } catch { /* closed meanwhile: its onClose reports it */ }
+        return;
+      case 'send-leaving':
+        this.conn?.leave();
+        return;
+      case 'close-connection':
+        this.conn?.close();
+        return;
+      case 'stop-accepting': return this.stopAccepting();
+      case 'readopt':
+        void this.readopt();
+        return;
+      case 'start-retiring':
+        this._retiring = true;
+        this.stopUpgrades?.();
+        if (e.drain) void this.drainAll().then((r) => this.events.emit('drained', r));
+        else this.reporter.start(); // the app retires itself: report what its attached servers hold meanwhile
+        return;
+      case 'schedule-rejoin':
+        clearTimeout(this.rejoinTimer);
+        this.rejoinTimer = setTimeout(() => { this.rejoinTimer = undefined; this.feed({ type: 'rejoin-timer' }); }, e.delayMs);
+        this.rejoinTimer.unref();
+        return;
+      case 'cancel-rejoin':
+        clearTimeout(this.rejoinTimer);
+        this.rejoinTimer = undefined;
+        return;
+      case 'connect':
+        BrokerConnection.connect(this.path, { timeout: this.opts.timeout ?? DEFAULT_TIMEOUT_MS, trustUids: this.opts.trustUids }).then(
+          (c) => { this.candidate = c; this.feed({ type: 'rejoin-connected', features: c.features }); },
+          () => this.feed({ type: 'rejoin-failed' }),
+        );
+        return;
+      case 'send-rejoin': {
+        const c = this.candidate!;
+        c.rejoin({ ...e.claim, names: Object.keys(this.listeners), label: this.opts.label }).then(
+          (r) => { if (this.candidate === c) this.feed({ type: 'rejoined', number: r.generation, state: r.state, epoch: r.epoch }); else c.close(); },
+          () => { c.close(); if (this.candidate === c) { this.candidate = undefined; this.feed({ type: 'rejoin-failed' }); } },
+        );
+        return;
+      }
+      case 'use-new-connection': {
+        const c = this.candidate!;
+        this.candidate = undefined;
+        this.use(c); // notices that came before this are handed over now
+        if (this.machine.state.phase === 'standby') c.ref(); // standing by keeps the process alive (see stopAccepting())
+        return;
+      }
+      case 'drop-new-connection':
+        this.candidate?.close();
+        this.candidate = undefined;
+        return;
+      case 'arm-standby-timer':
+        clearTimeout(this.standbyTimer);
+        this.standbyTimer = setTimeout(() => this.feed({ type: 'standby-timer' }), e.delayMs);
+        return;
+      case 'clear-standby-timer':
+        clearTimeout(this.standbyTimer);
+        this.standbyTimer = undefined;
+        this.conn?.unref();
+        return;
+      case 'settle-ready': {
+        const err = e.ok ? undefined : new FdbrokerError(e.code as FdbrokerError['code'], e.message);
+        for (const w of this.readyWaiters.splice(0)) {
+          if (err) w.reject(err);
+          else w.resolve();
+        }
+        return;
+      }
+      case 'emit':
+        if (e.event === 'retire') {
+          this._retiring = true;
+          this.stopUpgrades?.();
+          this.events.emit('retire', e.by);
+        } else if (e.event === 'resume') {
+          this._retiring = false;
+          this.reporter.stop();
+          this.upgradeSetup?.();
+          this.events.emit('resume', { failed: e.failed, reason: e.reason });
+        } else if (e.event === 'rejoin') {
+          this.events.emit('rejoin', { generation: e.generation, state: e.state });
+        } else {
+          this.events.emit('brokerLost', this.lastLoss);
+        }
+        return;
+    }
+  }
 
   private use(conn: BrokerConnection): void {
     this.conn = conn;
     this.reporter.reset();
-    conn.onNotice = (msg) => {
-      if (msg.type === 'retire') this.onRetire(msg);
-      else if (msg.type === 'resume') this.onResume(msg.failed, msg.reason).catch(() => this.endStandby());
-      else if (msg.type === 'release') this.endStandby();
-      else if (msg.type === 'moved') this.moving = true;
-    };
+    conn.onNotice = (msg) => this.feed(msg);
     conn.onClose = (err) => {
       if (this.conn !== conn) return;
-      // A takeover: rejoin the new broker at once, in whatever state this
-      // generation is (serving, standing by, retiring): nothing else changes.
-      if (this.moving && !this.closedByUs) {
-        this.moving = false;
-        this.scheduleRejoin(0);
-        return;
-      }
-      // In self-broker mode the predecessor's broker goes away once it has
-      // retired: expected, not a loss. So is our own close, and a retiring
-      // generation's (it leaves anyway).
-      const expected = this.closedByUs || (this._retiring && !this.standing) || (this.broker !== undefined && this._ready);
-      if (expected) return;
-      if (this.standing) {
-        // Nobody can tell us to resume any more: finish retiring.
-        this.endStandby();
-        return;
-      }
-      this.events.emit('brokerLost', err);
-      if (this.broker === undefined) this.scheduleRejoin();
+      this.lastLoss = err;
+      this.feed({ type: 'connection-lost' });
     };
     // The connection must not keep the process alive: the servers do.
     conn.unref();
   }
 
-  /** Retries joining the path again until a broker answers (a restarted broker, or a new one that took the listeners over). */
-  private scheduleRejoin(delay = REJOIN_RETRY_MS): void {
-    if (this.closedByUs || this.rejoinTimer) return;
-    this.rejoinTimer = setTimeout(() => {
-      this.rejoinTimer = undefined;
-      void this.rejoin().catch(() => this.scheduleRejoin(Math.min(Math.max(delay * 2, REJOIN_RETRY_MS), REJOIN_RETRY_MAX_MS)));
-    }, delay);
-    this.rejoinTimer.unref();
-  }
-
-  private async rejoin(): Promise<void> {
-    if (this.closedByUs) return;
-    const conn = await BrokerConnection.connect(this.path, { timeout: this.opts.timeout ?? DEFAULT_TIMEOUT_MS, trustUids: this.opts.trustUids });
-    try {
-      const state = this._retiring ? 'retiring' : this._ready || this.readyWanted ? 'ready' : 'starting';
-      const r = await conn.rejoin(this._number, state, Object.keys(this.listeners), this.opts.label, this.standbyMs());
-      if (this.closedByUs) {
-        conn.close();
-        return;
-      }
-      this._number = r.generation;
-      this.use(conn); // notices that came before this are handed over now
-      if (this.standing) conn.ref(); // standing by keeps the process alive (see standBy())
-      this.events.emit('rejoin', r);
-      if (state === 'ready') this.settleReady(r.state === 'ready' ? undefined
-        : new FdbrokerError('ERR_FDBROKER_READY_REFUSED', `generation ${r.generation} rejoined as ${r.state}: a newer generation serves`));
-    } catch (err) {
-      conn.close();
-      throw err;
+  /** Asks the broker to commit ready; in self-broker mode without a live predecessor connection, this process's own broker does. */
+  private sendReady(): void {
+    const conn = this.conn;
+    if (conn && !conn.isClosed) {
+      conn.ref();
+      conn.ready().then(
+        () => this.readyAcked(),
+        (err: FdbrokerError) => {
+          // A lost connection is no refusal: the machine hears of it from onClose (and the rejoin claims "ready").
+          if (conn.isClosed && err.code !== 'ERR_FDBROKER_READY_REFUSED') return;
+          this.feed({ type: 'ready-refused', code: err.code ?? 'ERR_FDBROKER_INTERNAL', message: err.message });
+        },
+      ).finally(() => conn.unref());
+    } else if (this.broker !== undefined) {
+      this.readyAcked();
     }
   }
 
-  private standbyMs(): number {
-    return this.broker !== undefined ? 0 : standbyRequest(this.opts);
+  /** The broker acked ready; in self-broker mode this process's own broker then marks it ready too. */
+  private readyAcked(): void {
+    if (this.broker) {
+      try {
+        this.broker.markSelfReady();
+      } catch (err) {
+        this.feed({ type: 'ready-refused', code: (err as FdbrokerError).code ?? 'ERR_FDBROKER_INTERNAL', message: (err as Error).message });
+        return;
+      }
+    }
+    this.feed({ type: 'ready-acked' });
   }
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
@@ -212,8 +249,11 @@ export class Generation {
     }
     try {
       if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
-      const { generation, listeners } = await conn.join(options.names, options.label, Math.max(0, deadline - Date.now()), standbyRequest(options));
-      return new Generation(path, conn, undefined, generation, toListeners(listeners, options.names), options);
+      // heartbeat: this process serves, so it answers the broker's pings (a hung one is seen as hung).
+      const { generation, epoch, listeners } = await conn.join(options.names, {
+        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true,
+      });
+      return new Generation(path, conn, undefined, { number: generation, epoch }, toListeners(listeners, options.names), options);
     } catch (err) {
       conn.close();
       // The broker was taken over while the join waited: join its successor, on the same path, within the same deadline.
@@ -227,13 +267,13 @@ export class Generation {
   /** Self-broker mode, nobody at the path: create the listeners and serve them. */
   private static first(path: string, options: GenerationOptions): Generation {
     const { broker, listeners } = serveFirst(path, options);
-    return new Generation(path, undefined, broker, broker.selfGeneration!, toListeners(listeners, options.names), options);
+    return new Generation(path, undefined, broker, { number: broker.selfGeneration!, epoch: 0 }, toListeners(listeners, options.names), options);
   }
 
   /** Self-broker mode, a predecessor serves the path: adopt everything from it and serve the same path. */
   private static async successor(path: string, conn: BrokerConnection, options: GenerationOptions, deadline: number): Promise<Generation> {
     const { broker, listeners, generation } = await serveAsSuccessor(path, conn, options, deadline);
-    return new Generation(path, conn, broker, generation, toListeners(listeners, options.names), options);
+    return new Generation(path, conn, broker, { number: generation, epoch: 0 }, toListeners(listeners, options.names), options);
   }
 
   on<K extends keyof GenerationEvents>(event: K, fn: (...args: GenerationEvents[K]) => void): this {
@@ -249,7 +289,8 @@ export class Generation {
     return this;
   }
 
-  get isReady(): boolean { return this._ready; }
+  /** A broker acked this generation's ready (it stays true after a retire). */
+  get isReady(): boolean { return this.machine.state.readyAcked; }
   get isRetiring(): boolean { return this._retiring; }
   /** Self-broker mode: whether this process serves the control path itself. */
   get isBroker(): boolean { return this.broker !== undefined; }
@@ -260,47 +301,17 @@ export class Generation {
    * broker's answer, so its outcome is never ambiguous: it resolves once a
    * broker has committed it, and rejects with ERR_FDBROKER_READY_REFUSED when
    * a broker refused it (a newer generation serves, the ready timeout passed,
-   * or this one was rolled back). If the broker is lost before it answers,
-   * ready() waits: the generation rejoins the path when a broker answers
-   * there again, says it is ready, and ready() settles with that answer.
-   * Meanwhile the generation serves, like every other holder of the socket.
+   * or this one was rolled back) or told this generation to retire before
+   * answering, and with ERR_FDBROKER_CLOSED when the generation is closed
+   * first. If the broker is lost before it answers, ready() waits: the
+   * generation rejoins the path when a broker answers there again, says it
+   * is ready, and ready() settles with that answer. Meanwhile the generation
+   * serves, like every other holder of the socket.
    */
   ready(): Promise<void> {
-    if (this._ready) return Promise.resolve();
     const p = new Promise<void>((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
-    if (this.readyWanted) return p;
-    this.readyWanted = true;
-    const conn = this.conn;
-    if (conn && !conn.isClosed) {
-      conn.ref();
-      conn.ready().then(
-        () => this.settleReady(),
-        (err: FdbrokerError) => {
-          // Refused: final. Connection lost: the rejoin says "ready" and settles it.
-          if (err.code === 'ERR_FDBROKER_READY_REFUSED') this.settleReady(err);
-          else if (this.broker !== undefined) this.settleReady(); // the predecessor left: this process is the broker now
-        },
-      ).finally(() => conn.unref());
-    } else if (this.broker !== undefined || !conn) {
-      this.settleReady();
-    }
+    this.feed({ type: 'ready-requested' });
     return p;
-  }
-
-  private settleReady(err?: Error): void {
-    if (!err && this.broker) {
-      try {
-        this.broker.markSelfReady();
-      } catch (e) {
-        err = e as Error;
-      }
-    }
-    if (!err) this._ready = true;
-    else this.readyWanted = false;
-    for (const w of this.readyWaiters.splice(0)) {
-      if (err) w.reject(err);
-      else w.resolve();
-    }
   }
 
   /** Servers attached to this generation's listeners. */
@@ -326,10 +337,13 @@ export class Generation {
    * `server.listen({ fd: listener.fd })` are found and drained too.
    */
   retire(timeout = this.opts.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS): Promise<DrainResult> {
+    this.feed({ type: 'drain-started' });
+    return this.drainAll(timeout);
+  }
+
+  private drainAll(timeout = this.opts.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS): Promise<DrainResult> {
     if (this.retirePromise) return this.retirePromise;
     this._retiring = true;
-    this.standing = false;
-    clearTimeout(this.standbyTimer);
     const started = Date.now();
     for (const l of Object.values(this.listeners)) l.findServer();
     this.reporter.start();
@@ -340,7 +354,8 @@ export class Generation {
         if (s && typeof s.listen !== 'function' && typeof s.close === 'function') s.close(); // dgram
         l.close();
       }
-      this.close();
+      // Retired: leaving now is no rollback, so no "leaving" is sent.
+      this.shutdown(false);
       const sum = (k: 'forced' | 'sessions' | 'hooked') => results.reduce((a, r) => a + r[k], 0);
       return { forced: sum('forced'), ms: Date.now() - started, sessions: sum('sessions'), hooked: sum('hooked') };
     });
@@ -357,13 +372,22 @@ export class Generation {
     return exposeListeners(Object.values(this.listeners), path, options);
   }
 
-  /** Leaves the broker without draining (self-broker: closes the embedded broker). Servers are untouched. */
+  /**
+   * Leaves the broker without draining (self-broker: closes the embedded
+   * broker). Servers are untouched. A planned stop: a broker that knows the
+   * "leaving" message is told so first (not reported as a rollback). A
+   * ready() still waiting rejects with ERR_FDBROKER_CLOSED.
+   */
   close(): void {
-    this.closedByUs = true;
+    this.shutdown(true);
+  }
+
+  private shutdown(planned: boolean): void {
+    this.feed({ type: 'close', planned });
     clearTimeout(this.rejoinTimer);
     clearTimeout(this.standbyTimer);
     this.reporter.stop();
-    this.conn?.close();
+    // The machine closed the connection (after "leaving", if it sent one): closing again here could cut that short.
     this.broker?.close();
     this.stopUpgrades?.();
   }
@@ -391,108 +415,35 @@ export class Generation {
     return this;
   }
 
-  private onRetire(msg: { by: number; standby?: number; reason?: string }): void {
-    if (this._retiring) return;
-    this._retiring = true;
-    this.stopUpgrades?.();
-    this.events.emit('retire', msg.by);
-    if ((this.opts.onRetire ?? 'drain') !== 'drain') {
-      // The app retires itself: report what its attached servers hold meanwhile.
-      this.reporter.start();
-      return;
-    }
-    if (msg.standby && msg.standby > 0 && msg.reason !== 'failed' && this.conn && !this.conn.isClosed) {
-      this.standBy(msg.standby);
-      return;
-    }
-    void this.retire().then((r) => this.events.emit('drained', r));
-  }
-
   /**
    * Warm standby: stop accepting (close this process's listening handles;
    * the accept queue stays with the other holders) and keep serving the
    * connections already open, as before, until the broker says resume or
-   * release. A lost broker, or a window that passes without a word, ends
-   * the standby too.
+   * release, or the window passes without a word.
    */
-  private standBy(windowMs: number): void {
-    this.standing = true;
+  private stopAccepting(): void {
     for (const l of Object.values(this.listeners)) l.findServer();
     for (const srv of this.servers()) if (srv.listening) netModule.Server.prototype.close.call(srv);
     this.reporter.start();
     // Standing by keeps the process alive (its listening handles are closed,
-    // and there may be no connection left to do it).
+    // and there may be no connection left to do it; the window's timer does too).
     this.conn?.ref();
-    this.standbyTimer = setTimeout(() => this.endStandby(), windowMs + STANDBY_GRACE_MS);
   }
 
-  private endStandby(): void {
-    if (!this.standing) return;
-    this.standing = false;
-    clearTimeout(this.standbyTimer);
-    this.conn?.unref();
-    void this.retire().then((r) => this.events.emit('drained', r));
-  }
-
-  /** The generation that replaced this one failed: adopt the listeners anew and listen again on every server. */
-  private async onResume(failed: number, reason: string): Promise<void> {
-    if (!this.conn || !this._retiring) return;
-    if ((this.opts.onRetire ?? 'drain') !== 'drain') {
-      // The app handles retire itself, so it handles resume too.
-      this._retiring = false;
-      this._ready = true;
-      this.reporter.stop();
-      this.upgradeSetup?.();
-      this.events.emit('resume', { failed, reason });
-      return;
-    }
-    if (!this.standing) return;
-    this.standing = false;
-    clearTimeout(this.standbyTimer);
-    this.conn.unref();
-    const names = Object.keys(this.listeners);
-    let fresh: Record<string, Listener>;
+  /** Resume: adopt the listeners anew and listen again on every server; the machine hears how it went. */
+  private async readopt(): Promise<void> {
+    const conn = this.conn;
+    let ok: boolean;
     try {
-      fresh = toListeners(await this.conn.adopt(names), names);
+      if (!conn || conn.isClosed) throw new FdbrokerError('ERR_FDBROKER_CLOSED', 'the broker connection ended before the resume');
+      // Closed meanwhile: the fresh copies are nobody's (relisten closes them).
+      ok = await relisten(conn, this.listeners, () => this.machine.state.phase === 'resuming');
     } catch {
-      // Cannot adopt again: this generation cannot serve; finish retiring.
-      this.standing = true;
-      this.endStandby();
-      return;
+      ok = false;
     }
-    const pending = new Set(names);
-    try {
-      for (const name of names) {
-        const old = this.listeners[name]!;
-        const next = fresh[name]!;
-        const server = old.server;
-        pending.delete(name);
-        // A dgram socket (or a server that kept listening) still has its copy: keep the old listener.
-        if (server && isListening(server)) {
-          next.close();
-          continue;
-        }
-        old.close();
-        this.listeners[name] = next;
-        if (server) next.attach(server as net.Server);
-      }
-    } catch {
-      for (const name of pending) fresh[name]?.close();
-      this.standing = true;
-      this.endStandby();
-      return;
-    }
-    this._retiring = false;
-    this._ready = true;
-    this.reporter.stop();
-    this.upgradeSetup?.();
-    this.events.emit('resume', { failed, reason });
+    // Cannot adopt again: this generation cannot serve; it finishes retiring.
+    this.feed({ type: ok ? 'readopt-done' : 'readopt-failed' });
   }
-}
-
-/** The standby window a generation asks for: its option, else the default when the library drains it (an app that retires itself asks for none). */
-function standbyRequest(o: GenerationOptions): number {
-  return o.standby ?? ((o.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
 }
 
 /** Joins the broker at `path` as a new generation. See Generation. */

@@ -41,7 +41,7 @@ export function serveFirst(path: string, options: SelfBrokerOptions): { broker: 
  */
 export async function serveAsSuccessor(path: string, conn: BrokerConnection, options: SelfBrokerOptions, deadline: number):
   Promise<{ broker: Broker; listeners: ReceivedListener[]; generation: number }> {
-  const { generation, listeners: received } = await conn.join(undefined, options.label, Math.max(0, deadline - Date.now()));
+  const { generation, listeners: received } = await conn.join(undefined, { label: options.label, timeout: Math.max(0, deadline - Date.now()), heartbeat: true });
   await (successorSeams.beforeRename?.() ?? Promise.resolve());
   // The embedded broker owns everything received, also if it fails to start.
   const broker = Broker.startInternal({

@@ -42,10 +42,22 @@ export const ERROR_CODES = [
 ] as const;
 
 export type FdbrokerErrorCode = (typeof ERROR_CODES)[number];
+/**
+ * A code a newer broker may send that this client does not know: kept as
+ * sent (`isErrorCode()` tells the two apart), never read as another code.
+ */
+export type UnknownErrorCode = `ERR_FDBROKER_${string}` & { readonly unknownToThisVersion?: true };
+
+/** What a broker's error reply may carry: a known code, or an ERR_FDBROKER_* one from a newer version. */
+export function isBrokerErrorCode(code: unknown): code is FdbrokerErrorCode | UnknownErrorCode {
+  return typeof code === 'string' && code.length <= MAX_CODE_LENGTH && /^ERR_FDBROKER_[A-Z0-9_]+$/.test(code);
+}
+/** Longest error code accepted from a broker. */
+const MAX_CODE_LENGTH = 64;
 
 export class FdbrokerError extends Error {
-  readonly code: FdbrokerErrorCode;
-  constructor(code: FdbrokerErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly code: FdbrokerErrorCode | UnknownErrorCode;
+  constructor(code: FdbrokerErrorCode | UnknownErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'FdbrokerError';
     this.code = code;

@@ -4,12 +4,21 @@
 export const PROTOCOL_VERSIONS = [1] as const;
 export const PROTOCOL_VERSION = 1;
 /**
- * Optional message types this broker accepts, announced in "welcome"
- * (PROTOCOL.md §5): a client sends one only when the broker listed it, so an
- * older broker, which answers an unknown type by closing, never sees it.
+ * Optional message types and field values this broker accepts, announced in
+ * "welcome" (PROTOCOL.md §5): a client sends one only when the broker listed
+ * it, so an older broker, which answers an unknown type by closing, never
+ * sees it. "leaving": the `leaving` message (a planned stop);
+ * "standby-rejoin": `rejoin` with state "standby" and `standbyLeft`;
+ * "epoch": `epoch` on join's `listeners` and rejoin's `ack`, and on `rejoin`.
  */
 export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch'] as const;
 export type ProtocolFeature = typeof PROTOCOL_FEATURES[number];
+/**
+ * Largest generation number on the wire (rejoin, listeners, ack, retire,
+ * resume, release, moved, handoff): a larger one is a protocol error, so no
+ * claim can push a broker's numbering out of the range every peer handles.
+ */
+export const MAX_GENERATION = 2 ** 31 - 1;
 /** Largest count a "holding" report may carry (per field). */
 export const MAX_HOLDING_COUNT = 10_000_000;
 /** Largest protocol message, in bytes (one SOCK_SEQPACKET packet). */
@@ -28,5 +37,3 @@ export const MAX_NAMES_PER_REQUEST = MAX_LISTENERS;
 export const MAX_ERROR_TEXT_BYTES = 1024;
 /** Longest standby window a generation may ask for, in ms. */
 export const MAX_STANDBY_MS = 10 * 60_000;
-/** Largest generation number; numbering wraps after it (a claim above it is a protocol error). */
-export const MAX_GENERATION = 2 ** 31 - 1;

@@ -1,8 +1,8 @@
 // Protocol v1 (see PROTOCOL.md): message types, encoding and validation.
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
-import { FdbrokerError, isErrorCode, type FdbrokerErrorCode } from './errors';
-import { MAX_ERROR_TEXT_BYTES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS, MAX_GENERATION } from './limits';
+import { FdbrokerError, isBrokerErrorCode, type FdbrokerErrorCode, type UnknownErrorCode } from './errors';
+import { MAX_ERROR_TEXT_BYTES, MAX_GENERATION, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../core/generation-info';
 import type { MetricsSnapshot } from './metrics-snapshot';
 
@@ -58,16 +58,16 @@ export interface StatusRequest { type: 'status'; id: number; holders?: boolean }
 export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean }
 /** Answers the broker's "ping" (generations that joined with `heartbeat`). */
 export interface PongMessage { type: 'pong'; id: number }
-/** The state a rejoining generation claims. */
+/** The states a generation may claim in `rejoin` ("standby" only where the broker lists the "standby-rejoin" feature). */
 export type RejoinState = 'starting' | 'ready' | 'retiring' | 'standby';
-/** A generation that outlived its broker joins a new one, keeping the listeners it has (no fds are sent). */
+/**
+ * A generation that outlived its broker joins a new one, keeping the listeners
+ * it has (no fds are sent). `standbyLeft`: with state "standby", the ms of its
+ * window left; `epoch`: the epoch its broker gave it at join (absent: 0).
+ */
 export interface RejoinMessage {
   type: 'rejoin'; id: number; generation: number; state: RejoinState;
-  names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean;
-  /** State standby: the window it has left, in ms. */
-  standbyLeft?: number;
-  /** The epoch the broker gave it (absent: 0). */
-  epoch?: number;
+  names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean; standbyLeft?: number; epoch?: number;
 }
 /** This generation stops on purpose (a planned stop, not a crash); no answer. Feature "leaving". */
 export interface LeavingMessage { type: 'leaving' }
@@ -87,8 +87,14 @@ export interface ReloadRequest { type: 'reload'; id: number }
 // Broker -> client
 /** `features`: optional message types this broker accepts (absent: none; PROTOCOL.md §5). */
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean }; features?: string[] }
+/** `generation` and `epoch` (feature "epoch") answer a join: the rank this generation has, (epoch, number). */
 export interface ListenersMessage { type: 'listeners'; id: number; part: number; last: boolean; listeners: ListenerInfo[]; generation?: number; epoch?: number }
-/** A request was carried out (answers "ready" and "rejoin"; a rejoin's ack says the number and state given). */
+/**
+ * A request was carried out (answers "ready", "rejoin" and "committed"). A
+ * rejoin's ack says the number, state and epoch given; a committed's ack
+ * lists in `left` the generations that left the old broker while the
+ * takeover was pending (the successor applies them).
+ */
 export interface AckMessage { type: 'ack'; id: number; generation?: number; state?: string; epoch?: number; left?: number[] }
 /**
  * Unsolicited: a newer generation is ready (or this one failed); this one
@@ -118,7 +124,7 @@ export interface StatusMessage {
 export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[] }
 /** `cause`: the system error code behind it (e.g. "EADDRINUSE" for a reload whose listener cannot bind). */
 export interface ErrorMessage {
-  type: 'error'; id?: number; code: FdbrokerErrorCode; message: string; versions?: number[]; names?: string[]; cause?: string;
+  type: 'error'; id?: number; code: FdbrokerErrorCode | UnknownErrorCode; message: string; versions?: number[]; names?: string[]; cause?: string;
 }
 /** The broker's options, as a successor needs them to serve in its place (§2.9). */
 export interface HandoffOptions {
@@ -187,6 +193,14 @@ function parseObject(payload: Buffer): Record<string, unknown> {
 const isInt = (v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): v is number =>
   typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 
+/** A generation number as the wire allows it: 1..MAX_GENERATION. */
+const isGeneration = (v: unknown): v is number => isInt(v, 1, MAX_GENERATION);
+/** `by` and `failed` may be 0 (none). */
+const isGenerationOrNone = (v: unknown): v is number => isInt(v, 0, MAX_GENERATION);
+
+/** Most numbers a committed's ack may list in `left` (each left generation once). */
+const MAX_LEFT_PER_ACK = 65_536;
+
 const NAME_PATTERN = /^[A-Za-z0-9._:@-]+$/;
 
 /** A listener name: 1..128 bytes of letters, digits and . _ - : @ */
@@ -233,20 +247,23 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
         ...(m.heartbeat === true ? { heartbeat: true } : {}),
       };
       if (m.type === 'join') return { type: 'join', ...common };
-      if (!isInt(m.generation, 1, MAX_GENERATION)) throw protocolError(`rejoin.generation must be an integer from 1 to ${MAX_GENERATION}`);
-      if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'standby' && m.state !== 'retiring') {
-        throw protocolError('rejoin.state must be "starting", "ready", "standby" or "retiring"');
+      if (!isGeneration(m.generation)) throw protocolError(`rejoin.generation must be an integer from 1 to ${MAX_GENERATION}`);
+      if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'retiring' && m.state !== 'standby') {
+        throw protocolError('rejoin.state must be "starting", "ready", "retiring" or "standby"');
       }
       if (m.standbyLeft !== undefined && !isInt(m.standbyLeft, 0, MAX_STANDBY_MS)) {
         throw protocolError(`rejoin.standbyLeft must be a whole number of ms from 0 to ${MAX_STANDBY_MS}`);
       }
-      if (m.epoch !== undefined && !isInt(m.epoch, 0, Number.MAX_SAFE_INTEGER)) throw protocolError('rejoin.epoch must be a non-negative integer');
+      if (m.epoch !== undefined && !isInt(m.epoch)) throw protocolError('rejoin.epoch must be a non-negative integer');
       return {
         type: 'rejoin', ...common, generation: m.generation, state: m.state,
-        ...(m.standbyLeft !== undefined ? { standbyLeft: m.standbyLeft as number } : {}),
+        // standbyLeft means something only with state "standby".
+        ...(m.state === 'standby' && m.standbyLeft !== undefined ? { standbyLeft: m.standbyLeft as number } : {}),
         ...(m.epoch !== undefined ? { epoch: m.epoch as number } : {}),
       };
     }
+    case 'leaving':
+      return { type: 'leaving' };
     case 'ready':
       if (!isInt(m.id)) throw protocolError('ready.id must be a non-negative integer');
       return { type: 'ready', id: m.id };
@@ -309,7 +326,8 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
         throw protocolError('listeners needs id, part, last and listeners');
       }
       if (!m.listeners.every(validListenerInfo)) throw protocolError('listeners holds an invalid entry');
-      if (m.generation !== undefined && !isInt(m.generation, 1)) throw protocolError('listeners.generation must be a positive integer');
+      if (m.generation !== undefined && !isGeneration(m.generation)) throw protocolError(`listeners.generation must be an integer from 1 to ${MAX_GENERATION}`);
+      if (m.epoch !== undefined && !isInt(m.epoch)) throw protocolError('listeners.epoch must be a non-negative integer');
       if (m.listeners.length !== fdCount) {
         throw protocolError(`listeners announces ${m.listeners.length} listeners but carries ${fdCount} fds`);
       }
@@ -324,16 +342,22 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       return m as unknown as StatusMessage;
     case 'ack':
       if (!isInt(m.id)) throw protocolError('ack needs id');
+      if (m.generation !== undefined && !isGeneration(m.generation)) throw protocolError(`ack.generation must be an integer from 1 to ${MAX_GENERATION}`);
+      if (m.state !== undefined && typeof m.state !== 'string') throw protocolError('ack.state must be a string');
+      if (m.epoch !== undefined && !isInt(m.epoch)) throw protocolError('ack.epoch must be a non-negative integer');
+      if (m.left !== undefined && !(Array.isArray(m.left) && m.left.length <= MAX_LEFT_PER_ACK && m.left.every(isGeneration))) {
+        throw protocolError('ack.left must be an array of generation numbers');
+      }
       return m as unknown as AckMessage;
     case 'retire':
-      if (!isInt(m.generation) || !isInt(m.by)) throw protocolError('retire needs generation and by');
+      if (!isGeneration(m.generation) || !isGenerationOrNone(m.by)) throw protocolError('retire needs generation and by (generation numbers)');
       if (m.standby !== undefined && !isInt(m.standby, 0, MAX_STANDBY_MS)) throw protocolError('retire.standby must be a whole number of ms');
       return m as unknown as RetireMessage;
     case 'resume':
-      if (!isInt(m.generation) || !isInt(m.failed)) throw protocolError('resume needs generation and failed');
+      if (!isGeneration(m.generation) || !isGenerationOrNone(m.failed)) throw protocolError('resume needs generation and failed (generation numbers)');
       return { type: 'resume', generation: m.generation, failed: m.failed, reason: typeof m.reason === 'string' ? m.reason : '' };
     case 'release':
-      if (!isInt(m.generation)) throw protocolError('release needs generation');
+      if (!isGeneration(m.generation)) throw protocolError('release needs generation (a generation number)');
       return { type: 'release', generation: m.generation };
     case 'ping':
       if (!isInt(m.id)) throw protocolError('ping needs id');
@@ -346,7 +370,8 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed };
     }
     case 'handoff': {
-      if (!isInt(m.id) || !isInt(m.part) || typeof m.last !== 'boolean' || !isInt(m.nextGeneration, 1)
+      // nextGeneration may be one past the largest number (every number used).
+      if (!isInt(m.id) || !isInt(m.part) || typeof m.last !== 'boolean' || !isInt(m.nextGeneration, 1, MAX_GENERATION + 1)
         || !Array.isArray(m.generations) || typeof m.options !== 'object' || m.options === null
         || typeof m.broker !== 'object' || m.broker === null) {
         throw protocolError('handoff needs id, part, last, broker, options, nextGeneration and generations');
@@ -354,23 +379,24 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       const b = m.broker as Record<string, unknown>;
       if (!isInt(b.pid) || typeof b.software !== 'string' || !isInt(b.protocol, 1)) throw protocolError('handoff.broker needs pid, software and protocol');
       if (b.config !== undefined && typeof b.config !== 'string') throw protocolError('handoff.broker.config must be a path');
-      const validGen = (g: unknown) => typeof g === 'object' && g !== null && isInt((g as GenerationInfo).number, 1)
+      const validGen = (g: unknown) => typeof g === 'object' && g !== null && isGeneration((g as GenerationInfo).number)
         && isInt((g as GenerationInfo).pid) && typeof (g as GenerationInfo).state === 'string' && Array.isArray((g as GenerationInfo).adopted);
       if (!m.generations.every(validGen)) throw protocolError('handoff holds an invalid generation');
       if ((m.epoch !== undefined && !isInt(m.epoch, 1)) || (m.floor !== undefined && !isInt(m.floor, 1))) throw protocolError('handoff.epoch and handoff.floor must be positive integers');
       return m as unknown as HandoffMessage;
     }
     case 'moved':
-      if (!isInt(m.generation) || !isInt(m.to)) throw protocolError('moved needs generation and to');
+      if (!isGeneration(m.generation) || !isInt(m.to)) throw protocolError('moved needs generation (a generation number) and to');
       return { type: 'moved', generation: m.generation, to: m.to };
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');
       }
       if (m.cause !== undefined && typeof m.cause !== 'string') delete m.cause;
+      // A code this version does not know (a newer broker's) is kept as sent; anything not shaped like one reads as a protocol error.
       return {
         ...(m as unknown as ErrorMessage),
-        code: isErrorCode(m.code) ? m.code : 'ERR_FDBROKER_PROTOCOL',
+        code: isBrokerErrorCode(m.code) ? m.code : 'ERR_FDBROKER_PROTOCOL',
       };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);

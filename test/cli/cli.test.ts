@@ -386,7 +386,7 @@ describe('fdbroker status', () => {
     for (const label of ['old', 'new']) {
       const conn = await BrokerConnection.connect(broker.sock, { timeout: 5000 });
       closers.push(() => conn.close());
-      const j = await conn.join(['web'], label, 5000);
+      const j = await conn.join(['web'], { label, timeout: 5000 });
       for (const l of j.listeners) native().close(l.fd);
       await conn.ready(5000);
       gens.push(conn);

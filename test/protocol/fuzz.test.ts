@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { native, type NativePoller } from '../../src/native/binding';
 import { adoptListeners } from '../../src/client/adopt';
 import { BrokerConnection } from '../../src/client/connection';
-import { ERROR_CODES, FdbrokerError } from '../../src/protocol/errors';
+import { ERROR_CODES, FdbrokerError, isBrokerErrorCode } from '../../src/protocol/errors';
 import {
   BROKER_MESSAGE_TYPES, CLIENT_MESSAGE_TYPES, decodeBrokerMessage, decodeClientMessage,
 } from '../../src/protocol/messages';
@@ -183,7 +183,8 @@ describe('codec: every input decodes to a known message type or throws a stable 
       const k = decodeOutcome(() => (decoded = decodeBrokerMessage(buf, fds)), BROKER_MESSAGE_TYPES);
       if (decoded?.type === 'listeners') expect(decoded.listeners).toHaveLength(fds);
       else if (decoded) expect(fds).toBe(0);
-      if (decoded?.type === 'error') expect(ERROR_CODES).toContain(decoded.code);
+      // A broker's error code is a known one, or kept as sent when shaped like one (a newer broker's).
+      if (decoded?.type === 'error') expect(isBrokerErrorCode(decoded.code)).toBe(true);
       tally(outcomes, `broker ${k}`);
     }), params(4000));
     // Every valid example decodes as itself (the mutations start from real messages).
@@ -625,7 +626,7 @@ describe('client: BrokerConnection and adoptListeners against a fake broker answ
           try {
             const got = c.api === 'connect+adopt'
               ? await conn.adopt(c.names, timeout)
-              : (await conn.join(c.names, 'fuzz', timeout)).listeners;
+              : (await conn.join(c.names, { label: 'fuzz', timeout })).listeners;
             fds = got.map((g) => g.fd);
             for (const g of got) expect(g.fd).toBeGreaterThanOrEqual(0);
             result = `resolved ${got.length} fds`;
@@ -637,7 +638,7 @@ describe('client: BrokerConnection and adoptListeners against a fake broker answ
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         if (err instanceof FdbrokerError) {
-          expect(ERROR_CODES).toContain(err.code);
+          expect(isBrokerErrorCode(err.code)).toBe(true);
           result = err.code;
         } else {
           // A Node system error: errno, syscall and an E* code.

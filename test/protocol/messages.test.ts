@@ -1,13 +1,14 @@
 // Unit tests of the pure protocol and spec code: codec, chunking, versions, specs.
 import { describe, expect, it } from 'vitest';
 import {
-  chunkListeners, decodeBrokerMessage, decodeClientMessage, encode, encodeHandoff, encodeListeners, encodeStatus, negotiateVersion, type ListenerInfo,
+  chunkListeners, CLIENT_MESSAGE_TYPES, decodeBrokerMessage, decodeClientMessage, encode, encodeHandoff, encodeListeners, encodeStatus, negotiateVersion, type ListenerInfo,
   type StatusMessage,
 } from '../../src/protocol/messages';
 import type { GenerationInfo } from '../../src/core/generation-info';
 import { HandoverStats } from '../../src/metrics/handover-stats';
 import { EventEmitter } from 'node:events';
 import { parseListenerSpec } from '../../src/broker/spec';
+import { MAX_GENERATION, PROTOCOL_FEATURES } from '../../src/protocol/limits';
 
 const buf = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
 const code = (f: () => unknown) => { try { f(); return 'none'; } catch (e) { return (e as { code: string }).code; } };
@@ -147,5 +148,75 @@ describe('encodeStatus', () => {
     expect(parts.flatMap((p) => p.clients)).toEqual(clients);
     // One message when it fits: metrics included.
     expect(JSON.parse(encodeStatus({ ...status, clients: [] })[0]!.toString('utf8')).metrics).toEqual(metrics);
+  });
+});
+
+describe('protocol codec: generation numbers, epochs, standby rejoin, leaving (issue 18)', () => {
+  const G = MAX_GENERATION;
+  it('a generation number above MAX_GENERATION (2^31-1) is a protocol error wherever one travels', () => {
+    expect(G).toBe(2 ** 31 - 1);
+    const rejoin = (generation: number) => buf({ type: 'rejoin', id: 1, generation, state: 'ready', names: [] });
+    expect(decodeClientMessage(rejoin(G), 0)).toMatchObject({ generation: G });
+    expect(code(() => decodeClientMessage(rejoin(G + 1), 0))).toBe('ERR_FDBROKER_PROTOCOL');
+    expect(code(() => decodeClientMessage(rejoin(2 ** 53 - 1), 0))).toBe('ERR_FDBROKER_PROTOCOL');
+    const l: ListenerInfo = { name: 'a', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: 1 };
+    const broker = [
+      (n: number) => ({ type: 'listeners', id: 1, part: 0, last: true, listeners: [l], generation: n }),
+      (n: number) => ({ type: 'ack', id: 1, generation: n }),
+      (n: number) => ({ type: 'ack', id: 1, left: [1, n] }),
+      (n: number) => ({ type: 'retire', generation: n, by: 1 }),
+      (n: number) => ({ type: 'retire', generation: 1, by: n }),
+      (n: number) => ({ type: 'resume', generation: n, failed: 1, reason: 'left' }),
+      (n: number) => ({ type: 'resume', generation: 1, failed: n, reason: 'left' }),
+      (n: number) => ({ type: 'release', generation: n }),
+      (n: number) => ({ type: 'moved', generation: n, to: 1 }),
+      (n: number) => ({
+        type: 'handoff', id: 1, part: 0, last: true, broker: { pid: 1, software: '0.1.0', protocol: 1, startedAt: 'x' }, options: {},
+        nextGeneration: 2, generations: [{ number: n, pid: 1, state: 'ready', adopted: [] }],
+      }),
+    ];
+    for (const make of broker) {
+      const ok = make(G);
+      const fds = ok.type === 'listeners' ? 1 : 0;
+      expect(decodeBrokerMessage(buf(ok), fds).type).toBe(ok.type);
+      expect(code(() => decodeBrokerMessage(buf(make(G + 1)), fds)), JSON.stringify(make(G + 1))).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+  });
+
+  it('rejoin: state "standby" with standbyLeft, and epoch; standbyLeft kept only with standby; bad values refused', () => {
+    const r = (extra: Record<string, unknown>) => buf({ type: 'rejoin', id: 1, generation: 4, names: [], ...extra });
+    expect(decodeClientMessage(r({ state: 'standby', standbyLeft: 1500, epoch: 3 }), 0)).toMatchObject({ state: 'standby', standbyLeft: 1500, epoch: 3 });
+    expect(decodeClientMessage(r({ state: 'ready', standbyLeft: 1500 }), 0)).not.toHaveProperty('standbyLeft');
+    expect(decodeClientMessage(r({ state: 'ready' }), 0)).not.toHaveProperty('epoch');
+    for (const bad of [{ state: 'standby', standbyLeft: -1 }, { state: 'standby', standbyLeft: 600_001 }, { state: 'ready', epoch: -1 },
+      { state: 'ready', epoch: 1.5 }, { state: 'serving' }]) {
+      expect(code(() => decodeClientMessage(r(bad), 0)), JSON.stringify(bad)).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+  });
+
+  it('leaving round-trips; listeners and ack carry epoch; committed ack carries left', () => {
+    expect(decodeClientMessage(encode({ type: 'leaving' }), 0)).toEqual({ type: 'leaving' });
+    expect(CLIENT_MESSAGE_TYPES).toContain('leaving');
+    expect(decodeBrokerMessage(buf({ type: 'ack', id: 1, generation: 2, state: 'ready', epoch: 5 }), 0)).toMatchObject({ epoch: 5 });
+    expect(decodeBrokerMessage(buf({ type: 'ack', id: 1, left: [3, 4] }), 0)).toMatchObject({ left: [3, 4] });
+    expect(decodeBrokerMessage(buf({ type: 'listeners', id: 1, part: 0, last: true, listeners: [], generation: 2, epoch: 7 }), 0)).toMatchObject({ epoch: 7 });
+    for (const bad of [{ type: 'ack', id: 1, epoch: -1 }, { type: 'ack', id: 1, left: 'x' }, { type: 'ack', id: 1, left: [0] },
+      { type: 'listeners', id: 1, part: 0, last: true, listeners: [], epoch: 'x' }]) {
+      expect(code(() => decodeBrokerMessage(buf(bad), 0)), JSON.stringify(bad)).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+  });
+
+  it('an error code this version does not know (a newer broker\'s) is kept as sent; one not shaped like a code reads as ERR_FDBROKER_PROTOCOL', () => {
+    expect(decodeBrokerMessage(buf({ type: 'error', id: 1, code: 'ERR_FDBROKER_FROM_THE_FUTURE', message: 'x' }), 0)).toMatchObject({ code: 'ERR_FDBROKER_FROM_THE_FUTURE' });
+    expect(decodeBrokerMessage(buf({ type: 'error', id: 1, code: 'ERR_FDBROKER_TIMEOUT', message: 'x' }), 0)).toMatchObject({ code: 'ERR_FDBROKER_TIMEOUT' });
+    for (const c of ['EACCES', 'ERR_FDBROKER_lower', `ERR_FDBROKER_${'X'.repeat(80)}`]) {
+      expect(decodeBrokerMessage(buf({ type: 'error', id: 1, code: c, message: 'x' }), 0)).toMatchObject({ code: 'ERR_FDBROKER_PROTOCOL' });
+    }
+    // Not a string: a malformed error message.
+    expect(code(() => decodeBrokerMessage(buf({ type: 'error', id: 1, code: 42, message: 'x' }), 0))).toBe('ERR_FDBROKER_PROTOCOL');
+  });
+
+  it('the features a client checks are in PROTOCOL_FEATURES', () => {
+    expect(PROTOCOL_FEATURES).toEqual(expect.arrayContaining(['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch']));
   });
 });
