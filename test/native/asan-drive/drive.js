@@ -135,6 +135,12 @@ const fdSlots = (maxFds) => {
   return Math.floor((Math.ceil(want / 8) * 8) / 4);
 };
 const closeAll = (fds) => { for (const fd of fds) n.close(fd); };
+/** O_CLOEXEC in the octal `flags:` of /proc/self/fdinfo/<fd> (x64 and arm64). */
+const O_CLOEXEC = 0o2000000;
+const isCloexec = (fd) => {
+  const m = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  return m !== null && (parseInt(m[1], 8) & O_CLOEXEC) !== 0;
+};
 
 /** Checks one recvmsg result's shape and closes what it returned. */
 function settle(r, what) {
@@ -145,7 +151,7 @@ function settle(r, what) {
   check(typeof r.bytes === 'number' && Array.isArray(r.fds) && typeof r.truncated === 'boolean'
     && typeof r.ctrunc === 'boolean' && typeof r.foreign === 'boolean' && typeof r.closed === 'number', `${what}: shape`);
   if (r.truncated) check(r.fds.length === 0, `${what}: truncated with fds`);
-  for (const fd of r.fds) check(Number.isInteger(fd) && fd >= 0 && (n.fdflags(fd) & c.FD_CLOEXEC) !== 0, `${what}: fd ${fd} cloexec`);
+  for (const fd of r.fds) check(Number.isInteger(fd) && fd >= 0 && isCloexec(fd), `${what}: fd ${fd} cloexec`);
   closeAll(r.fds);
   return r;
 }
@@ -438,7 +444,7 @@ function miscCases() {
   const dead = n.dup(0);
   n.close(dead);
   for (const [name, call] of [
-    ['sockname', () => n.sockname(dead)], ['peercred', () => n.peercred(dead)], ['fdflags', () => n.fdflags(dead)],
+    ['sockname', () => n.sockname(dead)], ['peercred', () => n.peercred(dead)],
     ['dup', () => n.dup(dead)], ['flock', () => n.flock(dead, c.LOCK_EX)], ['fchmod', () => n.fchmod(dead, 0o600)],
     ['setCloexec', () => n.setCloexec(dead, true)], ['getsockoptInt', () => n.getsockoptInt(dead, c.SOL_SOCKET, c.SO_TYPE)],
     ['setsockoptInt', () => n.setsockoptInt(dead, c.SOL_SOCKET, c.SO_RCVBUF, 1)], ['listen', () => n.listen(dead, 1)],
