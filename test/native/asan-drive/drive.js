@@ -457,6 +457,45 @@ function miscCases() {
   check(fdCount() === before, `miscCases: fd count ${fdCount()} vs ${before}`);
 }
 
+// ---------------------------------------------------------------- accept queues
+// The netlink (sock_diag) and TCP_INFO reader of native/accept_queue.cc: tcp,
+// unix stream and seqpacket listeners with queued connections, sockets that do
+// not listen, a file, bad fds and non-fd values in one batch, repeated.
+function acceptQueueCases() {
+  const before = fdCount();
+  const sockPath = path.join(os.tmpdir(), `fdb-asan-aq-${process.pid}.sock`);
+  fs.rmSync(sockPath, { force: true });
+  const tcp = n.socket(c.AF_INET, c.SOCK_STREAM);
+  check(n.bind(tcp, { family: 'inet', address: '127.0.0.1', port: 0 }) === 0 && n.listen(tcp, 5) === 0, 'aq: tcp listener');
+  const seq = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+  check(n.bind(seq, { family: 'unix', path: sockPath }) === 0 && n.listen(seq, 3) === 0, 'aq: seqpacket listener');
+  const abs = n.socket(c.AF_UNIX, c.SOCK_STREAM);
+  check(n.bind(abs, { family: 'unix', path: `\0fdb-asan-aq-${process.pid}` }) === 0 && n.listen(abs, 9) === 0, 'aq: abstract listener');
+  const clients = [];
+  for (let i = 0; i < 2; i++) {
+    const s = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+    check(n.connect(s, { family: 'unix', path: sockPath }) === 0, `aq: connect ${i}`);
+    clients.push(s);
+  }
+  const idle = n.socket(c.AF_INET, c.SOCK_STREAM);
+  const file = fs.openSync(__filename, 'r');
+  // Far above any open fd: a just-closed number could be the batch's own netlink socket.
+  const dead = 2 ** 30;
+  const fds = [tcp, seq, abs, idle, file, dead, -1, NaN, 2 ** 31, 'x', null, seq];
+  for (let round = 0; round < 200; round++) {
+    const r = Array.from(n.acceptQueues(fds));
+    const want = [0, 0, 5, 1, 0, 2, 3, 2, 0, 0, 9, 2, EINVAL, 0, 0, 0, ENOTSOCK, 0, 0, 0, EBADF, 0, 0, 0,
+      EBADF, 0, 0, 0, EBADF, 0, 0, 0, EBADF, 0, 0, 0, EBADF, 0, 0, 0, EBADF, 0, 0, 0, 0, 2, 3, 2];
+    if (round === 0 || JSON.stringify(r) !== JSON.stringify(want)) check(JSON.stringify(r) === JSON.stringify(want), `aq round ${round}: ${r}`);
+  }
+  check(n.acceptQueues([]).length === 0, 'aq: empty batch');
+  throws(() => n.acceptQueues(3), /acceptQueues/, 'aq: not an array');
+  closeAll([...clients, tcp, seq, abs, idle]);
+  fs.closeSync(file);
+  fs.rmSync(sockPath, { force: true });
+  check(fdCount() === before, `acceptQueueCases: fd count ${fdCount()} vs ${before}`);
+}
+
 // ---------------------------------------------------------------- Poller
 async function pollerCases() {
   const before = fdCount();
@@ -660,6 +699,8 @@ async function main() {
   sendCases();
   stage('miscCases');
   miscCases();
+  stage('acceptQueueCases');
+  acceptQueueCases();
   stage('pollerCases');
   await pollerCases();
   stage('workerCases');
