@@ -1,7 +1,9 @@
-// fdbroker native layer: the Unix-socket syscalls that Node cannot make, and
-// nothing else. No policy lives here: no paths are chosen, no retries beyond
-// EINTR, no timeouts, no JSON, no logging. Every call returns a result or a
-// negative errno; TypeScript turns that into a Node-shaped error.
+// fdbroker native layer: the Unix-socket syscalls that Node cannot make, fd
+// ownership until an fd reaches JS, and readiness; the one diagnostic reader
+// (accept queues) is in accept_queue.cc. No policy lives here: no paths are
+// chosen, no retries beyond EINTR, no timeouts, no JSON, no logging. Every call
+// returns a result or a negative errno; TypeScript turns that into a
+// Node-shaped error.
 //
 // Every socket this file creates is SOCK_NONBLOCK | SOCK_CLOEXEC, every fd it
 // receives is MSG_CMSG_CLOEXEC, and every send is MSG_NOSIGNAL. Readiness comes
@@ -11,17 +13,14 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "accept_queue.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
-#include <linux/sock_diag.h>
 #include <linux/sockios.h>
-#include <linux/unix_diag.h>
-#include <netinet/tcp.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -355,16 +354,6 @@ Napi::Value PeerCred(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// fcntl(F_GETFD): the fd flags (FD_CLOEXEC) | -errno.
-Napi::Value FdFlags(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
-  if (!CheckFd(info, 0, &fd)) return env.Undefined();
-  int flags = fcntl(fd, F_GETFD);
-  if (flags < 0) return Errno(env, errno);
-  return Napi::Number::New(env, flags);
-}
-
 // Sets or clears FD_CLOEXEC: 0 | -errno.
 Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -426,172 +415,9 @@ Napi::Value OutQ(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, n);
 }
 
-// Accept-queue reading: how many connections wait in a listener's queue and
-// the backlog in force, read from the kernel rather than remembered.
-//
-// tcp: getsockopt(TCP_INFO) on a listening socket reports the accept queue in
-// tcpi_unacked and the backlog in tcpi_sacked (tcp_get_info(), TCP_LISTEN).
-// unix (stream and seqpacket): sock_diag. An exact unix_diag request (no
-// NLM_F_DUMP) names the socket by inode; UNIX_DIAG_RQLEN then carries, for a
-// listener, the queued connections (rqueue) and sk_max_ack_backlog (wqueue).
-
-enum AcceptQueueSource { kSourceNone = 0, kSourceTcpInfo = 1, kSourceSockDiag = 2 };
-
-struct AcceptQueueRow {
-  int32_t status = 0;  // 0 | -errno
-  int32_t queued = 0;
-  int32_t backlog = 0;
-  int32_t source = kSourceNone;  // which call answered (or failed)
-};
-
-// Owns the NETLINK_SOCK_DIAG socket of one acceptQueue call, opened on first
-// need: a batch of tcp listeners never opens one, and it never outlives the call.
-class DiagSocket {
- public:
-  ~DiagSocket() { CloseQuietly(fd_); }
-  // fd | -errno.
-  int Get() {
-    if (fd_ < 0) {
-      fd_ = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-      if (fd_ < 0) return -errno;
-    }
-    return fd_;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// Queries the AF_UNIX socket with inode `ino`: 0 | -errno.
-int UnixDiagQueue(DiagSocket* diag, uint32_t ino, uint32_t seq, AcceptQueueRow* row) {
-  int nl = diag->Get();
-  if (nl < 0) return nl;
-  struct {
-    nlmsghdr nlh;
-    unix_diag_req req;
-  } msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.nlh.nlmsg_len = sizeof(msg);
-  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.nlh.nlmsg_flags = NLM_F_REQUEST;
-  msg.nlh.nlmsg_seq = seq;
-  msg.req.sdiag_family = AF_UNIX;
-  msg.req.udiag_states = ~0U;
-  msg.req.udiag_ino = ino;
-  msg.req.udiag_show = UDIAG_SHOW_RQLEN;
-  // "No cookie": match by inode alone (sock_diag_check_cookie()).
-  msg.req.udiag_cookie[0] = ~0U;
-  msg.req.udiag_cookie[1] = ~0U;
-  sockaddr_nl kernel;
-  memset(&kernel, 0, sizeof(kernel));
-  kernel.nl_family = AF_NETLINK;
-  ssize_t n;
-  do {
-    n = sendto(nl, &msg, sizeof(msg), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return -errno;
-  // The kernel answers inside sendto(), so the reply is already queued: a
-  // non-blocking read never waits. Replies to earlier requests of this call
-  // that were left unread (none are expected) are skipped by sequence number.
-  alignas(nlmsghdr) char buf[8192];
-  for (;;) {
-    do {
-      n = recv(nl, buf, sizeof(buf), MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return -errno;
-    int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_seq != seq) continue;
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
-        return e->error < 0 ? e->error : -EPROTO;
-      }
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) return -EPROTO;
-      auto* udm = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
-      int alen = static_cast<int>(h->nlmsg_len) - static_cast<int>(NLMSG_LENGTH(sizeof(*udm)));
-      for (auto* a = reinterpret_cast<rtattr*>(udm + 1); alen > 0 && RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-        if (a->rta_type == UNIX_DIAG_RQLEN && RTA_PAYLOAD(a) >= sizeof(unix_diag_rqlen)) {
-          unix_diag_rqlen q;
-          memcpy(&q, RTA_DATA(a), sizeof(q));
-          row->queued = static_cast<int32_t>(q.udiag_rqueue);
-          row->backlog = static_cast<int32_t>(q.udiag_wqueue);
-          return 0;
-        }
-      }
-      return -EPROTO;  // answered without the queue lengths asked for
-    }
-  }
-}
-
-void AcceptQueueOf(int fd, DiagSocket* diag, uint32_t seq, AcceptQueueRow* row) {
-  int type = 0, listening = 0, domain = 0;
-  socklen_t len = sizeof(int);
-  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
-    row->status = -errno;
-    return;
-  }
-  // Not listening: EINVAL, as accept(2) answers for such a socket.
-  if (!listening) {
-    row->status = -EINVAL;
-    return;
-  }
-  len = sizeof(int);
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) {
-    row->status = -errno;
-    return;
-  }
-  len = sizeof(int);
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
-    row->status = -errno;
-    return;
-  }
-  if ((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM) {
-    row->source = kSourceTcpInfo;
-    tcp_info ti;
-    memset(&ti, 0, sizeof(ti));
-    len = sizeof(ti);
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) {
-      row->status = -errno;
-      return;
-    }
-    row->queued = static_cast<int32_t>(ti.tcpi_unacked);
-    row->backlog = static_cast<int32_t>(ti.tcpi_sacked);
-    return;
-  }
-  if (domain == AF_UNIX) {
-    row->source = kSourceSockDiag;
-    // statx, not fstat: glibc >= 2.33 exports fstat at a version newer than
-    // the prebuilds may need (GLIBC_2.28, which statx has).
-    struct statx stx;
-    memset(&stx, 0, sizeof(stx));
-    if (statx(fd, "", AT_EMPTY_PATH, STATX_INO, &stx) < 0) {
-      row->status = -errno;
-      return;
-    }
-    row->status = UnixDiagQueue(diag, static_cast<uint32_t>(stx.stx_ino), seq, row);
-    return;
-  }
-  row->status = -EOPNOTSUPP;  // a listening socket of another family (vsock, ...)
-}
-
-// acceptQueue(fd) -> { queued, backlog } | -errno.
-Napi::Value AcceptQueue(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
-  if (!CheckFd(info, 0, &fd)) return env.Undefined();
-  DiagSocket diag;
-  AcceptQueueRow row;
-  AcceptQueueOf(fd, &diag, 1, &row);
-  if (row.status < 0) return Napi::Number::New(env, row.status);
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("queued", Napi::Number::New(env, row.queued));
-  out.Set("backlog", Napi::Number::New(env, row.backlog));
-  return out;
-}
-
 // acceptQueues(fds) -> Int32Array of 4 ints per fd: [0 | -errno, queued,
-// backlog, source (0 none, 1 TCP_INFO, 2 sock_diag)]. One netlink socket at
-// most for the whole batch, closed before returning.
+// backlog, source (0 none, 1 TCP_INFO, 2 sock_diag)]. The reading itself is
+// in accept_queue.cc; this only converts. Not an fd (-1, NaN): EBADF in place.
 Napi::Value AcceptQueues(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArray()) {
@@ -600,22 +426,20 @@ Napi::Value AcceptQueues(const Napi::CallbackInfo& info) {
   }
   Napi::Array arr = info[0].As<Napi::Array>();
   uint32_t n = arr.Length();
-  Napi::Int32Array out = Napi::Int32Array::New(env, static_cast<size_t>(n) * 4);
-  DiagSocket diag;
+  std::vector<int> fds(n);
   for (uint32_t i = 0; i < n; i++) {
     Napi::Value v = arr[i];
-    int fd = FdValue(v);
-    AcceptQueueRow row;
-    if (fd < 0) {
-      row.status = -EBADF;
-    } else {
-      AcceptQueueOf(fd, &diag, i + 1, &row);
-    }
+    fds[i] = FdValue(v);
+  }
+  std::vector<fdbroker::AcceptQueueRow> rows(n);
+  fdbroker::ReadAcceptQueues(fds.data(), n, rows.data());
+  Napi::Int32Array out = Napi::Int32Array::New(env, static_cast<size_t>(n) * 4);
+  for (uint32_t i = 0; i < n; i++) {
     int32_t* o = out.Data() + static_cast<size_t>(i) * 4;
-    o[0] = row.status;
-    o[1] = row.queued;
-    o[2] = row.backlog;
-    o[3] = row.source;
+    o[0] = rows[i].status;
+    o[1] = rows[i].queued;
+    o[2] = rows[i].backlog;
+    o[3] = rows[i].source;
   }
   return out;
 }
@@ -922,13 +746,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sockname", Napi::Function::New(env, SockName));
   exports.Set("peercred", Napi::Function::New(env, PeerCred));
   exports.Set("inspect", Napi::Function::New(env, Inspect));
-  exports.Set("fdflags", Napi::Function::New(env, FdFlags));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("dup", Napi::Function::New(env, Dup));
   exports.Set("fchmod", Napi::Function::New(env, Fchmod));
   exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("outq", Napi::Function::New(env, OutQ));
-  exports.Set("acceptQueue", Napi::Function::New(env, AcceptQueue));
   exports.Set("acceptQueues", Napi::Function::New(env, AcceptQueues));
   exports.Set("sendmsg", Napi::Function::New(env, SendMsg));
   exports.Set("recvmsg", Napi::Function::New(env, RecvMsg));
@@ -950,12 +772,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("SO_SNDBUF", Napi::Number::New(env, static_cast<double>(SO_SNDBUF)));
   c.Set("SO_RCVBUF", Napi::Number::New(env, static_cast<double>(SO_RCVBUF)));
   c.Set("SO_PASSRIGHTS", Napi::Number::New(env, static_cast<double>(SO_PASSRIGHTS)));
-  c.Set("IPPROTO_IPV6", Napi::Number::New(env, static_cast<double>(IPPROTO_IPV6)));
-  c.Set("IPV6_V6ONLY", Napi::Number::New(env, static_cast<double>(IPV6_V6ONLY)));
   c.Set("LOCK_EX", Napi::Number::New(env, static_cast<double>(LOCK_EX)));
   c.Set("LOCK_NB", Napi::Number::New(env, static_cast<double>(LOCK_NB)));
-  c.Set("LOCK_UN", Napi::Number::New(env, static_cast<double>(LOCK_UN)));
-  c.Set("FD_CLOEXEC", Napi::Number::New(env, static_cast<double>(FD_CLOEXEC)));
   c.Set("SCM_MAX_FD", Napi::Number::New(env, static_cast<double>(kMaxFdsPerMessage)));
   c.Set("UV_READABLE", Napi::Number::New(env, static_cast<double>(static_cast<int>(UV_READABLE))));
   c.Set("UV_WRITABLE", Napi::Number::New(env, static_cast<double>(static_cast<int>(UV_WRITABLE))));

@@ -116,6 +116,38 @@ export function fdCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/** O_CLOEXEC as the `flags:` line of /proc/<pid>/fdinfo/<fd> shows it (octal; Linux, x64 and arm64). */
+export const O_CLOEXEC = 0o2000000;
+
+/**
+ * The `flags:` of /proc/<pid>/fdinfo/<fd>: the open file's flags, with
+ * O_CLOEXEC set when the fd is close-on-exec; undefined when `fd` is not open.
+ */
+export function fdinfoFlags(fd: number, pid: number | 'self' = 'self'): number | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const m = /^flags:\s+([0-7]+)$/m.exec(text);
+  if (!m) throw new Error(`/proc/${pid}/fdinfo/${fd} has no flags line:\n${text}`);
+  return parseInt(m[1]!, 8);
+}
+
+/** Whether `fd` is open in `pid`. */
+export function fdIsOpen(fd: number, pid: number | 'self' = 'self'): boolean {
+  return fdinfoFlags(fd, pid) !== undefined;
+}
+
+/** Whether the open fd `fd` of `pid` is close-on-exec; throws when it is not open. */
+export function isCloexec(fd: number, pid: number | 'self' = 'self'): boolean {
+  const flags = fdinfoFlags(fd, pid);
+  if (flags === undefined) throw new Error(`fd ${fd} is not open in ${pid}`);
+  return (flags & O_CLOEXEC) !== 0;
+}
+
 /** The fds of `pid` that are sockets, as inode numbers. */
 export function socketInodes(pid: number): string[] {
   const out: string[] = [];

@@ -35,8 +35,7 @@ export interface NativeConstants {
   SOCK_STREAM: number; SOCK_DGRAM: number; SOCK_SEQPACKET: number;
   SOL_SOCKET: number; SO_TYPE: number; SO_DOMAIN: number; SO_ACCEPTCONN: number;
   SO_REUSEADDR: number; SO_REUSEPORT: number; SO_SNDBUF: number; SO_RCVBUF: number;
-  SO_PASSRIGHTS: number; IPPROTO_IPV6: number; IPV6_V6ONLY: number;
-  FD_CLOEXEC: number; SCM_MAX_FD: number; LOCK_EX: number; LOCK_NB: number; LOCK_UN: number;
+  SO_PASSRIGHTS: number; SCM_MAX_FD: number; LOCK_EX: number; LOCK_NB: number;
   UV_READABLE: number; UV_WRITABLE: number; UV_DISCONNECT: number;
 }
 
@@ -54,7 +53,6 @@ export interface Native {
   peercred(fd: number): { pid: number; uid: number; gid: number } | number;
   /** 5 ints per fd: [0 | -errno, SO_TYPE, address family, SO_ACCEPTCONN, port]. */
   inspect(fds: number[]): Int32Array;
-  fdflags(fd: number): number;
   setCloexec(fd: number, on: boolean): number;
   dup(fd: number): number;
   fchmod(fd: number, mode: number): number;
@@ -62,12 +60,11 @@ export interface Native {
   /** Bytes sent on this socket that the peer has not read yet (SIOCOUTQ), or -errno. */
   outq(fd: number): number;
   /**
-   * A listening socket's accept queue: connections waiting for accept() and
-   * the backlog in force (tcp: TCP_INFO; unix: sock_diag), or -errno
-   * (-EINVAL: not listening; -ENOTSOCK; -EBADF; -EOPNOTSUPP: another family).
+   * Listening sockets' accept queues: 4 ints per fd, [0 | -errno, queued,
+   * backlog, source (0 none, 1 TCP_INFO, 2 sock_diag)]: the connections
+   * waiting for accept() and the backlog in force. -EINVAL: not listening;
+   * -ENOTSOCK; -EBADF (also for what is not an fd); -EOPNOTSUPP: another family.
    */
-  acceptQueue(fd: number): { queued: number; backlog: number } | number;
-  /** acceptQueue() for many fds: 4 ints per fd, [0 | -errno, queued, backlog, source (0 none, 1 TCP_INFO, 2 sock_diag)]. */
   acceptQueues(fds: number[]): Int32Array;
   sendmsg(fd: number, payload: Buffer, fds: number[]): number;
   recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;

@@ -135,6 +135,12 @@ const fdSlots = (maxFds) => {
   return Math.floor((Math.ceil(want / 8) * 8) / 4);
 };
 const closeAll = (fds) => { for (const fd of fds) n.close(fd); };
+/** O_CLOEXEC in the octal `flags:` of /proc/self/fdinfo/<fd> (x64 and arm64). */
+const O_CLOEXEC = 0o2000000;
+const isCloexec = (fd) => {
+  const m = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  return m !== null && (parseInt(m[1], 8) & O_CLOEXEC) !== 0;
+};
 
 /** Checks one recvmsg result's shape and closes what it returned. */
 function settle(r, what) {
@@ -145,7 +151,7 @@ function settle(r, what) {
   check(typeof r.bytes === 'number' && Array.isArray(r.fds) && typeof r.truncated === 'boolean'
     && typeof r.ctrunc === 'boolean' && typeof r.foreign === 'boolean' && typeof r.closed === 'number', `${what}: shape`);
   if (r.truncated) check(r.fds.length === 0, `${what}: truncated with fds`);
-  for (const fd of r.fds) check(Number.isInteger(fd) && fd >= 0 && (n.fdflags(fd) & c.FD_CLOEXEC) !== 0, `${what}: fd ${fd} cloexec`);
+  for (const fd of r.fds) check(Number.isInteger(fd) && fd >= 0 && isCloexec(fd), `${what}: fd ${fd} cloexec`);
   closeAll(r.fds);
   return r;
 }
@@ -438,7 +444,7 @@ function miscCases() {
   const dead = n.dup(0);
   n.close(dead);
   for (const [name, call] of [
-    ['sockname', () => n.sockname(dead)], ['peercred', () => n.peercred(dead)], ['fdflags', () => n.fdflags(dead)],
+    ['sockname', () => n.sockname(dead)], ['peercred', () => n.peercred(dead)],
     ['dup', () => n.dup(dead)], ['flock', () => n.flock(dead, c.LOCK_EX)], ['fchmod', () => n.fchmod(dead, 0o600)],
     ['setCloexec', () => n.setCloexec(dead, true)], ['getsockoptInt', () => n.getsockoptInt(dead, c.SOL_SOCKET, c.SO_TYPE)],
     ['setsockoptInt', () => n.setsockoptInt(dead, c.SOL_SOCKET, c.SO_RCVBUF, 1)], ['listen', () => n.listen(dead, 1)],
@@ -449,6 +455,45 @@ function miscCases() {
   throws(() => n.socket('a', 'b'), /socket/, 'socket with strings');
   check(n.socket(12345, 1) < 0, 'socket with an unknown domain');
   check(fdCount() === before, `miscCases: fd count ${fdCount()} vs ${before}`);
+}
+
+// ---------------------------------------------------------------- accept queues
+// The netlink (sock_diag) and TCP_INFO reader of native/accept_queue.cc: tcp,
+// unix stream and seqpacket listeners with queued connections, sockets that do
+// not listen, a file, bad fds and non-fd values in one batch, repeated.
+function acceptQueueCases() {
+  const before = fdCount();
+  const sockPath = path.join(os.tmpdir(), `fdb-asan-aq-${process.pid}.sock`);
+  fs.rmSync(sockPath, { force: true });
+  const tcp = n.socket(c.AF_INET, c.SOCK_STREAM);
+  check(n.bind(tcp, { family: 'inet', address: '127.0.0.1', port: 0 }) === 0 && n.listen(tcp, 5) === 0, 'aq: tcp listener');
+  const seq = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+  check(n.bind(seq, { family: 'unix', path: sockPath }) === 0 && n.listen(seq, 3) === 0, 'aq: seqpacket listener');
+  const abs = n.socket(c.AF_UNIX, c.SOCK_STREAM);
+  check(n.bind(abs, { family: 'unix', path: `\0fdb-asan-aq-${process.pid}` }) === 0 && n.listen(abs, 9) === 0, 'aq: abstract listener');
+  const clients = [];
+  for (let i = 0; i < 2; i++) {
+    const s = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+    check(n.connect(s, { family: 'unix', path: sockPath }) === 0, `aq: connect ${i}`);
+    clients.push(s);
+  }
+  const idle = n.socket(c.AF_INET, c.SOCK_STREAM);
+  const file = fs.openSync(__filename, 'r');
+  // Far above any open fd: a just-closed number could be the batch's own netlink socket.
+  const dead = 2 ** 30;
+  const fds = [tcp, seq, abs, idle, file, dead, -1, NaN, 2 ** 31, 'x', null, seq];
+  for (let round = 0; round < 200; round++) {
+    const r = Array.from(n.acceptQueues(fds));
+    const want = [0, 0, 5, 1, 0, 2, 3, 2, 0, 0, 9, 2, EINVAL, 0, 0, 0, ENOTSOCK, 0, 0, 0, EBADF, 0, 0, 0,
+      EBADF, 0, 0, 0, EBADF, 0, 0, 0, EBADF, 0, 0, 0, EBADF, 0, 0, 0, EBADF, 0, 0, 0, 0, 2, 3, 2];
+    if (round === 0 || JSON.stringify(r) !== JSON.stringify(want)) check(JSON.stringify(r) === JSON.stringify(want), `aq round ${round}: ${r}`);
+  }
+  check(n.acceptQueues([]).length === 0, 'aq: empty batch');
+  throws(() => n.acceptQueues(3), /acceptQueues/, 'aq: not an array');
+  closeAll([...clients, tcp, seq, abs, idle]);
+  fs.closeSync(file);
+  fs.rmSync(sockPath, { force: true });
+  check(fdCount() === before, `acceptQueueCases: fd count ${fdCount()} vs ${before}`);
 }
 
 // ---------------------------------------------------------------- Poller
@@ -654,6 +699,8 @@ async function main() {
   sendCases();
   stage('miscCases');
   miscCases();
+  stage('acceptQueueCases');
+  acceptQueueCases();
   stage('pollerCases');
   await pollerCases();
   stage('workerCases');
