@@ -7,6 +7,8 @@ import { VERSION } from '../protocol/version';
 import { UsageError } from './args';
 import type * as ExecCommand from './exec';
 import type * as ReloadCommand from './reload';
+import type * as RunCommand from './run';
+import type * as DeployCommand from './deploy';
 import type * as ServeCommand from './serve';
 import type * as StatusCommand from './status';
 import type * as WaitCommand from './wait';
@@ -155,6 +157,8 @@ const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
   wait: (a, io) => (require('./wait') as typeof WaitCommand).wait(a, io),
   exec: (a, io) => (require('./exec') as typeof ExecCommand).exec(a, io),
   reload: (a, io) => (require('./reload') as typeof ReloadCommand).reload(a, io),
+  run: (a, io) => (require('./run') as typeof RunCommand).run(a, io),
+  deploy: (a, io) => (require('./deploy') as typeof DeployCommand).deploy(a, io),
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
 
@@ -171,10 +175,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     switch (cmd) {
       case '--version': case '-v': io.out(VERSION); return EXIT.ok;
       case '--help': case '-h': case 'help': io.out(USAGE); return EXIT.ok;
-      case undefined: throw new UsageError('no command given: serve, status, wait, exec or reload');
+      case undefined: throw new UsageError('no command given: serve, run, deploy, status, wait, exec or reload');
     }
     const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
-    if (!run) throw new UsageError(`unknown command "${cmd}" (commands: serve, status, wait, exec, reload)`);
+    if (!run) throw new UsageError(`unknown command "${cmd}" (commands: serve, run, deploy, status, wait, exec, reload)`);
     if (asksHelp(rest)) {
       io.out(USAGE);
       return EXIT.ok;

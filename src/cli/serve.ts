@@ -88,8 +88,8 @@ export interface ServeSession {
 }
 
 export interface OpenServeOptions {
-  /** Printed after a rollback when no generation stood by (serve: "start a new version"). */
-  noStandbyHint?: string;
+  /** Printed after a rollback when no generation stood by (serve: "start a new version"); a function returning undefined: no line (run, while it stops everything). */
+  noStandbyHint?: string | (() => string | undefined);
 }
 
 /**
@@ -204,9 +204,13 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   broker.on('overdue', (g, what) => io.err(what === 'ready'
     ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
     : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
-  broker.on('rollback', (e) => io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
-    + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; `
-    + (e.resumed !== undefined ? `generation ${e.resumed} resumes serving` : (opts.noStandbyHint ?? 'no generation stood by: nobody may be accepting now; start a new version'))));
+  broker.on('rollback', (e) => {
+    const hint = e.resumed !== undefined ? `generation ${e.resumed} resumes serving`
+      : typeof opts.noStandbyHint === 'function' ? opts.noStandbyHint() : (opts.noStandbyHint ?? 'no generation stood by: nobody may be accepting now; start a new version');
+    if (hint === undefined) return;
+    io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
+      + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; ${hint}`);
+  });
   broker.on('stall', (e) => io.err(`fdbroker: listener "${e.listener.name}" stalled: ${e.queued} connections wait since ${e.since.toISOString()}`
     + ` and nobody accepts${e.generation !== undefined ? ` (generation ${e.generation} should)` : ''}`));
   if (!quiet) broker.on('release', (n) => io.out(`fdbroker: generation ${n}: standby over, draining`));

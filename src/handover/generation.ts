@@ -26,6 +26,7 @@ import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
 import { Upgrader, type UpgradeFailure, type UpgradeOptions } from './upgrade';
 import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
+import { pathFromRun } from './run-env';
 
 export interface GenerationOptions {
   /** Only these listeners (default all; [] for none, e.g. a cluster primary whose workers adopt). */
@@ -495,7 +496,7 @@ function standbyRequest(o: GenerationOptions): number {
   return o.standby ?? ((o.onRetire ?? 'drain') === 'drain' ? DEFAULT_STANDBY_REQUEST_MS : 0);
 }
 
-/** Joins the broker at `path` as a new generation. See Generation. */
-export function startGeneration(path: string, options?: GenerationOptions): Promise<Generation> {
-  return Generation.start(path, options);
+/** Joins the broker at `path` as a new generation. See Generation. Without `path`: the `fdbroker run` that started this process (run-env.ts). */
+export async function startGeneration(path?: string, options?: GenerationOptions): Promise<Generation> {
+  return Generation.start(path ?? await pathFromRun(), options);
 }
