@@ -1,0 +1,100 @@
+// `fdbroker run`: the broker and its app in one command. Real processes, real
+// sockets, real HTTP load on 127.0.0.1 (clients that never retry); failures
+// counted by kind. The only excused failures are requests on connections the
+// SIGKILLed process had already accepted.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { alive, cleanup, FIXTURES, get, sleep, statusOf, tmpDir, waitText } from '../helpers';
+import { failuresByKind, KILLED_PROCESS_KINDS, readyPid, RUN_APP, startRun, timedLoad } from '../run-helpers';
+import { CRASH_LOOP_COUNT } from '../../src/run/defaults';
+import { RUN_EXIT } from '../../src/cli/run';
+
+afterEach(cleanup);
+
+const EXEC_APP = path.join(FIXTURES, 'exec-listen-fds.js');
+
+/** Load on new connections and on keep-alive connections at once. */
+function bothLoads(port: number) {
+  return [timedLoad(port, { concurrency: 4 }), timedLoad(port, { concurrency: 4, keepAlive: true })];
+}
+
+/** Every failure is of a kind a killed process's accepted connection gets, and there are at most `max`. */
+function expectOnlyKilledProcessFailures(rs: ReturnType<typeof failuresByKind>, max: number) {
+  const total = Object.values(rs).reduce((a, b) => a + b, 0);
+  for (const kind of Object.keys(rs)) expect(KILLED_PROCESS_KINDS.has(kind), `failure kind ${kind}: ${JSON.stringify(rs)}`).toBe(true);
+  expect(total).toBeLessThanOrEqual(max);
+}
+
+describe('fdbroker run', () => {
+  it('--library: SIGKILL of the app under load restarts it at once; 0 refused, only its accepted requests fail', async () => {
+    const r = await startRun(tmpDir(), ['--library', '--quiet'], [process.execPath, RUN_APP]);
+    const first = await readyPid(r, 1);
+    const loads = bothLoads(r.port);
+    await sleep(300);
+    process.kill(first, 'SIGKILL');
+    const second = await readyPid(r, 2);
+    expect(second).not.toBe(first);
+    await sleep(300);
+    const results = (await Promise.all(loads.map((l) => l.stop()))).flat();
+    const failed = failuresByKind(results);
+    // At most one request in flight per load loop when the process died.
+    expectOnlyKilledProcessFailures(failed, 8);
+    expect(failed.ECONNREFUSED ?? 0).toBe(0);
+    expect(results.filter((x) => x.ok).length).toBeGreaterThan(50);
+    expect(r.stderr()).toMatch(new RegExp(`pid ${first} was killed by SIGKILL without being told to retire; starting the next one now`));
+    expect((await get(r.port)).body).toMatch(new RegExp(`^${second} gen`));
+  });
+
+  it('exec contract (LISTEN_FDS): SIGKILL of the program under load; 0 refused, the next program serves', async () => {
+    const r = await startRun(tmpDir(), ['--ready', 'immediate', '--quiet'], [process.execPath, EXEC_APP]);
+    const m1 = await r.waitFor(/^serving (\d+)/m);
+    const prog1 = Number(m1[1]);
+    const loads = bothLoads(r.port);
+    await sleep(300);
+    process.kill(prog1, 'SIGKILL');
+    await waitText(r.stdout, /^serving \d+\n(?:.*\n)*serving \d+/m, 15_000);
+    const prog2 = Number([...r.stdout().matchAll(/^serving (\d+)/gm)][1]![1]);
+    await sleep(300);
+    const results = (await Promise.all(loads.map((l) => l.stop()))).flat();
+    const failed = failuresByKind(results);
+    expectOnlyKilledProcessFailures(failed, 8);
+    expect(failed.ECONNREFUSED ?? 0).toBe(0);
+    expect((await get(r.port)).body).toBe(`${prog2} exec\n`);
+    // The exec wrapper reported the program's death (128 + 9).
+    expect(r.stderr()).toMatch(/exited with code 137 without being told to retire/);
+  });
+
+  it(`a crash loop (${CRASH_LOOP_COUNT} exits) ends run with exit ${RUN_EXIT.crashLoop}, the last lines of output, and the control socket removed`, async () => {
+    const dir = tmpDir();
+    const mode = path.join(dir, 'mode');
+    fs.writeFileSync(mode, 'crash');
+    const r = await startRun(dir, ['--library', '--quiet'], [process.execPath, RUN_APP], { MODE_FILE: mode });
+    const ex = await r.exited;
+    expect(ex.code).toBe(RUN_EXIT.crashLoop);
+    expect(r.stderr()).toMatch(new RegExp(`CRASH LOOP: ${CRASH_LOOP_COUNT} exits within \\d+ s`));
+    expect(r.stderr()).toMatch(/\| run-app \d+: cannot start: config key "port" is not a number/);
+    // Backoff: the later restarts waited.
+    expect(r.stderr()).toMatch(/starting the next one in 100 ms/);
+    expect(fs.existsSync(r.sock)).toBe(false);
+  });
+
+  it('SIGTERM: every process gets it once and drains; run exits 0 and removes the socket', async () => {
+    const r = await startRun(tmpDir(), ['--library', '--quiet'], [process.execPath, RUN_APP]);
+    const app = await readyPid(r, 1);
+    r.kill('SIGTERM');
+    const ex = await r.exited;
+    expect(ex.code).toBe(RUN_EXIT.ok);
+    expect(r.stdout()).toMatch(new RegExp(`^drained ${app}$`, 'm'));
+    expect(alive(app)).toBe(false);
+    expect(fs.existsSync(r.sock)).toBe(false);
+  });
+
+  it('status shows run as the broker, with the app as its generation', async () => {
+    const r = await startRun(tmpDir(), ['--library', '--quiet'], [process.execPath, RUN_APP]);
+    const app = await readyPid(r, 1);
+    const s = await statusOf(r.sock);
+    expect(s.broker.pid).toBe(r.pid);
+    expect(s.generations.map((g) => [g.pid, g.state])).toEqual([[app, 'ready']]);
+  });
+});
