@@ -51,7 +51,8 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-interface Watched { verdict: Verdict; last: StatusMessage | undefined; why?: string }
+/** `result`: what `fdbroker wait --json` would say (ok, timeout, gone, draining, rolledBack, broker). */
+interface Watched { verdict: Verdict; result: string; last: StatusMessage | undefined; why?: string }
 
 /**
  * Follows the generation of `pid` on the broker at `sock` until it serves
@@ -64,7 +65,7 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
   try {
     conn = await BrokerConnection.connect(sock, { timeout: Math.max(1, deadline - Date.now()) });
   } catch (err) {
-    return { verdict: 'error', last: undefined, why: `cannot reach the broker at ${sock}: ${(err as FdbrokerError).code ?? ''} ${(err as Error).message}` };
+    return { verdict: 'error', result: 'broker', last: undefined, why: `cannot reach the broker at ${sock}: ${(err as FdbrokerError).code ?? ''} ${(err as Error).message}` };
   }
   let last: StatusMessage | undefined;
   let joined: number | undefined;
@@ -77,7 +78,7 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
         s = await conn.status(Math.max(1, deadline - Date.now()), { holders: false });
       } catch (err) {
         if (last && Date.now() >= deadline) break;
-        return { verdict: 'error', last, why: `the broker stopped answering: ${(err as Error).message}` };
+        return { verdict: 'error', result: 'broker', last, why: `the broker stopped answering: ${(err as Error).message}` };
       }
       last = s;
       const target = waitTarget(s, pid);
@@ -100,13 +101,13 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
       const r = waitCondition(s, 'handover', pid, pidAlive);
       if (r === 'ok') {
         if (told.size > 0) step(`old version drained and left after ${t()}`);
-        return { verdict: 'deployed', last };
+        return { verdict: 'deployed', result: 'ok', last };
       }
       if (r === 'failed' || (seenReady !== undefined && !s.generations.some((g) => g.number === seenReady))) {
-        return { verdict: 'rolled_back_after_ready', last, why: `generation ${seenReady} was ready, then failed; the old version serves again` };
+        return { verdict: 'rolled_back_after_ready', result: 'rolledBack', last, why: `generation ${seenReady} was ready, then failed; the old version serves again` };
       }
       if (r === 'gone' || r === 'absent') {
-        return { verdict: 'rolled_back', last, why: `pid ${pid} ${joined === undefined ? 'exited before it joined' : 'left, was refused or missed its ready timeout'} before it was ready` };
+        return { verdict: 'rolled_back', result: 'gone', last, why: `pid ${pid} ${joined === undefined ? 'exited before it joined' : 'left, was refused or missed its ready timeout'} before it was ready` };
       }
       if (Date.now() >= deadline) break;
       await sleep(WAIT_POLL_MS);
@@ -115,17 +116,16 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
     conn.close();
   }
   // At the deadline: ready but not alone is deployed (never rolled back).
-  if (last && waitCondition(last, 'ready', pid, pidAlive) === 'ok') return { verdict: 'draining', last, why: `older generations still draining after ${timeoutMs} ms` };
-  return { verdict: 'rolled_back', last, why: `pid ${pid} not ready within ${timeoutMs} ms` };
+  if (last && waitCondition(last, 'ready', pid, pidAlive) === 'ok') return { verdict: 'draining', result: 'draining', last, why: `older generations still draining after ${timeoutMs} ms` };
+  return { verdict: 'rolled_back', result: 'timeout', last, why: `pid ${pid} not ready within ${timeoutMs} ms` };
 }
 
 /** The `wait` part of the verdict, as `fdbroker wait --json` prints it. */
 function waitJson(w: Watched, pid: number | undefined, started: number): object | null {
   if (!w.last || pid === undefined) return null;
   const t = waitTarget(w.last, pid);
-  const result = { deployed: 'ok', draining: 'draining', rolled_back: 'gone', rolled_back_after_ready: 'rolledBack', error: 'broker' }[w.verdict];
   return {
-    result, startedPid: pid, ...(t ? { pid: t.pid, generation: t.number, state: t.state } : {}),
+    result: w.result, startedPid: pid, ...(t ? { pid: t.pid, generation: t.number, state: t.state } : {}),
     older: t ? w.last.generations.filter((g) => g.number < t.number).map((g) => ({ pid: g.pid, generation: g.number, state: g.state })) : [],
     ms: Date.now() - started,
   };
@@ -196,7 +196,7 @@ export async function deploy(args: string[], io: Io): Promise<number> {
     case 'deployed': step(`deployed in ${Date.now() - started} ms: pid ${pid} serves and the older generations have left`); break;
     case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
     default:
-      step(`${w.verdict === 'error' ? 'ERROR' : 'ROLLED BACK'}: ${w.why}; stopping pid ${pid}${w.verdict === 'error' ? '' : '; the old version serves on'}`);
+      step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}; stopping pid ${pid}${w.verdict === 'error' ? '' : '; the old version serves on'}`);
       stopNew();
       if (log !== null) tailOut(logTail(log), log);
   }
@@ -256,7 +256,7 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
     case 'deployed': step(`deployed in ${Date.now() - started} ms: pid ${pid} serves and the older generations have left`); break;
     case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
     default: {
-      step(`${w.verdict === 'error' ? 'ERROR' : 'ROLLED BACK'}: ${w.why}; the old version serves on`);
+      step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}; the old version serves on`);
       // run stops a failed new version itself; its report carries the last lines.
       const failed = await report((d) => d.pid === pid && d.state === 'failed', RUN_REPORT_MS);
       if (failed?.why) step(`run says: pid ${pid} ${failed.why}`);
