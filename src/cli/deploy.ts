@@ -23,6 +23,7 @@ import { waitCondition, waitTarget } from './wait';
 import { readRunFile, runFilePath, type RunDeploy } from '../run/run-file';
 import { RUN_PATH_ENV } from '../handover/run-env';
 import { OutputTail } from '../run/output-tail';
+import { peerPid } from '../run/peer-pid';
 
 /** Exit statuses of `fdbroker deploy` (those of examples/blue-green.sh). */
 export const DEPLOY_EXIT = { deployed: 0, rolledBack: 1, usage: 2, draining: 3, error: 4, rolledBackAfterReady: 5 } as const;
@@ -58,7 +59,8 @@ interface Watched { verdict: Verdict; result: string; last: StatusMessage | unde
  * Follows the generation of `pid` on the broker at `sock` until it serves
  * alone, fails, or `timeoutMs` passes, printing each step once.
  */
-async function follow(sock: string, pid: number, started: number, timeoutMs: number, step: (s: string) => void): Promise<Watched> {
+async function follow(sock: string, pid: number, started: number, timeoutMs: number, step: (s: string) => void,
+  failedElsewhere?: () => string | undefined): Promise<Watched> {
   const deadline = started + timeoutMs;
   const t = () => `${Date.now() - started} ms`;
   let conn: BrokerConnection;
@@ -98,6 +100,9 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
           told.set(g.number, g.state);
         }
       }
+      // run reports a new version it stopped (its pid may be of another PID namespace, so this one cannot look it up).
+      const elsewhere = seenReady === undefined ? failedElsewhere?.() : undefined;
+      if (elsewhere !== undefined) return { verdict: 'rolled_back', result: 'gone', last, why: `pid ${pid} ${elsewhere}` };
       const r = waitCondition(s, 'handover', pid, pidAlive);
       if (r === 'ok') {
         if (told.size > 0) step(`old version drained and left after ${t()}`);
@@ -225,10 +230,13 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
     return done('error', undefined, null, undefined);
   }
   const before = file.deploy?.seq ?? 0;
+  // run's pid as numbered here (run may be PID 1 of a container, and say 1).
+  let runPid: number;
   try {
-    process.kill(file.pid, 'SIGHUP');
+    runPid = peerPid(sock);
+    process.kill(runPid, 'SIGHUP');
   } catch (err) {
-    step(`cannot signal run (pid ${file.pid}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    step(`cannot signal run (pid ${file.pid} in its own namespace): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     return done('error', undefined, null, undefined);
   }
   const report = async (pred: (d: RunDeploy) => boolean, ms: number): Promise<RunDeploy | undefined> => {
@@ -242,7 +250,7 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
   };
   const first = await report(() => true, RUN_REPORT_MS);
   if (!first) {
-    step(`run (pid ${file.pid}) did not report a new process within ${RUN_REPORT_MS} ms`);
+    step(`run (pid ${runPid}) did not report a new process within ${RUN_REPORT_MS} ms`);
     return done('error', undefined, null, undefined);
   }
   if (first.state === 'refused') {
@@ -250,8 +258,11 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
     return done('error', first.pid, null, undefined);
   }
   const pid = first.pid!;
-  step(`run (pid ${file.pid}) started pid ${pid}`);
-  const w = await follow(sock, pid, started, timeoutMs, step);
+  step(`run (pid ${runPid}) started pid ${pid}`);
+  const w = await follow(sock, pid, started, timeoutMs, step, () => {
+    const d = readRunFile(sock)?.deploy;
+    return d && d.seq > before && d.pid === pid && d.state === 'failed' ? d.why ?? 'failed' : undefined;
+  });
   switch (w.verdict) {
     case 'deployed': step(`deployed in ${Date.now() - started} ms: pid ${pid} serves and the older generations have left`); break;
     case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
@@ -260,7 +271,7 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
       // run stops a failed new version itself; its report carries the last lines.
       const failed = await report((d) => d.pid === pid && d.state === 'failed', RUN_REPORT_MS);
       if (failed?.why) step(`run says: pid ${pid} ${failed.why}`);
-      tailOut(failed?.tail ?? [], `from run, pid ${file.pid}`);
+      tailOut(failed?.tail ?? [], `from run, pid ${runPid}`);
     }
   }
   return done(w.verdict, pid, null, w);

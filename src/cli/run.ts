@@ -12,6 +12,7 @@ import type { Contract } from '../run/member';
 import { removeRunFile, writeRunFile, type RunFile } from '../run/run-file';
 import { DEFAULT_RUN_STOP_TIMEOUT_MS } from '../run/defaults';
 import { signalName } from './exec';
+import { Reaper } from '../run/reaper';
 
 /** Exit statuses of `fdbroker run`, as documented in --help. */
 export const RUN_EXIT = {
@@ -141,11 +142,17 @@ export async function run(args: string[], io: Io): Promise<number> {
       + 'fdbroker run: stopping; fix the program and start run again');
   });
 
+  // PID 1 (a container's main process): orphans are reparented to run, which reaps them.
+  const reaper = process.pid === 1 ? new Reaper((pid) => sup.owns(pid)).start() : undefined;
+  reaper?.on('reaped', (pid, code, sig) => { if (!session.quiet) say(`reaped orphan pid ${pid} (${sig ? `signal ${sig}` : `code ${code}`})`); });
+
   return new Promise<number>((resolve) => {
     const finish = async (why: string) => {
       if (stopping) return;
       stopping = true;
       await sup.stop();
+      reaper?.reap();
+      reaper?.stop();
       unhook();
       session.close();
       removeRunFile(controlPath);

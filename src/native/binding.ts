@@ -69,6 +69,12 @@ export interface Native {
   acceptQueue(fd: number): { queued: number; backlog: number } | number;
   /** acceptQueue() for many fds: 4 ints per fd, [0 | -errno, queued, backlog, source (0 none, 1 TCP_INFO, 2 sock_diag)]. */
   acceptQueues(fds: number[]): Int32Array;
+  /**
+   * waitpid(pid, WNOHANG): 0 while `pid` runs, its end once reaped (code -1
+   * when signal `signal` ended it), or -errno (-ECHILD: not our child). Only
+   * for pids libuv did not spawn (orphans reparented to PID 1): libuv reaps its own.
+   */
+  waitpid(pid: number): { pid: number; code: number; signal: number } | number;
   sendmsg(fd: number, payload: Buffer, fds: number[]): number;
   recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;

@@ -132,6 +132,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return [...this.members].map((m) => ({ pid: m.pid, role: m.role, generation: m.generation, ready: m.ready }));
   }
 
+  /** Whether `pid` is a process run started (child_process reaps it; the Reaper must not). */
+  owns(pid: number): boolean {
+    return [...this.members].some((m) => m.pid === pid);
+  }
+
   /** Starts the first process. */
   start(): void {
     this.launch('serving', 'start');
