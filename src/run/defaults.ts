@@ -5,9 +5,9 @@
 export const RESTART_BACKOFF_MIN_MS = 100;
 /** ...up to this cap. */
 export const RESTART_BACKOFF_MAX_MS = 2_000;
-/** run: this many unrequested exits (crashes, or exits without being told to retire) within CRASH_LOOP_WINDOW_MS is a crash loop: run stops and exits RUN_EXIT.crashLoop. */
+/** run: this many unrequested exits (crashes, or exits without being told to retire) within CRASH_LOOP_WINDOW_MS is a crash loop: run stops and exits RUN_EXIT.crashLoop (systemd's StartLimitBurst=5 within StartLimitIntervalSec=10s, the same numbers). */
 export const CRASH_LOOP_COUNT = 5;
-export const CRASH_LOOP_WINDOW_MS = 60_000;
+export const CRASH_LOOP_WINDOW_MS = 10_000;
 /** run: lines of each process's output kept, printed when it fails (a deploy that fails, a crash). */
 export const OUTPUT_TAIL_LINES = 20;
 /** run: longest line kept in that tail (longer lines are cut). */

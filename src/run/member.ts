@@ -46,6 +46,8 @@ export class Member {
   /** The broker's number for this process's generation, once it joined. */
   generation: number | undefined;
   ready = false;
+  /** It left the broker unretired (it died: the broker sees its connection close before run sees the exit) and the spare already took over; its exit is still a crash. */
+  replaced = false;
   /** Set when run asked it to stop (SIGTERM sent); its exit is then no crash. */
   stopRequested = false;
   readyTimer: NodeJS.Timeout | undefined;

@@ -282,6 +282,19 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private onRollback(e: RollbackEvent): void {
+    // The serving process left unretired: it died (its connection closed as
+    // the kernel closed its fds, before run hears of the exit). Promote the
+    // spare now rather than at the exit, a few ms to tens of ms later.
+    const gone = this.memberOfGeneration(e.failed.number);
+    const spare = this.spare();
+    if (e.reason === 'left' && gone?.role === 'serving' && spare && !this.stopping && e.resumed === undefined) {
+      gone.replaced = true;
+      gone.role = 'retiring';
+      spare.promote();
+      this.armReadyTimer(spare);
+      this.emit('promote', spare.pid);
+      return;
+    }
     if (e.resumed !== undefined) {
       const back = this.memberOfGeneration(e.resumed);
       if (back) {
@@ -318,6 +331,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.unhook();
         for (const w of this.stopWaiters.splice(0)) w();
       }
+      return;
+    }
+    if (m.replaced) {
+      // Already replaced by the spare (onRollback): a crash all the same.
+      const n = this.crashes.record(this.now());
+      if (this.crashes.looping) {
+        this.emit('crashLoop', n, this.crashes.windowMs, exit, tail);
+        void this.stop();
+        return;
+      }
+      this.emit('crash', exit, tail, undefined);
       return;
     }
     if (m.role === 'retiring' || (m.stopRequested && m.role !== 'candidate' && m.role !== 'serving')) {
