@@ -22,6 +22,8 @@ Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
   fdbroker serve <control-socket> --takeover [options]
   fdbroker serve <control-socket> --config FILE [options]
+  fdbroker run <control-socket> --listen NAME=SPEC [serve options] [run options] -- CMD [ARGS...]
+  fdbroker deploy <control-socket> [--timeout MS] [--json] [--log FILE] [-- CMD [ARGS...]]
   fdbroker reload <control-socket> [--json]
   fdbroker status <control-socket> [--json]
   fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json] [--quiet]
@@ -132,6 +134,49 @@ exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
   the path (e.g. one restarted by systemd) as the same generation.
   exit status: CMD's, or 128+N if signal N killed it; 127 if CMD cannot be
   started; 1 if the broker cannot be reached (nothing is started then)
+
+run: one process that is the broker on <control-socket> (every serve option
+but --takeover and --adopt-from) and runs CMD as its generations: the
+serving process that exits unasked is replaced at once (the socket is kept:
+connections wait in its accept queue); from the second exit within a crash-loop
+window the restart waits 100 ms, doubled up to 2 s. 5 exits within 10 s is a
+crash loop: run stops everything and exits 3, printing the last lines of
+output. SIGHUP (or \`fdbroker deploy <control-socket>\`) starts CMD anew beside
+the serving process; the broker retires the old one once the new one is ready;
+a new one that fails is stopped and the old one serves on. SIGTERM/SIGINT stop
+every process once (SIGTERM; SIGKILL after --stop-timeout); a second one does
+not signal again. As PID 1 (a container) run reaps orphaned processes.
+  --library          CMD uses the Node library: startGeneration() with no path
+                     joins this broker (FDBROKER_PATH); default: the exec
+                     contract (LISTEN_FDS, NOTIFY_SOCKET), any language
+  --spare            (with --library) keep a warm spare: one more process,
+                     started and waiting in startGeneration(), promoted the
+                     moment the serving one dies
+  --ready notify|immediate, --retire-signal SIG
+                     as exec's (exec contract only)
+  --stop-timeout MS  SIGKILL a process MS ms after SIGTERM (default 30000)
+  --ready-timeout MS also run's: a started process not ready by then is
+                     stopped (a deploy fails; a restart counts as a crash)
+  exit 0  stopped by SIGTERM/SIGINT, every process exited in time
+  exit 1  the broker could not start, or a process was SIGKILLed at the stop timeout
+  exit 3  crash loop
+  exit 127  CMD not found or not executable (nothing started)
+
+deploy: starts the new version and follows the handover: progress on stderr
+(started, ready, old version standing by, drained or rolled back, with
+times); stdout gets one JSON line {"verdict","pid","log","wait"} unless it is
+a terminal (--json: always). With CMD: CMD starts in a session of its own
+beside any broker, with FDBROKER_PATH=<control-socket>, its output to --log
+FILE (default: the terminal, else /tmp/fdbroker-deploy-<pid>.log). Without
+CMD: the \`fdbroker run\` on <control-socket> starts its command anew (SIGHUP).
+When the new version fails, its last lines of output are printed.
+  --timeout MS       give up waiting after MS ms (default 30000)
+  exit 0  deployed: the new version serves, the old ones have left
+  exit 1  rolled back: the new version failed before it was ready and was stopped
+  exit 3  deployed, the old version still draining at the timeout
+  exit 4  the broker cannot be reached, or no run on the path (without CMD)
+  exit 5  rolled back after ready: the new version failed within the standby
+          window and the broker resumed the old one
 
 reload: the broker (started with --config) re-reads its file and applies it;
 only the broker's own uid and root may. Prints what was added, removed and

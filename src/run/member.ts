@@ -34,6 +34,8 @@ export interface LaunchOptions {
 
 /** The CLI entry, for the exec wrapper (dist/run/member.js -> bin/fdbroker.js). */
 const CLI = path.resolve(__dirname, '..', '..', 'bin', 'fdbroker.js');
+/** The service manager's variables, never passed on to a process run starts. */
+const INHERITED_FROM_MANAGER = ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'];
 /** The promotion pipe's fd in a spare. */
 const SPARE_FD = 3;
 
@@ -68,6 +70,9 @@ export class Member {
   /** Starts the command. A spawn that fails (ENOENT, EACCES) gives pid -1 and an 'error' event on `child`. */
   static launch(o: LaunchOptions, role: Role, now: number): Member {
     const env: NodeJS.ProcessEnv = { ...o.env, [RUN_PATH_ENV]: o.controlPath };
+    // What the service manager gave run is run's: the sockets (LISTEN_*), and
+    // readiness and the watchdog (only run may say READY=1 for the service).
+    for (const k of INHERITED_FROM_MANAGER) delete env[k];
     delete env[RUN_SPARE_FD_ENV];
     if (o.spare) env[RUN_SPARE_FD_ENV] = String(SPARE_FD);
     const [file, args] = o.contract.kind === 'exec'
