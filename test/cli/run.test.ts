@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { alive, cleanup, FIXTURES, get, sleep, statusOf, tmpDir, waitText } from '../helpers';
+import { alive, CLI, cleanup, FIXTURES, get, run, sleep, statusOf, tmpDir, waitText } from '../helpers';
 import { failuresByKind, KILLED_PROCESS_KINDS, readyPid, RUN_APP, startRun, timedLoad } from '../run-helpers';
 import { CRASH_LOOP_COUNT } from '../../src/run/defaults';
 import { RUN_EXIT } from '../../src/cli/run';
@@ -31,6 +31,27 @@ function expectOnlyKilledProcessFailures(rs: ReturnType<typeof failuresByKind>, 
   for (const kind of Object.keys(rs)) expect(KILLED_PROCESS_KINDS.has(kind), `failure kind ${kind}: ${JSON.stringify(rs)}`).toBe(true);
   expect(total).toBeLessThanOrEqual(max);
 }
+
+describe('fdbroker run: usage', () => {
+  for (const c of [
+    { what: 'no program after --', args: ['x.sock', '--listen', 'http=tcp://127.0.0.1:0'], re: /run needs the program after --/ },
+    { what: '--spare without --library', args: ['x.sock', '--listen', 'http=tcp://127.0.0.1:0', '--spare', '--', 'node'], re: /--spare needs --library/ },
+    { what: '--takeover (serve only)', args: ['x.sock', '--takeover', '--', 'node'], re: /unknown option --takeover/ },
+  ]) {
+    it(`${c.what}: exit 2, nothing started`, async () => {
+      const p = run(process.execPath, [CLI, 'run', ...c.args]);
+      expect((await p.exited).code).toBe(2);
+      expect(p.stderr()).toMatch(c.re);
+    });
+  }
+  it('a program that is not found: exit 127 before the broker starts', async () => {
+    const dir = tmpDir();
+    const p = run(process.execPath, [CLI, 'run', path.join(dir, 'x.sock'), '--listen', 'http=tcp://127.0.0.1:0', '--', 'no-such-program-fdb']);
+    expect((await p.exited).code).toBe(RUN_EXIT.notFound);
+    expect(p.stderr()).toMatch(/ENOENT: cannot run no-such-program-fdb: command not found on PATH/);
+    expect(fs.existsSync(path.join(dir, 'x.sock'))).toBe(false);
+  });
+});
 
 describe('fdbroker run', () => {
   it('--library: SIGKILL of the app under load restarts it at once; 0 refused, only its accepted requests fail', async () => {
