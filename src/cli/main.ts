@@ -155,6 +155,8 @@ not signal again. As PID 1 (a container) run reaps orphaned processes.
   --ready notify|immediate, --retire-signal SIG
                      as exec's (exec contract only)
   --stop-timeout MS  SIGKILL a process MS ms after SIGTERM (default 30000)
+  --watch PATH       (repeatable) development mode: a change to PATH (a file,
+                     or anything under a directory) deploys, after 300 ms of quiet
   --ready-timeout MS also run's: a started process not ready by then is
                      stopped (a deploy fails; a restart counts as a crash)
   exit 0  stopped by SIGTERM/SIGINT, every process exited in time

@@ -13,6 +13,8 @@ import { removeRunFile, writeRunFile, type RunFile } from '../run/run-file';
 import { DEFAULT_RUN_STOP_TIMEOUT_MS } from '../run/defaults';
 import { signalName } from './exec';
 import { Reaper } from '../run/reaper';
+import { Watcher } from '../run/watch';
+import * as fs from 'node:fs';
 
 /** Exit statuses of `fdbroker run`, as documented in --help. */
 export const RUN_EXIT = {
@@ -38,6 +40,7 @@ const OPTIONS = {
   'ready': { type: 'string' },
   'retire-signal': { type: 'string' },
   'stop-timeout': { type: 'string' },
+  'watch': { type: 'string', multiple: true },
 } as const;
 
 export async function run(args: string[], io: Io): Promise<number> {
@@ -58,6 +61,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     retireSignal: signalName(v['retire-signal'] ?? 'SIGTERM'), stopTimeoutMs,
   };
   const readyTimeoutMs = msOption('ready-timeout', v['ready-timeout']);
+  for (const w of v.watch ?? []) if (!fs.existsSync(w)) throw new UsageError(`--watch ${w}: no such file or directory`);
   try {
     resolveProgram(command, process.env.PATH);
   } catch (err) {
@@ -146,10 +150,28 @@ export async function run(args: string[], io: Io): Promise<number> {
   const reaper = process.pid === 1 ? new Reaper((pid) => sup.owns(pid)).start() : undefined;
   reaper?.on('reaped', (pid, code, sig) => { if (!session.quiet) say(`reaped orphan pid ${pid} (${sig ? `signal ${sig}` : `code ${code}`})`); });
 
+  // --watch: a change deploys (one in flight at a time: a change meanwhile deploys after it).
+  let changedMeanwhile = false;
+  const watchDeploy = (what: string) => {
+    if (stopping) return;
+    deploySeq++;
+    if (sup.deploy()) say(`${what} changed: deploying ${command} anew`);
+    else changedMeanwhile = true;
+  };
+  const watcher = v.watch?.length ? new Watcher(v.watch, (p) => watchDeploy(p)) : undefined;
+  const afterDeploy = () => {
+    if (!changedMeanwhile) return;
+    changedMeanwhile = false;
+    watchDeploy('a watched file');
+  };
+  sup.on('ready', afterDeploy);
+  sup.on('deployFailed', afterDeploy);
+
   return new Promise<number>((resolve) => {
     const finish = async (why: string) => {
       if (stopping) return;
       stopping = true;
+      watcher?.close();
       await sup.stop();
       reaper?.reap();
       reaper?.stop();

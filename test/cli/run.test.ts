@@ -146,6 +146,26 @@ describe('fdbroker run', () => {
     expect(spare.longest).toBeLessThan(SPARE_WAIT_BOUND_MS);
   });
 
+  it('--watch: a change to a watched file deploys (one deploy for a burst of writes), under load with 0 failed', async () => {
+    const dir = tmpDir();
+    const src = path.join(dir, 'src');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'app.txt'), 'v1');
+    const r = await startRun(dir, ['--library', '--quiet', '--watch', src], [process.execPath, RUN_APP]);
+    const v1 = await readyPid(r, 1);
+    const load = timedLoad(r.port, { concurrency: 4, keepAlive: true });
+    await sleep(300);
+    for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(src, 'app.txt'), `v2 ${i}`);
+    const v2 = await readyPid(r, 2);
+    await r.waitFor(new RegExp(`^drained ${v1}$`, 'm'));
+    await sleep(1000);
+    const results = await load.stop();
+    expect(failuresByKind(results)).toEqual({});
+    expect(v2).not.toBe(v1);
+    expect(r.stdout().match(/changed: deploying/g)).toHaveLength(1);
+    expect((await get(r.port)).body).toMatch(new RegExp(`^${v2} gen`));
+  });
+
   it('status shows run as the broker, with the app as its generation', async () => {
     const r = await startRun(tmpDir(), ['--library', '--quiet'], [process.execPath, RUN_APP]);
     const app = await readyPid(r, 1);
