@@ -92,6 +92,21 @@ describe('fdbroker run', () => {
     expect(r.stderr()).toMatch(/exited with code 137 without being told to retire/);
   });
 
+  it('exec contract: a deploy under load (0 failed) retires the old program with its retire signal; SIGTERM stops run with exit 0', async () => {
+    const r = await startRun(tmpDir(), ['--ready', 'immediate', '--quiet'], [process.execPath, EXEC_APP]);
+    const prog1 = Number((await r.waitFor(/^serving (\d+)/m))[1]);
+    const load = timedLoad(r.port, { concurrency: 4, keepAlive: true });
+    await sleep(300);
+    const d = run(process.execPath, [CLI, 'deploy', r.sock, '--timeout', '15000']);
+    expect((await d.exited).code, d.stderr()).toBe(0);
+    await waitText(r.stdout, /^serving \d+\n(?:.*\n)*serving \d+/m, 15_000);
+    await sleep(300);
+    expect(failuresByKind(await load.stop())).toEqual({});
+    expect(alive(prog1)).toBe(false);
+    r.kill('SIGTERM');
+    expect((await r.exited).code).toBe(RUN_EXIT.ok);
+  });
+
   it(`a crash loop (${CRASH_LOOP_COUNT} exits) ends run with exit ${RUN_EXIT.crashLoop}, the last lines of output, and the control socket removed`, async () => {
     const dir = tmpDir();
     const mode = path.join(dir, 'mode');
