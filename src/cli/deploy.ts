@@ -24,6 +24,7 @@ import { readRunFile, runFilePath, type RunDeploy } from '../run/run-file';
 import { RUN_PATH_ENV } from '../handover/run-env';
 import { OutputTail } from '../run/output-tail';
 import { peerPid } from '../run/peer-pid';
+import { inTree } from './proc-tree';
 
 /** Exit statuses of `fdbroker deploy` (those of examples/blue-green.sh). */
 export const DEPLOY_EXIT = { deployed: 0, rolledBack: 1, usage: 2, draining: 3, error: 4, rolledBackAfterReady: 5 } as const;
@@ -268,6 +269,11 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
     case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
     default: {
       step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}; the old version serves on`);
+      // Not ready by our deadline (run's own may be later): stop it, as run would,
+      // when it is run's child as this process sees it (same PID namespace).
+      if (w.result === 'timeout' && inTree(pid, runPid)) {
+        try { process.kill(pid, 'SIGTERM'); } catch { /* exited meanwhile */ }
+      }
       // run stops a failed new version itself; its report carries the last lines.
       const failed = await report((d) => d.pid === pid && d.state === 'failed', RUN_REPORT_MS);
       if (failed?.why) step(`run says: pid ${pid} ${failed.why}`);

@@ -344,16 +344,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       this.emit('crash', exit, tail, undefined);
       return;
     }
-    if (m.role === 'retiring' || (m.stopRequested && m.role !== 'candidate' && m.role !== 'serving')) {
+    // Told to leave (retired by the broker, a spare replaced after a deploy): no crash.
+    if (m.role === 'retiring' || (m.role === 'spare' && m.stopRequested)) {
       this.emit('retired', exit);
       return;
     }
     if (m.role === 'candidate') {
-      this.emit('deployFailed', m.pid, m.stopRequested ? `not ready within ${this.o.readyTimeoutMs ?? DEFAULT_RUN_READY_TIMEOUT_MS} ms (stopped; it ${exit.text.replace(/^was /, 'was ')})` : exit.text, tail);
-      return;
-    }
-    if (m.role === 'spare' && m.stopRequested) {
-      this.emit('retired', exit);
+      this.emit('deployFailed', m.pid, m.stopRequested ? `was not ready within ${this.o.readyTimeoutMs ?? DEFAULT_RUN_READY_TIMEOUT_MS} ms and was stopped (it then ${exit.text})` : exit.text, tail);
       return;
     }
     // An unrequested exit of the serving process or the spare.

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { alive, CLI, cleanup, FIXTURES, get, run, sleep, startBroker, tmpDir } from '../helpers';
+import { alive, CLI, cleanup, FIXTURES, get, run, sleep, startBroker, tmpDir, waitText } from '../helpers';
 import { failuresByKind, readyPid, RUN_APP, startRun, timedLoad } from '../run-helpers';
 import { DEPLOY_EXIT } from '../../src/cli/deploy';
 
@@ -53,6 +53,22 @@ describe('fdbroker deploy', () => {
     expect((await get(r.port)).body).toMatch(new RegExp(`^${v2} gen`));
     expect(r.stderr()).toMatch(/deploy failed: pid \d+ exited with code 1; the previous version serves on/);
     expect(r.stderr()).not.toMatch(/without being told to retire/);
+  });
+
+  it('under run: a new version not ready by the deploy\'s timeout is stopped (exit 1), the old one serves on', async () => {
+    const dir = tmpDir();
+    const mode = path.join(dir, 'mode');
+    const r = await startRun(dir, ['--library', '--quiet'], [process.execPath, RUN_APP], { MODE_FILE: mode });
+    const v1 = await readyPid(r, 1);
+    fs.writeFileSync(mode, 'never-ready');
+    const d = run(process.execPath, [CLI, 'deploy', r.sock, '--timeout', '1500']);
+    const ex = await d.exited;
+    const verdict = JSON.parse(d.stdout().trim()) as { verdict: string; pid: number; wait: { result: string } };
+    expect(ex.code).toBe(DEPLOY_EXIT.rolledBack);
+    expect(verdict).toMatchObject({ verdict: 'rolled_back', wait: { result: 'timeout' } });
+    await waitText(r.stderr, new RegExp(`deploy failed: pid ${verdict.pid} `));
+    expect(alive(verdict.pid)).toBe(false);
+    expect((await get(r.port)).body).toMatch(new RegExp(`^${v1} gen`));
   });
 
   it('SIGHUP to run is the same as deploy PATH', async () => {

@@ -16,9 +16,10 @@ const EXEC_APP = path.join(FIXTURES, 'exec-listen-fds.js');
 /**
  * --spare's crash gap must stay under this (the target, measured by
  * bench/crash-gap.js, is 100 ms; this bound leaves room for a machine
- * shared with other load, where a woken process waits for a CPU).
+ * shared with other load, where a woken process waits for a CPU: 565 ms was
+ * seen with the whole CLI suite running on 2 cores).
  */
-const SPARE_WAIT_BOUND_MS = 500;
+const SPARE_WAIT_BOUND_MS = 1_000;
 
 /** Load on new connections and on keep-alive connections at once. */
 function bothLoads(port: number) {
@@ -157,7 +158,8 @@ describe('fdbroker run', () => {
     // A new spare is started once the promoted one serves.
     await spare.r.waitFor(/(?:started pid \d+ \(warm spare\)[\s\S]*){2}/);
     console.log(`crash gap: longest wait ${plain.longest} ms without --spare, ${spare.longest} ms with it`);
-    expect(spare.longest).toBeLessThan(plain.longest);
+    // Both slow down alike on a loaded machine: the spare takes out at least half of the gap (a new process's start).
+    expect(spare.longest).toBeLessThan(plain.longest / 2);
     expect(spare.longest).toBeLessThan(SPARE_WAIT_BOUND_MS);
   });
 
