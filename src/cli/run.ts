@@ -105,14 +105,13 @@ export async function run(args: string[], io: Io): Promise<number> {
   const tailText = (tail: string[]) => (tail.length ? `; its last lines:\n${tail.map((l) => `  | ${l}`).join('\n')}` : '; it wrote nothing');
 
   sup.on('output', (_pid, stream, chunk) => (stream === 'stdout' ? process.stdout : process.stderr).write(chunk));
-  sup.on('spawn', (pid, role, why) => {
+  sup.on('spawn', (pid, _role, why) => {
     say(`started pid ${pid} (${why === 'spare' ? 'warm spare' : why})`);
     if (why === 'deploy') {
       deployPid = pid;
       state.deploy = { seq: deploySeq, pid, state: 'started' };
       saveState();
     }
-    void role;
   });
   sup.on('ready', (pid, gen, ms) => say(`pid ${pid} ready as generation ${gen} in ${ms} ms`));
   sup.on('deployed', (pid, _gen, ms) => {
