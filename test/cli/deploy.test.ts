@@ -101,6 +101,22 @@ describe('fdbroker deploy', () => {
     process.kill(d2.verdict.pid, 'SIGTERM');
   });
 
+  it('with a command: a new version that dies right after ready is rolled back after ready (exit 5); the old one serves again', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '5000']);
+    const v1 = run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: broker.sock } });
+    await v1.waitFor(/^ready/m);
+    const log = path.join(tmpDir(), 'app.log');
+    const d = run(process.execPath, [CLI, 'deploy', broker.sock, '--timeout', '15000', '--log', log, '--', process.execPath, GEN_APP], { env: { FDBROKER_SOCK: broker.sock } });
+    // The new version says ready; then it dies, within v1's standby window.
+    const line = await waitText(() => { try { return fs.readFileSync(log, 'utf8'); } catch { return ''; } }, /^ready (\d+) gen/m, 15_000);
+    process.kill(Number(line[1]), 'SIGKILL');
+    const ex = await d.exited;
+    expect(ex.code, d.stderr()).toBe(DEPLOY_EXIT.rolledBackAfterReady);
+    expect(JSON.parse(d.stdout().trim())).toMatchObject({ verdict: 'rolled_back_after_ready', wait: { result: 'rolledBack' } });
+    await v1.waitFor(/^resume \d+/m);
+    expect((await get(broker.ports.http!)).body).toMatch(new RegExp(`^${v1.pid} gen`));
+  });
+
   it('without a command on a plain broker: exit 4, saying to give the command', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
     const d = await deployCmd(broker.sock, []);
