@@ -276,7 +276,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       this.emit('deployed', m.pid, g.number, ms);
       // The spare runs the old code: replace it.
       const old = this.spare();
-      if (old) this.stopMember(old);
+      if (old) {
+        old.role = 'retiring';
+        this.stopMember(old);
+      }
     }
     this.ensureSpare();
   }

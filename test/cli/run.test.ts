@@ -163,6 +163,21 @@ describe('fdbroker run', () => {
     expect(spare.longest).toBeLessThan(SPARE_WAIT_BOUND_MS);
   });
 
+  it('--spare: a deploy replaces the spare with one of the new version', async () => {
+    const r = await startRun(tmpDir(), ['--library', '--quiet', '--spare'], [process.execPath, RUN_APP]);
+    await readyPid(r, 1);
+    const spare1 = Number((await r.waitFor(/started pid (\d+) \(warm spare\)/))[1]);
+    const d = run(process.execPath, [CLI, 'deploy', r.sock, '--timeout', '15000']);
+    expect((await d.exited).code, d.stderr()).toBe(0);
+    const m = await r.waitFor(/started pid \d+ \(warm spare\)[\s\S]*started pid (\d+) \(warm spare\)/);
+    expect(Number(m[1])).not.toBe(spare1);
+    await waitText(() => String(alive(spare1)), /^false$/);
+    // The new spare is promoted on the next crash.
+    const serving = JSON.parse(d.stdout().trim()).pid as number;
+    process.kill(serving, 'SIGKILL');
+    await r.waitFor(new RegExp(`promoted the warm spare pid ${m[1]}`));
+  });
+
   it('--watch: a change to a watched file deploys (one deploy for a burst of writes), under load with 0 failed', async () => {
     const dir = tmpDir();
     const src = path.join(dir, 'src');
