@@ -178,6 +178,24 @@ describe('fdbroker run', () => {
     await r.waitFor(new RegExp(`promoted the warm spare pid ${m[1]}`));
   });
 
+  it('a deployed version that dies within the old one\'s standby window: the broker resumes the old one, and run starts nothing', async () => {
+    const r = await startRun(tmpDir(), ['--library', '--quiet', '--standby', '5000'], [process.execPath, path.join(FIXTURES, 'gen-app.js')]);
+    const v1 = await readyPid(r, 1);
+    const load = timedLoad(r.port, { concurrency: 4 });
+    r.kill('SIGHUP');
+    const v2 = await readyPid(r, 2);
+    await r.waitFor(new RegExp(`^retire ${v1} by`, 'm'));
+    process.kill(v2, 'SIGKILL');
+    await r.waitFor(new RegExp(`^resume ${v1} failed`, 'm'));
+    await waitText(r.stderr, new RegExp(`\\(pid ${v1}\\) serves again \\(the broker resumed it\\)`));
+    await sleep(1500);
+    const failed = failuresByKind(await load.stop());
+    expectOnlyKilledProcessFailures(failed, 4);
+    expect(failed.ECONNREFUSED ?? 0).toBe(0);
+    expect(r.stdout()).not.toMatch(/started pid \d+ \(restart\)/);
+    expect((await get(r.port)).body).toMatch(new RegExp(`^${v1} gen`));
+  });
+
   it('--watch: a change to a watched file deploys (one deploy for a burst of writes), under load with 0 failed', async () => {
     const dir = tmpDir();
     const src = path.join(dir, 'src');
