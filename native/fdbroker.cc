@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <vector>
@@ -734,6 +735,33 @@ class Poller : public Napi::ObjectWrap<Poller> {
   bool pinned_ = false;
 };
 
+// waitpid(pid, WNOHANG), for a process that is PID 1 (or a subreaper) to reap
+// the orphans reparented to it. Only ever called with a pid the caller knows
+// is not one of libuv's own children (libuv reaps those by pid). Returns 0
+// while it runs, { pid, code, signal } once reaped (code -1 when a signal
+// ended it), or -errno (-ECHILD: not a child of this process).
+Napi::Value WaitPid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "waitpid(pid): pid must be a number").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  pid_t pid = static_cast<pid_t>(info[0].As<Napi::Number>().Int32Value());
+  if (pid <= 0) return Errno(env, EINVAL);
+  int status = 0;
+  pid_t r;
+  do {
+    r = waitpid(pid, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Errno(env, errno);
+  if (r == 0) return Napi::Number::New(env, 0);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("pid", Napi::Number::New(env, r));
+  out.Set("code", Napi::Number::New(env, WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  out.Set("signal", Napi::Number::New(env, WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("socket", Napi::Function::New(env, Socket));
   exports.Set("bind", Napi::Function::New(env, Bind));
@@ -754,6 +782,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("acceptQueues", Napi::Function::New(env, AcceptQueues));
   exports.Set("sendmsg", Napi::Function::New(env, SendMsg));
   exports.Set("recvmsg", Napi::Function::New(env, RecvMsg));
+  exports.Set("waitpid", Napi::Function::New(env, WaitPid));
   exports.Set("Poller", Poller::Init(env));
 
   Napi::Object c = Napi::Object::New(env);

@@ -16,7 +16,7 @@ const OPTIONS = {
 } as const;
 
 /** SIGTERM, TERM, term or 15 as a signal name. */
-function signalName(v: string): NodeJS.Signals {
+export function signalName(v: string): NodeJS.Signals {
   const name = (/^SIG/i.test(v) ? v : `SIG${v}`).toUpperCase();
   if (/^\d+$/.test(v)) {
     const found = Object.entries(os.constants.signals).find(([, num]) => num === Number(v));

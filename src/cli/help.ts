@@ -3,7 +3,7 @@
 import { VERSION } from '../protocol/version';
 
 /** The commands, in the order the help lists them. */
-export const COMMAND_NAMES = ['serve', 'reload', 'status', 'wait', 'exec'] as const;
+export const COMMAND_NAMES = ['serve', 'run', 'deploy', 'reload', 'status', 'wait', 'exec'] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
 const HEADER = `fdbroker ${VERSION}: hand listening sockets from process to process, without downtime
@@ -13,6 +13,8 @@ const USAGE_LINES = `Usage:
   fdbroker serve <control-socket> --listen NAME=SPEC [--listen NAME=SPEC ...] [options]
   fdbroker serve <control-socket> --takeover [options]
   fdbroker serve <control-socket> --config FILE [options]
+  fdbroker run <control-socket> --listen NAME=SPEC [serve options] [run options] -- CMD [ARGS...]
+  fdbroker deploy <control-socket> [--timeout MS] [--json] [--log FILE] [-- CMD [ARGS...]]
   fdbroker reload <control-socket> [--json]
   fdbroker status <control-socket> [--json]
   fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json] [--quiet]
@@ -154,6 +156,53 @@ handovers, rollbacks and refusals. --json: the same as one JSON document.
 Exit 0; 1 when the broker cannot be reached or refuses.
 `;
 
+const RUN = `run: one process that is the broker on <control-socket> (every serve option
+but --takeover and --adopt-from) and runs CMD as its generations: the
+serving process that exits unasked is replaced at once (the socket is kept:
+connections wait in its accept queue); from the second exit within a crash-loop
+window the restart waits 100 ms, doubled up to 2 s. 5 exits within 10 s is a
+crash loop: run stops everything and exits 3, printing the last lines of
+output. SIGHUP (or \`fdbroker deploy <control-socket>\`) starts CMD anew beside
+the serving process; the broker retires the old one once the new one is ready;
+a new one that fails is stopped and the old one serves on. SIGTERM/SIGINT stop
+every process once (SIGTERM; SIGKILL after --stop-timeout); a second one does
+not signal again. As PID 1 (a container) run reaps orphaned processes.
+  --library          CMD uses the Node library: startGeneration() with no path
+                     joins this broker (FDBROKER_PATH); default: the exec
+                     contract (LISTEN_FDS, NOTIFY_SOCKET), any language
+  --spare            (with --library) keep a warm spare: one more process,
+                     started and waiting in startGeneration(), promoted the
+                     moment the serving one dies
+  --ready notify|immediate, --retire-signal SIG
+                     as exec's (exec contract only)
+  --stop-timeout MS  SIGKILL a process MS ms after SIGTERM (default 30000)
+  --watch PATH       (repeatable) development mode: a change to PATH (a file,
+                     or anything under a directory) deploys, after 300 ms of quiet
+  --ready-timeout MS also run's: a started process not ready by then is
+                     stopped (a deploy fails; a restart counts as a crash)
+  exit 0  stopped by SIGTERM/SIGINT, every process exited in time
+  exit 1  the broker could not start, or a process was SIGKILLed at the stop timeout
+  exit 3  crash loop
+  exit 127  CMD not found or not executable (nothing started)
+`;
+
+const DEPLOY = `deploy: starts the new version and follows the handover: progress on stderr
+(started, ready, old version standing by, drained or rolled back, with
+times); stdout gets one JSON line {"verdict","pid","log","wait"} unless it is
+a terminal (--json: always). With CMD: CMD starts in a session of its own
+beside any broker, with FDBROKER_PATH=<control-socket>, its output to --log
+FILE (default: the terminal, else /tmp/fdbroker-deploy-<pid>.log). Without
+CMD: the \`fdbroker run\` on <control-socket> starts its command anew (SIGHUP).
+When the new version fails, its last lines of output are printed.
+  --timeout MS       give up waiting after MS ms (default 30000)
+  exit 0  deployed: the new version serves, the old ones have left
+  exit 1  rolled back: the new version failed before it was ready and was stopped
+  exit 3  deployed, the old version still draining at the timeout
+  exit 4  the broker cannot be reached, or no run on the path (without CMD)
+  exit 5  rolled back after ready: the new version failed within the standby
+          window and the broker resumed the old one
+`;
+
 const TAIL = `Exit status otherwise: 0 success, 1 failure, 2 usage error (an unknown or
 malformed option, a missing value, a bad listener SPEC). With --json
 (status, reload, wait), an error is also one JSON line on stdout:
@@ -163,6 +212,8 @@ malformed option, a missing value, a bad listener SPEC). With --json
 /** Each command's part: its usage lines, then its sections. */
 const SECTIONS: Record<CommandName, string[]> = {
   serve: [SPEC, SERVE],
+  run: [SPEC, RUN, SERVE],
+  deploy: [DEPLOY],
   reload: [RELOAD],
   status: [STATUS],
   wait: [WAIT],
@@ -176,7 +227,7 @@ function joinSections(sections: string[]): string {
 
 /** `fdbroker --help`: everything. */
 export function fullHelp(): string {
-  return joinSections([HEADER + USAGE_LINES, SPEC, SERVE, STATUS, WAIT, EXEC, RELOAD, TAIL]);
+  return joinSections([HEADER + USAGE_LINES, SPEC, SERVE, RUN, DEPLOY, STATUS, WAIT, EXEC, RELOAD, TAIL]);
 }
 
 /** `fdbroker COMMAND --help`: that command's usage lines and sections only. */

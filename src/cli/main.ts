@@ -9,6 +9,8 @@ import { COMMAND_NAMES, commandHelp, fullHelp, type CommandName } from './help';
 import type { Io } from './io';
 import type * as ExecCommand from './exec';
 import type * as ReloadCommand from './reload';
+import type * as RunCommand from './run';
+import type * as DeployCommand from './deploy';
 import type * as ServeCommand from './serve';
 import type * as StatusCommand from './status';
 import type * as WaitCommand from './wait';
@@ -30,6 +32,8 @@ const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
   wait: (a, io) => (require('./wait') as typeof WaitCommand).wait(a, io),
   exec: (a, io) => (require('./exec') as typeof ExecCommand).exec(a, io),
   reload: (a, io) => (require('./reload') as typeof ReloadCommand).reload(a, io),
+  run: (a, io) => (require('./run') as typeof RunCommand).run(a, io),
+  deploy: (a, io) => (require('./deploy') as typeof DeployCommand).deploy(a, io),
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
 

@@ -4,7 +4,7 @@
 //   systemdFromEnv(): NOTIFY_SOCKET and WATCHDOG_USEC read and checked first,
 //     before anything is created or taken over (a bad value fails the start, not a broker that serves).
 //   linkSystemd(): with NOTIFY_SOCKET set, READY/STATUS/STOPPING/WATCHDOG and
-//     the fd store (src/broker/systemd-link.ts), once the control socket answers.
+//     the fd store (src/systemd/systemd-link.ts), once the control socket answers.
 // Reload code gets the link from serve (`systemd?.reloading()`, then `systemd?.ready()`).
 import type { Broker } from '../broker/broker';
 import { planInherited, type InheritedPlan } from '../systemd/inherited';

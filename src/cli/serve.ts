@@ -6,7 +6,7 @@ import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 import { BrokerConnection } from '../client/connection';
 import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
-import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
+import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError, type OptionValues } from './args';
 import type { Io } from './io';
 import { metricsOption, prepareMetrics } from './metrics';
 import { describeListener } from './status';
@@ -19,7 +19,7 @@ import type { MetricsServer } from '../metrics/server';
 import { native } from '../native/binding';
 import { metricsAfterTakeover, takeOverBroker, watchTakeover } from './takeover';
 
-const OPTIONS = {
+export const SERVE_OPTIONS = {
   'config': { type: 'string' },
   'listen': { type: 'string', multiple: true },
   'backlog': { type: 'string' },
@@ -72,9 +72,34 @@ async function adoptFrom(path: string): Promise<Array<{ info: ListenerInfo; fd: 
   }
 }
 
-export async function serve(args: string[], io: Io): Promise<number> {
-  const { values: v, positionals } = parseCommand('serve', args, OPTIONS);
-  const controlPath = controlPathOf('serve', positionals);
+/** A broker started from serve's flags (and --config): what `serve` and `run` share. */
+export interface ServeSession {
+  broker: Broker;
+  controlPath: string;
+  /** The listeners as the ready line names them: "http=tcp://127.0.0.1:8080 ...". */
+  list: string;
+  metrics: MetricsServer | undefined;
+  systemd: SystemdLink | undefined;
+  /** The file SIGHUP and `fdbroker reload` re-read, if any. */
+  reloadPath: string | undefined;
+  quiet: boolean;
+  /** Tells the service manager STOPPING=1, closes the metrics server and the broker. */
+  close(): void;
+}
+
+export interface OpenServeOptions {
+  /** Printed after a rollback when no generation stood by (serve: "start a new version"); a function returning undefined: no line (run, while it stops everything). */
+  noStandbyHint?: string | (() => string | undefined);
+}
+
+/**
+ * Starts a broker from serve's option values (every option checked first,
+ * then --config, LISTEN_FDS, --adopt-from or --takeover, --metrics and the
+ * systemd link), with its events printed on `io`. Installs no signal handler:
+ * the caller does, before calling this. Throws UsageError or the start's error;
+ * nothing is left open then.
+ */
+export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPath: string, io: Io, opts: OpenServeOptions = {}): Promise<ServeSession> {
   // Every option is checked before anything is created or adopted.
   const specs = listenSpecs(v.listen ?? []);
   const backlog = intOption('backlog', v.backlog, 1, MAX_BACKLOG);
@@ -104,22 +129,6 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const metricsAddress = metricsOption(v.metrics);
   // NOTIFY_SOCKET and WATCHDOG_USEC too: after a takeover, failing on them would leave the path with no broker.
   const sd = systemdFromEnv();
-  // Handlers first: a supervisor may signal as soon as it reads the ready
-  // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
-  let stopped: NodeJS.Signals | undefined;
-  let onStop: (sig: NodeJS.Signals) => void = (sig) => { stopped = sig; };
-  const stopHandler = (sig: NodeJS.Signals) => onStop(sig);
-  let onHup = () => io.err(configPath !== undefined ? 'fdbroker: SIGHUP ignored: not serving yet'
-    : 'fdbroker: SIGHUP ignored: no --config to reload (stop with SIGTERM or SIGINT)');
-  const hup = () => onHup();
-  process.on('SIGTERM', stopHandler);
-  process.on('SIGINT', stopHandler);
-  process.on('SIGHUP', hup);
-  const unhook = () => {
-    process.off('SIGTERM', stopHandler);
-    process.off('SIGINT', stopHandler);
-    process.off('SIGHUP', hup);
-  };
   let broker: Broker;
   let inherited: InheritedPlan;
   // Owns the inherited fds until Broker.start takes them.
@@ -174,7 +183,6 @@ export async function serve(args: string[], io: Io): Promise<number> {
     // Inherited fds not yet handed to Broker.start (--adopt-from failed) are closed here.
     for (const l of pending?.adopt ?? []) native().close(l.fd);
     sd?.notifier.close();
-    unhook();
     throw err;
   }
   let metrics: MetricsServer | undefined;
@@ -185,10 +193,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
   } catch (err) {
     broker.close();
     sd?.notifier.close();
-    unhook();
     throw err;
   }
-  const list = broker.listenerInfos().map((l) => `${l.name}=${describeListener(l)}`).join(' ');
   if (!quiet) {
     broker.on('audit', (e) => io.out(`fdbroker: audit op=${e.op} pid=${e.pid} uid=${e.uid} gid=${e.gid}`
       + ` names=${e.names ? e.names.join(',') || '-' : '*'} generation=${e.generation ?? '-'} result=${e.result}`));
@@ -198,9 +204,13 @@ export async function serve(args: string[], io: Io): Promise<number> {
   broker.on('overdue', (g, what) => io.err(what === 'ready'
     ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
     : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
-  broker.on('rollback', (e) => io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
-    + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; `
-    + (e.resumed !== undefined ? `generation ${e.resumed} resumes serving` : 'no generation stood by: nobody may be accepting now; start a new version')));
+  broker.on('rollback', (e) => {
+    const hint = e.resumed !== undefined ? `generation ${e.resumed} resumes serving`
+      : typeof opts.noStandbyHint === 'function' ? opts.noStandbyHint() : (opts.noStandbyHint ?? 'no generation stood by: nobody may be accepting now; start a new version');
+    if (hint === undefined) return;
+    io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
+      + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; ${hint}`);
+  });
   // A planned stop is not a rollback (no ROLLBACK line, no rollbacks_total): said once, even with --quiet.
   broker.on('stop', (e) => io.out(`fdbroker: generation ${e.generation.number} (pid ${e.generation.pid}) stopped on purpose; `
     + (e.resumed !== undefined ? `generation ${e.resumed} resumes serving` : 'no generation stood by: nobody serves until the next one is ready')));
@@ -219,9 +229,6 @@ export async function serve(args: string[], io: Io): Promise<number> {
     broker.reloadSource = configReloader(reloadPath, settings, flags);
     broker.configPath = reloadPath;
   }
-  // Errors are printed by the reloadFailed handler: SIGHUP has nobody else to tell.
-  // (A takeover without the old broker's --config set a source that refuses, saying why.)
-  if (broker.reloadSource !== undefined) onHup = () => { try { broker.reload(); } catch { /* reported */ } };
   // Like the ready line, a reload's outcome is printed even with --quiet.
   broker.on('reloaded', (r) => io.out(`fdbroker: reloaded ${reloadPath}: ${describeReload(r)}`));
   if (!quiet) {
@@ -238,12 +245,52 @@ export async function serve(args: string[], io: Io): Promise<number> {
       // This broker serves the path and has the generations: never stop it over the service manager.
       io.err(`fdbroker: warning: not linked to the service manager: ${(err as Error).message}; this broker serves on`);
     } else {
-      unhook();
       void metrics?.close();
       broker.close();
       throw err;
     }
   }
+  return {
+    broker, controlPath, list: broker.listenerInfos().map((l) => `${l.name}=${describeListener(l)}`).join(' '), metrics, systemd, reloadPath, quiet,
+    close: () => {
+      systemd?.stopping();
+      void metrics?.close();
+      broker.close();
+    },
+  };
+}
+
+export async function serve(args: string[], io: Io): Promise<number> {
+  const { values: v, positionals } = parseCommand('serve', args, SERVE_OPTIONS);
+  const controlPath = controlPathOf('serve', positionals);
+  const configPath = v.config;
+  // Handlers first: a supervisor may signal as soon as it reads the ready
+  // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
+  let stopped: NodeJS.Signals | undefined;
+  let onStop: (sig: NodeJS.Signals) => void = (sig) => { stopped = sig; };
+  const stopHandler = (sig: NodeJS.Signals) => onStop(sig);
+  let onHup = () => io.err(configPath !== undefined ? 'fdbroker: SIGHUP ignored: not serving yet'
+    : 'fdbroker: SIGHUP ignored: no --config to reload (stop with SIGTERM or SIGINT)');
+  const hup = () => onHup();
+  process.on('SIGTERM', stopHandler);
+  process.on('SIGINT', stopHandler);
+  process.on('SIGHUP', hup);
+  const unhook = () => {
+    process.off('SIGTERM', stopHandler);
+    process.off('SIGINT', stopHandler);
+    process.off('SIGHUP', hup);
+  };
+  let session: ServeSession;
+  try {
+    session = await openServe(v, controlPath, io);
+  } catch (err) {
+    unhook();
+    throw err;
+  }
+  const { broker, metrics, systemd, list, quiet } = session;
+  // Errors are printed by the reloadFailed handler: SIGHUP has nobody else to tell.
+  // (A takeover without the old broker's --config set a source that refuses, saying why.)
+  if (broker.reloadSource !== undefined) onHup = () => { try { broker.reload(); } catch { /* reported */ } };
   return new Promise((resolve) => {
     watchTakeover(broker, io, quiet, () => {
       unhook();
@@ -253,9 +300,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     });
     onStop = (sig) => {
       unhook();
-      systemd?.stopping();
-      void metrics?.close();
-      broker.close();
+      session.close();
       if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
       resolve(0);
     };

@@ -31,6 +31,7 @@ import { Upgrader, type UpgradeOptions } from './upgrade';
 export type { GenerationEvents, GenerationOptions } from './generation-options';
 import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
+import { pathFromRun } from './run-env';
 
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
@@ -446,7 +447,7 @@ export class Generation {
   }
 }
 
-/** Joins the broker at `path` as a new generation. See Generation. */
-export function startGeneration(path: string, options?: GenerationOptions): Promise<Generation> {
-  return Generation.start(path, options);
+/** Joins the broker at `path` as a new generation. See Generation. Without `path`: the `fdbroker run` that started this process (run-env.ts). */
+export async function startGeneration(path?: string, options?: GenerationOptions): Promise<Generation> {
+  return Generation.start(path ?? await pathFromRun(), options);
 }

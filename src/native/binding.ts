@@ -66,6 +66,12 @@ export interface Native {
    * -ENOTSOCK; -EBADF (also for what is not an fd); -EOPNOTSUPP: another family.
    */
   acceptQueues(fds: number[]): Int32Array;
+  /**
+   * waitpid(pid, WNOHANG): 0 while `pid` runs, its end once reaped (code -1
+   * when signal `signal` ended it), or -errno (-ECHILD: not our child). Only
+   * for pids libuv did not spawn (orphans reparented to PID 1): libuv reaps its own.
+   */
+  waitpid(pid: number): { pid: number; code: number; signal: number } | number;
   sendmsg(fd: number, payload: Buffer, fds: number[]): number;
   recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;

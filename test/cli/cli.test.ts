@@ -299,7 +299,7 @@ describe('fdbroker: argument forms, --help and usage errors of every command', (
   });
 
   const cases: Array<{ what: string; args: string[]; stderr: RegExp }> = [
-    { what: 'no command', args: [], stderr: /no command given: serve, reload, status, wait, exec/ },
+    { what: 'no command', args: [], stderr: /no command given: serve, run, deploy, reload, status, wait, exec/ },
     { what: 'an unknown command', args: ['sevre'], stderr: /unknown command "sevre"/ },
     { what: 'status without a path', args: ['status'], stderr: /status needs a control socket path/ },
     { what: 'status with an unknown option', args: ['status', '/x.sock', '--jsn'], stderr: /unknown option --jsn for status/ },

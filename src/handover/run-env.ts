@@ -1,0 +1,53 @@
+// A process started by `fdbroker run`: where its broker is, and, for a warm
+// spare, the wait for promotion. startGeneration() without a path reads these.
+//
+// FDBROKER_PATH: the control path of the `run` that started this process.
+// FDBROKER_SPARE_FD: set on a warm spare (`run --spare`): an inherited pipe
+//   on which `run` writes one byte when the spare is to serve. Until then the
+//   spare has not joined: it holds nothing, and the broker's copy of each
+//   listener keeps the accept queue. The pipe's end without a byte means the
+//   `run` is gone.
+import * as net from 'node:net';
+import { FdbrokerError } from '../protocol/errors';
+
+export const RUN_PATH_ENV = 'FDBROKER_PATH';
+export const RUN_SPARE_FD_ENV = 'FDBROKER_SPARE_FD';
+
+/** The control path `fdbroker run` gave this process; for a spare, resolves once it is promoted. */
+export async function pathFromRun(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const path = env[RUN_PATH_ENV];
+  if (!path) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
+      `startGeneration() was given no broker path and ${RUN_PATH_ENV} is not set: pass the path, or start the app with \`fdbroker run PATH --listen NAME=SPEC -- CMD\``);
+  }
+  const spare = env[RUN_SPARE_FD_ENV];
+  if (spare !== undefined) {
+    // Read once: a process this one starts is no spare.
+    delete env[RUN_SPARE_FD_ENV];
+    const fd = Number(spare);
+    if (!Number.isInteger(fd) || fd < 0) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `${RUN_SPARE_FD_ENV} is not an fd: "${spare}"`);
+    await promoted(fd);
+  }
+  return path;
+}
+
+/** Resolves when a byte arrives on `fd`; rejects with ERR_FDBROKER_NO_BROKER if it ends first. The pipe is closed either way. */
+function promoted(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const pipe = new net.Socket({ fd, readable: true, writable: false });
+    let done = false;
+    pipe.once('data', () => {
+      done = true;
+      pipe.destroy();
+      resolve();
+    });
+    const gone = (err?: Error) => {
+      if (done) return;
+      done = true;
+      pipe.destroy();
+      reject(new FdbrokerError('ERR_FDBROKER_NO_BROKER', 'the `fdbroker run` that started this warm spare is gone', { cause: err }));
+    };
+    pipe.once('end', () => gone());
+    pipe.once('error', gone);
+  });
+}

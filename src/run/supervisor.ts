@@ -1,0 +1,441 @@
+// The supervisor of `fdbroker run`: runs one command as generation after
+// generation of the broker in this process.
+//
+// Contract:
+// - One process serves. When it exits without being told to (a crash, or an
+//   exit nobody asked for), the next one starts at once (restartDelay(): the
+//   first crash of a window restarts with no delay, later ones back off up to
+//   a cap); connections made meanwhile wait in the accept queue the broker's
+//   own copy of each listener keeps, and are served by the next process.
+// - CRASH_LOOP_COUNT such exits within CRASH_LOOP_WINDOW_MS is a crash loop:
+//   everything is stopped and 'crashLoop' is emitted (run exits non-zero, so
+//   the outer supervisor sees it).
+// - deploy(): a new process (the command as it is on disk now) starts beside
+//   the serving one; the broker retires the old one once the new one is ready.
+//   A new one that exits or is not ready in time is stopped, and the old one
+//   serves on ('deployFailed', with its last lines of output). At most one
+//   deploy is in flight: a second is refused, not raced.
+// - With a warm spare (library apps): one more process is started and waits,
+//   not joined, in startGeneration() (run-env.ts) until it is promoted: the
+//   moment the serving one dies, run writes one byte to it, and it joins and
+//   serves. A new spare is started once the promoted one is ready (and after
+//   each deploy, so the spare runs the deployed code).
+// - stop(): every process is sent SIGTERM once (exec wrappers pass it to their
+//   program; library apps drain on it), SIGKILL after the stop timeout;
+//   resolves when all have exited.
+//
+// Which generation is whose: the broker's 'join' event names the joining pid;
+// it belongs to the started process whose pid it is, or a descendant of it
+// (a wrapper such as `fdbroker exec`, `npm start`, `sh -c`).
+//
+// Library code: it never prints; the CLI (cli/run.ts) reports the events.
+import { EventEmitter } from 'node:events';
+import type { Broker } from '../broker/broker';
+import type { GenerationInfo } from '../core/generation-info';
+import type { RollbackEvent } from '../broker/events';
+import { inTree } from '../cli/proc-tree';
+import { exitStatus } from '../cli/exec-program';
+import { restartDelay, type BackoffOptions } from './backoff';
+import { CrashWindow } from './crash-loop';
+import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS, ROLLBACK_WAIT_MS } from './defaults';
+import { Member, type Contract, type Role } from './member';
+
+export interface SupervisorOptions {
+  broker: Broker;
+  command: string;
+  args?: string[];
+  contract: Contract;
+  /** Keep a warm spare (library apps only). */
+  spare?: boolean;
+  /** A started process not ready within this many ms is stopped (default 60 s). */
+  readyTimeoutMs?: number;
+  /** SIGKILL this long after SIGTERM, when stopping (default 30 s). */
+  stopTimeoutMs?: number;
+  backoff?: BackoffOptions;
+  crashLoop?: { count: number; windowMs: number };
+  env?: NodeJS.ProcessEnv;
+  now?: () => number;
+}
+
+/** How a process ended: its exit status (128+N for signal N; 127 when it could not be started) and the words for it. */
+export interface ExitInfo { pid: number; status: number; signal: NodeJS.Signals | null; text: string }
+
+export interface SupervisorEvents {
+  /** A process was started. */
+  spawn: [pid: number, role: Role, why: 'start' | 'restart' | 'deploy' | 'spare'];
+  /** A process's output (run prints it through). */
+  output: [pid: number, stream: 'stdout' | 'stderr', chunk: Buffer];
+  /** A process's generation is ready; `ms` since it was started. */
+  ready: [pid: number, generation: number, ms: number];
+  /** The serving process (or the spare) exited without being asked; `restartInMs` until the next one starts (undefined: a spare is promoted, or the broker resumes the one standing by). */
+  crash: [exit: ExitInfo, tail: string[], restartInMs: number | undefined];
+  /** The spare was promoted: it joins and serves now. */
+  promote: [pid: number];
+  /** A retired process exited. */
+  retired: [exit: ExitInfo];
+  /** The broker resumed an older process after the newest failed: it serves again. */
+  resumed: [pid: number, generation: number];
+  /** deploy(): the new process is ready and serves. */
+  deployed: [pid: number, generation: number, ms: number];
+  /** deploy(): the new process failed before it was ready and was stopped; the old one serves on. */
+  deployFailed: [pid: number, why: string, tail: string[]];
+  /** A deploy was asked while one is in flight, or while stopping: nothing was started. */
+  deployRefused: [why: string];
+  /** A process was not ready in time and was stopped. */
+  readyTimeout: [pid: number, ms: number];
+  /** A process outlived the stop timeout and was sent SIGKILL. */
+  kill: [pid: number];
+  /** Crash loop: everything is being stopped. */
+  crashLoop: [count: number, windowMs: number, last: ExitInfo, tail: string[]];
+}
+
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  private readonly o: SupervisorOptions;
+  private readonly members = new Set<Member>();
+  private readonly crashes: CrashWindow;
+  private readonly now: () => number;
+  private stopping = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private rollbackTimer: NodeJS.Timeout | undefined;
+  private spareTimer: NodeJS.Timeout | undefined;
+  private stopWaiters: Array<() => void> = [];
+  private readonly unhook: () => void;
+  /** Exit status to report (RUN_EXIT set by the CLI): a SIGKILL at the stop timeout is remembered. */
+  killedAtStop = false;
+
+  constructor(options: SupervisorOptions) {
+    super();
+    this.o = options;
+    this.now = options.now ?? Date.now;
+    this.crashes = new CrashWindow(options.crashLoop?.count, options.crashLoop?.windowMs);
+    const b = options.broker;
+    const onJoin = (g: GenerationInfo) => this.onJoin(g);
+    const onReady = (g: GenerationInfo, retire: number[]) => this.onReady(g, retire);
+    const onRollback = (e: RollbackEvent) => this.onRollback(e);
+    const onOverdue = (g: GenerationInfo, what: 'ready' | 'retire') => { if (what === 'ready') this.onReadyOverdue(g); };
+    b.on('join', onJoin);
+    b.on('rejoin', onJoin);
+    b.on('ready', onReady);
+    b.on('rollback', onRollback);
+    b.on('overdue', onOverdue);
+    this.unhook = () => {
+      b.off('join', onJoin);
+      b.off('rejoin', onJoin);
+      b.off('ready', onReady);
+      b.off('rollback', onRollback);
+      b.off('overdue', onOverdue);
+    };
+  }
+
+  /** The processes run has now, by role (for tests and status lines). */
+  processes(): Array<{ pid: number; role: Role; generation: number | undefined; ready: boolean }> {
+    return [...this.members].map((m) => ({ pid: m.pid, role: m.role, generation: m.generation, ready: m.ready }));
+  }
+
+  /** Whether `pid` is a process run started (child_process reaps it; the Reaper must not). */
+  owns(pid: number): boolean {
+    return [...this.members].some((m) => m.pid === pid);
+  }
+
+  /** Starts the first process. */
+  start(): void {
+    this.launch('serving', 'start');
+  }
+
+  /** Starts the command anew beside the serving process; false (and 'deployRefused') when one is in flight or run stops. */
+  deploy(): boolean {
+    if (this.stopping) {
+      this.emit('deployRefused', 'stopping');
+      return false;
+    }
+    const inFlight = [...this.members].find((m) => m.role === 'candidate' || (m.role === 'serving' && !m.ready));
+    if (inFlight) {
+      this.emit('deployRefused', `pid ${inFlight.pid} is starting and not ready yet`);
+      return false;
+    }
+    // Nobody serves (a restart waits out its backoff): the deploy is that restart, now.
+    const serving = this.serving();
+    if (!serving) {
+      clearTimeout(this.restartTimer);
+      this.restartTimer = undefined;
+      this.launch('serving', 'deploy');
+      return true;
+    }
+    this.launch('candidate', 'deploy');
+    return true;
+  }
+
+  /** Stops every process (SIGTERM once, SIGKILL after the stop timeout); resolves when all have exited. */
+  stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = true;
+      clearTimeout(this.restartTimer);
+      clearTimeout(this.rollbackTimer);
+      clearTimeout(this.spareTimer);
+      for (const m of this.members) this.stopMember(m);
+    }
+    return new Promise((resolve) => {
+      if (this.members.size === 0) {
+        this.unhook();
+        resolve();
+      } else this.stopWaiters.push(resolve);
+    });
+  }
+
+  private serving(): Member | undefined {
+    return [...this.members].find((m) => m.role === 'serving');
+  }
+
+  private spare(): Member | undefined {
+    return [...this.members].find((m) => m.role === 'spare');
+  }
+
+  private launch(role: Role, why: 'start' | 'restart' | 'deploy' | 'spare'): Member {
+    const o = this.o;
+    const m = Member.launch({
+      controlPath: o.broker.controlPath, command: o.command, args: o.args ?? [], contract: o.contract,
+      spare: role === 'spare', env: o.env ?? process.env,
+      output: (pid, stream, chunk) => this.emit('output', pid, stream, chunk),
+    }, role, this.now());
+    this.members.add(m);
+    let exited = false;
+    const onExit = (code: number | null, signal: NodeJS.Signals | null, startError?: Error) => {
+      if (exited) return;
+      exited = true;
+      this.onExit(m, {
+        pid: m.pid, signal, status: startError ? 127 : exitStatus(code, signal),
+        text: startError ? `could not be started: ${startError.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`,
+      });
+    };
+    // 'error' without 'exit': the command could not be started at all.
+    m.child.on('error', (err) => { if (m.child.pid === undefined) onExit(null, null, err); });
+    m.child.on('exit', (code, signal) => onExit(code, signal));
+    if (m.pid > 0) {
+      this.emit('spawn', m.pid, role, why);
+      if (role !== 'spare') this.armReadyTimer(m);
+    }
+    return m;
+  }
+
+  private armReadyTimer(m: Member): void {
+    const ms = this.o.readyTimeoutMs ?? DEFAULT_RUN_READY_TIMEOUT_MS;
+    clearTimeout(m.readyTimer);
+    m.readyTimer = setTimeout(() => {
+      if (m.ready || !m.alive || m.stopRequested) return;
+      this.emit('readyTimeout', m.pid, ms);
+      // A restart that hangs counts as a crash when it exits; a deploy's candidate fails.
+      if (m.role === 'candidate') m.stopRequested = true;
+      this.stopMember(m, m.role !== 'candidate');
+    }, ms);
+  }
+
+  /** SIGTERM, then SIGKILL after the stop timeout. `asCrash`: its exit still counts as a crash. */
+  private stopMember(m: Member, asCrash = false): void {
+    if (!asCrash) m.stopRequested = true;
+    m.signal('SIGTERM');
+    if (m.killTimer) return;
+    m.killTimer = setTimeout(() => {
+      if (!m.alive) return;
+      if (this.stopping) this.killedAtStop = true;
+      this.emit('kill', m.pid);
+      m.signal('SIGKILL');
+    }, this.o.stopTimeoutMs ?? DEFAULT_RUN_STOP_TIMEOUT_MS);
+  }
+
+  private memberOfPid(pid: number): Member | undefined {
+    const mine = [...this.members];
+    return mine.find((m) => m.pid === pid) ?? mine.find((m) => m.generation === undefined && inTree(pid, m.pid));
+  }
+
+  private memberOfGeneration(n: number): Member | undefined {
+    return [...this.members].find((m) => m.generation === n);
+  }
+
+  private onJoin(g: GenerationInfo): void {
+    const m = this.memberOfPid(g.pid);
+    if (m && m.generation === undefined) m.generation = g.number;
+  }
+
+  private onReady(g: GenerationInfo, retire: number[]): void {
+    for (const n of retire) {
+      const old = this.memberOfGeneration(n);
+      if (old && old.role !== 'spare') old.role = 'retiring';
+    }
+    const m = this.memberOfGeneration(g.number) ?? this.memberOfPid(g.pid);
+    if (!m) return;
+    m.generation ??= g.number;
+    m.ready = true;
+    clearTimeout(m.readyTimer);
+    const ms = this.now() - m.startedAt;
+    const wasCandidate = m.role === 'candidate';
+    m.role = 'serving';
+    // Any other process still taken for serving (the broker retired it above, or it is about to leave) no longer is.
+    for (const other of this.members) if (other !== m && other.role === 'serving') other.role = 'retiring';
+    this.emit('ready', m.pid, g.number, ms);
+    if (wasCandidate) {
+      this.emit('deployed', m.pid, g.number, ms);
+      // The spare runs the old code: replace it.
+      const old = this.spare();
+      if (old) {
+        old.role = 'retiring';
+        this.stopMember(old);
+      }
+    }
+    this.ensureSpare();
+  }
+
+  private onRollback(e: RollbackEvent): void {
+    // The serving process left unretired: it died (its connection closed as
+    // the kernel closed its fds, before run hears of the exit). Promote the
+    // spare now rather than at the exit, a few ms to tens of ms later.
+    const gone = this.memberOfGeneration(e.failed.number);
+    const spare = this.spare();
+    if (e.reason === 'left' && gone?.role === 'serving' && spare && !this.stopping && e.resumed === undefined) {
+      gone.replaced = true;
+      gone.role = 'retiring';
+      spare.promote();
+      this.armReadyTimer(spare);
+      this.emit('promote', spare.pid);
+      return;
+    }
+    if (e.resumed !== undefined) {
+      const back = this.memberOfGeneration(e.resumed);
+      if (back) {
+        clearTimeout(this.rollbackTimer);
+        for (const other of this.members) if (other !== back && other.role === 'serving') other.role = 'retiring';
+        back.role = 'serving';
+        this.emit('resumed', back.pid, e.resumed);
+      }
+    }
+    // Alive but failed (it stopped accepting, or hung): stop it; its exit is no crash to count twice.
+    const failed = this.memberOfGeneration(e.failed.number);
+    if (failed && failed.alive && e.reason !== 'left') {
+      const wasServing = failed.role === 'serving';
+      failed.role = 'retiring';
+      this.stopMember(failed);
+      if (wasServing && e.resumed === undefined && !this.stopping) this.replaceServing();
+    }
+  }
+
+  private onReadyOverdue(g: GenerationInfo): void {
+    const m = this.memberOfGeneration(g.number);
+    if (!m || m.ready || m.stopRequested) return;
+    this.emit('readyTimeout', m.pid, this.now() - m.startedAt);
+    if (m.role === 'candidate') m.stopRequested = true;
+    this.stopMember(m, m.role !== 'candidate');
+  }
+
+  private onExit(m: Member, exit: ExitInfo): void {
+    this.members.delete(m);
+    m.clearTimers();
+    const tail = m.tail.text();
+    if (this.stopping) {
+      if (this.members.size === 0) {
+        this.unhook();
+        for (const w of this.stopWaiters.splice(0)) w();
+      }
+      return;
+    }
+    if (m.replaced) {
+      // Already replaced by the spare (onRollback): a crash all the same.
+      const n = this.crashes.record(this.now());
+      if (this.crashes.looping) {
+        this.emit('crashLoop', n, this.crashes.windowMs, exit, tail);
+        void this.stop();
+        return;
+      }
+      this.emit('crash', exit, tail, undefined);
+      return;
+    }
+    // Told to leave (retired by the broker, a spare replaced after a deploy): no crash.
+    if (m.role === 'retiring' || (m.role === 'spare' && m.stopRequested)) {
+      this.emit('retired', exit);
+      return;
+    }
+    if (m.role === 'candidate') {
+      this.emit('deployFailed', m.pid, m.stopRequested ? `was not ready within ${this.o.readyTimeoutMs ?? DEFAULT_RUN_READY_TIMEOUT_MS} ms and was stopped (it then ${exit.text})` : exit.text, tail);
+      return;
+    }
+    // An unrequested exit of the serving process or the spare.
+    const count = this.crashes.record(this.now());
+    if (this.crashes.looping) {
+      this.emit('crashLoop', count, this.crashes.windowMs, exit, tail);
+      void this.stop();
+      return;
+    }
+    if (m.role === 'spare') {
+      const delay = restartDelay(count, this.o.backoff);
+      this.emit('crash', exit, tail, delay);
+      this.scheduleSpare(delay);
+      return;
+    }
+    // The serving process died.
+    const spare = this.spare();
+    if (spare) {
+      spare.promote();
+      this.armReadyTimer(spare);
+      this.emit('crash', exit, tail, undefined);
+      this.emit('promote', spare.pid);
+      return;
+    }
+    // A deploy's new version is starting: it takes over when ready (connections wait meanwhile).
+    if ([...this.members].some((x) => x.role === 'candidate')) {
+      this.emit('crash', exit, tail, undefined);
+      for (const x of this.members) if (x.role === 'candidate') x.role = 'serving';
+      return;
+    }
+    // The process it replaced stands by: the broker resumes it (see onRollback); start anew only if it does not.
+    if (this.standingBy()) {
+      this.emit('crash', exit, tail, undefined);
+      clearTimeout(this.rollbackTimer);
+      this.rollbackTimer = setTimeout(() => { if (!this.serving() && !this.stopping) this.replaceServing(); }, ROLLBACK_WAIT_MS);
+      return;
+    }
+    const delay = restartDelay(count, this.o.backoff);
+    this.emit('crash', exit, tail, delay);
+    this.scheduleRestart(delay);
+  }
+
+  /** Whether one of run's processes is a generation standing by (it can be resumed). */
+  private standingBy(): boolean {
+    const s = this.o.broker.status();
+    return s.generations.some((g) => g.state === 'standby' && this.memberOfGeneration(g.number)?.alive === true);
+  }
+
+  private replaceServing(): void {
+    const spare = this.spare();
+    if (spare) {
+      spare.promote();
+      this.armReadyTimer(spare);
+      this.emit('promote', spare.pid);
+      return;
+    }
+    this.launch('serving', 'restart');
+  }
+
+  private scheduleRestart(delay: number): void {
+    clearTimeout(this.restartTimer);
+    const go = () => {
+      this.restartTimer = undefined;
+      if (!this.stopping && !this.serving()) this.launch('serving', 'restart');
+    };
+    if (delay === 0) go();
+    else this.restartTimer = setTimeout(go, delay);
+  }
+
+  /** With --spare: one spare, started once something serves and is ready. */
+  private ensureSpare(): void {
+    if (!this.o.spare || this.stopping || this.spare() || this.spareTimer) return;
+    const s = this.serving();
+    if (!s?.ready) return;
+    this.launch('spare', 'spare');
+  }
+
+  private scheduleSpare(delay: number): void {
+    clearTimeout(this.spareTimer);
+    this.spareTimer = setTimeout(() => {
+      this.spareTimer = undefined;
+      this.ensureSpare();
+    }, delay);
+  }
+}
