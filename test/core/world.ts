@@ -359,7 +359,7 @@ export class World {
       if (e.msg.type === 'release' || e.msg.type === 'retire' || e.msg.type === 'resume') {
         const pid = b.core.get(e.to)?.pid;
         const p = this.procs.find((x) => x.pid === pid);
-        if (p) p.released = e.msg.type !== 'resume';
+        if (p) p.released = e.msg.type === 'release' || (e.msg.type === 'retire' && !(e.msg.standby && e.msg.standby > 0));
       }
       for (const c of b.conns) if (c.generation === e.to && !c.downClosed) c.down.push({ kind: 'notice', msg: e.msg });
     }
