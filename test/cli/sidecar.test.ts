@@ -4,7 +4,7 @@
 // container restart is a new process in a new mount namespace. The PID
 // namespace is shared (the pod's shareProcessNamespace: true): the broker
 // identifies generations by the pid SO_PEERCRED gives, which is 0 for a peer
-// in a PID namespace it cannot see (docs/containers.md).
+// in a PID namespace it cannot see (docs/guides/run.md).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
