@@ -26,7 +26,7 @@ import { NotifySocket } from './notify-socket';
 import type { ListenerInfo } from '../protocol/messages';
 import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
 import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
-import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../handover/generation-machine';
+import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../core/generation-machine';
 import { ProgramStartError, resolveProgram } from './program';
 import { guardedCommand, startWatchdog, type OrphanGuardKind, type Watchdog } from './orphan-guard';
 

@@ -23,7 +23,7 @@ import type { Listener } from '../client/listener';
 import { relisten } from './relisten';
 import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults';
 import { standbyRequest, type GenerationEvents, type GenerationOptions } from './generation-options';
-import { GenerationMachine, type GenerationEffect, type GenerationInput } from './generation-machine';
+import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../core/generation-machine';
 import { DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { exposeListeners, serveAsSuccessor, serveFirst } from './self-broker';
 import { Upgrader, type UpgradeOptions } from './upgrade';

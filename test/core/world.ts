@@ -5,7 +5,7 @@
 // process or a broker, starts or ends a takeover. Message delays are the
 // order in which commands pick connections (each connection keeps its order).
 import { HandoverCore, type CoreOptions, type Effect, type Notice } from '../../src/core/handover-core';
-import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../../src/handover/generation-machine';
+import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../../src/core/generation-machine';
 
 const FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch'] as const;
 

@@ -1,6 +1,6 @@
 // Client behaviour that needs the broker side of issue 18 (the broker core):
 // the features "leaving", "standby-rejoin" and "epoch" announced and honoured.
-// The client side is in place (src/handover/generation-machine.ts,
+// The client side is in place (src/core/generation-machine.ts,
 // src/client/connection.ts); until the broker announces these features the
 // client, rightly, does not use them, and these tests fail. Real processes:
 // `fdbroker serve`, generations running the library, `fdbroker exec`.

@@ -1,7 +1,7 @@
 // The client-side generation state machine, pure: inputs in, effects out, no
 // sockets or timers. Each rule of its header (invariants 1-7) has a case here.
 import { describe, expect, it } from 'vitest';
-import { GenerationMachine, type GenerationEffect, type GenerationInput, type GenerationMachineConfig } from '../../src/handover/generation-machine';
+import { GenerationMachine, type GenerationEffect, type GenerationInput, type GenerationMachineConfig } from '../../src/core/generation-machine';
 
 const ALL = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch'];
 const OLD = ['holding', 'takeover'];

@@ -43,7 +43,7 @@
 //    the joins ask for them is the executor's config (the serving process
 //    asks, a wrapper does not).
 import type { RejoinState } from '../protocol/messages';
-import { REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS, STANDBY_GRACE_MS } from './defaults';
+import { REJOIN_RETRY_MAX_MS, REJOIN_RETRY_MS, STANDBY_GRACE_MS } from '../handover/defaults';
 
 export type GenerationPhase = 'starting' | 'ready' | 'standby' | 'resuming' | 'retiring' | 'closed';
 
