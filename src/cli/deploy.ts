@@ -25,6 +25,7 @@ import { RUN_PATH_ENV } from '../handover/run-env';
 import { OutputTail } from '../run/output-tail';
 import { peerPid } from '../run/peer-pid';
 import { inTree } from './proc-tree';
+import { outsideHolders, outsideHoldersWarning } from './outside-holders';
 
 /** Exit statuses of `fdbroker deploy` (those of examples/blue-green.sh). */
 export const DEPLOY_EXIT = { deployed: 0, rolledBack: 1, usage: 2, draining: 3, error: 4, rolledBackAfterReady: 5 } as const;
@@ -107,6 +108,8 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
       const r = waitCondition(s, 'handover', pid, pidAlive);
       if (r === 'ok') {
         if (told.size > 0) step(`old version drained and left after ${t()}`);
+        // Once more with the listeners' holders: a process that holds one and is no generation serves on (outside-holders.ts).
+        try { last = await conn.status(Math.max(1, deadline - Date.now())); } catch { /* the verdict stands without them */ }
         return { verdict: 'deployed', result: 'ok', last };
       }
       if (r === 'failed' || (seenReady !== undefined && !s.generations.some((g) => g.number === seenReady))) {
@@ -126,6 +129,13 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
   return { verdict: 'rolled_back', result: 'timeout', last, why: `pid ${pid} not ready within ${timeoutMs} ms` };
 }
 
+/** The deployed line: never "older generations have left" while a process that is no generation holds a listener. */
+function deployedLine(w: Watched, pid: number, started: number): string {
+  const outside = w.last ? outsideHolders(w.last) : [];
+  if (outside.length === 0) return `deployed in ${Date.now() - started} ms: pid ${pid} serves and the older generations have left`;
+  return `deployed in ${Date.now() - started} ms: pid ${pid} serves, ${outsideHoldersWarning(outside)}; the old code may still answer`;
+}
+
 /** The `wait` part of the verdict, as `fdbroker wait --json` prints it. */
 function waitJson(w: Watched, pid: number | undefined, started: number): object | null {
   if (!w.last || pid === undefined) return null;
@@ -133,6 +143,7 @@ function waitJson(w: Watched, pid: number | undefined, started: number): object 
   return {
     result: w.result, startedPid: pid, ...(t ? { pid: t.pid, generation: t.number, state: t.state } : {}),
     older: t ? w.last.generations.filter((g) => g.number < t.number).map((g) => ({ pid: g.pid, generation: g.number, state: g.state })) : [],
+    holders: outsideHolders(w.last),
     ms: Date.now() - started,
   };
 }
@@ -199,7 +210,7 @@ export async function deploy(args: string[], io: Io): Promise<number> {
     try { process.kill(-pid, 'SIGTERM'); } catch { try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ } }
   };
   switch (w.verdict) {
-    case 'deployed': step(`deployed in ${Date.now() - started} ms: pid ${pid} serves and the older generations have left`); break;
+    case 'deployed': step(deployedLine(w, pid, started)); break;
     case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
     default:
       step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}; stopping pid ${pid}${w.verdict === 'error' ? '' : '; the old version serves on'}`);
@@ -265,7 +276,7 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
     return d && d.seq > before && d.pid === pid && d.state === 'failed' ? d.why ?? 'failed' : undefined;
   });
   switch (w.verdict) {
-    case 'deployed': step(`deployed in ${Date.now() - started} ms: pid ${pid} serves and the older generations have left`); break;
+    case 'deployed': step(deployedLine(w, pid, started)); break;
     case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
     default: {
       step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}; the old version serves on`);

@@ -97,7 +97,7 @@ describe('examples/blue-green.sh', () => {
     const { pid: v2pid, verdict } = outcome(d2);
     expect(r2.code, d2.stderr()).toBe(0);
     expect(verdict).toMatchObject({ verdict: 'deployed', pid: v2pid, wait: { result: 'ok', pid: v2pid, older: [], holders: [] } });
-    expect(d2.stderr()).toContain(`deployed; pid ${v2pid} serves and older generations have left`);
+    expect(d2.stderr()).toMatch(new RegExp(`deployed in \\d+ ms: pid ${v2pid} serves and the older generations have left`));
     expect(await v1.exited).toEqual({ code: 0, signal: null });
     await sleep(200);
     const stats = await load.stop();

@@ -109,6 +109,9 @@ describe('fdbroker deploy', () => {
     const d = run(process.execPath, [CLI, 'deploy', broker.sock, '--timeout', '15000', '--log', log, '--', process.execPath, GEN_APP], { env: { FDBROKER_SOCK: broker.sock } });
     // The new version says ready; then it dies, within v1's standby window.
     const line = await waitText(() => { try { return fs.readFileSync(log, 'utf8'); } catch { return ''; } }, /^ready (\d+) gen/m, 15_000);
+    // Once deploy has seen it ready (it polls status): a version that is ready and gone between two polls
+    // looks to deploy like one that never joined (exit 1), a limit of polling the broker's table.
+    await waitText(d.stderr, /generation \d+ ready after/, 15_000);
     process.kill(Number(line[1]), 'SIGKILL');
     const ex = await d.exited;
     expect(ex.code, d.stderr()).toBe(DEPLOY_EXIT.rolledBackAfterReady);

@@ -146,7 +146,7 @@ describe('installing fdbroker into a fresh app', () => {
     const started = Number(/started pid (\d+)/.exec(deploy.stderr())?.[1]);
     try {
       expect(exit, deploy.stderr()).toEqual({ code: 0, signal: null });
-      expect(deploy.stderr()).toContain(`deployed; pid ${started} serves and older generations have left`);
+      expect(deploy.stderr()).toMatch(new RegExp(`deployed in \\d+ ms: pid ${started} serves and the older generations have left`));
       expect(JSON.parse(deploy.stdout().trim())).toMatchObject({ verdict: 'deployed', pid: started, wait: { holders: [] } });
       expect(await get(port)).toEqual({ status: 200, body: `hello from ${started}\n` });
       // The quick start's app was a generation: the deploy retired it, and it left by itself.
