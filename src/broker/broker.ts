@@ -353,7 +353,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.registry.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, broker.defaultBacklog));
+        broker.adopt(createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir }));
         broker.specs.set(spec.name, spec);
       }
       // Takeover: received listeners that the configuration names stay the configuration's (a reload may change them).
@@ -426,7 +426,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   addNamedListener(spec: ListenerSpec): ListenerInfo {
     this.refuseDuringTakeover('add a listener');
     if (this.registry.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
-    const l = createListener(spec, this.defaultBacklog);
+    const l = createListener(spec, this.defaultBacklog, { insecureDir: this.given.insecureDir });
     this.register(l, spec);
     return l.info;
   }
@@ -525,7 +525,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED',
         'reload refused, nothing changed: it would leave the broker with no listeners (an empty or truncated file?); stop the broker instead');
     }
-    const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)));
+    const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)), { insecureDir: this.given.insecureDir });
     for (const name of [...plan.remove, ...plan.change.map((s) => s.name)]) this.removeNamedListener(name);
     for (const c of created) this.register(c.l, c.spec);
     this.setAccess(settings.access ?? {});
@@ -667,12 +667,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
   listenerInfos(): ListenerInfo[] { return this.registry.infos(); }
   get clientCount(): number { return this.clients.size; }
 
-  /** Disconnects every client, closes the control socket (removing its path) and every listener. */
+  /** Whether close() unlinked the control path (it still named this broker's socket). */
+  pathRemoved = false;
+
+  /** Disconnects every client, closes the control socket (removing its path if still ours) and every listener. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.stopTimers();
-    this.acceptor?.close();
+    this.pathRemoved = this.acceptor?.close() ?? false;
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
     this.channels.clear();

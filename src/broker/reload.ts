@@ -5,7 +5,7 @@
 import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import type { AccessOptions } from './access';
-import { createListener, type OwnedListener } from './listeners';
+import { createListener, type CreateListenerOptions, type OwnedListener } from './listeners';
 import type { ListenerSpec } from './spec';
 
 /** What a reload applies: the listeners wanted, and the grants and limits for requests from now on. */
@@ -63,11 +63,12 @@ export function planListeners(current: ReadonlyMap<string, ListenerSpec>, next: 
  * cause). `changed`: names that still have a socket, for the hint when the
  * new one cannot bind beside it. The caller owns the returned fds.
  */
-export function createAll(specs: readonly ListenerSpec[], defaultBacklog: number, changed: ReadonlySet<string>): Array<{ l: OwnedListener; spec: ListenerSpec }> {
+export function createAll(specs: readonly ListenerSpec[], defaultBacklog: number, changed: ReadonlySet<string>,
+  options: CreateListenerOptions = {}): Array<{ l: OwnedListener; spec: ListenerSpec }> {
   const created: Array<{ l: OwnedListener; spec: ListenerSpec }> = [];
   let spec: ListenerSpec | undefined;
   try {
-    for (spec of specs) created.push({ l: createListener(spec, defaultBacklog), spec });
+    for (spec of specs) created.push({ l: createListener(spec, defaultBacklog, options), spec });
     return created;
   } catch (err) {
     for (const c of created) native().close(c.l.fd);

@@ -252,7 +252,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
       systemd?.stopping();
       void metrics?.close();
       broker.close();
-      if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
+      if (!quiet) io.out(`fdbroker: ${sig}: stopped${broker.pathRemoved ? `, removed ${controlPath}` : `; ${controlPath} no longer named this broker, left as is`}`);
       resolve(0);
     };
     if (stopped) {

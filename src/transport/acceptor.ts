@@ -31,12 +31,13 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
   /**
    * Takes `fd`, a listening socket bound at `path`, and accepts on it. The
    * acceptor owns `fd` and `lock` (released on close) from the call on.
+   * `file` is the socket file the bind created (else: what `path` names now).
    */
-  constructor(path: string, fd: number, private lock: PathLock | undefined) {
+  constructor(path: string, fd: number, private lock: PathLock | undefined, file?: { dev: number; ino: number }) {
     super();
     this.path = path;
     this.fd = fd;
-    const st = fs.statSync(path);
+    const st = file ?? fs.lstatSync(path);
     this.ino = st.ino;
     this.dev = st.dev;
     this.poller = new (native().Poller)(fd, (status) => this.onReadable(status));
@@ -60,27 +61,35 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
   /** Whether `path` still names this socket (a successor may have renamed its own over it). */
   ownsPath(): boolean {
     try {
-      const st = fs.statSync(this.path);
+      const st = fs.lstatSync(this.path);
       return st.ino === this.ino && st.dev === this.dev;
     } catch {
       return false;
     }
   }
 
-  /** Stops accepting, closes the socket and unlinks the path if it is still this socket's. */
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Stops accepting, closes the socket and unlinks the path if it is still
+   * this socket's (same dev and inode). Returns whether it unlinked the path.
+   */
+  close(): boolean {
+    if (this.closed) return false;
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.poller.close();
+    let removed = false;
     try {
-      if (this.ownsPath()) fs.unlinkSync(this.path);
+      if (this.ownsPath()) {
+        fs.unlinkSync(this.path);
+        removed = true;
+      }
     } catch {
       // Already gone, or replaced by a successor: leave it.
     }
     native().close(this.fd);
     this.lock?.release();
     this.lock = undefined;
+    return removed;
   }
 
   private onReadable(status: number): void {

@@ -11,7 +11,7 @@
 // Both victims must be unchanged after every start.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Broker } from '../../src/broker/broker';
 import { parseListenerSpec } from '../../src/broker/spec';
 import { cleanup, run, sleep, tmpDir } from '../helpers';
@@ -43,8 +43,7 @@ while True:
         except OSError:
             pass
         swaps += 1
-        if swaps % 10 == 0:
-            print("swaps", swaps, flush=True)
+        print("swaps", swaps, flush=True)
 `;
 
 describeWith([root('to own the victim files and race as uid 65534'), setpriv()], 'no chmod or chown through a symlink', () => {
@@ -70,6 +69,7 @@ describeWith([root('to own the victim files and race as uid 65534'), setpriv()],
     const t0 = Date.now();
     let starts = 0;
     let failedStarts = 0;
+    const reasons = new Set<string>();
     let changed: string | undefined;
     while (starts < RACE_STARTS && Date.now() - t0 < RACE_MS && changed === undefined) {
       starts++;
@@ -78,7 +78,8 @@ describeWith([root('to own the victim files and race as uid 65534'), setpriv()],
         // group 65534 makes the control socket go through chown as well as chmod.
         const b = Broker.start({ controlPath, listeners: [spec], insecureDir: true, mode: 0o660, group: NOBODY, inherit: false });
         b.close();
-      } catch {
+      } catch (err) {
+        reasons.add(`${(err as { code?: string }).code}: ${(err as Error).message}`);
         failedStarts++; // The racer put a symlink at a path first: refused, as it should be.
       }
       victims.forEach((v, i) => {
@@ -93,9 +94,45 @@ describeWith([root('to own the victim files and race as uid 65534'), setpriv()],
     await racer.exited;
     const swaps = Number(/swaps (\d+)\n(?![\s\S]*swaps)/.exec(racer.stdout())?.[1] ?? 0);
     console.log(`symlink race: ${starts} starts (${failedStarts} refused a symlink at the path), ${swaps} swaps by uid ${NOBODY}, ${Date.now() - t0} ms`);
+    console.log([...reasons].join('\n'));
     expect(changed).toBeUndefined();
     // The race was really run: the racer swapped sockets out many times.
     expect(swaps).toBeGreaterThan(starts / 4);
     for (const v of victims) expect(fs.lstatSync(v).mode & 0o7777).toBe(0o600);
   }, RACE_MS + 30_000);
+});
+
+describe('socket directories', () => {
+  it('a unix listener in a world-writable, non-sticky directory is refused (ERR_FDBROKER_INSECURE_PATH) unless insecureDir', () => {
+    const base = tmpDir();
+    const ww = path.join(base, 'ww');
+    fs.mkdirSync(ww);
+    fs.chmodSync(ww, 0o777);
+    const controlPath = path.join(base, 'ctl.sock');
+    const spec = parseListenerSpec(`app=unix:${path.join(ww, 'app.sock')}`);
+    expect(() => Broker.start({ controlPath, listeners: [spec], inherit: false }))
+      .toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_INSECURE_PATH', message: expect.stringMatching(/listener "app"/) }));
+    expect(fs.readdirSync(ww)).toEqual([]);
+    const b = Broker.start({ controlPath, listeners: [spec], inherit: false, insecureDir: true });
+    // Nothing is left behind but the socket itself (the private directory is gone).
+    expect(fs.readdirSync(ww)).toEqual(['app.sock']);
+    b.close();
+  });
+
+  it('on close, the control path is unlinked only if it still names this broker\'s socket (pathRemoved says which)', () => {
+    const base = tmpDir();
+    const controlPath = path.join(base, 'ctl.sock');
+    const b = Broker.start({ controlPath, listeners: [], inherit: false });
+    expect(fs.readdirSync(base).filter((f) => f.startsWith('.fdbroker-'))).toEqual([]);
+    fs.renameSync(controlPath, path.join(base, 'moved.sock'));
+    fs.writeFileSync(controlPath, 'someone else\'s');
+    b.close();
+    expect(b.pathRemoved).toBe(false);
+    expect(fs.readFileSync(controlPath, 'utf8')).toBe('someone else\'s');
+    fs.rmSync(controlPath);
+    const b2 = Broker.start({ controlPath, listeners: [], inherit: false });
+    b2.close();
+    expect(b2.pathRemoved).toBe(true);
+    expect(fs.existsSync(controlPath)).toBe(false);
+  });
 });
