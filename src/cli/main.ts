@@ -82,7 +82,13 @@ serve options:
                      an older version, and by a broker under systemd (use
                      systemctl restart there). The old broker serves on
                      unchanged if this one fails before it answers on the path.
-  --insecure-dir     accept a control socket directory writable by others
+  --insecure-dir     accept a control socket (or unix listener) directory
+                     writable by others
+  --notify-abstract-fdstore
+                     push listeners to an abstract NOTIFY_SOCKET (@name) too;
+                     UNSAFE: any local user who binds the name first gets
+                     them (by default only READY/STATUS go there, and fds go
+                     only to a path socket owned by root or this user)
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --metrics tcp://HOST:PORT
                      serve Prometheus metrics at http://HOST:PORT/metrics (no

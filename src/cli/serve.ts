@@ -41,6 +41,7 @@ const OPTIONS = {
   'no-inherit': { type: 'boolean' },
   'quiet': { type: 'boolean' },
   'insecure-dir': { type: 'boolean' },
+  'notify-abstract-fdstore': { type: 'boolean' },
   'metrics': { type: 'string' },
 } as const;
 
@@ -103,7 +104,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const quiet = v.quiet === true;
   const metricsAddress = metricsOption(v.metrics);
   // NOTIFY_SOCKET and WATCHDOG_USEC too: after a takeover, failing on them would leave the path with no broker.
-  const sd = systemdFromEnv();
+  const sd = systemdFromEnv(process.env, { allowAbstractFds: v['notify-abstract-fdstore'] === true });
   // Handlers first: a supervisor may signal as soon as it reads the ready
   // line, and SIGHUP (a closed terminal) must not kill the sockets' owner.
   let stopped: NodeJS.Signals | undefined;
