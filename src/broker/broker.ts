@@ -19,18 +19,19 @@ import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from '../native/binding';
 import { ECONNREFUSED, ENOENT, ENOPROTOOPT, EPERM } from '../native/errno';
-import type { Acceptor, PathLock } from '../transport/acceptor';
+import type { Acceptor, PathLock, PeerCred } from '../transport/acceptor';
 import { acceptQueues } from '../transport/accept-queue';
 import { Channel } from '../transport/channel';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
 import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
-  chunkListeners, decodeClientMessage, encodeHandoff, encodeListeners, negotiateVersion,
+  chunkListeners, decodeClientMessage, encodeError, encodeHandoff, encodeListeners, negotiateVersion,
   type ClientInfo, type ClientMessage, type HolderInfo, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
 } from '../protocol/messages';
 import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
+import { admissionRefusal, type Refusal } from './admission';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
@@ -43,6 +44,7 @@ import { Registry } from './registry';
 import { Sampler } from './sampler';
 import { Session } from './session';
 import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
+import { RefusalTally, type RefusalSummary } from './refusal-tally';
 import { RemovedListeners } from './removed-listeners';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
@@ -51,7 +53,7 @@ import {
   ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
-  GENERATION_CHECK_INTERVAL_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
+  GENERATION_CHECK_INTERVAL_MS, REFUSAL_SUMMARY_INTERVAL_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
 } from './defaults';
 
 export type { AuditEvent } from './audit';
@@ -68,6 +70,8 @@ export interface BrokerOptions {
   access?: AccessOptions;
   /** Most clients per uid, for uids other than the broker's own and root (default 64). */
   maxClientsPerUid?: number;
+  /** Refusals at connect after the first of a uid are counted and reported ('refusals') once per this interval (default REFUSAL_SUMMARY_INTERVAL_MS). */
+  refusalSummaryIntervalMs?: number;
   /** Accept a control socket directory that fails the safety checks. */
   insecureDir?: boolean;
   /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */
@@ -170,8 +174,10 @@ export interface BrokerEvents {
   retireSelf: [by: number];
   /** Embedded mode: a successor took the control path and died before ready; this broker bound it again. */
   reclaimed: [];
-  /** One line of audit: every handout, join, ready and every refusal. */
+  /** One line of audit: every handout, join, ready and every refusal (refusals at connect: the first of a uid, see 'refusals'). */
   audit: [event: AuditEvent];
+  /** Connections refused at accept after the first of their uid, counted: one event per uid and reason per interval. */
+  refusals: [summary: RefusalSummary];
   /** A listener stopped listening (a holder called shutdown() on it): it is broken for every holder. */
   listenerBroken: [info: ListenerInfo];
   /** A listener was created after start (a reload added it): later adopts and generations get it. */
@@ -244,6 +250,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly selfGeneration: number | undefined;
   private acceptor: Acceptor | undefined;
   private nextClientId = 1;
+  /** Refusals at accept: the first of a uid reported as any refusal, the rest counted (refusal-tally.ts). */
+  private readonly refusals: RefusalTally;
   private nextPingId = 1;
   private readonly stallMs: number;
   private closed = false;
@@ -263,6 +271,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.given = options;
     this.controlPath = options.controlPath;
     this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
+    this.refusals = new RefusalTally(options.refusalSummaryIntervalMs ?? REFUSAL_SUMMARY_INTERVAL_MS,
+      (cred, r) => this.reportRefusal(cred, r), (summary) => this.emit('refusals', summary));
     this.opts = {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
@@ -373,12 +383,23 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
 
   private listenOn(acceptor: Acceptor): void {
-    acceptor.on('connection', (fd) => this.onConnection(fd));
+    // A peer with no grant (or over a client limit) is refused at accept: one reply and a close, no channel or session.
+    acceptor.admit = (cred) => {
+      const r = admissionRefusal(cred, {
+        policy: this.policy, brokerUid: this.brokerUid, clients: this.clients.size, maxClients: this.opts.maxClients,
+        maxClientsPerUid: this.opts.maxClientsPerUid, clientsOfUid: (uid) => this.clientsOfUid(uid),
+      });
+      if (!r) return undefined;
+      this.refusals.record(cred, r);
+      return { code: r.code, reply: encodeError({ type: 'error', code: r.code, message: r.message }) };
+    };
+    acceptor.on('connection', (fd, cred) => this.onConnection(fd, cred));
     acceptor.on('warning', (err) => this.emit('warning', err));
   }
 
   private stopTimers(): void {
     clearInterval(this.checkTimer);
+    this.refusals.close();
     this.sampler?.stop();
   }
 
@@ -683,14 +704,23 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.registry.closeAll();
   }
 
-  private onConnection(fd: number): void {
+  private reportRefusal(cred: PeerCred, r: Refusal): void {
+    const info: ClientInfo = typeof cred === 'number'
+      ? { id: this.nextClientId++, pid: 0, uid: -1, gid: -1, connectedAt: new Date().toISOString(), adopted: [] }
+      : { id: this.nextClientId++, pid: cred.pid, uid: cred.uid, gid: cred.gid, connectedAt: new Date().toISOString(), adopted: [] };
+    this.auditLog('connect', info, r.code);
+    this.emit('clientError', info, new FdbrokerError(r.code, r.message));
+  }
+
+  /** `given`: the credentials the acceptor read (and admitted). */
+  private onConnection(fd: number, given?: PeerCred): void {
     const n = native();
     const c = n.constants;
     // Refuse SCM_RIGHTS at the socket (Linux >= 6.16): a client's sendmsg with
     // fds then fails with EPERM in the client and nothing reaches the broker.
     const pr = n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
     if (pr < 0 && pr !== ENOPROTOOPT && pr !== EPERM) debug('SO_PASSRIGHTS failed: %d', pr);
-    const cred = n.peercred(fd);
+    const cred = given ?? n.peercred(fd);
     const info: ClientInfo = {
       id: this.nextClientId++,
       pid: typeof cred === 'number' ? 0 : cred.pid,

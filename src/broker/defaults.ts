@@ -51,3 +51,5 @@ export const TAKEOVER_COMMIT_TIMEOUT_MS = 10_000;
 export const TAKEOVER_FLUSH_MS = 1_000;
 /** Takeover (the new broker): how long it waits for the predecessor to exit and free the path's lock. */
 export const TAKEOVER_LOCK_WAIT_MS = 10_000;
+/** Refusals at accept after the first of a uid are counted and reported once per this interval (a log line each, not one per connection). */
+export const REFUSAL_SUMMARY_INTERVAL_MS = 10_000;

@@ -211,6 +211,9 @@ export async function serve(args: string[], io: Io): Promise<number> {
     // Refusals are always logged; other client errors unless --quiet.
     if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED' || code === 'ERR_FDBROKER_NOT_PERMITTED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
   });
+  // Refusals at connect after the first of a uid: one line per uid and reason per interval, even with --quiet.
+  broker.on('refusals', (r) => io.err(`fdbroker: refused uid ${r.uid} (gid ${r.gid}) ${r.count} more time${r.count === 1 ? '' : 's'}`
+    + ` in the last ${Math.round(r.intervalMs / 1000)} s: ${r.code} (last pid ${r.lastPid})`));
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
   if (reloadPath !== undefined) {
     broker.reloadSource = configReloader(reloadPath, settings, flags);

@@ -8,3 +8,5 @@ export const MESSAGES_PER_TURN = 16;
 export const ACCEPT_RETRY_MS = 100;
 /** Broker: backlog of the control socket's own listen(2). */
 export const CONTROL_BACKLOG = 512;
+/** Broker: connections accepted per readiness event; the rest wait for the next turn, so a connect flood cannot starve clients already connected. */
+export const ACCEPTS_PER_TURN = 32;
