@@ -45,6 +45,8 @@ import { Sampler } from './sampler';
 import { Session } from './session';
 import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
 import { RefusalTally, type RefusalSummary } from './refusal-tally';
+import { FdsInFlight, fdsInFlightPerUid } from './fds-in-flight';
+import { softFdLimit } from '../client/fd-headroom';
 import { RemovedListeners } from './removed-listeners';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from './systemd';
@@ -53,7 +55,7 @@ import {
   ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
-  GENERATION_CHECK_INTERVAL_MS, REFUSAL_SUMMARY_INTERVAL_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
+  GENERATION_CHECK_INTERVAL_MS, REFUSAL_SUMMARY_INTERVAL_MS, FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID, DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS, TAKEOVER_COMMIT_TIMEOUT_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
 } from './defaults';
 
 export type { AuditEvent } from './audit';
@@ -70,6 +72,14 @@ export interface BrokerOptions {
   access?: AccessOptions;
   /** Most clients per uid, for uids other than the broker's own and root (default 64). */
   maxClientsPerUid?: number;
+  /**
+   * Most fds one uid (not the broker's, not root) may have in handouts its
+   * clients have not read; more is ERR_FDBROKER_UNREAD_REPLY (default: a
+   * quarter of the broker's RLIMIT_NOFILE, see fds-in-flight.ts).
+   */
+  maxFdsInFlightPerUid?: number;
+  /** Such a client that has not read a handout for this long is dropped (default DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS; 0: never). */
+  unreadHandoutTimeoutMs?: number;
   /** Refusals at connect after the first of a uid are counted and reported ('refusals') once per this interval (default REFUSAL_SUMMARY_INTERVAL_MS). */
   refusalSummaryIntervalMs?: number;
   /** Accept a control socket directory that fails the safety checks. */
@@ -252,6 +262,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private nextClientId = 1;
   /** Refusals at accept: the first of a uid reported as any refusal, the rest counted (refusal-tally.ts). */
   private readonly refusals: RefusalTally;
+  /** Unread handouts of uids other than the broker's and root (fds-in-flight.ts). */
+  private readonly inFlight = new FdsInFlight();
+  private readonly maxFdsInFlightPerUid: number;
+  private readonly unreadHandoutTimeoutMs: number;
   private nextPingId = 1;
   private readonly stallMs: number;
   private closed = false;
@@ -271,6 +285,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.given = options;
     this.controlPath = options.controlPath;
     this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
+    this.maxFdsInFlightPerUid = options.maxFdsInFlightPerUid
+      ?? fdsInFlightPerUid(softFdLimit(), FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID);
+    this.unreadHandoutTimeoutMs = options.unreadHandoutTimeoutMs ?? DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS;
     this.refusals = new RefusalTally(options.refusalSummaryIntervalMs ?? REFUSAL_SUMMARY_INTERVAL_MS,
       (cred, r) => this.reportRefusal(cred, r), (summary) => this.emit('refusals', summary));
     this.opts = {
@@ -299,6 +316,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.checkGenerations();
       this.checkListeners();
       if (this.removed.pendingCloses > 0) this.removed.closeUnqueued(this.queuedFd);
+      if (this.unreadHandoutTimeoutMs > 0) {
+        for (const s of this.inFlight.heldSince(Date.now() - this.unreadHandoutTimeoutMs)) {
+          this.timeout(s, 'ERR_FDBROKER_TIMEOUT', `did not read its listeners within ${this.unreadHandoutTimeoutMs} ms`);
+        }
+      }
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
@@ -697,6 +719,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.closed = true;
     this.stopTimers();
     this.pathRemoved = this.acceptor?.close() ?? false;
+    this.inFlight.closeAll();
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
     this.channels.clear();
@@ -1154,6 +1177,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.emit('clientError', state.info, err);
       return;
     }
+    // Per uid, fds in unread handouts stay under a share of RLIMIT_NOFILE (one handout alone always may go).
+    const capped = selected.length > 0 && state.info.uid !== this.brokerUid && state.info.uid !== 0;
+    const held = capped ? this.inFlight.ofUid(state.info.uid) : 0;
+    if (held > 0 && held + selected.length > this.maxFdsInFlightPerUid) {
+      const err = new FdbrokerError('ERR_FDBROKER_UNREAD_REPLY', `uid ${state.info.uid} has ${held} listeners in handouts its clients have not read `
+        + `(at most ${this.maxFdsInFlightPerUid} with this one): read them, or close those connections, first`);
+      state.reply({ type: 'error', id, code: err.code, message: err.message });
+      this.auditLog(op, state.info, err.code, names ?? undefined);
+      this.emit('clientError', state.info, err);
+      return;
+    }
     const infos = selected.map((l) => l.info);
     const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
     const names_ = infos.map((i) => i.name);
@@ -1170,6 +1204,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       }
     }
     if (selected.length > 0) state.fdsSent = true;
+    if (capped) this.inFlight.sent(state, selected.length, Date.now());
     this.noteAdopted(state, names_);
     this.auditLog(op, state.info, 'ok', names_, generation);
     debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, names_.join(','));

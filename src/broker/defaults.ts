@@ -53,3 +53,9 @@ export const TAKEOVER_FLUSH_MS = 1_000;
 export const TAKEOVER_LOCK_WAIT_MS = 10_000;
 /** Refusals at accept after the first of a uid are counted and reported once per this interval (a log line each, not one per connection). */
 export const REFUSAL_SUMMARY_INTERVAL_MS = 10_000;
+/** Share of the broker's RLIMIT_NOFILE that one uid (not the broker's own, not root) may hold in unread handouts. */
+export const FDS_IN_FLIGHT_SHARE_PER_UID = 0.25;
+/** The per-uid fds-in-flight cap is never below this (a tiny RLIMIT_NOFILE must still allow a handout of a few listeners). */
+export const MIN_FDS_IN_FLIGHT_PER_UID = 16;
+/** A client that has not read a handout with fds for this long is dropped (its fds in flight are freed); 0: never. */
+export const DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS = 30_000;

@@ -71,6 +71,11 @@ serve options:
   --max-clients N    most clients at once (default 1024)
   --max-clients-per-uid N
                      most clients per uid other than the broker's and root's (default 64)
+  --max-fds-in-flight-per-uid N
+                     most listeners a uid other than the broker's and root's
+                     may hold in handouts its clients have not read (default:
+                     a quarter of the broker's RLIMIT_NOFILE); a client that
+                     has not read one for 30 s is dropped
   --adopt-from PATH  take the listeners from the broker (or app) serving PATH,
                      e.g. to replace a broker that was killed
   --takeover         replace the broker running on <control-socket> in place

@@ -36,6 +36,7 @@ const OPTIONS = {
   'allow-status-gid': { type: 'string', multiple: true },
   'max-clients': { type: 'string' },
   'max-clients-per-uid': { type: 'string' },
+  'max-fds-in-flight-per-uid': { type: 'string' },
   'adopt-from': { type: 'string' },
   'takeover': { type: 'boolean' },
   'no-inherit': { type: 'boolean' },
@@ -88,6 +89,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const stallTimeoutMs = msOption('stall-timeout', v['stall-timeout'], 0);
   const maxClients = intOption('max-clients', v['max-clients'], 1, MAX_CLIENTS_LIMIT);
   const maxClientsPerUid = intOption('max-clients-per-uid', v['max-clients-per-uid'], 1, MAX_CLIENTS_LIMIT);
+  const maxFdsInFlightPerUid = intOption('max-fds-in-flight-per-uid', v['max-fds-in-flight-per-uid'], 1, Number.MAX_SAFE_INTEGER);
   // Only the flags given: they override the same settings of --config FILE.
   const ids = (name: string, vs: string[] | undefined) => (vs === undefined ? undefined : idListOption(name, vs));
   const flags: ServeSettings = {
@@ -134,7 +136,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
         const { access, ...rest } = s;
         return {
           controlPath, ...rest, access: access && Object.values(access).some((a) => a !== undefined) ? access : undefined,
-          insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false,
+          insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false, maxFdsInFlightPerUid,
         };
       };
       // Without --config, the file the old broker names is read as if given (unreadable: a warning, no reloads).
@@ -163,7 +165,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
       broker = Broker.startInternal({
         controlPath, listeners: inherited.create, listenerFds: [...adopted, ...inherited.adopt], ...rest,
         insecureDir: v['insecure-dir'] === true,
-        inherit: false,
+        inherit: false, maxFdsInFlightPerUid,
       });
     }
     // After a takeover this broker serves the path already: closing it now would leave nobody on it.
@@ -207,7 +209,13 @@ export async function serve(args: string[], io: Io): Promise<number> {
   if (!quiet) broker.on('release', (n) => io.out(`fdbroker: generation ${n}: standby over, draining`));
   broker.on('listenerBroken', (l) => io.err(`fdbroker: listener "${l.name}" (${describeListener(l)}) no longer listens: a holder shut it down; restart the broker to recreate it`));
   broker.on('clientError', (c, err) => {
-    const code = (err as FdbrokerError).code ?? '';
+    const code: string = (err as FdbrokerError).code ?? '';
+    // The broker's user has too many fds in flight: every handout fails until clients read theirs. Always printed.
+    if (code === 'ETOOMANYREFS') {
+      io.err(`fdbroker: warning: client pid ${c.pid} (uid ${c.uid}): listeners not handed out (ETOOMANYREFS): this user has more fds in unread `
+        + 'handouts than its RLIMIT_NOFILE; lower --max-fds-in-flight-per-uid, or raise the broker\'s LimitNOFILE=');
+      return;
+    }
     // Refusals are always logged; other client errors unless --quiet.
     if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED' || code === 'ERR_FDBROKER_NOT_PERMITTED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
   });

@@ -107,26 +107,32 @@ it('ETOOMANYREFS is named (Node\'s own table has no name for it)', () => {
   expect(systemError(-109, 'sendmsg').code).toBe('ETOOMANYREFS');
 });
 
-it('a client that does not read its handout within unreadHandoutTimeoutMs is dropped (its fds come back)', async () => {
-  const dir = tmpDir();
-  const broker = Broker.start({ controlPath: path.join(dir, 'b.sock'), inherit: false, unreadHandoutTimeoutMs: 400, listeners: [parseListenerSpec('http=tcp://127.0.0.1:0')] });
-  const dropped: string[] = [];
-  broker.on('clientError', (_c, err) => dropped.push((err as { code?: string }).code ?? ''));
-  try {
-    const slow = await Raw.connect(path.join(dir, 'b.sock'));
-    slow.send(HELLO);
-    slow.send({ type: 'adopt', id: 1, names: ['http'] });
-    const reader = await Raw.connect(path.join(dir, 'b.sock'));
-    reader.send(HELLO);
-    expect((await reader.next())?.msg.type).toBe('welcome');
-    reader.send({ type: 'adopt', id: 1, names: ['http'] });
-    expect(await reader.next()).toMatchObject({ msg: { type: 'listeners' }, fds: 1 });
-    await sleep(1200);
-    expect(dropped).toEqual(['ERR_FDBROKER_TIMEOUT']);
-    expect(broker.clientCount).toBe(1); // the reader stays
-    slow.close();
-    reader.close();
-  } finally {
-    broker.close();
-  }
+describeWith([root('to run a client as uid 65534'), setpriv()], 'unread handouts', () => {
+  it('a client of a granted uid that does not read its handout within unreadHandoutTimeoutMs is dropped; one that reads stays', async () => {
+    const dir = tmpDir();
+    fs.chmodSync(dir, 0o711);
+    const sock = path.join(dir, 'b.sock');
+    const broker = Broker.start({
+      controlPath: sock, mode: 0o666, inherit: false, unreadHandoutTimeoutMs: 400, access: { allowUids: [NOBODY] },
+      listeners: [parseListenerSpec('http=tcp://127.0.0.1:0')],
+    });
+    const dropped: Array<[number, string]> = [];
+    broker.on('clientError', (c, err) => dropped.push([c.uid, (err as { code?: string }).code ?? '']));
+    try {
+      fs.writeFileSync(path.join(dir, 'hostile.py'), HOSTILE, { mode: 0o644 });
+      const slow = run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', SYSTEM_PYTHON, path.join(dir, 'hostile.py'), sock, '1']);
+      await slow.waitFor(/^held/m);
+      const reader = await Raw.connect(sock);
+      reader.send(HELLO);
+      expect((await reader.next())?.msg.type).toBe('welcome');
+      reader.send({ type: 'adopt', id: 1, names: ['http'] });
+      expect(await reader.next()).toMatchObject({ msg: { type: 'listeners' }, fds: 1 });
+      await sleep(1200);
+      expect(dropped).toEqual([[NOBODY, 'ERR_FDBROKER_TIMEOUT']]);
+      expect(broker.clientCount).toBe(1); // the reader stays
+      reader.close();
+    } finally {
+      broker.close();
+    }
+  });
 });
