@@ -1,5 +1,6 @@
 // The configuration file: strict parsing (every error names the file, the key
 // and the reason, with one code), and how it combines with the command line.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -116,6 +117,41 @@ describe('parseConfig', () => {
     expect(err?.code).toBe('ERR_FDBROKER_INVALID_CONFIG');
     expect(err?.reason).toMatch(/cannot be read \(ENOENT\)/);
     expect((err?.cause as NodeJS.ErrnoException).code).toBe('ENOENT');
+  });
+});
+
+describe('the file is checked as sshd checks its own (a FIFO never hangs the broker)', () => {
+  const reasonOf = (f: string) => {
+    try { loadConfig(f); } catch (e) { return (e as ConfigError).reason; }
+    return 'loaded';
+  };
+
+  it('writable by its group or by others: refused', () => {
+    const f = path.join(tmpDir(), 'c.toml');
+    fs.writeFileSync(f, FULL);
+    fs.chmodSync(f, 0o644);
+    expect(reasonOf(f)).toBe('loaded');
+    fs.chmodSync(f, 0o664);
+    expect(reasonOf(f)).toMatch(/writable by its group \(mode 0664\).*chmod go-w/);
+    fs.chmodSync(f, 0o646);
+    expect(reasonOf(f)).toMatch(/writable by others \(mode 0646\)/);
+  });
+
+  it.runIf(process.getuid?.() === 0)('owned by another user than root or the broker\'s: refused (as root)', () => {
+    const f = path.join(tmpDir(), 'c.toml');
+    fs.writeFileSync(f, FULL, { mode: 0o644 });
+    fs.chownSync(f, 65534, 65534);
+    expect(reasonOf(f)).toMatch(/belongs to uid 65534/);
+  });
+
+  it('a FIFO (or a directory) at the path is refused at once, not read', () => {
+    const dir = tmpDir();
+    const fifo = path.join(dir, 'c.toml');
+    execFileSync('mkfifo', ['-m', '0644', fifo]);
+    const t0 = Date.now();
+    expect(reasonOf(fifo)).toMatch(/is not a regular file/);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(reasonOf(dir)).toMatch(/is not a regular file|EISDIR/);
   });
 });
 
