@@ -43,7 +43,7 @@ import { Deadlines } from './deadlines';
 import { Registry } from './registry';
 import { Sampler } from './sampler';
 import { Session } from './session';
-import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
+import { createAll, grantChanges, planListeners, type ReloadResult, type ReloadSettings } from './reload';
 import { RefusalTally, type RefusalSummary } from './refusal-tally';
 import { FdsInFlight, fdsInFlightPerUid } from './fds-in-flight';
 import { softFdLimit } from '../client/fd-headroom';
@@ -571,9 +571,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)), { insecureDir: this.given.insecureDir });
     for (const name of [...plan.remove, ...plan.change.map((s) => s.name)]) this.removeNamedListener(name);
     for (const c of created) this.register(c.l, c.spec);
+    const grants = grantChanges(this.given.access ?? {}, settings.access ?? {});
     this.setAccess(settings.access ?? {});
     this.setLimits(settings.limits ?? {});
-    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: plan.change.map((s) => s.name) };
+    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: plan.change.map((s) => s.name), grants };
   }
 
   private register(l: OwnedListener, spec: ListenerSpec): void {

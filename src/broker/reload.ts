@@ -23,6 +23,24 @@ export interface ReloadResult {
   added: string[];
   removed: string[];
   changed: string[];
+  /** Grants given and taken, as "allow-uid +1001", "allow-status-gid -50" (grantChanges). */
+  grants?: string[];
+}
+
+const GRANT_FIELDS: ReadonlyArray<[keyof AccessOptions, string]> = [
+  ['allowUids', 'allow-uid'], ['allowGids', 'allow-gid'], ['statusUids', 'allow-status-uid'], ['statusGids', 'allow-status-gid'],
+];
+
+/** What changes from `before` to `after`: "allow-uid +1001", "allow-gid -50", ... (in a fixed order). */
+export function grantChanges(before: AccessOptions, after: AccessOptions): string[] {
+  const out: string[] = [];
+  for (const [field, flag] of GRANT_FIELDS) {
+    const b = new Set(before[field] ?? []);
+    const a = new Set(after[field] ?? []);
+    for (const id of [...a].sort((x, y) => x - y)) if (!b.has(id)) out.push(`${flag} +${id}`);
+    for (const id of [...b].sort((x, y) => x - y)) if (!a.has(id)) out.push(`${flag} -${id}`);
+  }
+  return out;
 }
 
 export interface ListenerPlan {

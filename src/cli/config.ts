@@ -278,8 +278,9 @@ export function configReloader(file: string, started: ServeSettings, flags: Serv
   };
 }
 
-/** "added b; removed c; changed -": one line for logs and `fdbroker reload`. */
+/** "added b; removed c; changed -; grants allow-uid +1001": one line for logs and `fdbroker reload`. */
 export function describeReload(r: ReloadResult): string {
   const list = (names: string[]) => (names.length > 0 ? names.join(', ') : '-');
-  return `added ${list(r.added)}; removed ${list(r.removed)}; changed ${list(r.changed)}`;
+  return `added ${list(r.added)}; removed ${list(r.removed)}; changed ${list(r.changed)}`
+    + `${r.grants !== undefined ? `; grants ${list(r.grants)}` : ''}`;
 }

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, configReloader, describeReload, loadConfig, mergeSettings, parseConfig, startOnlyChanges, type ServeSettings } from '../../src/cli/config';
 import { parseListenerSpec } from '../../src/broker/spec';
+import { grantChanges } from '../../src/broker/reload';
 import { cleanup, tmpDir } from '../helpers';
 
 afterEach(cleanup);
@@ -212,5 +213,13 @@ describe('reload of the file', () => {
 
   it('describeReload is one line', () => {
     expect(describeReload({ added: ['b', 'c'], removed: [], changed: ['d'] })).toBe('added b, c; removed -; changed d');
+    expect(describeReload({ added: [], removed: [], changed: [], grants: ['allow-uid +7'] })).toBe('added -; removed -; changed -; grants allow-uid +7');
+    expect(describeReload({ added: [], removed: [], changed: [], grants: [] })).toBe('added -; removed -; changed -; grants -');
+  });
+
+  it('grantChanges lists each uid/gid given or taken, per flag', () => {
+    expect(grantChanges({ allowUids: [1, 2], statusGids: [5] }, { allowUids: [2, 3], allowGids: [9] }))
+      .toEqual(['allow-uid +3', 'allow-uid -1', 'allow-gid +9', 'allow-status-gid -5']);
+    expect(grantChanges({ allowUids: [1] }, { allowUids: [1] })).toEqual([]);
   });
 });
