@@ -435,7 +435,7 @@ describe('BrokerMetrics after a reload', () => {
     try {
       await a.waitFor(/^ready \d+ gen 1$/m, 15_000);
       broker.reloadSource = () => ({ listeners: [{ ...spec, backlog: 77 }] });
-      expect(broker.reload()).toEqual({ added: [], removed: [], changed: ['http'] });
+      expect(broker.reload()).toEqual({ added: [], removed: [], changed: ['http'], grants: [] });
       await sleep(HOLDERS_CACHE_TTL_MS);
       const text = await metrics.metrics();
       const values = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`));
