@@ -38,7 +38,15 @@ export const HANDOVER_SECONDS_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5
 /** Metrics endpoint: most HTTP connections open at once (scrapers are few; more are refused by the kernel's backlog). */
 export const METRICS_MAX_CONNECTIONS = 16;
 /** Metrics endpoint: a request must arrive whole within this time. */
-export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+export const METRICS_REQUEST_TIMEOUT_MS = 5_000;
+/** Metrics endpoint: a request's headers must arrive within this time (slow clients hold one of the few connections). */
+export const METRICS_HEADERS_TIMEOUT_MS = 2_000;
+/** Metrics endpoint: a connection with nothing to send or receive is closed after this long. */
+export const METRICS_IDLE_TIMEOUT_MS = 5_000;
+/** Metrics endpoint: how often node:http checks the two timeouts above (its default, 30 s, let 16 slow clients blind it for ~37 s). */
+export const METRICS_TIMEOUT_CHECK_INTERVAL_MS = 250;
+/** Metrics endpoint: scrapes within this time of the last one get its text (a scrape may scan /proc; pipelined scrapes cost one). */
+export const METRICS_MIN_SCRAPE_INTERVAL_MS = 1_000;
 /** sd_notify: pause before sending again a notification the manager's full queue refused (EAGAIN). */
 export const SD_NOTIFY_RETRY_MS = 20;
 /** sd_notify: tries before such a notification is dropped (with a warning). */

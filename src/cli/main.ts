@@ -97,8 +97,13 @@ serve options:
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --metrics tcp://HOST:PORT
                      serve Prometheus metrics at http://HOST:PORT/metrics (no
-                     TLS, no auth: use loopback or a private address; PORT 0
-                     picks one, named in the ready line)
+                     TLS; PORT 0 picks one, named in the ready line); HOST
+                     must be loopback unless --metrics-token-file or
+                     --metrics-public is given
+  --metrics-token-file FILE
+                     require "Authorization: Bearer <the token in FILE>"
+                     (FILE: mode 0600, owned by root or this user)
+  --metrics-public   serve metrics on a non-loopback address without a token
   --quiet            print only the ready line and errors
   Under systemd (NOTIFY_SOCKET set; Type=notify): READY=1 once the control
   socket answers, STATUS=, STOPPING=1, WATCHDOG=1 (WatchdogSec=),

@@ -8,7 +8,7 @@ import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError } from './args';
 import type { Io } from './main';
-import { metricsOption, prepareMetrics } from './metrics';
+import { metricsOption, prepareMetrics, readMetricsToken } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
@@ -44,6 +44,8 @@ const OPTIONS = {
   'insecure-dir': { type: 'boolean' },
   'notify-abstract-fdstore': { type: 'boolean' },
   'metrics': { type: 'string' },
+  'metrics-token-file': { type: 'string' },
+  'metrics-public': { type: 'boolean' },
 } as const;
 
 /** Specs from --listen; a bad spec or two --listen with one name is a usage error. */
@@ -104,7 +106,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
   // The file reloads re-read: --config, or after a takeover without it the old broker's.
   let reloadPath = configPath;
   const quiet = v.quiet === true;
-  const metricsAddress = metricsOption(v.metrics);
+  const metricsAddress = metricsOption(v.metrics, v['metrics-token-file'], v['metrics-public'] === true);
+  const metricsToken = metricsAddress && v['metrics-token-file'] !== undefined ? readMetricsToken(v['metrics-token-file']) : undefined;
   // NOTIFY_SOCKET and WATCHDOG_USEC too: after a takeover, failing on them would leave the path with no broker.
   const sd = systemdFromEnv(process.env, { allowAbstractFds: v['notify-abstract-fdstore'] === true });
   // Handlers first: a supervisor may signal as soon as it reads the ready
@@ -182,7 +185,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   }
   let metrics: MetricsServer | undefined;
   try {
-    const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io) : undefined;
+    const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io, metricsToken) : undefined;
     if (listen && v.takeover === true) metrics = await metricsAfterTakeover(listen, io);
     else if (listen) metrics = await listen();
   } catch (err) {
