@@ -34,7 +34,7 @@ import { AcceptWatch } from './accept-watch';
 import { admissionRefusal, type Refusal } from './admission';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
-import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
+import { bindControlSocket, checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
 import { GenerationTable, type GenerationInfo, type TableSnapshot } from './generation-table';
 import { HandoverStats } from './handover-stats';
 import { HolderCache, socketInode, type HoldersScan } from './holders';
@@ -1010,6 +1010,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private onCommitted(state: Session, id: number): void {
     if (this.acceptor?.ownsPath()) {
       this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed", but ${this.controlPath} is still this broker's socket: the takeover is off`));
+      return;
+    }
+    // Not merely unlinked or replaced by someone else: the successor itself listens there.
+    const listener = listenerPidAt(this.controlPath);
+    if (listener !== undefined && listener !== state.info.pid) {
+      this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed", but ${this.controlPath} `
+        + `${typeof listener === 'string' ? listener : `is answered by pid ${listener}, not the successor (pid ${state.info.pid})`}: the takeover is off`));
       return;
     }
     state.reply({ type: 'ack', id });

@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../native/binding';
-import { ECONNREFUSED, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
+import { EAGAIN, ECONNREFUSED, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError, type SystemError } from '../protocol/errors';
 import { Acceptor, type PathLock } from '../transport/acceptor';
 import { CONTROL_BACKLOG } from '../transport/defaults';
@@ -214,4 +214,31 @@ function replaceIfStale(path: string): void {
   const cause: SystemError | undefined = r < 0 ? systemError(r, 'connect', path) : undefined;
   throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
     `a live process already answers on ${path}; stop it first, or choose another path`, { cause });
+}
+
+/**
+ * The pid of the process that listens at the control socket `path` (by a
+ * connect and its SO_PEERCRED), or why there is none; undefined when a
+ * listener answers with a full queue (EAGAIN: its pid cannot be learned). The connection is
+ * closed at once: the listener sees a peer that hung up.
+ */
+export function listenerPidAt(path: string): number | string | undefined {
+  const n = native();
+  const c = n.constants;
+  try {
+    if (!fs.lstatSync(path).isSocket()) return 'is not a socket';
+  } catch {
+    return 'does not exist';
+  }
+  const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+  if (fd < 0) return `cannot be checked (${systemError(fd, 'socket').code})`;
+  try {
+    const r = n.connect(fd, { family: 'unix', path });
+    if (r === EAGAIN) return undefined;
+    if (r < 0) return `does not answer (${systemError(r, 'connect').code})`;
+    const cred = n.peercred(fd);
+    return typeof cred === 'number' ? `cannot be checked (${systemError(cred, 'getsockopt').code})` : cred.pid;
+  } finally {
+    n.close(fd);
+  }
 }
