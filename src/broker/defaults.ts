@@ -45,8 +45,8 @@ export const METRICS_HEADERS_TIMEOUT_MS = 2_000;
 export const METRICS_IDLE_TIMEOUT_MS = 5_000;
 /** Metrics endpoint: how often node:http checks the two timeouts above (its default, 30 s, let 16 slow clients blind it for ~37 s). */
 export const METRICS_TIMEOUT_CHECK_INTERVAL_MS = 250;
-/** Metrics endpoint: scrapes within this time of the last one get its text (a scrape may scan /proc; pipelined scrapes cost one). */
-export const METRICS_MIN_SCRAPE_INTERVAL_MS = 1_000;
+/** Metrics endpoint: scrapes within this time of the last one get its text (pipelined or concurrent scrapes cost one status; the /proc holders scan is reused for 1 s anyway). */
+export const METRICS_MIN_SCRAPE_INTERVAL_MS = 250;
 /** sd_notify: pause before sending again a notification the manager's full queue refused (EAGAIN). */
 export const SD_NOTIFY_RETRY_MS = 20;
 /** sd_notify: tries before such a notification is dropped (with a warning). */

@@ -189,7 +189,7 @@ describe('BrokerMetrics on a broker in this process', () => {
     const sock = path.join(dir, 'b.sock');
     broker = Broker.start({ controlPath: sock, listeners: [{ name: 'web', kind: 'tcp', host: '127.0.0.1', port: 0, backlog: 77 }], inherit: false });
     const metrics = new BrokerMetrics(broker);
-    // Fresh figures at each scrape (by default a scrape within 1 s of the last gets its text).
+    // Fresh figures at each scrape (by default a scrape within 250 ms of the last gets its text).
     server = await serveMetrics(metrics, { host: '127.0.0.1', port: 0, minScrapeIntervalMs: 0 });
     expect(server.url).toBe(`http://127.0.0.1:${server.port}/metrics`);
 
