@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-// How long finding the holders of a listener takes (src/broker/holders.ts:
+// How long finding the holders of a listener takes (src/holders/holders.ts:
 // every /proc/<pid>/fd link read), with this machine's processes plus N extra
 // ones (`sleep`, each with F open fds, one in ten holding the listener), at
 // both modes ('slices': sync reads in bounded slices; 'threadpool': fs.promises

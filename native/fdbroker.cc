@@ -378,17 +378,6 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, d);
 }
 
-// fchmod on a socket before bind() sets the mode of the inode bind() creates,
-// so a socket path never exists with wider permissions than asked for.
-Napi::Value Fchmod(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
-  if (!CheckFd(info, 0, &fd)) return env.Undefined();
-  int mode = info[1].As<Napi::Number>().Int32Value();
-  if (fchmod(fd, static_cast<mode_t>(mode)) < 0) return Errno(env, errno);
-  return Napi::Number::New(env, 0);
-}
-
 // flock(fd, operation) -> 0 | -errno. The lock belongs to the open file
 // description and is released by the kernel when the last fd to it closes,
 // including when the process dies.
@@ -776,7 +765,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("inspect", Napi::Function::New(env, Inspect));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("dup", Napi::Function::New(env, Dup));
-  exports.Set("fchmod", Napi::Function::New(env, Fchmod));
   exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("outq", Napi::Function::New(env, OutQ));
   exports.Set("acceptQueues", Napi::Function::New(env, AcceptQueues));

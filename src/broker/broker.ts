@@ -19,21 +19,22 @@ import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from '../native/binding';
 import { ECONNREFUSED, ENOENT, ENOPROTOOPT, EPERM } from '../native/errno';
-import type { Acceptor, PathLock } from '../transport/acceptor';
+import type { Acceptor, PathLock, PeerCred } from '../transport/acceptor';
 import { acceptQueues } from '../transport/accept-queue';
 import { Channel } from '../transport/channel';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
 import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
-  chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
+  chunkListeners, decodeClientMessage, encodeError, encodeListeners, negotiateVersion,
   type ClientInfo, type ClientMessage, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
 } from '../protocol/messages';
 import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
+import { admissionRefusal, type Refusal } from './admission';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
-import { bindControlSocket, checkControlDirectory, checkSocketPathLength, lockPath } from './control-path';
+import { bindControlSocket, checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
 import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core';
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
@@ -43,10 +44,13 @@ import { ListenerSet } from './listener-set';
 import { buildStatus, inodesToScan } from './status-report';
 import { Sampler } from './sampler';
 import { Session } from './session';
-import { createAll, planListeners, type ReloadResult, type ReloadSettings } from './reload';
+import { createAll, grantChanges, planListeners, type ReloadResult, type ReloadSettings } from './reload';
 import type { BrokerOptions, InternalBrokerOptions } from './options';
 import type { BrokerEvents, TakeoverEvent } from './events';
 import { retuneListener } from './retune';
+import { RefusalTally } from './refusal-tally';
+import { FdsInFlight, fdsInFlightPerUid } from './fds-in-flight';
+import { softFdLimit } from '../client/fd-headroom';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from '../systemd/listen-fds';
 import { handoffOptions, refuseSuccessor } from '../takeover/options';
@@ -56,6 +60,7 @@ import {
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
   GENERATION_CHECK_INTERVAL_MS, REJOIN_GRACE_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
+  REFUSAL_SUMMARY_INTERVAL_MS, FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID, DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS,
 } from './defaults';
 
 export type { AuditEvent } from './audit';
@@ -114,6 +119,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly selfGeneration: number | undefined;
   private acceptor: Acceptor | undefined;
   private nextClientId = 1;
+  /** Refusals at accept: the first of a uid reported as any refusal, the rest counted (refusal-tally.ts). */
+  private readonly refusals: RefusalTally;
+  /** Unread handouts of uids other than the broker's and root (fds-in-flight.ts). */
+  private readonly inFlight = new FdsInFlight();
+  private readonly maxFdsInFlightPerUid: number;
+  private readonly unreadHandoutTimeoutMs: number;
   private closed = false;
   /** The options this broker was started with, as a reload changed them since: a successor gets them (takeover). */
   private given: BrokerOptions;
@@ -127,6 +138,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.given = options;
     this.controlPath = options.controlPath;
     this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
+    this.maxFdsInFlightPerUid = options.maxFdsInFlightPerUid
+      ?? fdsInFlightPerUid(softFdLimit(), FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID);
+    this.unreadHandoutTimeoutMs = options.unreadHandoutTimeoutMs ?? DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS;
+    this.refusals = new RefusalTally(options.refusalSummaryIntervalMs ?? REFUSAL_SUMMARY_INTERVAL_MS,
+      (cred, r) => this.reportRefusal(cred, r), (summary) => this.emit('refusals', summary));
     this.opts = {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
@@ -158,6 +174,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.tick();
       this.checkListeners();
       if (this.listenerSet.removed.pendingCloses > 0) this.listenerSet.removed.closeUnqueued(this.queuedFd);
+      if (this.unreadHandoutTimeoutMs > 0) {
+        for (const s of this.inFlight.heldSince(Date.now() - this.unreadHandoutTimeoutMs)) {
+          this.timeout(s, 'ERR_FDBROKER_TIMEOUT', `did not read its listeners within ${this.unreadHandoutTimeoutMs} ms`);
+        }
+      }
     }, GENERATION_CHECK_INTERVAL_MS);
     this.checkTimer.unref();
     if (stallMs > 0) {
@@ -294,7 +315,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.listenerSet.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, broker.defaultBacklog), spec);
+        broker.adopt(createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir }), spec);
       }
       // Takeover: received listeners that the configuration names stay the configuration's (a reload may change them).
       for (const spec of options.receivedSpecs ?? []) {
@@ -316,12 +337,23 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
 
   private listenOn(acceptor: Acceptor): void {
-    acceptor.on('connection', (fd) => this.onConnection(fd));
+    // A peer with no grant (or over a client limit) is refused at accept: one reply and a close, no channel or session.
+    acceptor.admit = (cred) => {
+      const r = admissionRefusal(cred, {
+        policy: this.policy, brokerUid: this.brokerUid, clients: this.clients.size, maxClients: this.opts.maxClients,
+        maxClientsPerUid: this.opts.maxClientsPerUid, clientsOfUid: (uid) => this.clientsOfUid(uid),
+      });
+      if (!r) return undefined;
+      this.refusals.record(cred, r);
+      return { code: r.code, reply: encodeError({ type: 'error', code: r.code, message: r.message }) };
+    };
+    acceptor.on('connection', (fd, cred) => this.onConnection(fd, cred));
     acceptor.on('warning', (err) => this.emit('warning', err));
   }
 
   private stopTimers(): void {
     clearInterval(this.checkTimer);
+    this.refusals.close();
     this.sampler?.stop();
   }
 
@@ -369,7 +401,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   addNamedListener(spec: ListenerSpec): ListenerInfo {
     this.refuseDuringTakeover('add a listener');
     if (this.listenerSet.has(spec.name)) throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `a listener is already named "${spec.name}"`);
-    const l = createListener(spec, this.defaultBacklog);
+    const l = createListener(spec, this.defaultBacklog, { insecureDir: this.given.insecureDir });
     this.register(l, spec);
     return l.info;
   }
@@ -461,7 +493,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       throw new FdbrokerError('ERR_FDBROKER_RELOAD_FAILED',
         'reload refused, nothing changed: it would leave the broker with no listeners (an empty or truncated file?); stop the broker instead');
     }
-    const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)));
+    const created = createAll([...plan.add, ...plan.change], this.defaultBacklog, new Set(plan.change.map((s) => s.name)), { insecureDir: this.given.insecureDir });
     // Options changed at the same address: the held socket takes them in place (src/broker/retune.ts).
     try {
       for (const s of plan.retune) retuneListener(this.listenerSet.select([s.name])[0]!.fd, s, this.defaultBacklog);
@@ -476,9 +508,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     for (const name of [...plan.remove, ...plan.change.map((s) => s.name)]) this.removeNamedListener(name);
     for (const c of created) this.register(c.l, c.spec);
+    const grants = grantChanges(this.given.access ?? {}, settings.access ?? {});
     this.setAccess(settings.access ?? {});
     this.setLimits(settings.limits ?? {});
-    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: [...plan.change, ...plan.retune].map((s) => s.name) };
+    return { added: plan.add.map((s) => s.name), removed: plan.remove, changed: [...plan.change, ...plan.retune].map((s) => s.name), grants };
   }
 
   private register(l: OwnedListener, spec: ListenerSpec): void {
@@ -553,26 +586,39 @@ export class Broker extends EventEmitter<BrokerEvents> {
   listenerInfos(): ListenerInfo[] { return this.listenerSet.infos(); }
   get clientCount(): number { return this.clients.size; }
 
-  /** Disconnects every client, closes the control socket (removing its path) and every listener. */
+  /** Whether close() unlinked the control path (it still named this broker's socket). */
+  pathRemoved = false;
+
+  /** Disconnects every client, closes the control socket (removing its path if still ours) and every listener. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.stopTimers();
-    this.acceptor?.close();
+    this.pathRemoved = this.acceptor?.close() ?? false;
+    this.inFlight.closeAll();
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
     this.channels.clear();
     this.listenerSet.closeAll();
   }
 
-  private onConnection(fd: number): void {
+  private reportRefusal(cred: PeerCred, r: Refusal): void {
+    const info: ClientInfo = typeof cred === 'number'
+      ? { id: this.nextClientId++, pid: 0, uid: -1, gid: -1, connectedAt: new Date().toISOString(), adopted: [] }
+      : { id: this.nextClientId++, pid: cred.pid, uid: cred.uid, gid: cred.gid, connectedAt: new Date().toISOString(), adopted: [] };
+    this.auditLog('connect', info, r.code);
+    this.emit('clientError', info, new FdbrokerError(r.code, r.message));
+  }
+
+  /** `given`: the credentials the acceptor read (and admitted). */
+  private onConnection(fd: number, given?: PeerCred): void {
     const n = native();
     const c = n.constants;
     // Refuse SCM_RIGHTS at the socket (Linux >= 6.16): a client's sendmsg with
     // fds then fails with EPERM in the client and nothing reaches the broker.
     const pr = n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
     if (pr < 0 && pr !== ENOPROTOOPT && pr !== EPERM) debug('SO_PASSRIGHTS failed: %d', pr);
-    const cred = n.peercred(fd);
+    const cred = given ?? n.peercred(fd);
     const info: ClientInfo = {
       id: this.nextClientId++,
       pid: typeof cred === 'number' ? 0 : cred.pid,
@@ -823,6 +869,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * that left here meanwhile: the successor's copy of the table still has them.
    */
   private onCommitted(state: Session, id: number): void {
+    // Not merely unlinked or replaced by someone else: the successor itself listens there.
+    const listener = listenerPidAt(this.controlPath);
+    if (listener !== undefined && listener !== state.info.pid) {
+      this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed", but ${this.controlPath} `
+        + `${typeof listener === 'string' ? listener : `is answered by pid ${listener}, not the successor (pid ${state.info.pid})`}: the takeover is off`));
+      return;
+    }
     const r = this.handoff!.commit();
     if (!r) {
       this.fatal(state, new FdbrokerError('ERR_FDBROKER_PROTOCOL', `"committed", but ${this.controlPath} is still this broker's socket: the takeover is off`));
@@ -982,6 +1035,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.emit('clientError', state.info, err);
       return;
     }
+    // Per uid, fds in unread handouts stay under a share of RLIMIT_NOFILE (one handout alone always may go).
+    const capped = selected.length > 0 && state.info.uid !== this.brokerUid && state.info.uid !== 0;
+    const held = capped ? this.inFlight.ofUid(state.info.uid) : 0;
+    if (held > 0 && held + selected.length > this.maxFdsInFlightPerUid) {
+      const err = new FdbrokerError('ERR_FDBROKER_UNREAD_REPLY', `uid ${state.info.uid} has ${held} listeners in handouts its clients have not read `
+        + `(at most ${this.maxFdsInFlightPerUid} with this one): read them, or close those connections, first`);
+      state.reply({ type: 'error', id, code: err.code, message: err.message });
+      this.auditLog(op, state.info, err.code, names ?? undefined);
+      this.emit('clientError', state.info, err);
+      return;
+    }
     const infos = selected.map((l) => l.info);
     const groups = chunkListeners(infos, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_BYTES);
     const names_ = infos.map((i) => i.name);
@@ -1014,6 +1078,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       }
     }
     if (selected.length > 0) state.fdsSent = true;
+    if (capped) this.inFlight.sent(state, selected.length, Date.now());
     this.noteAdopted(state, names_);
     this.auditLog(op, state.info, 'ok', names_, generation);
     debug('client %d (pid %d) adopted %s', state.info.id, state.info.pid, names_.join(','));

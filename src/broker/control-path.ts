@@ -12,25 +12,35 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../native/binding';
-import { EADDRINUSE, ECONNREFUSED, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
+import { EAGAIN, ECONNREFUSED, EWOULDBLOCK, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError, type SystemError } from '../protocol/errors';
 import { Acceptor, type PathLock } from '../transport/acceptor';
 import { CONTROL_BACKLOG } from '../transport/defaults';
 import { probeUnix } from '../transport/socket-info';
 import { DEFAULT_CONTROL_MODE } from './defaults';
+import { bindSocketFile, type SocketFileId } from './socket-file';
 
 const S_ISVTX = 0o1000;
 
 /** Throws ERR_FDBROKER_INSECURE_PATH with the reason when the directory of `controlPath` is unsafe. */
 export function checkControlDirectory(controlPath: string, uid: number = process.getuid?.() ?? 0): void {
-  const dir = path.dirname(path.resolve(controlPath));
+  checkSocketDirectory(controlPath, 'the control socket', uid);
+}
+
+/**
+ * The same check for any socket file the broker creates (`what` names it:
+ * "the control socket", 'listener "web"'): a unix listener's path is
+ * impersonated or hijacked as easily as the control socket's.
+ */
+export function checkSocketDirectory(socketPath: string, what: string, uid: number = process.getuid?.() ?? 0): void {
+  const dir = path.dirname(path.resolve(socketPath));
   let real: string;
   try {
     real = fs.realpathSync(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new FdbrokerError('ERR_FDBROKER_INSECURE_PATH',
-        `the directory ${dir} does not exist: create it first (mkdir -m 0700 ${dir}), or choose a control socket path in an existing directory`, { cause: err });
+        `the directory ${dir} does not exist: create it first (mkdir -m 0700 ${dir}), or choose a path in an existing directory for ${what}`, { cause: err });
     }
     throw new FdbrokerError('ERR_FDBROKER_INSECURE_PATH', `cannot resolve ${dir}: ${(err as Error).message}`, { cause: err });
   }
@@ -41,11 +51,11 @@ export function checkControlDirectory(controlPath: string, uid: number = process
   const st = fs.statSync(dir);
   if (st.uid !== uid && st.uid !== 0) {
     throw new FdbrokerError('ERR_FDBROKER_INSECURE_PATH',
-      `${dir} belongs to uid ${st.uid}, not to this user (${uid}) or root: its owner could replace the control socket; pass --insecure-dir to accept that`);
+      `${dir} belongs to uid ${st.uid}, not to this user (${uid}) or root: its owner could replace ${what}; pass --insecure-dir to accept that`);
   }
   if ((st.mode & 0o022) !== 0 && (st.mode & S_ISVTX) === 0) {
     throw new FdbrokerError('ERR_FDBROKER_INSECURE_PATH',
-      `${dir} is writable by ${st.mode & 0o002 ? 'everyone' : 'its group'} and not sticky: others could replace the control socket; use a private directory (e.g. /run/<app>), or pass --insecure-dir`);
+      `${dir} is writable by ${st.mode & 0o002 ? 'everyone' : 'its group'} and not sticky: others could replace ${what} or redirect its creation; use a private directory (e.g. /run/<app>), or pass --insecure-dir`);
   }
 }
 
@@ -58,8 +68,8 @@ export interface ControlSocketOptions {
   group?: number;
   /**
    * The caller is the successor the live broker at the path handed its
-   * listeners to: bind at a temporary sibling name and rename(2) it over the
-   * path, so the path always answers (first the old broker, then this one).
+   * listeners to: rename(2) the new socket over the path (it already
+   * listens), so the path always answers (first the old broker, then this one).
    * No lock is taken then: the predecessor holds it until it exits.
    */
   takeover?: boolean;
@@ -91,38 +101,29 @@ export function bindControlSocket(path: string, options: ControlSocketOptions = 
     lock?.release();
     throw systemError(fd, 'socket');
   }
-  let bindPath = path;
+  let id: SocketFileId;
   try {
-    if (options.takeover) bindPath = temporaryPath(path);
     // Refuse SCM_RIGHTS on the listening socket too (Linux >= 6.16): a
     // connection inherits it at connect(), so a client that sends fds before
     // the broker has accepted (and set it per connection) already gets EPERM.
     // Best effort: older kernels answer ENOPROTOOPT, and the broker still
     // closes whatever fds arrive.
     n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0);
-    // Set the mode on the socket inode before bind(), so the path is created
-    // with at most `mode` (then narrowed further by the umask).
-    // With a group to set, keep group bits off until the group is right.
-    let r = n.fchmod(fd, options.group === undefined ? mode : mode & 0o700);
-    if (r < 0) throw systemError(r, 'fchmod');
-    r = n.bind(fd, { family: 'unix', path: bindPath });
-    if (r === EADDRINUSE && !options.takeover) {
-      replaceIfStale(path);
-      r = n.bind(fd, { family: 'unix', path: bindPath });
-    }
-    if (r < 0) throw systemError(r, 'bind', bindPath);
-    if (options.group !== undefined) fs.chownSync(bindPath, -1, options.group);
-    fs.chmodSync(bindPath, mode);
-    r = n.listen(fd, options.backlog ?? CONTROL_BACKLOG);
-    if (r < 0) throw systemError(r, 'listen', bindPath);
-    if (options.takeover) fs.renameSync(bindPath, path);
+    // The file gets its mode and group in a private directory before it
+    // appears at the path (socket-file.ts), so no one can connect while it is
+    // wider than `mode`, and no symlink at the path is ever followed. A
+    // takeover's successor renames it over the path, so the path always
+    // answers (first the old broker, then this one).
+    id = bindSocketFile(fd, path, {
+      mode, group: options.group, backlog: options.backlog ?? CONTROL_BACKLOG, replace: options.takeover === true,
+      replaceStale: (p) => { replaceIfStale(p); return true; },
+    });
   } catch (err) {
     n.close(fd);
-    if (options.takeover && bindPath !== path) fs.rmSync(bindPath, { force: true });
     lock?.release();
     throw err;
   }
-  return new Acceptor(path, fd, lock);
+  return new Acceptor(path, fd, lock, id);
 }
 
 /** A control socket path must fit sun_path; say so before bind() answers ENAMETOOLONG. */
@@ -190,20 +191,6 @@ export function isLockAtPath(fd: number, lock: string): boolean {
   return now.ino === held.ino && now.dev === held.dev;
 }
 
-/** A unique sibling of `path`, no longer than `path` allows (sun_path is 108 bytes). */
-function temporaryPath(target: string): string {
-  const dir = path.dirname(target);
-  // Unique, not secret (bind() refuses a path that exists, and the directory passed its checks): no
-  // node:crypto, whose OpenSSL start-up alone adds ~2 MB to the broker's RSS.
-  const name = `.${process.pid.toString(36)}${Math.floor(Math.random() * 0x1000000).toString(16).padStart(6, '0')}`;
-  const tmp = path.join(dir, name);
-  if (Buffer.byteLength(tmp) > MAX_SOCKET_PATH_BYTES) {
-    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
-      `${dir} is too long to take over ${target}: a sibling socket name must fit in ${MAX_SOCKET_PATH_BYTES} bytes; use a shorter directory`);
-  }
-  return tmp;
-}
-
 /** Unlinks `path` if no one answers on it; throws if a broker (or anything else) does. */
 function replaceIfStale(path: string): void {
   const c = native().constants;
@@ -227,4 +214,31 @@ function replaceIfStale(path: string): void {
   const cause: SystemError | undefined = r < 0 ? systemError(r, 'connect', path) : undefined;
   throw new FdbrokerError('ERR_FDBROKER_BROKER_RUNNING',
     `a live process already answers on ${path}; stop it first, or choose another path`, { cause });
+}
+
+/**
+ * The pid of the process that listens at the control socket `path` (by a
+ * connect and its SO_PEERCRED), or why there is none; undefined when a
+ * listener answers with a full queue (EAGAIN: its pid cannot be learned). The connection is
+ * closed at once: the listener sees a peer that hung up.
+ */
+export function listenerPidAt(path: string): number | string | undefined {
+  const n = native();
+  const c = n.constants;
+  try {
+    if (!fs.lstatSync(path).isSocket()) return 'is not a socket';
+  } catch {
+    return 'does not exist';
+  }
+  const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+  if (fd < 0) return `cannot be checked (${systemError(fd, 'socket').code})`;
+  try {
+    const r = n.connect(fd, { family: 'unix', path });
+    if (r === EAGAIN) return undefined;
+    if (r < 0) return `does not answer (${systemError(r, 'connect').code})`;
+    const cred = n.peercred(fd);
+    return typeof cred === 'number' ? `cannot be checked (${systemError(cred, 'getsockopt').code})` : cred.pid;
+  } finally {
+    n.close(fd);
+  }
 }

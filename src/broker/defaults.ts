@@ -38,7 +38,15 @@ export const HANDOVER_SECONDS_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5
 /** Metrics endpoint: most HTTP connections open at once (scrapers are few; more are refused by the kernel's backlog). */
 export const METRICS_MAX_CONNECTIONS = 16;
 /** Metrics endpoint: a request must arrive whole within this time. */
-export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+export const METRICS_REQUEST_TIMEOUT_MS = 5_000;
+/** Metrics endpoint: a request's headers must arrive within this time (slow clients hold one of the few connections). */
+export const METRICS_HEADERS_TIMEOUT_MS = 2_000;
+/** Metrics endpoint: a connection with nothing to send or receive is closed after this long. */
+export const METRICS_IDLE_TIMEOUT_MS = 5_000;
+/** Metrics endpoint: how often node:http checks the two timeouts above (its default, 30 s, let 16 slow clients blind it for ~37 s). */
+export const METRICS_TIMEOUT_CHECK_INTERVAL_MS = 250;
+/** Metrics endpoint: scrapes within this time of the last one get its text (pipelined or concurrent scrapes cost one status; the /proc holders scan is reused for 1 s anyway). */
+export const METRICS_MIN_SCRAPE_INTERVAL_MS = 250;
 /** sd_notify: pause before sending again a notification the manager's full queue refused (EAGAIN). */
 export const SD_NOTIFY_RETRY_MS = 20;
 /** sd_notify: tries before such a notification is dropped (with a warning). */
@@ -56,3 +64,11 @@ export const TAKEOVER_COMMIT_TIMEOUT_MS = 10_000;
 export const TAKEOVER_FLUSH_MS = 1_000;
 /** Takeover (the new broker): how long it waits for the predecessor to exit and free the path's lock. */
 export const TAKEOVER_LOCK_WAIT_MS = 10_000;
+/** Refusals at accept after the first of a uid are counted and reported once per this interval (a log line each, not one per connection). */
+export const REFUSAL_SUMMARY_INTERVAL_MS = 10_000;
+/** Share of the broker's RLIMIT_NOFILE that one uid (not the broker's own, not root) may hold in unread handouts. */
+export const FDS_IN_FLIGHT_SHARE_PER_UID = 0.25;
+/** The per-uid fds-in-flight cap is never below this (a tiny RLIMIT_NOFILE must still allow a handout of a few listeners). */
+export const MIN_FDS_IN_FLIGHT_PER_UID = 16;
+/** A client that has not read a handout with fds for this long is dropped (its fds in flight are freed); 0: never. */
+export const DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS = 30_000;

@@ -4,6 +4,7 @@ import type { ClientInfo, ListenerInfo } from '../protocol/messages';
 import type { GenerationInfo } from '../core/generation-info';
 import type { AuditEvent } from './audit';
 import type { ReloadResult } from './reload';
+import type { RefusalSummary } from './refusal-tally';
 
 /** The successor of a takeover, as the old broker knows it. */
 export interface TakeoverEvent { pid: number; software: string; listeners: number; generations: number }
@@ -68,8 +69,10 @@ export interface BrokerEvents {
   retireSelf: [by: number];
   /** Embedded mode: a successor took the control path and died before ready; this broker bound it again. */
   reclaimed: [];
-  /** One line of audit: every handout, join, ready and every refusal. */
+  /** One line of audit: every handout, join, ready and every refusal (refusals at connect: the first of a uid, see 'refusals'). */
   audit: [event: AuditEvent];
+  /** Connections refused at accept after the first of their uid, counted: one event per uid and reason per interval. */
+  refusals: [summary: RefusalSummary];
   /** A listener stopped listening (a holder called shutdown() on it): it is broken for every holder. */
   listenerBroken: [info: ListenerInfo];
   /** A listener was created after start (a reload added it): later adopts and generations get it. */

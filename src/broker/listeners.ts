@@ -2,10 +2,12 @@
 // created, is never accepted on, shut down or reconfigured by fdbroker.
 import * as fs from 'node:fs';
 import { native } from '../native/binding';
-import { EADDRINUSE, ECONNREFUSED } from '../native/errno';
+import { ECONNREFUSED } from '../native/errno';
 import { check, FdbrokerError, systemError } from '../protocol/errors';
 import { probeUnix } from '../transport/socket-info';
 import { IPPROTO_TCP, TCP_NODELAY } from '../native/tcp';
+import { checkSocketDirectory } from './control-path';
+import { bindSocketFile } from './socket-file';
 import type { ListenerInfo } from '../protocol/messages';
 import type { ListenerSpec } from './spec';
 import { DEFAULT_LISTEN_BACKLOG } from './defaults';
@@ -16,21 +18,26 @@ export interface OwnedListener {
   info: ListenerInfo;
 }
 
-/** Creates, binds and (for tcp/unix) listens a socket as `spec` says. */
-export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LISTEN_BACKLOG): OwnedListener {
+export interface CreateListenerOptions {
+  /** Accept a unix listener's directory that others could write (--insecure-dir). */
+  insecureDir?: boolean;
+}
+
+/**
+ * Creates, binds and (for tcp/unix) listens a socket as `spec` says. A unix
+ * listener's directory is checked as the control socket's is
+ * (ERR_FDBROKER_INSECURE_PATH), and its file is created by bindSocketFile.
+ */
+export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LISTEN_BACKLOG, options: CreateListenerOptions = {}): OwnedListener {
   const n = native();
   const c = n.constants;
   const backlog = spec.backlog ?? defaultBacklog;
   if (spec.kind === 'unix') {
     const p = spec.path!;
+    if (!options.insecureDir) checkSocketDirectory(p, `listener "${spec.name}"`);
     const fd = check(n.socket(c.AF_UNIX, c.SOCK_STREAM), 'socket');
     try {
-      if (spec.mode !== undefined) check(n.fchmod(fd, spec.mode), 'fchmod');
-      let r = n.bind(fd, { family: 'unix', path: p });
-      if (r === EADDRINUSE && unlinkIfStale(p)) r = n.bind(fd, { family: 'unix', path: p });
-      check(r, 'bind', p);
-      if (spec.mode !== undefined) fs.chmodSync(p, spec.mode);
-      check(n.listen(fd, backlog), 'listen', p);
+      bindSocketFile(fd, p, { mode: spec.mode, backlog, replace: false, replaceStale: unlinkIfStale });
       return { fd, info: { name: spec.name, kind: 'unix', family: 'unix', path: p, backlog } };
     } catch (err) {
       n.close(fd);

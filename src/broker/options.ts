@@ -15,7 +15,17 @@ export interface BrokerOptions {
   access?: AccessOptions;
   /** Most clients per uid, for uids other than the broker's own and root (default 64). */
   maxClientsPerUid?: number;
-  /** Accept a control socket directory that fails the safety checks. */
+  /**
+   * Most fds one uid (not the broker's, not root) may have in handouts its
+   * clients have not read; more is ERR_FDBROKER_UNREAD_REPLY (default: a
+   * quarter of the broker's RLIMIT_NOFILE, see fds-in-flight.ts).
+   */
+  maxFdsInFlightPerUid?: number;
+  /** Such a client that has not read a handout for this long is dropped (default DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS; 0: never). */
+  unreadHandoutTimeoutMs?: number;
+  /** Refusals at connect after the first of a uid are counted and reported ('refusals') once per this interval (default REFUSAL_SUMMARY_INTERVAL_MS). */
+  refusalSummaryIntervalMs?: number;
+  /** Accept a control socket (or unix listener) directory that fails the safety checks. */
   insecureDir?: boolean;
   /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */
   inherit?: boolean;

@@ -5,7 +5,7 @@
 import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import type { AccessOptions } from './access';
-import { createListener, type OwnedListener } from './listeners';
+import { createListener, type CreateListenerOptions, type OwnedListener } from './listeners';
 import type { ListenerSpec } from './spec';
 
 /** What a reload applies: the listeners wanted, and the grants and limits for requests from now on. */
@@ -23,6 +23,24 @@ export interface ReloadResult {
   added: string[];
   removed: string[];
   changed: string[];
+  /** Grants given and taken, as "allow-uid +1001", "allow-status-gid -50" (grantChanges). */
+  grants?: string[];
+}
+
+const GRANT_FIELDS: ReadonlyArray<[keyof AccessOptions, string]> = [
+  ['allowUids', 'allow-uid'], ['allowGids', 'allow-gid'], ['statusUids', 'allow-status-uid'], ['statusGids', 'allow-status-gid'],
+];
+
+/** What changes from `before` to `after`: "allow-uid +1001", "allow-gid -50", ... (in a fixed order). */
+export function grantChanges(before: AccessOptions, after: AccessOptions): string[] {
+  const out: string[] = [];
+  for (const [field, flag] of GRANT_FIELDS) {
+    const b = new Set(before[field] ?? []);
+    const a = new Set(after[field] ?? []);
+    for (const id of [...a].sort((x, y) => x - y)) if (!b.has(id)) out.push(`${flag} +${id}`);
+    for (const id of [...b].sort((x, y) => x - y)) if (!a.has(id)) out.push(`${flag} -${id}`);
+  }
+  return out;
 }
 
 export interface ListenerPlan {
@@ -70,11 +88,12 @@ export function planListeners(current: ReadonlyMap<string, ListenerSpec>, next: 
  * cause). `changed`: names that still have a socket, for the hint when the
  * new one cannot bind beside it. The caller owns the returned fds.
  */
-export function createAll(specs: readonly ListenerSpec[], defaultBacklog: number, changed: ReadonlySet<string>): Array<{ l: OwnedListener; spec: ListenerSpec }> {
+export function createAll(specs: readonly ListenerSpec[], defaultBacklog: number, changed: ReadonlySet<string>,
+  options: CreateListenerOptions = {}): Array<{ l: OwnedListener; spec: ListenerSpec }> {
   const created: Array<{ l: OwnedListener; spec: ListenerSpec }> = [];
   let spec: ListenerSpec | undefined;
   try {
-    for (spec of specs) created.push({ l: createListener(spec, defaultBacklog), spec });
+    for (spec of specs) created.push({ l: createListener(spec, defaultBacklog, options), spec });
     return created;
   } catch (err) {
     for (const c of created) native().close(c.l.fd);

@@ -180,14 +180,45 @@ function scalar(file: string, key: string, v: unknown, out: ServeSettings): void
 
 /** Reads and parses `file`; an unreadable file is a ConfigError too (with the system error as cause). */
 export function loadConfig(file: string): ServeSettings {
-  let text: string;
+  return parseConfig(readConfigFile(file), file);
+}
+
+/**
+ * The file's text, checked as sshd checks its own files: whoever can write it
+ * decides the broker's listeners and grants, so it must be a regular file,
+ * owned by root or the broker's user, and not writable by group or others.
+ * Opened O_NONBLOCK and checked with fstat before reading: a FIFO at the path
+ * is refused, never waited on.
+ */
+function readConfigFile(file: string): string {
+  let fd: number;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     throw new ConfigError(file, undefined, `cannot be read (${e.code ?? e.message})`, { cause: err });
   }
-  return parseConfig(text, file);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new ConfigError(file, undefined, 'is not a regular file: give the path of a TOML file');
+    const me = process.geteuid?.() ?? 0;
+    if (st.uid !== 0 && st.uid !== me) {
+      throw new ConfigError(file, undefined, `belongs to uid ${st.uid}, neither root nor this user (${me}): its owner could change `
+        + 'the listeners and grants; chown it to root or to this user');
+    }
+    if ((st.mode & 0o022) !== 0) {
+      const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+      throw new ConfigError(file, undefined, `is writable by ${st.mode & 0o020 ? 'its group' : 'others'} (mode ${mode}): whoever can `
+        + `write it could grant itself the listeners; chmod go-w ${file}`);
+    }
+    return fs.readFileSync(fd, 'utf8');
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError(file, undefined, `cannot be read (${e.code ?? e.message})`, { cause: err });
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**
@@ -247,8 +278,9 @@ export function configReloader(file: string, started: ServeSettings, flags: Serv
   };
 }
 
-/** "added b; removed c; changed -": one line for logs and `fdbroker reload`. */
+/** "added b; removed c; changed -; grants allow-uid +1001": one line for logs and `fdbroker reload`. */
 export function describeReload(r: ReloadResult): string {
   const list = (names: string[]) => (names.length > 0 ? names.join(', ') : '-');
-  return `added ${list(r.added)}; removed ${list(r.removed)}; changed ${list(r.changed)}`;
+  return `added ${list(r.added)}; removed ${list(r.removed)}; changed ${list(r.changed)}`
+    + `${r.grants !== undefined ? `; grants ${list(r.grants)}` : ''}`;
 }

@@ -71,6 +71,11 @@ const SERVE = `serve options:
   --max-clients N    most clients at once (default 1024)
   --max-clients-per-uid N
                      most clients per uid other than the broker's and root's (default 64)
+  --max-fds-in-flight-per-uid N
+                     most listeners a uid other than the broker's and root's
+                     may hold in handouts its clients have not read (default:
+                     a quarter of the broker's RLIMIT_NOFILE); a client that
+                     has not read one for 30 s is dropped
   --adopt-from PATH  take the listeners from the broker (or app) serving PATH,
                      e.g. to replace a broker that was killed
   --takeover         replace the broker running on <control-socket> in place
@@ -82,12 +87,23 @@ const SERVE = `serve options:
                      an older version, and by a broker under systemd (use
                      systemctl restart there). The old broker serves on
                      unchanged if this one fails before it answers on the path.
-  --insecure-dir     accept a control socket directory writable by others
+  --insecure-dir     accept a control socket (or unix listener) directory
+                     writable by others
+  --notify-abstract-fdstore
+                     push listeners to an abstract NOTIFY_SOCKET (@name) too;
+                     UNSAFE: any local user who binds the name first gets
+                     them (by default only READY/STATUS go there, and fds go
+                     only to a path socket owned by root or this user)
   --no-inherit       ignore sockets passed by systemd (LISTEN_FDS)
   --metrics tcp://HOST:PORT
                      serve Prometheus metrics at http://HOST:PORT/metrics (no
-                     TLS, no auth: use loopback or a private address; PORT 0
-                     picks one, named in the ready line)
+                     TLS; PORT 0 picks one, named in the ready line); HOST
+                     must be loopback unless --metrics-token-file or
+                     --metrics-public is given
+  --metrics-token-file FILE
+                     require "Authorization: Bearer <the token in FILE>"
+                     (FILE: mode 0600, owned by root or this user)
+  --metrics-public   serve metrics on a non-loopback address without a token
   --quiet            print only the ready line and errors
   Under systemd (NOTIFY_SOCKET set; Type=notify): READY=1 once the control
   socket answers, STATUS=, STOPPING=1, WATCHDOG=1 (WatchdogSec=),

@@ -6,9 +6,10 @@
 // native layer (socket, bind, recvmsg, Poller), as Channel does.
 //
 // Access: any process that can reach the path may send (systemd's
-// NotifyAccess=all): the directory is the caller's only, so that is the
-// program's process tree and root. Helpers such as `systemd-notify` send from
-// their own pid, so a check on the sender's pid would refuse them.
+// NotifyAccess=all): the directory is the caller's only (0700), so that is
+// any process of the caller's uid (not only the program's process tree) and
+// root. Helpers such as `systemd-notify` send from their own pid, so a check
+// on the sender's pid would refuse them.
 //
 // Fd ownership: fds that arrive on a datagram (FDSTORE=1, or the pipe of
 // sd_notify_barrier()'s BARRIER=1) are closed at once. Closing them is also

@@ -3,6 +3,7 @@
 // given the fd by hand). A deploy's verdict and `status` name them, so that
 // "every older generation has left" is never read as "the old code is gone".
 import type { StatusMessage } from '../protocol/messages';
+import { printable } from './printable';
 
 export interface OutsideHolder {
   pid: number;
@@ -27,7 +28,7 @@ export function outsideHolders(s: StatusMessage): OutsideHolder[] {
 
 /** "pid 4243 (node) holds http; pid 4250 (python3) holds http, admin". */
 export function describeOutsideHolders(holders: readonly OutsideHolder[]): string {
-  return holders.map((h) => `pid ${h.pid} (${h.comm ?? '?'}) holds ${h.listeners.join(', ')}`).join('; ');
+  return holders.map((h) => `pid ${h.pid} (${printable(h.comm ?? '?')}) holds ${h.listeners.join(', ')}`).join('; ');
 }
 
 /** The one line a deploy prints when such holders serve on beside the new version. */

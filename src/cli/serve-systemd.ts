@@ -8,7 +8,7 @@
 // Reload code gets the link from serve (`systemd?.reloading()`, then `systemd?.ready()`).
 import type { Broker } from '../broker/broker';
 import { planInherited, type InheritedPlan } from '../systemd/inherited';
-import { SdNotifier, watchdogIntervalMs } from '../systemd/sd-notify';
+import { SdNotifier, watchdogIntervalMs, type SdNotifierOptions } from '../systemd/sd-notify';
 import type { ListenerSpec } from '../broker/spec';
 import { takeInheritedListeners } from '../systemd/listen-fds';
 import { SystemdLink } from '../systemd/systemd-link';
@@ -29,9 +29,9 @@ export function inheritForServe(specs: ListenerSpec[], inherit: boolean, backlog
 export interface SystemdEnv { notifier: SdNotifier; watchdogMs: number | undefined }
 
 /** The service manager's notify socket and watchdog interval, or undefined without NOTIFY_SOCKET; throws ERR_FDBROKER_SYSTEMD on a malformed value. */
-export function systemdFromEnv(env: NodeJS.ProcessEnv = process.env): SystemdEnv | undefined {
+export function systemdFromEnv(env: NodeJS.ProcessEnv = process.env, options: SdNotifierOptions = {}): SystemdEnv | undefined {
   const watchdogMs = watchdogIntervalMs(env);
-  const notifier = SdNotifier.fromEnv(env);
+  const notifier = SdNotifier.fromEnv(env, options);
   return notifier ? { notifier, watchdogMs } : undefined;
 }
 

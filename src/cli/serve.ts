@@ -8,7 +8,7 @@ import { FdbrokerError } from '../protocol/errors';
 import type { ListenerInfo } from '../protocol/messages';
 import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, controlPathOf, UsageError, type OptionValues } from './args';
 import type { Io } from './io';
-import { metricsOption, prepareMetrics } from './metrics';
+import { metricsOption, prepareMetrics, readMetricsToken } from './metrics';
 import { describeListener } from './status';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
@@ -36,12 +36,16 @@ export const SERVE_OPTIONS = {
   'allow-status-gid': { type: 'string', multiple: true },
   'max-clients': { type: 'string' },
   'max-clients-per-uid': { type: 'string' },
+  'max-fds-in-flight-per-uid': { type: 'string' },
   'adopt-from': { type: 'string' },
   'takeover': { type: 'boolean' },
   'no-inherit': { type: 'boolean' },
   'quiet': { type: 'boolean' },
   'insecure-dir': { type: 'boolean' },
+  'notify-abstract-fdstore': { type: 'boolean' },
   'metrics': { type: 'string' },
+  'metrics-token-file': { type: 'string' },
+  'metrics-public': { type: 'boolean' },
 } as const;
 
 /** Specs from --listen; a bad spec or two --listen with one name is a usage error. */
@@ -112,6 +116,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   const stallTimeoutMs = msOption('stall-timeout', v['stall-timeout'], 0);
   const maxClients = intOption('max-clients', v['max-clients'], 1, MAX_CLIENTS_LIMIT);
   const maxClientsPerUid = intOption('max-clients-per-uid', v['max-clients-per-uid'], 1, MAX_CLIENTS_LIMIT);
+  const maxFdsInFlightPerUid = intOption('max-fds-in-flight-per-uid', v['max-fds-in-flight-per-uid'], 1, Number.MAX_SAFE_INTEGER);
   // Only the flags given: they override the same settings of --config FILE.
   const ids = (name: string, vs: string[] | undefined) => (vs === undefined ? undefined : idListOption(name, vs));
   const flags: ServeSettings = {
@@ -126,9 +131,10 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   // The file reloads re-read: --config, or after a takeover without it the old broker's.
   let reloadPath = configPath;
   const quiet = v.quiet === true;
-  const metricsAddress = metricsOption(v.metrics);
+  const metricsAddress = metricsOption(v.metrics, v['metrics-token-file'], v['metrics-public'] === true);
+  const metricsToken = metricsAddress && v['metrics-token-file'] !== undefined ? readMetricsToken(v['metrics-token-file']) : undefined;
   // NOTIFY_SOCKET and WATCHDOG_USEC too: after a takeover, failing on them would leave the path with no broker.
-  const sd = systemdFromEnv();
+  const sd = systemdFromEnv(process.env, { allowAbstractFds: v['notify-abstract-fdstore'] === true });
   let broker: Broker;
   let inherited: InheritedPlan;
   // Owns the inherited fds until Broker.start takes them.
@@ -142,7 +148,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
         const { access, ...rest } = s;
         return {
           controlPath, ...rest, access: access && Object.values(access).some((a) => a !== undefined) ? access : undefined,
-          insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false,
+          insecureDir: v['insecure-dir'] === true ? true : undefined, inherit: false, maxFdsInFlightPerUid,
         };
       };
       // Without --config, the file the old broker names is read as if given (unreadable: a warning, no reloads).
@@ -171,7 +177,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
       broker = Broker.startInternal({
         controlPath, listeners: inherited.create, listenerFds: [...adopted, ...inherited.adopt], ...rest,
         insecureDir: v['insecure-dir'] === true,
-        inherit: false,
+        inherit: false, maxFdsInFlightPerUid,
       });
     }
     // After a takeover this broker serves the path already: closing it now would leave nobody on it.
@@ -187,7 +193,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   }
   let metrics: MetricsServer | undefined;
   try {
-    const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io) : undefined;
+    const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io, metricsToken) : undefined;
     if (listen && v.takeover === true) metrics = await metricsAfterTakeover(listen, io);
     else if (listen) metrics = await listen();
   } catch (err) {
@@ -220,10 +226,19 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   if (!quiet) broker.on('release', (n) => io.out(`fdbroker: generation ${n}: standby over, draining`));
   broker.on('listenerBroken', (l) => io.err(`fdbroker: listener "${l.name}" (${describeListener(l)}) no longer listens: a holder shut it down; restart the broker to recreate it`));
   broker.on('clientError', (c, err) => {
-    const code = (err as FdbrokerError).code ?? '';
+    const code: string = (err as FdbrokerError).code ?? '';
+    // The broker's user has too many fds in flight: every handout fails until clients read theirs. Always printed.
+    if (code === 'ETOOMANYREFS') {
+      io.err(`fdbroker: warning: client pid ${c.pid} (uid ${c.uid}): listeners not handed out (ETOOMANYREFS): this user has more fds in unread `
+        + 'handouts than its RLIMIT_NOFILE; lower --max-fds-in-flight-per-uid, or raise the broker\'s LimitNOFILE=');
+      return;
+    }
     // Refusals are always logged; other client errors unless --quiet.
     if (!quiet || code === 'ERR_FDBROKER_ACCESS_DENIED' || code === 'ERR_FDBROKER_NOT_PERMITTED') io.err(`fdbroker: client pid ${c.pid} (uid ${c.uid}): ${code} ${err.message}`);
   });
+  // Refusals at connect after the first of a uid: one line per uid and reason per interval, even with --quiet.
+  broker.on('refusals', (r) => io.err(`fdbroker: refused uid ${r.uid} (gid ${r.gid}) ${r.count} more time${r.count === 1 ? '' : 's'}`
+    + ` in the last ${Math.round(r.intervalMs / 1000)} s: ${r.code} (last pid ${r.lastPid})`));
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
   if (reloadPath !== undefined) {
     broker.reloadSource = configReloader(reloadPath, settings, flags);
@@ -301,7 +316,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     onStop = (sig) => {
       unhook();
       session.close();
-      if (!quiet) io.out(`fdbroker: ${sig}: stopped, removed ${controlPath}`);
+      if (!quiet) io.out(`fdbroker: ${sig}: stopped${broker.pathRemoved ? `, removed ${controlPath}` : `; ${controlPath} no longer named this broker, left as is`}`);
       resolve(0);
     };
     if (stopped) {

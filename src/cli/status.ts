@@ -7,6 +7,7 @@ import { BrokerConnection } from '../client/connection';
 import { controlPathOf, parseCommand } from './args';
 import type { Io } from './io';
 import { describeOutsideHolders, outsideHolders } from './outside-holders';
+import { printable } from './printable';
 
 const OPTIONS = { json: { type: 'boolean' } } as const;
 
@@ -24,7 +25,7 @@ function generationState(g: GenerationInfo): string {
     case 'ready': return `ready since ${g.readyAt}`;
     case 'standby': return `standing by since ${g.retiringSince} until ${g.standbyUntil} (can resume)`;
     case 'retiring': return `retiring since ${g.retiringSince}${g.readyAt ? ` (ready since ${g.readyAt})` : ' (never ready)'}`;
-    case 'failed': return `FAILED (${g.failedReason ?? 'unknown'}) since ${g.retiringSince}: rolled back`;
+    case 'failed': return `FAILED (${printable(g.failedReason ?? 'unknown')}) since ${g.retiringSince}: rolled back`;
   }
 }
 
@@ -60,6 +61,7 @@ function outsideHoldersNote(s: StatusMessage): string[] {
   return [`not generations: ${describeOutsideHolders(holders)}: they serve on through every deploy; stop them yourself when a new version serves`];
 }
 
+/** The text of `fdbroker status`; labels and holders' names (chosen by others) are escaped (printable.ts). */
 export function formatStatus(s: StatusMessage): string {
   const lines = [
     `broker pid ${s.broker.pid} on ${s.broker.controlPath} (${s.broker.software}, protocol ${s.broker.protocol}, since ${s.broker.startedAt})`,
@@ -68,12 +70,12 @@ export function formatStatus(s: StatusMessage): string {
       + `${l.queued !== undefined ? `  queued ${l.queued}` : ''}${l.broken ? '  BROKEN' : ''}`
       + `${l.removed ? '  REMOVED by a reload: not handed out, held until its holders retire' : ''}`
       + `${l.stalledSince ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
-      + `${l.holders ? `  held by ${l.holders.map((h) => `${h.pid}${h.generation !== undefined ? `(#${h.generation})` : `(${h.comm ?? '?'}, not a generation)`}`).join(' ') || 'nobody else'}` : ''}`),
+      + `${l.holders ? `  held by ${l.holders.map((h) => `${h.pid}${h.generation !== undefined ? `(#${h.generation})` : `(${printable(h.comm ?? '?')}, not a generation)`}`).join(' ') || 'nobody else'}` : ''}`),
     `clients (${s.clients.length}):`,
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
     `generations (${s.generations.length}):`,
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
-      + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${g.label})` : ''}`),
+      + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${printable(g.label)})` : ''}`),
     ...outsideHoldersNote(s),
     ...(s.metrics ? [metricsText(s.metrics)] : []),
   ];

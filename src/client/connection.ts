@@ -475,9 +475,9 @@ export class BrokerConnection {
    * ERR_FDBROKER_NO_CONFIG, ERR_FDBROKER_NOT_PERMITTED, ERR_FDBROKER_UPGRADE_IN_PROGRESS
    * while a takeover is in flight), in which case nothing changed.
    */
-  async reload(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
+  async reload(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ added: string[]; removed: string[]; changed: string[]; grants?: string[] }> {
     const r = await this.call<ReloadedMessage>({ type: 'reload', id: this.nextId++ }, replyOf('reloaded'), timeoutMs);
-    return { added: r.added, removed: r.removed, changed: r.changed };
+    return { added: r.added, removed: r.removed, changed: r.changed, ...(r.grants ? { grants: r.grants } : {}) };
   }
 
   /**

@@ -1,14 +1,20 @@
 // The metrics endpoint: plain node:http on one tcp address, GET (or HEAD)
-// /metrics in the Prometheus text format and 404 for any other path. No TLS
-// and no authentication: bind it to loopback or a private address (README
-// "Metrics"). Never prints; a failed scrape answers 500 and is reported
-// through `onError`.
+// /metrics in the Prometheus text format and 404 for any other path. No TLS;
+// with `token`, a request without `Authorization: Bearer <token>` is 401.
+// Few connections (METRICS_MAX_CONNECTIONS), short header, request and idle
+// timeouts, and at most one scrape per METRICS_MIN_SCRAPE_INTERVAL_MS (others
+// get its text): slow or many clients cannot blind it long, nor load the
+// broker. Never prints; a failed scrape answers 500 and is reported through
+// `onError`.
 import type * as Http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FdbrokerError } from '../protocol/errors';
 import type { BrokerMetrics } from './prometheus';
 import { parseListenerSpec } from '../broker/spec';
-import { METRICS_MAX_CONNECTIONS, METRICS_REQUEST_TIMEOUT_MS } from '../broker/defaults';
+import {
+  METRICS_HEADERS_TIMEOUT_MS, METRICS_IDLE_TIMEOUT_MS, METRICS_MAX_CONNECTIONS, METRICS_MIN_SCRAPE_INTERVAL_MS, METRICS_REQUEST_TIMEOUT_MS,
+  METRICS_TIMEOUT_CHECK_INTERVAL_MS,
+} from '../broker/defaults';
 
 export const METRICS_PATH = '/metrics';
 
@@ -42,6 +48,24 @@ export interface MetricsServer {
 export interface MetricsServerOptions extends MetricsAddress {
   /** A scrape that failed (answered 500). */
   onError?: (err: Error) => void;
+  /** Required as `Authorization: Bearer <token>` (else 401). */
+  token?: string;
+  /** Scrapes within this time of the last one get its text (default METRICS_MIN_SCRAPE_INTERVAL_MS; 0: every scrape is fresh). */
+  minScrapeIntervalMs?: number;
+}
+
+/** Whether `header` is "Bearer <token>", compared in constant time. */
+function bearerMatches(header: string | undefined, token: string): boolean {
+  const want = Buffer.from(`Bearer ${token}`);
+  const got = Buffer.from(header ?? '');
+  let diff = want.length ^ got.length;
+  for (let i = 0; i < want.length; i++) diff |= want[i]! ^ (got[i] ?? 0);
+  return diff === 0;
+}
+
+/** 127.0.0.0/8, ::1, ::ffff:127.x, localhost. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 /** Serves `metrics` on host:port; resolves once listening, rejects with the listen error (e.g. EADDRINUSE). */
@@ -49,7 +73,19 @@ export function serveMetrics(metrics: BrokerMetrics, options: MetricsServerOptio
   // node:http is loaded when an endpoint is served, not by every broker that might serve one.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const http = require('node:http') as typeof Http;
-  const server = http.createServer((req, res) => {
+  let last: { at: number; text: Promise<string> } | undefined;
+  const scrape = (): Promise<string> => {
+    const now = Date.now();
+    if (!last || now - last.at >= (options.minScrapeIntervalMs ?? METRICS_MIN_SCRAPE_INTERVAL_MS)) last = { at: now, text: metrics.metrics() };
+    const p = last.text;
+    p.catch(() => { if (last?.text === p) last = undefined; }); // a failure is not cached
+    return p;
+  };
+  const server = http.createServer({ connectionsCheckingInterval: METRICS_TIMEOUT_CHECK_INTERVAL_MS }, (req, res) => {
+    if (options.token !== undefined && !bearerMatches(req.headers.authorization, options.token)) {
+      res.writeHead(401, { 'content-type': 'text/plain; charset=utf-8', 'www-authenticate': 'Bearer' }).end('unauthorized\n');
+      return;
+    }
     const path = (req.url ?? '').split('?', 1)[0];
     if (path !== METRICS_PATH) {
       res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end(`not found: only ${METRICS_PATH} is served\n`);
@@ -59,7 +95,7 @@ export function serveMetrics(metrics: BrokerMetrics, options: MetricsServerOptio
       res.writeHead(405, { 'content-type': 'text/plain; charset=utf-8', allow: 'GET, HEAD' }).end('method not allowed\n');
       return;
     }
-    metrics.metrics().then((text) => {
+    scrape().then((text) => {
       res.writeHead(200, { 'content-type': metrics.contentType, 'content-length': Buffer.byteLength(text) });
       res.end(req.method === 'HEAD' ? undefined : text);
     }, (err: Error) => {
@@ -69,7 +105,9 @@ export function serveMetrics(metrics: BrokerMetrics, options: MetricsServerOptio
   });
   server.maxConnections = METRICS_MAX_CONNECTIONS;
   server.requestTimeout = METRICS_REQUEST_TIMEOUT_MS;
-  server.headersTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  server.headersTimeout = METRICS_HEADERS_TIMEOUT_MS;
+  server.keepAliveTimeout = METRICS_IDLE_TIMEOUT_MS;
+  server.setTimeout(METRICS_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: options.host, port: options.port }, () => {

@@ -55,7 +55,6 @@ export interface Native {
   inspect(fds: number[]): Int32Array;
   setCloexec(fd: number, on: boolean): number;
   dup(fd: number): number;
-  fchmod(fd: number, mode: number): number;
   flock(fd: number, operation: number): number;
   /** Bytes sent on this socket that the peer has not read yet (SIOCOUTQ), or -errno. */
   outq(fd: number): number;

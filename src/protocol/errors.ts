@@ -1,7 +1,9 @@
 // Errors: Node-shaped system errors for failed syscalls, and FdbrokerError with
 // a stable ERR_FDBROKER_* code for everything fdbroker itself decides. Tests and
 // callers branch on `code`, never on message text.
+import * as os from 'node:os';
 import * as util from 'node:util';
+import { EXTRA_ERRNO_NAMES } from '../native/errno';
 
 export const ERROR_CODES = [
   'ERR_FDBROKER_UNSUPPORTED_PLATFORM',
@@ -83,6 +85,8 @@ export function systemError(negErrno: number, syscall: string, path?: string): S
   } catch {
     code = `Unknown system error ${negErrno}`;
   }
+  // libuv's table lacks some errnos the kernel gives us (ETOOMANYREFS from sendmsg with SCM_RIGHTS): name them from the OS's.
+  if (code.startsWith('Unknown system error')) code = errnoName(-negErrno) ?? code;
   const err = new Error(`${syscall} ${code}${path ? ` ${path}` : ''}`) as SystemError;
   err.code = code;
   err.errno = negErrno;
@@ -90,6 +94,12 @@ export function systemError(negErrno: number, syscall: string, path?: string): S
   if (path !== undefined) err.path = path;
   Error.captureStackTrace(err, systemError);
   return err;
+}
+
+let errnoNames: Map<number, string> | undefined;
+function errnoName(errno: number): string | undefined {
+  errnoNames ??= new Map([...Object.entries(os.constants.errno).map(([name, n]) => [n, name] as [number, string]), ...EXTRA_ERRNO_NAMES]);
+  return errnoNames.get(errno);
 }
 
 /** Returns `r` when it is a result, throws a system error when it is a negative errno. */

@@ -37,3 +37,5 @@ export const MAX_NAMES_PER_REQUEST = MAX_LISTENERS;
 export const MAX_ERROR_TEXT_BYTES = 1024;
 /** Longest standby window a generation may ask for, in ms. */
 export const MAX_STANDBY_MS = 10 * 60_000;
+/** Most grant changes a `reloaded` answer lists (the decoder's bound; a 64 KiB message holds fewer anyway). */
+export const MAX_GRANT_CHANGES = 4096;

@@ -2,7 +2,7 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isBrokerErrorCode, type FdbrokerErrorCode, type UnknownErrorCode } from './errors';
-import { MAX_ERROR_TEXT_BYTES, MAX_GENERATION, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
+import { MAX_ERROR_TEXT_BYTES, MAX_GENERATION, MAX_GRANT_CHANGES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../core/generation-info';
 import type { MetricsSnapshot } from './metrics-snapshot';
 
@@ -121,7 +121,7 @@ export interface StatusMessage {
   metrics?: MetricsSnapshot;
 }
 /** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
-export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[] }
+export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[]; grants?: string[] }
 /** `cause`: the system error code behind it (e.g. "EADDRINUSE" for a reload whose listener cannot bind). */
 export interface ErrorMessage {
   type: 'error'; id?: number; code: FdbrokerErrorCode | UnknownErrorCode; message: string; versions?: number[]; names?: string[]; cause?: string;
@@ -367,7 +367,12 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       if (!isInt(m.id) || !names(m.added) || !names(m.removed) || !names(m.changed)) {
         throw protocolError('reloaded needs id, added, removed and changed (arrays of listener names)');
       }
-      return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed };
+      const grants = m.grants;
+      if (grants !== undefined && !(Array.isArray(grants) && grants.length <= MAX_GRANT_CHANGES
+        && grants.every((g) => typeof g === 'string' && /^allow(-status)?-[ug]id [+-]\d{1,10}$/.test(g)))) {
+        throw protocolError('reloaded: grants must be an array of "allow-uid +N"-like changes');
+      }
+      return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed, ...(grants ? { grants: grants as string[] } : {}) };
     }
     case 'handoff': {
       // nextGeneration may be one past the largest number (every number used).

@@ -8,10 +8,17 @@
 // asks for it with SdNotifier.fromEnv(). The library never prints: failures
 // are 'warning' events.
 //
+// Fds go only to a receiver the broker can trust: never to an abstract name
+// (anyone in the network namespace can bind it first) unless the caller says
+// so (allowAbstractFds), and to a path only while it is a socket file owned by
+// root or by the broker's uid, the same inode before and after connect().
+// Messages without fds go out to any NOTIFY_SOCKET.
+//
 // Fd ownership: fds given to send() stay the caller's. A message that has to
 // wait (EAGAIN: the manager's queue is full) holds duplicates of them, closed
 // once it is sent or dropped.
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
 import { native, type SockAddrUnix } from '../native/binding';
 import { EAGAIN, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { FdbrokerError, systemError } from '../protocol/errors';
@@ -78,6 +85,15 @@ export interface SdNotifierEvents {
 
 interface Pending { text: string; fds: number[]; tries: number }
 
+export interface SdNotifierOptions {
+  /**
+   * Attach fds (FDSTORE=1) to an abstract NOTIFY_SOCKET too (`fdbroker serve
+   * --notify-abstract-fdstore`). Unsafe: whoever binds the name first gets
+   * every listener. Default false: such messages are dropped with a warning.
+   */
+  allowAbstractFds?: boolean;
+}
+
 const WATCHDOG_TEXT = 'WATCHDOG=1\n';
 
 export class SdNotifier extends EventEmitter<SdNotifierEvents> {
@@ -87,8 +103,9 @@ export class SdNotifier extends EventEmitter<SdNotifierEvents> {
   private readonly queue: Pending[] = [];
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private warnedFds = false;
 
-  constructor(notifySocket: string) {
+  constructor(notifySocket: string, private readonly options: SdNotifierOptions = {}) {
     super();
     const address = parseNotifySocket(notifySocket);
     if (!address) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', 'an SdNotifier needs a NOTIFY_SOCKET value');
@@ -97,8 +114,8 @@ export class SdNotifier extends EventEmitter<SdNotifierEvents> {
   }
 
   /** A notifier for `env.NOTIFY_SOCKET`, or undefined when it is not set (not under a service manager). */
-  static fromEnv(env: NodeJS.ProcessEnv = process.env): SdNotifier | undefined {
-    return env.NOTIFY_SOCKET ? new SdNotifier(env.NOTIFY_SOCKET) : undefined;
+  static fromEnv(env: NodeJS.ProcessEnv = process.env, options: SdNotifierOptions = {}): SdNotifier | undefined {
+    return env.NOTIFY_SOCKET ? new SdNotifier(env.NOTIFY_SOCKET, options) : undefined;
   }
 
   /**
@@ -128,6 +145,17 @@ export class SdNotifier extends EventEmitter<SdNotifierEvents> {
   /** true: sent, or failed for good (reported). false: EAGAIN, try again later. */
   private trySend(text: string, fds: number[]): boolean {
     const n = native();
+    const abstract = this.address.path.startsWith('\0');
+    if (fds.length > 0 && abstract && !this.options.allowAbstractFds) {
+      this.refuseFds(text, 'it is an abstract socket name, which any local user can bind first; '
+        + 'use a path socket, or pass --notify-abstract-fdstore if every process in this network namespace is trusted');
+      return true;
+    }
+    const before = fds.length > 0 && !abstract ? this.receiverProblem() : undefined;
+    if (typeof before === 'string') {
+      this.refuseFds(text, before);
+      return true;
+    }
     const fd = n.socket(n.constants.AF_UNIX, n.constants.SOCK_DGRAM);
     if (fd < 0) {
       this.emit('warning', systemError(fd, 'socket'));
@@ -136,6 +164,14 @@ export class SdNotifier extends EventEmitter<SdNotifierEvents> {
     try {
       const shown = this.socket;
       let r = n.connect(fd, this.address);
+      // Still the inode checked above: not swapped between the check and connect().
+      if (r === 0 && before !== undefined) {
+        const after = this.receiverProblem();
+        if (typeof after === 'string' || after.ino !== before.ino || after.dev !== before.dev) {
+          this.refuseFds(text, typeof after === 'string' ? after : 'it was replaced while the broker connected to it');
+          return true;
+        }
+      }
       if (r === 0) r = n.sendmsg(fd, Buffer.from(text), fds);
       if (r === EAGAIN) return false;
       if (r < 0) {
@@ -147,6 +183,30 @@ export class SdNotifier extends EventEmitter<SdNotifierEvents> {
       // close() is never retried: on Linux the fd is gone even when it reports EINTR.
       n.close(fd);
     }
+  }
+
+  /** What is wrong with the path receiver for fds, or its identity when it is fine. */
+  private receiverProblem(): string | { dev: number; ino: number } {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(this.address.path);
+    } catch (err) {
+      return `it cannot be examined (${(err as NodeJS.ErrnoException).code})`;
+    }
+    if (!st.isSocket()) return 'it is not a socket file';
+    const me = process.geteuid?.() ?? 0;
+    if (st.uid !== 0 && st.uid !== me) {
+      return `it belongs to uid ${st.uid}, neither root nor this broker's uid ${me}: that user would receive every listener`;
+    }
+    return { dev: st.dev, ino: st.ino };
+  }
+
+  /** Drops a message with fds for an untrusted receiver; warns once per notifier. */
+  private refuseFds(text: string, why: string): void {
+    if (this.warnedFds) return;
+    this.warnedFds = true;
+    this.emit('warning', new FdbrokerError('ERR_FDBROKER_SYSTEMD',
+      `not sending listeners to NOTIFY_SOCKET=${this.socket} (${text.trim().split('\n').join(' ')}, and every later fd store message): ${why}`));
   }
 
   private dupOrWarn(fd: number): number {

@@ -7,14 +7,26 @@ import { EventEmitter } from 'node:events';
 import { native, type NativePoller } from '../native/binding';
 import { EAGAIN, EINTR } from '../native/errno';
 import { systemError } from '../protocol/errors';
-import { ACCEPT_RETRY_MS } from './defaults';
+import { ACCEPT_RETRY_MS, ACCEPTS_PER_TURN } from './defaults';
 
 /** Something held for the acceptor's life and released when it closes (the path's lock). */
 export interface PathLock { release(): void }
 
+/** The peer's SO_PEERCRED, or a negative errno when it could not be read. */
+export type PeerCred = { pid: number; uid: number; gid: number } | number;
+
+/**
+ * Decides at accept, from the peer's credentials alone, whether a connection
+ * may stay. A refusal is a reason (`code`) and the one message (`reply`,
+ * encoded) sent before the connection is closed; no other state is made.
+ */
+export type Admission = (cred: PeerCred) => { code: string; reply: Buffer } | undefined;
+
 export interface AcceptorEvents {
-  /** A new connection; the listener owns `fd`. */
-  connection: [fd: number];
+  /** A new connection, admitted; the listener owns `fd`. */
+  connection: [fd: number, cred: PeerCred];
+  /** A connection refused by `admit`: its reply was sent (best effort) and it is closed already. */
+  refused: [cred: PeerCred, code: string];
   /** A non-fatal accept error (e.g. EMFILE): accepting resumes after ACCEPT_RETRY_MS. */
   warning: [err: Error];
 }
@@ -27,16 +39,19 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
   private readonly dev: number;
   private closed = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Checked for each connection right after accept (see Admission); none: every connection is admitted. */
+  admit: Admission | undefined;
 
   /**
    * Takes `fd`, a listening socket bound at `path`, and accepts on it. The
    * acceptor owns `fd` and `lock` (released on close) from the call on.
+   * `file` is the socket file the bind created (else: what `path` names now).
    */
-  constructor(path: string, fd: number, private lock: PathLock | undefined) {
+  constructor(path: string, fd: number, private lock: PathLock | undefined, file?: { dev: number; ino: number }) {
     super();
     this.path = path;
     this.fd = fd;
-    const st = fs.statSync(path);
+    const st = file ?? fs.lstatSync(path);
     this.ino = st.ino;
     this.dev = st.dev;
     this.poller = new (native().Poller)(fd, (status) => this.onReadable(status));
@@ -60,27 +75,35 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
   /** Whether `path` still names this socket (a successor may have renamed its own over it). */
   ownsPath(): boolean {
     try {
-      const st = fs.statSync(this.path);
+      const st = fs.lstatSync(this.path);
       return st.ino === this.ino && st.dev === this.dev;
     } catch {
       return false;
     }
   }
 
-  /** Stops accepting, closes the socket and unlinks the path if it is still this socket's. */
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Stops accepting, closes the socket and unlinks the path if it is still
+   * this socket's (same dev and inode). Returns whether it unlinked the path.
+   */
+  close(): boolean {
+    if (this.closed) return false;
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.poller.close();
+    let removed = false;
     try {
-      if (this.ownsPath()) fs.unlinkSync(this.path);
+      if (this.ownsPath()) {
+        fs.unlinkSync(this.path);
+        removed = true;
+      }
     } catch {
       // Already gone, or replaced by a successor: leave it.
     }
     native().close(this.fd);
     this.lock?.release();
     this.lock = undefined;
+    return removed;
   }
 
   private onReadable(status: number): void {
@@ -90,10 +113,22 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
       return;
     }
     const n = native();
-    for (;;) {
+    // At most ACCEPTS_PER_TURN: the poll is level-triggered, so what is left
+    // is accepted on the next turn, after other clients' messages.
+    for (let accepted = 0; accepted < ACCEPTS_PER_TURN; accepted++) {
       const cfd = n.accept(this.fd);
       if (cfd >= 0) {
-        this.emit('connection', cfd);
+        const cred = n.peercred(cfd);
+        const refusal = this.admit?.(cred);
+        if (refusal) {
+          // The accepted socket is non-blocking and its peer's queue empty: the reply fits, and
+          // stays readable by the peer after close (EPIPE on its hello, then the reason).
+          n.sendmsg(cfd, refusal.reply, []);
+          n.close(cfd);
+          this.emit('refused', cred, refusal.code);
+        } else {
+          this.emit('connection', cfd, cred);
+        }
         if (this.closed) return;
         continue;
       }

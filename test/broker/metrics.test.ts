@@ -197,7 +197,8 @@ describe('BrokerMetrics on a broker in this process', () => {
     const sock = path.join(dir, 'b.sock');
     broker = Broker.start({ controlPath: sock, listeners: [{ name: 'web', kind: 'tcp', host: '127.0.0.1', port: 0, backlog: 77 }], inherit: false });
     const metrics = new BrokerMetrics(broker);
-    server = await serveMetrics(metrics, { host: '127.0.0.1', port: 0 });
+    // Fresh figures at each scrape (by default a scrape within 250 ms of the last gets its text).
+    server = await serveMetrics(metrics, { host: '127.0.0.1', port: 0, minScrapeIntervalMs: 0 });
     expect(server.url).toBe(`http://127.0.0.1:${server.port}/metrics`);
 
     expect((await httpGet(`http://127.0.0.1:${server.port}/`)).status).toBe(404);
@@ -443,7 +444,7 @@ describe('BrokerMetrics after a reload', () => {
     try {
       await a.waitFor(/^ready \d+ gen 1$/m, 15_000);
       broker.reloadSource = () => ({ listeners: [{ ...spec, host: '127.0.0.2', backlog: 77 }] });   // another address: a new socket
-      expect(broker.reload()).toEqual({ added: [], removed: [], changed: ['http'] });
+      expect(broker.reload()).toEqual({ added: [], removed: [], changed: ['http'], grants: [] });
       await sleep(HOLDERS_CACHE_TTL_MS);
       const text = await metrics.metrics();
       const values = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`));

@@ -124,7 +124,7 @@ describe('Broker: listeners added and removed while it runs', () => {
     await new Promise((r) => setTimeout(r, 20));
     const after = fdCount(process.pid);
     const r = b.applyReload({ listeners: [spec('a=tcp://127.0.0.1:0'), spec('n1=tcp://127.0.0.1:0')] });
-    expect(r).toEqual({ added: ['n1'], removed: ['c'], changed: [] });
+    expect(r).toEqual({ added: ['n1'], removed: ['c'], changed: [], grants: [] });
     expect(events).toEqual(['-c', '+n1']);
     expect(names()).toEqual(['a', 'n1']);
     expect(fdCount(process.pid)).toBe(after);
@@ -186,11 +186,11 @@ describe('Broker: listeners added and removed while it runs', () => {
     expect(b.listenerInfos()).toMatchObject([{ name: 'a', port, backlog: 511 }]);
     // The same spec'd address (port 0), another backlog: the held socket takes it, same port.
     const r = b.applyReload({ listeners: [spec('a=tcp://127.0.0.1:0?backlog=64')] });
-    expect(r).toEqual({ added: [], removed: [], changed: ['a'] });
+    expect(r).toEqual({ added: [], removed: [], changed: ['a'], grants: [] });
     expect(b.listenerInfos()).toMatchObject([{ name: 'a', backlog: 64, port }]);
     // Another address: a new socket.
     const r2 = b.applyReload({ listeners: [spec('a=tcp://127.0.0.2:0?backlog=64')] });
-    expect(r2).toEqual({ added: [], removed: [], changed: ['a'] });
+    expect(r2).toEqual({ added: [], removed: [], changed: ['a'], grants: [] });
     expect(b.listenerInfos()[0]!.address).toBe('127.0.0.2');
   });
 
@@ -204,7 +204,7 @@ describe('Broker: listeners added and removed while it runs', () => {
       listenerFds: [{ fd, info: { name: 'given', kind: 'tcp', family: 'IPv4', address: '127.0.0.1', port: addr.port, backlog: 16 } }],
     });
     brokers.push(b);
-    expect(b.applyReload({ listeners: [] })).toEqual({ added: [], removed: ['a'], changed: [] });
+    expect(b.applyReload({ listeners: [] })).toEqual({ added: [], removed: ['a'], changed: [], grants: [] });
     expect(b.listenerInfos().map((l) => l.name)).toEqual(['given']);
     expect(() => b.applyReload({ listeners: [spec('given=tcp://127.0.0.1:0')] })).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_DUPLICATE_NAME' }));
   });
@@ -231,7 +231,7 @@ describe('Broker: listeners added and removed while it runs', () => {
     b.on('reloaded', () => seen.push('reloaded'));
     expect(() => b.reload()).toThrow(expect.objectContaining({ code: 'ERR_FDBROKER_NO_CONFIG' }));
     b.reloadSource = () => ({ listeners: [spec('a=tcp://127.0.0.1:0'), spec('b=tcp://127.0.0.1:0')] });
-    expect(b.reload()).toEqual({ added: ['b'], removed: [], changed: [] });
+    expect(b.reload()).toEqual({ added: ['b'], removed: [], changed: [], grants: [] });
     expect(seen).toEqual(['reloading', 'ERR_FDBROKER_NO_CONFIG', 'reloading', 'reloaded']);
   });
 });
@@ -260,6 +260,6 @@ describe('reload during a takeover', () => {
     const aborted = new Promise((r) => b.once('takeoverAborted', r));
     conn.close();
     await aborted;
-    expect(b.reload()).toEqual({ added: ['b'], removed: ['a'], changed: [] });
+    expect(b.reload()).toEqual({ added: ['b'], removed: ['a'], changed: [], grants: [] });
   });
 });

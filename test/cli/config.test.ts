@@ -1,10 +1,12 @@
 // The configuration file: strict parsing (every error names the file, the key
 // and the reason, with one code), and how it combines with the command line.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, configReloader, describeReload, loadConfig, mergeSettings, parseConfig, startOnlyChanges, type ServeSettings } from '../../src/cli/config';
 import { parseListenerSpec } from '../../src/broker/spec';
+import { grantChanges } from '../../src/broker/reload';
 import { cleanup, tmpDir } from '../helpers';
 
 afterEach(cleanup);
@@ -119,6 +121,41 @@ describe('parseConfig', () => {
   });
 });
 
+describe('the file is checked as sshd checks its own (a FIFO never hangs the broker)', () => {
+  const reasonOf = (f: string) => {
+    try { loadConfig(f); } catch (e) { return (e as ConfigError).reason; }
+    return 'loaded';
+  };
+
+  it('writable by its group or by others: refused', () => {
+    const f = path.join(tmpDir(), 'c.toml');
+    fs.writeFileSync(f, FULL);
+    fs.chmodSync(f, 0o644);
+    expect(reasonOf(f)).toBe('loaded');
+    fs.chmodSync(f, 0o664);
+    expect(reasonOf(f)).toMatch(/writable by its group \(mode 0664\).*chmod go-w/);
+    fs.chmodSync(f, 0o646);
+    expect(reasonOf(f)).toMatch(/writable by others \(mode 0646\)/);
+  });
+
+  it.runIf(process.getuid?.() === 0)('owned by another user than root or the broker\'s: refused (as root)', () => {
+    const f = path.join(tmpDir(), 'c.toml');
+    fs.writeFileSync(f, FULL, { mode: 0o644 });
+    fs.chownSync(f, 65534, 65534);
+    expect(reasonOf(f)).toMatch(/belongs to uid 65534/);
+  });
+
+  it('a FIFO (or a directory) at the path is refused at once, not read', () => {
+    const dir = tmpDir();
+    const fifo = path.join(dir, 'c.toml');
+    execFileSync('mkfifo', ['-m', '0644', fifo]);
+    const t0 = Date.now();
+    expect(reasonOf(fifo)).toMatch(/is not a regular file/);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(reasonOf(dir)).toMatch(/is not a regular file|EISDIR/);
+  });
+});
+
 describe('mergeSettings: the file is the base, flags override', () => {
   const file = parseConfig(FULL, '/etc/fdb/broker.toml');
   const none: ServeSettings = { listeners: [], access: {} };
@@ -176,5 +213,13 @@ describe('reload of the file', () => {
 
   it('describeReload is one line', () => {
     expect(describeReload({ added: ['b', 'c'], removed: [], changed: ['d'] })).toBe('added b, c; removed -; changed d');
+    expect(describeReload({ added: [], removed: [], changed: [], grants: ['allow-uid +7'] })).toBe('added -; removed -; changed -; grants allow-uid +7');
+    expect(describeReload({ added: [], removed: [], changed: [], grants: [] })).toBe('added -; removed -; changed -; grants -');
+  });
+
+  it('grantChanges lists each uid/gid given or taken, per flag', () => {
+    expect(grantChanges({ allowUids: [1, 2], statusGids: [5] }, { allowUids: [2, 3], allowGids: [9] }))
+      .toEqual(['allow-uid +3', 'allow-uid -1', 'allow-gid +9', 'allow-status-gid -5']);
+    expect(grantChanges({ allowUids: [1] }, { allowUids: [1] })).toEqual([]);
   });
 });

@@ -210,7 +210,7 @@ describe('fdbroker reload: a bad reload changes nothing', () => {
     writeConfig(cfg, { A: 'tcp://127.0.0.1:0', C: 'tcp://127.0.0.1:0' });
     const r = await cli(['reload', broker.sock, '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ added: ['C'], removed: ['B'], changed: [] });
+    expect(JSON.parse(r.stdout)).toEqual({ added: ['C'], removed: ['B'], changed: [], grants: [] });
     expect(byName(await statusOf(broker.sock), 'A')).toMatchObject([{ kind: 'unix' }]);
   });
 });
@@ -233,7 +233,8 @@ describeWith([root('runs clients as uid 65534'), setpriv()], 'fdbroker reload: g
       expect(await client('status')).toMatchObject({ code: 'ERR_FDBROKER_ACCESS_DENIED' });
 
       writeConfig(cfg, { A: 'tcp://127.0.0.1:0' }, `mode = "0666"\n[access]\nallow-status-uid = [${NOBODY}]`);
-      expect((await cli(['reload', broker.sock])).code).toBe(0);
+      // The summary names the grants given and taken.
+      expect(await cli(['reload', broker.sock])).toMatchObject({ code: 0, stdout: expect.stringMatching(/changed -; grants allow-status-uid \+65534$/m) });
       expect(await client('status')).toMatchObject({ ok: true });
       expect(await client('adopt')).toMatchObject({ code: 'ERR_FDBROKER_NOT_PERMITTED' });
       // A grant from the file does not let its holder reload the file.
@@ -242,12 +243,12 @@ describeWith([root('runs clients as uid 65534'), setpriv()], 'fdbroker reload: g
       expect(denied.stderr).toMatch(/^fdbroker: ERR_FDBROKER_NOT_PERMITTED: /m);
 
       writeConfig(cfg, { A: 'tcp://127.0.0.1:0' }, `mode = "0666"\n[access]\nallow-uid = [${NOBODY}]`);
-      expect((await cli(['reload', broker.sock])).code).toBe(0);
+      expect(await cli(['reload', broker.sock])).toMatchObject({ code: 0, stdout: expect.stringMatching(/grants allow-uid \+65534, allow-status-uid -65534$/m) });
       expect(await client('adopt')).toMatchObject({ ok: true });
       expect((await asNobody(shared.cli, 'reload', broker.sock)).stderr).toMatch(/ERR_FDBROKER_NOT_PERMITTED/);
 
       writeConfig(cfg, { A: 'tcp://127.0.0.1:0' }, 'mode = "0666"');
-      expect((await cli(['reload', broker.sock])).code).toBe(0);
+      expect(await cli(['reload', broker.sock])).toMatchObject({ code: 0, stdout: expect.stringMatching(/grants allow-uid -65534$/m) });
       expect(await client('adopt')).toMatchObject({ code: 'ERR_FDBROKER_ACCESS_DENIED' });
     } finally {
       shared.remove();

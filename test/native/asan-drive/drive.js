@@ -445,7 +445,7 @@ function miscCases() {
   n.close(dead);
   for (const [name, call] of [
     ['sockname', () => n.sockname(dead)], ['peercred', () => n.peercred(dead)],
-    ['dup', () => n.dup(dead)], ['flock', () => n.flock(dead, c.LOCK_EX)], ['fchmod', () => n.fchmod(dead, 0o600)],
+    ['dup', () => n.dup(dead)], ['flock', () => n.flock(dead, c.LOCK_EX)],
     ['setCloexec', () => n.setCloexec(dead, true)], ['getsockoptInt', () => n.getsockoptInt(dead, c.SOL_SOCKET, c.SO_TYPE)],
     ['setsockoptInt', () => n.setsockoptInt(dead, c.SOL_SOCKET, c.SO_RCVBUF, 1)], ['listen', () => n.listen(dead, 1)],
     ['accept', () => n.accept(dead)], ['close', () => n.close(dead)],
