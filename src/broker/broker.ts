@@ -62,6 +62,7 @@ import {
   GENERATION_CHECK_INTERVAL_MS, REJOIN_GRACE_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
   REFUSAL_SUMMARY_INTERVAL_MS, FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID, DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS,
 } from './defaults';
+import { pidAlive } from '../native/process';
 
 export type { AuditEvent } from './audit';
 export type { ReloadResult, ReloadSettings } from './reload';
@@ -1207,13 +1208,3 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 }
 
-/** Whether process `pid` exists (EPERM: it does, as another user's). */
-function pidAlive(pid: number): boolean {
-  if (pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

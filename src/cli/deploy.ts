@@ -26,6 +26,7 @@ import { OutputTail } from '../run/output-tail';
 import { peerPid } from '../run/peer-pid';
 import { inTree } from './proc-tree';
 import { outsideHolders, outsideHoldersWarning } from './outside-holders';
+import { pidAlive } from '../native/process';
 
 /** Exit statuses of `fdbroker deploy` (those of examples/blue-green.sh). */
 export const DEPLOY_EXIT = { deployed: 0, rolledBack: 1, usage: 2, draining: 3, error: 4, rolledBackAfterReady: 5 } as const;
@@ -45,14 +46,6 @@ const OPTIONS = {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** `result`: what `fdbroker wait --json` would say (ok, timeout, gone, draining, rolledBack, broker). */
 interface Watched { verdict: Verdict; result: string; last: StatusMessage | undefined; why?: string }

@@ -8,6 +8,7 @@ import { DEFAULT_WAIT_TIMEOUT_MS, WAIT_POLL_MS } from './defaults';
 import type { Io } from './io';
 import { inTree } from './proc-tree';
 import { outsideHolders, outsideHoldersWarning, type OutsideHolder } from './outside-holders';
+import { pidAlive } from '../native/process';
 
 /** Exit statuses of `fdbroker wait`, as documented in --help and docs/reference/cli.md. */
 export const WAIT_EXIT = { ok: 0, timeout: 1, usage: 2, broker: 3, gone: 4, draining: 5, rolledBack: 6 } as const;
@@ -23,14 +24,6 @@ const OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** The generation `wait` watches: the newest of PID's process tree (PID itself or a descendant, e.g. under a wrapper), or the newest of all. */
 export function waitTarget(s: StatusMessage, pid: number | undefined, isInTree: (pid: number, root: number) => boolean = inTree):

@@ -1,9 +1,7 @@
-// Client behaviour that needs the broker side of issue 18 (the broker core):
-// the features "leaving", "standby-rejoin" and "epoch" announced and honoured.
-// The client side is in place (src/core/generation-machine.ts,
-// src/client/connection.ts); until the broker announces these features the
-// client, rightly, does not use them, and these tests fail. Real processes:
-// `fdbroker serve`, generations running the library, `fdbroker exec`.
+// The protocol features "leaving", "standby-rejoin" and "epoch", end to end:
+// the broker announces and honours them, the client uses them (a standby kept
+// across a broker restart, a planned stop that is no rollback). Real
+// processes: `fdbroker serve`, generations running the library, `fdbroker exec`.
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BrokerConnection } from '../../src/client/connection';
