@@ -51,7 +51,7 @@ describe('tcp listener option nodelay', () => {
     fs.writeFileSync(config, '[listeners]\nhttp = "tcp://127.0.0.1:0?backlog=64"\n');
     const r = spawnSync(process.execPath, [CLI, 'reload', broker.sock, '--json'], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ added: [], removed: [], changed: ['http'] });
+    expect(JSON.parse(r.stdout)).toEqual({ added: [], removed: [], changed: ['http'], grants: [] });
     expect(await ask(port)).toBe('nodelay=1');
     expect(socketInodes(broker.pid)).toEqual(inodesBefore);
     const st = spawnSync(process.execPath, [CLI, 'status', broker.sock, '--json'], { encoding: 'utf8' });

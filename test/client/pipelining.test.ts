@@ -26,7 +26,7 @@ describe('BrokerConnection: requests in flight together', () => {
     const conn = await BrokerConnection.connect(broker.sock, { timeout: 5000 });
     try {
       const [reloaded, status, adopted] = await Promise.all([conn.reload(), conn.status(), conn.adopt(['http'])]);
-      expect(reloaded).toEqual({ added: [], removed: [], changed: [] });
+      expect(reloaded).toEqual({ added: [], removed: [], changed: [], grants: [] });
       expect(status.listeners.map((l) => l.name)).toEqual(['http']);
       expect(adopted.map((l) => l.info.name)).toEqual(['http']);
       for (const l of adopted) native().close(l.fd);
