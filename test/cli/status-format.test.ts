@@ -24,7 +24,9 @@ describe('status text escapes what others chose', () => {
     } as unknown as StatusMessage;
     const text = formatStatus(s);
     expect(text).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f\u202e]/);
-    expect(text.split('\n')).toHaveLength(6);
+    // Six lines, and a seventh naming the holder that is no generation (its comm escaped as well).
+    expect(text.split('\n')).toHaveLength(7);
+    expect(text.split('\n')[6]).toMatch(/^not generations: pid 7 \(\\x1b\]0;owned/);
     expect(text).toContain('\\x1b]0;owned\\x07');
   });
 });
