@@ -895,9 +895,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private handoffHost(): HandoffHost {
     return {
       ownsPath: () => this.acceptor?.ownsPath() ?? false,
+      // The successor itself answers there (not merely something: another user's socket is no successor to hand over to).
+      // undefined: a listener whose queue is full, which only the successor could have renamed over our path.
       pathAnswers: () => {
-        const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
-        return r !== ECONNREFUSED && r !== ENOENT;
+        const pid = listenerPidAt(this.controlPath);
+        return pid === undefined || pid === this.handoff?.by.pid;
       },
       reclaimPath: () => this.reclaimPath(),
       commitTable: () => this.core.commit(),
