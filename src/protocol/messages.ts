@@ -294,8 +294,6 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'committed':
       if (!isInt(m.id)) throw protocolError('committed.id must be a non-negative integer');
       return { type: 'committed', id: m.id };
-    case 'leaving':
-      return { type: 'leaving' };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
   }
