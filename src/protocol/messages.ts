@@ -190,6 +190,8 @@ function parseObject(payload: Buffer): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** A message's `type` for an error text: String() of a peer's object may throw (a null toString). */
+const typeName = (v: unknown): string => (typeof v === 'string' ? v : typeof v);
 const isInt = (v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): v is number =>
   typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 
@@ -212,7 +214,7 @@ export function isValidName(name: unknown): name is string {
 /** Decodes and validates a client's message; throws ERR_FDBROKER_PROTOCOL. */
 export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMessage {
   const m = parseObject(payload);
-  if (fdCount > 0) throw protocolError(`a client may not send fds (got ${fdCount} with "${String(m.type)}")`);
+  if (fdCount > 0) throw protocolError(`a client may not send fds (got ${fdCount} with "${typeName(m.type)}")`);
   switch (m.type) {
     case 'hello':
       if (!Array.isArray(m.versions) || m.versions.length === 0 || m.versions.length > 16
@@ -295,7 +297,7 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       if (!isInt(m.id)) throw protocolError('committed.id must be a non-negative integer');
       return { type: 'committed', id: m.id };
     default:
-      throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
+      throw protocolError(`unknown message type ${JSON.stringify(typeName(m.type)).slice(0, 80)}`);
   }
 }
 
@@ -311,7 +313,7 @@ function validListenerInfo(v: unknown): v is ListenerInfo {
 export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMessage {
   const m = parseObject(payload);
   if (fdCount > 0 && m.type !== FD_MESSAGE_TYPE) {
-    throw protocolError(`fds arrived on a "${String(m.type)}" message; only "listeners" may carry fds`);
+    throw protocolError(`fds arrived on a "${typeName(m.type)}" message; only "listeners" may carry fds`);
   }
   switch (m.type) {
     case 'welcome':
@@ -402,7 +404,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
         code: isBrokerErrorCode(m.code) ? m.code : 'ERR_FDBROKER_PROTOCOL',
       };
     default:
-      throw protocolError(`unknown message type ${JSON.stringify(String(m.type)).slice(0, 80)}`);
+      throw protocolError(`unknown message type ${JSON.stringify(typeName(m.type)).slice(0, 80)}`);
   }
 }
 

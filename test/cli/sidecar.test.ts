@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, expect } from 'vitest';
-import { CLI, cleanup, FIXTURES, get, run, sleep, waitText, type Proc } from '../helpers';
+import { CLI, cleanup, FIXTURES, get, ROOT, run, sleep, waitText, type Proc } from '../helpers';
 import { failuresByKind, KILLED_PROCESS_KINDS, timedLoad } from '../run-helpers';
 import { describeWith, itWith, root, tool } from '../requirements';
 import { DEPLOY_EXIT } from '../../src/cli/deploy';
@@ -23,9 +23,17 @@ afterEach(async () => {
   for (const d of shared.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
-/** argv for `cmd` in a container of its own: a new mount namespace with an empty private /tmp. */
+/**
+ * argv for `cmd` in a container of its own: a new mount namespace with an
+ * empty private /tmp. The checkout (the image's files) stays visible, also
+ * when it lives under /tmp (a CI clone): it is bound aside first and back
+ * over the fresh tmpfs.
+ */
 function container(cmd: string[]): string[] {
-  return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs "$0" && exec "$@"', os.tmpdir(), ...cmd];
+  const script = 'set -e; tmp=$0; root=$1; shift 2; aside=/run/fdb-image-$$; '
+    + 'case "$root/" in "$tmp"/*) mkdir -p "$aside"; mount --bind "$root" "$aside"; mount -t tmpfs tmpfs "$tmp"; '
+    + 'mkdir -p "$root"; mount --bind "$aside" "$root";; *) mount -t tmpfs tmpfs "$tmp";; esac; exec "$@"';
+  return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, os.tmpdir(), ROOT, ...cmd];
 }
 
 function startContainer(cmd: string[], env: NodeJS.ProcessEnv = {}): Proc {
