@@ -30,7 +30,7 @@ afterEach(async () => {
  * over the fresh tmpfs.
  */
 function container(cmd: string[]): string[] {
-  const script = 'set -e; tmp=$0; root=$1; shift 2; aside=/run/fdb-image-$$; '
+  const script = 'set -e; tmp=$0; root=$1; shift; aside=/run/fdb-image-$$; '
     + 'case "$root/" in "$tmp"/*) mkdir -p "$aside"; mount --bind "$root" "$aside"; mount -t tmpfs tmpfs "$tmp"; '
     + 'mkdir -p "$root"; mount --bind "$aside" "$root";; *) mount -t tmpfs tmpfs "$tmp";; esac; exec "$@"';
   return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, os.tmpdir(), ROOT, ...cmd];
