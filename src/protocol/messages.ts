@@ -131,7 +131,11 @@ export interface HandoffOptions {
   backlog?: number; mode?: number; group?: number;
   handshakeTimeoutMs?: number; readyTimeoutMs?: number; retireTimeoutMs?: number; standbyMs?: number; stallTimeoutMs?: number;
   idleTimeoutMs?: number; maxClients?: number; maxClientsPerUid?: number; maxQueuedMessages?: number;
-  access?: { allowUids?: number[]; allowGids?: number[]; statusUids?: number[]; statusGids?: number[] };
+  access?: {
+    allowUids?: number[]; allowGids?: number[]; statusUids?: number[]; statusGids?: number[];
+    /** Per-name rules (src/broker/grants.ts GrantRule). */
+    grants?: Array<{ uid?: number; gid?: number; adopt?: string[]; status?: boolean | string[]; deploy?: boolean; reload?: boolean; takeover?: boolean }>;
+  };
   insecureDir?: boolean;
 }
 /**
@@ -206,6 +210,9 @@ const MAX_LEFT_PER_ACK = 65_536;
 const NAME_PATTERN = /^[A-Za-z0-9._:@-]+$/;
 
 /** A listener name: 1..128 bytes of letters, digits and . _ - : @ */
+/** A rule given or taken by a reload (grants.ts formatRule): "grant +uid=33 adopt=http,metrics status deploy". Bounded. */
+const GRANT_RULE_CHANGE = /^grant [+-][ug]id=\d{1,10}( [a-z]+(=[A-Za-z0-9._:@*,-]{1,8192})?){0,5}$/;
+
 export function isValidName(name: unknown): name is string {
   // The pattern admits ASCII only, so length is the byte length (no Buffer.byteLength per name: adopts name 1,000s).
   return typeof name === 'string' && name.length > 0 && name.length <= MAX_NAME_BYTES && NAME_PATTERN.test(name);
@@ -369,8 +376,8 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       }
       const grants = m.grants;
       if (grants !== undefined && !(Array.isArray(grants) && grants.length <= MAX_GRANT_CHANGES
-        && grants.every((g) => typeof g === 'string' && /^allow(-status)?-[ug]id [+-]\d{1,10}$/.test(g)))) {
-        throw protocolError('reloaded: grants must be an array of "allow-uid +N"-like changes');
+        && grants.every((g) => typeof g === 'string' && (/^allow(-status)?-[ug]id [+-]\d{1,10}$/.test(g) || GRANT_RULE_CHANGE.test(g))))) {
+        throw protocolError('reloaded: grants must be an array of "allow-uid +N"-like or "grant +uid=N adopt=NAME"-like changes');
       }
       return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed, ...(grants ? { grants: grants as string[] } : {}) };
     }
