@@ -226,6 +226,21 @@ describeWith(AS_ROOT, 'per-name grants, with other uids', () => {
   });
 });
 
+describeWith(AS_ROOT, 'per-name grants: a takeover keeps them', () => {
+  it('after `fdbroker serve --takeover` (root), the successor applies the same rules: uid 65534 still gets "metrics" only', async () => {
+    const broker = await brokerFor(['--grant', `uid=${NOBODY} adopt=metrics`]);
+    const next = run(process.execPath, [CLI, 'serve', broker.sock, '--takeover']);
+    await next.waitFor(/^fdbroker: ready on /m);
+    await broker.exited;
+    expect((await statusOf(broker.sock)).broker.pid).toBe(next.pid);
+    expect(await secClient(broker.sock, ['adopt'])).toMatchObject({ ok: true, names: ['metrics'], ports: [broker.ports.metrics] });
+    expect((await secClient(broker.sock, ['adopt', 'http'])).code).toBe('ERR_FDBROKER_NOT_PERMITTED');
+    expect((await secClient(broker.sock, ['status'], OTHER)).code).toBe('ERR_FDBROKER_ACCESS_DENIED');
+    next.kill();
+    await next.exited;
+  });
+});
+
 describeWith(AS_ROOT, 'per-name grants: refusals counted', () => {
   it('repeated refusals of one uid and request give one audit event, then one count per interval', async () => {
     const dir = sharedDir();
