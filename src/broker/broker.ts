@@ -665,7 +665,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', 'the peer\'s credentials could not be read');
     } else if (!allowsAny(this.policy, info)) {
       refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
-        `uid ${info.uid} (gid ${info.gid}) may not use this broker; the broker's owner can allow it with --allow-uid or --allow-gid`);
+        `uid ${info.uid} (gid ${info.gid}) may not use this broker; the broker's owner can allow it with --grant (or --allow-uid, --allow-gid)`);
     } else if (this.clients.size >= this.opts.maxClients) {
       refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
     } else if (info.uid !== this.brokerUid && info.uid !== 0
