@@ -1010,7 +1010,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const grant = grantOf(op);
     if (allows(this.policy, state.info, grant)) return true;
     this.deny(state, id, op, { code: 'ERR_FDBROKER_NOT_PERMITTED',
-      message: `uid ${state.info.uid} (gid ${state.info.gid}) may not ${op} on this broker; its owner can grant it with --grant 'uid=${state.info.uid} ${grant}'` }, names);
+      message: `uid ${state.info.uid} (gid ${state.info.gid}) may not ${op} on this broker; its owner can grant it with --grant 'uid=${state.info.uid} ${grant === 'adopt' ? 'adopt=NAME' : grant}'` }, names);
     return false;
   }
 
