@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { alive, CLI, cleanup, FIXTURES, get, run, sleep, startBroker, tmpDir } from '../helpers';
+import { alive, CLI, cleanup, FIXTURES, get, run, sleep, startBroker, tmpDir, waitText } from '../helpers';
 import { failuresByKind, timedLoad } from '../run-helpers';
 import { NOBODY, SYSTEM_PYTHON } from '../other-user';
 import { DEPLOY_EXIT } from '../../src/cli/deploy';
@@ -14,6 +14,7 @@ import { DEPLOY_EXIT } from '../../src/cli/deploy';
 afterEach(cleanup);
 
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');
+const EXEC_APP = path.join(FIXTURES, 'exec-listen-fds.js');
 
 describe('a broker started again after one stopped', () => {
   it('takes the listeners back from the running generation (nothing closed), which rejoins; a deploy then works: 0 failed under load', async () => {
@@ -63,6 +64,30 @@ describe('a broker started again after one stopped', () => {
       c.on('error', reject);
     });
     unixHolder.kill();
+  });
+
+  it('works for an `fdbroker exec` program as well: it rejoins through exec, and a deploy replaces it (0 failed)', async () => {
+    const dir = tmpDir();
+    const first = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--standby', '500']);
+    const port = first.ports.http!;
+    const v1 = run(process.execPath, [CLI, 'exec', first.sock, '--ready', 'immediate', '--', process.execPath, EXEC_APP]);
+    const v1Pid = Number((await v1.waitFor(/^serving (\d+)/m))[1]);
+    const loads = [timedLoad(port, { concurrency: 4 }), timedLoad(port, { concurrency: 4, keepAlive: true })];
+    await sleep(300);
+    first.kill('SIGINT');
+    await first.exited;
+    const second = await startBroker(dir, [`http=tcp://127.0.0.1:${port}`], ['--standby', '500']);
+    expect(second.stdout()).toMatch(/listener "http" .* was still held by pid \d+/);
+    await waitText(() => v1.stderr(), /re-joined the broker as generation \d+/, 10_000);
+    const d = run(process.execPath, [CLI, 'deploy', second.sock, '--timeout', '15000', '--', process.execPath, CLI, 'exec', second.sock, '--ready', 'immediate', '--', process.execPath, EXEC_APP]);
+    const ex = await d.exited;
+    expect(ex.code, d.stderr()).toBe(DEPLOY_EXIT.deployed);
+    await v1.exited;
+    await sleep(300);
+    const results = (await Promise.all(loads.map((l) => l.stop()))).flat();
+    expect(failuresByKind(results)).toEqual({});
+    expect(results.length).toBeGreaterThan(50);
+    expect((await get(port)).body).not.toMatch(new RegExp(`^${v1Pid} `));
   });
 
   it('never takes a port another user bound while it was down: EADDRINUSE, with who created it', async () => {
