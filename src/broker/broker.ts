@@ -534,6 +534,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   readonly recovered: { listener: ListenerInfo; from: RecoveredFrom }[] = [];
 
+  /**
+   * The listening socket the metrics endpoint serves on (--metrics), owned
+   * here: never handed to a client, handed to a takeover successor with the
+   * listeners (so the port is never free), closed with the broker.
+   */
+  metricsSocket: OwnedListener | undefined;
+
+  /** Takes ownership of the metrics endpoint's socket (closing one held before). */
+  holdMetricsSocket(l: OwnedListener | undefined): void {
+    if (this.metricsSocket && this.metricsSocket.fd !== l?.fd) native().close(this.metricsSocket.fd);
+    this.metricsSocket = l;
+  }
+
   private adopt(l: OwnedListener, spec?: ListenerSpec): void {
     try {
       this.listenerSet.add(l, spec);
@@ -611,6 +624,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const ch of this.channels) ch.close();
     this.channels.clear();
     this.listenerSet.closeAll();
+    this.holdMetricsSocket(undefined);
   }
 
   private reportRefusal(cred: PeerCred, r: Refusal): void {
@@ -864,7 +878,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       ...(this.configPath !== undefined ? { config: this.configPath } : {}),
     };
     this.handoff = new Handoff(state, msg.id, by, this.handoffHost());
-    if (!sendHandoff(state, msg.id, broker, handoffOptions(this.given), table, listeners)) return; // dropped: its close aborts the takeover
+    if (!sendHandoff(state, msg.id, broker, handoffOptions(this.given), table, listeners, this.metricsSocket)) return; // dropped: its close aborts the takeover
     this.auditLog('takeover', state.info, 'ok', listeners.map((l) => l.info.name));
     debug('takeover by pid %d (%s): handed %d listeners, %d generations', by.pid, by.software, by.listeners, by.generations);
     this.emit('takeover', by);
