@@ -119,6 +119,12 @@ export interface StatusMessage {
   generations: GenerationInfo[];
   /** Handover counters and histograms since the broker started (README "Metrics"); in the first part only. */
   metrics?: MetricsSnapshot;
+  /**
+   * How the /proc scan behind `holders` went, when one was made: processes
+   * read, not readable (another uid), and skipped because the scan's time
+   * budget ran out (their holdings are unknown), and its duration in ms.
+   */
+  holdersScan?: { scanned: number; unreadable: number; skipped: number; ms: number };
 }
 /** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
 export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[]; grants?: string[] }
