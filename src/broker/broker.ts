@@ -41,6 +41,7 @@ import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
+import type { RecoveredFrom } from './recover';
 import { Deadlines } from './deadlines';
 import { ListenerSet } from './listener-set';
 import { buildStatus, inodesToScan } from './status-report';
@@ -325,7 +326,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.listenerSet.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir }), spec);
+        const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, recover: options.recover !== false });
+        broker.adopt(l, spec);
+        if (l.recoveredFrom) broker.recovered.push({ listener: l.info, from: l.recoveredFrom });
       }
       // Takeover: received listeners that the configuration names stay the configuration's (a reload may change them).
       for (const spec of options.receivedSpecs ?? []) {
@@ -534,6 +537,26 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Whether a reply still queued for some client names `fd` (RemovedListeners closes it only after). */
   private readonly queuedFd = (fd: number): boolean => [...this.channels].some((ch) => ch.queues(fd));
 
+  /**
+   * Listeners this broker took back at start from a stopped broker's
+   * generations instead of binding them anew (BrokerOptions.recover): the
+   * caller says so once, since no event can reach it before start() returns.
+   */
+  readonly recovered: { listener: ListenerInfo; from: RecoveredFrom }[] = [];
+
+  /**
+   * The listening socket the metrics endpoint serves on (--metrics), owned
+   * here: never handed to a client, handed to a takeover successor with the
+   * listeners (so the port is never free), closed with the broker.
+   */
+  metricsSocket: OwnedListener | undefined;
+
+  /** Takes ownership of the metrics endpoint's socket (closing one held before). */
+  holdMetricsSocket(l: OwnedListener | undefined): void {
+    if (this.metricsSocket && this.metricsSocket.fd !== l?.fd) native().close(this.metricsSocket.fd);
+    this.metricsSocket = l;
+  }
+
   private adopt(l: OwnedListener, spec?: ListenerSpec): void {
     try {
       this.listenerSet.add(l, spec);
@@ -613,6 +636,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const ch of this.channels) ch.close();
     this.channels.clear();
     this.listenerSet.closeAll();
+    this.holdMetricsSocket(undefined);
   }
 
   private reportRefusal(cred: PeerCred, r: Refusal): void {
@@ -866,7 +890,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       ...(this.configPath !== undefined ? { config: this.configPath } : {}),
     };
     this.handoff = new Handoff(state, msg.id, by, this.handoffHost());
-    if (!sendHandoff(state, msg.id, broker, handoffOptions(this.given), table, listeners)) return; // dropped: its close aborts the takeover
+    if (!sendHandoff(state, msg.id, broker, handoffOptions(this.given), table, listeners, this.metricsSocket)) return; // dropped: its close aborts the takeover
     this.auditLog('takeover', state.info, 'ok', listeners.map((l) => l.info.name));
     debug('takeover by pid %d (%s): handed %d listeners, %d generations', by.pid, by.software, by.listeners, by.generations);
     this.emit('takeover', by);

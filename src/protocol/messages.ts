@@ -119,6 +119,12 @@ export interface StatusMessage {
   generations: GenerationInfo[];
   /** Handover counters and histograms since the broker started (README "Metrics"); in the first part only. */
   metrics?: MetricsSnapshot;
+  /**
+   * How the /proc scan behind `holders` went, when one was made: processes
+   * read, not readable (another uid), and skipped because the scan's time
+   * budget ran out (their holdings are unknown), and its duration in ms.
+   */
+  holdersScan?: { scanned: number; unreadable: number; skipped: number; ms: number };
 }
 /** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
 export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[]; grants?: string[] }
@@ -154,6 +160,12 @@ export interface HandoffMessage {
   epoch?: number;
   floor?: number;
   generations: GenerationInfo[];
+  /**
+   * The name, among the listeners that follow, of the broker's own metrics
+   * socket (--metrics): the successor serves its metrics on it and never
+   * hands it to a client, so the port is never free for another user to bind.
+   */
+  metrics?: string;
 }
 /** Unsolicited, to a generation: a new broker took over the path (pid `to`); rejoin it now. This connection closes next. */
 export interface MovedMessage { type: 'moved'; generation: number; to: number }
@@ -395,6 +407,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
         && isInt((g as GenerationInfo).pid) && typeof (g as GenerationInfo).state === 'string' && Array.isArray((g as GenerationInfo).adopted);
       if (!m.generations.every(validGen)) throw protocolError('handoff holds an invalid generation');
       if ((m.epoch !== undefined && !isInt(m.epoch, 1)) || (m.floor !== undefined && !isInt(m.floor, 1))) throw protocolError('handoff.epoch and handoff.floor must be positive integers');
+      if (m.metrics !== undefined && !isValidName(m.metrics)) throw protocolError('handoff.metrics must be a listener name');
       return m as unknown as HandoffMessage;
     }
     case 'moved':
