@@ -283,4 +283,13 @@ describeWith(AS_ROOT, 'per-name grants: --grant on the command line', () => {
     const broker = await brokerFor(['--grant', 'uid=nobody adopt=metrics']);
     expect(await secClient(broker.sock, ['adopt'])).toMatchObject({ ok: true, names: ['metrics'] });
   });
+
+  it('`fdbroker run` takes --grant like serve: a bad rule is a usage error before anything starts', async () => {
+    const dir = tmpDir();
+    const p = run(process.execPath, [CLI, 'run', path.join(dir, 'b.sock'), '--listen', 'http=tcp://127.0.0.1:0', '--grant', 'gid=65534 adopt=a/b', '--', 'true']);
+    const { code } = await p.exited;
+    expect(code).toBe(2);
+    expect(p.stderr()).toMatch(/--grant 'gid=65534 adopt=a\/b': "a\/b" is not a listener name/);
+    expect(fs.existsSync(path.join(dir, 'b.sock'))).toBe(false);
+  });
 });
