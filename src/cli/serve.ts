@@ -212,6 +212,8 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   }
   let metrics: MetricsServer | undefined;
   try {
+    // A metrics socket taken over while this broker serves none is closed: never a port that accepts and never answers.
+    if (!metricsAddress) broker.holdMetricsSocket(undefined);
     const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io, metricsToken) : undefined;
     if (listen && v.takeover === true) metrics = await metricsAfterTakeover(listen, io);
     else if (listen) metrics = await listen();

@@ -406,6 +406,16 @@ while time.time() < end:
     await p3.waitFor(new RegExp(`^fdbroker: ready on .*; metrics on http://127\\.0\\.0\\.1:${port}/metrics$`, 'm'), 6_000);
     expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
     expect(p3.stderr()).not.toMatch(/no metrics endpoint/);
+    // The old address is closed (p3 was given another one), and a successor without --metrics closes what it was handed: refused, never a hang.
+    await expect(fetch(url![1])).rejects.toThrow();
+    const p4 = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover']);
+    await p4.waitFor(/^fdbroker: ready on /m);
+    expect((await p3.exited).code).toBe(0);
+    const refused = await new Promise<string>((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); resolve('connected'); });
+      c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    });
+    expect(refused).toBe('ECONNREFUSED');
   }, 30_000);
 
   it('an app that is its own broker (embedded) is not taken over: ERR_FDBROKER_NOT_PERMITTED, exit 1; the app serves on', async () => {
