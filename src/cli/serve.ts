@@ -240,8 +240,9 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
     const hint = e.resumed !== undefined ? `generation ${e.resumed} resumes serving`
       : typeof opts.noStandbyHint === 'function' ? opts.noStandbyHint() : (opts.noStandbyHint ?? 'no generation stood by: nobody may be accepting now; start a new version');
     if (hint === undefined) return;
-    io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
-      + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; ${hint}`);
+    // A rollback only when someone resumed; otherwise what served failed and nothing stood by to take over.
+    io.err(`fdbroker: ${e.resumed !== undefined ? 'ROLLBACK' : 'FAILED'}: generation ${e.failed.number} (pid ${e.failed.pid}) `
+      + `${e.reason === 'left' ? 'left without being retired (exited or crashed; a planned stop calls gen.close())' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; ${hint}`);
   });
   // A planned stop is not a rollback (no ROLLBACK line, no rollbacks_total): said once, even with --quiet.
   broker.on('stop', (e) => io.out(`fdbroker: generation ${e.generation.number} (pid ${e.generation.pid}) stopped on purpose; `
