@@ -222,7 +222,9 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
   tailOut: (lines: string[], where: string) => void, done: (v: Verdict, pid: number | undefined, log: string | null, w: Watched | undefined) => number): Promise<number> {
   const file = readRunFile(sock);
   if (!file) {
-    step(`no \`fdbroker run\` on ${sock} (no ${runFilePath(sock)}): to deploy beside \`fdbroker serve\`, give the command: fdbroker deploy ${sock} -- CMD [ARGS...]`);
+    step(fs.existsSync(sock)
+      ? `no \`fdbroker run\` on ${sock} (no ${runFilePath(sock)}): to deploy beside \`fdbroker serve\`, give the command: fdbroker deploy ${sock} -- CMD [ARGS...]`
+      : `nothing at ${sock}: no broker runs there; start one (\`fdbroker run ${sock} --listen NAME=SPEC -- CMD\`, or \`fdbroker serve ${sock} --listen NAME=SPEC\`), or give the path it was started with`);
     return done('error', undefined, null, undefined);
   }
   // The file names the run; the broker's status confirms it is the one answering on the path (not a stale file).
