@@ -41,7 +41,7 @@ import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
-import type { RecoveredFrom } from './recover';
+import { recordedSockets, recordSockets, socketsFile, type RecoveredFrom } from './recover';
 import { Deadlines } from './deadlines';
 import { ListenerSet } from './listener-set';
 import { buildStatus, inodesToScan } from './status-report';
@@ -302,6 +302,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       for (const fd of pendingFds) native().close(fd);
       throw err;
     }
+    let recorded: Set<number> | undefined;
     try {
       if (options.inherit !== false) {
         const inherited = takeInheritedListeners(process.env, options.backlog);
@@ -326,7 +327,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.listenerSet.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, recover: options.recover !== false });
+        recorded ??= options.recover !== false ? recordedSockets(options.controlPath) : new Set();
+        const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, recover: recorded });
         broker.adopt(l, spec);
         if (l.recoveredFrom) broker.recovered.push({ listener: l.info, from: l.recoveredFrom });
       }
@@ -345,6 +347,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       throw err;
     }
     broker.listenOn(broker.acceptor);
+    broker.recordSockets();
     return broker;
   }
 
@@ -474,6 +477,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         throw new FdbrokerError('ERR_FDBROKER_NO_CONFIG', 'this broker has no configuration to reload: start it with `fdbroker serve --config FILE`');
       }
       const result = this.applyReload(this.reloadSource());
+      this.recordSockets();
       this.emit('reloaded', result);
       return result;
     } catch (err) {
@@ -555,6 +559,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
   holdMetricsSocket(l: OwnedListener | undefined): void {
     if (this.metricsSocket && this.metricsSocket.fd !== l?.fd) native().close(this.metricsSocket.fd);
     this.metricsSocket = l;
+  }
+
+  /** PATH.sockets: what a broker started later on this path may take back from the generations (recover.ts). */
+  private recordSockets(): void {
+    const inodes = this.listenerSet.all().map((l) => this.listenerSet.inodeOf(l)).filter((i): i is number => i !== undefined);
+    const err = recordSockets(this.controlPath, inodes);
+    if (err) debug('cannot record the listeners in %s: %s', socketsFile(this.controlPath), err.message);
   }
 
   private adopt(l: OwnedListener, spec?: ListenerSpec): void {

@@ -25,11 +25,12 @@ export interface CreateListenerOptions {
   /** Accept a unix listener's directory that others could write (--insecure-dir). */
   insecureDir?: boolean;
   /**
-   * When the address is in use by a listening socket this broker's user
-   * created (a stopped broker's, still held by its generations), take a copy
-   * of that socket from a holder instead of failing (recover.ts). Default false.
+   * The socket inodes a stopped broker on the same control path recorded
+   * (recover.ts): when the address is in use by one of them, still held by
+   * its generations, take a copy of that socket from a holder instead of
+   * failing. Default: none (fail with EADDRINUSE).
    */
-  recover?: boolean;
+  recover?: ReadonlySet<number>;
 }
 
 /**
@@ -52,7 +53,7 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     } catch (err) {
       n.close(fd);
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !options.recover) throw err;
-      const taken = recovered(spec, backlog, err as Error);
+      const taken = recovered(spec, backlog, err as Error, options.recover);
       return { fd: taken.fd, info, recoveredFrom: taken.from };
     }
   }
@@ -71,7 +72,7 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     let recoveredFrom: RecoveredFrom | undefined;
     if (r < 0) {
       const cause = systemError(r, 'bind', where);
-      const recovery = cause.code === 'EADDRINUSE' && options.recover && spec.kind === 'tcp' ? recoverListener(spec) : undefined;
+      const recovery = cause.code === 'EADDRINUSE' && options.recover && spec.kind === 'tcp' ? recoverListener(spec, options.recover) : undefined;
       if (recovery?.kind === 'recovered') {
         // The copy replaces the fresh socket that could not bind.
         n.close(fd);
@@ -113,8 +114,8 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
  * `backlog`; throws `err` (the bind's EADDRINUSE) with the reason when none
  * can be taken.
  */
-function recovered(spec: ListenerSpec, backlog: number, err: Error): { fd: number; from: RecoveredFrom } {
-  const recovery = recoverListener(spec);
+function recovered(spec: ListenerSpec, backlog: number, err: Error, recorded: ReadonlySet<number>): { fd: number; from: RecoveredFrom } {
+  const recovery = recoverListener(spec, recorded);
   if (recovery.kind !== 'recovered') {
     if (recovery.kind === 'refused') err.message += `: ${recovery.reason}`;
     throw err;

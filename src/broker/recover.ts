@@ -7,9 +7,13 @@
 // holds it, with pidfd_getfd(2): nothing is closed, nothing is refused, and
 // the generations rejoin the new broker as they would after a takeover.
 //
-// Only a socket this broker's user created is taken (the kernel records the
-// creator's uid per socket in /proc/net/*): a root broker never adopts a port
-// another user bound while it was down. The kernel itself allows the copy only
+// Only a socket that a broker on the same control path created is taken: each
+// broker records its listeners' socket inodes in PATH.sockets (recordSockets),
+// a file left in place when it stops, and a socket's inode is unique while it
+// lives. The socket's creator must be this broker's user as well (the kernel
+// records it per socket in /proc/net/*): a root broker never adopts a port
+// another user bound while it was down, and no broker takes over the port of
+// some other program of its own user. The kernel itself allows the copy only
 // as it allows ptrace (same uid and a dumpable process, or CAP_SYS_PTRACE).
 // Runs once, synchronously, at start, before the control socket exists.
 import * as fs from 'node:fs';
@@ -48,10 +52,11 @@ interface Listening { inode: number; uid: number | undefined }
  * fd is owned by the caller; it is the socket whose inode /proc names, checked
  * with fstat after the copy.
  */
-export function recoverListener(spec: ListenerSpec): Recovery {
+export function recoverListener(spec: ListenerSpec, recorded: ReadonlySet<number>): Recovery {
   const found = spec.kind === 'tcp' ? listeningTcp(spec.host!, spec.port!)
     : spec.kind === 'unix' ? listeningUnix(spec.path!) : undefined;
-  if (!found) return { kind: 'none' };
+  // Not a socket a broker on this path created: somebody else's, left alone.
+  if (!found || !recorded.has(found.inode)) return { kind: 'none' };
   const euid = process.geteuid?.() ?? 0;
   if (found.uid !== undefined && found.uid !== euid) {
     return { kind: 'refused', reason: `the socket listening there was created by uid ${found.uid}, not by this broker's user (uid ${euid}), so it is not a stopped broker's: stop that process, or choose another address` };
@@ -91,6 +96,54 @@ export function recoverListener(spec: ListenerSpec): Recovery {
     reason: `${who} still ${holders.length === 1 ? 'holds' : 'hold'} the listening socket of a stopped broker, and this broker may not take a copy (${lastError || 'it was gone'}): `
       + `start the broker as that process's user or as root (CAP_SYS_PTRACE), or stop ${holders.length === 1 ? 'it' : 'them'}`,
   };
+}
+
+/** The record of a broker's listening sockets, beside its control socket. */
+export function socketsFile(controlPath: string): string {
+  return `${controlPath}.sockets`;
+}
+
+/**
+ * Writes the socket inodes of `listeners` to PATH.sockets (0600, replaced
+ * atomically; never through a symlink). Best effort: a broker that cannot
+ * write it only loses the recovery of a later start (returns the error).
+ */
+export function recordSockets(controlPath: string, inodes: readonly number[]): Error | undefined {
+  const file = socketsFile(controlPath);
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    try {
+      fs.writeSync(fd, `${JSON.stringify({ pid: process.pid, inodes })}\n`);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+    return undefined;
+  } catch (err) {
+    try { fs.unlinkSync(tmp); } catch { /* not created */ }
+    return err as Error;
+  }
+}
+
+/** The inodes a broker on `controlPath` recorded; empty unless the file is a regular file of this user's. */
+export function recordedSockets(controlPath: string): Set<number> {
+  let fd: number;
+  try {
+    fd = fs.openSync(socketsFile(controlPath), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch {
+    return new Set();
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.uid !== (process.geteuid?.() ?? 0) || st.size > 1 << 20) return new Set();
+    const parsed = JSON.parse(fs.readFileSync(fd, 'utf8')) as { inodes?: unknown };
+    return new Set(Array.isArray(parsed.inodes) ? parsed.inodes.filter((i): i is number => Number.isSafeInteger(i)) : []);
+  } catch {
+    return new Set();
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** The listening TCP socket bound to exactly host:port in this network namespace, from /proc/net/tcp{,6}. */
