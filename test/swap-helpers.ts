@@ -3,7 +3,7 @@
 // one takes to leave after its successor is ready.
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT, run, type Proc } from './helpers';
+import { CLI, ROOT, run, type Proc } from './helpers';
 
 export const EXAMPLES = path.join(ROOT, 'examples');
 /** An old version must be gone this soon after its successor is ready (the apps' drain deadline is 10 s). */
@@ -60,4 +60,11 @@ export function makeCert(dir: string): { key: string; cert: string } {
     throw new Error(`openssl is needed to make a test certificate (apt-get install openssl): ${(err as Error).message}`);
   }
   return { key, cert };
+}
+
+/** Resolves once the broker on `sock` has the generation of `p` (an `fdbroker exec`, by its pid) ready: `fdbroker wait --until ready`. */
+export async function execReady(sock: string, p: Proc): Promise<void> {
+  const w = run(process.execPath, [CLI, 'wait', sock, '--pid', String(p.pid), '--until', 'ready', '--timeout', '15000', '--quiet']);
+  const { code } = await w.exited;
+  if (code !== 0) throw new Error(`fdbroker wait --pid ${p.pid}: exit ${code}: ${w.stderr()}\nprogram stderr:\n${p.stderr()}`);
 }

@@ -14,6 +14,8 @@
 //   max-clients = 1024
 //   [timeouts]                    # ms, as --handshake-timeout, --ready-timeout, --retire-timeout, --stall-timeout, --standby
 //   ready = 60000
+//   [exec]                        # read by `fdbroker exec --config` only: inherit, retire-signal, ready (exec-config.ts)
+//   inherit = ["nginx"]
 //
 // Combination: the file is the base; a flag given on the command line
 // overrides the same setting (a list flag replaces the file's list); a
@@ -28,6 +30,7 @@ import type { AccessOptions } from '../broker/access';
 import type { ReloadResult, ReloadSettings } from '../broker/reload';
 import { MAX_ID, MAX_TIMER_MS } from './args';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
+import { execSettingsOf, type ExecSettings } from './exec-config';
 
 /** Everything `serve` takes from flags or the file; an absent field is "not set" (the broker's default applies). */
 export interface ServeSettings {
@@ -43,9 +46,11 @@ export interface ServeSettings {
   retireTimeoutMs?: number;
   stallTimeoutMs?: number;
   standbyMs?: number;
+  /** The [exec] table: read by `fdbroker exec --config` (exec-config.ts), checked and otherwise ignored by serve. */
+  exec?: ExecSettings;
 }
 
-type ScalarField = Exclude<keyof ServeSettings, 'listeners' | 'access'>;
+type ScalarField = Exclude<keyof ServeSettings, 'listeners' | 'access' | 'exec'>;
 type AccessField = keyof AccessOptions;
 
 /** A configuration file that cannot be read or is not valid. `key`: the key path at fault (absent for a syntax error). */
@@ -84,7 +89,7 @@ const ACCESS: Record<string, AccessField> = {
   'access.allow-status-gid': 'statusGids',
 };
 
-const TABLES = ['listeners', 'access', 'limits', 'timeouts'] as const;
+const TABLES = ['listeners', 'access', 'limits', 'timeouts', 'exec'] as const;
 
 const isTable = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
@@ -132,6 +137,7 @@ export function parseConfig(text: string, file: string, baseDir = path.dirname(p
     if ((TABLES as readonly string[]).includes(key)) {
       if (!isTable(value)) throw new ConfigError(file, key, `must be a table ([${key}]), not ${describe(value)}`);
       if (key === 'listeners') out.listeners = listenersOf(file, value, baseDir);
+      else if (key === 'exec') out.exec = execSettingsOf(value, (k, reason) => { throw new ConfigError(file, k, reason); });
       else tableOf(file, key, value, out);
       continue;
     }

@@ -1,0 +1,141 @@
+// `fdbroker exec --inherit DIALECT` with the real servers (Debian's
+// packages): each server is deployed over itself (a second `fdbroker exec`
+// generation replaces the first) under keep-alive and new-connection load on
+// 127.0.0.1 with clients that never retry; every failure is counted by kind
+// and none is allowed. The numbers are in docs/guides/other-languages.md.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, describe, expect } from 'vitest';
+import { CLI, FIXTURES, cleanup, get, loadLoop, run, sleep, startBroker, tmpDir, type LoadStats, type Proc } from '../helpers';
+import { gunicorn, haproxy, itWith, nginx, puma, unicorn, uvicorn, type Requirement } from '../requirements';
+import { EXAMPLES, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, execReady } from '../swap-helpers';
+
+/** Load before and after the deploy, each. */
+const LOAD_MS = 1000;
+/** Clients per kind of load: keep-alive, and a new connection per request. */
+const CONCURRENCY = 4;
+/** At least this many requests served per kind of load (a server that never served fails). */
+const MIN_OK = 100;
+
+afterEach(cleanup);
+
+interface Case {
+  name: string;
+  needs: () => Requirement[];
+  /** exec's flags before `--` (--inherit, --ready, --retire-signal). */
+  flags: string[];
+  /** The server's command for generation `gen` (1, 2), serving the broker's listener on 127.0.0.1:port. */
+  cmd: (dir: string, port: number, gen: number) => string[];
+}
+
+const PID_APP = path.join(FIXTURES, 'pid_app.ru');
+
+function nginxConf(dir: string, port: number): string {
+  const file = path.join(dir, 'nginx.conf');
+  // `listen` must be the held address: nginx matches each inherited fd to a listen by address.
+  fs.writeFileSync(file, `daemon off;
+master_process on;
+worker_processes 2;
+error_log stderr notice;
+events { worker_connections 512; }
+http {
+  access_log off;
+  keepalive_timeout 5s;
+  server { listen 127.0.0.1:${port}; location / { return 200 "$pid nginx\\n"; } }
+}
+`);
+  return file;
+}
+
+function haproxyConf(dir: string): string {
+  const file = path.join(dir, 'haproxy.cfg');
+  // idle-close-on-response: on soft stop (SIGUSR1), an idle keep-alive connection is not
+  // closed under a client's next request; that request is answered with Connection: close.
+  fs.writeFileSync(file, `global
+  idle-close-on-response
+  hard-stop-after 10s
+defaults
+  mode http
+  timeout client 10s
+  timeout connect 5s
+  timeout server 10s
+  timeout http-keep-alive 5s
+frontend web
+  bind "fd@\${FDBROKER_FD_HTTP}"
+  http-request return status 200 content-type text/plain lf-string "%pid haproxy\\n"
+`);
+  return file;
+}
+
+function unicornConf(dir: string, port: number): string {
+  const file = path.join(dir, 'unicorn.rb');
+  fs.writeFileSync(file, `listen "127.0.0.1:${port}"\nworker_processes 2\ntimeout 30\n`);
+  return file;
+}
+
+const cases: Case[] = [
+  { name: 'systemd (the default): Puma 5.6 with LISTEN_FDS and LISTEN_PID', needs: () => [puma()],
+    flags: ['--ready', 'immediate'],
+    cmd: (_d, port) => ['puma', '--bind', `tcp://127.0.0.1:${port}`, '--threads', '2:4', PID_APP] },
+  { name: 'nginx: NGINX=3;, SIGQUIT (its graceful quit)', needs: () => [nginx()],
+    flags: ['--inherit', 'nginx', '--ready', 'immediate', '--retire-signal', 'SIGQUIT'],
+    cmd: (dir, port, gen) => ['/usr/sbin/nginx', '-p', dir, '-c', nginxConf(dir, port), '-g', `pid ${dir}/nginx-${gen}.pid;`] },
+  { name: 'haproxy: bind fd@${FDBROKER_FD_HTTP}, SIGUSR1 (its soft stop)', needs: () => [haproxy()],
+    flags: ['--inherit', 'haproxy', '--ready', 'immediate', '--retire-signal', 'SIGUSR1'],
+    cmd: (dir) => ['haproxy', '-db', '-f', haproxyConf(dir)] },
+  { name: 'gunicorn: GUNICORN_FD and LISTEN_FDS, SIGTERM (its graceful stop), READY=1 from gunicorn', needs: () => [gunicorn()],
+    flags: ['--inherit', 'gunicorn'],
+    cmd: () => ['gunicorn', '--workers', '2', '--graceful-timeout', '10', '--chdir', EXAMPLES, 'gunicorn_app:app'] },
+  { name: 'uvicorn: UVICORN_FD (its --fd), the app drains on SIGUSR1', needs: () => [uvicorn()],
+    flags: ['--inherit', 'uvicorn', '--retire-signal', 'SIGUSR1'],
+    cmd: () => ['uvicorn', '--timeout-keep-alive', '2', '--app-dir', EXAMPLES, 'uvicorn_app:app'] },
+  { name: 'puma: PUMA_INHERIT_0 matched to --bind', needs: () => [puma()],
+    flags: ['--inherit', 'puma', '--ready', 'immediate'],
+    cmd: (_d, port) => ['puma', '--bind', `tcp://127.0.0.1:${port}`, '--threads', '2:4', PID_APP] },
+  { name: 'unicorn: UNICORN_FD, SIGQUIT (its graceful stop)', needs: () => [unicorn()],
+    flags: ['--inherit', 'unicorn', '--ready', 'immediate', '--retire-signal', 'SIGQUIT'],
+    cmd: (dir, port) => ['unicorn', '-c', unicornConf(dir, port), PID_APP] },
+  { name: 'einhorn: EINHORN_FD_COUNT and EINHORN_FD_0, read by a Node program', needs: () => [],
+    flags: ['--inherit', 'einhorn', '--ready', 'immediate'],
+    cmd: () => [process.execPath, path.join(FIXTURES, 'einhorn-app.js')] },
+];
+
+describe('fdbroker exec --inherit: each server deployed over itself under load, 0 failed requests', () => {
+  for (const c of cases) {
+    itWith(c.needs(), c.name, async () => {
+      const dir = tmpDir();
+      const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0?nodelay=1'], SWAP_BROKER_FLAGS);
+      const port = broker.ports.http!;
+      const start = (gen: number): Proc => run(process.execPath, [CLI, 'exec', broker.sock, ...c.flags, '--', ...c.cmd(dir, port, gen)], { cwd: dir });
+      const first = start(1);
+      await execReady(broker.sock, first);
+      const before = await get(port);
+      expect(before.status, first.stderr()).toBe(200);
+
+      const keepAlive = loadLoop(port, { concurrency: CONCURRENCY, keepAlive: true });
+      const fresh = loadLoop(port, { concurrency: CONCURRENCY });
+      await sleep(LOAD_MS);
+      const second = start(2);
+      await execReady(broker.sock, second);
+      const t0 = Date.now();
+      const ex = await first.exited;
+      const goneMs = Date.now() - t0;
+      await sleep(LOAD_MS);
+      const ka: LoadStats = await keepAlive.stop();
+      const nc: LoadStats = await fresh.stop();
+      const after = await get(port);
+      console.log(JSON.stringify({ case: c.name, keepAlive: { ok: ka.ok, failed: ka.failed, byKind: ka.byKind },
+        newConnections: { ok: nc.ok, failed: nc.failed, byKind: nc.byKind }, goneMs }));
+
+      expect(ex.code, `first generation's exec: ${first.stderr()}`).toBe(0);
+      expect(goneMs).toBeLessThan(OLD_GONE_MAX_MS);
+      // The second generation serves on the held socket: a request after the first is gone is answered, by another process.
+      expect(after.status, second.stderr()).toBe(200);
+      expect(after.body.split(' ')[0]).not.toBe(before.body.split(' ')[0]);
+      expect(ka.byKind).toEqual({});
+      expect(nc.byKind).toEqual({});
+      expect(ka.ok).toBeGreaterThan(MIN_OK);
+      expect(nc.ok).toBeGreaterThan(MIN_OK);
+    }, 40_000);
+  }
+});
