@@ -11,7 +11,8 @@
 //   nginx     NGINX=3;4;             (nginx matches each fd to a `listen` by address)
 //   haproxy   FDBROKER_FD_<NAME>=3   (one per listener: `bind "fd@${FDBROKER_FD_HTTP}"`)
 //   puma      PUMA_INHERIT_0=3:tcp://127.0.0.1:8080 (one per listener, Puma's own restart
-//             variables: a `--bind` of that URL takes the fd), and the systemd variables
+//             variables: a `--bind` of that URL takes the fd). Not with systemd: Puma
+//             would open the same fd twice (it also reads LISTEN_FDS when LISTEN_PID is its pid)
 //   unicorn   UNICORN_FD=3,4         (matched to `listen` addresses in the config)
 //   gunicorn  GUNICORN_FD=3,4 and the systemd variables (gunicorn 20.1 reads LISTEN_FDS)
 //   einhorn   EINHORN_FD_COUNT=2 EINHORN_FD_0=3 EINHORN_FD_1=4 (and EINHORN_FDS="3 4", older readers)
@@ -72,7 +73,10 @@ export function dialectEnv(dialects: readonly Dialect[], listeners: readonly Lis
   const env: Record<string, string> = {};
   const fds = listeners.map((_, i) => FIRST_LISTENER_FD + i);
   const set = new Set(dialects);
-  const systemd = set.has('systemd') || set.has('gunicorn') || set.has('puma');
+  const systemd = set.has('systemd') || set.has('gunicorn');
+  if (set.has('puma') && systemd) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', '--inherit puma cannot be combined with systemd or gunicorn: Puma would take each fd twice (PUMA_INHERIT_<n> and LISTEN_FDS)');
+  }
   if (systemd) {
     const bad = listeners.find((l) => l.name.includes(':'));
     if (bad) {
@@ -130,5 +134,5 @@ export function withoutDialectVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessE
 
 /** Whether the program's startup script sets LISTEN_PID (and LISTEN_PIDFDID): with any dialect that sets LISTEN_FDS. */
 export function wantsListenPid(dialects: readonly Dialect[]): boolean {
-  return dialects.some((d) => d === 'systemd' || d === 'gunicorn' || d === 'puma');
+  return dialects.some((d) => d === 'systemd' || d === 'gunicorn');
 }
