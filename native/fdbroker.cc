@@ -25,11 +25,19 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <vector>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434  // the same number on every architecture (Linux >= 5.3)
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438  // Linux >= 5.6
+#endif
 
 #ifndef SO_PASSRIGHTS
 #define SO_PASSRIGHTS 83  // Linux >= 6.16; older kernels answer ENOPROTOOPT.
@@ -751,6 +759,40 @@ Napi::Value WaitPid(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// pidfd_open(pid, 0) -> pidfd | -errno. The pidfd is close-on-exec and refers
+// to that process for as long as it is open, even once its pid is reused.
+Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "pidfdOpen(pid): pid must be a number").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int pid = info[0].As<Napi::Number>().Int32Value();
+  if (pid <= 0) return Errno(env, EINVAL);
+  long r = syscall(SYS_pidfd_open, pid, 0);
+  if (r < 0) return Errno(env, errno);
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
+// pidfd_getfd(pidfd, targetfd, 0) -> fd | -errno: a duplicate, in this
+// process, of the target's fd (the same open file description), close-on-exec.
+// The kernel allows it only as ptrace would (same uid and a dumpable target,
+// or CAP_SYS_PTRACE): -EPERM otherwise; -EBADF when the target has no such fd.
+Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pidfd;
+  if (!CheckFd(info, 0, &pidfd)) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "pidfdGetfd(pidfd, fd): fd must be a number").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int target = info[1].As<Napi::Number>().Int32Value();
+  if (target < 0) return Errno(env, EBADF);
+  long r = syscall(SYS_pidfd_getfd, pidfd, target, 0);
+  if (r < 0) return Errno(env, errno);
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("socket", Napi::Function::New(env, Socket));
   exports.Set("bind", Napi::Function::New(env, Bind));
@@ -771,6 +813,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendmsg", Napi::Function::New(env, SendMsg));
   exports.Set("recvmsg", Napi::Function::New(env, RecvMsg));
   exports.Set("waitpid", Napi::Function::New(env, WaitPid));
+  exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen));
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   exports.Set("Poller", Poller::Init(env));
 
   Napi::Object c = Napi::Object::New(env);

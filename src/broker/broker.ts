@@ -39,6 +39,7 @@ import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
+import type { RecoveredFrom } from './recover';
 import { Deadlines } from './deadlines';
 import { ListenerSet } from './listener-set';
 import { buildStatus, inodesToScan } from './status-report';
@@ -316,7 +317,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.listenerSet.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir }), spec);
+        const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, recover: options.recover !== false });
+        broker.adopt(l, spec);
+        if (l.recoveredFrom) broker.recovered.push({ listener: l.info, from: l.recoveredFrom });
       }
       // Takeover: received listeners that the configuration names stay the configuration's (a reload may change them).
       for (const spec of options.receivedSpecs ?? []) {
@@ -523,6 +526,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Whether a reply still queued for some client names `fd` (RemovedListeners closes it only after). */
   private readonly queuedFd = (fd: number): boolean => [...this.channels].some((ch) => ch.queues(fd));
+
+  /**
+   * Listeners this broker took back at start from a stopped broker's
+   * generations instead of binding them anew (BrokerOptions.recover): the
+   * caller says so once, since no event can reach it before start() returns.
+   */
+  readonly recovered: { listener: ListenerInfo; from: RecoveredFrom }[] = [];
 
   private adopt(l: OwnedListener, spec?: ListenerSpec): void {
     try {

@@ -11,16 +11,25 @@ import { bindSocketFile } from './socket-file';
 import type { ListenerInfo } from '../protocol/messages';
 import type { ListenerSpec } from './spec';
 import { DEFAULT_LISTEN_BACKLOG } from './defaults';
+import { recoverListener, type RecoveredFrom } from './recover';
 
 export interface OwnedListener {
   /** Owned by the broker's registry for the broker's whole life. */
   fd: number;
   info: ListenerInfo;
+  /** Set when the address was in use by a stopped broker's socket and this copy was taken from that holder (recover.ts). */
+  recoveredFrom?: RecoveredFrom;
 }
 
 export interface CreateListenerOptions {
   /** Accept a unix listener's directory that others could write (--insecure-dir). */
   insecureDir?: boolean;
+  /**
+   * When the address is in use by a listening socket this broker's user
+   * created (a stopped broker's, still held by its generations), take a copy
+   * of that socket from a holder instead of failing (recover.ts). Default false.
+   */
+  recover?: boolean;
 }
 
 /**
@@ -36,16 +45,19 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     const p = spec.path!;
     if (!options.insecureDir) checkSocketDirectory(p, `listener "${spec.name}"`);
     const fd = check(n.socket(c.AF_UNIX, c.SOCK_STREAM), 'socket');
+    const info: ListenerInfo = { name: spec.name, kind: 'unix', family: 'unix', path: p, backlog };
     try {
       bindSocketFile(fd, p, { mode: spec.mode, backlog, replace: false, replaceStale: unlinkIfStale });
-      return { fd, info: { name: spec.name, kind: 'unix', family: 'unix', path: p, backlog } };
+      return { fd, info };
     } catch (err) {
       n.close(fd);
-      throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !options.recover) throw err;
+      const taken = recovered(spec, backlog, err as Error);
+      return { fd: taken.fd, info, recoveredFrom: taken.from };
     }
   }
   const v6 = spec.host!.includes(':');
-  const fd = check(n.socket(v6 ? c.AF_INET6 : c.AF_INET, spec.kind === 'tcp' ? c.SOCK_STREAM : c.SOCK_DGRAM), 'socket');
+  let fd = check(n.socket(v6 ? c.AF_INET6 : c.AF_INET, spec.kind === 'tcp' ? c.SOCK_STREAM : c.SOCK_DGRAM), 'socket');
   try {
     // tcp: SO_REUSEADDR as Node and every server sets it, so a restarted
     // broker can bind while old connections sit in TIME_WAIT; Linux still
@@ -56,13 +68,23 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     if (spec.kind === 'tcp') check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt');
     const where = `${v6 ? `[${spec.host}]` : spec.host}:${spec.port}`;
     const r = n.bind(fd, { family: v6 ? 'inet6' : 'inet', address: spec.host!, port: spec.port! });
+    let recoveredFrom: RecoveredFrom | undefined;
     if (r < 0) {
       const cause = systemError(r, 'bind', where);
-      const hint = cause.code === 'EADDRINUSE' ? ': another process (or another broker) already listens there; stop it, or choose another port'
-        : cause.code === 'EACCES' ? ': ports below 1024 need root or CAP_NET_BIND_SERVICE'
-          : cause.code === 'EADDRNOTAVAIL' ? ': no interface of this machine has that address' : '';
+      const recovery = cause.code === 'EADDRINUSE' && options.recover && spec.kind === 'tcp' ? recoverListener(spec) : undefined;
+      if (recovery?.kind === 'recovered') {
+        // The copy replaces the fresh socket that could not bind.
+        n.close(fd);
+        fd = recovery.fd;
+        recoveredFrom = recovery.from;
+      } else {
+      const hint = recovery?.kind === 'refused' ? `: ${recovery.reason}`
+        : cause.code === 'EADDRINUSE' ? ': another process (or another broker) already listens there; stop it, or choose another port'
+          : cause.code === 'EACCES' ? ': ports below 1024 need root or CAP_NET_BIND_SERVICE'
+            : cause.code === 'EADDRNOTAVAIL' ? ': no interface of this machine has that address' : '';
       throw Object.assign(new Error(`listener "${spec.name}" cannot bind ${spec.kind}://${where} (${cause.code})${hint}`, { cause }),
         { code: cause.code, errno: cause.errno, syscall: 'bind', address: where });
+      }
     }
     if (spec.nodelay) check(n.setsockoptInt(fd, IPPROTO_TCP, TCP_NODELAY, 1), 'setsockopt', where);
     if (spec.kind === 'tcp') check(n.listen(fd, backlog), 'listen', where);
@@ -78,11 +100,31 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
         port: name.port,
         ...(spec.kind === 'tcp' ? { backlog } : {}),
       },
+      ...(recoveredFrom ? { recoveredFrom } : {}),
     };
   } catch (err) {
     n.close(fd);
     throw err;
   }
+}
+
+/**
+ * A copy of the stopped broker's unix socket at spec.path, listening with
+ * `backlog`; throws `err` (the bind's EADDRINUSE) with the reason when none
+ * can be taken.
+ */
+function recovered(spec: ListenerSpec, backlog: number, err: Error): { fd: number; from: RecoveredFrom } {
+  const recovery = recoverListener(spec);
+  if (recovery.kind !== 'recovered') {
+    if (recovery.kind === 'refused') err.message += `: ${recovery.reason}`;
+    throw err;
+  }
+  const r = native().listen(recovery.fd, backlog);
+  if (r < 0) {
+    native().close(recovery.fd);
+    throw systemError(r, 'listen', spec.path);
+  }
+  return recovery;
 }
 
 /** A stale unix listener path (nobody accepts on it) is removed; a live one is not. */

@@ -27,6 +27,13 @@ export interface BrokerOptions {
   refusalSummaryIntervalMs?: number;
   /** Accept a control socket (or unix listener) directory that fails the safety checks. */
   insecureDir?: boolean;
+  /**
+   * A listener whose address is in use by a listening socket this broker's
+   * user created (a stopped broker's, still held by its generations) is taken
+   * back from a holder with pidfd_getfd instead of failing with EADDRINUSE
+   * (default true; see recover.ts).
+   */
+  recover?: boolean;
   /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */
   inherit?: boolean;
   /** Backlog for created listeners without their own (default 511). */

@@ -10,6 +10,7 @@ import { idListOption, intOption, MAX_ID, modeOption, msOption, parseCommand, co
 import type { Io } from './io';
 import { metricsOption, prepareMetrics, readMetricsToken } from './metrics';
 import { describeListener } from './status';
+import { printable } from './printable';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
 import { inheritForServe, linkSystemd, systemdFromEnv } from './serve-systemd';
@@ -200,6 +201,11 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
     broker.close();
     sd?.notifier.close();
     throw err;
+  }
+  // Said even with --quiet: this start took sockets from running processes instead of binding.
+  for (const r of broker.recovered) {
+    io.out(`fdbroker: listener "${r.listener.name}" (${describeListener(r.listener)}) was still held by pid ${r.from.pid} (${printable(r.from.comm)}) `
+      + 'after a broker stopped: this broker took a copy of that socket back, so nothing was closed and no connection was refused; its generations rejoin');
   }
   if (!quiet) {
     broker.on('audit', (e) => io.out(`fdbroker: audit op=${e.op} pid=${e.pid} uid=${e.uid} gid=${e.gid}`

@@ -71,6 +71,13 @@ export interface Native {
    * for pids libuv did not spawn (orphans reparented to PID 1): libuv reaps its own.
    */
   waitpid(pid: number): { pid: number; code: number; signal: number } | number;
+  /** pidfd_open(pid, 0): a close-on-exec pidfd, or -errno (-ESRCH: no such process). */
+  pidfdOpen(pid: number): number;
+  /**
+   * pidfd_getfd(pidfd, fd, 0): a close-on-exec duplicate of the process's fd
+   * (the same open file description), or -errno (-EPERM: ptrace rules refuse).
+   */
+  pidfdGetfd(pidfd: number, fd: number): number;
   sendmsg(fd: number, payload: Buffer, fds: number[]): number;
   recvmsg(fd: number, buffer: Buffer, maxFds: number): RecvResult | number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;

@@ -842,3 +842,29 @@ describe('native: socket introspection', () => {
     closeAll([a, b, l]);
   });
 });
+
+describe('native: pidfd_open and pidfd_getfd', () => {
+  it('copies another process\'s listening socket (the same inode, close-on-exec); errors come back as -errno', async () => {
+    const n = native();
+    const child = run(process.execPath, ['-e', `
+      const srv = require('node:net').createServer().listen(0, '127.0.0.1', () => {
+        console.log(srv._handle.fd, require('node:fs').fstatSync(srv._handle.fd).ino); setInterval(() => {}, 1000);
+      });`]);
+    const m = await child.waitFor(/^(\d+) (\d+)$/m);
+    const pidfd = n.pidfdOpen(child.pid);
+    expect(pidfd).toBeGreaterThan(2);
+    try {
+      const fd = n.pidfdGetfd(pidfd, Number(m[1]));
+      expect(fd).toBeGreaterThan(2);
+      expect(fs.fstatSync(fd).ino).toBe(Number(m[2]));
+      expect(isCloexec(fd)).toBe(true);
+      n.close(fd);
+      expect(n.pidfdGetfd(pidfd, 100_000)).toBe(-9); // EBADF: no such fd there
+    } finally {
+      n.close(pidfd);
+    }
+    expect(n.pidfdOpen(0x7ffffff0)).toBe(-3); // ESRCH
+    expect(fdIsOpen(pidfd)).toBe(false);
+    child.kill();
+  });
+});

@@ -1,0 +1,197 @@
+// Recovering a listener that a stopped broker left in its generations' hands.
+// A broker that stops (Ctrl-C, a crash without the fd store) leaves its
+// listening sockets open in every process it handed a copy to: the app serves
+// on, and a new broker's bind() of the same address fails with EADDRINUSE.
+// Instead of that dead end, the new broker takes a copy of the very socket
+// (the same open file description, the same accept queue) from a process that
+// holds it, with pidfd_getfd(2): nothing is closed, nothing is refused, and
+// the generations rejoin the new broker as they would after a takeover.
+//
+// Only a socket this broker's user created is taken (the kernel records the
+// creator's uid per socket in /proc/net/*): a root broker never adopts a port
+// another user bound while it was down. The kernel itself allows the copy only
+// as it allows ptrace (same uid and a dumpable process, or CAP_SYS_PTRACE).
+// Runs once, synchronously, at start, before the control socket exists.
+import * as fs from 'node:fs';
+import { native } from '../native/binding';
+import { systemError } from '../protocol/errors';
+import type { ListenerSpec } from './spec';
+
+/** Processes whose fd tables are read at most while looking for a holder (bounds the start on a crowded machine). */
+export const RECOVER_MAX_PROCESSES = 100_000;
+
+const PROC = '/proc';
+/** /proc/net/tcp `st` of a listening socket (TCP_LISTEN). */
+const TCP_LISTEN = '0A';
+/** /proc/net/unix flag of a listening socket (__SO_ACCEPTCON). */
+const UNIX_ACCEPTCON = 0x10000;
+
+export interface RecoveredFrom {
+  pid: number;
+  comm: string;
+  /** The fd number in that process's table. */
+  fd: number;
+}
+
+export type Recovery =
+  | { kind: 'recovered'; fd: number; from: RecoveredFrom }
+  /** Nothing listens there (the EADDRINUSE came from something else). */
+  | { kind: 'none' }
+  /** Something listens there that cannot or must not be taken; `reason` says why and what to do. */
+  | { kind: 'refused'; reason: string };
+
+interface Listening { inode: number; uid: number | undefined }
+
+/**
+ * Takes a copy of the listening socket at `spec`'s address from a process
+ * that holds it, when this broker's user created that socket. The returned
+ * fd is owned by the caller; it is the socket whose inode /proc names, checked
+ * with fstat after the copy.
+ */
+export function recoverListener(spec: ListenerSpec): Recovery {
+  const found = spec.kind === 'tcp' ? listeningTcp(spec.host!, spec.port!)
+    : spec.kind === 'unix' ? listeningUnix(spec.path!) : undefined;
+  if (!found) return { kind: 'none' };
+  const euid = process.geteuid?.() ?? 0;
+  if (found.uid !== undefined && found.uid !== euid) {
+    return { kind: 'refused', reason: `the socket listening there was created by uid ${found.uid}, not by this broker's user (uid ${euid}), so it is not a stopped broker's: stop that process, or choose another address` };
+  }
+  const holders = holdersOf(found.inode);
+  if (holders.length === 0) {
+    return { kind: 'refused', reason: 'a process this user cannot see holds it (another uid, or hidepid): start the broker as root, or stop that process' };
+  }
+  const n = native();
+  let lastError = '';
+  for (const h of holders) {
+    const pidfd = n.pidfdOpen(h.pid);
+    if (pidfd < 0) {
+      lastError = systemError(pidfd, 'pidfd_open').code ?? String(pidfd);
+      continue;
+    }
+    let fd: number;
+    try {
+      fd = n.pidfdGetfd(pidfd, h.fd);
+    } finally {
+      n.close(pidfd);
+    }
+    if (fd < 0) {
+      lastError = `pid ${h.pid} (${h.comm}): ${systemError(fd, 'pidfd_getfd').code ?? fd}`;
+      continue;
+    }
+    if (fs.fstatSync(fd).ino !== found.inode) {
+      // The process closed or replaced that fd between the scan and the copy.
+      n.close(fd);
+      continue;
+    }
+    return { kind: 'recovered', fd, from: h };
+  }
+  const who = holders.map((h) => `pid ${h.pid} (${h.comm})`).join(', ');
+  return {
+    kind: 'refused',
+    reason: `${who} still ${holders.length === 1 ? 'holds' : 'hold'} the listening socket of a stopped broker, and this broker may not take a copy (${lastError || 'it was gone'}): `
+      + `start the broker as that process's user or as root (CAP_SYS_PTRACE), or stop ${holders.length === 1 ? 'it' : 'them'}`,
+  };
+}
+
+/** The listening TCP socket bound to exactly host:port in this network namespace, from /proc/net/tcp{,6}. */
+function listeningTcp(host: string, port: number): Listening | undefined {
+  const v6 = host.includes(':');
+  const want = canonical(host, v6);
+  let text: string;
+  try {
+    text = fs.readFileSync(`${PROC}/net/${v6 ? 'tcp6' : 'tcp'}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || f[3] !== TCP_LISTEN) continue;
+    const [addrHex, portHex] = f[1]!.split(':');
+    if (Number.parseInt(portHex!, 16) !== port) continue;
+    if (canonical(v6 ? ipv6FromProc(addrHex!) : ipv4FromProc(addrHex!), v6) !== want) continue;
+    return { inode: Number(f[9]), uid: Number(f[7]) };
+  }
+  return undefined;
+}
+
+/** The listening unix socket bound at `path`, from /proc/net/unix; its creator is the socket file's owner. */
+function listeningUnix(path: string): Listening | undefined {
+  let st: fs.Stats;
+  let text: string;
+  try {
+    st = fs.lstatSync(path);
+    if (!st.isSocket()) return undefined;
+    text = fs.readFileSync(`${PROC}/net/unix`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8 || f[7] !== path) continue;
+    if ((Number.parseInt(f[3]!, 16) & UNIX_ACCEPTCON) === 0) continue;
+    return { inode: Number(f[6]), uid: st.uid };
+  }
+  return undefined;
+}
+
+/** Every readable process (not this one) with an fd on `inode`, lowest pid first, one fd each. */
+function holdersOf(inode: number): RecoveredFrom[] {
+  const link = `socket:[${inode}]`;
+  const out: RecoveredFrom[] = [];
+  let pids: number[];
+  try {
+    pids = fs.readdirSync(PROC).filter((d) => /^\d+$/.test(d)).map(Number).sort((a, b) => a - b);
+  } catch {
+    return out;
+  }
+  for (const pid of pids.slice(0, RECOVER_MAX_PROCESSES)) {
+    if (pid === process.pid) continue;
+    let names: string[];
+    try {
+      names = fs.readdirSync(`${PROC}/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      let target: string;
+      try {
+        target = fs.readlinkSync(`${PROC}/${pid}/fd/${name}`);
+      } catch {
+        continue;
+      }
+      if (target !== link) continue;
+      let comm = '?';
+      try {
+        comm = fs.readFileSync(`${PROC}/${pid}/comm`, 'utf8').trim();
+      } catch { /* gone */ }
+      out.push({ pid, comm, fd: Number(name) });
+      break;
+    }
+  }
+  return out;
+}
+
+/** 0100007F -> 127.0.0.1 (each 32-bit word is in host byte order: little-endian here). */
+function ipv4FromProc(hex: string): string {
+  const b = Buffer.from(hex, 'hex');
+  return `${b[3]}.${b[2]}.${b[1]}.${b[0]}`;
+}
+
+/** 32 hex digits, four 32-bit words each in host byte order, to eight groups. */
+function ipv6FromProc(hex: string): string {
+  const b = Buffer.from(hex, 'hex');
+  for (let i = 0; i < 16; i += 4) b.subarray(i, i + 4).reverse();
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+  return groups.join(':');
+}
+
+/** One spelling per address, so that "::" and "0:0:0:0:0:0:0:0" compare equal. */
+function canonical(address: string, v6: boolean): string {
+  if (!v6) return address;
+  try {
+    return new URL(`http://[${address}]/`).hostname;
+  } catch {
+    return address;
+  }
+}
