@@ -5,17 +5,9 @@
 import * as fs from 'node:fs';
 import { native } from './binding';
 
-/** pidfdOpen(pid) of the addon, where this build has it: a close-on-exec pidfd or -errno. */
-type PidfdOpen = (pid: number) => number;
-
-function pidfdOpen(): PidfdOpen | undefined {
-  const f = (native() as unknown as { pidfdOpen?: PidfdOpen }).pidfdOpen;
-  return typeof f === 'function' ? f : undefined;
-}
-
 /** The inode of a fresh pidfd for `pid` as a decimal string, or undefined (no pidfd_open, or it failed). */
-function inodeOf(open: PidfdOpen, pid: number): string | undefined {
-  const fd = open(pid);
+function inodeOf(pid: number): string | undefined {
+  const fd = native().pidfdOpen(pid);
   if (fd < 0) return undefined;
   try {
     return fs.fstatSync(fd, { bigint: true }).ino.toString();
@@ -29,20 +21,19 @@ let uniqueInodes: boolean | undefined;
 /** Whether pidfds of different processes have different inodes here (checked once: this process's against its parent's). */
 export function pidfdsHaveOwnInodes(): boolean {
   if (uniqueInodes !== undefined) return uniqueInodes;
-  const open = pidfdOpen();
-  const mine = open && inodeOf(open, process.pid);
-  const parent = open && inodeOf(open, process.ppid);
+  const mine = inodeOf(process.pid);
+  const parent = inodeOf(process.ppid);
   uniqueInodes = mine !== undefined && parent !== undefined && mine !== parent;
   return uniqueInodes;
 }
 
 /**
  * LISTEN_PIDFDID for `pid`: the inode of a pidfd for it, or undefined where
- * pidfds have no inodes of their own (or the addon has no pidfdOpen). The
+ * pidfds have no inodes of their own (or pidfd_open fails: Linux < 5.3). The
  * caller must make sure `pid` is still the process it means (e.g. its own
  * child, not yet reaped).
  */
 export function pidfdInode(pid: number): string | undefined {
   if (!pidfdsHaveOwnInodes()) return undefined;
-  return inodeOf(pidfdOpen()!, pid);
+  return inodeOf(pid);
 }

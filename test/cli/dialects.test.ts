@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect } from 'vitest';
 import { CLI, FIXTURES, cleanup, get, loadLoop, run, sleep, startBroker, tmpDir, type LoadStats, type Proc } from '../helpers';
-import { gunicorn, haproxy, itWith, nginx, puma, unicorn, uvicorn, type Requirement } from '../requirements';
+import { gunicorn, haproxy, itWith, nginx, puma, python3, python3Command, unicorn, uvicorn, type Requirement } from '../requirements';
 import { EXAMPLES, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, execReady } from '../swap-helpers';
 
 /** Load before and after the deploy, each. */
@@ -162,4 +162,70 @@ describe('fdbroker exec --inherit: each server deployed over itself under load',
       expect(nc.ok).toBeGreaterThan(MIN_OK);
     }, 40_000);
   }
+});
+
+describe('fdbroker exec --inherit: the variables a program gets', () => {
+  /** Runs test/fixtures/dialect_env.py under exec with two listeners; returns what it printed. */
+  async function envOf(flags: string[], listeners = ['http=tcp://127.0.0.1:0', 'admin=tcp://127.0.0.1:0'], configText?: string) {
+    const dir = tmpDir();
+    const broker = await startBroker(dir, listeners, ['--quiet']);
+    if (configText !== undefined) {
+      fs.writeFileSync(path.join(dir, 'fdbroker.toml'), configText, { mode: 0o600 });
+      flags = [...flags, '--config', path.join(dir, 'fdbroker.toml')];
+    }
+    const p = run(process.execPath, [CLI, 'exec', broker.sock, '--ready', 'immediate', ...flags, '--', python3Command(), path.join(FIXTURES, 'dialect_env.py')]);
+    const ex = await p.exited;
+    return { code: ex.code, stderr: p.stderr(), ports: broker.ports, out: ex.code === 0 ? JSON.parse(p.stdout()) as { pid: number; pidfdIno: string; env: Record<string, string>; fds: number[] } : undefined };
+  }
+
+  itWith([python3(9)], 'systemd (default): LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID its pid, LISTEN_PIDFDID its pidfd inode; the pipe that carried it is closed', async () => {
+    const r = await envOf([]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.out!.env).toEqual({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin', LISTEN_PID: String(r.out!.pid), LISTEN_PIDFDID: r.out!.pidfdIno });
+    expect(r.out!.fds).toEqual([3, 4]);
+  });
+
+  itWith([python3(9)], 'several dialects at once (nginx, haproxy, unicorn, einhorn), each fd named by listener', async () => {
+    const r = await envOf(['--inherit', 'nginx', '--inherit', 'haproxy,unicorn', '--inherit', 'einhorn']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.out!.env).toEqual({
+      NGINX: '3;4;', FDBROKER_FD_HTTP: '3', FDBROKER_FD_ADMIN: '4', UNICORN_FD: '3,4',
+      EINHORN_FD_COUNT: '2', EINHORN_FDS: '3 4', EINHORN_FD_0: '3', EINHORN_FD_1: '4',
+    });
+  });
+
+  itWith([python3(9)], 'gunicorn: GUNICORN_FD and the systemd variables; puma: PUMA_INHERIT_<n> with the held address', async () => {
+    const g = await envOf(['--inherit', 'gunicorn']);
+    expect(g.code, g.stderr).toBe(0);
+    expect(g.out!.env).toMatchObject({ GUNICORN_FD: '3,4', LISTEN_FDS: '2', LISTEN_PID: String(g.out!.pid) });
+    const p = await envOf(['--inherit', 'puma']);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.out!.env).toEqual({
+      PUMA_INHERIT_0: `3:tcp://127.0.0.1:${p.ports.http}`, PUMA_INHERIT_1: `4:tcp://127.0.0.1:${p.ports.admin}`,
+      FDBROKER_FD_HTTP: '3', FDBROKER_FD_ADMIN: '4',
+    });
+  });
+
+  itWith([python3(9)], 'the [exec] table of --config gives the dialect; a flag overrides it', async () => {
+    const r = await envOf([], ['http=tcp://127.0.0.1:0'], '[exec]\ninherit = ["uvicorn"]\n');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.out!.env).toEqual({ UVICORN_FD: '3', FDBROKER_FD_HTTP: '3' });
+    const o = await envOf(['--inherit', 'nginx'], ['http=tcp://127.0.0.1:0'], '[exec]\ninherit = ["uvicorn"]\n');
+    expect(o.out!.env).toEqual({ NGINX: '3;', FDBROKER_FD_HTTP: '3' });
+  });
+
+  itWith([python3(9)], 'refused before anything starts: an unknown dialect (usage, exit 2), uvicorn with two listeners, puma with systemd (exit 1)', async () => {
+    const u = await envOf(['--inherit', 'apache']);
+    expect(u.code).toBe(2);
+    expect(u.stderr).toMatch(/unknown dialect/);
+    const two = await envOf(['--inherit', 'uvicorn']);
+    expect(two.code).toBe(1);
+    expect(two.stderr).toMatch(/ERR_FDBROKER_INVALID_ARGUMENT/);
+    const both = await envOf(['--inherit', 'puma,systemd']);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toMatch(/ERR_FDBROKER_INVALID_ARGUMENT/);
+    const bad = await envOf([], ['http=tcp://127.0.0.1:0'], '[exec]\ninherit = ["apache"]\n');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/ERR_FDBROKER_INVALID_CONFIG.*exec\.inherit\[0\]/);
+  });
 });
