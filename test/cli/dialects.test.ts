@@ -6,14 +6,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect } from 'vitest';
-import { CLI, FIXTURES, cleanup, get, loadLoop, run, sleep, startBroker, tmpDir, type LoadStats, type Proc } from '../helpers';
+import { CLI, FIXTURES, cleanup, run, startBroker, tmpDir, type Proc } from '../helpers';
 import { gunicorn, haproxy, itWith, nginx, puma, python3, python3Command, unicorn, uvicorn, type Requirement } from '../requirements';
-import { EXAMPLES, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, execReady } from '../swap-helpers';
+import { EXAMPLES, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, execDeployUnderLoad } from '../swap-helpers';
 
-/** Load before and after the deploy, each. */
-const LOAD_MS = 1000;
-/** Clients per kind of load: keep-alive, and a new connection per request. */
-const CONCURRENCY = 4;
 /** At least this many requests served per kind of load (a server that never served fails). */
 const MIN_OK = 100;
 
@@ -127,27 +123,13 @@ describe('fdbroker exec --inherit: each server deployed over itself under load',
       const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0?nodelay=1'], SWAP_BROKER_FLAGS);
       const port = broker.ports.http!;
       const start = (gen: number): Proc => run(process.execPath, [CLI, 'exec', broker.sock, ...c.flags, '--', ...c.cmd(dir, port, gen)], { cwd: dir });
-      const first = start(1);
-      await execReady(broker.sock, first);
-      const before = await get(port);
-      expect(before.status, first.stderr()).toBe(200);
-
-      const keepAlive = loadLoop(port, { concurrency: CONCURRENCY, keepAlive: true });
-      const fresh = loadLoop(port, { concurrency: CONCURRENCY });
-      await sleep(LOAD_MS);
-      const second = start(2);
-      await execReady(broker.sock, second);
-      const t0 = Date.now();
-      const ex = await first.exited;
-      const goneMs = Date.now() - t0;
-      await sleep(LOAD_MS);
-      const ka: LoadStats = await keepAlive.stop();
-      const nc: LoadStats = await fresh.stop();
-      const after = await get(port);
+      const r = await execDeployUnderLoad(broker.sock, port, start);
+      const { first, second, before, after, goneMs, keepAlive: ka, newConnections: nc } = r;
       console.error(JSON.stringify({ case: c.name, keepAlive: { ok: ka.ok, failed: ka.failed, byKind: ka.byKind },
         newConnections: { ok: nc.ok, failed: nc.failed, byKind: nc.byKind }, goneMs }));
 
-      expect(ex.code, `first generation's exec: ${first.stderr()}`).toBe(0);
+      expect(before.status, first.stderr()).toBe(200);
+      expect(r.firstExit.code, `first generation's exec: ${first.stderr()}`).toBe(0);
       expect(goneMs).toBeLessThan(OLD_GONE_MAX_MS);
       // The second generation serves on the held socket: a request after the first is gone is answered, by another process.
       expect(after.status, second.stderr()).toBe(200);
