@@ -167,6 +167,14 @@ describe('fdbroker exec --inherit: the variables a program gets', () => {
     expect(r.out!.fds).toEqual([3, 4]);
   });
 
+  itWith([python3(9)], 'systemd with 7 listeners (fd 10 is past what /bin/sh redirects): no LISTEN_PIDFDID, no stray fd', async () => {
+    const seven = Array.from({ length: 7 }, (_, i) => `l${i}=tcp://127.0.0.1:0`);
+    const r = await envOf([], seven);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.out!.env).toEqual({ LISTEN_FDS: '7', LISTEN_FDNAMES: 'l0:l1:l2:l3:l4:l5:l6', LISTEN_PID: String(r.out!.pid) });
+    expect(r.out!.fds).toEqual([3, 4, 5, 6, 7, 8, 9]);
+  });
+
   itWith([python3(9)], 'several dialects at once (nginx, haproxy, unicorn, einhorn), each fd named by listener', async () => {
     const r = await envOf(['--inherit', 'nginx', '--inherit', 'haproxy,unicorn', '--inherit', 'einhorn']);
     expect(r.code, r.stderr).toBe(0);
