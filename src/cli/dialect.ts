@@ -40,6 +40,34 @@ export const DIALECT_VARIABLES = [
 /** Prefixes of the per-listener variables (also removed from the inherited environment). */
 export const DIALECT_PREFIXES = ['FDBROKER_FD_', 'PUMA_INHERIT_', 'EINHORN_FD_'] as const;
 
+/**
+ * What a server of the dialect needs from exec unless told otherwise: its
+ * graceful stop as the retire signal (SIGTERM is nginx's and Unicorn's fast
+ * one, HAProxy's hard one), and `--ready immediate` for servers that never
+ * send READY=1.
+ */
+export const DIALECT_DEFAULTS: Readonly<Partial<Record<Dialect, { retireSignal?: NodeJS.Signals; ready?: 'immediate' }>>> = {
+  nginx: { retireSignal: 'SIGQUIT', ready: 'immediate' },
+  haproxy: { retireSignal: 'SIGUSR1', ready: 'immediate' },
+  unicorn: { retireSignal: 'SIGQUIT', ready: 'immediate' },
+  puma: { ready: 'immediate' },
+};
+
+/** The defaults `dialects` agree on (a setting they disagree on, or one only some give, is left to exec's own default). */
+export function dialectDefaults(dialects: readonly Dialect[]): { retireSignal?: NodeJS.Signals; ready?: 'immediate' } {
+  const all = dialects.map((d) => DIALECT_DEFAULTS[d] ?? {});
+  const agreed = <K extends 'retireSignal' | 'ready'>(k: K) => {
+    const v = all[0]?.[k];
+    return v !== undefined && all.every((x) => x[k] === v) ? v : undefined;
+  };
+  const out: { retireSignal?: NodeJS.Signals; ready?: 'immediate' } = {};
+  const sig = agreed('retireSignal');
+  if (sig !== undefined) out.retireSignal = sig;
+  const ready = agreed('ready');
+  if (ready !== undefined) out.ready = ready;
+  return out;
+}
+
 /** Whether `name` is a dialect; the error names them all. */
 export function parseDialect(name: string): Dialect {
   const d = name.trim().toLowerCase();

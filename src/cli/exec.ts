@@ -6,7 +6,7 @@ import { choiceOption, controlPathOf, msOption, parseCommand, UsageError } from 
 import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec-program';
 import type { Io } from './io';
 import { loadConfig } from './config';
-import { parseDialect } from './dialect';
+import { dialectDefaults, parseDialect } from './dialect';
 
 const OPTIONS = {
   'names': { type: 'string' },
@@ -48,11 +48,14 @@ export async function exec(args: string[], io: Io): Promise<number> {
       throw new UsageError((err as Error).message);
     }
   });
+  const dialects = inherit.length > 0 ? inherit : file.inherit;
+  // Flags, then the file, then what the dialects' servers need (dialect.ts), then exec's own defaults.
+  const implied = dialectDefaults(dialects ?? []);
   const ex = new Exec({
     controlPath, command, args: cmdArgs,
-    inherit: inherit.length > 0 ? inherit : file.inherit,
-    ready: choiceOption('ready', v.ready ?? file.ready, ['notify', 'immediate'], 'notify'),
-    retireSignal: signalName(v['retire-signal'] ?? file.retireSignal ?? 'SIGTERM'),
+    inherit: dialects,
+    ready: choiceOption('ready', v.ready ?? file.ready ?? implied.ready, ['notify', 'immediate'], 'notify'),
+    retireSignal: signalName(v['retire-signal'] ?? file.retireSignal ?? implied.retireSignal ?? 'SIGTERM'),
     names: v.names === undefined ? undefined : v.names.split(',').filter((x) => x !== ''),
     stopTimeoutMs: msOption('stop-timeout', v['stop-timeout']), readyTimeoutMs: msOption('ready-timeout', v['ready-timeout']),
     label: v.label,

@@ -146,7 +146,10 @@ const EXEC = `exec: joins as a generation and runs CMD with the listeners at fd 
                      unicorn (UNICORN_FD), gunicorn (GUNICORN_FD and LISTEN_FDS),
                      einhorn (EINHORN_FD_COUNT, EINHORN_FD_<n>), uvicorn
                      (UVICORN_FD: its --fd; one listener). Every dialect but
-                     systemd also sets FDBROKER_FD_<NAME> per listener
+                     systemd also sets FDBROKER_FD_<NAME> per listener.
+                     nginx, unicorn: --retire-signal SIGQUIT and haproxy:
+                     SIGUSR1 (their graceful stops), and nginx, haproxy,
+                     unicorn, puma: --ready immediate, unless given
   --config FILE      take inherit, ready and retire-signal from FILE's [exec]
                      table (the broker's TOML file); flags override it
   --ready notify|immediate

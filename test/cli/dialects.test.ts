@@ -87,8 +87,9 @@ const cases: Case[] = [
   { name: 'systemd (the default): Puma 5.6 with LISTEN_FDS and LISTEN_PID', needs: () => [puma()],
     flags: ['--ready', 'immediate'],
     cmd: (dir, port) => ['puma', '-C', pumaConf(dir), '--bind', `tcp://127.0.0.1:${port}`, '--threads', '2:4', PID_APP] },
+  // No --ready, no --retire-signal: the nginx dialect implies immediate and SIGQUIT.
   { name: 'nginx: NGINX=3;, SIGQUIT (its graceful quit), keepalive_timeout 0', needs: () => [nginx()],
-    flags: ['--inherit', 'nginx', '--ready', 'immediate', '--retire-signal', 'SIGQUIT'],
+    flags: ['--inherit', 'nginx'],
     cmd: (dir, port, gen) => ['/usr/sbin/nginx', '-p', dir, '-c', nginxConf(dir, port, false), '-g', `pid ${dir}/nginx-${gen}.pid;`] },
   { name: 'nginx: NGINX=3;, SIGQUIT, keepalive_timeout 5s (its quit closes idle keep-alive connections)', needs: () => [nginx()], resets: true,
     flags: ['--inherit', 'nginx', '--ready', 'immediate', '--retire-signal', 'SIGQUIT'],
