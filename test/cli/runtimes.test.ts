@@ -6,7 +6,7 @@
 //   - exec, node:http listen({ fd: 3 }): Deno serves it; Bun binds a new
 //     port of its own and leaves the held socket unserved (its bug; the
 //     test asserts it, so a Bun that fixes it shows here).
-//   - library (startGeneration(), adoptListeners()): refused at once with
+//   - library (startGeneration(), adoptListeners(), Broker.start()): refused at once with
 //     ERR_FDBROKER_UNSUPPORTED_RUNTIME (Bun would abort in uv_poll_init,
 //     Deno would wait for replies that never come).
 import * as path from 'node:path';
@@ -88,13 +88,13 @@ for (const rt of RUNTIMES) {
       }
     }, 30_000);
 
-    for (const api of ['startGeneration', 'adoptListeners'] as const) {
+    for (const api of ['startGeneration', 'adoptListeners', 'Broker.start'] as const) {
       itWith(rt.needs(), `${rt.name}, the library's ${api}(): ERR_FDBROKER_UNSUPPORTED_RUNTIME at once, no crash and no hang`, async () => {
         const dir = tmpDir();
         const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
-        const fixture = api === 'startGeneration' ? 'gen-app.js' : 'runtime-adopt.cjs';
+        const fixture = { startGeneration: 'gen-app.js', adoptListeners: 'runtime-adopt.cjs', 'Broker.start': 'runtime-broker.cjs' }[api];
         const t0 = Date.now();
-        const p = run(rt.bin, [...rt.args, path.join(FIXTURES, fixture)], { env: { FDBROKER_SOCK: broker.sock } });
+        const p = run(rt.bin, [...rt.args, path.join(FIXTURES, fixture)], { env: { FDBROKER_SOCK: broker.sock, DIR: dir } });
         const ex = await p.exited;
         const ms = Date.now() - t0;
         expect(ex.code, p.stderr()).toBe(3);
