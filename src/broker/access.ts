@@ -1,48 +1,49 @@
 // Who may talk to a broker: a pure decision on the peer's uid and gid from
-// SO_PEERCRED, never on its pid (pids are reused). Two grants: "adopt"
-// (receive listeners, join, ready) and "status" (read the broker's state).
-// Default: the broker's own uid, and root, have both.
+// SO_PEERCRED, never on its pid (pids are reused). The options users give
+// (the --allow-* lists and per-name rules, --grant / [[grants]]) become one
+// GrantPolicy (grants.ts): the --allow-* lists are rules over every name.
+// Default: the broker's own uid, and root, may do everything; nobody else
+// anything.
+import { ALL_NAMES, grantPolicy, mayDo, mayDoAnything, type GrantOp, type GrantPolicy, type GrantRule } from './grants';
 
-export type Grant = 'adopt' | 'status';
-
-export interface AccessPolicy {
-  adoptUids: ReadonlySet<number>;
-  adoptGids: ReadonlySet<number>;
-  statusUids: ReadonlySet<number>;
-  statusGids: ReadonlySet<number>;
-}
+export type Grant = GrantOp;
+export type AccessPolicy = GrantPolicy;
+export type { GrantRule } from './grants';
 
 export interface AccessOptions {
-  /** uids given both grants, besides the broker's own and root. */
+  /** uids that may adopt every listener, deploy and read status, besides the broker's own and root. */
   allowUids?: number[];
-  /** gids (the peer's primary gid) given both grants. */
+  /** gids (the peer's primary gid) given the same. */
   allowGids?: number[];
-  /** uids given only the status grant. */
+  /** uids that may only read status (every listener shown). */
   statusUids?: number[];
-  /** gids given only the status grant. */
+  /** gids given only that. */
   statusGids?: number[];
+  /** Per-name rules (grants.ts); added to what the lists above grant. */
+  grants?: GrantRule[];
+}
+
+/** The rules the --allow-* lists stand for. */
+export function listRules(o: AccessOptions): GrantRule[] {
+  const full = (): GrantRule => ({ adopt: [ALL_NAMES], status: true, deploy: true });
+  return [
+    ...(o.allowUids ?? []).map((uid) => ({ uid, ...full() })),
+    ...(o.allowGids ?? []).map((gid) => ({ gid, ...full() })),
+    ...(o.statusUids ?? []).map((uid) => ({ uid, status: [ALL_NAMES] })),
+    ...(o.statusGids ?? []).map((gid) => ({ gid, status: [ALL_NAMES] })),
+  ];
 }
 
 export function makePolicy(brokerUid: number, o: AccessOptions = {}): AccessPolicy {
-  const adoptUids = new Set([0, brokerUid, ...(o.allowUids ?? [])]);
-  const adoptGids = new Set(o.allowGids ?? []);
-  return {
-    adoptUids,
-    adoptGids,
-    statusUids: new Set([...adoptUids, ...(o.statusUids ?? [])]),
-    statusGids: new Set([...adoptGids, ...(o.statusGids ?? [])]),
-  };
+  return grantPolicy(brokerUid, [...listRules(o), ...(o.grants ?? [])]);
 }
 
-/** Whether a peer with these credentials has `grant`. Unknown credentials (-1) never do. */
+/** Whether a peer with these credentials may do `grant` (adopt: some listener). Unknown credentials (-1) never may. */
 export function allows(p: AccessPolicy, cred: { uid: number; gid: number }, grant: Grant): boolean {
-  if (cred.uid < 0 || cred.gid < 0) return false;
-  return grant === 'adopt'
-    ? p.adoptUids.has(cred.uid) || p.adoptGids.has(cred.gid)
-    : p.statusUids.has(cred.uid) || p.statusGids.has(cred.gid);
+  return mayDo(p, cred, grant);
 }
 
 /** Whether the peer may do anything at all (connect and say hello). */
 export function allowsAny(p: AccessPolicy, cred: { uid: number; gid: number }): boolean {
-  return allows(p, cred, 'adopt') || allows(p, cred, 'status');
+  return mayDoAnything(p, cred);
 }

@@ -25,7 +25,7 @@ export function admissionRefusal(cred: PeerCred, s: AdmissionState): Refusal | u
   if (!allowsAny(s.policy, cred)) {
     return {
       code: 'ERR_FDBROKER_ACCESS_DENIED',
-      message: `uid ${cred.uid} (gid ${cred.gid}) may not use this broker; the broker's owner can allow it with --allow-uid or --allow-gid`,
+      message: `uid ${cred.uid} (gid ${cred.gid}) may not use this broker; the broker's owner can allow it with --grant (or --allow-uid, --allow-gid)`,
     };
   }
   if (s.clients >= s.maxClients) return { code: 'ERR_FDBROKER_OVERLOADED', message: `the broker serves at most ${s.maxClients} clients at once` };

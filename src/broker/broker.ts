@@ -33,7 +33,9 @@ import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURE
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
 import { admissionRefusal, type Refusal } from './admission';
-import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
+import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy } from './access';
+import { decideHandout, grantOf, statusScope } from './grants';
+import { scopeStatus } from './status-scope';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
 import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core';
@@ -74,6 +76,9 @@ const debug = debuglog('fdbroker');
 export type { BrokerOptions, InternalBrokerOptions } from './options';
 export type { AdoptEvent, BrokerEvents, RollbackEvent, StallEvent, StopEvent, TakeoverEvent } from './events';
 
+
+/** A request refused by the grants, as deny() records it. */
+type Denial = Refusal & { asked?: string[] };
 
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;
@@ -124,6 +129,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private nextClientId = 1;
   /** Refusals at accept: the first of a uid reported as any refusal, the rest counted (refusal-tally.ts). */
   private readonly refusals: RefusalTally;
+  /** Requests refused by the grants, the same way per uid and request (grants.ts). */
+  private readonly denials: RefusalTally;
   /** Unread handouts of uids other than the broker's and root (fds-in-flight.ts). */
   private readonly inFlight = new FdsInFlight();
   private readonly maxFdsInFlightPerUid: number;
@@ -146,6 +153,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.unreadHandoutTimeoutMs = options.unreadHandoutTimeoutMs ?? DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS;
     this.refusals = new RefusalTally(options.refusalSummaryIntervalMs ?? REFUSAL_SUMMARY_INTERVAL_MS,
       (cred, r) => this.reportRefusal(cred, r), (summary) => this.emit('refusals', summary));
+    this.denials = new RefusalTally(options.refusalSummaryIntervalMs ?? REFUSAL_SUMMARY_INTERVAL_MS,
+      (cred, r, op) => this.reportDenial(cred, r as Denial, op), (summary) => this.emit('refusals', summary));
     this.opts = {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
@@ -360,6 +369,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private stopTimers(): void {
     clearInterval(this.checkTimer);
     this.refusals.close();
+    this.denials.close();
     this.sampler?.stop();
   }
 
@@ -536,6 +546,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   readonly recovered: { listener: ListenerInfo; from: RecoveredFrom }[] = [];
 
+  /**
+   * The listening socket the metrics endpoint serves on (--metrics), owned
+   * here: never handed to a client, handed to a takeover successor with the
+   * listeners (so the port is never free), closed with the broker.
+   */
+  metricsSocket: OwnedListener | undefined;
+
+  /** Takes ownership of the metrics endpoint's socket (closing one held before). */
+  holdMetricsSocket(l: OwnedListener | undefined): void {
+    if (this.metricsSocket && this.metricsSocket.fd !== l?.fd) native().close(this.metricsSocket.fd);
+    this.metricsSocket = l;
+  }
+
   private adopt(l: OwnedListener, spec?: ListenerSpec): void {
     try {
       this.listenerSet.add(l, spec);
@@ -573,8 +596,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * requests are answered after this one, in order.
    */
   private replyStatus(state: Session, id: number, withHolders = true): void {
+    // What this peer may see: every listener for the owner, its granted names otherwise (status-scope.ts).
+    const scope = statusScope(this.policy, state.info);
     if (!withHolders) {
-      state.reply(this.status(id));
+      state.reply(scopeStatus(this.status(id), scope));
       return;
     }
     state.channel.pause();
@@ -585,7 +610,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     void this.statusWithHolders(id).then((s) => {
       if (this.closed || !this.clients.has(state.info.id)) return;
       try {
-        state.reply(s);
+        state.reply(scopeStatus(s, scope));
       } catch (err) {
         failed(err);
         return;
@@ -613,6 +638,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const ch of this.channels) ch.close();
     this.channels.clear();
     this.listenerSet.closeAll();
+    this.holdMetricsSocket(undefined);
   }
 
   private reportRefusal(cred: PeerCred, r: Refusal): void {
@@ -665,7 +691,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', 'the peer\'s credentials could not be read');
     } else if (!allowsAny(this.policy, info)) {
       refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
-        `uid ${info.uid} (gid ${info.gid}) may not use this broker; the broker's owner can allow it with --allow-uid or --allow-gid`);
+        `uid ${info.uid} (gid ${info.gid}) may not use this broker; the broker's owner can allow it with --grant (or --allow-uid, --allow-gid)`);
     } else if (this.clients.size >= this.opts.maxClients) {
       refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
     } else if (info.uid !== this.brokerUid && info.uid !== 0
@@ -835,9 +861,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.auditLog('takeover', state.info, err.code);
       this.emit('clientError', state.info, err);
     };
-    if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
+    if (!allows(this.policy, state.info, 'takeover')) {
       refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED',
-        `uid ${state.info.uid} may not take over this broker: only its own uid (${this.brokerUid}) or root may, whatever --allow-uid grants`));
+        `uid ${state.info.uid} may not take over this broker: only its own uid (${this.brokerUid}), root, or a --grant with takeover may, whatever --allow-uid grants`));
       return;
     }
     if (this.selfGeneration !== undefined) {
@@ -866,7 +892,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       ...(this.configPath !== undefined ? { config: this.configPath } : {}),
     };
     this.handoff = new Handoff(state, msg.id, by, this.handoffHost());
-    if (!sendHandoff(state, msg.id, broker, handoffOptions(this.given), table, listeners)) return; // dropped: its close aborts the takeover
+    if (!sendHandoff(state, msg.id, broker, handoffOptions(this.given), table, listeners, this.metricsSocket)) return; // dropped: its close aborts the takeover
     this.auditLog('takeover', state.info, 'ok', listeners.map((l) => l.info.name));
     debug('takeover by pid %d (%s): handed %d listeners, %d generations', by.pid, by.software, by.listeners, by.generations);
     this.emit('takeover', by);
@@ -987,15 +1013,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     attempt();
   }
 
-  /** Only the broker's own uid and root may reload, whatever the grants (a grant may come from the file being reloaded). */
+  /** The broker's own uid, root, and uids a rule grants `reload` (--allow-uid does not) may reload. */
   private onReload(state: Session, id: number): void {
-    if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
-      const err = new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', `uid ${state.info.uid} may not reload this broker: only its own uid (${this.brokerUid}) and root may`);
-      state.reply({ type: 'error', id, code: err.code, message: err.message });
-      this.auditLog('reload', state.info, err.code);
-      this.emit('clientError', state.info, err);
-      return;
-    }
+    if (!this.permit(state, id, 'reload')) return;
     let result: ReloadResult;
     try {
       result = this.reload();
@@ -1011,16 +1031,27 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.auditLog('reload', state.info, 'ok', [...result.added, ...result.removed, ...result.changed]);
   }
 
-  /** Checks the grant for `op`; refuses (and audits) when missing. */
+  /** Checks the grant for `op` (grants.ts); refuses when missing (audited, counted per uid like refusals at accept). */
   private permit(state: Session, id: number, op: AuditEvent['op'], names?: string[]): boolean {
-    const grant: Grant = op === 'status' ? 'status' : 'adopt';
+    const grant = grantOf(op);
     if (allows(this.policy, state.info, grant)) return true;
-    const err = new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED',
-      `uid ${state.info.uid} may not ${op} on this broker; its owner can grant it with --allow-uid ${state.info.uid}${op === 'status' ? ' or --allow-status-uid' : ''}`);
-    state.reply({ type: 'error', id, code: err.code, message: err.message });
-    this.auditLog(op, state.info, err.code, names);
-    this.emit('clientError', state.info, err);
+    this.deny(state, id, op, { code: 'ERR_FDBROKER_NOT_PERMITTED',
+      message: `uid ${state.info.uid} (gid ${state.info.gid}) may not ${op} on this broker; its owner can grant it with --grant 'uid=${state.info.uid} ${grant === 'adopt' ? 'adopt=NAME' : grant}'` }, names);
     return false;
+  }
+
+  /** Answers a request the grants refuse; the first of its uid and request per interval is audited and reported, the rest counted. */
+  private deny(state: Session, id: number, op: AuditEvent['op'], r: Refusal & { names?: string[] }, asked?: string[]): void {
+    state.reply({ type: 'error', id, code: r.code, message: r.message, ...(r.names ? { names: r.names } : {}) });
+    // The tally hands back the objects it was given: the client's info, and the names asked for its audit line (never in a reply).
+    const denial: Denial = { code: r.code, message: r.message, ...(asked ? { asked } : {}) };
+    this.denials.record(state.info, denial, op);
+  }
+
+  private reportDenial(cred: PeerCred, r: Denial, op: string): void {
+    const info = cred as ClientInfo; // deny() records a session's info
+    this.auditLog(op as AuditEvent['op'], info, r.code, r.asked);
+    this.emit('clientError', info, new FdbrokerError(r.code, r.message));
   }
 
   private auditLog(op: AuditEvent['op'], c: { pid: number; uid: number; gid: number }, result: string, names?: string[], generation?: number): void {
@@ -1030,9 +1061,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number; heartbeat: boolean }): void {
     const op = join === undefined ? 'adopt' : 'join';
+    // Per-name grants: a scoped peer gets only its names, and learns no others (grants.ts).
+    const granted = decideHandout(this.policy, state.info, names, this.listenerSet.names(), op);
+    if (!granted.ok) {
+      this.deny(state, id, op, granted, names ?? undefined);
+      return;
+    }
     let selected: OwnedListener[];
     try {
-      selected = this.listenerSet.select(names);
+      selected = this.listenerSet.select(granted.names);
     } catch (err) {
       const e = err as FdbrokerError & { names?: string[] };
       state.reply({ type: 'error', id, code: e.code, message: e.message, names: e.names });

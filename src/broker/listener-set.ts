@@ -57,6 +57,7 @@ export class ListenerSet {
   has(name: string): boolean { return this.byName.has(name); }
   get size(): number { return this.byName.size; }
   infos(): ListenerInfo[] { return [...this.byName.values()].map((l) => l.info); }
+  names(): string[] { return [...this.byName.keys()]; }
   all(): ListenerRecord[] { return [...this.byName.values()]; }
 
   /** Stream listeners that still listen: those whose accept queue means something. */

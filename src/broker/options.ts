@@ -11,7 +11,7 @@ export interface BrokerOptions {
   controlPath: string;
   /** Listeners to create. */
   listeners?: ListenerSpec[];
-  /** Who may adopt and read status besides the broker's own uid and root. */
+  /** Who may adopt (which listeners), read status, deploy, reload and take over besides the broker's own uid and root (access.ts, grants.ts). */
   access?: AccessOptions;
   /** Most clients per uid, for uids other than the broker's own and root (default 64). */
   maxClientsPerUid?: number;

@@ -16,9 +16,11 @@ export interface RefusalSummary {
   intervalMs: number;
   /** The pid of the last one. */
   lastPid: number;
+  /** The request refused ('adopt', 'status', ...); absent for refusals at connect. */
+  what?: string;
 }
 
-interface Open { uid: number; gid: number; code: string; count: number; lastPid: number }
+interface Open { uid: number; gid: number; code: string; count: number; lastPid: number; what: string }
 
 export class RefusalTally {
   private readonly open = new Map<string, Open>();
@@ -31,21 +33,22 @@ export class RefusalTally {
    */
   constructor(
     private readonly intervalMs: number,
-    private readonly first: (cred: PeerCred, refusal: Refusal) => void,
+    private readonly first: (cred: PeerCred, refusal: Refusal, what: string) => void,
     private readonly summary: (s: RefusalSummary) => void,
   ) {}
 
-  record(cred: PeerCred, refusal: Refusal): void {
+  /** `what`: the request refused, counted apart from other requests of the uid ('' for a connection). */
+  record(cred: PeerCred, refusal: Refusal, what = ''): void {
     const uid = typeof cred === 'number' ? -1 : cred.uid;
-    const key = `${uid}:${refusal.code}`;
+    const key = `${uid}:${refusal.code}:${what}`;
     const o = this.open.get(key);
     if (o) {
       o.count++;
       o.lastPid = typeof cred === 'number' ? 0 : cred.pid;
       return;
     }
-    this.open.set(key, { uid, gid: typeof cred === 'number' ? -1 : cred.gid, code: refusal.code, count: 0, lastPid: 0 });
-    this.first(cred, refusal);
+    this.open.set(key, { uid, gid: typeof cred === 'number' ? -1 : cred.gid, code: refusal.code, count: 0, lastPid: 0, what });
+    this.first(cred, refusal, what);
     this.arm();
   }
 
@@ -56,7 +59,7 @@ export class RefusalTally {
         this.open.delete(key);
         continue;
       }
-      this.summary({ uid: o.uid, gid: o.gid, code: o.code, count: o.count, intervalMs: this.intervalMs, lastPid: o.lastPid });
+      this.summary({ uid: o.uid, gid: o.gid, code: o.code, count: o.count, intervalMs: this.intervalMs, lastPid: o.lastPid, ...(o.what ? { what: o.what } : {}) });
       o.count = 0;
     }
   }

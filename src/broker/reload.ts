@@ -5,6 +5,7 @@
 import { native } from '../native/binding';
 import { FdbrokerError } from '../protocol/errors';
 import type { AccessOptions } from './access';
+import { ruleChanges } from './grants';
 import { createListener, type CreateListenerOptions, type OwnedListener } from './listeners';
 import type { ListenerSpec } from './spec';
 
@@ -23,15 +24,15 @@ export interface ReloadResult {
   added: string[];
   removed: string[];
   changed: string[];
-  /** Grants given and taken, as "allow-uid +1001", "allow-status-gid -50" (grantChanges). */
+  /** Grants given and taken, as "allow-uid +1001", "allow-status-gid -50", "grant +uid=33 adopt=http status" (grantChanges). */
   grants?: string[];
 }
 
-const GRANT_FIELDS: ReadonlyArray<[keyof AccessOptions, string]> = [
+const GRANT_FIELDS: ReadonlyArray<[Exclude<keyof AccessOptions, 'grants'>, string]> = [
   ['allowUids', 'allow-uid'], ['allowGids', 'allow-gid'], ['statusUids', 'allow-status-uid'], ['statusGids', 'allow-status-gid'],
 ];
 
-/** What changes from `before` to `after`: "allow-uid +1001", "allow-gid -50", ... (in a fixed order). */
+/** What changes from `before` to `after`: "allow-uid +1001", "allow-gid -50", ..., then rules: "grant +uid=33 adopt=http" (in a fixed order). */
 export function grantChanges(before: AccessOptions, after: AccessOptions): string[] {
   const out: string[] = [];
   for (const [field, flag] of GRANT_FIELDS) {
@@ -40,7 +41,7 @@ export function grantChanges(before: AccessOptions, after: AccessOptions): strin
     for (const id of [...a].sort((x, y) => x - y)) if (!b.has(id)) out.push(`${flag} +${id}`);
     for (const id of [...b].sort((x, y) => x - y)) if (!a.has(id)) out.push(`${flag} -${id}`);
   }
-  return out;
+  return [...out, ...ruleChanges(before.grants ?? [], after.grants ?? [])];
 }
 
 export interface ListenerPlan {

@@ -42,6 +42,7 @@ export function buildStatus(i: StatusInput): StatusMessage {
     clients: i.clients.map((c) => ({ ...c, adopted: [...c.adopted] })),
     generations: i.generations,
     metrics: i.metrics,
+    ...(i.scan ? { holdersScan: { scanned: i.scan.scanned, unreadable: i.scan.unreadable, skipped: i.scan.skipped, ms: Math.round(i.scan.durationMs) } } : {}),
   };
 }
 

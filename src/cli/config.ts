@@ -10,6 +10,9 @@
 //   admin = "unix:admin.sock"     # relative paths: against the file's directory
 //   [access]                      # as --allow-uid, --allow-gid, --allow-status-uid, --allow-status-gid
 //   allow-uid = [1000]
+//   [[grants]]                    # as --grant, one table per rule (grant-rule.ts)
+//   uid = "www-data"
+//   adopt = ["http"]
 //   [limits]                      # as --max-clients, --max-clients-per-uid
 //   max-clients = 1024
 //   [timeouts]                    # ms, as --handshake-timeout, --ready-timeout, --retire-timeout, --stall-timeout, --standby
@@ -27,10 +30,13 @@ import type * as SmolToml from 'smol-toml';
 import { FdbrokerError } from '../protocol/errors';
 import { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 import type { AccessOptions } from '../broker/access';
+import type { GrantRule } from '../broker/grants';
 import type { ReloadResult, ReloadSettings } from '../broker/reload';
 import { MAX_ID, MAX_TIMER_MS } from './args';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
 import { execSettingsOf, type ExecSettings } from './exec-config';
+import { grantFromTable, GrantRuleError } from './grant-rule';
+import { systemIds, type IdResolver } from './user-ids';
 
 /** Everything `serve` takes from flags or the file; an absent field is "not set" (the broker's default applies). */
 export interface ServeSettings {
@@ -51,7 +57,7 @@ export interface ServeSettings {
 }
 
 type ScalarField = Exclude<keyof ServeSettings, 'listeners' | 'access' | 'exec'>;
-type AccessField = keyof AccessOptions;
+type AccessField = Exclude<keyof AccessOptions, 'grants'>;
 
 /** A configuration file that cannot be read or is not valid. `key`: the key path at fault (absent for a syntax error). */
 export class ConfigError extends FdbrokerError {
@@ -115,7 +121,7 @@ function integer(file: string, key: string, v: unknown, min: number, max: number
  * unix listener paths are resolved against `baseDir` (the file's directory).
  * Throws ConfigError.
  */
-export function parseConfig(text: string, file: string, baseDir = path.dirname(path.resolve(file))): ServeSettings {
+export function parseConfig(text: string, file: string, baseDir = path.dirname(path.resolve(file)), ids: IdResolver = systemIds): ServeSettings {
   let doc: Record<string, unknown>;
   // Loaded here, not at start: a broker without --config never carries the parser.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -131,9 +137,13 @@ export function parseConfig(text: string, file: string, baseDir = path.dirname(p
     throw new ConfigError(file, undefined, `not valid TOML: ${(err as Error).message}`, { cause: err });
   }
   const out: ServeSettings = { listeners: [], access: {} };
-  const allowedTop = [...TABLES, ...Object.keys(SCALARS).filter((k) => !k.includes('.'))];
+  const allowedTop = [...TABLES, 'grants', ...Object.keys(SCALARS).filter((k) => !k.includes('.'))];
   for (const [key, value] of Object.entries(doc)) {
     if (!allowedTop.includes(key)) throw new ConfigError(file, key, `unknown key (allowed at the top: ${allowedTop.join(', ')})`);
+    if (key === 'grants') {
+      out.access.grants = grantsOf(file, value, ids);
+      continue;
+    }
     if ((TABLES as readonly string[]).includes(key)) {
       if (!isTable(value)) throw new ConfigError(file, key, `must be a table ([${key}]), not ${describe(value)}`);
       if (key === 'listeners') out.listeners = listenersOf(file, value, baseDir);
@@ -155,6 +165,19 @@ function listenersOf(file: string, table: Record<string, unknown>, baseDir: stri
     } catch (err) {
       if ((err as FdbrokerError).code !== 'ERR_FDBROKER_INVALID_SPEC') throw err;
       throw new ConfigError(file, key, (err as Error).message, { cause: err });
+    }
+  });
+}
+
+/** [[grants]]: an array of tables, one rule each (grant-rule.ts); errors name the key as grants[i].field. */
+function grantsOf(file: string, value: unknown, ids: IdResolver): GrantRule[] {
+  if (!Array.isArray(value) || !value.every(isTable)) throw new ConfigError(file, 'grants', `must be tables ([[grants]], one per rule), not ${describe(value)}`);
+  return value.map((t, i) => {
+    try {
+      return grantFromTable(t, ids);
+    } catch (err) {
+      if (!(err instanceof GrantRuleError)) throw err;
+      throw new ConfigError(file, `grants[${i}]${err.key !== undefined ? `.${err.key}` : ''}`, err.message, { cause: err });
     }
   });
 }
@@ -243,6 +266,9 @@ export function mergeSettings(file: ServeSettings | undefined, flags: ServeSetti
     const v = flags.access[f] ?? base.access[f];
     if (v !== undefined) out.access[f] = v;
   }
+  // --grant replaces the file's [[grants]], like any list flag.
+  const grants = flags.access.grants ?? base.access.grants;
+  if (grants !== undefined) out.access.grants = grants;
   const byFlag = new Map(flags.listeners.map((l) => [l.name, l]));
   out.listeners = base.listeners.map((l) => byFlag.get(l.name) ?? l);
   const inFile = new Set(base.listeners.map((l) => l.name));

@@ -109,7 +109,7 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
         return { verdict: 'rolled_back_after_ready', result: 'rolledBack', last, why: `generation ${seenReady} was ready, then failed; the old version serves again` };
       }
       if (r === 'gone' || r === 'absent') {
-        return { verdict: 'rolled_back', result: 'gone', last, why: `pid ${pid} ${joined === undefined ? 'exited before it joined' : 'left, was refused or missed its ready timeout'} before it was ready` };
+        return { verdict: 'rolled_back', result: 'gone', last, why: `pid ${pid} ${joined === undefined ? 'ended before it joined' : 'left, was refused or missed its ready timeout before it was ready'}` };
       }
       if (Date.now() >= deadline) break;
       await sleep(WAIT_POLL_MS);
@@ -205,10 +205,14 @@ export async function deploy(args: string[], io: Io): Promise<number> {
   switch (w.verdict) {
     case 'deployed': step(deployedLine(w, pid, started)); break;
     case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
-    default:
-      step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}; stopping pid ${pid}${w.verdict === 'error' ? '' : '; the old version serves on'}`);
-      stopNew();
+    default: {
+      // A version that is gone needs no stopping; the old one's state is in `why` after a rollback after ready.
+      const running = pidAlive(pid);
+      const old = w.verdict === 'error' || w.verdict === 'rolled_back_after_ready' ? '' : '; the old version serves on';
+      step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}${running ? `; stopping pid ${pid}` : ''}${old}`);
+      if (running) stopNew();
       if (log !== null) tailOut(logTail(log), log);
+    }
   }
   return done(w.verdict, pid, log, w);
 }
@@ -218,7 +222,9 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
   tailOut: (lines: string[], where: string) => void, done: (v: Verdict, pid: number | undefined, log: string | null, w: Watched | undefined) => number): Promise<number> {
   const file = readRunFile(sock);
   if (!file) {
-    step(`no \`fdbroker run\` on ${sock} (no ${runFilePath(sock)}): to deploy beside \`fdbroker serve\`, give the command: fdbroker deploy ${sock} -- CMD [ARGS...]`);
+    step(fs.existsSync(sock)
+      ? `no \`fdbroker run\` on ${sock} (no ${runFilePath(sock)}): to deploy beside \`fdbroker serve\`, give the command: fdbroker deploy ${sock} -- CMD [ARGS...]`
+      : `nothing at ${sock}: no broker runs there; start one (\`fdbroker run ${sock} --listen NAME=SPEC -- CMD\`, or \`fdbroker serve ${sock} --listen NAME=SPEC\`), or give the path it was started with`);
     return done('error', undefined, null, undefined);
   }
   // The file names the run; the broker's status confirms it is the one answering on the path (not a stale file).

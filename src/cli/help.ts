@@ -42,8 +42,9 @@ const SERVE = `serve options:
                      file's listener NAME, or adds one). SIGHUP or
                      \`fdbroker reload\` re-reads FILE, with the same flags over
                      it: listeners added, removed or changed (removed and added
-                     again), [access] and [limits] for new requests; backlog,
-                     mode, group and [timeouts] are read at start only. An
+                     again), [access], [[grants]] and [limits] for new
+                     requests; backlog, mode, group and [timeouts] are read at
+                     start only. An
                      invalid file, or a listener that cannot bind, changes
                      nothing. Without --config, SIGHUP is ignored (with
                      --takeover: the old broker's file is read, if it had one).
@@ -68,6 +69,16 @@ const SERVE = `serve options:
   --allow-gid GID[,GID]   the same for peers whose primary gid is GID
   --allow-status-uid UID, --allow-status-gid GID
                      let these read status only
+  --grant 'uid=USER|gid=GROUP [adopt=NAME,...|*] [status[=NAME,...]]
+           [deploy] [reload] [takeover]'
+                     a per-name rule (repeatable; replaces the file's
+                     [[grants]]): that uid (or primary gid; a number or a
+                     name) may adopt only the listeners named, see them in
+                     status (status=NAMES shows those too), join as a
+                     generation and say ready (deploy), reload, take over.
+                     Anything not granted is refused; a peer granted nothing
+                     is dropped at connect. The broker's uid and root may do
+                     everything. See docs/SECURITY.md.
   --max-clients N    most clients at once (default 1024)
   --max-clients-per-uid N
                      most clients per uid other than the broker's and root's (default 64)

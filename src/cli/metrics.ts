@@ -4,7 +4,10 @@
 import * as fs from 'node:fs';
 import type { Broker } from '../broker/broker';
 import { isLoopback, parseMetricsAddress, serveMetrics, type MetricsAddress, type MetricsServer } from '../metrics/server';
-import { FdbrokerError } from '../protocol/errors';
+import { FdbrokerError, systemError } from '../protocol/errors';
+import { createListener, type OwnedListener } from '../broker/listeners';
+import { native } from '../native/binding';
+import type { ListenerInfo } from '../protocol/messages';
 import { UsageError } from './args';
 import type { Io } from './io';
 
@@ -58,10 +61,33 @@ export function readMetricsToken(file: string): string {
 /**
  * `broker`'s metrics, to be served at `address` by the returned function (which
  * may be called again after a failed listen: the registry is made once); a
- * failed scrape is reported on stderr.
+ * failed scrape is reported on stderr. The listening socket is the broker's
+ * (Broker.metricsSocket): one it took over at the same address is served on
+ * as it is (the port was never free); otherwise one is bound here.
  */
 export async function prepareMetrics(broker: Broker, address: MetricsAddress, io: Io, token?: string): Promise<() => Promise<MetricsServer>> {
   const { BrokerMetrics } = await import('../metrics/prometheus');
   const metrics = new BrokerMetrics(broker);
-  return () => serveMetrics(metrics, { ...address, token, onError: (err) => io.err(`fdbroker: metrics: ${err.message}`) });
+  return () => {
+    const held = broker.metricsSocket;
+    if (!held || !sameAddress(held.info, address)) broker.holdMetricsSocket(bindMetricsSocket(address));
+    const fd = native().dup(broker.metricsSocket!.fd);
+    if (fd < 0) return Promise.reject(systemError(fd, 'dup'));
+    return serveMetrics(metrics, { ...address, fd, token, onError: (err) => io.err(`fdbroker: metrics: ${err.message}`) });
+  };
+}
+
+/** The metrics endpoint's listening socket at `address`; throws the bind error (EADDRINUSE…) naming --metrics. */
+function bindMetricsSocket(address: MetricsAddress): OwnedListener {
+  try {
+    return createListener({ name: 'metrics', kind: 'tcp', host: address.host === 'localhost' ? '127.0.0.1' : address.host, port: address.port });
+  } catch (err) {
+    (err as Error).message = (err as Error).message.replace(/^listener "metrics"/, '--metrics');
+    throw err;
+  }
+}
+
+function sameAddress(info: ListenerInfo, address: MetricsAddress): boolean {
+  const host = address.host === 'localhost' ? '127.0.0.1' : address.host;
+  return info.address === host && (address.port === 0 || info.port === address.port);
 }

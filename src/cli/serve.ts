@@ -13,6 +13,9 @@ import { describeListener } from './status';
 import { printable } from './printable';
 import { configReloader, describeReload, loadConfig, mergeSettings, type ServeSettings } from './config';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
+import { GrantRuleError, parseGrantFlag } from './grant-rule';
+import { systemIds } from './user-ids';
+import type { GrantRule } from '../broker/grants';
 import { inheritForServe, linkSystemd, systemdFromEnv } from './serve-systemd';
 import type { SystemdLink } from '../systemd/systemd-link';
 import type { InheritedPlan } from '../systemd/inherited';
@@ -35,6 +38,7 @@ export const SERVE_OPTIONS = {
   'allow-gid': { type: 'string', multiple: true },
   'allow-status-uid': { type: 'string', multiple: true },
   'allow-status-gid': { type: 'string', multiple: true },
+  'grant': { type: 'string', multiple: true },
   'max-clients': { type: 'string' },
   'max-clients-per-uid': { type: 'string' },
   'max-fds-in-flight-per-uid': { type: 'string' },
@@ -65,6 +69,19 @@ function listenSpecs(texts: string[]): ListenerSpec[] {
     seen.add(s.name);
   }
   return specs;
+}
+
+/** Rules from --grant (grant-rule.ts); a bad one is a usage error. Absent: undefined (the file's [[grants]] stand). */
+function grantFlags(texts: string[] | undefined): GrantRule[] | undefined {
+  if (texts === undefined) return undefined;
+  return texts.map((t) => {
+    try {
+      return parseGrantFlag(t, systemIds);
+    } catch (err) {
+      if (!(err instanceof GrantRuleError)) throw err;
+      throw new UsageError(`--grant '${t}': ${err.message}`, 'ERR_FDBROKER_INVALID_ARGUMENT');
+    }
+  });
 }
 
 /** Listeners taken from another broker (e.g. a running app that serves its own), for recovery. */
@@ -125,6 +142,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
     access: {
       allowUids: ids('allow-uid', v['allow-uid']), allowGids: ids('allow-gid', v['allow-gid']),
       statusUids: ids('allow-status-uid', v['allow-status-uid']), statusGids: ids('allow-status-gid', v['allow-status-gid']),
+      grants: grantFlags(v.grant),
     },
   };
   const configPath = v.config !== undefined ? nodePath.resolve(v.config) : undefined;
@@ -194,6 +212,8 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   }
   let metrics: MetricsServer | undefined;
   try {
+    // A metrics socket taken over while this broker serves none is closed: never a port that accepts and never answers.
+    if (!metricsAddress) broker.holdMetricsSocket(undefined);
     const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io, metricsToken) : undefined;
     if (listen && v.takeover === true) metrics = await metricsAfterTakeover(listen, io);
     else if (listen) metrics = await listen();
@@ -220,8 +240,9 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
     const hint = e.resumed !== undefined ? `generation ${e.resumed} resumes serving`
       : typeof opts.noStandbyHint === 'function' ? opts.noStandbyHint() : (opts.noStandbyHint ?? 'no generation stood by: nobody may be accepting now; start a new version');
     if (hint === undefined) return;
-    io.err(`fdbroker: ROLLBACK: generation ${e.failed.number} (pid ${e.failed.pid}) `
-      + `${e.reason === 'left' ? 'left without being retired (exited or crashed)' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; ${hint}`);
+    // A rollback only when someone resumed; otherwise what served failed and nothing stood by to take over.
+    io.err(`fdbroker: ${e.resumed !== undefined ? 'ROLLBACK' : 'FAILED'}: generation ${e.failed.number} (pid ${e.failed.pid}) `
+      + `${e.reason === 'left' ? 'left without being retired (exited or crashed; a planned stop calls gen.close())' : e.reason === 'hung' ? 'stopped answering (hung)' : 'stopped accepting (its accept queue stalled)'}; ${hint}`);
   });
   // A planned stop is not a rollback (no ROLLBACK line, no rollbacks_total): said once, even with --quiet.
   broker.on('stop', (e) => io.out(`fdbroker: generation ${e.generation.number} (pid ${e.generation.pid}) stopped on purpose; `
@@ -244,7 +265,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   });
   // Refusals at connect after the first of a uid: one line per uid and reason per interval, even with --quiet.
   broker.on('refusals', (r) => io.err(`fdbroker: refused uid ${r.uid} (gid ${r.gid}) ${r.count} more time${r.count === 1 ? '' : 's'}`
-    + ` in the last ${Math.round(r.intervalMs / 1000)} s: ${r.code} (last pid ${r.lastPid})`));
+    + ` in the last ${Math.round(r.intervalMs / 1000)} s: ${r.code}${r.what ? ` (${r.what})` : ''} (last pid ${r.lastPid})`));
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
   if (reloadPath !== undefined) {
     broker.reloadSource = configReloader(reloadPath, settings, flags);

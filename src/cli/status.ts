@@ -77,6 +77,8 @@ export function formatStatus(s: StatusMessage): string {
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${printable(g.label)})` : ''}`),
     ...outsideHoldersNote(s),
+    ...(s.holdersScan && s.holdersScan.skipped > 0
+      ? [`holders: partial: ${s.holdersScan.skipped} processes not read within the scan's ${s.holdersScan.ms} ms budget (their copies are not listed)`] : []),
     ...(s.metrics ? [metricsText(s.metrics)] : []),
   ];
   return lines.join('\n');

@@ -30,7 +30,8 @@ export function connectError(r: number, path: string): Error {
           `${path} is not a socket but ${kindOf(st)}: give the control socket path the broker was started with`, { cause });
       }
       return new FdbrokerError('ERR_FDBROKER_NO_BROKER',
-        `no broker is listening on ${path} (${cause.code}): start one with \`fdbroker serve ${path} --listen NAME=SPEC\``, { cause });
+        `no broker is listening on ${path} (${cause.code}): start one with \`fdbroker serve ${path} --listen NAME=SPEC\``
+          + ' (if a broker stopped while apps still serve, start it again with the same --listen flags: it takes their listeners back, nothing is closed)', { cause });
     }
     case 'EACCES':
     case 'EPERM':

@@ -5,7 +5,7 @@ export {
   Broker, type BrokerOptions, type BrokerEvents, type AdoptEvent, type AuditEvent, type RollbackEvent, type StallEvent, type StopEvent,
   type ReloadResult, type ReloadSettings,
 } from '../broker/broker';
-export type { AccessOptions } from '../broker/access';
+export type { AccessOptions, GrantRule } from '../broker/access';
 export { parseListenerSpec, type ListenerSpec } from '../broker/spec';
 export type { GenerationInfo, GenerationState } from '../core/generation-info';
 export type { MetricsSnapshot, HistogramSnapshot } from '../protocol/metrics-snapshot';

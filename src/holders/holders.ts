@@ -18,6 +18,23 @@ export const HOLDERS_SCAN_CONCURRENCY = 8;
  * loop, at most this many (a few ms), so the loop is never held longer.
  */
 export const HOLDERS_SLICE_LINKS = 256;
+/**
+ * A scan stops reading fd tables after this long and reports the processes it
+ * did not read (`skipped`): a user holding hundreds of thousands of fds cannot
+ * make one status or scrape cost seconds of the broker's time.
+ */
+export const HOLDERS_SCAN_BUDGET_MS = 500;
+/**
+ * A scan is reused for at least this many times its own duration, so scanning
+ * takes at most about 1/(1+factor) of the broker's time however slow /proc is.
+ */
+export const HOLDERS_SCAN_DUTY_FACTOR = 10;
+
+/** How long HolderCache reuses a scan that took `durationMs`: the TTL, or longer after a slow scan. */
+export function reuseWindowMs(ttlMs: number, durationMs: number): number {
+  return Math.max(ttlMs, durationMs * HOLDERS_SCAN_DUTY_FACTOR);
+}
+
 /** Longest ppid chain followed: pid 1 is reached long before in practice. */
 export const MAX_ANCESTRY_DEPTH = 64;
 
@@ -59,6 +76,8 @@ export interface HoldersScan {
   unreadable: number;
   /** Processes that exited while being scanned. */
   vanished: number;
+  /** Processes not read because the scan's time budget ran out (budgetMs): their holdings are unknown. */
+  skipped: number;
   /** When the scan started (Date.now()). */
   startedAt: number;
   durationMs: number;
@@ -85,6 +104,8 @@ export interface ScanOptions {
    * (pass [] in self-broker mode to list the serving broker process too).
    */
   exclude?: Iterable<number>;
+  /** Wall time after which no more fd tables are read; default HOLDERS_SCAN_BUDGET_MS. */
+  budgetMs?: number;
 }
 
 /** The socket inode of `fd` (what /proc/<pid>/fd links name): fs.fstatSync(fd).ino. */
@@ -173,12 +194,19 @@ function readFdTableSync(pid: number, wanted: Set<number>, names: string[], from
   return i;
 }
 
+interface Counts { scanned: number; unreadable: number; vanished: number; skipped: number }
+
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** The 'slices' scan of `pids`: sync reads, yielding to the loop every `sliceLinks` links. */
-async function scanSlices(pids: number[], wanted: Set<number>, sliceLinks: number, found: Array<{ pid: number; fds: HolderFd[] }>, counts: { scanned: number; unreadable: number; vanished: number }): Promise<void> {
+async function scanSlices(pids: number[], wanted: Set<number>, sliceLinks: number, found: Array<{ pid: number; fds: HolderFd[] }>, counts: Counts, deadline: number): Promise<void> {
   const budget = { links: sliceLinks };
-  for (const pid of pids) {
+  for (let k = 0; k < pids.length; k++) {
+    const pid = pids[k]!;
+    if (Date.now() >= deadline) {
+      counts.skipped += pids.length - k;
+      return;
+    }
     if (budget.links <= 0) {
       await nextTurn();
       budget.links = sliceLinks;
@@ -221,14 +249,20 @@ export async function scanHolders(inodes: Iterable<number>, options: ScanOptions
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? HOLDERS_SCAN_CONCURRENCY));
   const pids = (await fsp.readdir(PROC)).filter((e) => /^\d+$/.test(e)).map(Number).filter((p) => !exclude.has(p));
 
-  const counts = { scanned: 0, unreadable: 0, vanished: 0 };
+  const counts: Counts = { scanned: 0, unreadable: 0, vanished: 0, skipped: 0 };
+  const deadline = startedAt + Math.max(0, options.budgetMs ?? HOLDERS_SCAN_BUDGET_MS);
   const found: Array<{ pid: number; fds: HolderFd[] }> = [];
   if (wanted.size > 0 && (options.mode ?? 'slices') === 'slices') {
-    await scanSlices(pids, wanted, Math.max(1, Math.floor(options.sliceLinks ?? HOLDERS_SLICE_LINKS)), found, counts);
+    await scanSlices(pids, wanted, Math.max(1, Math.floor(options.sliceLinks ?? HOLDERS_SLICE_LINKS)), found, counts, deadline);
   } else if (wanted.size > 0) {
     let next = 0;
     const worker = async () => {
       while (next < pids.length) {
+        if (Date.now() >= deadline) {
+          counts.skipped += pids.length - next;
+          next = pids.length;
+          return;
+        }
         const pid = pids[next++]!;
         const t = await readFdTable(pid, wanted);
         if (t.kind === 'unreadable') counts.unreadable++;
@@ -285,19 +319,20 @@ export class HolderCache {
   private readonly ttlMs: number;
   private readonly now: () => number;
   private readonly scanOptions: ScanOptions;
-  private entry: { key: string; scan: Promise<HoldersScan>; doneAt?: number } | undefined;
+  private entry: { key: string; scan: Promise<HoldersScan>; doneAt?: number; durationMs?: number } | undefined;
   /** How many scans this cache has started (for tests and metrics). */
   scans = 0;
 
   constructor(options: HolderCacheOptions = {}) {
     this.ttlMs = options.ttlMs ?? HOLDERS_CACHE_TTL_MS;
     this.now = options.now ?? Date.now;
-    const { mode, sliceLinks, concurrency, exclude } = options;
+    const { mode, sliceLinks, concurrency, exclude, budgetMs } = options;
     this.scanOptions = {
       ...(mode !== undefined ? { mode } : {}),
       ...(sliceLinks !== undefined ? { sliceLinks } : {}),
       ...(concurrency !== undefined ? { concurrency } : {}),
       ...(exclude !== undefined ? { exclude: [...exclude] } : {}),
+      ...(budgetMs !== undefined ? { budgetMs } : {}),
     };
   }
 
@@ -306,13 +341,13 @@ export class HolderCache {
     const set = [...new Set(inodes)].sort((a, b) => a - b);
     const key = set.join(',');
     const e = this.entry;
-    if (e && e.key === key && (e.doneAt === undefined || this.now() - e.doneAt < this.ttlMs)) return e.scan;
+    if (e && e.key === key && (e.doneAt === undefined || this.now() - e.doneAt < reuseWindowMs(this.ttlMs, e.durationMs ?? 0))) return e.scan;
     const scan = scanHolders(set, this.scanOptions);
-    const entry: { key: string; scan: Promise<HoldersScan>; doneAt?: number } = { key, scan };
+    const entry: { key: string; scan: Promise<HoldersScan>; doneAt?: number; durationMs?: number } = { key, scan };
     this.entry = entry;
     this.scans++;
     scan.then(
-      () => { entry.doneAt = this.now(); },
+      (s) => { entry.doneAt = this.now(); entry.durationMs = s.durationMs; },
       () => { if (this.entry === entry) this.entry = undefined; },
     );
     return scan;

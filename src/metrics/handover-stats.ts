@@ -10,7 +10,8 @@
 // - retire seconds: from the ready that retired a generation to that generation leaving
 //   (its process exited or closed its connection), standby window included; not
 //   observed for a generation that resumed instead (rollback).
-// - rollbacks{reason}: the newest ready generation failed ('left', 'stalled', 'hung').
+// - rollbacks{reason}: the newest ready generation failed ('left', 'stalled', 'hung') and the one standing by resumed.
+// - unreplaced{reason}: it failed with nobody standing by (a crash, or an exit without gen.close()).
 // - drains forced: a generation told to retire (or rolled back) still connected after the
 //   retire timeout: its drain overran and something else (the app's drain deadline, exec's
 //   --stop-timeout, an operator) has to end it. At most once per retirement.
@@ -56,6 +57,7 @@ export class HandoverStats {
   private readonly ready = new Histogram();
   private readonly retire = new Histogram();
   private readonly rollbacks: Record<RollbackEvent['reason'], number> = { left: 0, stalled: 0, hung: 0 };
+  private readonly unreplaced: Record<RollbackEvent['reason'], number> = { left: 0, stalled: 0, hung: 0 };
   private drainsForced = 0;
   private adopts = 0;
   private readonly refusals = new Map<FdbrokerErrorCode, number>();
@@ -96,7 +98,9 @@ export class HandoverStats {
   }
 
   private onRollback(e: RollbackEvent): void {
-    this.rollbacks[e.reason]++;
+    // Nobody resumed: the one that served failed with nothing to roll back to.
+    if (e.resumed === undefined) this.unreplaced[e.reason]++;
+    else this.rollbacks[e.reason]++;
     // The one that resumes serves again: its retirement never completed.
     if (e.resumed !== undefined) this.retiring.delete(e.resumed);
   }
@@ -107,6 +111,7 @@ export class HandoverStats {
       handoverReadySeconds: this.ready.snapshot(),
       handoverRetireSeconds: this.retire.snapshot(),
       rollbacks: { ...this.rollbacks },
+      unreplaced: { ...this.unreplaced },
       drainsForced: this.drainsForced,
       adopts: this.adopts,
       refusals: Object.fromEntries([...this.refusals].sort(([a], [b]) => a.localeCompare(b))),

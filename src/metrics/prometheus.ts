@@ -69,11 +69,21 @@ export class BrokerMetrics {
       'Seconds from the ready of a new generation to the generation it retired leaving (standby window included)', this.registry,
       () => stats().handoverRetireSeconds);
     new Counter({
-      name: `${p}rollbacks_total`, help: 'Rollbacks: the newest ready generation left, stalled or hung and the one standing by (if any) resumed',
+      name: `${p}rollbacks_total`, help: 'Rollbacks: the newest ready generation left, stalled or hung and the one standing by resumed',
       labelNames: ['reason'], registers,
       collect() {
         this.reset();
         const r = stats().rollbacks;
+        for (const reason of ROLLBACK_REASONS) this.inc({ reason }, r[reason]);
+      },
+    });
+    new Counter({
+      name: `${p}unreplaced_failures_total`,
+      help: 'The serving generation left without being retired, stalled or hung with nobody standing by to resume (a crash, or an exit without gen.close())',
+      labelNames: ['reason'], registers,
+      collect() {
+        this.reset();
+        const r = stats().unreplaced ?? { left: 0, stalled: 0, hung: 0 };
         for (const reason of ROLLBACK_REASONS) this.inc({ reason }, r[reason]);
       },
     });

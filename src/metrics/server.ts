@@ -50,6 +50,12 @@ export interface MetricsServerOptions extends MetricsAddress {
   onError?: (err: Error) => void;
   /** Required as `Authorization: Bearer <token>` (else 401). */
   token?: string;
+  /**
+   * A listening TCP socket to serve on instead of binding host:port (the
+   * server owns it and closes it on close()): how a broker keeps its metrics
+   * port across a takeover (a duplicate of the socket it hands over).
+   */
+  fd?: number;
   /** Scrapes within this time of the last one get its text (default METRICS_MIN_SCRAPE_INTERVAL_MS; 0: every scrape is fresh). */
   minScrapeIntervalMs?: number;
 }
@@ -110,7 +116,7 @@ export function serveMetrics(metrics: BrokerMetrics, options: MetricsServerOptio
   server.setTimeout(METRICS_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host: options.host, port: options.port }, () => {
+    server.listen(options.fd !== undefined ? { fd: options.fd } : { host: options.host, port: options.port }, () => {
       server.off('error', reject);
       // Errors after listening (none are expected) must not end the broker.
       server.on('error', (err) => options.onError?.(err));

@@ -119,6 +119,12 @@ export interface StatusMessage {
   generations: GenerationInfo[];
   /** Handover counters and histograms since the broker started (README "Metrics"); in the first part only. */
   metrics?: MetricsSnapshot;
+  /**
+   * How the /proc scan behind `holders` went, when one was made: processes
+   * read, not readable (another uid), and skipped because the scan's time
+   * budget ran out (their holdings are unknown), and its duration in ms.
+   */
+  holdersScan?: { scanned: number; unreadable: number; skipped: number; ms: number };
 }
 /** Answers "reload": the listeners it added, removed, and changed (removed and added again with another spec). */
 export interface ReloadedMessage { type: 'reloaded'; id: number; added: string[]; removed: string[]; changed: string[]; grants?: string[] }
@@ -131,7 +137,11 @@ export interface HandoffOptions {
   backlog?: number; mode?: number; group?: number;
   handshakeTimeoutMs?: number; readyTimeoutMs?: number; retireTimeoutMs?: number; standbyMs?: number; stallTimeoutMs?: number;
   idleTimeoutMs?: number; maxClients?: number; maxClientsPerUid?: number; maxQueuedMessages?: number;
-  access?: { allowUids?: number[]; allowGids?: number[]; statusUids?: number[]; statusGids?: number[] };
+  access?: {
+    allowUids?: number[]; allowGids?: number[]; statusUids?: number[]; statusGids?: number[];
+    /** Per-name rules (src/broker/grants.ts GrantRule). */
+    grants?: Array<{ uid?: number; gid?: number; adopt?: string[]; status?: boolean | string[]; deploy?: boolean; reload?: boolean; takeover?: boolean }>;
+  };
   insecureDir?: boolean;
 }
 /**
@@ -150,6 +160,12 @@ export interface HandoffMessage {
   epoch?: number;
   floor?: number;
   generations: GenerationInfo[];
+  /**
+   * The name, among the listeners that follow, of the broker's own metrics
+   * socket (--metrics): the successor serves its metrics on it and never
+   * hands it to a client, so the port is never free for another user to bind.
+   */
+  metrics?: string;
 }
 /** Unsolicited, to a generation: a new broker took over the path (pid `to`); rejoin it now. This connection closes next. */
 export interface MovedMessage { type: 'moved'; generation: number; to: number }
@@ -206,6 +222,9 @@ const MAX_LEFT_PER_ACK = 65_536;
 const NAME_PATTERN = /^[A-Za-z0-9._:@-]+$/;
 
 /** A listener name: 1..128 bytes of letters, digits and . _ - : @ */
+/** A rule given or taken by a reload (grants.ts formatRule): "grant +uid=33 adopt=http,metrics status deploy". Bounded. */
+const GRANT_RULE_CHANGE = /^grant [+-][ug]id=\d{1,10}( [a-z]+(=[A-Za-z0-9._:@*,-]{1,8192})?){0,5}$/;
+
 export function isValidName(name: unknown): name is string {
   // The pattern admits ASCII only, so length is the byte length (no Buffer.byteLength per name: adopts name 1,000s).
   return typeof name === 'string' && name.length > 0 && name.length <= MAX_NAME_BYTES && NAME_PATTERN.test(name);
@@ -369,8 +388,8 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
       }
       const grants = m.grants;
       if (grants !== undefined && !(Array.isArray(grants) && grants.length <= MAX_GRANT_CHANGES
-        && grants.every((g) => typeof g === 'string' && /^allow(-status)?-[ug]id [+-]\d{1,10}$/.test(g)))) {
-        throw protocolError('reloaded: grants must be an array of "allow-uid +N"-like changes');
+        && grants.every((g) => typeof g === 'string' && (/^allow(-status)?-[ug]id [+-]\d{1,10}$/.test(g) || GRANT_RULE_CHANGE.test(g))))) {
+        throw protocolError('reloaded: grants must be an array of "allow-uid +N"-like or "grant +uid=N adopt=NAME"-like changes');
       }
       return { type: 'reloaded', id: m.id, added: m.added, removed: m.removed, changed: m.changed, ...(grants ? { grants: grants as string[] } : {}) };
     }
@@ -388,6 +407,7 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
         && isInt((g as GenerationInfo).pid) && typeof (g as GenerationInfo).state === 'string' && Array.isArray((g as GenerationInfo).adopted);
       if (!m.generations.every(validGen)) throw protocolError('handoff holds an invalid generation');
       if ((m.epoch !== undefined && !isInt(m.epoch, 1)) || (m.floor !== undefined && !isInt(m.floor, 1))) throw protocolError('handoff.epoch and handoff.floor must be positive integers');
+      if (m.metrics !== undefined && !isValidName(m.metrics)) throw protocolError('handoff.metrics must be a listener name');
       return m as unknown as HandoffMessage;
     }
     case 'moved':

@@ -16,6 +16,9 @@ import { TAKEOVER_COMMIT_TIMEOUT_MS } from '../broker/defaults';
 
 const debug = debuglog('fdbroker');
 
+/** The name the metrics socket travels under in a handoff (suffixed if a listener has it). */
+export const METRICS_HANDOFF_NAME = 'fdbroker.metrics';
+
 /** What a Handoff needs from the broker it runs in. */
 export interface HandoffHost {
   /** Whether the control path is still this broker's own socket. */
@@ -44,9 +47,17 @@ export interface HandoffHost {
  * broker's). Returns false if its connection was dropped meanwhile.
  */
 export function sendHandoff(state: Session, id: number, broker: HandoffMessage['broker'], options: HandoffMessage['options'],
-  table: TableSnapshot, listeners: Array<{ info: ListenerInfo; fd: number }>): boolean {
+  table: TableSnapshot, listeners: Array<{ info: ListenerInfo; fd: number }>, metrics?: { info: ListenerInfo; fd: number }): boolean {
+  // The metrics socket goes last, under a name no listener has.
+  let metricsName: string | undefined;
+  if (metrics) {
+    metricsName = METRICS_HANDOFF_NAME;
+    for (let i = 2; listeners.some((l) => l.info.name === metricsName); i++) metricsName = `${METRICS_HANDOFF_NAME}.${i}`;
+    listeners = [...listeners, { info: { ...metrics.info, name: metricsName }, fd: metrics.fd }];
+  }
   const handoff = encodeHandoff({
     type: 'handoff', id, broker, options, nextGeneration: table.next, generations: table.generations,
+    ...(metricsName !== undefined ? { metrics: metricsName } : {}),
     ...(table.epoch !== undefined ? { epoch: table.epoch } : {}), ...(table.floor !== undefined ? { floor: table.floor } : {}),
   });
   for (const p of handoff) if (!state.send(p, [])) return false;

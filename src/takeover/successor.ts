@@ -21,6 +21,7 @@ import { mergeOptions, specsOfReceived, specsToCreate } from './options';
 const debug = debuglog('fdbroker');
 
 export interface TakeoverResult {
+  /** Owns the old broker's metrics socket, if it had one (Broker.metricsSocket). */
   broker: Broker;
   /** The old broker: its pid and versions, what it handed over, and the configuration file it read (not handed over). */
   from: { pid: number; software: string; protocol: number; listeners: number; generations: number; config?: string };
@@ -63,9 +64,12 @@ export async function takeOver(options: BrokerOptions & {
         `the broker at ${options.controlPath} (pid ${conn.brokerPid}) does not support takeover (its welcome lists no "takeover" feature): stop it and start this one with --adopt-from, or upgrade it first`);
     }
     const { id, handoff, listeners } = await conn.takeover(PROTOCOL_VERSION, takeoverSeams.software ?? VERSION, timeoutMs);
-    const received = listeners.length;
+    const received = listeners.length - (handoff.metrics !== undefined && listeners.some((l) => l.info.name === handoff.metrics) ? 1 : 0);
     debug('takeover: received %d listeners and %d generations from pid %d', listeners.length, handoff.generations.length, handoff.broker.pid);
     let broker: Broker;
+    // The old broker's metrics socket is not a listener: the new broker holds it apart (Broker.metricsSocket).
+    const metricsAt = handoff.metrics === undefined ? -1 : listeners.findIndex((l) => l.info.name === handoff.metrics);
+    let metricsSocket = metricsAt < 0 ? undefined : listeners.splice(metricsAt, 1)[0]!;
     try {
       await takeoverSeams.afterReceive?.();
       given = configure?.(handoff.broker) ?? given;
@@ -83,8 +87,11 @@ export async function takeOver(options: BrokerOptions & {
           ...(handoff.epoch !== undefined ? { epoch: handoff.epoch } : {}), ...(handoff.floor !== undefined ? { floor: handoff.floor } : {}),
         },
       });
+      broker.holdMetricsSocket(metricsSocket);
+      metricsSocket = undefined;
     } catch (err) {
       for (const l of listeners) native().close(l.fd);
+      if (metricsSocket) native().close(metricsSocket.fd);
       throw err;
     }
     const from = {

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/binding';
-import { ancestors, HolderCache, HOLDERS_SCAN_CONCURRENCY, HOLDERS_SLICE_LINKS, scanHolders, socketInode, type ScanMode } from '../../src/holders/holders';
+import { ancestors, HolderCache, HOLDERS_SCAN_CONCURRENCY, HOLDERS_SCAN_DUTY_FACTOR, reuseWindowMs, HOLDERS_SLICE_LINKS, scanHolders, socketInode, type ScanMode } from '../../src/holders/holders';
 import { ROOT, tmpDir, cleanup } from '../helpers';
 
 const n = native();
@@ -220,6 +220,19 @@ describe.each(MODES)('scanHolders, %s mode', (mode) => {
     expect(turns).toBeGreaterThanOrEqual(mode === 'slices' ? 1000 / sliceLinks : 1000 / HOLDERS_SCAN_CONCURRENCY);
   });
 
+  it('stops at its time budget: with a budget of 0 no fd table is read and every process is counted as skipped', async () => {
+    const l = tcpListener();
+    const all = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).length;
+    const scan = await scanHolders([socketInode(l)], { mode, budgetMs: 0 });
+    expect(scan.scanned).toBe(0);
+    expect(scan.holders).toEqual([]);
+    // Processes come and go meanwhile: about every process.
+    expect(scan.skipped).toBeGreaterThan(all / 2);
+    const full = await scanHolders([socketInode(l)], { mode });
+    expect(full.skipped).toBe(0);
+    expect(full.scanned).toBeGreaterThan(0);
+  });
+
   it('an empty set of inodes reads no fd table', async () => {
     const scan = await scanHolders([], { mode });
     expect(scan).toMatchObject({ holders: [], scanned: 0, unreadable: 0 });
@@ -228,6 +241,11 @@ describe.each(MODES)('scanHolders, %s mode', (mode) => {
 });
 
 describe('HolderCache', () => {
+  it('reuses a slow scan for at least HOLDERS_SCAN_DUTY_FACTOR times its duration, a fast one for the TTL', () => {
+    expect(reuseWindowMs(1000, 20)).toBe(1000);
+    expect(reuseWindowMs(1000, 1200)).toBe(1200 * HOLDERS_SCAN_DUTY_FACTOR);
+  });
+
   it('one scan per TTL for the same listeners, shared while it runs; a new set or an expired TTL scans again', async () => {
     const l = tcpListener();
     const ino = socketInode(l);

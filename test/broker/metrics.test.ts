@@ -130,14 +130,14 @@ describe('HandoverStats', () => {
     expect(stats.snapshot()).toMatchObject({ handovers: 0, handoverReadySeconds: { count: 1, sum: 0.1 } });
   });
 
-  it('rollbacks by reason; the resumed generation is no longer retiring, so its later leave is not timed', () => {
+  it('rollbacks by reason (only where one resumed; the others are unreplaced failures); the resumed generation is no longer retiring, so its later leave is not timed', () => {
     const { broker, stats, at } = setup();
     broker.emit('ready', gen(2, 0, 100), [1]);
     broker.emit('rollback', { failed: gen(2, 0, 100, { state: 'failed' }), reason: 'stalled', resumed: 1 });
     broker.emit('rollback', { failed: gen(3, 0, 100, { state: 'failed' }), reason: 'left', resumed: undefined });
     at(60_000);
     broker.emit('leave', gen(1, 0, 50));
-    expect(stats.snapshot()).toMatchObject({ handovers: 1, rollbacks: { left: 1, stalled: 1, hung: 0 }, handoverRetireSeconds: { count: 0 } });
+    expect(stats.snapshot()).toMatchObject({ handovers: 1, rollbacks: { left: 0, stalled: 1, hung: 0 }, unreplaced: { left: 1, stalled: 0, hung: 0 }, handoverRetireSeconds: { count: 0 } });
   });
 
   it('drains forced are retire overdues only; adopts count handouts; refusals count ERR_FDBROKER_* codes only', () => {
@@ -368,6 +368,8 @@ describe('fdbroker serve --metrics', () => {
     const s4 = await scrapeUntil(url, (s) => s.value('fdbroker_rollbacks_total', { reason: 'left' }) === 1);
     expect(s4.value('fdbroker_rollbacks_total', { reason: 'left' })).toBe(1);
     expect(s4.value('fdbroker_rollbacks_total', { reason: 'stalled' })).toBe(0);
+    // One resumed: a rollback, not an unreplaced failure.
+    expect(s4.value('fdbroker_unreplaced_failures_total', { reason: 'left' })).toBe(0);
     expect(s4.value('fdbroker_handovers_total')).toBe(2);
     expect(generationsByState(s4)).toEqual({ starting: 0, ready: 1, standby: 0, retiring: 0, failed: 0 });
     // B resumed instead of leaving: no retirement was completed.

@@ -21,7 +21,7 @@ import {
   alive, cleanup, CLI, get, loadLoop, quietFdCount, run, sleep, socketInodes, startApp, startBroker, statusOf, tmpDir, waitText,
   type BrokerProc, type Proc,
 } from '../helpers';
-import { NOBODY, runAs, sharedCopy, type SharedCopy } from '../other-user';
+import { NOBODY, runAs, sharedCopy, SYSTEM_PYTHON, type SharedCopy } from '../other-user';
 import { describeWith, root, setpriv } from '../requirements';
 
 /** The test preload that sets fault-injection pauses from FDBROKER_TEST_* (test/fixtures/seams.js). */
@@ -357,14 +357,41 @@ describe('fdbroker serve --takeover', () => {
     expect(alive(p.pid)).toBe(true);
   }, 30_000);
 
-  it('with --metrics: the old broker closes its endpoint and exits; the new one binds the address, retrying while it is still taken', async () => {
-    const b1 = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--metrics', 'tcp://127.0.0.1:0']);
+  it('with --metrics: the metrics socket is handed over like a listener (another uid racing to bind the port never gets it); at another address the new one binds it, retrying while it is taken', async () => {
+    const dir = tmpDir();
+    fs.chmodSync(dir, 0o755);
+    const b1 = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--metrics', 'tcp://127.0.0.1:0']);
     const url = b1.stdout().match(/metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/);
     expect(url).not.toBeNull();
+    // uid 65534 tries to bind the metrics port as fast as it can, with and without SO_REUSEADDR/SO_REUSEPORT.
+    const racer = run('setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', SYSTEM_PYTHON, '-c', `
+import socket, sys, time
+port = int(sys.argv[1]); tries = 0; end = time.time() + 20
+print("racing", flush=True)
+while time.time() < end:
+    for opt in (None, socket.SO_REUSEADDR, socket.SO_REUSEPORT):
+        s = socket.socket()
+        if opt is not None: s.setsockopt(socket.SOL_SOCKET, opt, 1)
+        try:
+            s.bind(("127.0.0.1", port)); s.listen(1)
+            print("won", tries, flush=True); time.sleep(5); sys.exit(0)
+        except OSError:
+            tries += 1
+        finally:
+            s.close()
+    if tries % 3000 == 0: print("tries", tries, flush=True)`, url![2]!]);
+    await racer.waitFor(/^racing$/m);
     const t = await takeover(b1.sock, undefined, ['--metrics', `tcp://127.0.0.1:${url![2]}`]);
     expect((await b1.exited).code).toBe(0); // its metrics endpoint does not keep it alive
     await t.p.waitFor(/^fdbroker: ready on .*; metrics on http:/m);
-    expect((await fetch(url![1])).status).toBe(200);
+    await sleep(300);
+    racer.kill();
+    await racer.exited;
+    expect(racer.stdout()).not.toMatch(/^won/m);
+    expect(racer.stdout()).toMatch(/^tries \d+/m); // it really raced
+    const res = await fetch(url![1]);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toMatch(/^fdbroker_handovers_total /m);
     // Again, with the address held by someone else for 1 s after the takeover starts: the new broker serves the path meanwhile and binds it once free.
     const blocker = net.createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
@@ -379,6 +406,16 @@ describe('fdbroker serve --takeover', () => {
     await p3.waitFor(new RegExp(`^fdbroker: ready on .*; metrics on http://127\\.0\\.0\\.1:${port}/metrics$`, 'm'), 6_000);
     expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
     expect(p3.stderr()).not.toMatch(/no metrics endpoint/);
+    // The old address is closed (p3 was given another one), and a successor without --metrics closes what it was handed: refused, never a hang.
+    await expect(fetch(url![1])).rejects.toThrow();
+    const p4 = run(process.execPath, [CLI, 'serve', b1.sock, '--takeover']);
+    await p4.waitFor(/^fdbroker: ready on /m);
+    expect((await p3.exited).code).toBe(0);
+    const refused = await new Promise<string>((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); resolve('connected'); });
+      c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    });
+    expect(refused).toBe('ECONNREFUSED');
   }, 30_000);
 
   it('an app that is its own broker (embedded) is not taken over: ERR_FDBROKER_NOT_PERMITTED, exit 1; the app serves on', async () => {

@@ -126,7 +126,7 @@ describe('warm standby: a new version that fails right after ready is rolled bac
     const { broker, v1, v2, load } = await v2ReadyUnderLoad(false, {}, ['--standby', '0', '--stall-timeout', '800']);
     await v1.waitFor(/^drained \d+/m, 15_000);
     process.kill(v2.pid, 'SIGKILL');
-    await waitText(broker.stderr, /ROLLBACK: generation 2 .* no generation stood by: nobody may be accepting now/, 5000);
+    await waitText(broker.stderr, /FAILED: generation 2 .* no generation stood by: nobody may be accepting now/, 5000);
     // Nobody accepts, but nothing is refused: a new version started 1 s later serves what queued meanwhile.
     await sleep(1000);
     const v3 = startGen(broker.sock);
