@@ -32,6 +32,11 @@ need systemd /lib/systemd/systemd systemctl systemd-socket-activate systemd-noti
 # The Python server recipes under `fdbroker exec` (Debian's packages).
 need gunicorn gunicorn
 need uvicorn uvicorn
+# The servers of `fdbroker exec --inherit` (test/cli/dialects.test.ts).
+need nginx-light /usr/sbin/nginx
+need haproxy haproxy
+need puma puma
+need unicorn unicorn
 # The build from source (the install tests, where no prebuild fits).
 need g++ g++
 need make make

@@ -49,6 +49,11 @@ export function python3Command(): string {
 /** Debian's gunicorn and uvicorn (PyPI is not used): the servers of the `exec` recipe. */
 export const gunicorn = () => tool('gunicorn', ['--version'], 'gunicorn (>= 20.1)', 'apt-get install gunicorn');
 export const uvicorn = () => tool('uvicorn', ['--version'], 'uvicorn (>= 0.17)', 'apt-get install uvicorn');
+/** Debian's servers of the `exec --inherit` dialects (test/cli/dialects.test.ts). */
+export const nginx = () => tool('/usr/sbin/nginx', ['-v'], 'nginx (>= 1.22, /usr/sbin/nginx)', 'apt-get install nginx-light');
+export const haproxy = () => tool('haproxy', ['-v'], 'haproxy (>= 2.6)', 'apt-get install haproxy');
+export const puma = () => tool('puma', ['--version'], 'puma (>= 5.6)', 'apt-get install puma');
+export const unicorn = () => tool('unicorn', ['-v'], 'unicorn (>= 6.0)', 'apt-get install unicorn');
 export const ss = () => tool('ss', ['-V'], 'ss (iproute2)', 'apt-get install iproute2');
 export const setpriv = () => tool('setpriv', ['--version'], 'setpriv (util-linux)', 'apt-get install util-linux');
 export const root = (why: string): Requirement => ({

@@ -3,7 +3,7 @@
 // one takes to leave after its successor is ready.
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT, run, type Proc } from './helpers';
+import { CLI, ROOT, get, loadLoop, run, sleep, type LoadStats, type Proc } from './helpers';
 
 export const EXAMPLES = path.join(ROOT, 'examples');
 /** An old version must be gone this soon after its successor is ready (the apps' drain deadline is 10 s). */
@@ -60,4 +60,54 @@ export function makeCert(dir: string): { key: string; cert: string } {
     throw new Error(`openssl is needed to make a test certificate (apt-get install openssl): ${(err as Error).message}`);
   }
   return { key, cert };
+}
+
+/** Resolves once the broker on `sock` has the generation of `p` (an `fdbroker exec`, by its pid) ready: `fdbroker wait --until ready`. */
+export async function execReady(sock: string, p: Proc): Promise<void> {
+  const w = run(process.execPath, [CLI, 'wait', sock, '--pid', String(p.pid), '--until', 'ready', '--timeout', '15000', '--quiet']);
+  const { code } = await w.exited;
+  if (code !== 0) throw new Error(`fdbroker wait --pid ${p.pid}: exit ${code}: ${w.stderr()}\nprogram stderr:\n${p.stderr()}`);
+}
+
+/** execDeployUnderLoad: load before and after the deploy, each. */
+export const DEPLOY_LOAD_MS = 1000;
+/** execDeployUnderLoad: clients per kind of load (keep-alive, and a new connection per request). */
+export const DEPLOY_CONCURRENCY = 4;
+
+export interface DeployResult {
+  first: Proc;
+  second: Proc;
+  /** The first generation's exit (its exec's status). */
+  firstExit: { code: number | null; signal: NodeJS.Signals | null };
+  /** ms from the second generation's ready to the first one's exit. */
+  goneMs: number;
+  keepAlive: LoadStats;
+  newConnections: LoadStats;
+  /** A GET before the deploy and one after the first generation is gone. */
+  before: { status: number; body: string };
+  after: { status: number; body: string };
+}
+
+/**
+ * A deploy of an `fdbroker exec` program over itself: `start(1)`, ready, then
+ * keep-alive and new-connection load on 127.0.0.1:port (never retried), then
+ * `start(2)`, ready, the first one's exit, more load.
+ */
+export async function execDeployUnderLoad(sock: string, port: number, start: (gen: number) => Proc): Promise<DeployResult> {
+  const first = start(1);
+  await execReady(sock, first);
+  const before = await get(port);
+  const keepAlive = loadLoop(port, { concurrency: DEPLOY_CONCURRENCY, keepAlive: true });
+  const fresh = loadLoop(port, { concurrency: DEPLOY_CONCURRENCY });
+  await sleep(DEPLOY_LOAD_MS);
+  const second = start(2);
+  await execReady(sock, second);
+  const t0 = Date.now();
+  const firstExit = await first.exited;
+  const goneMs = Date.now() - t0;
+  await sleep(DEPLOY_LOAD_MS);
+  const ka = await keepAlive.stop();
+  const nc = await fresh.stop();
+  const after = await get(port);
+  return { first, second, firstExit, goneMs, keepAlive: ka, newConnections: nc, before, after };
 }

@@ -18,6 +18,7 @@
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from '../native/binding';
+import { assertSupportedRuntime } from '../native/runtime';
 import { ECONNREFUSED, ENOENT, ENOPROTOOPT, EPERM } from '../native/errno';
 import type { Acceptor, PathLock, PeerCred } from '../transport/acceptor';
 import { acceptQueues } from '../transport/accept-queue';
@@ -275,6 +276,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * was created is closed again and the error is thrown.
    */
   static start(options: BrokerOptions): Broker {
+    assertSupportedRuntime(); // Bun, Deno: ERR_FDBROKER_UNSUPPORTED_RUNTIME, before any fd is opened
     return Broker.startInternal(options);
   }
 

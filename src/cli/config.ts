@@ -17,6 +17,8 @@
 //   max-clients = 1024
 //   [timeouts]                    # ms, as --handshake-timeout, --ready-timeout, --retire-timeout, --stall-timeout, --standby
 //   ready = 60000
+//   [exec]                        # read by `fdbroker exec --config` only: inherit, retire-signal, ready (exec-config.ts)
+//   inherit = ["nginx"]
 //
 // Combination: the file is the base; a flag given on the command line
 // overrides the same setting (a list flag replaces the file's list); a
@@ -32,6 +34,7 @@ import type { GrantRule } from '../broker/grants';
 import type { ReloadResult, ReloadSettings } from '../broker/reload';
 import { MAX_ID, MAX_TIMER_MS } from './args';
 import { MAX_BACKLOG, MAX_CLIENTS_LIMIT } from './defaults';
+import { execSettingsOf, type ExecSettings } from './exec-config';
 import { grantFromTable, GrantRuleError } from './grant-rule';
 import { systemIds, type IdResolver } from './user-ids';
 
@@ -49,9 +52,11 @@ export interface ServeSettings {
   retireTimeoutMs?: number;
   stallTimeoutMs?: number;
   standbyMs?: number;
+  /** The [exec] table: read by `fdbroker exec --config` (exec-config.ts), checked and otherwise ignored by serve. */
+  exec?: ExecSettings;
 }
 
-type ScalarField = Exclude<keyof ServeSettings, 'listeners' | 'access'>;
+type ScalarField = Exclude<keyof ServeSettings, 'listeners' | 'access' | 'exec'>;
 type AccessField = Exclude<keyof AccessOptions, 'grants'>;
 
 /** A configuration file that cannot be read or is not valid. `key`: the key path at fault (absent for a syntax error). */
@@ -90,7 +95,7 @@ const ACCESS: Record<string, AccessField> = {
   'access.allow-status-gid': 'statusGids',
 };
 
-const TABLES = ['listeners', 'access', 'limits', 'timeouts'] as const;
+const TABLES = ['listeners', 'access', 'limits', 'timeouts', 'exec'] as const;
 
 const isTable = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
@@ -142,6 +147,7 @@ export function parseConfig(text: string, file: string, baseDir = path.dirname(p
     if ((TABLES as readonly string[]).includes(key)) {
       if (!isTable(value)) throw new ConfigError(file, key, `must be a table ([${key}]), not ${describe(value)}`);
       if (key === 'listeners') out.listeners = listenersOf(file, value, baseDir);
+      else if (key === 'exec') out.exec = execSettingsOf(value, (k, reason) => { throw new ConfigError(file, k, reason); });
       else tableOf(file, key, value, out);
       continue;
     }

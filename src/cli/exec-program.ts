@@ -1,6 +1,7 @@
 // `fdbroker exec`: run a program in any language as a generation, handing it
-// the broker's listeners the systemd way (LISTEN_FDS, LISTEN_FDNAMES,
-// LISTEN_PID, fds from 3) and reading its readiness over sd_notify
+// the broker's listeners at fds 3, 4, ... told the systemd way (LISTEN_FDS,
+// LISTEN_FDNAMES, LISTEN_PID, LISTEN_PIDFDID) or in another server's dialect
+// (--inherit, dialect.ts), and reading its readiness over sd_notify
 // (NOTIFY_SOCKET). This process is the generation as the broker sees it: it
 // joins, says ready when the program does, and when told to retire sends the
 // program the retire signal (SIGKILL after the stop timeout). It never serves:
@@ -29,6 +30,9 @@ import { DEFAULT_TIMEOUT_MS } from '../client/defaults';
 import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../core/generation-machine';
 import { ProgramStartError, resolveProgram } from './program';
 import { guardedCommand, startWatchdog, type OrphanGuardKind, type Watchdog } from './orphan-guard';
+import { DEFAULT_DIALECTS, FIRST_LISTENER_FD, dialectEnv, wantsListenPid, withoutDialectVariables, type Dialect } from './dialect';
+import { pidfdInode } from '../native/pidfd';
+import type { Writable } from 'node:stream';
 
 export { ProgramStartError, resolveProgram } from './program';
 
@@ -43,7 +47,16 @@ export const EXEC_START_FAILED = 127;
 // wrapper's pid: if the parent is no longer the wrapper (it died before the
 // orphan guard was in place), the program never starts.
 const SH = '/bin/sh';
-const SH_SCRIPT = '[ "$PPID" = "$1" ] || exit 1; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
+const SH_CHECK = '[ "$PPID" = "$1" ] || exit 1; shift; ';
+const SH_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; ';
+// LISTEN_PIDFDID: only the wrapper can open a pidfd for the program (its
+// child), and only once it runs: it writes the inode (or an empty line) on a
+// pipe at fd K, which the script reads and closes before the exec.
+const shListenPidfdId = (k: number) => `IFS= read -r LISTEN_PIDFDID <&${k}; exec ${k}<&-; `
+  + 'if [ -n "$LISTEN_PIDFDID" ]; then export LISTEN_PIDFDID; else unset LISTEN_PIDFDID; fi; ';
+const SH_EXEC = 'exec "$0" "$@"';
+/** sh redirects only fds 0-9: the pidfd-id pipe must fit there, after the listeners. */
+const SH_MAX_FD = 9;
 
 export interface ExecOptions {
   controlPath: string;
@@ -51,6 +64,8 @@ export interface ExecOptions {
   args?: string[];
   /** Listeners to adopt, in this order from fd 3 (default all, in the broker's order). */
   names?: string[];
+  /** How the program is told its listeners (dialect.ts; default ['systemd']). */
+  inherit?: readonly Dialect[];
   /** 'notify' (default): ready when the program sends READY=1; 'immediate': as soon as it is spawned. */
   ready?: 'notify' | 'immediate';
   /** Sent to the program when the broker says retire (default SIGTERM). */
@@ -145,6 +160,7 @@ export class Exec extends EventEmitter<ExecEvents> {
     const mode = o.ready ?? 'notify';
     const retireSignal = o.retireSignal ?? 'SIGTERM';
     const stopTimeoutMs = o.stopTimeoutMs ?? DEFAULT_EXEC_STOP_TIMEOUT_MS;
+    const dialects = o.inherit !== undefined && o.inherit.length > 0 ? o.inherit : DEFAULT_DIALECTS;
     resolveProgram(o.command, baseEnv.PATH);
 
     let conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
@@ -153,6 +169,7 @@ export class Exec extends EventEmitter<ExecEvents> {
     let generation: number;
     let epoch: number;
     let notify: NotifySocket | undefined;
+    let dialectVars: Record<string, string> = {};
     const n = native();
     const closeFds = () => { for (const l of listeners) n.close(l.fd); listeners = []; };
     try {
@@ -161,11 +178,7 @@ export class Exec extends EventEmitter<ExecEvents> {
       generation = r.generation;
       epoch = r.epoch;
       listeners = orderListeners(r.listeners, o.names);
-      const bad = listeners.find((l) => l.info.name.includes(':'));
-      if (bad) {
-        throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
-          `listener "${bad.info.name}" contains ":", which LISTEN_FDNAMES cannot carry; choose others with --names`);
-      }
+      dialectVars = dialectEnv(dialects, listeners.map((l) => l.info));
       if (mode === 'notify') notify = NotifySocket.create({ parent: o.notifyParent });
     } catch (err) {
       closeFds();
@@ -173,23 +186,31 @@ export class Exec extends EventEmitter<ExecEvents> {
       throw err;
     }
 
-    const env: NodeJS.ProcessEnv = { ...baseEnv };
-    delete env.LISTEN_PID;
+    const env: NodeJS.ProcessEnv = { ...withoutDialectVariables(baseEnv), ...dialectVars };
     delete env.NOTIFY_SOCKET;
-    env.LISTEN_FDS = String(listeners.length);
-    env.LISTEN_FDNAMES = listeners.map((l) => l.info.name).join(':');
     if (notify) env.NOTIFY_SOCKET = notify.path;
 
     let child: ChildProcess;
+    const listenPid = wantsListenPid(dialects);
+    const pidfdFd = FIRST_LISTENER_FD + listeners.length;
+    const sendPidfdId = listenPid && pidfdFd <= SH_MAX_FD;
+    const script = SH_CHECK + (listenPid ? SH_LISTEN_PID : '') + (sendPidfdId ? shListenPidfdId(pidfdFd) : '') + SH_EXEC;
     // The retire signal, sent by the kernel (or the watchdog) if this process dies.
-    const launch = guardedCommand(SH, ['-c', SH_SCRIPT, o.command, String(process.pid), ...args], retireSignal, baseEnv.PATH);
+    const launch = guardedCommand(SH, ['-c', script, o.command, String(process.pid), ...args], retireSignal, baseEnv.PATH);
     try {
       // Node dup2()s each fd to its index in the child (3, 4, ...), without
       // close-on-exec; every other fd of this process is close-on-exec.
       // detached: setsid(), a process group of its own (see the top).
       child = spawn(launch.file, launch.args, {
-        env, detached: true, stdio: ['inherit', 'inherit', 'inherit', ...listeners.map((l) => l.fd)],
+        env, detached: true, stdio: ['inherit', 'inherit', 'inherit', ...listeners.map((l) => l.fd), ...(sendPidfdId ? ['pipe' as const] : [])],
       });
+      if (sendPidfdId) {
+        // The child is not reaped before this runs (Node reaps on the event loop): child.pid is the program's.
+        const id = child.pid === undefined ? undefined : pidfdInode(child.pid);
+        const w = child.stdio[pidfdFd] as Writable | null;
+        w?.on('error', () => { /* the script is gone: 'exit' reports it */ });
+        w?.end(`${id ?? ''}\n`);
+      }
     } catch (err) {
       closeFds();
       notify?.close();

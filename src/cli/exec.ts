@@ -5,6 +5,8 @@ import type { FdbrokerError } from '../protocol/errors';
 import { choiceOption, controlPathOf, msOption, parseCommand, UsageError } from './args';
 import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec-program';
 import type { Io } from './io';
+import { loadConfig } from './config';
+import { dialectDefaults, parseDialect } from './dialect';
 
 const OPTIONS = {
   'names': { type: 'string' },
@@ -13,6 +15,8 @@ const OPTIONS = {
   'stop-timeout': { type: 'string' },
   'ready-timeout': { type: 'string' },
   'label': { type: 'string' },
+  'inherit': { type: 'string', multiple: true },
+  'config': { type: 'string' },
 } as const;
 
 /** SIGTERM, TERM, term or 15 as a signal name. */
@@ -35,10 +39,23 @@ export async function exec(args: string[], io: Io): Promise<number> {
   if (rest === undefined || rest.length === 0) throw noProgram;
   const controlPath = controlPathOf('exec', positionals, ' before --');
   const [command, ...cmdArgs] = rest as [string, ...string[]];
+  // --config FILE: its [exec] table (exec-config.ts) under the flags.
+  const file = v.config !== undefined ? loadConfig(v.config).exec ?? {} : {};
+  const inherit = (v.inherit ?? []).flatMap((x) => x.split(',')).filter((x) => x !== '').map((x) => {
+    try {
+      return parseDialect(x);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  const dialects = inherit.length > 0 ? inherit : file.inherit;
+  // Flags, then the file, then what the dialects' servers need (dialect.ts), then exec's own defaults.
+  const implied = dialectDefaults(dialects ?? []);
   const ex = new Exec({
     controlPath, command, args: cmdArgs,
-    ready: choiceOption('ready', v.ready, ['notify', 'immediate'], 'notify'),
-    retireSignal: signalName(v['retire-signal'] ?? 'SIGTERM'),
+    inherit: dialects,
+    ready: choiceOption('ready', v.ready ?? file.ready ?? implied.ready, ['notify', 'immediate'], 'notify'),
+    retireSignal: signalName(v['retire-signal'] ?? file.retireSignal ?? implied.retireSignal ?? 'SIGTERM'),
     names: v.names === undefined ? undefined : v.names.split(',').filter((x) => x !== ''),
     stopTimeoutMs: msOption('stop-timeout', v['stop-timeout']), readyTimeoutMs: msOption('ready-timeout', v['ready-timeout']),
     label: v.label,

@@ -149,8 +149,20 @@ listener (an adoptListeners() app), they are named on stderr and in
 `;
 
 const EXEC = `exec: joins as a generation and runs CMD with the listeners at fd 3, 4, ...
-(LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, as systemd socket activation).
+(LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, LISTEN_PIDFDID, as systemd socket activation).
   --names a,b        adopt only these listeners, in this order (default all)
+  --inherit DIALECT  (repeatable) how CMD is told its fds: systemd (default),
+                     nginx (NGINX=3;4;), haproxy (FDBROKER_FD_<NAME>=3, for
+                     bind "fd@\${FDBROKER_FD_HTTP}"), puma (PUMA_INHERIT_<n>),
+                     unicorn (UNICORN_FD), gunicorn (GUNICORN_FD and LISTEN_FDS),
+                     einhorn (EINHORN_FD_COUNT, EINHORN_FD_<n>), uvicorn
+                     (UVICORN_FD: its --fd; one listener). Every dialect but
+                     systemd also sets FDBROKER_FD_<NAME> per listener.
+                     nginx, unicorn: --retire-signal SIGQUIT and haproxy:
+                     SIGUSR1 (their graceful stops), and nginx, haproxy,
+                     unicorn, puma: --ready immediate, unless given
+  --config FILE      take inherit, ready and retire-signal from FILE's [exec]
+                     table (the broker's TOML file); flags override it
   --ready notify|immediate
                      notify (default): ready when CMD sends READY=1 to
                      $NOTIFY_SOCKET (sd_notify); immediate: once CMD is started

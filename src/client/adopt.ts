@@ -7,6 +7,7 @@ import { Listener } from './listener';
 import { describeSockets, matchesInfo } from '../transport/socket-info';
 import { DEFAULT_CHECK, DEFAULT_FD_HEADROOM, DEFAULT_TIMEOUT_MS } from './defaults';
 import { checkFdHeadroom } from './fd-headroom';
+import { assertSupportedRuntime } from '../native/runtime';
 
 export interface AdoptOptions {
   /** Only these listeners (default: every listener the broker has). */
@@ -45,6 +46,7 @@ export interface AdoptOptions {
  * ERR_FDBROKER_FD_HEADROOM (too close to RLIMIT_NOFILE to adopt safely).
  */
 export async function adoptListeners(path: string, options: AdoptOptions = {}): Promise<Record<string, Listener>> {
+  assertSupportedRuntime();
   if (typeof path !== 'string' || path.length === 0) {
     throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', 'adoptListeners(path): path must be the broker\'s control socket path');
   }

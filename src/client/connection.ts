@@ -22,6 +22,7 @@ import { brokerError, closeAll, connectError, PendingConnection, timeoutError } 
 
 export type { ReceivedListener } from './answers';
 import { VERSION } from '../protocol/version';
+import { assertSupportedRuntime } from '../native/runtime';
 
 export interface ConnectOptions {
   /** Whole-operation deadline in ms (default 10 s). */
@@ -154,6 +155,7 @@ export class BrokerConnection {
 
   /** connect(), with `pipelined` (if any) sent right after the hello; `answer` settles with its answer. */
   private static async open(path: string, options: ConnectOptions, pipelined: AdoptMessage | undefined): Promise<{ conn: BrokerConnection; answer?: Promise<unknown> }> {
+    assertSupportedRuntime();
     const deadline = Date.now() + (options.timeout ?? DEFAULT_TIMEOUT_MS);
     const n = native();
     const c = n.constants;

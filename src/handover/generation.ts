@@ -32,6 +32,7 @@ export type { GenerationEvents, GenerationOptions } from './generation-options';
 import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
 import { pathFromRun } from './run-env';
+import { assertSupportedRuntime } from '../native/runtime';
 
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
@@ -449,5 +450,6 @@ export class Generation {
 
 /** Joins the broker at `path` as a new generation. See Generation. Without `path`: the `fdbroker run` that started this process (run-env.ts). */
 export async function startGeneration(path?: string, options?: GenerationOptions): Promise<Generation> {
+  assertSupportedRuntime();
   return Generation.start(path ?? await pathFromRun(), options);
 }

@@ -65,6 +65,16 @@ describe('parseConfig', () => {
     });
   });
 
+  it('[exec] (read by `fdbroker exec --config`): its dialects, retire signal and ready mode; each value checked', () => {
+    expect(parseConfig('[exec]\ninherit = ["nginx", "Einhorn"]\nretire-signal = "SIGQUIT"\nready = "immediate"\n', 'x.toml').exec)
+      .toEqual({ inherit: ['nginx', 'einhorn'], retireSignal: 'SIGQUIT', ready: 'immediate' });
+    expect(errorOf('[exec]\ninherit = ["apache"]').key).toBe('exec.inherit[0]');
+    expect(errorOf('[exec]\ninherit = []').key).toBe('exec.inherit');
+    expect(errorOf('[exec]\ninherit = "nginx"').key).toBe('exec.inherit');
+    expect(errorOf('[exec]\nready = "later"').key).toBe('exec.ready');
+    expect(errorOf('[exec]\nnames = ["http"]').key).toBe('exec.names');
+  });
+
   it('an empty file sets nothing', () => {
     expect(parseConfig('', 'x.toml')).toEqual({ listeners: [], access: {} });
   });

@@ -4,9 +4,9 @@
 // lose nothing (examples/gunicorn_app.py, examples/uvicorn_app.py; README,
 // the `exec` recipe). Debian's packages: apt-get install gunicorn uvicorn.
 import { afterEach, describe, expect } from 'vitest';
-import { CLI, cleanup, loadLoop, run, sleep, startBroker, tmpDir, type LoadStats, type Proc } from '../helpers';
+import { CLI, cleanup, loadLoop, run, sleep, startBroker, tmpDir, type LoadStats } from '../helpers';
 import { gunicorn, itWith, uvicorn } from '../requirements';
-import { EXAMPLES, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS } from '../swap-helpers';
+import { EXAMPLES, OLD_GONE_MAX_MS, SWAP_BROKER_FLAGS, execReady } from '../swap-helpers';
 
 const SWAPS = 3;
 /** Load before, between and after the swaps. */
@@ -17,12 +17,7 @@ const RESET_KINDS = ['ECONNRESET', 'socket hang up', 'EPIPE'];
 
 afterEach(cleanup);
 
-/** Resolves once the broker has the generation of `p` (exec's pid) ready: `fdbroker wait --until ready`. */
-async function ready(sock: string, p: Proc): Promise<void> {
-  const w = run(process.execPath, [CLI, 'wait', sock, '--pid', String(p.pid), '--until', 'ready', '--timeout', '15000', '--quiet']);
-  const { code } = await w.exited;
-  if (code !== 0) throw new Error(`fdbroker wait --pid ${p.pid}: exit ${code}: ${w.stderr()}\nprogram stderr:\n${p.stderr()}`);
-}
+const ready = execReady;
 
 /** Starts `cmd`, then `swaps` successors, each once the one before is ready; returns ms from each ready to the old one's exit. */
 async function swaps(sock: string, cmd: string[], n: number, onFirst: () => Promise<void>): Promise<number[]> {

@@ -43,9 +43,9 @@ describe('scripts/test-deps.sh', () => {
     const bin = bareBin();
     const r = spawnSync(path.join(bin, 'bash'), [SCRIPT], { encoding: 'utf8', env: { PATH: bin } });
     expect(r.status).toBe(1);
-    const pkgs = ['python3', 'util-linux', 'iproute2', 'gunicorn', 'uvicorn', 'g++', 'make', 'binutils', 'qemu-user-static'];
+    const pkgs = ['python3', 'util-linux', 'iproute2', 'gunicorn', 'uvicorn', 'haproxy', 'puma', 'unicorn', 'g++', 'make', 'binutils', 'qemu-user-static'];
     for (const p of pkgs) expect(r.stderr, p).toContain(p);
-    expect(r.stderr).toMatch(/^ {2}sudo apt-get install -y python3 util-linux iproute2 .*gunicorn uvicorn g\+\+ make binutils qemu-user-static/m);
+    expect(r.stderr).toMatch(/^ {2}sudo apt-get install -y python3 util-linux iproute2 .*gunicorn uvicorn (nginx-light )?haproxy puma unicorn g\+\+ make binutils qemu-user-static/m);
     expect(r.stderr).toContain('FDBROKER_SKIP_TEST_DEPS=1 npm test');
   });
 
