@@ -27,10 +27,10 @@ const MIN_OK = 50;
 
 interface Runtime { name: string; bin: string; args: string[]; needs: () => Requirement[] }
 const RUNTIMES: Runtime[] = [
-  { name: 'Bun', bin: path.join(ROOT, 'node_modules', '.bin', 'bun'), args: [],
-    needs: () => [file(path.join(ROOT, 'node_modules', '.bin', 'bun'), 'bun (npm devDependency)', 'npm install')] },
-  { name: 'Deno', bin: path.join(ROOT, 'node_modules', '.bin', 'deno'), args: ['run', '-A'],
-    needs: () => [file(path.join(ROOT, 'node_modules', '.bin', 'deno'), 'deno (npm devDependency)', 'npm install')] },
+  { name: 'Bun', bin: path.join(ROOT, '.test-runtimes', 'node_modules', '.bin', 'bun'), args: [],
+    needs: () => [file(path.join(ROOT, '.test-runtimes', 'node_modules', '.bin', 'bun'), 'bun (from npm)', 'bash scripts/test-runtimes.sh')] },
+  { name: 'Deno', bin: path.join(ROOT, '.test-runtimes', 'node_modules', '.bin', 'deno'), args: ['run', '-A'],
+    needs: () => [file(path.join(ROOT, '.test-runtimes', 'node_modules', '.bin', 'deno'), 'deno (from npm)', 'bash scripts/test-runtimes.sh')] },
 ];
 
 /** One GET on a fresh connection; 'timeout' when nothing answers within `ms`. */
