@@ -86,7 +86,7 @@ export async function wait(args: string[], io: Io): Promise<number> {
     return verdict((err as FdbrokerError).code === 'ERR_FDBROKER_TIMEOUT' ? 'timeout' : 'broker');
   }
   const notJoined = `pid ${pid} has not joined as a generation of the broker at ${controlPath}`;
-  const whatToCheck = `check that --pid is the app's own pid (not that of a shell or wrapper that started it) and that the app connects to ${controlPath}; \`fdbroker status ${controlPath}\` lists the generations`;
+  const whatToCheck = `check that --pid is the app's pid or that of a wrapper it runs under (npx, sh -c, fdbroker exec), not of a process that ended, and that the app connects to ${controlPath}; \`fdbroker status ${controlPath}\` lists the generations`;
   /** The pid was listed as a generation at some point during this wait; and was seen ready. */
   let joined = false;
   let seenReady: number | undefined;
