@@ -134,6 +134,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     + (inMs === undefined ? 'the next one takes over' : inMs === 0 ? 'starting the next one now' : `starting the next one in ${inMs} ms`)
     + '; connections wait in the accept queue'));
   sup.on('promote', (pid) => say(`promoted the warm spare pid ${pid}`));
+  sup.on('spareJoined', (pid, gen) => say(`warm spare pid ${pid} joined as generation ${gen}: it holds the listeners, not accepting`));
   sup.on('resumed', (pid, gen) => warn(`generation ${gen} (pid ${pid}) serves again (the broker resumed it)`));
   sup.on('readyTimeout', (pid, ms) => warn(`pid ${pid} not ready after ${ms} ms: stopping it`));
   sup.on('kill', (pid) => warn(`pid ${pid} did not exit within ${stopTimeoutMs} ms: SIGKILL`));

@@ -21,7 +21,7 @@ export function describeListener(l: ListenerInfo): string {
 /** The state and since when it holds: each time stamp once, under its own name. */
 function generationState(g: GenerationInfo): string {
   switch (g.state) {
-    case 'starting': return `starting since ${g.joinedAt}`;
+    case 'starting': return g.spare ? `warm spare since ${g.joinedAt} (holds the listeners, not accepting)` : `starting since ${g.joinedAt}`;
     case 'ready': return `ready since ${g.readyAt}`;
     case 'standby': return `standing by since ${g.retiringSince} until ${g.standbyUntil} (can resume)`;
     case 'retiring': return `retiring since ${g.retiringSince}${g.readyAt ? ` (ready since ${g.readyAt})` : ' (never ready)'}`;

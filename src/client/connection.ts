@@ -58,6 +58,8 @@ export interface JoinOptions {
    * that runs the server as another process (`fdbroker exec`) must not.
    */
   heartbeat?: boolean;
+  /** A warm spare (sent only to a broker with feature "spare"): exempt from the ready timeout until it says ready. */
+  spare?: boolean;
 }
 
 /** rejoin() request: the rank and state this generation claims (PROTOCOL.md §2.6 rule 6). */
@@ -386,6 +388,7 @@ export class BrokerConnection {
     const r = await this.call<{ generation?: number; epoch?: number; listeners: ReceivedListener[] }>({
       type: 'join', id: this.nextId++, names: names ?? null, ...(options.label ? { label: options.label } : {}),
       ...(options.standby ? { standby: options.standby } : {}), ...(options.heartbeat ? { heartbeat: true } : {}),
+      ...(options.spare && this.features.includes('spare') ? { spare: true } : {}),
     }, listenersAnswer(), options.timeout ?? DEFAULT_TIMEOUT_MS);
     if (r.generation === undefined) {
       closeAll(r.listeners.map((l) => l.fd));

@@ -32,6 +32,8 @@ export interface GenerationInfo {
    * generation is the one of highest rank, not of highest number.
    */
   rank?: [number, number];
+  /** A warm spare (joined with `spare`): starting, holding its listeners without accepting until promoted; exempt from the ready timeout until it is ready. */
+  spare?: boolean;
   /** Not ready within the ready timeout: its ready() will be refused. */
   readyOverdue: boolean;
   /** Told to retire and still connected after the retire timeout. */

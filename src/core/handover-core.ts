@@ -27,6 +27,10 @@
 // - A standing-by generation whose window ends is released (it drains).
 // - A generation not ready within the ready timeout is reported, and its
 //   ready is refused; one retiring past the retire timeout is reported.
+// - A warm spare (joined with `spare`) is starting, but waits to be promoted
+//   for as long as it takes: it is never overdue, and it is not the one
+//   generation starting (oneStartingAtATime). Its ready is a ready like any
+//   other (it then is no spare); a newer generation's ready retires it.
 // - Rejoin after a broker restart: the state it had comes back (a standby
 //   keeps the window it has left). A standby with no ready generation above
 //   it, once the rejoin grace after the broker's start is over, resumes:
@@ -43,6 +47,7 @@
 // - No rejoiner outranks a fresh join of the same broker.
 // - Numbers are unique and within 1..MAX_GENERATION; ranks are unique.
 // - A generation standing by has a window end; one ready, none.
+// - Only a starting generation is a spare, and no spare is ever overdue.
 import { MAX_GENERATION } from '../protocol/limits';
 import { GENERATION_STATES, type GenerationInfo, type GenerationState } from './generation-info';
 
@@ -194,7 +199,7 @@ export class HandoverCore {
   // ---- inputs -------------------------------------------------------------
 
   /** A client joins as a new generation (fresh: this broker's epoch). `asNumber`: an embedded broker continues its predecessor's numbering. */
-  join(client: ClientRef, adopted: string[], nowMs: number, opts: { standbyMs?: number; heartbeat?: boolean; asNumber?: number; self?: boolean } = {}):
+  join(client: ClientRef, adopted: string[], nowMs: number, opts: { standbyMs?: number; heartbeat?: boolean; asNumber?: number; self?: boolean; spare?: boolean } = {}):
     { ok: true; number: number; effects: Effect[] } | { ok: false; reason: 'one-at-a-time' } {
     this.notFrozen('join');
     if (this.o.oneStartingAtATime && !opts.self && this.startingCount() > 0) return { ok: false, reason: 'one-at-a-time' };
@@ -203,6 +208,7 @@ export class HandoverCore {
     if (asked) this.next = number >= MAX_GENERATION ? 1 : number + 1;
     const g = this.make(client, number, [this.freshEpoch, number], adopted, nowMs, opts.standbyMs ?? 0, opts.heartbeat === true);
     if (opts.self) g.self = true;
+    else if (opts.spare) g.spare = true;
     this.gens.set(number, g);
     return { ok: true, number, effects: [emit({ type: 'join', generation: this.info(g) })] };
   }
@@ -305,7 +311,7 @@ export class HandoverCore {
       if (g.detachedMs !== undefined && nowMs - g.detachedMs >= this.o.detachedWindowMs) effects.push(...this.remove(g, nowMs, false));
     }
     for (const g of this.gens.values()) {
-      if (g.state === 'starting' && !g.readyOverdue && nowMs - g.joinedMs >= this.o.readyTimeoutMs) {
+      if (g.state === 'starting' && !g.spare && !g.readyOverdue && nowMs - g.joinedMs >= this.o.readyTimeoutMs) {
         g.readyOverdue = true;
         effects.push(emit({ type: 'overdue', generation: this.info(g), what: 'ready' }));
       }
@@ -399,7 +405,7 @@ export class HandoverCore {
 
   startingCount(): number {
     let n = 0;
-    for (const g of this.gens.values()) if (g.state === 'starting' && !g.gone) n++;
+    for (const g of this.gens.values()) if (g.state === 'starting' && !g.spare && !g.gone) n++;
     return n;
   }
 
@@ -421,8 +427,9 @@ export class HandoverCore {
     if (g.state === 'failed') return { ok: false, reason: 'failed' };
     if (g.state === 'retiring' || g.state === 'standby') return { ok: false, reason: 'retiring' };
     if (g.state === 'ready') return { ok: true, effects: [] };
-    if (g.readyOverdue || nowMs - g.joinedMs >= this.o.readyTimeoutMs) return { ok: false, reason: 'overdue' };
+    if (!g.spare && (g.readyOverdue || nowMs - g.joinedMs >= this.o.readyTimeoutMs)) return { ok: false, reason: 'overdue' };
     g.state = 'ready';
+    delete g.spare;
     g.readyAt = iso(nowMs);
     g.ping = undefined;
     const effects: Effect[] = [];
@@ -608,6 +615,7 @@ export class HandoverCore {
   }
 
   private markStandby(g: Gen, nowMs: number, windowMs: number): void {
+    delete g.spare;
     g.state = 'standby';
     g.retiringMs = nowMs;
     g.retiringSince = iso(nowMs);
@@ -616,6 +624,7 @@ export class HandoverCore {
   }
 
   private markRetiring(g: Gen, nowMs: number): void {
+    delete g.spare;
     g.state = 'retiring';
     g.retiringMs = nowMs;
     g.retiringSince = iso(nowMs);

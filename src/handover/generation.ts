@@ -31,7 +31,7 @@ import { Upgrader, type UpgradeOptions } from './upgrade';
 export type { GenerationEvents, GenerationOptions } from './generation-options';
 import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
-import { pathFromRun } from './run-env';
+import { fromRun, promoted } from './run-env';
 
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
@@ -237,7 +237,8 @@ export class Generation {
   }
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
-  static async start(path: string, options: GenerationOptions = {}): Promise<Generation> {
+  /** `spare` (run-env.ts): join as a warm spare, exempt from the ready timeout until it says ready. */
+  static async start(path: string, options: GenerationOptions = {}, spare = false): Promise<Generation> {
     checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
     const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     const deadline = Date.now() + timeout;
@@ -252,14 +253,14 @@ export class Generation {
       if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
       // heartbeat: this process serves, so it answers the broker's pings (a hung one is seen as hung).
       const { generation, epoch, listeners } = await conn.join(options.names, {
-        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true,
+        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true, spare,
       });
       return new Generation(path, conn, undefined, { number: generation, epoch }, toListeners(listeners, options.names), options);
     } catch (err) {
       conn.close();
       // The broker was taken over while the join waited: join its successor, on the same path, within the same deadline.
       if ((err as FdbrokerError).code === 'ERR_FDBROKER_TAKEN_OVER' && deadline > Date.now()) {
-        return Generation.start(path, { ...options, timeout: deadline - Date.now() });
+        return Generation.start(path, { ...options, timeout: deadline - Date.now() }, spare);
       }
       throw err;
     }
@@ -447,7 +448,25 @@ export class Generation {
   }
 }
 
-/** Joins the broker at `path` as a new generation. See Generation. Without `path`: the `fdbroker run` that started this process (run-env.ts). */
+/**
+ * Joins the broker at `path` as a new generation. See Generation. Without
+ * `path`: the `fdbroker run` that started this process (run-env.ts); a warm
+ * spare joins at once (it holds its listeners, not accepting) and resolves
+ * only when run promotes it, so the app attaches and says ready then.
+ */
 export async function startGeneration(path?: string, options?: GenerationOptions): Promise<Generation> {
-  return Generation.start(path ?? await pathFromRun(), options);
+  if (path !== undefined) return Generation.start(path, options);
+  const run = fromRun();
+  if (run.spareFd === undefined) return Generation.start(run.path, options);
+  const promotion = promoted(run.spareFd);
+  // Read from now on: a run that dies while this joins rejects the promotion, not an unhandled rejection.
+  promotion.catch(() => { /* handled below */ });
+  const gen = await Generation.start(run.path, options, true);
+  try {
+    await promotion;
+  } catch (err) {
+    gen.close();
+    throw err;
+  }
+  return gen;
 }

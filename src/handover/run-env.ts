@@ -3,18 +3,20 @@
 //
 // FDBROKER_PATH: the control path of the `run` that started this process.
 // FDBROKER_SPARE_FD: set on a warm spare (`run --spare`): an inherited pipe
-//   on which `run` writes one byte when the spare is to serve. Until then the
-//   spare has not joined: it holds nothing, and the broker's copy of each
-//   listener keeps the accept queue. The pipe's end without a byte means the
-//   `run` is gone.
+//   on which `run` writes one byte when the spare is to serve. The spare
+//   joins at once (as a spare: exempt from the ready timeout) and holds its
+//   listeners without accepting; the accept queue waits in the listening
+//   socket meanwhile. startGeneration() resolves at the byte, so the app
+//   attaches and says ready only then. The pipe's end without a byte means
+//   the `run` is gone.
 import * as net from 'node:net';
 import { FdbrokerError } from '../protocol/errors';
 
 export const RUN_PATH_ENV = 'FDBROKER_PATH';
 export const RUN_SPARE_FD_ENV = 'FDBROKER_SPARE_FD';
 
-/** The control path `fdbroker run` gave this process; for a spare, resolves once it is promoted. */
-export async function pathFromRun(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+/** The control path `fdbroker run` gave this process and, for a warm spare, its promotion pipe's fd. */
+export function fromRun(env: NodeJS.ProcessEnv = process.env): { path: string; spareFd?: number } {
   const path = env[RUN_PATH_ENV];
   if (!path) {
     throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
@@ -26,13 +28,13 @@ export async function pathFromRun(env: NodeJS.ProcessEnv = process.env): Promise
     delete env[RUN_SPARE_FD_ENV];
     const fd = Number(spare);
     if (!Number.isInteger(fd) || fd < 0) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `${RUN_SPARE_FD_ENV} is not an fd: "${spare}"`);
-    await promoted(fd);
+    return { path, spareFd: fd };
   }
-  return path;
+  return { path };
 }
 
 /** Resolves when a byte arrives on `fd`; rejects with ERR_FDBROKER_NO_BROKER if it ends first. The pipe is closed either way. */
-function promoted(fd: number): Promise<void> {
+export function promoted(fd: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const pipe = new net.Socket({ fd, readable: true, writable: false });
     let done = false;

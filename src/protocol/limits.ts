@@ -9,9 +9,10 @@ export const PROTOCOL_VERSION = 1;
  * it, so an older broker, which answers an unknown type by closing, never
  * sees it. "leaving": the `leaving` message (a planned stop);
  * "standby-rejoin": `rejoin` with state "standby" and `standbyLeft`;
- * "epoch": `epoch` on join's `listeners` and rejoin's `ack`, and on `rejoin`.
+ * "epoch": `epoch` on join's `listeners` and rejoin's `ack`, and on `rejoin`;
+ * "spare": `spare` on `join` (a warm spare, exempt from the ready timeout until it says ready).
  */
-export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch'] as const;
+export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch', 'spare'] as const;
 export type ProtocolFeature = typeof PROTOCOL_FEATURES[number];
 /**
  * Largest generation number on the wire (rejoin, listeners, ack, retire,

@@ -54,8 +54,12 @@ export interface HelloMessage { type: 'hello'; versions: number[]; client?: stri
 export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
 /** `holders: false`: answer without the /proc scan for listener holders. */
 export interface StatusRequest { type: 'status'; id: number; holders?: boolean }
-/** Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none). */
-export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean }
+/**
+ * Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none).
+ * `spare` (feature "spare"): a warm spare, joined ahead of time and not accepting until it is promoted; it is
+ * exempt from the ready timeout and from the one-starting-at-a-time rule until it says ready.
+ */
+export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean; spare?: boolean }
 /** Answers the broker's "ping" (generations that joined with `heartbeat`). */
 export interface PongMessage { type: 'pong'; id: number }
 /** The states a generation may claim in `rejoin` ("standby" only where the broker lists the "standby-rejoin" feature). */
@@ -248,7 +252,10 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
         ...(m.standby !== undefined ? { standby: m.standby as number } : {}),
         ...(m.heartbeat === true ? { heartbeat: true } : {}),
       };
-      if (m.type === 'join') return { type: 'join', ...common };
+      if (m.type === 'join') {
+        if (m.spare !== undefined && typeof m.spare !== 'boolean') throw protocolError('join.spare must be a boolean');
+        return { type: 'join', ...common, ...(m.spare === true ? { spare: true } : {}) };
+      }
       if (!isGeneration(m.generation)) throw protocolError(`rejoin.generation must be an integer from 1 to ${MAX_GENERATION}`);
       if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'retiring' && m.state !== 'standby') {
         throw protocolError('rejoin.state must be "starting", "ready", "retiring" or "standby"');

@@ -73,6 +73,37 @@ describe('HandoverCore: ready and retire', () => {
     expect(h.get(1)!.retireOverdue).toBe(true);
   });
 
+  it('a warm spare waits past the ready timeout without being overdue, and its ready (the promotion) is a ready like any other', () => {
+    const g = new HandoverCore(opts());
+    join(g, 1); ready(g, 1);
+    const r = g.join(c(2), ['http'], 10, { spare: true });
+    expect(r).toMatchObject({ ok: true, number: 2 });
+    expect(g.get(2)).toMatchObject({ state: 'starting', spare: true });
+    expect(g.startingCount()).toBe(0);
+    expect(events(g.tick(5000))).toEqual([]);
+    expect(g.get(2)!.readyOverdue).toBe(false);
+    // The serving one dies: no standby, nothing resumes; the spare is promoted and says ready.
+    expect(events(g.leave(1, 5001))).toEqual(['leave', 'rollback']);
+    expect(events(ready(g, 2, 5002))).toEqual(['ready']);
+    expect(g.get(2)).toMatchObject({ state: 'ready' });
+    expect(g.get(2)!.spare).toBeUndefined();
+  });
+
+  it('a newer generation\'s ready retires a spare that was never promoted, and a spare is no successor starting for an embedded broker', () => {
+    const g = new HandoverCore(opts());
+    join(g, 1); ready(g, 1);
+    g.join(c(2), ['http'], 0, { spare: true });
+    join(g, 3);
+    expect(sends(ready(g, 3, 10))).toEqual(['retire:1', 'retire:2']);
+    expect(g.get(2)).toMatchObject({ state: 'retiring' });
+    expect(g.get(2)!.spare).toBeUndefined();
+    const e = new HandoverCore(opts({ oneStartingAtATime: true }));
+    e.join(c(0), [], 0, { asNumber: 7, self: true });
+    ready(e, 7, 1);
+    expect(e.join(c(1), [], 2, { spare: true })).toMatchObject({ ok: true });
+    expect(e.join(c(2), [], 3)).toMatchObject({ ok: true });
+  });
+
   it('an embedded broker continues its predecessor\'s numbering and lets one generation start at a time', () => {
     const g = new HandoverCore(opts({ oneStartingAtATime: true }));
     expect(g.join(c(0), [], 0, { asNumber: 7, self: true })).toMatchObject({ ok: true, number: 7 });

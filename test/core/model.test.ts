@@ -31,6 +31,7 @@ function checkStructure(w: World): void {
       if (ranks.has(r)) throw new Error(`broker ${b.id}: rank ${r} twice`);
       ranks.add(r);
       if (g.state === 'standby' && g.standbyUntil === undefined) throw new Error(`broker ${b.id}: ${g.number} stands by without a window`);
+      if (g.spare && (g.state !== 'starting' || g.readyOverdue)) throw new Error(`broker ${b.id}: spare ${g.number} is ${g.state}${g.readyOverdue ? ', overdue' : ''}`);
     }
     // A rejoiner from an epoch this broker never gave out (a broker before a restart) never outranks a fresh join.
     const fresh = gens.filter((g) => !g.rejoined && g.clientId !== 0);
@@ -118,6 +119,7 @@ const deployReady = command('deployReady', (w) => {
 });
 const commands = [
   fc.constant(null).map(() => command('deploy', (w) => { if (alive(w) < 8) w.deploy(); })),
+  fc.constant(null).map(() => command('spare', (w) => { if (alive(w) < 8) w.deploy(true); })),
   fc.constant(null).map(() => deployReady),
   fc.constant(null).map(() => deployReady),
   fc.constant(null).map(() => command('deliverAll', (w) => w.deliverAll())),

@@ -16,7 +16,7 @@ export const T = {
 };
 
 type Up =
-  | { kind: 'join'; standby: number }
+  | { kind: 'join'; standby: number; spare?: boolean }
   | { kind: 'rejoin'; claim: { number: number; state: 'starting' | 'ready' | 'standby' | 'retiring'; epoch?: number; standbyLeft?: number } }
   | { kind: 'ready' } | { kind: 'pong'; id: number } | { kind: 'leaving' } | { kind: 'close' };
 type Down =
@@ -165,8 +165,8 @@ export class World {
 
   // ---- processes ----------------------------------------------------------
 
-  /** A new version starts and joins the path. */
-  deploy(): void {
+  /** A new version starts and joins the path; `spare`: a warm spare (its ready, askReady, is its promotion). */
+  deploy(spare = false): void {
     const machine = new GenerationMachine({
       standbyMs: T.standbyAsk, heartbeat: true, retireMode: 'drain', embedded: false, standbyGraceMs: T.standbyGrace, rejoinRetryMs: 20, rejoinRetryMaxMs: 100,
     });
@@ -176,8 +176,8 @@ export class World {
     };
     this.procs.push(p);
     p.conn = this.connect(p);
-    p.conn.up.push({ kind: 'join', standby: T.standbyAsk });
-    this.log.push(`deploy ${p.pid}`);
+    p.conn.up.push({ kind: 'join', standby: T.standbyAsk, ...(spare ? { spare: true } : {}) });
+    this.log.push(`${spare ? 'spare' : 'deploy'} ${p.pid}`);
   }
 
   askReady(p: Proc): void {
@@ -310,7 +310,7 @@ export class World {
     this.pruneDetached(b);
     switch (msg.kind) {
       case 'join': {
-        const r = core.join({ clientId: c.id, pid: c.pid, uid: 0 }, ['http'], this.now, { standbyMs: msg.standby, heartbeat: true });
+        const r = core.join({ clientId: c.id, pid: c.pid, uid: 0 }, ['http'], this.now, { standbyMs: msg.standby, heartbeat: true, spare: msg.spare });
         if (!r.ok) { this.closeFromBroker(c); return; }
         c.generation = r.number;
         p.joinSeq = ++this.joins;
