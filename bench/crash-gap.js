@@ -200,13 +200,14 @@ async function measure(method) {
 }
 
 async function main() {
-  const out = { bench: 'crash-gap', node: process.version, cpus: os.cpus().length, results: [] };
+  const out = { bench: 'crash-gap', node: process.version, cpus: os.cpus().length, loadavgBefore: os.loadavg(), results: [] };
   for (const method of METHODS) {
     log(`${method}: ${KILLS} kills, ${CONCURRENCY} new-connection clients`);
     const r = await measure(method);
     log(`${method}: longest wait ${r.longestWaitMs} ms, first served after kill (median) ${r.medianFirstServedAfterKillMs} ms, refused ${r.refused}, failed ${JSON.stringify(r.failedByKind)}`);
     out.results.push(r);
   }
+  out.loadavgAfter = os.loadavg();
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
 }
 

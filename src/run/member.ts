@@ -101,9 +101,13 @@ export class Member {
     try { this.child.kill(sig); } catch { /* exited meanwhile */ }
   }
 
-  /** A spare: tells it to join and serve (one byte on its pipe). */
+  /** A spare that was promoted (it serves in place of one that died). */
+  promoted = false;
+
+  /** A spare: tells it to accept and say ready (one byte on its pipe). */
   promote(): void {
     this.promotePipe?.end('1');
+    this.promoted = true;
     this.role = 'serving';
   }
 

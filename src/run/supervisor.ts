@@ -19,9 +19,9 @@
 //   broker as a spare (exempt from the ready timeout) and waits, holding its
 //   listeners without accepting, in startGeneration() (run-env.ts) until it
 //   is promoted: the moment the serving one dies, run writes one byte to it,
-//   and it attaches, accepts and says ready. A new spare is started once the
-//   promoted one is ready (and after each deploy, so the spare runs the
-//   deployed code).
+//   and it attaches, accepts and says ready. A new spare is started
+//   SPARE_REPLACE_DELAY_MS after the promoted one is ready (and after each
+//   deploy, so the spare runs the deployed code).
 // - stop(): every process is sent SIGTERM once (exec wrappers pass it to their
 //   program; library apps drain on it), SIGKILL after the stop timeout;
 //   resolves when all have exited.
@@ -39,7 +39,7 @@ import { inTree } from '../cli/proc-tree';
 import { exitStatus } from '../cli/exec-program';
 import { restartDelay, type BackoffOptions } from './backoff';
 import { CrashWindow } from './crash-loop';
-import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS, ROLLBACK_WAIT_MS } from './defaults';
+import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS, ROLLBACK_WAIT_MS, SPARE_REPLACE_DELAY_MS } from './defaults';
 import { Member, type Contract, type Role } from './member';
 
 export interface SupervisorOptions {
@@ -275,6 +275,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     clearTimeout(m.readyTimer);
     const ms = this.now() - m.startedAt;
     const wasCandidate = m.role === 'candidate';
+    const wasPromoted = m.promoted;
     m.role = 'serving';
     // Any other process still taken for serving (the broker retired it above, or it is about to leave) no longer is.
     for (const other of this.members) if (other !== m && other.role === 'serving') other.role = 'retiring';
@@ -288,7 +289,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.stopMember(old);
       }
     }
-    this.ensureSpare();
+    if (wasPromoted) this.scheduleSpare(SPARE_REPLACE_DELAY_MS);
+    else this.ensureSpare();
   }
 
   private onRollback(e: RollbackEvent): void {
