@@ -769,7 +769,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
           state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
           return;
         }
-        this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0, heartbeat: msg.heartbeat === true, spare: msg.spare === true });
+        this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0, heartbeat: msg.heartbeat === true, spare: msg.spare === true, slot: msg.slot ?? 0 });
         return;
       case 'rejoin':
         if (!this.permit(state, msg.id, 'rejoin', msg.names ?? undefined)) return;
@@ -1016,7 +1016,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.emit('audit', auditEvent(op, c, result, names, generation));
   }
 
-  private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number; heartbeat: boolean; spare: boolean }): void {
+  private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number; heartbeat: boolean; spare: boolean; slot: number }): void {
     const op = join === undefined ? 'adopt' : 'join';
     let selected: OwnedListener[];
     try {
@@ -1056,7 +1056,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     let joined: Effect[] = [];
     if (join !== undefined) {
       const r = this.core.join({ clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(join.label ? { label: join.label } : {}) },
-        names_, Date.now(), { standbyMs: join.standby, heartbeat: join.heartbeat, spare: join.spare });
+        names_, Date.now(), { standbyMs: join.standby, heartbeat: join.heartbeat, spare: join.spare, slot: join.slot });
       if (!r.ok) {
         // Embedded mode: at most one process not yet ready (tableflip's invariant). A second successor
         // would rename its control socket over the first one's, and one of them would serve on a path nobody reaches.
@@ -1106,7 +1106,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     const names = (msg.names ?? []).filter((n) => this.listenerSet.has(n));
     const r = this.core.rejoin({ clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) }, {
-      number: msg.generation, state: msg.state, epoch: msg.epoch, standbyLeft: msg.standbyLeft, standbyMs: msg.standby ?? 0, heartbeat: msg.heartbeat === true,
+      number: msg.generation, state: msg.state, epoch: msg.epoch, standbyLeft: msg.standbyLeft, standbyMs: msg.standby ?? 0, heartbeat: msg.heartbeat === true, slot: msg.slot,
     }, names, Date.now());
     state.generation = r.number;
     this.sessionsByGeneration.set(r.number, state);

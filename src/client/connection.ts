@@ -60,6 +60,8 @@ export interface JoinOptions {
   heartbeat?: boolean;
   /** A warm spare (sent only to a broker with feature "spare"): exempt from the ready timeout until it says ready. */
   spare?: boolean;
+  /** Instance slot (`run --instances`; sent only to a broker with feature "slots"; absent: 0). */
+  slot?: number;
 }
 
 /** rejoin() request: the rank and state this generation claims (PROTOCOL.md §2.6 rule 6). */
@@ -74,6 +76,8 @@ export interface RejoinRequest {
   standbyLeft?: number;
   /** The epoch the broker gave at join (feature "epoch"); absent: 0. */
   epoch?: number;
+  /** Its instance slot (feature "slots"; absent: 0). */
+  slot?: number;
 }
 
 /** Messages no request asked for: answered or handed to onNotice. */
@@ -389,6 +393,7 @@ export class BrokerConnection {
       type: 'join', id: this.nextId++, names: names ?? null, ...(options.label ? { label: options.label } : {}),
       ...(options.standby ? { standby: options.standby } : {}), ...(options.heartbeat ? { heartbeat: true } : {}),
       ...(options.spare && this.features.includes('spare') ? { spare: true } : {}),
+      ...(options.slot && this.features.includes('slots') ? { slot: options.slot } : {}),
     }, listenersAnswer(), options.timeout ?? DEFAULT_TIMEOUT_MS);
     if (r.generation === undefined) {
       closeAll(r.listeners.map((l) => l.fd));
@@ -429,6 +434,7 @@ export class BrokerConnection {
       ...(req.heartbeat ? { heartbeat: true } : {}),
       ...(req.state === 'standby' && req.standbyLeft !== undefined ? { standbyLeft: Math.max(0, Math.round(req.standbyLeft)) } : {}),
       ...(withEpoch ? { epoch: req.epoch } : {}),
+      ...(req.slot && this.features.includes('slots') ? { slot: req.slot } : {}),
     }, replyOf('ack'), timeoutMs);
     return { generation: ack.generation ?? req.generation, state: ack.state ?? req.state, epoch: ack.epoch ?? req.epoch ?? 0 };
   }

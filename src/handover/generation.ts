@@ -33,12 +33,17 @@ import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
 import { fromRun, promoted } from './run-env';
 
+/** How a process `fdbroker run` started joins: as a warm spare, in an instance slot. */
+interface RunJoin { spare?: boolean; slot?: number }
+
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
   /** The rules (ready, retire, standby, resume, rejoin, close); this class carries out its effects. */
   private readonly machine: GenerationMachine;
   /** This generation's listeners by name. After a resume, the entries are the listeners adopted anew. */
   readonly listeners: Record<string, Listener>;
+  /** Its instance slot (`run --instances`; 0 otherwise): claimed again when it rejoins a broker. */
+  private slot = 0;
   /** The path this generation joined (and, in self-broker mode, serves). */
   readonly path: string;
   /** Connection to the broker this generation joined, if any (none for the first self-broker process). */
@@ -139,7 +144,7 @@ export class Generation {
         return;
       case 'send-rejoin': {
         const c = this.candidate!;
-        c.rejoin({ ...e.claim, names: Object.keys(this.listeners), label: this.opts.label }).then(
+        c.rejoin({ ...e.claim, names: Object.keys(this.listeners), label: this.opts.label, ...(this.slot ? { slot: this.slot } : {}) }).then(
           (r) => { if (this.candidate === c) this.feed({ type: 'rejoined', number: r.generation, state: r.state, epoch: r.epoch }); else c.close(); },
           () => { c.close(); if (this.candidate === c) { this.candidate = undefined; this.feed({ type: 'rejoin-failed' }); } },
         );
@@ -237,8 +242,11 @@ export class Generation {
   }
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
-  /** `spare` (run-env.ts): join as a warm spare, exempt from the ready timeout until it says ready. */
-  static async start(path: string, options: GenerationOptions = {}, spare = false): Promise<Generation> {
+  /**
+   * `run` (run-env.ts): join as a warm spare (exempt from the ready timeout
+   * until it says ready), and in an instance slot (`run --instances`).
+   */
+  static async start(path: string, options: GenerationOptions = {}, run: RunJoin = {}): Promise<Generation> {
     checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
     const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     const deadline = Date.now() + timeout;
@@ -253,14 +261,16 @@ export class Generation {
       if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
       // heartbeat: this process serves, so it answers the broker's pings (a hung one is seen as hung).
       const { generation, epoch, listeners } = await conn.join(options.names, {
-        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true, spare,
+        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true, spare: run.spare, slot: run.slot,
       });
-      return new Generation(path, conn, undefined, { number: generation, epoch }, toListeners(listeners, options.names), options);
+      const g = new Generation(path, conn, undefined, { number: generation, epoch }, toListeners(listeners, options.names), options);
+      g.slot = run.slot ?? 0;
+      return g;
     } catch (err) {
       conn.close();
       // The broker was taken over while the join waited: join its successor, on the same path, within the same deadline.
       if ((err as FdbrokerError).code === 'ERR_FDBROKER_TAKEN_OVER' && deadline > Date.now()) {
-        return Generation.start(path, { ...options, timeout: deadline - Date.now() }, spare);
+        return Generation.start(path, { ...options, timeout: deadline - Date.now() }, run);
       }
       throw err;
     }
@@ -457,11 +467,11 @@ export class Generation {
 export async function startGeneration(path?: string, options?: GenerationOptions): Promise<Generation> {
   if (path !== undefined) return Generation.start(path, options);
   const run = fromRun();
-  if (run.spareFd === undefined) return Generation.start(run.path, options);
+  if (run.spareFd === undefined) return Generation.start(run.path, options, { slot: run.slot });
   const promotion = promoted(run.spareFd);
   // Read from now on: a run that dies while this joins rejects the promotion, not an unhandled rejection.
   promotion.catch(() => { /* handled below */ });
-  const gen = await Generation.start(run.path, options, true);
+  const gen = await Generation.start(run.path, options, { spare: true, slot: run.slot });
   try {
     await promotion;
   } catch (err) {

@@ -9,18 +9,30 @@
 //   socket meanwhile. startGeneration() resolves at the byte, so the app
 //   attaches and says ready only then. The pipe's end without a byte means
 //   the `run` is gone.
+// FDBROKER_SLOT: with `run --instances N`, the instance slot (0 to N-1) this
+//   process fills: it joins in that slot, and its ready retires only the
+//   older process of the same slot.
 import * as net from 'node:net';
 import { FdbrokerError } from '../protocol/errors';
+import { MAX_INSTANCES } from '../protocol/limits';
 
 export const RUN_PATH_ENV = 'FDBROKER_PATH';
 export const RUN_SPARE_FD_ENV = 'FDBROKER_SPARE_FD';
+export const RUN_SLOT_ENV = 'FDBROKER_SLOT';
 
-/** The control path `fdbroker run` gave this process and, for a warm spare, its promotion pipe's fd. */
-export function fromRun(env: NodeJS.ProcessEnv = process.env): { path: string; spareFd?: number } {
+/** The control path `fdbroker run` gave this process, its instance slot and, for a warm spare, its promotion pipe's fd. */
+export function fromRun(env: NodeJS.ProcessEnv = process.env): { path: string; slot?: number; spareFd?: number } {
   const path = env[RUN_PATH_ENV];
   if (!path) {
     throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT',
       `startGeneration() was given no broker path and ${RUN_PATH_ENV} is not set: pass the path, or start the app with \`fdbroker run PATH --listen NAME=SPEC -- CMD\``);
+  }
+  const slotText = env[RUN_SLOT_ENV];
+  // Read once, as the spare's fd: a process this one starts fills no slot of its own.
+  delete env[RUN_SLOT_ENV];
+  const slot = slotText === undefined ? undefined : Number(slotText);
+  if (slot !== undefined && !(Number.isInteger(slot) && slot >= 0 && slot < MAX_INSTANCES)) {
+    throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `${RUN_SLOT_ENV} is not an instance slot (0 to ${MAX_INSTANCES - 1}): "${slotText}"`);
   }
   const spare = env[RUN_SPARE_FD_ENV];
   if (spare !== undefined) {
@@ -28,9 +40,9 @@ export function fromRun(env: NodeJS.ProcessEnv = process.env): { path: string; s
     delete env[RUN_SPARE_FD_ENV];
     const fd = Number(spare);
     if (!Number.isInteger(fd) || fd < 0) throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `${RUN_SPARE_FD_ENV} is not an fd: "${spare}"`);
-    return { path, spareFd: fd };
+    return { path, slot, spareFd: fd };
   }
-  return { path };
+  return { path, slot };
 }
 
 /** Resolves when a byte arrives on `fd`; rejects with ERR_FDBROKER_NO_BROKER if it ends first. The pipe is closed either way. */
