@@ -93,7 +93,16 @@ export interface SupervisorEvents {
   crashLoop: [count: number, windowMs: number, last: ExitInfo, tail: string[]];
 }
 
-export class Supervisor extends EventEmitter<SupervisorEvents> {
+/** What run drives: one serving process (Supervisor) or N instances (InstanceSupervisor, instances.ts). */
+export interface RunSupervisor extends EventEmitter<SupervisorEvents> {
+  start(): void;
+  deploy(): boolean;
+  stop(): Promise<void>;
+  owns(pid: number): boolean;
+  readonly killedAtStop: boolean;
+}
+
+export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSupervisor {
   private readonly o: SupervisorOptions;
   private readonly members = new Set<Member>();
   private readonly crashes: CrashWindow;
