@@ -13,11 +13,15 @@
 //   cluster     Node's cluster module (round-robin: the primary accepts and
 //               hands each connection to the next worker); PM2's cluster
 //               mode is this same module.
+//   fdbroker    `fdbroker run --instances N --library` (instances/fdb-worker.js):
+//               the shared design as shipped, the broker's socket.
+//   pm2         `pm2 start worker.js -i N` (PM2 cluster mode), for reference
+//               (PM2 from FDBROKER_BENCH_PM2_PREFIX, default ./node_modules).
 // Load: CONCURRENCY loops of GET on a new connection each (never retried).
 // Spread: the busiest instance's count over the mean (1.0 is perfect).
 'use strict';
-const { spawn, fork } = require('node:child_process');
-const cluster = require('node:cluster');
+const { execFile, spawn, fork } = require('node:child_process');
+const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
@@ -33,7 +37,9 @@ const INSTANCES = String(args.instances ?? '2,4').split(',').map(Number);
 const SECONDS = Number(args.seconds ?? 4);
 const CONCURRENCY = Number(args.concurrency ?? 16);
 const APPS = String(args.apps ?? 'hello,busy').split(',');
-const DESIGNS = String(args.designs ?? 'shared,reuseport,cluster').split(',');
+const DESIGNS = String(args.designs ?? 'shared,reuseport,cluster,fdbroker,pm2').split(',');
+const CLI = path.join(ROOT, 'bin', 'fdbroker.js');
+const PM2_BIN = path.join(process.env.FDBROKER_BENCH_PM2_PREFIX || ROOT, 'node_modules', 'pm2', 'bin', 'pm2');
 /** Before counting: every instance is up and the load has run this long. */
 const WARMUP_MS = 500;
 
@@ -60,6 +66,38 @@ async function startDesign(design, count, env) {
     p.stdout.on('data', (d) => { out += d; if (out.includes('listening')) resolve(); });
     p.on('exit', (code) => reject(new Error(`worker exited ${code}`)));
   });
+  if (design === 'fdbroker') {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdb-inst-'));
+    const p = spawn(process.execPath, [CLI, 'run', path.join(dir, 'run.sock'), '--listen', 'http=tcp://127.0.0.1:0', '--library', '--quiet',
+      '--instances', String(count), '--', process.execPath, path.join(__dirname, 'instances', 'fdb-worker.js')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    const deadline = Date.now() + 20_000;
+    while ((out.match(/^ready \d+ gen/gm) ?? []).length < count) {
+      if (Date.now() > deadline || p.exitCode !== null) throw new Error(`fdbroker run --instances: not ready:\n${out}`);
+      await sleep(20);
+    }
+    const port = Number(out.match(/http=tcp:\/\/127\.0\.0\.1:(\d+)/)[1]);
+    return { port, close: async () => { p.kill('SIGTERM'); await new Promise((r) => p.on('exit', r)); fs.rmSync(dir, { recursive: true, force: true }); } };
+  }
+  if (design === 'pm2') {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'fdb-inst-pm2-'));
+    const s = listenSocket(0, false);
+    const port = s.port;
+    s.close();
+    const penv = { ...process.env, ...env, PM2_HOME: home, PORT: String(port) };
+    const pm2 = (...a) => new Promise((resolve, reject) => execFile(process.execPath, [PM2_BIN, ...a], { env: penv, timeout: 60_000 }, (e, o) => (e ? reject(e) : resolve(o))));
+    await pm2('start', WORKER, '-i', String(count), '--name', 'inst');
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const list = JSON.parse(await pm2('jlist'));
+      if (list.filter((x) => x.pm2_env?.status === 'online').length >= count) break;
+      if (Date.now() > deadline) throw new Error('pm2: instances not online');
+      await sleep(100);
+    }
+    await sleep(500);
+    return { port, close: async () => { await pm2('kill').catch(() => {}); fs.rmSync(home, { recursive: true, force: true }); } };
+  }
   if (design === 'cluster') {
     const port = listenSocket(0, false);
     const p = port.port;

@@ -74,7 +74,7 @@ export function formatStatus(s: StatusMessage): string {
     `clients (${s.clients.length}):`,
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
     `generations (${s.generations.length}):`,
-    ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
+    ...s.generations.map((g) => `  #${g.number} pid ${g.pid}${g.slot ? ` instance ${g.slot}` : ''} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${printable(g.label)})` : ''}`),
     ...outsideHoldersNote(s),
     ...(s.metrics ? [metricsText(s.metrics)] : []),
