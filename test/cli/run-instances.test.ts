@@ -7,12 +7,14 @@
 // by bench/instances.js, not asserted here (a timed spread is noise on a
 // shared machine).
 import { afterEach, describe, expect, it } from 'vitest';
-import { alive, CLI, cleanup, run, sleep, statusOf, tmpDir } from '../helpers';
+import * as path from 'node:path';
+import { alive, CLI, cleanup, FIXTURES, run, sleep, statusOf, tmpDir, waitText } from '../helpers';
 import { failuresByKind, KILLED_PROCESS_KINDS, readyPid, RUN_APP, startRun, timedLoad } from '../run-helpers';
 
 afterEach(cleanup);
 
 const N = 2;
+const EXEC_APP = path.join(FIXTURES, 'exec-listen-fds.js');
 /** How often the capacity sampler asks the broker for its status. */
 const SAMPLE_EVERY_MS = 20;
 
@@ -90,6 +92,35 @@ describe('fdbroker run --instances', () => {
     expect(minByPhase['after-deploy'], JSON.stringify(minByPhase)).toBe(N);
     expect(minByPhase['after-crash'], JSON.stringify(minByPhase)).toBe(N);
     expect(await servers(r.port, 200)).toEqual(new Set([second[1], third]));
+  });
+
+  it('exec contract: each `fdbroker exec` wrapper joins in its slot; a deploy under load rolls both with 0 failed', async () => {
+    const r = await startRun(tmpDir(), ['--ready', 'immediate', '--quiet', '--instances', String(N)], [process.execPath, EXEC_APP]);
+    const serving = async (n: number) => Number((await r.waitFor(new RegExp(`(?:^serving \\d+\\n[\\s\\S]*){${n - 1}}^serving (\\d+)`, 'm')))[1]);
+    await serving(N);
+    const ready = async () => (await statusOf(r.sock)).generations.filter((g) => g.state === 'ready');
+    for (let i = 0; (await ready()).length < N; i++) {
+      if (i > 500) throw new Error('the instances are not ready');
+      await sleep(20);
+    }
+    expect((await ready()).map((g) => g.slot ?? 0).sort()).toEqual([0, 1]);
+    const before = (await ready()).map((g) => g.pid);
+    const cap = capacitySampler(r.sock);
+    const loads = [timedLoad(r.port, { concurrency: 4 }), timedLoad(r.port, { concurrency: 4, keepAlive: true })];
+    await sleep(300);
+    cap.setPhase('deploy');
+    const d = run(process.execPath, [CLI, 'deploy', r.sock, '--timeout', '30000']);
+    expect((await d.exited).code, d.stderr() + d.stdout()).toBe(0);
+    await serving(2 * N);
+    for (const pid of before) await waitText(() => String(alive(pid)), /^false$/);
+    await sleep(300);
+    const results = (await Promise.all(loads.map((l) => l.stop()))).flat();
+    const minByPhase = await cap.stop();
+    expect(failuresByKind(results)).toEqual({});
+    expect(minByPhase.deploy, JSON.stringify(minByPhase)).toBe(N);
+    const after = await ready();
+    expect(after.map((g) => g.slot ?? 0).sort()).toEqual([0, 1]);
+    expect(after.some((g) => before.includes(g.pid))).toBe(false);
   });
 
   it('--instances with --spare, or out of range: exit 2, nothing started', async () => {
