@@ -39,6 +39,7 @@ import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
+import { SlotSockets } from './slot-sockets';
 import { Deadlines } from './deadlines';
 import { ListenerSet } from './listener-set';
 import { buildStatus, inodesToScan } from './status-report';
@@ -77,6 +78,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;
   readonly startedAt = new Date();
   private readonly listenerSet = new ListenerSet();
+  /** run --instances: each tcp listener's SO_REUSEPORT group, one socket per slot above 0. */
+  private slotSockets = new SlotSockets(1);
   private readonly clients = new Map<number, Session>();
   /**
    * Every channel not yet closed, including clients being dropped that still
@@ -137,6 +140,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private constructor(options: InternalBrokerOptions) {
     super();
     this.given = options;
+    this.slotSockets = new SlotSockets(options.instances ?? 1);
     this.controlPath = options.controlPath;
     this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
     this.maxFdsInFlightPerUid = options.maxFdsInFlightPerUid
@@ -316,7 +320,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.listenerSet.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        broker.adopt(createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir }), spec);
+        const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, reusePort: broker.slotSockets.wants(spec) });
+        broker.adopt(l, spec);
+        if (broker.slotSockets.wants(spec) && l.info.port !== undefined) broker.slotSockets.create(spec, l.info.port, spec.backlog ?? broker.defaultBacklog);
       }
       // Takeover: received listeners that the configuration names stay the configuration's (a reload may change them).
       for (const spec of options.receivedSpecs ?? []) {
@@ -328,6 +334,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     } catch (err) {
       broker.stopTimers();
       broker.listenerSet.closeAll();
+      broker.slotSockets.closeAll();
       for (const fd of pendingFds) native().close(fd);
       lock?.release();
       throw err;
@@ -601,6 +608,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const ch of this.channels) ch.close();
     this.channels.clear();
     this.listenerSet.closeAll();
+    this.slotSockets.closeAll();
   }
 
   private reportRefusal(cred: PeerCred, r: Refusal): void {
@@ -1075,7 +1083,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (let part = 0; part < groups.length; part++) {
       const group = groups[part]!;
       const payload = encodeListeners(id, part, part === groups.length - 1, group.map((i) => infos[i]!), generation, generation !== undefined ? this.core.epoch : undefined);
-      if (!state.send(payload, group.map((i) => selected[i]!.fd))) {
+      // An instance slot gets its socket of the listener's SO_REUSEPORT group (slot-sockets.ts), if it has one.
+      if (!state.send(payload, group.map((i) => this.slotSockets.fdFor(selected[i]!.info.name, join?.slot ?? 0, selected[i]!.fd)))) {
         this.forget(state);
         return;
       }

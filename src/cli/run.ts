@@ -88,7 +88,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   let session: ServeSession;
   let stopping = false;
   try {
-    session = await openServe(v, controlPath, io, { noStandbyHint: () => (stopping ? undefined : 'run starts the next process') });
+    session = await openServe(v, controlPath, io, { noStandbyHint: () => (stopping ? undefined : 'run starts the next process'), instances });
   } catch (err) {
     unhook();
     throw err;

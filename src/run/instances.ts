@@ -4,15 +4,19 @@
 // a ready retires only its slot's older one).
 //
 // Contract:
-// - Design: every instance accepts on the broker's one listening socket (the
-//   shared accept queue). bench/instances.js measured it beside a
-//   SO_REUSEPORT group (one socket per slot): both spread a uniform
-//   new-connection load within 1.3x of the mean; the shared queue was kept
-//   because a crashed instance's share is served at once by the others (a
-//   group's socket would hold its share until the slot's next process is up),
-//   and the broker's listeners, takeover and fd store stay as they are.
+// - Design: each tcp listener is a SO_REUSEPORT group of N sockets held by
+//   the broker (broker/slot-sockets.ts), and slot k's process is handed
+//   socket k. bench/instances.js measured it beside all N on the one shared
+//   socket: with 4 instances of a hello-world app on 2 cores the shared
+//   queue's busiest instance served 1.22-1.36x the mean (Linux wakes epoll
+//   waiters on a shared socket roughly LIFO and libuv accepts until EAGAIN),
+//   the group's 1.02-1.08x; the target is 1.3x. The group's cost: while a
+//   slot has no process (a crash, until its restart is ready) the
+//   connections hashed to its socket wait in its queue (none is refused or
+//   reset, the broker holds the socket). Listeners with no group (inherited
+//   from systemd, adopted, or unix) are shared by all slots.
 // - A crash of one instance restarts that slot alone (restartDelay(), as
-//   run without instances); the others serve meanwhile. The crash loop
+//   run without instances); the others serve their own share meanwhile. The crash loop
 //   counts every slot's crashes (CRASH_LOOP_COUNT in CRASH_LOOP_WINDOW_MS).
 // - deploy(): the slots are replaced one at a time, in order: the new process
 //   of slot k starts, the broker retires slot k's old one once the new one is
