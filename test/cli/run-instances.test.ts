@@ -1,5 +1,6 @@
 // `fdbroker run --instances N`: N processes serve the broker's listeners at
-// once, one per instance slot. Real processes, real HTTP load on 127.0.0.1
+// once, one per instance slot, each on its socket of the listener's
+// SO_REUSEPORT group (held by the broker). Real processes, real HTTP load on 127.0.0.1
 // (new-connection and keep-alive clients that never retry), failures counted
 // by kind; the only excused failures are requests on connections a SIGKILLed
 // instance had accepted. Capacity (instances ready, per the broker's status)
@@ -7,6 +8,7 @@
 // by bench/instances.js, not asserted here (a timed spread is noise on a
 // shared machine).
 import { afterEach, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { alive, CLI, cleanup, FIXTURES, run, sleep, statusOf, tmpDir, waitText } from '../helpers';
 import { failuresByKind, KILLED_PROCESS_KINDS, readyPid, RUN_APP, startRun, timedLoad } from '../run-helpers';
@@ -37,6 +39,15 @@ function capacitySampler(sock: string) {
   return { setPhase: (p: string) => { phase = p; }, stop: async () => { stop = true; await loop; return minByPhase; } };
 }
 
+/** Listening TCP sockets on 127.0.0.1:`port` (/proc/net/tcp, state 0A). */
+function listeningSockets(port: number): number {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').filter((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[1]?.endsWith(hex) && f[3] === '0A';
+  }).length;
+}
+
 /** The pids that answered (run-app answers "<pid> gen <n>"). */
 async function servers(port: number, tries: number): Promise<Set<number>> {
   const seen = new Set<number>();
@@ -56,7 +67,9 @@ describe('fdbroker run --instances', () => {
     const first = [await readyPid(r, 1), await readyPid(r, 2)];
     const st = await statusOf(r.sock);
     expect(st.generations.filter((g) => g.state === 'ready').map((g) => g.slot ?? 0).sort()).toEqual([0, 1]);
-    // Both serve (the shared accept queue): a few hundred new connections reach each.
+    // The listener is a SO_REUSEPORT group of N listening sockets (the broker holds them all).
+    expect(listeningSockets(r.port)).toBe(N);
+    // Both serve: a few hundred new connections reach each.
     expect(await servers(r.port, 200)).toEqual(new Set(first));
 
     const cap = capacitySampler(r.sock);
@@ -71,7 +84,8 @@ describe('fdbroker run --instances', () => {
     cap.setPhase('after-deploy');
     await sleep(300);
 
-    // One instance is SIGKILLed: it alone is restarted; the other serves on meanwhile.
+    // One instance is SIGKILLed: it alone is restarted; the other serves on meanwhile (connections hashed to
+    // the killed one's socket wait in its queue for the restart).
     cap.setPhase('crash');
     process.kill(second[0]!, 'SIGKILL');
     const third = await readyPid(r, 5);
@@ -121,6 +135,7 @@ describe('fdbroker run --instances', () => {
     const after = await ready();
     expect(after.map((g) => g.slot ?? 0).sort()).toEqual([0, 1]);
     expect(after.some((g) => before.includes(g.pid))).toBe(false);
+    expect(listeningSockets(r.port)).toBe(N);
   });
 
   it('--instances with --spare, or out of range: exit 2, nothing started', async () => {
