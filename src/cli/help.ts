@@ -191,7 +191,8 @@ not signal again. As PID 1 (a container) run reaps orphaned processes.
                      and waiting in startGeneration(), promoted the moment the
                      serving one dies
   --instances N      N processes serve the listeners at once (one per
-                     instance slot, all on the broker's socket); a deploy
+                     instance slot; each tcp listener is a SO_REUSEPORT group
+                     of N sockets held by the broker, one per slot); a deploy
                      replaces them one at a time, each new one ready before
                      its slot's old one retires; a crashed one restarts alone
                      (not with --spare)
