@@ -9,8 +9,10 @@
 //   run         `fdbroker run --library -- node pm2/fdb-fork-app.js`: the broker
 //               keeps the socket; the next process starts at once (the first
 //               crash of a window has no backoff) and serves the queue.
-//   run-spare   the same with --spare: a process started ahead of time waits,
-//               not joined, and is promoted the moment the serving one dies.
+//   run-spare   the same with --spare: a process started ahead of time joins
+//               as a spare (it holds the listeners, not accepting) and is
+//               promoted the moment the serving one dies: it attaches and
+//               accepts. Each kill waits until the new spare has joined (warm).
 //   pm2         `pm2 start restarts/naive-app.js` (fork mode, autorestart, no
 //               restart delay): the app owns the port; PM2 restarts it.
 // Per kill: refused (ECONNREFUSED), other failures by kind, the longest wait
@@ -97,7 +99,8 @@ function around(res, killAt, until) {
   const window = res.filter((r) => r.end >= killAt && r.start < until);
   const firstAfter = res.filter((r) => r.ok && r.start >= killAt).sort((a, b) => a.end - b.end)[0];
   const byKind = {};
-  for (const r of window) if (!r.ok) byKind[r.kind] = (byKind[r.kind] ?? 0) + 1;
+  // A failure belongs to the kill before it ended (a request in flight at the next kill is that kill's).
+  for (const r of window) if (!r.ok && r.end < until) byKind[r.kind] = (byKind[r.kind] ?? 0) + 1;
   const waits = window.filter((r) => r.ok && (!firstAfter || r.start <= firstAfter.end)).map((r) => r.end - r.start);
   return {
     refused: byKind.ECONNREFUSED ?? 0,
@@ -131,7 +134,7 @@ async function fdbrokerRun(spare) {
     prepared: async (n) => {
       // Recovered: the n-th process is ready, and with --spare a new spare waits.
       await wait(() => readyCount() >= n, `ready #${n}`);
-      if (spare) await wait(() => (out.match(/started pid \d+ \(warm spare\)/g) ?? []).length >= n, `spare #${n}`);
+      if (spare) await wait(() => (out.match(/warm spare pid \d+ joined as generation/g) ?? []).length >= n, `spare #${n}`);
     },
     close: async () => { if (p.exitCode === null && p.signalCode === null) { p.kill('SIGTERM'); await new Promise((r) => p.on('exit', r)); } fs.rmSync(dir, { recursive: true, force: true }); },
   };
@@ -197,13 +200,14 @@ async function measure(method) {
 }
 
 async function main() {
-  const out = { bench: 'crash-gap', node: process.version, cpus: os.cpus().length, results: [] };
+  const out = { bench: 'crash-gap', node: process.version, cpus: os.cpus().length, loadavgBefore: os.loadavg(), results: [] };
   for (const method of METHODS) {
     log(`${method}: ${KILLS} kills, ${CONCURRENCY} new-connection clients`);
     const r = await measure(method);
     log(`${method}: longest wait ${r.longestWaitMs} ms, first served after kill (median) ${r.medianFirstServedAfterKillMs} ms, refused ${r.refused}, failed ${JSON.stringify(r.failedByKind)}`);
     out.results.push(r);
   }
+  out.loadavgAfter = os.loadavg();
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
 }
 

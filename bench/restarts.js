@@ -71,7 +71,7 @@ function parseArgs(argv) {
 const ARGS = parseArgs(process.argv.slice(2));
 const QUICK = !!ARGS.quick;
 const { DRAIN_SPREAD_MS, DRAIN_DEADLINE_MS, IDLE_GRACE_MS, KILL_AFTER_MS } = require('./restarts/shutdown');
-const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill', 'fdbroker-cluster', 'pm2-update', 'fdbroker-takeover', 'fdbroker-adopt-from'];
+const ALL_METHODS = ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill', 'fdbroker-cluster', 'pm2-update', 'fdbroker-takeover', 'fdbroker-adopt-from', 'fdbroker-instances'];
 /** Crash gap: the new app starts this long after the old one was SIGKILLed (a supervisor's restart delay). */
 const CRASH_GAP_MS = 1_000;
 /** Rollback after ready: the bad version SIGKILLs itself this long after it said ready. */
@@ -106,7 +106,7 @@ const SCENARIOS = {
   restart: {
     describe: 'the fair comparison: every method restarts the same app, which stops with the same drain (restarts/shutdown.js); only the restart method differs',
     action: 'restart',
-    methods: QUICK ? ['fdbroker', 'naive'] : ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill'],
+    methods: QUICK ? ['fdbroker', 'naive'] : ['fdbroker', 'naive', 'cluster-replace', 'cluster-rolling', 'reuseport', 'pm2-reload', 'pm2-kill', 'fdbroker-instances'],
     apps: QUICK ? ['hello'] : ['hello', 'busy'],
     clients: ['keepalive', 'close'],
     concurrency: QUICK ? 20 : 50,
@@ -126,7 +126,7 @@ const SCENARIOS = {
   'busy-accept': {
     describe: 'busy app with new connections: ~5 ms of synchronous CPU per request, 64 connections, a new connection per request, so the accept queue is never empty at a restart. One process: fdbroker, reuseport; two workers: fdbroker-cluster, cluster-rolling, pm2-reload',
     action: 'restart',
-    methods: QUICK ? [] : ['fdbroker', 'reuseport', 'fdbroker-cluster', 'cluster-rolling', 'pm2-reload'],
+    methods: QUICK ? [] : ['fdbroker', 'reuseport', 'fdbroker-cluster', 'fdbroker-instances', 'cluster-rolling', 'pm2-reload'],
     apps: ['busy5'],
     clients: ['close'],
     concurrency: 64,
@@ -403,6 +403,49 @@ const METHODS = {
       // The app owns the socket: restarting the owner is this method's restart.
       restartOwner() { return this.restart(); },
       async teardown() { cur?.kill('SIGKILL'); },
+    };
+  },
+
+  'fdbroker-instances': () => {
+    let dir, run, sock;
+    const readyPids = () => [...run.stdout().matchAll(/^ready (\d+) gen/gm)].map((m) => Number(m[1]));
+    return {
+      describe: '`fdbroker run --instances 2 --library`: 2 processes (the restarts app through bench/pm2/fdb-fork-app.js) accept on the broker\'s one socket, one per instance slot; restart = `fdbroker deploy PATH` (the slots one at a time: a new process, ready, then its slot\'s old one retires with the shared drain), then wait until both old ones have exited; crash: SIGKILL one instance, run restarts that slot at once (the other serves meanwhile)',
+      async setup(app) {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdbb-inst-'));
+        sock = path.join(dir, 'run.sock');
+        run = start(CLI, ['run', sock, '--listen', 'http=tcp://127.0.0.1:0', '--library', '--quiet', '--instances', '2', '--', process.execPath, path.join(__dirname, 'pm2', 'fdb-fork-app.js')], appEnv(app));
+        const m = await run.waitFor(/http=tcp:\/\/127\.0\.0\.1:(\d+)/);
+        await run.waitFor(/^ready \d+ gen[\s\S]*^ready \d+ gen/m);
+        return { port: Number(m[1]) };
+      },
+      async restart() {
+        const before = readyPids().slice(-2);
+        const d = start(CLI, ['deploy', sock, '--timeout', '30000']);
+        const r = await withTimeout(d.exited, 35000, 'fdbroker deploy');
+        if (r.code !== 0) throw new Error(`fdbroker deploy exited ${r.code}: ${d.stderr()}${d.stdout()}`);
+        const readyAt = Date.now();
+        await waitGone(before, 20000);
+        return { readyAt };
+      },
+      async crash() {
+        const pid = readyPids().at(-1);
+        const n = readyPids().length;
+        process.kill(pid, 'SIGKILL');
+        const killedAt = Date.now();
+        const deadline = Date.now() + 20000;
+        while (readyPids().length <= n) {
+          if (Date.now() > deadline) throw new Error('the killed instance was not restarted');
+          await sleep(10);
+        }
+        return { killedAt, readyAt: Date.now() };
+      },
+      async teardown() {
+        run?.kill('SIGTERM');
+        await withTimeout(run.exited, 20000, 'run exit').catch(() => run.kill('SIGKILL'));
+        fs.rmSync(dir, { recursive: true, force: true });
+        return {};
+      },
     };
   },
 

@@ -43,6 +43,7 @@ import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
 import { recordedSockets, recordSockets, socketsFile, type RecoveredFrom } from './recover';
+import { SlotSockets } from './slot-sockets';
 import { Deadlines } from './deadlines';
 import { ListenerSet } from './listener-set';
 import { buildStatus, inodesToScan } from './status-report';
@@ -84,6 +85,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly controlPath: string;
   readonly startedAt = new Date();
   private readonly listenerSet = new ListenerSet();
+  /** run --instances: each tcp listener's SO_REUSEPORT group, one socket per slot above 0. */
+  private slotSockets = new SlotSockets(1);
   private readonly clients = new Map<number, Session>();
   /**
    * Every channel not yet closed, including clients being dropped that still
@@ -146,6 +149,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private constructor(options: InternalBrokerOptions) {
     super();
     this.given = options;
+    this.slotSockets = new SlotSockets(options.instances ?? 1);
     this.controlPath = options.controlPath;
     this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
     this.maxFdsInFlightPerUid = options.maxFdsInFlightPerUid
@@ -330,9 +334,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
         recorded ??= options.recover !== false ? recordedSockets(options.controlPath) : new Set();
-        const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, recover: recorded });
+        const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, recover: recorded, reusePort: broker.slotSockets.wants(spec) });
         broker.adopt(l, spec);
         if (l.recoveredFrom) broker.recovered.push({ listener: l.info, from: l.recoveredFrom });
+        if (broker.slotSockets.wants(spec) && l.info.port !== undefined) broker.slotSockets.create(spec, l.info.port, spec.backlog ?? broker.defaultBacklog);
       }
       // Takeover: received listeners that the configuration names stay the configuration's (a reload may change them).
       for (const spec of options.receivedSpecs ?? []) {
@@ -344,6 +349,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     } catch (err) {
       broker.stopTimers();
       broker.listenerSet.closeAll();
+      broker.slotSockets.closeAll();
       for (const fd of pendingFds) native().close(fd);
       lock?.release();
       throw err;
@@ -650,6 +656,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.channels.clear();
     this.listenerSet.closeAll();
     this.holdMetricsSocket(undefined);
+    this.slotSockets.closeAll();
   }
 
   private reportRefusal(cred: PeerCred, r: Refusal): void {
@@ -818,7 +825,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
           state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
           return;
         }
-        this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0, heartbeat: msg.heartbeat === true });
+        this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0, heartbeat: msg.heartbeat === true, spare: msg.spare === true, slot: msg.slot ?? 0 });
         return;
       case 'rejoin':
         if (!this.permit(state, msg.id, 'rejoin', msg.names ?? undefined)) return;
@@ -1070,7 +1077,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.emit('audit', auditEvent(op, c, result, names, generation));
   }
 
-  private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number; heartbeat: boolean }): void {
+  private handOut(state: Session, id: number, names: string[] | null, join?: { label: string; standby: number; heartbeat: boolean; spare: boolean; slot: number }): void {
     const op = join === undefined ? 'adopt' : 'join';
     // Per-name grants: a scoped peer gets only its names, and learns no others (grants.ts).
     const granted = decideHandout(this.policy, state.info, names, this.listenerSet.names(), op);
@@ -1116,7 +1123,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     let joined: Effect[] = [];
     if (join !== undefined) {
       const r = this.core.join({ clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(join.label ? { label: join.label } : {}) },
-        names_, Date.now(), { standbyMs: join.standby, heartbeat: join.heartbeat });
+        names_, Date.now(), { standbyMs: join.standby, heartbeat: join.heartbeat, spare: join.spare, slot: join.slot });
       if (!r.ok) {
         // Embedded mode: at most one process not yet ready (tableflip's invariant). A second successor
         // would rename its control socket over the first one's, and one of them would serve on a path nobody reaches.
@@ -1135,7 +1142,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (let part = 0; part < groups.length; part++) {
       const group = groups[part]!;
       const payload = encodeListeners(id, part, part === groups.length - 1, group.map((i) => infos[i]!), generation, generation !== undefined ? this.core.epoch : undefined);
-      if (!state.send(payload, group.map((i) => selected[i]!.fd))) {
+      // An instance slot gets its socket of the listener's SO_REUSEPORT group (slot-sockets.ts), if it has one.
+      if (!state.send(payload, group.map((i) => this.slotSockets.fdFor(selected[i]!.info.name, join?.slot ?? 0, selected[i]!.fd)))) {
         this.forget(state);
         return;
       }
@@ -1166,7 +1174,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     const names = (msg.names ?? []).filter((n) => this.listenerSet.has(n));
     const r = this.core.rejoin({ clientId: state.info.id, pid: state.info.pid, uid: state.info.uid, ...(msg.label ? { label: msg.label } : {}) }, {
-      number: msg.generation, state: msg.state, epoch: msg.epoch, standbyLeft: msg.standbyLeft, standbyMs: msg.standby ?? 0, heartbeat: msg.heartbeat === true,
+      number: msg.generation, state: msg.state, epoch: msg.epoch, standbyLeft: msg.standbyLeft, standbyMs: msg.standby ?? 0, heartbeat: msg.heartbeat === true, slot: msg.slot,
     }, names, Date.now());
     state.generation = r.number;
     this.sessionsByGeneration.set(r.number, state);

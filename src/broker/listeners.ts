@@ -31,6 +31,8 @@ export interface CreateListenerOptions {
    * failing. Default: none (fail with EADDRINUSE).
    */
   recover?: ReadonlySet<number>;
+  /** tcp: SO_REUSEPORT before bind, for an instance slot group (slot-sockets.ts; `run --instances` only). */
+  reusePort?: boolean;
 }
 
 /**
@@ -65,8 +67,10 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     // refuses any other bind of a port with a listening socket on it. udp:
     // never. Two udp sockets that both set it share the port whatever their
     // uid, and datagrams go to the newest, so any local user could read ours.
-    // Neither sets SO_REUSEPORT (that would let the same uid share the port).
+    // Neither sets SO_REUSEPORT (that would let the same uid share the port),
+    // except for run --instances' slot groups (options.reusePort).
     if (spec.kind === 'tcp') check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt');
+    if (spec.kind === 'tcp' && options.reusePort) check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1), 'setsockopt');
     const where = `${v6 ? `[${spec.host}]` : spec.host}:${spec.port}`;
     const r = n.bind(fd, { family: v6 ? 'inet6' : 'inet', address: spec.host!, port: spec.port! });
     let recoveredFrom: RecoveredFrom | undefined;

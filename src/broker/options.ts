@@ -11,6 +11,12 @@ export interface BrokerOptions {
   controlPath: string;
   /** Listeners to create. */
   listeners?: ListenerSpec[];
+  /**
+   * `run --instances N` (2 or more): each tcp listener created here is a
+   * SO_REUSEPORT group of N sockets, one per instance slot (slot-sockets.ts);
+   * a generation that joins in slot k is handed socket k.
+   */
+  instances?: number;
   /** Who may adopt (which listeners), read status, deploy, reload and take over besides the broker's own uid and root (access.ts, grants.ts). */
   access?: AccessOptions;
   /** Most clients per uid, for uids other than the broker's own and root (default 64). */

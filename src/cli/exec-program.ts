@@ -23,6 +23,8 @@ import * as path from 'node:path';
 import { native } from '../native/binding';
 import { BrokerConnection, type ReceivedListener } from '../client/connection';
 import { FdbrokerError } from '../protocol/errors';
+import { MAX_INSTANCES } from '../protocol/limits';
+import { RUN_SLOT_ENV } from '../handover/run-env';
 import { NotifySocket } from './notify-socket';
 import type { ListenerInfo } from '../protocol/messages';
 import { DEFAULT_EXEC_STOP_TIMEOUT_MS } from './defaults';
@@ -163,6 +165,9 @@ export class Exec extends EventEmitter<ExecEvents> {
     const dialects = o.inherit !== undefined && o.inherit.length > 0 ? o.inherit : DEFAULT_DIALECTS;
     resolveProgram(o.command, baseEnv.PATH);
 
+    // `run --instances`: the slot run gave this wrapper is the program's (the program itself never joins).
+    const slotText = baseEnv[RUN_SLOT_ENV];
+    const slot = slotText !== undefined && /^\d+$/.test(slotText) && Number(slotText) < MAX_INSTANCES ? Number(slotText) : 0;
     let conn = await BrokerConnection.connect(o.controlPath, { timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
     const label = o.label ?? path.basename(o.command);
     let listeners: ReceivedListener[] = [];
@@ -174,7 +179,7 @@ export class Exec extends EventEmitter<ExecEvents> {
     const closeFds = () => { for (const l of listeners) n.close(l.fd); listeners = []; };
     try {
       // No heartbeat: this wrapper does not serve; the broker must not take its answers for the program's.
-      const r = await conn.join(o.names, { label, timeout: o.timeout ?? DEFAULT_TIMEOUT_MS });
+      const r = await conn.join(o.names, { label, timeout: o.timeout ?? DEFAULT_TIMEOUT_MS, slot });
       generation = r.generation;
       epoch = r.epoch;
       listeners = orderListeners(r.listeners, o.names);
@@ -188,6 +193,7 @@ export class Exec extends EventEmitter<ExecEvents> {
 
     const env: NodeJS.ProcessEnv = { ...withoutDialectVariables(baseEnv), ...dialectVars };
     delete env.NOTIFY_SOCKET;
+    delete env[RUN_SLOT_ENV];
     if (notify) env.NOTIFY_SOCKET = notify.path;
 
     let child: ChildProcess;
@@ -344,7 +350,7 @@ export class Exec extends EventEmitter<ExecEvents> {
             return;
           case 'send-rejoin': {
             const c = candidate!;
-            c.rejoin({ ...e.claim, names: infos.map((l) => l.name), label }).then(
+            c.rejoin({ ...e.claim, names: infos.map((l) => l.name), label, slot }).then(
               (r) => { if (candidate === c) feed({ type: 'rejoined', number: r.generation, state: r.state, epoch: r.epoch }); else c.close(); },
               () => { c.close(); if (candidate === c) { candidate = undefined; feed({ type: 'rejoin-failed' }); } },
             );

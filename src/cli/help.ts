@@ -210,8 +210,15 @@ not signal again. As PID 1 (a container) run reaps orphaned processes.
                      joins this broker (FDBROKER_PATH); default: the exec
                      contract (LISTEN_FDS, NOTIFY_SOCKET), any language
   --spare            (with --library) keep a warm spare: one more process,
-                     started and waiting in startGeneration(), promoted the
-                     moment the serving one dies
+                     joined as a spare (holding the listeners, not accepting)
+                     and waiting in startGeneration(), promoted the moment the
+                     serving one dies
+  --instances N      N processes serve the listeners at once (one per
+                     instance slot; each tcp listener is a SO_REUSEPORT group
+                     of N sockets held by the broker, one per slot); a deploy
+                     replaces them one at a time, each new one ready before
+                     its slot's old one retires; a crashed one restarts alone
+                     (not with --spare)
   --ready notify|immediate, --retire-signal SIG
                      as exec's (exec contract only)
   --stop-timeout MS  SIGKILL a process MS ms after SIGTERM (default 30000)

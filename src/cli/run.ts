@@ -4,10 +4,12 @@
 // SIGHUP (or `fdbroker deploy PATH`), a warm spare, and a graceful stop on
 // SIGTERM/SIGINT. The children's output passes through run's own.
 import { resolveProgram, ProgramStartError, EXEC_START_FAILED } from './exec-program';
-import { choiceOption, controlPathOf, msOption, parseCommand, UsageError } from './args';
+import { choiceOption, controlPathOf, intOption, msOption, parseCommand, UsageError } from './args';
 import type { Io } from './io';
 import { openServe, SERVE_OPTIONS, type ServeSession } from './serve';
-import { Supervisor } from '../run/supervisor';
+import { Supervisor, type RunSupervisor } from '../run/supervisor';
+import { InstanceSupervisor } from '../run/instances';
+import { MAX_INSTANCES } from '../protocol/limits';
 import type { Contract } from '../run/member';
 import { removeRunFile, writeRunFile, type RunFile } from '../run/run-file';
 import { DEFAULT_RUN_STOP_TIMEOUT_MS } from '../run/defaults';
@@ -37,6 +39,7 @@ const OPTIONS = {
   ...BROKER_OPTIONS,
   'library': { type: 'boolean' },
   'spare': { type: 'boolean' },
+  'instances': { type: 'string' },
   'ready': { type: 'string' },
   'retire-signal': { type: 'string' },
   'stop-timeout': { type: 'string' },
@@ -51,7 +54,9 @@ export async function run(args: string[], io: Io): Promise<number> {
   const controlPath = controlPathOf('run', positionals, ' before --');
   const [command, ...cmdArgs] = rest as [string, ...string[]];
   const library = v.library === true;
-  if (v.spare === true && !library) throw new UsageError('--spare needs --library: a spare waits, not joined, inside startGeneration()');
+  if (v.spare === true && !library) throw new UsageError('--spare needs --library: a spare waits, joined but not accepting, inside startGeneration()');
+  const instances = intOption('instances', v.instances, 1, MAX_INSTANCES) ?? 1;
+  if (instances > 1 && v.spare === true) throw new UsageError('--spare and --instances do not go together: with instances, the others serve while a crashed one restarts');
   if (library && (v.ready !== undefined || v['retire-signal'] !== undefined)) {
     throw new UsageError('--ready and --retire-signal are for the exec contract; with --library the app joins and says ready itself');
   }
@@ -83,15 +88,15 @@ export async function run(args: string[], io: Io): Promise<number> {
   let session: ServeSession;
   let stopping = false;
   try {
-    session = await openServe(v, controlPath, io, { noStandbyHint: () => (stopping ? undefined : 'run starts the next process') });
+    session = await openServe(v, controlPath, io, { noStandbyHint: () => (stopping ? undefined : 'run starts the next process'), instances });
   } catch (err) {
     unhook();
     throw err;
   }
   const { broker, metrics, list } = session;
-  const sup = new Supervisor({
-    broker, command, args: cmdArgs, contract, spare: v.spare === true, readyTimeoutMs, stopTimeoutMs,
-  });
+  const sup: RunSupervisor = instances > 1
+    ? new InstanceSupervisor({ broker, command, args: cmdArgs, contract, instances, readyTimeoutMs, stopTimeoutMs })
+    : new Supervisor({ broker, command, args: cmdArgs, contract, spare: v.spare === true, readyTimeoutMs, stopTimeoutMs });
   const state: RunFile = { pid: process.pid, deploy: null };
   const saveState = () => {
     try {
@@ -134,6 +139,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     + (inMs === undefined ? 'the next one takes over' : inMs === 0 ? 'starting the next one now' : `starting the next one in ${inMs} ms`)
     + '; connections wait in the accept queue'));
   sup.on('promote', (pid) => say(`promoted the warm spare pid ${pid}`));
+  sup.on('spareJoined', (pid, gen) => say(`warm spare pid ${pid} joined as generation ${gen}: it holds the listeners, not accepting`));
   sup.on('resumed', (pid, gen) => warn(`generation ${gen} (pid ${pid}) serves again (the broker resumed it)`));
   sup.on('readyTimeout', (pid, ms) => warn(`pid ${pid} not ready after ${ms} ms: stopping it`));
   sup.on('kill', (pid) => warn(`pid ${pid} did not exit within ${stopTimeoutMs} ms: SIGKILL`));

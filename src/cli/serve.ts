@@ -110,6 +110,8 @@ export interface ServeSession {
 }
 
 export interface OpenServeOptions {
+  /** run --instances N: tcp listeners are SO_REUSEPORT groups of N sockets (BrokerOptions.instances). */
+  instances?: number;
   /** Printed after a rollback when no generation stood by (serve: "start a new version"); a function returning undefined: no line (run, while it stops everything). */
   noStandbyHint?: string | (() => string | undefined);
 }
@@ -196,7 +198,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
       broker = Broker.startInternal({
         controlPath, listeners: inherited.create, listenerFds: [...adopted, ...inherited.adopt], ...rest,
         insecureDir: v['insecure-dir'] === true,
-        inherit: false, maxFdsInFlightPerUid,
+        inherit: false, maxFdsInFlightPerUid, ...(opts.instances !== undefined ? { instances: opts.instances } : {}),
       });
     }
     // After a takeover this broker serves the path already: closing it now would leave nobody on it.

@@ -21,7 +21,7 @@ export function describeListener(l: ListenerInfo): string {
 /** The state and since when it holds: each time stamp once, under its own name. */
 function generationState(g: GenerationInfo): string {
   switch (g.state) {
-    case 'starting': return `starting since ${g.joinedAt}`;
+    case 'starting': return g.spare ? `warm spare since ${g.joinedAt} (holds the listeners, not accepting)` : `starting since ${g.joinedAt}`;
     case 'ready': return `ready since ${g.readyAt}`;
     case 'standby': return `standing by since ${g.retiringSince} until ${g.standbyUntil} (can resume)`;
     case 'retiring': return `retiring since ${g.retiringSince}${g.readyAt ? ` (ready since ${g.readyAt})` : ' (never ready)'}`;
@@ -74,7 +74,7 @@ export function formatStatus(s: StatusMessage): string {
     `clients (${s.clients.length}):`,
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
     `generations (${s.generations.length}):`,
-    ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
+    ...s.generations.map((g) => `  #${g.number} pid ${g.pid}${g.slot ? ` instance ${g.slot}` : ''} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${printable(g.label)})` : ''}`),
     ...outsideHoldersNote(s),
     ...(s.holdersScan && s.holdersScan.skipped > 0

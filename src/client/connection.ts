@@ -59,6 +59,10 @@ export interface JoinOptions {
    * that runs the server as another process (`fdbroker exec`) must not.
    */
   heartbeat?: boolean;
+  /** A warm spare (sent only to a broker with feature "spare"): exempt from the ready timeout until it says ready. */
+  spare?: boolean;
+  /** Instance slot (`run --instances`; sent only to a broker with feature "slots"; absent: 0). */
+  slot?: number;
 }
 
 /** rejoin() request: the rank and state this generation claims (PROTOCOL.md §2.6 rule 6). */
@@ -73,6 +77,8 @@ export interface RejoinRequest {
   standbyLeft?: number;
   /** The epoch the broker gave at join (feature "epoch"); absent: 0. */
   epoch?: number;
+  /** Its instance slot (feature "slots"; absent: 0). */
+  slot?: number;
 }
 
 /** Messages no request asked for: answered or handed to onNotice. */
@@ -388,6 +394,8 @@ export class BrokerConnection {
     const r = await this.call<{ generation?: number; epoch?: number; listeners: ReceivedListener[] }>({
       type: 'join', id: this.nextId++, names: names ?? null, ...(options.label ? { label: options.label } : {}),
       ...(options.standby ? { standby: options.standby } : {}), ...(options.heartbeat ? { heartbeat: true } : {}),
+      ...(options.spare && this.features.includes('spare') ? { spare: true } : {}),
+      ...(options.slot && this.features.includes('slots') ? { slot: options.slot } : {}),
     }, listenersAnswer(), options.timeout ?? DEFAULT_TIMEOUT_MS);
     if (r.generation === undefined) {
       closeAll(r.listeners.map((l) => l.fd));
@@ -428,6 +436,7 @@ export class BrokerConnection {
       ...(req.heartbeat ? { heartbeat: true } : {}),
       ...(req.state === 'standby' && req.standbyLeft !== undefined ? { standbyLeft: Math.max(0, Math.round(req.standbyLeft)) } : {}),
       ...(withEpoch ? { epoch: req.epoch } : {}),
+      ...(req.slot && this.features.includes('slots') ? { slot: req.slot } : {}),
     }, replyOf('ack'), timeoutMs);
     return { generation: ack.generation ?? req.generation, state: ack.state ?? req.state, epoch: ack.epoch ?? req.epoch ?? 0 };
   }

@@ -32,6 +32,10 @@ export interface GenerationInfo {
    * generation is the one of highest rank, not of highest number.
    */
   rank?: [number, number];
+  /** Its instance slot (`run --instances`; absent: 0): at most one generation is ready per slot, and its ready retires only older ones of the same slot. */
+  slot?: number;
+  /** A warm spare (joined with `spare`): starting, holding its listeners without accepting until promoted; exempt from the ready timeout until it is ready. */
+  spare?: boolean;
   /** Not ready within the ready timeout: its ready() will be refused. */
   readyOverdue: boolean;
   /** Told to retire and still connected after the retire timeout. */

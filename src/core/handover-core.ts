@@ -27,6 +27,10 @@
 // - A standing-by generation whose window ends is released (it drains).
 // - A generation not ready within the ready timeout is reported, and its
 //   ready is refused; one retiring past the retire timeout is reported.
+// - A warm spare (joined with `spare`) is starting, but waits to be promoted
+//   for as long as it takes: it is never overdue, and it is not the one
+//   generation starting (oneStartingAtATime). Its ready is a ready like any
+//   other (it then is no spare); a newer generation's ready retires it.
 // - Rejoin after a broker restart: the state it had comes back (a standby
 //   keeps the window it has left). A standby with no ready generation above
 //   it, once the rejoin grace after the broker's start is over, resumes:
@@ -38,11 +42,19 @@
 //   replays the journal here; commit() returns it, and the successor applies
 //   it (applyForwarded) to the copy it holds.
 //
+// - Instance slots (`run --instances N`): a generation joins in a slot (0 by
+//   default), and every rule above holds within its slot: a ready retires
+//   the older generations of its slot only, a rollback resumes one standing
+//   by in its slot, a lone standby resumes when its slot has none ready. A
+//   stalled queue is blamed on a generation only when one alone is ready
+//   (instances share the queue: no one of them can be blamed).
+//
 // Invariants (checked after every step of the model test):
-// - At most one generation is ready.
+// - At most one generation is ready per slot.
 // - No rejoiner outranks a fresh join of the same broker.
 // - Numbers are unique and within 1..MAX_GENERATION; ranks are unique.
 // - A generation standing by has a window end; one ready, none.
+// - Only a starting generation is a spare, and no spare is ever overdue.
 import { MAX_GENERATION } from '../protocol/limits';
 import { GENERATION_STATES, type GenerationInfo, type GenerationState } from './generation-info';
 
@@ -111,6 +123,8 @@ export interface RejoinClaim {
   /** The window it asks for when it is retired later. */
   standbyMs?: number;
   heartbeat?: boolean;
+  /** Its instance slot (absent: 0). */
+  slot?: number;
 }
 
 interface Gen extends GenerationInfo {
@@ -194,7 +208,7 @@ export class HandoverCore {
   // ---- inputs -------------------------------------------------------------
 
   /** A client joins as a new generation (fresh: this broker's epoch). `asNumber`: an embedded broker continues its predecessor's numbering. */
-  join(client: ClientRef, adopted: string[], nowMs: number, opts: { standbyMs?: number; heartbeat?: boolean; asNumber?: number; self?: boolean } = {}):
+  join(client: ClientRef, adopted: string[], nowMs: number, opts: { standbyMs?: number; heartbeat?: boolean; asNumber?: number; self?: boolean; spare?: boolean; slot?: number } = {}):
     { ok: true; number: number; effects: Effect[] } | { ok: false; reason: 'one-at-a-time' } {
     this.notFrozen('join');
     if (this.o.oneStartingAtATime && !opts.self && this.startingCount() > 0) return { ok: false, reason: 'one-at-a-time' };
@@ -203,6 +217,8 @@ export class HandoverCore {
     if (asked) this.next = number >= MAX_GENERATION ? 1 : number + 1;
     const g = this.make(client, number, [this.freshEpoch, number], adopted, nowMs, opts.standbyMs ?? 0, opts.heartbeat === true);
     if (opts.self) g.self = true;
+    else if (opts.spare) g.spare = true;
+    if (!opts.self && opts.slot !== undefined && Number.isSafeInteger(opts.slot) && opts.slot > 0) g.slot = opts.slot;
     this.gens.set(number, g);
     return { ok: true, number, effects: [emit({ type: 'join', generation: this.info(g) })] };
   }
@@ -231,6 +247,7 @@ export class HandoverCore {
     while (this.rankTaken(rank)) rank[1]--;
     const g = this.make(client, number, rank, adopted, nowMs, claim.standbyMs ?? 0, claim.heartbeat === true);
     g.rejoined = true;
+    if (claim.slot !== undefined && Number.isSafeInteger(claim.slot) && claim.slot > 0) g.slot = claim.slot;
     this.gens.set(number, g);
     const effects: Effect[] = [];
     if (claim.state === 'retiring') {
@@ -276,10 +293,10 @@ export class HandoverCore {
   /** Listener `name` has a queue that does not drain: blame the ready generation holding it, roll it back if one stands by. */
   stalled(name: string, nowMs: number): Effect[] {
     if (this.frozen) return [];
-    const g = this.readyGen();
-    const blamed = g && g.adopted.includes(name) ? g : undefined;
+    const holders = this.readyGens().filter((r) => r.adopted.includes(name));
+    const blamed = holders.length === 1 ? holders[0] : undefined;
     const effects: Effect[] = [emit({ type: 'stall', listener: name, generation: blamed?.number })];
-    if (blamed && !blamed.self && this.hasStandby()) effects.push(...this.rollback(blamed, nowMs, 'stalled'));
+    if (blamed && !blamed.self && this.hasStandby(slotOf(blamed))) effects.push(...this.rollback(blamed, nowMs, 'stalled'));
     return effects;
   }
 
@@ -305,7 +322,7 @@ export class HandoverCore {
       if (g.detachedMs !== undefined && nowMs - g.detachedMs >= this.o.detachedWindowMs) effects.push(...this.remove(g, nowMs, false));
     }
     for (const g of this.gens.values()) {
-      if (g.state === 'starting' && !g.readyOverdue && nowMs - g.joinedMs >= this.o.readyTimeoutMs) {
+      if (g.state === 'starting' && !g.spare && !g.readyOverdue && nowMs - g.joinedMs >= this.o.readyTimeoutMs) {
         g.readyOverdue = true;
         effects.push(emit({ type: 'overdue', generation: this.info(g), what: 'ready' }));
       }
@@ -320,13 +337,10 @@ export class HandoverCore {
         effects.push(emit({ type: 'overdue', generation: this.info(g), what: 'retire' }));
       }
     }
-    if (!this.readyGen() && nowMs - this.o.startedMs >= this.o.rejoinGraceMs) {
-      const s = this.bestStandby(undefined);
-      if (s) {
-        this.unstandby(s, { failed: 0, reason: 'orphaned' });
-        effects.push(send(s.number, { type: 'resume', generation: s.number, failed: 0, reason: 'orphaned' }),
-          emit({ type: 'resumed', generation: s.number, reason: 'orphaned' }));
-      }
+    for (const s of nowMs - this.o.startedMs >= this.o.rejoinGraceMs ? this.loneStandbys() : []) {
+      this.unstandby(s, { failed: 0, reason: 'orphaned' });
+      effects.push(send(s.number, { type: 'resume', generation: s.number, failed: 0, reason: 'orphaned' }),
+        emit({ type: 'resumed', generation: s.number, reason: 'orphaned' }));
     }
     effects.push(...this.heartbeat(nowMs));
     return effects;
@@ -390,16 +404,21 @@ export class HandoverCore {
   }
 
   /** The ready generation's number, or 0. */
-  newestReady(): number { return this.readyGen()?.number ?? 0; }
+  newestReady(): number {
+    let best: Gen | undefined;
+    for (const g of this.readyGens()) if (!best || above(g.rank, best.rank)) best = g;
+    return best?.number ?? 0;
+  }
 
-  hasStandby(): boolean {
-    for (const g of this.gens.values()) if (g.state === 'standby' && !g.gone) return true;
+  /** Whether a generation stands by (in `slot`, if given). */
+  hasStandby(slot?: number): boolean {
+    for (const g of this.gens.values()) if (g.state === 'standby' && !g.gone && (slot === undefined || slotOf(g) === slot)) return true;
     return false;
   }
 
   startingCount(): number {
     let n = 0;
-    for (const g of this.gens.values()) if (g.state === 'starting' && !g.gone) n++;
+    for (const g of this.gens.values()) if (g.state === 'starting' && !g.spare && !g.gone) n++;
     return n;
   }
 
@@ -421,16 +440,18 @@ export class HandoverCore {
     if (g.state === 'failed') return { ok: false, reason: 'failed' };
     if (g.state === 'retiring' || g.state === 'standby') return { ok: false, reason: 'retiring' };
     if (g.state === 'ready') return { ok: true, effects: [] };
-    if (g.readyOverdue || nowMs - g.joinedMs >= this.o.readyTimeoutMs) return { ok: false, reason: 'overdue' };
+    if (!g.spare && (g.readyOverdue || nowMs - g.joinedMs >= this.o.readyTimeoutMs)) return { ok: false, reason: 'overdue' };
     g.state = 'ready';
+    delete g.spare;
     g.readyAt = iso(nowMs);
     g.ping = undefined;
     const effects: Effect[] = [];
-    const other = this.readyGen(g);
+    const slot = slotOf(g);
+    const other = this.readyGen(slot, g);
     if (other && above(other.rank, g.rank)) {
       // A rejoiner that served before the restart stands by for the newer one, as it would have had it been
       // connected when that one became ready, unless another already does.
-      const window = rejoining && !this.hasStandby() ? Math.min(g.standbyMs, this.o.standbyMs) : 0;
+      const window = rejoining && !this.hasStandby(slot) ? Math.min(g.standbyMs, this.o.standbyMs) : 0;
       if (window > 0) this.markStandby(g, nowMs, window);
       else this.markRetiring(g, nowMs);
       g.retiredBy = other.number;
@@ -442,7 +463,7 @@ export class HandoverCore {
     const window = standIn ? Math.min(standIn.standbyMs, this.o.standbyMs) : 0;
     const retire: number[] = [];
     for (const o of this.ordered()) {
-      if (o === g || !above(g.rank, o.rank)) continue;
+      if (o === g || slotOf(o) !== slot || !above(g.rank, o.rank)) continue;
       if (o.state === 'standby') {
         if (rejoining) continue;
         this.markRetiring(o, nowMs);
@@ -463,7 +484,7 @@ export class HandoverCore {
     this.markRetiring(g, nowMs); // for the retire timeout; the state is failed
     g.state = 'failed';
     g.failedReason = reason;
-    const resumed = this.bestStandby(g.rank);
+    const resumed = this.bestStandby(g.rank, slotOf(g));
     if (resumed) this.unstandby(resumed, { failed: g.number, reason });
     const effects: Effect[] = [];
     if (resumed) effects.push(send(resumed.number, { type: 'resume', generation: resumed.number, failed: g.number, reason }));
@@ -480,7 +501,7 @@ export class HandoverCore {
     const effects: Effect[] = announce ? [emit({ type: 'leave', generation: info })] : [];
     void nowMs;
     if (!lostReady) return effects;
-    const resumed = this.bestStandby(g.rank);
+    const resumed = this.bestStandby(g.rank, slotOf(g));
     if (resumed) {
       this.unstandby(resumed, { failed: g.number, reason: planned ? 'stopped' : 'left' });
       effects.push(send(resumed.number, { type: 'resume', generation: resumed.number, failed: g.number, reason: planned ? 'stopped' : 'left' }));
@@ -518,17 +539,21 @@ export class HandoverCore {
     return { number: n, state: g.state, epoch: g.rank[0], effects: [emit({ type: 'rejoin', generation: this.info(g) }), ...effects] };
   }
 
+  /** Pings the ready generation of each slot where one stands by; one that leaves a ping unanswered for stallMs is rolled back. */
   private heartbeat(nowMs: number): Effect[] {
-    if (this.o.stallMs <= 0 || !this.hasStandby()) return [];
-    const g = this.readyGen();
-    if (!g || g.self || !g.heartbeat || g.detachedMs !== undefined) return [];
-    if (!g.ping) {
-      g.ping = { id: this.nextPing++, at: nowMs };
-      return [send(g.number, { type: 'ping', id: g.ping.id })];
+    if (this.o.stallMs <= 0) return [];
+    const effects: Effect[] = [];
+    for (const g of this.readyGens()) {
+      if (g.self || !g.heartbeat || g.detachedMs !== undefined || g.state !== 'ready' || !this.hasStandby(slotOf(g))) continue;
+      if (!g.ping) {
+        g.ping = { id: this.nextPing++, at: nowMs };
+        effects.push(send(g.number, { type: 'ping', id: g.ping.id }));
+      } else if (nowMs - g.ping.at >= this.o.stallMs) {
+        g.ping = undefined;
+        effects.push(...this.rollback(g, nowMs, 'hung'));
+      }
     }
-    if (nowMs - g.ping.at < this.o.stallMs) return [];
-    g.ping = undefined;
-    return this.rollback(g, nowMs, 'hung');
+    return effects;
   }
 
   private retireNotice(g: Gen, by: number, reason: 'newer' | 'failed', nowMs?: number): Effect {
@@ -537,11 +562,11 @@ export class HandoverCore {
     return send(g.number, { type: 'retire', generation: g.number, by, reason, ...(left > 0 ? { standby: left } : {}) });
   }
 
-  /** The newest generation standing by, below `rank` if given. */
-  private bestStandby(rank: [number, number] | undefined): Gen | undefined {
+  /** The newest generation standing by in `slot`, below `rank` if given. */
+  private bestStandby(rank: [number, number] | undefined, slot: number): Gen | undefined {
     let best: Gen | undefined;
     for (const g of this.gens.values()) {
-      if (g.state !== 'standby' || g.gone || (rank && !above(rank, g.rank))) continue;
+      if (g.state !== 'standby' || g.gone || slotOf(g) !== slot || (rank && !above(rank, g.rank))) continue;
       if (!best || above(g.rank, best.rank)) best = g;
     }
     return best;
@@ -559,9 +584,27 @@ export class HandoverCore {
     delete g.holding;
   }
 
-  private readyGen(except?: Gen): Gen | undefined {
-    for (const g of this.gens.values()) if (g.state === 'ready' && !g.gone && g !== except) return g;
+  /** The ready generation of `slot` (other than `except`). */
+  private readyGen(slot: number, except?: Gen): Gen | undefined {
+    for (const g of this.gens.values()) if (g.state === 'ready' && !g.gone && g !== except && slotOf(g) === slot) return g;
     return undefined;
+  }
+
+  private readyGens(): Gen[] {
+    return [...this.gens.values()].filter((g) => g.state === 'ready' && !g.gone);
+  }
+
+  /** The newest generation standing by in each slot that has none ready. */
+  private loneStandbys(): Gen[] {
+    const slots = new Set<number>();
+    for (const g of this.gens.values()) if (g.state === 'standby' && !g.gone) slots.add(slotOf(g));
+    const out: Gen[] = [];
+    for (const slot of slots) {
+      if (this.readyGen(slot)) continue;
+      const s = this.bestStandby(undefined, slot);
+      if (s) out.push(s);
+    }
+    return out;
   }
 
   private ordered(): Gen[] {
@@ -608,6 +651,7 @@ export class HandoverCore {
   }
 
   private markStandby(g: Gen, nowMs: number, windowMs: number): void {
+    delete g.spare;
     g.state = 'standby';
     g.retiringMs = nowMs;
     g.retiringSince = iso(nowMs);
@@ -616,6 +660,7 @@ export class HandoverCore {
   }
 
   private markRetiring(g: Gen, nowMs: number): void {
+    delete g.spare;
     g.state = 'retiring';
     g.retiringMs = nowMs;
     g.retiringSince = iso(nowMs);
@@ -644,4 +689,6 @@ function validRank(r: unknown): r is [number, number] {
 }
 
 const emit = (event: CoreEvent): Effect => ({ type: 'emit', event });
+/** A generation's instance slot (0: the only one, without --instances). */
+const slotOf = (g: GenerationInfo): number => g.slot ?? 0;
 const send = (to: number, msg: Notice): Effect => ({ type: 'send', to, msg });

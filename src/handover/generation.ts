@@ -31,8 +31,11 @@ import { Upgrader, type UpgradeOptions } from './upgrade';
 export type { GenerationEvents, GenerationOptions } from './generation-options';
 import { checkFdHeadroom } from '../client/fd-headroom';
 import { HoldingReporter } from './holding-report';
-import { pathFromRun } from './run-env';
+import { fromRun, promoted, startedByRunAt } from './run-env';
 import { assertSupportedRuntime } from '../native/runtime';
+
+/** How a process `fdbroker run` started joins: as a warm spare, in an instance slot. */
+interface RunJoin { spare?: boolean; slot?: number }
 
 export class Generation {
   private readonly events = new EventEmitter<GenerationEvents>();
@@ -40,6 +43,8 @@ export class Generation {
   private readonly machine: GenerationMachine;
   /** This generation's listeners by name. After a resume, the entries are the listeners adopted anew. */
   readonly listeners: Record<string, Listener>;
+  /** Its instance slot (`run --instances`; 0 otherwise): claimed again when it rejoins a broker. */
+  private slot = 0;
   /** The path this generation joined (and, in self-broker mode, serves). */
   readonly path: string;
   /** Connection to the broker this generation joined, if any (none for the first self-broker process). */
@@ -140,7 +145,7 @@ export class Generation {
         return;
       case 'send-rejoin': {
         const c = this.candidate!;
-        c.rejoin({ ...e.claim, names: Object.keys(this.listeners), label: this.opts.label }).then(
+        c.rejoin({ ...e.claim, names: Object.keys(this.listeners), label: this.opts.label, ...(this.slot ? { slot: this.slot } : {}) }).then(
           (r) => { if (this.candidate === c) this.feed({ type: 'rejoined', number: r.generation, state: r.state, epoch: r.epoch }); else c.close(); },
           () => { c.close(); if (this.candidate === c) { this.candidate = undefined; this.feed({ type: 'rejoin-failed' }); } },
         );
@@ -238,7 +243,11 @@ export class Generation {
   }
 
   /** Joins the broker at `path` as a new generation and adopts its listeners. */
-  static async start(path: string, options: GenerationOptions = {}): Promise<Generation> {
+  /**
+   * `run` (run-env.ts): join as a warm spare (exempt from the ready timeout
+   * until it says ready), and in an instance slot (`run --instances`).
+   */
+  static async start(path: string, options: GenerationOptions = {}, run: RunJoin = {}): Promise<Generation> {
     checkFdHeadroom(options.fdHeadroom ?? DEFAULT_FD_HEADROOM, options.names?.length ?? 1);
     const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     const deadline = Date.now() + timeout;
@@ -253,14 +262,16 @@ export class Generation {
       if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
       // heartbeat: this process serves, so it answers the broker's pings (a hung one is seen as hung).
       const { generation, epoch, listeners } = await conn.join(options.names, {
-        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true,
+        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true, spare: run.spare, slot: run.slot,
       });
-      return new Generation(path, conn, undefined, { number: generation, epoch }, toListeners(listeners, options.names), options);
+      const g = new Generation(path, conn, undefined, { number: generation, epoch }, toListeners(listeners, options.names), options);
+      g.slot = run.slot ?? 0;
+      return g;
     } catch (err) {
       conn.close();
       // The broker was taken over while the join waited: join its successor, on the same path, within the same deadline.
       if ((err as FdbrokerError).code === 'ERR_FDBROKER_TAKEN_OVER' && deadline > Date.now()) {
-        return Generation.start(path, { ...options, timeout: deadline - Date.now() });
+        return Generation.start(path, { ...options, timeout: deadline - Date.now() }, run);
       }
       throw err;
     }
@@ -448,8 +459,33 @@ export class Generation {
   }
 }
 
-/** Joins the broker at `path` as a new generation. See Generation. Without `path`: the `fdbroker run` that started this process (run-env.ts). */
-export async function startGeneration(path?: string, options?: GenerationOptions): Promise<Generation> {
+/**
+ * Joins the broker at `path` as a new generation. See Generation. Without
+ * `path` (`startGeneration()`, `startGeneration(options)`), or with the path
+ * of the `fdbroker run` that started this process: that run (run-env.ts, its
+ * instance slot included); a warm
+ * spare joins at once (it holds its listeners, not accepting) and resolves
+ * only when run promotes it, so the app attaches and says ready then.
+ */
+export async function startGeneration(path?: string, options?: GenerationOptions): Promise<Generation>;
+export async function startGeneration(options: GenerationOptions): Promise<Generation>;
+export async function startGeneration(pathOrOptions?: string | GenerationOptions, options?: GenerationOptions): Promise<Generation> {
   assertSupportedRuntime();
-  return Generation.start(path ?? await pathFromRun(), options);
+  if (typeof pathOrOptions === 'object' && pathOrOptions !== null) options = pathOrOptions;
+  const path = typeof pathOrOptions === 'string' ? pathOrOptions : undefined;
+  // A path that is not the one of the `run` that started this process: a plain join there.
+  if (path !== undefined && !startedByRunAt(path)) return Generation.start(path, options);
+  const run = fromRun();
+  if (run.spareFd === undefined) return Generation.start(run.path, options, { slot: run.slot });
+  const promotion = promoted(run.spareFd);
+  // Read from now on: a run that dies while this joins rejects the promotion, not an unhandled rejection.
+  promotion.catch(() => { /* handled below */ });
+  const gen = await Generation.start(run.path, options, { spare: true, slot: run.slot });
+  try {
+    await promotion;
+  } catch (err) {
+    gen.close();
+    throw err;
+  }
+  return gen;
 }

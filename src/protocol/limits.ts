@@ -9,9 +9,11 @@ export const PROTOCOL_VERSION = 1;
  * it, so an older broker, which answers an unknown type by closing, never
  * sees it. "leaving": the `leaving` message (a planned stop);
  * "standby-rejoin": `rejoin` with state "standby" and `standbyLeft`;
- * "epoch": `epoch` on join's `listeners` and rejoin's `ack`, and on `rejoin`.
+ * "epoch": `epoch` on join's `listeners` and rejoin's `ack`, and on `rejoin`;
+ * "spare": `spare` on `join` (a warm spare, exempt from the ready timeout until it says ready);
+ * "slots": `slot` on `join` and `rejoin` (an instance slot of `run --instances`).
  */
-export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch'] as const;
+export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch', 'spare', 'slots'] as const;
 export type ProtocolFeature = typeof PROTOCOL_FEATURES[number];
 /**
  * Largest generation number on the wire (rejoin, listeners, ack, retire,
@@ -19,6 +21,8 @@ export type ProtocolFeature = typeof PROTOCOL_FEATURES[number];
  * claim can push a broker's numbering out of the range every peer handles.
  */
 export const MAX_GENERATION = 2 ** 31 - 1;
+/** Instance slots (`run --instances N`, `slot` on join and rejoin) are 0 to MAX_INSTANCES - 1. */
+export const MAX_INSTANCES = 64;
 /** Largest count a "holding" report may carry (per field). */
 export const MAX_HOLDING_COUNT = 10_000_000;
 /** Largest protocol message, in bytes (one SOCK_SEQPACKET packet). */

@@ -2,7 +2,7 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isBrokerErrorCode, type FdbrokerErrorCode, type UnknownErrorCode } from './errors';
-import { MAX_ERROR_TEXT_BYTES, MAX_GENERATION, MAX_GRANT_CHANGES, MAX_HOLDING_COUNT, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
+import { MAX_ERROR_TEXT_BYTES, MAX_GENERATION, MAX_GRANT_CHANGES, MAX_HOLDING_COUNT, MAX_INSTANCES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../core/generation-info';
 import type { MetricsSnapshot } from './metrics-snapshot';
 
@@ -54,8 +54,12 @@ export interface HelloMessage { type: 'hello'; versions: number[]; client?: stri
 export interface AdoptMessage { type: 'adopt'; id: number; names?: string[] | null }
 /** `holders: false`: answer without the /proc scan for listener holders. */
 export interface StatusRequest { type: 'status'; id: number; holders?: boolean }
-/** Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none). */
-export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean }
+/**
+ * Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none).
+ * `spare` (feature "spare"): a warm spare, joined ahead of time and not accepting until it is promoted; it is
+ * exempt from the ready timeout and from the one-starting-at-a-time rule until it says ready.
+ */
+export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean; spare?: boolean; slot?: number }
 /** Answers the broker's "ping" (generations that joined with `heartbeat`). */
 export interface PongMessage { type: 'pong'; id: number }
 /** The states a generation may claim in `rejoin` ("standby" only where the broker lists the "standby-rejoin" feature). */
@@ -68,6 +72,8 @@ export type RejoinState = 'starting' | 'ready' | 'retiring' | 'standby';
 export interface RejoinMessage {
   type: 'rejoin'; id: number; generation: number; state: RejoinState;
   names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean; standbyLeft?: number; epoch?: number;
+  /** Feature "slots": the instance slot it joined in (absent: 0). */
+  slot?: number;
 }
 /** This generation stops on purpose (a planned stop, not a crash); no answer. Feature "leaving". */
 export interface LeavingMessage { type: 'leaving' }
@@ -262,12 +268,17 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
         throw protocolError(`${m.type}.standby must be a whole number of ms from 0 to ${MAX_STANDBY_MS}`);
       }
       if (m.heartbeat !== undefined && typeof m.heartbeat !== 'boolean') throw protocolError(`${m.type}.heartbeat must be a boolean`);
+      if (m.slot !== undefined && !isInt(m.slot, 0, MAX_INSTANCES - 1)) throw protocolError(`${m.type}.slot must be an integer from 0 to ${MAX_INSTANCES - 1}`);
       const common = {
         id: m.id, names: (names ?? null) as string[] | null, label: m.label as string | undefined,
         ...(m.standby !== undefined ? { standby: m.standby as number } : {}),
         ...(m.heartbeat === true ? { heartbeat: true } : {}),
+        ...(typeof m.slot === 'number' && m.slot > 0 ? { slot: m.slot } : {}),
       };
-      if (m.type === 'join') return { type: 'join', ...common };
+      if (m.type === 'join') {
+        if (m.spare !== undefined && typeof m.spare !== 'boolean') throw protocolError('join.spare must be a boolean');
+        return { type: 'join', ...common, ...(m.spare === true ? { spare: true } : {}) };
+      }
       if (!isGeneration(m.generation)) throw protocolError(`rejoin.generation must be an integer from 1 to ${MAX_GENERATION}`);
       if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'retiring' && m.state !== 'standby') {
         throw protocolError('rejoin.state must be "starting", "ready", "retiring" or "standby"');

@@ -18,3 +18,11 @@ export const DEFAULT_RUN_STOP_TIMEOUT_MS = 30_000;
 export const DEFAULT_RUN_READY_TIMEOUT_MS = 60_000;
 /** run: when the serving process dies while the one it replaced stands by, how long the broker gets to resume that one before run starts a new process. */
 export const ROLLBACK_WAIT_MS = 1_000;
+/**
+ * run --spare: after a promoted spare is ready, the next spare starts this
+ * much later, so its start (a Node boot: 100 ms of a CPU, more on a loaded
+ * machine) does not compete with the promoted process for the CPU while it
+ * serves the queue that built up while nobody served. A crash meanwhile is
+ * restarted as without a spare.
+ */
+export const SPARE_REPLACE_DELAY_MS = 1_000;

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import type { Writable } from 'node:stream';
-import { RUN_PATH_ENV, RUN_SPARE_FD_ENV } from '../handover/run-env';
+import { RUN_PATH_ENV, RUN_SLOT_ENV, RUN_SPARE_FD_ENV } from '../handover/run-env';
 import { OutputTail } from './output-tail';
 
 /** What a process is to run: serving, a deploy's new version not yet ready, a warm spare, or told to leave. */
@@ -28,6 +28,8 @@ export interface LaunchOptions {
   contract: Contract;
   /** A warm spare: gets the promotion pipe at fd 3 (library only). */
   spare: boolean;
+  /** `run --instances`: the instance slot it fills (FDBROKER_SLOT); absent without --instances. */
+  slot?: number;
   env: NodeJS.ProcessEnv;
   output: (pid: number, stream: 'stdout' | 'stderr', chunk: Buffer) => void;
 }
@@ -56,6 +58,9 @@ export class Member {
   killTimer: NodeJS.Timeout | undefined;
   private readonly promotePipe: Writable | undefined;
 
+  /** Its instance slot (`run --instances`; 0 otherwise). */
+  slot = 0;
+
   private constructor(child: ChildProcess, role: Role, now: number) {
     this.child = child;
     // -1 when the spawn failed: 'error' follows, and the supervisor treats it as an exit.
@@ -74,6 +79,8 @@ export class Member {
     // readiness and the watchdog (only run may say READY=1 for the service).
     for (const k of INHERITED_FROM_MANAGER) delete env[k];
     delete env[RUN_SPARE_FD_ENV];
+    delete env[RUN_SLOT_ENV];
+    if (o.slot !== undefined) env[RUN_SLOT_ENV] = String(o.slot);
     if (o.spare) env[RUN_SPARE_FD_ENV] = String(SPARE_FD);
     const [file, args] = o.contract.kind === 'exec'
       ? [process.execPath, [CLI, 'exec', o.controlPath, '--ready', o.contract.ready, '--retire-signal', o.contract.retireSignal,
@@ -84,6 +91,7 @@ export class Member {
       stdio: ['ignore', 'pipe', 'pipe', ...(o.spare ? ['pipe' as const] : [])],
     });
     const m = new Member(child, role, now);
+    m.slot = o.slot ?? 0;
     if (child.pid === undefined) return m;
     const pid = m.pid;
     child.stdout!.on('data', (d: Buffer) => { m.tail.push(d); o.output(pid, 'stdout', d); });
@@ -101,9 +109,13 @@ export class Member {
     try { this.child.kill(sig); } catch { /* exited meanwhile */ }
   }
 
-  /** A spare: tells it to join and serve (one byte on its pipe). */
+  /** A spare that was promoted (it serves in place of one that died). */
+  promoted = false;
+
+  /** A spare: tells it to accept and say ready (one byte on its pipe). */
   promote(): void {
     this.promotePipe?.end('1');
+    this.promoted = true;
     this.role = 'serving';
   }
 

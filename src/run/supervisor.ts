@@ -15,11 +15,13 @@
 //   A new one that exits or is not ready in time is stopped, and the old one
 //   serves on ('deployFailed', with its last lines of output). At most one
 //   deploy is in flight: a second is refused, not raced.
-// - With a warm spare (library apps): one more process is started and waits,
-//   not joined, in startGeneration() (run-env.ts) until it is promoted: the
-//   moment the serving one dies, run writes one byte to it, and it joins and
-//   serves. A new spare is started once the promoted one is ready (and after
-//   each deploy, so the spare runs the deployed code).
+// - With a warm spare (library apps): one more process is started, joins the
+//   broker as a spare (exempt from the ready timeout) and waits, holding its
+//   listeners without accepting, in startGeneration() (run-env.ts) until it
+//   is promoted: the moment the serving one dies, run writes one byte to it,
+//   and it attaches, accepts and says ready. A new spare is started
+//   SPARE_REPLACE_DELAY_MS after the promoted one is ready (and after each
+//   deploy, so the spare runs the deployed code).
 // - stop(): every process is sent SIGTERM once (exec wrappers pass it to their
 //   program; library apps drain on it), SIGKILL after the stop timeout;
 //   resolves when all have exited.
@@ -37,7 +39,7 @@ import { inTree } from '../cli/proc-tree';
 import { exitStatus } from '../cli/exec-program';
 import { restartDelay, type BackoffOptions } from './backoff';
 import { CrashWindow } from './crash-loop';
-import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS, ROLLBACK_WAIT_MS } from './defaults';
+import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS, ROLLBACK_WAIT_MS, SPARE_REPLACE_DELAY_MS } from './defaults';
 import { Member, type Contract, type Role } from './member';
 
 export interface SupervisorOptions {
@@ -69,7 +71,9 @@ export interface SupervisorEvents {
   ready: [pid: number, generation: number, ms: number];
   /** The serving process (or the spare) exited without being asked; `restartInMs` until the next one starts (undefined: a spare is promoted, or the broker resumes the one standing by). */
   crash: [exit: ExitInfo, tail: string[], restartInMs: number | undefined];
-  /** The spare was promoted: it joins and serves now. */
+  /** The spare joined the broker (as a spare): it holds the listeners and waits, warm, to be promoted. */
+  spareJoined: [pid: number, generation: number];
+  /** The spare was promoted: it starts accepting and says ready now. */
   promote: [pid: number];
   /** A retired process exited. */
   retired: [exit: ExitInfo];
@@ -89,7 +93,16 @@ export interface SupervisorEvents {
   crashLoop: [count: number, windowMs: number, last: ExitInfo, tail: string[]];
 }
 
-export class Supervisor extends EventEmitter<SupervisorEvents> {
+/** What run drives: one serving process (Supervisor) or N instances (InstanceSupervisor, instances.ts). */
+export interface RunSupervisor extends EventEmitter<SupervisorEvents> {
+  start(): void;
+  deploy(): boolean;
+  stop(): Promise<void>;
+  owns(pid: number): boolean;
+  readonly killedAtStop: boolean;
+}
+
+export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSupervisor {
   private readonly o: SupervisorOptions;
   private readonly members = new Set<Member>();
   private readonly crashes: CrashWindow;
@@ -253,7 +266,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   private onJoin(g: GenerationInfo): void {
     const m = this.memberOfPid(g.pid);
-    if (m && m.generation === undefined) m.generation = g.number;
+    if (m && m.generation === undefined) {
+      m.generation = g.number;
+      if (m.role === 'spare') this.emit('spareJoined', m.pid, g.number);
+    }
   }
 
   private onReady(g: GenerationInfo, retire: number[]): void {
@@ -268,6 +284,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     clearTimeout(m.readyTimer);
     const ms = this.now() - m.startedAt;
     const wasCandidate = m.role === 'candidate';
+    const wasPromoted = m.promoted;
     m.role = 'serving';
     // Any other process still taken for serving (the broker retired it above, or it is about to leave) no longer is.
     for (const other of this.members) if (other !== m && other.role === 'serving') other.role = 'retiring';
@@ -281,7 +298,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.stopMember(old);
       }
     }
-    this.ensureSpare();
+    if (wasPromoted) this.scheduleSpare(SPARE_REPLACE_DELAY_MS);
+    else this.ensureSpare();
   }
 
   private onRollback(e: RollbackEvent): void {

@@ -137,7 +137,7 @@ describe('fdbroker run', () => {
     const gap = async (flags: string[]) => {
       const r = await startRun(tmpDir(), ['--library', '--quiet', ...flags], [process.execPath, RUN_APP]);
       const first = await readyPid(r, 1);
-      if (flags.includes('--spare')) await r.waitFor(/started pid \d+ \(warm spare\)/);
+      if (flags.includes('--spare')) await r.waitFor(/warm spare pid \d+ joined as generation \d+/);
       await sleep(500);
       const load = timedLoad(r.port, { concurrency: 4 });
       await sleep(300);
@@ -161,6 +161,23 @@ describe('fdbroker run', () => {
     // The spare takes a new process's start out of the gap (by how much varies with the machine's load: bench/crash-gap.js).
     expect(spare.longest).toBeLessThan(plain.longest);
     expect(spare.longest).toBeLessThan(SPARE_WAIT_BOUND_MS);
+  });
+
+  it('--spare: the spare joins at once as a spare and waits past the ready timeout without being stopped; promoted, it serves', async () => {
+    const r = await startRun(tmpDir(), ['--library', '--spare', '--ready-timeout', '2000'], [process.execPath, RUN_APP]);
+    const first = await readyPid(r, 1);
+    const spare = Number((await r.waitFor(/warm spare pid (\d+) joined as generation \d+/))[1]);
+    const st = await statusOf(r.sock);
+    expect(st.generations.find((g) => g.pid === spare)).toMatchObject({ state: 'starting', spare: true, readyOverdue: false });
+    // Past the broker's (and run's) ready timeout: a spare is exempt (it is neither overdue nor stopped).
+    await sleep(2_500);
+    expect(alive(spare)).toBe(true);
+    expect((await statusOf(r.sock)).generations.find((g) => g.pid === spare)).toMatchObject({ spare: true, readyOverdue: false });
+    expect(r.stdout() + r.stderr()).not.toMatch(/not ready after/);
+    process.kill(first, 'SIGKILL');
+    await r.waitFor(new RegExp(`promoted the warm spare pid ${spare}`));
+    expect(await readyPid(r, 2)).toBe(spare);
+    expect((await get(r.port)).status).toBe(200);
   });
 
   it('--spare: a deploy replaces the spare with one of the new version', async () => {

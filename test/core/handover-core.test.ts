@@ -73,6 +73,72 @@ describe('HandoverCore: ready and retire', () => {
     expect(h.get(1)!.retireOverdue).toBe(true);
   });
 
+  it('a warm spare waits past the ready timeout without being overdue, and its ready (the promotion) is a ready like any other', () => {
+    const g = new HandoverCore(opts());
+    join(g, 1); ready(g, 1);
+    const r = g.join(c(2), ['http'], 10, { spare: true });
+    expect(r).toMatchObject({ ok: true, number: 2 });
+    expect(g.get(2)).toMatchObject({ state: 'starting', spare: true });
+    expect(g.startingCount()).toBe(0);
+    expect(events(g.tick(5000))).toEqual([]);
+    expect(g.get(2)!.readyOverdue).toBe(false);
+    // The serving one dies: no standby, nothing resumes; the spare is promoted and says ready.
+    expect(events(g.leave(1, 5001))).toEqual(['leave', 'rollback']);
+    expect(events(ready(g, 2, 5002))).toEqual(['ready']);
+    expect(g.get(2)).toMatchObject({ state: 'ready' });
+    expect(g.get(2)!.spare).toBeUndefined();
+  });
+
+  it('a newer generation\'s ready retires a spare that was never promoted, and a spare is no successor starting for an embedded broker', () => {
+    const g = new HandoverCore(opts());
+    join(g, 1); ready(g, 1);
+    g.join(c(2), ['http'], 0, { spare: true });
+    join(g, 3);
+    expect(sends(ready(g, 3, 10))).toEqual(['retire:1', 'retire:2']);
+    expect(g.get(2)).toMatchObject({ state: 'retiring' });
+    expect(g.get(2)!.spare).toBeUndefined();
+    const e = new HandoverCore(opts({ oneStartingAtATime: true }));
+    e.join(c(0), [], 0, { asNumber: 7, self: true });
+    ready(e, 7, 1);
+    expect(e.join(c(1), [], 2, { spare: true })).toMatchObject({ ok: true });
+    expect(e.join(c(2), [], 3)).toMatchObject({ ok: true });
+  });
+
+  it('instance slots: one ready per slot; a ready retires only the older ones of its slot; a crash resumes only its slot\'s standby', () => {
+    const g = new HandoverCore(S());
+    const j = (id: number, slot: number, now = 0) => {
+      const r = g.join(c(id), ['http'], now, { standbyMs: 1000, slot });
+      if (!r.ok) throw new Error('join refused');
+      return r.number;
+    };
+    j(1, 0); j(2, 1);
+    ready(g, 1, 1);
+    expect(sends(ready(g, 2, 2))).toEqual([]);
+    expect(states(g)).toEqual(['1:ready', '2:ready']);
+    expect(g.get(2)!.slot).toBe(1);
+    expect(g.get(1)!.slot).toBeUndefined();
+    // A deploy rolls slot 0: only slot 0's old one stands by.
+    j(3, 0, 10);
+    expect(sends(ready(g, 3, 11))).toEqual(['retire:1']);
+    expect(states(g)).toEqual(['1:standby', '2:ready', '3:ready']);
+    // Slot 1's one dies: nothing stands by in slot 1, so nothing resumes (slot 0's standby is not its).
+    expect(sends(g.leave(2, 20))).toEqual([]);
+    expect(states(g)).toEqual(['1:standby', '3:ready']);
+    // Slot 0's new one dies: its standby resumes.
+    expect(sends(g.leave(3, 30))).toEqual(['resume:1']);
+    expect(g.newestReady()).toBe(1);
+  });
+
+  it('instance slots: a stalled shared queue is blamed on nobody while several are ready', () => {
+    const g = new HandoverCore(S({ rejoinGraceMs: 0 }));
+    const a = g.join(c(1), ['http'], 0, { standbyMs: 1000 });
+    const b = g.join(c(2), ['http'], 0, { standbyMs: 1000, slot: 1 });
+    if (!a.ok || !b.ok) throw new Error('join refused');
+    ready(g, a.number); ready(g, b.number);
+    const st = g.stalled('http', 5);
+    expect(st).toEqual([{ type: 'emit', event: { type: 'stall', listener: 'http', generation: undefined } }]);
+  });
+
   it('an embedded broker continues its predecessor\'s numbering and lets one generation start at a time', () => {
     const g = new HandoverCore(opts({ oneStartingAtATime: true }));
     expect(g.join(c(0), [], 0, { asNumber: 7, self: true })).toMatchObject({ ok: true, number: 7 });

@@ -13,14 +13,18 @@ import { MAX_GENERATION } from '../../src/core/handover-core';
 import { T, World, type Proc } from './world';
 
 type Cmd = fc.Command<object, World>;
+/** Instance slots the commands use (run --instances 2). */
+const SLOTS = [0, 1];
 
 /** Structural invariants, after every command. */
 function checkStructure(w: World): void {
   for (const b of w.brokers) {
     if (!b.alive && b !== w.successor?.from) continue;
     const gens = b.core.list();
-    const ready = gens.filter((g) => g.state === 'ready');
-    if (ready.length > 1) throw new Error(`broker ${b.id}: ${ready.length} generations ready (${ready.map((g) => g.number).join(', ')})`);
+    for (const slot of SLOTS) {
+      const ready = gens.filter((g) => g.state === 'ready' && (g.slot ?? 0) === slot);
+      if (ready.length > 1) throw new Error(`broker ${b.id}: ${ready.length} generations ready in slot ${slot} (${ready.map((g) => g.number).join(', ')})`);
+    }
     const numbers = new Set<number>();
     const ranks = new Set<string>();
     for (const g of gens) {
@@ -31,6 +35,7 @@ function checkStructure(w: World): void {
       if (ranks.has(r)) throw new Error(`broker ${b.id}: rank ${r} twice`);
       ranks.add(r);
       if (g.state === 'standby' && g.standbyUntil === undefined) throw new Error(`broker ${b.id}: ${g.number} stands by without a window`);
+      if (g.spare && (g.state !== 'starting' || g.readyOverdue)) throw new Error(`broker ${b.id}: spare ${g.number} is ${g.state}${g.readyOverdue ? ', overdue' : ''}`);
     }
     // A rejoiner from an epoch this broker never gave out (a broker before a restart) never outranks a fresh join.
     const fresh = gens.filter((g) => !g.rejoined && g.clientId !== 0);
@@ -63,8 +68,8 @@ function quiet(w: World): boolean {
  */
 function settle(w: World): void {
   for (const p of w.procs) if (p.alive && p.hung) w.crash(p);
-  const mustServe = w.procs.some((p) => p.alive && ((!p.released && p.machine.state.phase === 'ready') || p.machine.state.phase === 'resuming'
-    || (p.machine.state.phase === 'standby' && !p.released && (p.machine.state.standbyUntil ?? 0) - w.now >= T.rejoinGraceMs * 2)));
+  const mustServe = SLOTS.map((slot) => w.procs.some((p) => p.alive && p.slot === slot && ((!p.released && p.machine.state.phase === 'ready') || p.machine.state.phase === 'resuming'
+    || (p.machine.state.phase === 'standby' && !p.released && (p.machine.state.standbyUntil ?? 0) - w.now >= T.rejoinGraceMs * 2))));
   if (w.successor) w.commitTakeover();
   for (let round = 0; round < 2_000 && !quiet(w); round++) {
     for (let i = 0; i < 1_000 && w.deliver(0); i++) { /* deliver everything */ }
@@ -79,16 +84,19 @@ function settle(w: World): void {
     w.advance(10);
   }
   if (!quiet(w)) throw new Error('the world did not settle');
-  const accepting = w.accepting();
   const b = w.current;
-  const n = b.core.newestReady();
-  const owner = n ? w.procOf(b, n) : undefined;
-  if (accepting.length > 1) throw new Error(`after settling, ${accepting.length} processes accept: ${accepting.map((p) => p.pid).join(', ')}`);
-  if (accepting.length === 1 && accepting[0] !== owner) {
-    throw new Error(`pid ${accepting[0]!.pid} accepts but the broker's ready generation is ${n} (pid ${owner?.pid ?? '-'})`);
+  // Per instance slot: exactly the broker's ready generation of the slot accepts.
+  for (const slot of SLOTS) {
+    const accepting = w.accepting().filter((p) => p.slot === slot);
+    const n = b.core.list().find((g) => g.state === 'ready' && (g.slot ?? 0) === slot)?.number ?? 0;
+    const owner = n ? w.procOf(b, n) : undefined;
+    if (accepting.length > 1) throw new Error(`after settling, ${accepting.length} processes accept in slot ${slot}: ${accepting.map((p) => p.pid).join(', ')}`);
+    if (accepting.length === 1 && accepting[0] !== owner) {
+      throw new Error(`pid ${accepting[0]!.pid} accepts in slot ${slot} but the broker's ready generation there is ${n} (pid ${owner?.pid ?? '-'})`);
+    }
+    if (owner && owner.alive && accepting.length === 0) throw new Error(`generation ${n} (pid ${owner.pid}) is ready but does not accept`);
+    if (mustServe[slot] && accepting.length === 0) throw new Error(`a process that served or stood by with its window open was alive in slot ${slot}, and after settling nobody accepts there`);
   }
-  if (owner && owner.alive && accepting.length === 0) throw new Error(`generation ${n} (pid ${owner.pid}) is ready but does not accept`);
-  if (mustServe && accepting.length === 0) throw new Error('a process that served or stood by with its window open was alive, and after settling nobody accepts');
   for (const p of w.procs) {
     if (p.alive && p.readyAsked && p.readySettled === undefined) throw new Error(`pid ${p.pid}: its ready() never settled`);
   }
@@ -118,6 +126,8 @@ const deployReady = command('deployReady', (w) => {
 });
 const commands = [
   fc.constant(null).map(() => command('deploy', (w) => { if (alive(w) < 8) w.deploy(); })),
+  fc.constant(null).map(() => command('spare', (w) => { if (alive(w) < 8) w.deploy(true); })),
+  fc.constant(null).map(() => command('deploySlot1', (w) => { if (alive(w) < 8) w.deploy(false, 1); })),
   fc.constant(null).map(() => deployReady),
   fc.constant(null).map(() => deployReady),
   fc.constant(null).map(() => command('deliverAll', (w) => w.deliverAll())),

@@ -16,7 +16,7 @@ export const T = {
 };
 
 type Up =
-  | { kind: 'join'; standby: number }
+  | { kind: 'join'; standby: number; spare?: boolean; slot?: number }
   | { kind: 'rejoin'; claim: { number: number; state: 'starting' | 'ready' | 'standby' | 'retiring'; epoch?: number; standbyLeft?: number } }
   | { kind: 'ready' } | { kind: 'pong'; id: number } | { kind: 'leaving' } | { kind: 'close' };
 type Down =
@@ -52,6 +52,8 @@ export interface Proc {
   joinSeq: number;
   /** A broker told it to retire or released its window (it may not have heard yet); a resume undoes it. */
   released: boolean;
+  /** Its instance slot (run --instances): one process serves per slot. */
+  slot: number;
 }
 
 export class World {
@@ -165,19 +167,19 @@ export class World {
 
   // ---- processes ----------------------------------------------------------
 
-  /** A new version starts and joins the path. */
-  deploy(): void {
+  /** A new version starts and joins the path; `spare`: a warm spare (its ready, askReady, is its promotion). */
+  deploy(spare = false, slot = 0): void {
     const machine = new GenerationMachine({
       standbyMs: T.standbyAsk, heartbeat: true, retireMode: 'drain', embedded: false, standbyGraceMs: T.standbyGrace, rejoinRetryMs: 20, rejoinRetryMaxMs: 100,
     });
     const p: Proc = {
       pid: this.nextPid++, alive: true, hung: false, machine, conn: undefined, newConn: undefined, rejoinAt: undefined, readopting: false,
-      draining: false, accepting: true, standbyTimerAt: undefined, readySettled: undefined, readyAsked: false, leftOnPurpose: false, joinSeq: Infinity, released: false,
+      draining: false, accepting: true, standbyTimerAt: undefined, readySettled: undefined, readyAsked: false, leftOnPurpose: false, joinSeq: Infinity, released: false, slot,
     };
     this.procs.push(p);
     p.conn = this.connect(p);
-    p.conn.up.push({ kind: 'join', standby: T.standbyAsk });
-    this.log.push(`deploy ${p.pid}`);
+    p.conn.up.push({ kind: 'join', standby: T.standbyAsk, ...(spare ? { spare: true } : {}), ...(slot ? { slot } : {}) });
+    this.log.push(`${spare ? 'spare' : 'deploy'} ${p.pid}${slot ? ` slot ${slot}` : ''}`);
   }
 
   askReady(p: Proc): void {
@@ -310,7 +312,7 @@ export class World {
     this.pruneDetached(b);
     switch (msg.kind) {
       case 'join': {
-        const r = core.join({ clientId: c.id, pid: c.pid, uid: 0 }, ['http'], this.now, { standbyMs: msg.standby, heartbeat: true });
+        const r = core.join({ clientId: c.id, pid: c.pid, uid: 0 }, ['http'], this.now, { standbyMs: msg.standby, heartbeat: true, spare: msg.spare, slot: msg.slot });
         if (!r.ok) { this.closeFromBroker(c); return; }
         c.generation = r.number;
         p.joinSeq = ++this.joins;
@@ -319,7 +321,7 @@ export class World {
         return;
       }
       case 'rejoin': {
-        const r = core.rejoin({ clientId: c.id, pid: c.pid, uid: 0 }, { ...msg.claim, standbyMs: T.standbyAsk, heartbeat: true }, ['http'], this.now);
+        const r = core.rejoin({ clientId: c.id, pid: c.pid, uid: 0 }, { ...msg.claim, standbyMs: T.standbyAsk, heartbeat: true, slot: p.slot }, ['http'], this.now);
         c.generation = r.number;
         c.down.push({ kind: 'rejoined', number: r.number, state: r.state, epoch: r.epoch });
         this.apply(b, r.effects);
