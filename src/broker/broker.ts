@@ -35,7 +35,8 @@ import { admissionRefusal, type Refusal } from './admission';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy, type Grant } from './access';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
-import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core';
+import { HandoverCore, type CoreEvent, type Effect, type HoldFact } from '../core/handover-core';
+import { holdFact } from './hold-fact';
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
@@ -112,6 +113,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   takeoverRefusal: string | undefined;
   private readonly brokerUid = process.getuid?.() ?? 0;
+  /** Whether a ready is checked against /proc (BrokerOptions.verifyReady). */
+  private readonly verifyReady: boolean;
   private readonly holders = new HolderCache();
   /** Handover counters and histograms, fed by this broker's events: in status, and what metrics.ts serves. */
   readonly stats = new HandoverStats(this);
@@ -157,6 +160,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.idleDeadlines = this.opts.idleTimeoutMs > 0 ? new Deadlines(this.opts.idleTimeoutMs, (state) => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
       `idle for ${this.opts.idleTimeoutMs} ms`)) : undefined;
     this.defaultBacklog = options.backlog ?? DEFAULT_LISTEN_BACKLOG;
+    this.verifyReady = options.verifyReady !== false;
     const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     const now = Date.now();
     this.core = new HandoverCore({
@@ -235,6 +239,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         this.emit('release', ev.generation);
         return;
       case 'overdue': this.emit('overdue', ev.generation, ev.what); return;
+      case 'notHolding':
+        debug('generation %d refused: holds none of %s', ev.generation.number, ev.missing.join(','));
+        this.emit('notHolding', ev.generation, ev.missing);
+        return;
       case 'stall':
         if (stall) this.emit('stall', { listener: stall.listener, queued: stall.queued, generation: ev.generation, since: new Date(stall.since) });
         return;
@@ -1116,21 +1124,66 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.execute(r.effects);
   }
 
+  /**
+   * A generation says ready: first the fact the core judges it on (does its
+   * process hold the listeners it adopted? hold-fact.ts, bounded in time),
+   * then the core's decision. The client's channel is paused meanwhile, so
+   * its later requests are answered after this one, in order.
+   */
   private onReady(state: Session, id: number): void {
     const n = state.generation;
-    const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.core.ready(n, Date.now());
-    this.auditLog('ready', state.info, result.ok ? 'ok' : 'ERR_FDBROKER_READY_REFUSED', undefined, n);
+    const gen = n === undefined ? undefined : this.core.get(n);
+    if (n === undefined || gen === undefined || gen.state !== 'starting' || !this.verifyReady) {
+      this.decideReady(state, id, undefined);
+      return;
+    }
+    const adopted: Array<{ name: string; inode: number }> = [];
+    for (const name of gen.adopted) {
+      const rec = this.listenerSet.get(name);
+      const inode = rec ? this.listenerSet.inodeOf(rec) : undefined;
+      if (inode !== undefined) adopted.push({ name, inode });
+    }
+    state.channel.pause();
+    void holdFact(state.info.pid, adopted).then((fact) => {
+      if (this.closed || this.movedTo !== undefined || !this.clients.has(state.info.id)) return;
+      state.channel.resume();
+      // A takeover began meanwhile: the ready waits for its outcome like any other (and is checked again then).
+      const t = this.takeoverInFlight();
+      if (t && t.session !== state) {
+        t.hold(state, { type: 'ready', id });
+        return;
+      }
+      try {
+        this.decideReady(state, id, fact);
+      } catch (err) {
+        this.emit('warning', err as Error);
+        this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a ready: ${(err as Error).message}`));
+      }
+    });
+  }
+
+  private decideReady(state: Session, id: number, fact: HoldFact | undefined): void {
+    const n = state.generation;
+    const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.core.ready(n, Date.now(), fact);
     if (!result.ok) {
+      const missing = fact?.result === 'missing' ? fact.missing : [];
       const why = {
         unknown: 'this connection has not joined as a generation (send "join" first)',
         retiring: `generation ${n} was told to retire: a newer generation serves`,
         overdue: `generation ${n} was not ready within the ready timeout; start a new one`,
         failed: `generation ${n} failed after it was ready (it stopped accepting) and was rolled back`,
+        'not-holding': `generation ${n} (pid ${state.info.pid}) says ready but neither it nor any process it started holds `
+          + `${missing.map((m) => `"${m}"`).join(', ')}: it serves on a socket of its own, or on none. `
+          + 'Serve the adopted listener (listen({ fd }) / the fd from LISTEN_FDS) instead of binding; the older generation serves on',
       }[result.reason];
-      state.reply({ type: 'error', id, code: 'ERR_FDBROKER_READY_REFUSED', message: why });
-      this.emit('clientError', state.info, new FdbrokerError('ERR_FDBROKER_READY_REFUSED', why));
+      const code = result.reason === 'not-holding' ? 'ERR_FDBROKER_NOT_HOLDING' : 'ERR_FDBROKER_READY_REFUSED';
+      this.auditLog('ready', state.info, code, result.reason === 'not-holding' ? missing : undefined, n);
+      state.reply({ type: 'error', id, code, message: why, ...(missing.length > 0 ? { names: missing } : {}) });
+      this.emit('clientError', state.info, new FdbrokerError(code, why));
+      if (result.effects) this.execute(result.effects);
       return;
     }
+    this.auditLog('ready', state.info, 'ok', undefined, n);
     state.reply({ type: 'ack', id, generation: n, state: 'ready' });
     this.execute(result.effects);
   }

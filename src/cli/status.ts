@@ -25,7 +25,11 @@ function generationState(g: GenerationInfo): string {
     case 'ready': return `ready since ${g.readyAt}`;
     case 'standby': return `standing by since ${g.retiringSince} until ${g.standbyUntil} (can resume)`;
     case 'retiring': return `retiring since ${g.retiringSince}${g.readyAt ? ` (ready since ${g.readyAt})` : ' (never ready)'}`;
-    case 'failed': return `FAILED (${printable(g.failedReason ?? 'unknown')}) since ${g.retiringSince}: rolled back`;
+    case 'failed':
+      if (g.failedReason === 'not-holding') {
+        return `FAILED (not-holding: said ready holding no copy of ${(g.holdCheck?.missing ?? []).join(', ') || '?'}; refused) since ${g.retiringSince}`;
+      }
+      return `FAILED (${printable(g.failedReason ?? 'unknown')}) since ${g.retiringSince}: rolled back`;
   }
 }
 
@@ -75,6 +79,7 @@ export function formatStatus(s: StatusMessage): string {
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
     `generations (${s.generations.length}):`,
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
+      + `${g.holdCheck?.result === 'unverified' ? ` (listeners held: unverified, ${printable(g.holdCheck.why ?? '')})` : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${printable(g.label)})` : ''}`),
     ...outsideHoldersNote(s),
     ...(s.metrics ? [metricsText(s.metrics)] : []),

@@ -36,6 +36,15 @@ export interface GenerationInfo {
   readyOverdue: boolean;
   /** Told to retire and still connected after the retire timeout. */
   retireOverdue: boolean;
+  /**
+   * What the broker found when this generation said ready: whether its process
+   * (or a descendant: `fdbroker exec`'s program, cluster workers) held a copy
+   * of every listener it adopted. 'unverified': /proc could not tell (another
+   * uid without the right to read it, hidepid, another PID namespace, or the
+   * check ran out of time); the ready was accepted. 'missing': refused, the
+   * generation failed (failedReason 'not-holding'); `missing` names the listeners.
+   */
+  holdCheck?: { result: 'held' | 'missing' | 'unverified'; missing?: string[]; why?: string };
   /** Retiring: what it last reported it still holds (connections, HTTP/2 sessions, upgraded sockets, open hooked responses). */
   holding?: { connections: number; sessions: number; upgraded: number; hooked: number; at: string };
 }
