@@ -11,7 +11,9 @@ import { treeHolds, type TreeHoldsOptions } from '../holders/tree-holds';
  */
 export async function holdFact(pid: number, adopted: Array<{ name: string; inode: number }>, options?: TreeHoldsOptions): Promise<HoldFact> {
   const r = await treeHolds(pid, adopted.map((a) => a.inode), options);
-  if (r.result !== 'missing') return r;
-  const gone = new Set(r.missing);
-  return { result: 'missing', missing: adopted.filter((a) => gone.has(a.inode)).map((a) => a.name) };
+  if (r.result === 'unverified') return r;
+  const gone = new Set(r.missing ?? []);
+  const missing = adopted.filter((a) => gone.has(a.inode)).map((a) => a.name);
+  if (r.result === 'missing') return { result: 'missing', missing };
+  return missing.length > 0 ? { result: 'held', missing } : { result: 'held' };
 }

@@ -80,6 +80,7 @@ export function formatStatus(s: StatusMessage): string {
     `generations (${s.generations.length}):`,
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
       + `${g.holdCheck?.result === 'unverified' ? ` (listeners held: unverified, ${printable(g.holdCheck.why ?? '')})` : ''}`
+      + `${g.holdCheck?.result === 'held' && g.holdCheck.missing?.length ? ` (holds no copy of ${g.holdCheck.missing.join(', ')})` : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${printable(g.label)})` : ''}`),
     ...outsideHoldersNote(s),
     ...(s.metrics ? [metricsText(s.metrics)] : []),

@@ -39,10 +39,11 @@ export interface GenerationInfo {
   /**
    * What the broker found when this generation said ready: whether its process
    * (or a descendant: `fdbroker exec`'s program, cluster workers) held a copy
-   * of every listener it adopted. 'unverified': /proc could not tell (another
-   * uid without the right to read it, hidepid, another PID namespace, or the
-   * check ran out of time); the ready was accepted. 'missing': refused, the
-   * generation failed (failedReason 'not-holding'); `missing` names the listeners.
+   * of the listeners it adopted. 'held': at least one (`missing`: those it
+   * holds none of, closed as unused). 'unverified': /proc could not tell
+   * (another uid without the right to read it, hidepid, another PID namespace,
+   * or the check ran out of time); the ready was accepted. 'missing': it held
+   * none: refused, the generation failed (failedReason 'not-holding').
    */
   holdCheck?: { result: 'held' | 'missing' | 'unverified'; missing?: string[]; why?: string };
   /** Retiring: what it last reported it still holds (connections, HTTP/2 sessions, upgraded sockets, open hooked responses). */

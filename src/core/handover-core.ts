@@ -17,11 +17,12 @@
 // - Numbers are unique and within 1..MAX_GENERATION: a fresh join takes the
 //   next free one (wrapping), a rejoiner keeps its claim when free.
 // - ready(N) comes with a fact the broker gathered (/proc): whether N's
-//   process holds every listener it adopted. One that holds none or only
-//   some of them (it bound a socket of its own, or closed the one it got) is
-//   refused and fails (failedReason 'not-holding'): it is told to retire, and
-//   nothing else changes (whoever served serves on). 'unverified' (the broker
-//   could not look) is accepted and recorded.
+//   process holds the listeners it adopted. One that holds none of them (it
+//   bound a socket of its own, or closed the one it got) is refused and
+//   fails (failedReason 'not-holding'): it is told to retire, and nothing
+//   else changes (whoever served serves on). One that holds some (programs
+//   close inherited listeners they do not use) and 'unverified' (the broker
+//   could not look) are accepted, and what was found is recorded.
 // - ready(N): N serves. If a generation of higher rank is ready, N is told to
 //   retire at once. Otherwise every generation of lower rank retires; the
 //   newest previously ready one stands by for min(its window, the broker's),
@@ -78,7 +79,8 @@ export interface CoreOptions {
 export interface ClientRef { clientId: number; pid: number; uid: number; label?: string }
 
 export type Notice =
-  | { type: 'retire'; generation: number; by: number; reason: 'newer' | 'failed'; standby?: number }
+  /** reason 'not-holding': its ready was refused (it holds none of its listeners); the notice says so, as it may be read before the error reply. */
+  | { type: 'retire'; generation: number; by: number; reason: 'newer' | 'failed' | 'not-holding'; standby?: number }
   | { type: 'resume'; generation: number; failed: number; reason: string }
   | { type: 'release'; generation: number }
   | { type: 'ping'; id: number };
@@ -109,11 +111,11 @@ export type ReadyRefusal = 'unknown' | 'retiring' | 'overdue' | 'failed' | 'not-
 
 /**
  * What the broker found in /proc when a generation said ready: 'held' (its
- * process or a descendant has a copy of every listener it adopted),
- * 'missing' (the names it holds no copy of), 'unverified' (/proc could not
- * tell: why).
+ * process or a descendant has a copy of at least one listener it adopted;
+ * `missing`: those it has none of), 'missing' (it holds none of them: their
+ * names), 'unverified' (/proc could not tell: why).
  */
-export type HoldFact = { result: 'held' } | { result: 'missing'; missing: string[] } | { result: 'unverified'; why: string };
+export type HoldFact = { result: 'held'; missing?: string[] } | { result: 'missing'; missing: string[] } | { result: 'unverified'; why: string };
 
 /** What a broker hands its successor (takeover); `epoch`: the one the successor's fresh joins get. */
 export interface TableSnapshot { next: number; generations: GenerationInfo[]; epoch?: number; floor?: number }
@@ -286,13 +288,14 @@ export class HandoverCore {
       g.state = 'failed';
       g.failedReason = 'not-holding';
       return { ok: false, reason: 'not-holding', effects: [
-        this.retireNotice(g, this.newestReady(), 'failed'),
+        this.retireNotice(g, this.newestReady(), 'not-holding'),
         emit({ type: 'notHolding', generation: this.info(g), missing: [...holds.missing] }),
       ] };
     }
     const r = this.readyOf(g, nowMs);
     if (r.ok && holds && g.holdCheck === undefined) {
-      g.holdCheck = holds.result === 'unverified' ? { result: 'unverified', why: holds.why } : { result: 'held' };
+      g.holdCheck = holds.result === 'unverified' ? { result: 'unverified', why: holds.why }
+        : { result: 'held', ...(holds.result === 'held' && holds.missing?.length ? { missing: [...holds.missing] } : {}) };
     }
     return r;
   }
@@ -568,7 +571,7 @@ export class HandoverCore {
     return this.rollback(g, nowMs, 'hung');
   }
 
-  private retireNotice(g: Gen, by: number, reason: 'newer' | 'failed', nowMs?: number): Effect {
+  private retireNotice(g: Gen, by: number, reason: 'newer' | 'failed' | 'not-holding', nowMs?: number): Effect {
     if (g.self) return { type: 'retireSelf', by };
     const left = g.state === 'standby' && g.standbyUntilMs !== undefined && nowMs !== undefined ? Math.max(0, g.standbyUntilMs - nowMs) : 0;
     return send(g.number, { type: 'retire', generation: g.number, by, reason, ...(left > 0 ? { standby: left } : {}) });

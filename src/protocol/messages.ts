@@ -102,7 +102,7 @@ export interface AckMessage { type: 'ack'; id: number; generation?: number; stat
  * control connection and waits for "resume" or "release"; without, it drains
  * and exits.
  */
-export interface RetireMessage { type: 'retire'; generation: number; by: number; standby?: number; reason?: 'newer' | 'failed' }
+export interface RetireMessage { type: 'retire'; generation: number; by: number; standby?: number; reason?: 'newer' | 'failed' | 'not-holding' }
 /** Unsolicited, to a generation standing by: the generation that replaced it failed; accept again (adopt anew). */
 export interface ResumeMessage { type: 'resume'; generation: number; failed: number; reason: string }
 /** Unsolicited, to a generation standing by: the window is over; drain and exit. */

@@ -369,7 +369,7 @@ describe('HandoverCore: a ready is judged on whether the process holds its liste
     const n = join(g, 1);
     const r = g.ready(n, 1, { result: 'missing', missing: ['http'] });
     const notice = !r.ok ? r.effects!.find((e) => e.type === 'send') : undefined;
-    expect(notice).toEqual({ type: 'send', to: n, msg: { type: 'retire', generation: n, by: 0, reason: 'failed' } });
+    expect(notice).toEqual({ type: 'send', to: n, msg: { type: 'retire', generation: n, by: 0, reason: 'not-holding' } });
   });
 
   it('held and unverified are accepted and recorded; without a fact (rejoin, embedded) nothing is recorded', () => {
@@ -390,5 +390,14 @@ describe('HandoverCore: a ready is judged on whether the process holds its liste
     // Retiring already (a newer one is ready): the usual refusal, nothing recorded.
     expect(g.ready(a, 2, { result: 'missing', missing: ['http'] })).toEqual({ ok: false, reason: 'retiring' });
     expect(g.get(a)!.holdCheck).toBeUndefined();
+  });
+});
+
+describe('HandoverCore: a generation holding some of its listeners', () => {
+  it('is accepted (programs close inherited listeners they do not use), and what it lacks is recorded', () => {
+    const g = new HandoverCore(opts());
+    const n = join(g, 1);
+    expect(g.ready(n, 1, { result: 'held', missing: ['admin'] }).ok).toBe(true);
+    expect(g.get(n)!.holdCheck).toEqual({ result: 'held', missing: ['admin'] });
   });
 });
