@@ -26,7 +26,8 @@ import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-inf
 import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
   chunkListeners, decodeClientMessage, encodeError, encodeListeners, negotiateVersion,
-  type ClientInfo, type ClientMessage, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
+  type ClientInfo, type ClientMessage, type ListenerInfo, type PauseRequest, type RejoinMessage, type StatusMessage, type TakeoverMessage,
+  type UnpauseRequest,
 } from '../protocol/messages';
 import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
@@ -37,6 +38,7 @@ import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
 import { HandoverCore, type CoreEvent, type Effect, type HoldFact } from '../core/handover-core';
 import { holdFact } from './hold-fact';
+import { Pauses } from './pauses';
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
@@ -116,6 +118,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Whether a ready is checked against /proc (BrokerOptions.verifyReady). */
   private readonly verifyReady: boolean;
   private readonly holders = new HolderCache();
+  /** Paused listeners (`fdbroker pause`) and the notices that go with them (pauses.ts). */
+  private readonly pauses = new Pauses({
+    generations: () => [...this.sessionsByGeneration].flatMap(([number, session]) => {
+      const g = this.core.get(number);
+      return g ? [{ session, number, pid: g.pid, state: g.state, adopted: g.adopted, pausable: session.pausable }] : [];
+    }),
+    changed: (paused, resumed, byDeadline) => {
+      if (paused.length > 0) this.emit('paused', paused);
+      if (resumed.length > 0) this.emit('unpaused', resumed, byDeadline);
+    },
+  });
   /** Handover counters and histograms, fed by this broker's events: in status, and what metrics.ts serves. */
   readonly stats = new HandoverStats(this);
   private readonly mode: number;
@@ -362,6 +375,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private stopTimers(): void {
     clearInterval(this.checkTimer);
+    this.pauses.close();
     this.refusals.close();
     this.sampler?.stop();
   }
@@ -426,6 +440,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.refuseDuringTakeover('remove a listener');
     const l = this.listenerSet.remove(name, this.queuedFd);
     this.acceptWatch.forget(name);
+    this.pauses.forget(name);
     debug('listener %s removed', name);
     this.emit('listenerRemoved', l.info);
     return l.info;
@@ -546,6 +561,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return buildStatus({
       id, controlPath: this.controlPath, startedAt: this.startedAt, listeners: this.listenerSet, closed: this.closed,
       stalledSince: (name) => this.acceptWatch.stalledSince(name),
+      pause: (name, now) => ({ info: this.pauses.table.get(name), ms: this.pauses.table.pausedMs(name, now) }),
       clients: [...this.clients.values()].map((c) => c.info), generations: this.core.list(), metrics: this.stats.snapshot(), scan,
     });
   }
@@ -777,6 +793,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
           state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
           return;
         }
+        state.pausable = msg.pause === true;
         this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0, heartbeat: msg.heartbeat === true });
         return;
       case 'rejoin':
@@ -810,6 +827,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'reload':
         this.onReload(state, msg.id);
+        return;
+      case 'pause':
+      case 'unpause':
+        this.onPause(state, msg);
         return;
       case 'holding':
         // No answer: a report from a connection that is no generation, or one that serves, changes nothing.
@@ -847,6 +868,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const inFlight = this.takeoverInFlight();
     if (inFlight) {
       refuse(new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${inFlight.by.pid} is taking over already: one takeover at a time`));
+      return;
+    }
+    if (this.pauses.table.size > 0) {
+      refuse(new FdbrokerError('ERR_FDBROKER_PAUSED', `listeners are paused (${this.pauses.table.list().map((p) => p.name).join(', ')}): `
+        + 'a successor would not know it; run `fdbroker resume` first'));
       return;
     }
     const tooOld = refuseSuccessor({ protocol: PROTOCOL_VERSION, software: VERSION }, msg);
@@ -983,6 +1009,48 @@ export class Broker extends EventEmitter<BrokerEvents> {
     attempt();
   }
 
+  /**
+   * `fdbroker pause` / `fdbroker resume` (pauses.ts): the broker's own uid and
+   * root only; not on an embedded broker (its own process accepts and has no
+   * notice channel), nor while a takeover is in flight.
+   */
+  private onPause(state: Session, msg: PauseRequest | UnpauseRequest): void {
+    const refuse = (err: FdbrokerError) => {
+      state.reply({ type: 'error', id: msg.id, code: err.code, message: err.message });
+      this.auditLog(msg.type, state.info, err.code, msg.names ?? undefined);
+      this.emit('clientError', state.info, err);
+    };
+    if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
+      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', `uid ${state.info.uid} may not ${msg.type} this broker: only its own uid (${this.brokerUid}) and root may`));
+      return;
+    }
+    if (this.selfGeneration !== undefined) {
+      refuse(new FdbrokerError('ERR_FDBROKER_CANNOT_PAUSE', 'this broker is embedded in an app, which accepts on the listeners itself: it cannot be paused'));
+      return;
+    }
+    let names: string[];
+    try {
+      this.refuseDuringTakeover(msg.type);
+      names = this.listenerSet.select(msg.names ?? null).filter((l) => l.info.kind !== 'udp').map((l) => l.info.name);
+    } catch (err) {
+      refuse(err as FdbrokerError);
+      return;
+    }
+    if (msg.type === 'pause') {
+      try {
+        this.pauses.pause(names, msg.forMs);
+      } catch (err) {
+        refuse(err as FdbrokerError);
+        return;
+      }
+    } else {
+      this.pauses.resume(msg.names ? names : null);
+    }
+    this.auditLog(msg.type, state.info, 'ok', names);
+    const iso = (ms: number) => new Date(ms).toISOString();
+    state.reply({ type: 'paused', id: msg.id, listeners: this.pauses.table.list().map((p) => ({ name: p.name, since: iso(p.since), until: iso(p.until) })) });
+  }
+
   /** Only the broker's own uid and root may reload, whatever the grants (a grant may come from the file being reloaded). */
   private onReload(state: Session, id: number): void {
     if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
@@ -1055,6 +1123,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
       state.reply({ type: 'error', id, code: err.code, message: err.message });
       this.auditLog(op, state.info, err.code, names ?? undefined);
       this.emit('clientError', state.info, err);
+      return;
+    }
+    // A paused listener is handed to nobody new: a deploy during a pause is refused (pauses.ts). A generation
+    // adopting again (a resume after standby) is no one new: it is told its paused set, and keeps to it.
+    try {
+      if (state.generation === undefined) this.pauses.refuseAdopt(selected.map((l) => l.info.name));
+    } catch (err) {
+      const e = err as FdbrokerError;
+      state.reply({ type: 'error', id, code: e.code, message: e.message });
+      this.auditLog(op, state.info, e.code, names ?? undefined);
+      this.emit('clientError', state.info, e);
       return;
     }
     const infos = selected.map((l) => l.info);
@@ -1225,6 +1304,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       const q = results[i]!;
       if (q instanceof Error) return;
       l.queue = q;
+      // Paused: nobody accepts on purpose; the queue is no stall (its watch starts afresh at the resume).
+      if (this.pauses.table.isPaused(l.info.name)) {
+        this.acceptWatch.forget(l.info.name);
+        return;
+      }
       const stall = this.acceptWatch.sample(l.info.name, q.queued, now);
       if (!stall) return;
       this.execute(this.core.stalled(l.info.name, now), { listener: l.info, queued: q.queued, since: stall.since });

@@ -73,7 +73,9 @@ export function formatStatus(s: StatusMessage): string {
     ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${backlogText(l)}`
       + `${l.queued !== undefined ? `  queued ${l.queued}` : ''}${l.broken ? '  BROKEN' : ''}`
       + `${l.removed ? '  REMOVED by a reload: not handed out, held until its holders retire' : ''}`
-      + `${l.stalledSince ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
+      + `${l.paused ? `  PAUSED since ${l.paused.since} until ${l.paused.until} (fdbroker resume ends it)` : ''}`
+      + `${l.pausedMs ? `  paused ${(l.pausedMs / 1000).toFixed(1)} s in all` : ''}`
+      + `${l.stalledSince && !l.paused ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
       + `${l.holders ? `  held by ${l.holders.map((h) => `${h.pid}${h.generation !== undefined ? `(#${h.generation})` : `(${printable(h.comm ?? '?')}, not a generation)`}`).join(' ') || 'nobody else'}` : ''}`),
     `clients (${s.clients.length}):`,
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
