@@ -25,12 +25,20 @@ import type { Listener } from '../client/listener';
 
 /** The backlog for a listener that does not announce one (Node's default). */
 const DEFAULT_BACKLOG = 511;
+/** The period of the timer that keeps a paused process alive (it never does anything). */
+const KEEP_ALIVE_MS = 2 ** 30;
 
 export class AcceptPause {
   /** The listeners the broker says must not accept now. */
   private wanted = new Set<string>();
   /** Paused here: the server and the dup of its listening fd. */
   private readonly held = new Map<string, { server: net.Server; fd: number; backlog: number }>();
+  /**
+   * While something is paused, its server's handle is closed, and nothing
+   * else may keep the process alive (the broker connection is unref'd): this
+   * ref'd timer does, so a paused app does not simply exit.
+   */
+  private keep: NodeJS.Timeout | undefined;
 
   /** `canAccept`: whether this generation may accept now (not standing by or retiring). */
   constructor(private readonly listeners: Record<string, Listener>, private readonly canAccept: () => boolean) {}
@@ -41,6 +49,7 @@ export class AcceptPause {
     for (const n of [...this.held.keys()]) if (!next.has(n)) this.resumeOne(n);
     this.wanted = next;
     if (this.canAccept()) for (const n of next) this.pauseOne(n);
+    this.keepAlive();
   }
 
   /** The names paused in this process now. */
@@ -49,12 +58,22 @@ export class AcceptPause {
   /** After a resume from standby (servers listen again): pause again what is still paused. */
   reapply(): void {
     if (this.canAccept()) for (const n of this.wanted) this.pauseOne(n);
+    this.keepAlive();
   }
 
   /** The generation stands by or retires: its servers stop for good here; the dups are closed. */
   discard(): void {
     for (const h of this.held.values()) native().close(h.fd);
     this.held.clear();
+    this.keepAlive();
+  }
+
+  private keepAlive(): void {
+    if (this.held.size > 0 && !this.keep) this.keep = setInterval(() => undefined, KEEP_ALIVE_MS);
+    else if (this.held.size === 0 && this.keep) {
+      clearInterval(this.keep);
+      this.keep = undefined;
+    }
   }
 
   private pauseOne(name: string): void {
