@@ -152,3 +152,29 @@ describe('fdbroker pause / resume', () => {
     expect(unknown.err).toMatch(/ERR_FDBROKER_UNKNOWN_LISTENER/);
   }, 20_000);
 });
+
+describe('fdbroker pause: the app side', () => {
+  it('pause and resume leak no fd in the app; an app that loses its broker while paused accepts again at once', async () => {
+    const dir = tmpDir();
+    const b = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const port = b.ports.http!;
+    const app = await v1(b.sock);
+    const { quietFdCount, get } = await import('../helpers');
+    await get(port);
+    const fds = await quietFdCount(app.pid);
+    for (let i = 0; i < 3; i++) {
+      expect((await cli(['pause', b.sock])).code).toBe(0);
+      expect((await cli(['resume', b.sock])).code).toBe(0);
+    }
+    expect((await get(port)).body).toContain(`${app.pid} gen 1`);
+    expect(await quietFdCount(app.pid)).toBe(fds);
+    expect((await cli(['pause', b.sock, '--for', '60s'])).code).toBe(0);
+    // The broker dies while the app is paused: nobody could end the pause, so the app accepts again.
+    b.kill('SIGKILL');
+    await b.exited;
+    const t0 = Date.now();
+    const r = await get(port);
+    expect(r.body).toContain(`${app.pid} gen 1`);
+    expect(Date.now() - t0).toBeLessThan(3000);
+  }, 30_000);
+});
