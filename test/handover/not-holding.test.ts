@@ -75,6 +75,20 @@ describe('ready is refused when the process does not hold its listeners', () => 
     expect(Object.keys(stats.servedBy)).toEqual([String(old.pid)]);
   }, 30_000);
 
+  it('fdbroker deploy of a version that binds its own port: rolled back (exit 1), the reason named, v1 serves on', async () => {
+    const dir = tmpDir();
+    const b = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const { old } = await serving(b.sock);
+    // gen-app reads FDBROKER_SOCK; deploy gives FDBROKER_PATH: an empty one makes startGeneration() use FDBROKER_PATH.
+    const d = run(process.execPath, [CLI, 'deploy', b.sock, '--timeout', '15000', '--json', '--log', path.join(dir, 'v2.log'), '--', process.execPath, GEN_APP],
+      { env: { OWN_PORT: '1', FDBROKER_SOCK: '' } });
+    const e = await d.exited;
+    expect(e.code, d.stderr()).toBe(1);
+    expect(d.stderr()).toMatch(/rolled back: generation \d+ said ready holding none of http \(ERR_FDBROKER_NOT_HOLDING/);
+    expect(JSON.parse(d.stdout().trim().split('\n').pop()!)).toMatchObject({ verdict: 'rolled_back' });
+    expect((await get(b.ports.http!)).body).toContain(`${old.pid} gen 1`);
+  }, 30_000);
+
   it('an exec program that serves fd 3 is accepted: the check looks at the program, not the wrapper that closed its copies', async () => {
     const dir = tmpDir();
     const b = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
