@@ -45,7 +45,8 @@ type Table = { kind: 'read'; inodes: Set<number> } | { kind: 'unreadable'; code:
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-function fdInodes(proc: string, pid: number, wanted: Set<number>): Table {
+/** The wanted inodes `pid` holds; its links read HOLD_CHECK_SLICE at a time between turns of the event loop. */
+async function fdInodes(proc: string, pid: number, wanted: Set<number>): Promise<Table> {
   let names: string[];
   try {
     names = fs.readdirSync(`${proc}/${pid}/fd`);
@@ -54,10 +55,11 @@ function fdInodes(proc: string, pid: number, wanted: Set<number>): Table {
     return code === 'ENOENT' || code === 'ESRCH' ? { kind: 'gone' } : { kind: 'unreadable', code };
   }
   const inodes = new Set<number>();
-  for (const name of names) {
+  for (let i = 0; i < names.length; i++) {
+    if (i > 0 && i % HOLD_CHECK_SLICE === 0) await nextTurn();
     let target: string;
     try {
-      target = fs.readlinkSync(`${proc}/${pid}/fd/${name}`);
+      target = fs.readlinkSync(`${proc}/${pid}/fd/${names[i]}`);
     } catch {
       continue; // closed since readdir
     }
@@ -94,7 +96,7 @@ async function check(root: number, inodes: number[], o: Required<TreeHoldsOption
   const missing = new Set(inodes);
   if (missing.size === 0) return { result: 'held' };
   if (!(root > 0)) return { result: 'unverified', why: 'the peer\'s pid is not visible here (another PID namespace)' };
-  const own = fdInodes(o.proc, root, wanted);
+  const own = await fdInodes(o.proc, root, wanted);
   if (own.kind === 'unreadable') return { result: 'unverified', why: `${o.proc}/${root}/fd cannot be read (${own.code})` };
   if (own.kind === 'gone') {
     return o.alive(root) ? { result: 'unverified', why: `pid ${root} runs but ${o.proc}/${root} cannot be seen (hidepid?)` }
@@ -129,7 +131,7 @@ async function check(root: number, inodes: number[], o: Required<TreeHoldsOption
     seen.add(pid);
     if (++read > HOLD_CHECK_MAX_DESCENDANTS || Date.now() > deadline) return { result: 'unverified', why: 'the process tree could not be read in time' };
     if (read % HOLD_CHECK_SLICE === 0) await nextTurn();
-    const t = fdInodes(o.proc, pid, wanted);
+    const t = await fdInodes(o.proc, pid, wanted);
     if (t.kind === 'unreadable') unreadable ??= `${o.proc}/${pid}/fd cannot be read (${t.code})`;
     if (t.kind === 'read') for (const i of t.inodes) missing.delete(i);
     queue.push(...(children.get(pid) ?? []));
