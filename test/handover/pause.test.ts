@@ -154,6 +154,32 @@ describe('fdbroker pause / resume', () => {
 });
 
 describe('fdbroker pause: the app side', () => {
+  it('a rollback during a pause: the version standing by resumes and keeps to the pause; the resume lets the queue in, 0 failed', async () => {
+    const dir = tmpDir();
+    const b = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '20000']);
+    const port = b.ports.http!;
+    const old = await v1(b.sock);
+    const v2 = run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: b.sock, LABEL: 'v2' } });
+    await v2.waitFor(/^ready \d+ gen 2$/m);
+    await old.waitFor(/^retire \d+ by 2$/m);
+    expect((await cli(['pause', b.sock, '--for', '30s'])).code).toBe(0);
+    v2.kill('SIGKILL');
+    await old.waitFor(/^resume \d+ failed 2$/m);
+    await sleep(300);
+    // v1 serves again, but the listener is still paused: a request waits.
+    const load = timedLoad(port, 2);
+    await sleep(1500);
+    expect(load.r.ok).toBe(0);
+    expect((await cli(['resume', b.sock])).code).toBe(0);
+    await sleep(800);
+    const r = await load.stop();
+    expect(r.failed, JSON.stringify(r.kinds)).toBe(0);
+    expect(r.ok).toBeGreaterThan(2);
+    expect(Math.max(...r.latencies.map((x) => x.ms))).toBeGreaterThan(1300);
+    const s = await statusOf(b.sock);
+    expect(s.generations.map((g) => `${g.pid}:${g.state}`)).toEqual([`${old.pid}:ready`]);
+  }, 30_000);
+
   it('pause and resume leak no fd in the app; an app that loses its broker while paused accepts again at once', async () => {
     const dir = tmpDir();
     const b = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
