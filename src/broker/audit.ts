@@ -1,7 +1,7 @@
 // The broker's audit trail: one event per handout, join, rejoin, ready, reload and
 // refusal, for the CLI to print and operators to keep.
 export interface AuditEvent {
-  op: 'connect' | 'adopt' | 'join' | 'rejoin' | 'ready' | 'status' | 'reload' | 'takeover';
+  op: 'connect' | 'adopt' | 'join' | 'rejoin' | 'ready' | 'status' | 'reload' | 'takeover' | 'pause' | 'unpause';
   pid: number;
   uid: number;
   gid: number;

@@ -27,7 +27,8 @@ import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-inf
 import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
   chunkListeners, decodeClientMessage, encodeError, encodeListeners, negotiateVersion,
-  type ClientInfo, type ClientMessage, type ListenerInfo, type RejoinMessage, type StatusMessage, type TakeoverMessage,
+  type ClientInfo, type ClientMessage, type ListenerInfo, type PauseRequest, type RejoinMessage, type StatusMessage, type TakeoverMessage,
+  type UnpauseRequest,
 } from '../protocol/messages';
 import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURES, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../protocol/limits';
 import { VERSION } from '../protocol/version';
@@ -38,7 +39,9 @@ import { decideHandout, grantOf, statusScope } from './grants';
 import { scopeStatus } from './status-scope';
 import { auditEvent, type AuditEvent } from './audit';
 import { bindControlSocket, checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
-import { HandoverCore, type CoreEvent, type Effect } from '../core/handover-core';
+import { HandoverCore, type CoreEvent, type Effect, type HoldFact } from '../core/handover-core';
+import { holdFact } from './hold-fact';
+import { Pauses } from './pauses';
 import { HandoverStats } from '../metrics/handover-stats';
 import { HolderCache, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
@@ -122,7 +125,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
    */
   takeoverRefusal: string | undefined;
   private readonly brokerUid = process.getuid?.() ?? 0;
+  /** Whether a ready is checked against /proc (BrokerOptions.verifyReady). */
+  private readonly verifyReady: boolean;
   private readonly holders = new HolderCache();
+  /** Paused listeners (`fdbroker pause`) and the notices that go with them (pauses.ts). */
+  private readonly pauses = new Pauses({
+    generations: () => [...this.sessionsByGeneration].flatMap(([number, session]) => {
+      const g = this.core.get(number);
+      return g ? [{ session, number, pid: g.pid, state: g.state, adopted: g.adopted, pausable: session.pausable }] : [];
+    }),
+    changed: (paused, resumed, byDeadline) => {
+      if (paused.length > 0) this.emit('paused', paused);
+      if (resumed.length > 0) this.emit('unpaused', resumed, byDeadline);
+    },
+  });
   /** Handover counters and histograms, fed by this broker's events: in status, and what metrics.ts serves. */
   readonly stats = new HandoverStats(this);
   private readonly mode: number;
@@ -172,6 +188,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.idleDeadlines = this.opts.idleTimeoutMs > 0 ? new Deadlines(this.opts.idleTimeoutMs, (state) => this.timeout(state, 'ERR_FDBROKER_TIMEOUT',
       `idle for ${this.opts.idleTimeoutMs} ms`)) : undefined;
     this.defaultBacklog = options.backlog ?? DEFAULT_LISTEN_BACKLOG;
+    this.verifyReady = options.verifyReady !== false;
     const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     const now = Date.now();
     this.core = new HandoverCore({
@@ -250,6 +267,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         this.emit('release', ev.generation);
         return;
       case 'overdue': this.emit('overdue', ev.generation, ev.what); return;
+      case 'notHolding':
+        debug('generation %d refused: holds none of %s', ev.generation.number, ev.missing.join(','));
+        this.emit('notHolding', ev.generation, ev.missing);
+        return;
       case 'stall':
         if (stall) this.emit('stall', { listener: stall.listener, queued: stall.queued, generation: ev.generation, since: new Date(stall.since) });
         return;
@@ -377,6 +398,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private stopTimers(): void {
     clearInterval(this.checkTimer);
+    this.pauses.close();
     this.refusals.close();
     this.denials.close();
     this.sampler?.stop();
@@ -442,6 +464,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.refuseDuringTakeover('remove a listener');
     const l = this.listenerSet.remove(name, this.queuedFd);
     this.acceptWatch.forget(name);
+    this.pauses.forget(name);
     debug('listener %s removed', name);
     this.emit('listenerRemoved', l.info);
     return l.info;
@@ -590,6 +613,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return buildStatus({
       id, controlPath: this.controlPath, startedAt: this.startedAt, listeners: this.listenerSet, closed: this.closed,
       stalledSince: (name) => this.acceptWatch.stalledSince(name),
+      pause: (name, now) => ({ info: this.pauses.table.get(name), ms: this.pauses.table.pausedMs(name, now) }),
       clients: [...this.clients.values()].map((c) => c.info), generations: this.core.list(), metrics: this.stats.snapshot(), scan,
     });
   }
@@ -825,6 +849,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
           state.reply({ type: 'error', id: msg.id, code: 'ERR_FDBROKER_PROTOCOL', message: `already generation ${state.generation}` });
           return;
         }
+        state.pausable = msg.pause === true;
         this.handOut(state, msg.id, msg.names ?? null, { label: msg.label ?? '', standby: msg.standby ?? 0, heartbeat: msg.heartbeat === true, spare: msg.spare === true, slot: msg.slot ?? 0 });
         return;
       case 'rejoin':
@@ -858,6 +883,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       case 'reload':
         this.onReload(state, msg.id);
+        return;
+      case 'pause':
+      case 'unpause':
+        this.onPause(state, msg);
         return;
       case 'holding':
         // No answer: a report from a connection that is no generation, or one that serves, changes nothing.
@@ -895,6 +924,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const inFlight = this.takeoverInFlight();
     if (inFlight) {
       refuse(new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${inFlight.by.pid} is taking over already: one takeover at a time`));
+      return;
+    }
+    if (this.pauses.table.size > 0) {
+      refuse(new FdbrokerError('ERR_FDBROKER_PAUSED', `listeners are paused (${this.pauses.table.list().map((p) => p.name).join(', ')}): `
+        + 'a successor would not know it; run `fdbroker resume` first'));
       return;
     }
     const tooOld = refuseSuccessor({ protocol: PROTOCOL_VERSION, software: VERSION }, msg);
@@ -1031,6 +1065,48 @@ export class Broker extends EventEmitter<BrokerEvents> {
     attempt();
   }
 
+  /**
+   * `fdbroker pause` / `fdbroker resume` (pauses.ts): the broker's own uid and
+   * root only; not on an embedded broker (its own process accepts and has no
+   * notice channel), nor while a takeover is in flight.
+   */
+  private onPause(state: Session, msg: PauseRequest | UnpauseRequest): void {
+    const refuse = (err: FdbrokerError) => {
+      state.reply({ type: 'error', id: msg.id, code: err.code, message: err.message });
+      this.auditLog(msg.type, state.info, err.code, msg.names ?? undefined);
+      this.emit('clientError', state.info, err);
+    };
+    if (state.info.uid !== this.brokerUid && state.info.uid !== 0) {
+      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', `uid ${state.info.uid} may not ${msg.type} this broker: only its own uid (${this.brokerUid}) and root may`));
+      return;
+    }
+    if (this.selfGeneration !== undefined) {
+      refuse(new FdbrokerError('ERR_FDBROKER_CANNOT_PAUSE', 'this broker is embedded in an app, which accepts on the listeners itself: it cannot be paused'));
+      return;
+    }
+    let names: string[];
+    try {
+      this.refuseDuringTakeover(msg.type);
+      names = this.listenerSet.select(msg.names ?? null).filter((l) => l.info.kind !== 'udp').map((l) => l.info.name);
+    } catch (err) {
+      refuse(err as FdbrokerError);
+      return;
+    }
+    if (msg.type === 'pause') {
+      try {
+        this.pauses.pause(names, msg.forMs);
+      } catch (err) {
+        refuse(err as FdbrokerError);
+        return;
+      }
+    } else {
+      this.pauses.resume(msg.names ? names : null);
+    }
+    this.auditLog(msg.type, state.info, 'ok', names);
+    const iso = (ms: number) => new Date(ms).toISOString();
+    state.reply({ type: 'paused', id: msg.id, listeners: this.pauses.table.list().map((p) => ({ name: p.name, since: iso(p.since), until: iso(p.until) })) });
+  }
+
   /** The broker's own uid, root, and uids a rule grants `reload` (--allow-uid does not) may reload. */
   private onReload(state: Session, id: number): void {
     if (!this.permit(state, id, 'reload')) return;
@@ -1050,7 +1126,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /** Checks the grant for `op` (grants.ts); refuses when missing (audited, counted per uid like refusals at accept). */
-  private permit(state: Session, id: number, op: AuditEvent['op'], names?: string[]): boolean {
+  private permit(state: Session, id: number, op: Exclude<AuditEvent['op'], 'pause' | 'unpause'>, names?: string[]): boolean {
     const grant = grantOf(op);
     if (allows(this.policy, state.info, grant)) return true;
     this.deny(state, id, op, { code: 'ERR_FDBROKER_NOT_PERMITTED',
@@ -1114,6 +1190,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
       state.reply({ type: 'error', id, code: err.code, message: err.message });
       this.auditLog(op, state.info, err.code, names ?? undefined);
       this.emit('clientError', state.info, err);
+      return;
+    }
+    // A paused listener is handed to nobody new: a deploy during a pause is refused (pauses.ts). A generation
+    // adopting again (a resume after standby) is no one new: it is told its paused set, and keeps to it.
+    try {
+      if (state.generation === undefined) this.pauses.refuseAdopt(selected.map((l) => l.info.name));
+    } catch (err) {
+      const e = err as FdbrokerError;
+      state.reply({ type: 'error', id, code: e.code, message: e.message });
+      this.auditLog(op, state.info, e.code, names ?? undefined);
+      this.emit('clientError', state.info, e);
       return;
     }
     const infos = selected.map((l) => l.info);
@@ -1184,21 +1271,66 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.execute(r.effects);
   }
 
+  /**
+   * A generation says ready: first the fact the core judges it on (does its
+   * process hold the listeners it adopted? hold-fact.ts, bounded in time),
+   * then the core's decision. The client's channel is paused meanwhile, so
+   * its later requests are answered after this one, in order.
+   */
   private onReady(state: Session, id: number): void {
     const n = state.generation;
-    const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.core.ready(n, Date.now());
-    this.auditLog('ready', state.info, result.ok ? 'ok' : 'ERR_FDBROKER_READY_REFUSED', undefined, n);
+    const gen = n === undefined ? undefined : this.core.get(n);
+    if (n === undefined || gen === undefined || gen.state !== 'starting' || !this.verifyReady) {
+      this.decideReady(state, id, undefined);
+      return;
+    }
+    const adopted: Array<{ name: string; inode: number }> = [];
+    for (const name of gen.adopted) {
+      const rec = this.listenerSet.get(name);
+      const inode = rec ? this.listenerSet.inodeOf(rec) : undefined;
+      if (inode !== undefined) adopted.push({ name, inode });
+    }
+    state.channel.pause();
+    void holdFact(state.info.pid, adopted).then((fact) => {
+      if (this.closed || this.movedTo !== undefined || !this.clients.has(state.info.id)) return;
+      state.channel.resume();
+      // A takeover began meanwhile: the ready waits for its outcome like any other (and is checked again then).
+      const t = this.takeoverInFlight();
+      if (t && t.session !== state) {
+        t.hold(state, { type: 'ready', id });
+        return;
+      }
+      try {
+        this.decideReady(state, id, fact);
+      } catch (err) {
+        this.emit('warning', err as Error);
+        this.fatal(state, new FdbrokerError('ERR_FDBROKER_INTERNAL', `the broker failed on a ready: ${(err as Error).message}`));
+      }
+    });
+  }
+
+  private decideReady(state: Session, id: number, fact: HoldFact | undefined): void {
+    const n = state.generation;
+    const result = n === undefined ? { ok: false as const, reason: 'unknown' as const } : this.core.ready(n, Date.now(), fact);
     if (!result.ok) {
+      const missing = fact?.result === 'missing' ? fact.missing : [];
       const why = {
         unknown: 'this connection has not joined as a generation (send "join" first)',
         retiring: `generation ${n} was told to retire: a newer generation serves`,
         overdue: `generation ${n} was not ready within the ready timeout; start a new one`,
         failed: `generation ${n} failed after it was ready (it stopped accepting) and was rolled back`,
+        'not-holding': `generation ${n} (pid ${state.info.pid}) says ready but neither it nor any process it started holds `
+          + `${missing.map((m) => `"${m}"`).join(', ')}: it serves on a socket of its own, or on none. `
+          + 'Serve the adopted listener (listen({ fd }) / the fd from LISTEN_FDS) instead of binding; the older generation serves on',
       }[result.reason];
-      state.reply({ type: 'error', id, code: 'ERR_FDBROKER_READY_REFUSED', message: why });
-      this.emit('clientError', state.info, new FdbrokerError('ERR_FDBROKER_READY_REFUSED', why));
+      const code = result.reason === 'not-holding' ? 'ERR_FDBROKER_NOT_HOLDING' : 'ERR_FDBROKER_READY_REFUSED';
+      this.auditLog('ready', state.info, code, result.reason === 'not-holding' ? missing : undefined, n);
+      state.reply({ type: 'error', id, code, message: why, ...(missing.length > 0 ? { names: missing } : {}) });
+      this.emit('clientError', state.info, new FdbrokerError(code, why));
+      if (result.effects) this.execute(result.effects);
       return;
     }
+    this.auditLog('ready', state.info, 'ok', undefined, n);
     state.reply({ type: 'ack', id, generation: n, state: 'ready' });
     this.execute(result.effects);
   }
@@ -1240,6 +1372,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       const q = results[i]!;
       if (q instanceof Error) return;
       l.queue = q;
+      // Paused: nobody accepts on purpose; the queue is no stall (its watch starts afresh at the resume).
+      if (this.pauses.table.isPaused(l.info.name)) {
+        this.acceptWatch.forget(l.info.name);
+        return;
+      }
       const stall = this.acceptWatch.sample(l.info.name, q.queued, now);
       if (!stall) return;
       this.execute(this.core.stalled(l.info.name, now), { listener: l.info, queued: q.queued, since: stall.since });

@@ -55,6 +55,12 @@ export interface BrokerEvents {
   leave: [generation: GenerationInfo];
   /** A generation was not ready in time, or did not leave in time after being told to retire. */
   overdue: [generation: GenerationInfo, what: 'ready' | 'retire'];
+  /** Listeners paused (`fdbroker pause`): no generation accepts on them until they resume. */
+  paused: [names: string[]];
+  /** Listeners resumed: by `fdbroker resume`, or their pause's deadline (`byDeadline`). */
+  unpaused: [names: string[], byDeadline: boolean];
+  /** A generation said ready while holding no copy of `missing` (listeners it adopted): refused, failed, told to retire. */
+  notHolding: [generation: GenerationInfo, missing: string[]];
   /** The newest ready generation failed; the one standing by (if any) was told to resume. */
   rollback: [event: RollbackEvent];
   /** The ready generation stopped on purpose (planned: it said "leaving"); the one standing by (if any) was told to resume. */

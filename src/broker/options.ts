@@ -60,6 +60,13 @@ export interface BrokerOptions {
   idleTimeoutMs?: number;
   maxClients?: number;
   maxQueuedMessages?: number;
+  /**
+   * Check each ready against /proc: a generation whose process (and its
+   * descendants) holds no copy of a listener it adopted is refused with
+   * ERR_FDBROKER_NOT_HOLDING and fails (default true). Where /proc cannot
+   * tell, the ready is accepted and status says "unverified".
+   */
+  verifyReady?: boolean;
 }
 
 /** Options only fdbroker itself passes: the embedded broker, takeover, and listeners handed over. */

@@ -13,6 +13,8 @@ export class Session {
   fdsSent = false;
   /** It said "leaving": its connection's end is a planned stop, not a crash. */
   leaving = false;
+  /** It joined with `pause`: it stops and starts accepting when told ("accepting"). */
+  pausable = false;
 
   constructor(readonly info: ClientInfo, readonly channel: Channel, private readonly onSendError: (err: Error) => void) {}
 

@@ -18,6 +18,8 @@ export interface StatusInput {
   listeners: ListenerSet;
   /** Since when each listener's accept queue has not drained (the stall watch), if it has not. */
   stalledSince: (name: string) => number | undefined;
+  /** Each listener's pause now (if paused) and its paused ms in all. */
+  pause?: (name: string, nowMs: number) => { info: { since: number; until: number } | undefined; ms: number };
   clients: ClientInfo[];
   generations: GenerationInfo[];
   metrics: MetricsSnapshot;
@@ -36,7 +38,10 @@ export function buildStatus(i: StatusInput): StatusMessage {
     id: i.id,
     broker: { pid: process.pid, software: `fdbroker/${VERSION}`, protocol: PROTOCOL_VERSION, controlPath: i.controlPath, startedAt: i.startedAt.toISOString() },
     listeners: [
-      ...i.listeners.all().map((l) => ({ ...listenerStatus(l, i.stalledSince(l.info.name)), ...(i.scan ? { holders: holders(i.listeners.inodeOf(l), i.scan) } : {}) })),
+      ...i.listeners.all().map((l) => ({
+        ...listenerStatus(l, i.stalledSince(l.info.name)), ...pauseStatus(l.info.name, i.pause),
+        ...(i.scan ? { holders: holders(i.listeners.inodeOf(l), i.scan) } : {}),
+      })),
       ...i.listeners.removed.list(i.scan, holders),
     ],
     clients: i.clients.map((c) => ({ ...c, adopted: [...c.adopted] })),
@@ -71,6 +76,15 @@ function listenerStatus(l: ListenerRecord, since: number | undefined): ListenerI
     ...(l.broken ? { broken: true } : {}),
     ...(l.queue ? { queued: l.queue.queued, backlogInForce: l.queue.backlog } : {}),
     ...(since !== undefined ? { stalledSince: new Date(since).toISOString() } : {}),
+  };
+}
+
+function pauseStatus(name: string, pause: StatusInput['pause']): Pick<ListenerInfo, 'paused' | 'pausedMs'> {
+  if (!pause) return {};
+  const p = pause(name, Date.now());
+  return {
+    ...(p.info ? { paused: { since: new Date(p.info.since).toISOString(), until: new Date(p.info.until).toISOString() } } : {}),
+    ...(p.ms > 0 ? { pausedMs: p.ms } : {}),
   };
 }
 

@@ -109,7 +109,10 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
         return { verdict: 'rolled_back_after_ready', result: 'rolledBack', last, why: `generation ${seenReady} was ready, then failed; the old version serves again` };
       }
       if (r === 'gone' || r === 'absent') {
-        return { verdict: 'rolled_back', result: 'gone', last, why: `pid ${pid} ${joined === undefined ? 'ended before it joined' : 'left, was refused or missed its ready timeout before it was ready'}` };
+        const why = target?.failedReason === 'not-holding'
+          ? `generation ${target.number} said ready holding none of ${(target.holdCheck?.missing ?? []).join(', ')} (ERR_FDBROKER_NOT_HOLDING: it bound a socket of its own, or closed the one it got); refused`
+          : `pid ${pid} ${joined === undefined ? 'ended before it joined' : 'left, was refused or missed its ready timeout before it was ready'}`;
+        return { verdict: 'rolled_back', result: 'gone', last, why };
       }
       if (Date.now() >= deadline) break;
       await sleep(WAIT_POLL_MS);

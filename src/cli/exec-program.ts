@@ -395,7 +395,8 @@ export class Exec extends EventEmitter<ExecEvents> {
       };
 
       const use = (c: BrokerConnection) => {
-        c.onNotice = (msg) => feed(msg);
+        // "accepting" (pause) is never sent to exec: it does not join with `pause` (a foreign server cannot be paused from here).
+        c.onNotice = (msg) => { if (msg.type !== 'accepting') feed(msg); };
         c.onClose = (err) => {
           if (c !== conn) return;
           lastLoss = err;

@@ -3,7 +3,7 @@
 import { VERSION } from '../protocol/version';
 
 /** The commands, in the order the help lists them. */
-export const COMMAND_NAMES = ['serve', 'run', 'deploy', 'reload', 'status', 'wait', 'exec'] as const;
+export const COMMAND_NAMES = ['serve', 'run', 'deploy', 'reload', 'status', 'wait', 'exec', 'pause', 'resume'] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
 const HEADER = `fdbroker ${VERSION}: hand listening sockets from process to process, without downtime
@@ -19,6 +19,8 @@ const USAGE_LINES = `Usage:
   fdbroker status <control-socket> [--json]
   fdbroker wait <control-socket> [--pid PID] [--until handover|ready] [--timeout MS] [--json] [--quiet]
   fdbroker exec <control-socket> [exec options] -- CMD [ARGS...]
+  fdbroker pause <control-socket> [NAME...] [--for DURATION] [--json]
+  fdbroker resume <control-socket> [NAME...] [--json]
   fdbroker --help | --version      (also COMMAND --help)
 
 `;
@@ -255,6 +257,19 @@ malformed option, a missing value, a bad listener SPEC). With --json
 {"error":{"code","message","usage"}}.
 `;
 
+const PAUSE = `pause: every generation stops accepting on the listeners NAMEd (all when
+none are, udp ones excepted); new connections wait in the accept queue (up to
+its backlog) until resume, or until DURATION (500ms, 5s, 2m; default 30s, at
+most 5m: a forgotten pause ends on its own). Pausing again sets a new
+deadline. Refused, nothing paused, when a generation that cannot stop
+accepting holds one (\`fdbroker exec\`: ERR_FDBROKER_CANNOT_PAUSE). While a
+listener is paused, a new generation (a deploy) that would adopt it is
+refused (ERR_FDBROKER_PAUSED), and so is a takeover. Only the broker's own uid
+and root may. Status shows each paused listener (until when) and its queue.
+resume: ends the pause of the listeners NAMEd, all when none are.
+
+`;
+
 /** Each command's part: its usage lines, then its sections. */
 const SECTIONS: Record<CommandName, string[]> = {
   serve: [SPEC, SERVE],
@@ -264,6 +279,8 @@ const SECTIONS: Record<CommandName, string[]> = {
   status: [STATUS],
   wait: [WAIT],
   exec: [EXEC],
+  pause: [PAUSE],
+  resume: [PAUSE],
 };
 
 /** Sections apart by one blank line, the text ending in one newline. */
@@ -273,7 +290,7 @@ function joinSections(sections: string[]): string {
 
 /** `fdbroker --help`: everything. */
 export function fullHelp(): string {
-  return joinSections([HEADER + USAGE_LINES, SPEC, SERVE, RUN, DEPLOY, STATUS, WAIT, EXEC, RELOAD, TAIL]);
+  return joinSections([HEADER + USAGE_LINES, SPEC, SERVE, RUN, DEPLOY, STATUS, WAIT, EXEC, RELOAD, PAUSE, TAIL]);
 }
 
 /** `fdbroker COMMAND --help`: that command's usage lines and sections only. */

@@ -9,6 +9,7 @@ import { COMMAND_NAMES, commandHelp, fullHelp, type CommandName } from './help';
 import type { Io } from './io';
 import type * as ExecCommand from './exec';
 import type * as ReloadCommand from './reload';
+import type * as PauseCommand from './pause';
 import type * as RunCommand from './run';
 import type * as DeployCommand from './deploy';
 import type * as ServeCommand from './serve';
@@ -32,6 +33,8 @@ const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
   wait: (a, io) => (require('./wait') as typeof WaitCommand).wait(a, io),
   exec: (a, io) => (require('./exec') as typeof ExecCommand).exec(a, io),
   reload: (a, io) => (require('./reload') as typeof ReloadCommand).reload(a, io),
+  pause: (a, io) => (require('./pause') as typeof PauseCommand).pauseCommand('pause', a, io),
+  resume: (a, io) => (require('./pause') as typeof PauseCommand).pauseCommand('resume', a, io),
   run: (a, io) => (require('./run') as typeof RunCommand).run(a, io),
   deploy: (a, io) => (require('./deploy') as typeof DeployCommand).deploy(a, io),
 };
@@ -49,7 +52,7 @@ function asksHelp(args: string[]): boolean {
 }
 
 /** The commands that have a JSON mode print their errors as JSON too, with --json: one line on stdout. */
-const JSON_COMMANDS: ReadonlySet<string> = new Set(['status', 'reload', 'wait']);
+const JSON_COMMANDS: ReadonlySet<string> = new Set(['status', 'reload', 'wait', 'pause', 'resume']);
 
 function wantsJson(cmd: string | undefined, args: string[]): boolean {
   return cmd !== undefined && JSON_COMMANDS.has(cmd) && ownArgs(args).includes('--json');

@@ -238,6 +238,10 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   broker.on('overdue', (g, what) => io.err(what === 'ready'
     ? `fdbroker: generation ${g.number} (pid ${g.pid}) not ready in time; it will not retire anyone`
     : `fdbroker: generation ${g.number} (pid ${g.pid}) told to retire at ${g.retiringSince} and still connected`));
+  broker.on('paused', (names) => io.err(`fdbroker: paused ${names.join(', ')}: connections wait in the queue until \`fdbroker resume\` or the deadline`));
+  broker.on('unpaused', (names, byDeadline) => io.err(`fdbroker: ${names.join(', ')} accept${names.length === 1 ? 's' : ''} again${byDeadline ? ' (the pause reached its deadline)' : ''}`));
+  broker.on('notHolding', (g, missing) => io.err(`fdbroker: REFUSED: generation ${g.number} (pid ${g.pid}) said ready but holds no copy of `
+    + `${missing.map((m) => `"${m}"`).join(', ')} (it serves on a socket of its own, or on none): ERR_FDBROKER_NOT_HOLDING; it was told to retire, the older generation serves on`));
   broker.on('rollback', (e) => {
     const hint = e.resumed !== undefined ? `generation ${e.resumed} resumes serving`
       : typeof opts.noStandbyHint === 'function' ? opts.noStandbyHint() : (opts.noStandbyHint ?? 'no generation stood by: nobody may be accepting now; start a new version');

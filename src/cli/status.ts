@@ -25,7 +25,11 @@ function generationState(g: GenerationInfo): string {
     case 'ready': return `ready since ${g.readyAt}`;
     case 'standby': return `standing by since ${g.retiringSince} until ${g.standbyUntil} (can resume)`;
     case 'retiring': return `retiring since ${g.retiringSince}${g.readyAt ? ` (ready since ${g.readyAt})` : ' (never ready)'}`;
-    case 'failed': return `FAILED (${printable(g.failedReason ?? 'unknown')}) since ${g.retiringSince}: rolled back`;
+    case 'failed':
+      if (g.failedReason === 'not-holding') {
+        return `FAILED (not-holding: said ready holding no copy of ${(g.holdCheck?.missing ?? []).join(', ') || '?'}; refused) since ${g.retiringSince}`;
+      }
+      return `FAILED (${printable(g.failedReason ?? 'unknown')}) since ${g.retiringSince}: rolled back`;
   }
 }
 
@@ -69,12 +73,16 @@ export function formatStatus(s: StatusMessage): string {
     ...s.listeners.map((l) => `  ${l.name.padEnd(16)} ${describeListener(l)}${backlogText(l)}`
       + `${l.queued !== undefined ? `  queued ${l.queued}` : ''}${l.broken ? '  BROKEN' : ''}`
       + `${l.removed ? '  REMOVED by a reload: not handed out, held until its holders retire' : ''}`
-      + `${l.stalledSince ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
+      + `${l.paused ? `  PAUSED since ${l.paused.since} until ${l.paused.until} (fdbroker resume ends it)` : ''}`
+      + `${l.pausedMs ? `  paused ${(l.pausedMs / 1000).toFixed(1)} s in all` : ''}`
+      + `${l.stalledSince && !l.paused ? `  STALLED since ${l.stalledSince}: nobody accepts` : ''}`
       + `${l.holders ? `  held by ${l.holders.map((h) => `${h.pid}${h.generation !== undefined ? `(#${h.generation})` : `(${printable(h.comm ?? '?')}, not a generation)`}`).join(' ') || 'nobody else'}` : ''}`),
     `clients (${s.clients.length}):`,
     ...s.clients.map((c) => `  pid ${c.pid} uid ${c.uid} gid ${c.gid} since ${c.connectedAt} adopted: ${c.adopted.join(', ') || '-'}`),
     `generations (${s.generations.length}):`,
     ...s.generations.map((g) => `  #${g.number} pid ${g.pid}${g.slot ? ` instance ${g.slot}` : ''} ${generationState(g)}${g.readyOverdue ? ' NOT READY IN TIME' : ''}`
+      + `${g.holdCheck?.result === 'unverified' ? ` (listeners held: unverified, ${printable(g.holdCheck.why ?? '')})` : ''}`
+      + `${g.holdCheck?.result === 'held' && g.holdCheck.missing?.length ? ` (holds no copy of ${g.holdCheck.missing.join(', ')})` : ''}`
       + `${g.retireOverdue ? ' RETIRE OVERDUE' : ''}${g.holding ? ` ${describeHolding(g.holding)}` : ''} listeners: ${g.adopted.join(', ') || '-'}${g.label ? ` (${printable(g.label)})` : ''}`),
     ...outsideHoldersNote(s),
     ...(s.holdersScan && s.holdersScan.skipped > 0

@@ -43,7 +43,8 @@ export function waitCondition(s: StatusMessage, until: 'ready' | 'handover', pid
   const gens = s.generations;
   const target = waitTarget(s, pid, isInTree);
   if (!target) return pid !== undefined && !pidIsAlive(pid) ? 'absent' : 'wait';
-  if (target.state === 'failed') return 'failed';
+  // Failed without ever being ready (its ready was refused: not-holding): gone before ready, no rollback of a ready one.
+  if (target.state === 'failed') return target.readyAt === undefined ? 'gone' : 'failed';
   if ((target.state === 'retiring' || target.state === 'standby') && until === 'handover') return 'gone';
   if (target.state === 'starting') return target.readyOverdue ? 'gone' : 'wait';
   if (until === 'ready') return 'ok';

@@ -10,7 +10,7 @@ import { FdbrokerError, systemError } from '../protocol/errors';
 import {
   decodeBrokerMessage, encode, type AckMessage, type AdoptMessage, type BrokerMessage, type ClientMessage, type HandoffMessage,
   type MovedMessage, type PingMessage, type RejoinState, type ReloadedMessage, type RetireMessage, type ResumeMessage,
-  type ReleaseMessage, type StatusMessage,
+  type ReleaseMessage, type StatusMessage, type AcceptingMessage, type PausedMessage,
 } from '../protocol/messages';
 import { CONNECT_RETRY_MS, DEFAULT_TIMEOUT_MS } from './defaults';
 import { MAX_GENERATION, PROTOCOL_VERSIONS } from '../protocol/limits';
@@ -43,7 +43,7 @@ const EPIPE = -32;
 const ECONNRESET = -104;
 
 /** The broker's unsolicited messages to a generation. */
-export type Notice = RetireMessage | ResumeMessage | ReleaseMessage | MovedMessage | PingMessage;
+export type Notice = RetireMessage | ResumeMessage | ReleaseMessage | MovedMessage | PingMessage | AcceptingMessage;
 
 /** join() options. */
 export interface JoinOptions {
@@ -63,6 +63,12 @@ export interface JoinOptions {
   spare?: boolean;
   /** Instance slot (`run --instances`; sent only to a broker with feature "slots"; absent: 0). */
   slot?: number;
+  /**
+   * This process stops and starts accepting when the broker says so (the
+   * "accepting" notice, `fdbroker pause`), sent where the broker lists
+   * feature "pause". Only for a process that runs its servers itself.
+   */
+  pause?: boolean;
 }
 
 /** rejoin() request: the rank and state this generation claims (PROTOCOL.md §2.6 rule 6). */
@@ -82,7 +88,7 @@ export interface RejoinRequest {
 }
 
 /** Messages no request asked for: answered or handed to onNotice. */
-const NOTICE_TYPES = new Set<BrokerMessage['type']>(['retire', 'resume', 'release', 'moved', 'ping']);
+const NOTICE_TYPES = new Set<BrokerMessage['type']>(['retire', 'resume', 'release', 'moved', 'ping', 'accepting']);
 
 /**
  * A connection to a broker. Requests carry ids and answers are matched by id
@@ -396,6 +402,7 @@ export class BrokerConnection {
       ...(options.standby ? { standby: options.standby } : {}), ...(options.heartbeat ? { heartbeat: true } : {}),
       ...(options.spare && this.features.includes('spare') ? { spare: true } : {}),
       ...(options.slot && this.features.includes('slots') ? { slot: options.slot } : {}),
+      ...(options.pause && this.features.includes('pause') ? { pause: true } : {}),
     }, listenersAnswer(), options.timeout ?? DEFAULT_TIMEOUT_MS);
     if (r.generation === undefined) {
       closeAll(r.listeners.map((l) => l.fd));
@@ -489,6 +496,35 @@ export class BrokerConnection {
   async reload(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ added: string[]; removed: string[]; changed: string[]; grants?: string[] }> {
     const r = await this.call<ReloadedMessage>({ type: 'reload', id: this.nextId++ }, replyOf('reloaded'), timeoutMs);
     return { added: r.added, removed: r.removed, changed: r.changed, ...(r.grants ? { grants: r.grants } : {}) };
+  }
+
+  /**
+   * `fdbroker pause`: every generation stops accepting on `names` (all when
+   * absent) for `forMs` (the broker's default and cap apply). Resolves with
+   * every listener paused now. Rejects with ERR_FDBROKER_CANNOT_PAUSE (a
+   * generation that cannot pause holds one: nothing paused), ERR_FDBROKER_NOT_PERMITTED,
+   * ERR_FDBROKER_UNKNOWN_LISTENER, or ERR_FDBROKER_PROTOCOL from a broker without feature "pause".
+   */
+  async pause(names?: string[], forMs?: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<PausedMessage['listeners']> {
+    checkNames(names);
+    this.needFeature('pause');
+    const r = await this.call<PausedMessage>({ type: 'pause', id: this.nextId++, names: names ?? null, ...(forMs !== undefined ? { forMs } : {}) },
+      replyOf('paused'), timeoutMs);
+    return r.listeners;
+  }
+
+  /** `fdbroker resume`: ends the pause of `names` (all when absent). Resolves with the listeners still paused. */
+  async unpause(names?: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<PausedMessage['listeners']> {
+    checkNames(names);
+    this.needFeature('pause');
+    const r = await this.call<PausedMessage>({ type: 'unpause', id: this.nextId++, names: names ?? null }, replyOf('paused'), timeoutMs);
+    return r.listeners;
+  }
+
+  private needFeature(feature: string): void {
+    if (!this.features.includes(feature)) {
+      throw new FdbrokerError('ERR_FDBROKER_VERSION', `the broker at ${this.path} does not support "${feature}" (an older fdbroker): upgrade it first`);
+    }
   }
 
   /**

@@ -40,6 +40,16 @@ export interface GenerationInfo {
   readyOverdue: boolean;
   /** Told to retire and still connected after the retire timeout. */
   retireOverdue: boolean;
+  /**
+   * What the broker found when this generation said ready: whether its process
+   * (or a descendant: `fdbroker exec`'s program, cluster workers) held a copy
+   * of the listeners it adopted. 'held': at least one (`missing`: those it
+   * holds none of, closed as unused). 'unverified': /proc could not tell
+   * (another uid without the right to read it, hidepid, another PID namespace,
+   * or the check ran out of time); the ready was accepted. 'missing': it held
+   * none: refused, the generation failed (failedReason 'not-holding').
+   */
+  holdCheck?: { result: 'held' | 'missing' | 'unverified'; missing?: string[]; why?: string };
   /** Retiring: what it last reported it still holds (connections, HTTP/2 sessions, upgraded sockets, open hooked responses). */
   holding?: { connections: number; sessions: number; upgraded: number; hooked: number; at: string };
 }

@@ -81,7 +81,7 @@ export type GenerationInput =
   | { type: 'ready-acked' }
   | { type: 'ready-refused'; code: string; message: string }
   // The broker's notices (the wire messages fit: extra fields are ignored).
-  | { type: 'retire'; by: number; standby?: number; reason?: 'newer' | 'failed' }
+  | { type: 'retire'; by: number; standby?: number; reason?: 'newer' | 'failed' | 'not-holding' }
   | { type: 'resume'; failed: number; reason: string }
   | { type: 'release' }
   | { type: 'moved' }
@@ -315,10 +315,13 @@ export class GenerationMachine {
     if (this.connected || this.cfg.embedded) out.push({ type: 'send-ready' });
   }
 
-  private onRetire(msg: { by: number; standby?: number; reason?: 'newer' | 'failed' }, now: number, out: GenerationEffect[]): void {
+  private onRetire(msg: { by: number; standby?: number; reason?: 'newer' | 'failed' | 'not-holding' }, now: number, out: GenerationEffect[]): void {
     if (this.phase !== 'starting' && this.phase !== 'ready') return;
     out.push({ type: 'emit', event: 'retire', by: msg.by });
-    this.refuseReady(out, `generation ${this.number} was told to retire before its ready was answered`);
+    // A ready refused because this process holds none of its listeners: the notice may be read before the error reply.
+    if (msg.reason === 'not-holding') {
+      this.refuseReady(out, `generation ${this.number} said ready holding none of the listeners it adopted (it serves on a socket of its own, or none)`, 'ERR_FDBROKER_NOT_HOLDING');
+    } else this.refuseReady(out, `generation ${this.number} was told to retire before its ready was answered`);
     const window = msg.standby ?? 0;
     if (this.cfg.retireMode === 'drain' && this.phase === 'ready' && window > 0 && msg.reason !== 'failed' && this.connected) {
       this.phase = 'standby';
@@ -478,10 +481,10 @@ export class GenerationMachine {
   }
 
   /** A ready in flight is answered "refused" once this generation is told to retire (the broker refuses it then). */
-  private refuseReady(out: GenerationEffect[], message: string): void {
+  private refuseReady(out: GenerationEffect[], message: string, code = 'ERR_FDBROKER_READY_REFUSED'): void {
     if (!this.readyPending) return;
     this.readyPending = false;
-    out.push({ type: 'settle-ready', ok: false, code: 'ERR_FDBROKER_READY_REFUSED', message });
+    out.push({ type: 'settle-ready', ok: false, code, message });
   }
 
   private onClose(planned: boolean, out: GenerationEffect[]): void {

@@ -16,6 +16,13 @@
 //   rejoiners keep their order among themselves. "Newer" means higher rank.
 // - Numbers are unique and within 1..MAX_GENERATION: a fresh join takes the
 //   next free one (wrapping), a rejoiner keeps its claim when free.
+// - ready(N) comes with a fact the broker gathered (/proc): whether N's
+//   process holds the listeners it adopted. One that holds none of them (it
+//   bound a socket of its own, or closed the one it got) is refused and
+//   fails (failedReason 'not-holding'): it is told to retire, and nothing
+//   else changes (whoever served serves on). One that holds some (programs
+//   close inherited listeners they do not use) and 'unverified' (the broker
+//   could not look) are accepted, and what was found is recorded.
 // - ready(N): N serves. If a generation of higher rank is ready, N is told to
 //   retire at once. Otherwise every generation of lower rank retires; the
 //   newest previously ready one stands by for min(its window, the broker's),
@@ -55,6 +62,7 @@
 // - Numbers are unique and within 1..MAX_GENERATION; ranks are unique.
 // - A generation standing by has a window end; one ready, none.
 // - Only a starting generation is a spare, and no spare is ever overdue.
+// - No ready generation was found not holding its listeners (holdCheck 'missing').
 import { MAX_GENERATION } from '../protocol/limits';
 import { GENERATION_STATES, type GenerationInfo, type GenerationState } from './generation-info';
 
@@ -83,7 +91,8 @@ export interface CoreOptions {
 export interface ClientRef { clientId: number; pid: number; uid: number; label?: string }
 
 export type Notice =
-  | { type: 'retire'; generation: number; by: number; reason: 'newer' | 'failed'; standby?: number }
+  /** reason 'not-holding': its ready was refused (it holds none of its listeners); the notice says so, as it may be read before the error reply. */
+  | { type: 'retire'; generation: number; by: number; reason: 'newer' | 'failed' | 'not-holding'; standby?: number }
   | { type: 'resume'; generation: number; failed: number; reason: string }
   | { type: 'release'; generation: number }
   | { type: 'ping'; id: number };
@@ -100,6 +109,8 @@ export type CoreEvent =
   | { type: 'resumed'; generation: number; reason: 'orphaned' }
   | { type: 'release'; generation: number }
   | { type: 'overdue'; generation: GenerationInfo; what: 'ready' | 'retire' }
+  /** Its ready was refused: it does not hold the listeners it adopted; it failed and was told to retire. */
+  | { type: 'notHolding'; generation: GenerationInfo; missing: string[] }
   | { type: 'stall'; listener: string; generation: number | undefined };
 
 export type Effect =
@@ -108,7 +119,15 @@ export type Effect =
   | { type: 'retireSelf'; by: number }
   | { type: 'emit'; event: CoreEvent };
 
-export type ReadyRefusal = 'unknown' | 'retiring' | 'overdue' | 'failed';
+export type ReadyRefusal = 'unknown' | 'retiring' | 'overdue' | 'failed' | 'not-holding';
+
+/**
+ * What the broker found in /proc when a generation said ready: 'held' (its
+ * process or a descendant has a copy of at least one listener it adopted;
+ * `missing`: those it has none of), 'missing' (it holds none of them: their
+ * names), 'unverified' (/proc could not tell: why).
+ */
+export type HoldFact = { result: 'held'; missing?: string[] } | { result: 'missing'; missing: string[] } | { result: 'unverified'; why: string };
 
 /** What a broker hands its successor (takeover); `epoch`: the one the successor's fresh joins get. */
 export interface TableSnapshot { next: number; generations: GenerationInfo[]; epoch?: number; floor?: number }
@@ -269,12 +288,33 @@ export class HandoverCore {
     return { number, state: g.state, epoch: g.rank[0], effects: [emit({ type: 'rejoin', generation: this.info(g) }), ...effects, ...after] };
   }
 
-  /** Generation `n` says it serves. */
-  ready(n: number, nowMs: number): { ok: true; effects: Effect[] } | { ok: false; reason: ReadyRefusal } {
+  /**
+   * Generation `n` says it serves. `holds`: whether its process holds the
+   * listeners it adopted (absent: not checked, as for a rejoin or the
+   * embedded broker's own generation). 'missing' refuses it, fails it and
+   * tells it to retire (the effects come with the refusal).
+   */
+  ready(n: number, nowMs: number, holds?: HoldFact):
+    { ok: true; effects: Effect[] } | { ok: false; reason: ReadyRefusal; effects?: Effect[] } {
     this.notFrozen('ready');
     const g = this.live(n);
     if (!g) return { ok: false, reason: 'unknown' };
-    return this.readyOf(g, nowMs);
+    if (holds?.result === 'missing' && g.state === 'starting') {
+      g.holdCheck = { result: 'missing', missing: [...holds.missing] };
+      this.markRetiring(g, nowMs); // for the retire timeout; the state is failed
+      g.state = 'failed';
+      g.failedReason = 'not-holding';
+      return { ok: false, reason: 'not-holding', effects: [
+        this.retireNotice(g, this.newestReady(), 'not-holding'),
+        emit({ type: 'notHolding', generation: this.info(g), missing: [...holds.missing] }),
+      ] };
+    }
+    const r = this.readyOf(g, nowMs);
+    if (r.ok && holds && g.holdCheck === undefined) {
+      g.holdCheck = holds.result === 'unverified' ? { result: 'unverified', why: holds.why }
+        : { result: 'held', ...(holds.result === 'held' && holds.missing?.length ? { missing: [...holds.missing] } : {}) };
+    }
+    return r;
   }
 
   /** Generation `n`'s connection ended. `planned`: it said "leaving" first (a stop, not a crash). */
@@ -556,7 +596,7 @@ export class HandoverCore {
     return effects;
   }
 
-  private retireNotice(g: Gen, by: number, reason: 'newer' | 'failed', nowMs?: number): Effect {
+  private retireNotice(g: Gen, by: number, reason: 'newer' | 'failed' | 'not-holding', nowMs?: number): Effect {
     if (g.self) return { type: 'retireSelf', by };
     const left = g.state === 'standby' && g.standbyUntilMs !== undefined && nowMs !== undefined ? Math.max(0, g.standbyUntilMs - nowMs) : 0;
     return send(g.number, { type: 'retire', generation: g.number, by, reason, ...(left > 0 ? { standby: left } : {}) });
@@ -676,7 +716,10 @@ export class HandoverCore {
   private info(g: Gen): GenerationInfo {
     const { joinedMs: _j, retiringMs: _r, standbyUntilMs: _s, detachedMs: _d, gone: _g, heartbeat: _h, ping: _p, self: _self, retiredBy: _b, resumedFor: _f, ...rest } = g;
     void _j; void _r; void _s; void _d; void _g; void _h; void _p; void _self; void _b; void _f;
-    return { ...rest, adopted: [...g.adopted], rank: [g.rank[0], g.rank[1]], ...(g.holding ? { holding: { ...g.holding } } : {}) };
+    return {
+      ...rest, adopted: [...g.adopted], rank: [g.rank[0], g.rank[1]], ...(g.holding ? { holding: { ...g.holding } } : {}),
+      ...(g.holdCheck ? { holdCheck: { ...g.holdCheck, ...(g.holdCheck.missing ? { missing: [...g.holdCheck.missing] } : {}) } } : {}),
+    };
   }
 }
 

@@ -21,6 +21,7 @@ import { drain, holding, type DrainResult, type Holding } from './drain';
 import { FdbrokerError } from '../protocol/errors';
 import type { Listener } from '../client/listener';
 import { relisten } from './relisten';
+import { AcceptPause } from './pause-accept';
 import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults';
 import { standbyRequest, type GenerationEvents, type GenerationOptions } from './generation-options';
 import { GenerationMachine, type GenerationEffect, type GenerationInput } from '../core/generation-machine';
@@ -67,6 +68,8 @@ export class Generation {
   private retirePromise: Promise<DrainResult> | undefined;
   private stopUpgrades: (() => void) | undefined;
   private upgradeSetup: (() => void) | undefined;
+  /** `fdbroker pause`: the listeners this process stopped accepting on, and how it starts again (pause-accept.ts). */
+  private readonly pauser: AcceptPause;
   /** While retiring: tells the broker what this process's servers still hold (shown by `fdbroker status`); none without servers (a cluster primary). */
   private readonly reporter = new HoldingReporter(() => (this.servers().length > 0 ? this.holding() : undefined),
     (h) => this.conn?.reportHolding(h) ?? false);
@@ -77,6 +80,10 @@ export class Generation {
     this.broker = broker;
     this.listeners = listeners;
     this.opts = opts;
+    this.pauser = new AcceptPause(listeners, () => {
+      const phase = this.machine.state.phase;
+      return phase === 'starting' || phase === 'ready';
+    });
     this.machine = new GenerationMachine({
       standbyMs: broker !== undefined ? 0 : standbyRequest(opts),
       // This process serves: it answers the broker's pings itself.
@@ -118,11 +125,14 @@ export class Generation {
       case 'close-connection':
         this.conn?.close();
         return;
-      case 'stop-accepting': return this.stopAccepting();
+      case 'stop-accepting':
+        this.pauser.discard();
+        return this.stopAccepting();
       case 'readopt':
         void this.readopt();
         return;
       case 'start-retiring':
+        this.pauser.discard();
         this._retiring = true;
         this.stopUpgrades?.();
         if (e.drain) void this.drainAll().then((r) => this.events.emit('drained', r));
@@ -201,9 +211,12 @@ export class Generation {
   private use(conn: BrokerConnection): void {
     this.conn = conn;
     this.reporter.reset();
-    conn.onNotice = (msg) => this.feed(msg);
+    // "accepting" (feature "pause") is no handover input: it is carried out here, whatever the machine's phase.
+    conn.onNotice = (msg) => (msg.type === 'accepting' ? this.pauser.set(msg.paused) : this.feed(msg));
     conn.onClose = (err) => {
       if (this.conn !== conn) return;
+      // Nobody is left to end a pause: accept again at once.
+      this.pauser.set([]);
       this.lastLoss = err;
       this.feed({ type: 'connection-lost' });
     };
@@ -262,7 +275,7 @@ export class Generation {
       if (options.listen && conn.embedded) return await Generation.successor(path, conn, options, deadline);
       // heartbeat: this process serves, so it answers the broker's pings (a hung one is seen as hung).
       const { generation, epoch, listeners } = await conn.join(options.names, {
-        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true, spare: run.spare, slot: run.slot,
+        label: options.label, timeout: Math.max(0, deadline - Date.now()), standby: standbyRequest(options), heartbeat: true, spare: run.spare, slot: run.slot, pause: true,
       });
       const g = new Generation(path, conn, undefined, { number: generation, epoch }, toListeners(listeners, options.names), options);
       g.slot = run.slot ?? 0;
@@ -456,6 +469,8 @@ export class Generation {
     }
     // Cannot adopt again: this generation cannot serve; it finishes retiring.
     this.feed({ type: ok ? 'readopt-done' : 'readopt-failed' });
+    // Resumed during a pause: its servers listen again; the paused ones stop at once.
+    if (ok) this.pauser.reapply();
   }
 }
 

@@ -128,6 +128,9 @@ export class BrokerMetrics {
     perListener('listener_queued', 'Connections waiting in the listener\'s accept queue (read from the socket)', (l) => l.queued);
     perListener('listener_backlog', 'The listen(2) backlog in force on the listener, read from the socket (tcp: TCP_INFO; unix: sock_diag)',
       (l) => l.backlogInForce);
+    perListener('listener_paused', 'Whether the listener is paused now (`fdbroker pause`): 1, else 0', (l) => (l.paused ? 1 : 0));
+    perListener('listener_paused_seconds', 'Seconds the listener has been paused in all since the broker started, the current pause included',
+      (l) => (l.pausedMs ?? 0) / 1000);
     perListener('listener_holders', 'Processes other than the broker holding a copy of the listener (from /proc)', (l) => l.holders?.length);
     new Gauge({
       name: `${p}removed_listener_holders`, help: 'Processes still holding a listener a reload removed or changed (they serve on it until they retire)',

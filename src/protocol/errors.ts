@@ -42,6 +42,9 @@ export const ERROR_CODES = [
   'ERR_FDBROKER_INVALID_CONFIG',
   'ERR_FDBROKER_RELOAD_FAILED',
   'ERR_FDBROKER_NO_CONFIG',
+  'ERR_FDBROKER_NOT_HOLDING',
+  'ERR_FDBROKER_PAUSED',
+  'ERR_FDBROKER_CANNOT_PAUSE',
 ] as const;
 
 export type FdbrokerErrorCode = (typeof ERROR_CODES)[number];

@@ -11,9 +11,10 @@ export const PROTOCOL_VERSION = 1;
  * "standby-rejoin": `rejoin` with state "standby" and `standbyLeft`;
  * "epoch": `epoch` on join's `listeners` and rejoin's `ack`, and on `rejoin`;
  * "spare": `spare` on `join` (a warm spare, exempt from the ready timeout until it says ready);
- * "slots": `slot` on `join` and `rejoin` (an instance slot of `run --instances`).
+ * "slots": `slot` on `join` and `rejoin` (an instance slot of `run --instances`);
+ * "pause": `pause` and `unpause` requests, `pause` on join, the "accepting" notice.
  */
-export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch', 'spare', 'slots'] as const;
+export const PROTOCOL_FEATURES = ['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch', 'spare', 'slots', 'pause'] as const;
 export type ProtocolFeature = typeof PROTOCOL_FEATURES[number];
 /**
  * Largest generation number on the wire (rejoin, listeners, ack, retire,
@@ -43,3 +44,5 @@ export const MAX_ERROR_TEXT_BYTES = 1024;
 export const MAX_STANDBY_MS = 10 * 60_000;
 /** Most grant changes a `reloaded` answer lists (the decoder's bound; a 64 KiB message holds fewer anyway). */
 export const MAX_GRANT_CHANGES = 4096;
+/** Longest pause a `pause` request may ask for on the wire (the broker caps it lower: MAX_PAUSE_MS). */
+export const MAX_PAUSE_REQUEST_MS = 2 ** 31 - 1;

@@ -2,7 +2,7 @@
 // Pure functions, no I/O. Every message is one SOCK_SEQPACKET packet holding
 // one UTF-8 JSON object with a "type" field. Only "listeners" may carry fds.
 import { FdbrokerError, isBrokerErrorCode, type FdbrokerErrorCode, type UnknownErrorCode } from './errors';
-import { MAX_ERROR_TEXT_BYTES, MAX_GENERATION, MAX_GRANT_CHANGES, MAX_HOLDING_COUNT, MAX_INSTANCES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_STANDBY_MS } from './limits';
+import { MAX_ERROR_TEXT_BYTES, MAX_GENERATION, MAX_GRANT_CHANGES, MAX_HOLDING_COUNT, MAX_INSTANCES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_PAUSE_REQUEST_MS, MAX_STANDBY_MS } from './limits';
 import type { GenerationInfo } from '../core/generation-info';
 import type { MetricsSnapshot } from './metrics-snapshot';
 
@@ -29,6 +29,10 @@ export interface ListenerInfo {
   backlogInForce?: number;
   /** Status only: since when the accept queue has not drained (nobody accepts). */
   stalledSince?: string;
+  /** Status only: paused (`fdbroker pause`): since when, and when it resumes on its own. */
+  paused?: { since: string; until: string };
+  /** Status only: ms this listener has been paused in all, since the broker started. */
+  pausedMs?: number;
   /** Status only: every process holding a copy of this socket (where the broker may read /proc). */
   holders?: HolderInfo[];
 }
@@ -58,8 +62,9 @@ export interface StatusRequest { type: 'status'; id: number; holders?: boolean }
  * Adopt and stay connected as a new generation; `standby`: ms it can stand by after being retired (0: none).
  * `spare` (feature "spare"): a warm spare, joined ahead of time and not accepting until it is promoted; it is
  * exempt from the ready timeout and from the one-starting-at-a-time rule until it says ready.
+ * `pause`: this generation stops and starts accepting when told ("accepting", feature "pause").
  */
-export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean; spare?: boolean; slot?: number }
+export interface JoinMessage { type: 'join'; id: number; names?: string[] | null; label?: string; standby?: number; heartbeat?: boolean; spare?: boolean; slot?: number; pause?: boolean }
 /** Answers the broker's "ping" (generations that joined with `heartbeat`). */
 export interface PongMessage { type: 'pong'; id: number }
 /** The states a generation may claim in `rejoin` ("standby" only where the broker lists the "standby-rejoin" feature). */
@@ -90,6 +95,14 @@ export interface CommittedMessage { type: 'committed'; id: number }
 export interface HoldingMessage { type: 'holding'; connections: number; sessions: number; upgraded: number; hooked: number }
 /** Re-read the broker's configuration and apply it (only the broker's own uid and root may). */
 export interface ReloadRequest { type: 'reload'; id: number }
+/**
+ * Stop accepting on the listeners named (all when none) for `forMs` (the
+ * broker's default and cap apply): every generation is told ("accepting"),
+ * connections wait in the accept queue. Feature "pause"; the broker's own uid and root only.
+ */
+export interface PauseRequest { type: 'pause'; id: number; names?: string[] | null; forMs?: number }
+/** End the pause of the listeners named (all when none). Feature "pause". */
+export interface UnpauseRequest { type: 'unpause'; id: number; names?: string[] | null }
 // Broker -> client
 /** `features`: optional message types this broker accepts (absent: none; PROTOCOL.md §5). */
 export interface WelcomeMessage { type: 'welcome'; version: number; broker: { pid: number; software: string; embedded?: boolean }; features?: string[] }
@@ -108,11 +121,19 @@ export interface AckMessage { type: 'ack'; id: number; generation?: number; stat
  * control connection and waits for "resume" or "release"; without, it drains
  * and exits.
  */
-export interface RetireMessage { type: 'retire'; generation: number; by: number; standby?: number; reason?: 'newer' | 'failed' }
+export interface RetireMessage { type: 'retire'; generation: number; by: number; standby?: number; reason?: 'newer' | 'failed' | 'not-holding' }
 /** Unsolicited, to a generation standing by: the generation that replaced it failed; accept again (adopt anew). */
 export interface ResumeMessage { type: 'resume'; generation: number; failed: number; reason: string }
 /** Unsolicited, to a generation standing by: the window is over; drain and exit. */
 export interface ReleaseMessage { type: 'release'; generation: number }
+/** Answers "pause" and "unpause": every listener paused now, with since and until (ISO times). */
+export interface PausedMessage { type: 'paused'; id: number; listeners: Array<{ name: string; since: string; until: string }> }
+/**
+ * Unsolicited, to a generation that joined with `pause`: the listeners it
+ * must not accept on now (its copies closed, the broker's keeps the queue),
+ * among those it adopted; it accepts on all others. The whole set each time.
+ */
+export interface AcceptingMessage { type: 'accepting'; paused: string[] }
 /** Unsolicited, to the newest ready generation during a standby window, if it joined with `heartbeat`: answer "pong" at once. */
 export interface PingMessage { type: 'ping'; id: number }
 export interface StatusMessage {
@@ -177,12 +198,12 @@ export interface HandoffMessage {
 export interface MovedMessage { type: 'moved'; generation: number; to: number }
 
 export type ClientMessage = HelloMessage | AdoptMessage | StatusRequest | JoinMessage | ReadyMessage | RejoinMessage | PongMessage
-  | HoldingMessage | ReloadRequest | TakeoverMessage | CommittedMessage | LeavingMessage;
+  | HoldingMessage | ReloadRequest | TakeoverMessage | CommittedMessage | LeavingMessage | PauseRequest | UnpauseRequest;
 export type BrokerMessage = WelcomeMessage | ListenersMessage | StatusMessage | ErrorMessage | AckMessage | RetireMessage
-  | ResumeMessage | ReleaseMessage | PingMessage | ReloadedMessage | HandoffMessage | MovedMessage;
+  | ResumeMessage | ReleaseMessage | PingMessage | ReloadedMessage | HandoffMessage | MovedMessage | PausedMessage | AcceptingMessage;
 
-export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'holding', 'takeover', 'committed', 'leaving'] as const;
-export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'reloaded', 'handoff', 'moved'] as const;
+export const CLIENT_MESSAGE_TYPES = ['hello', 'adopt', 'status', 'join', 'ready', 'rejoin', 'pong', 'reload', 'holding', 'takeover', 'committed', 'leaving', 'pause', 'unpause'] as const;
+export const BROKER_MESSAGE_TYPES = ['welcome', 'listeners', 'status', 'error', 'ack', 'retire', 'resume', 'release', 'ping', 'reloaded', 'handoff', 'moved', 'paused', 'accepting'] as const;
 /** The only message type that may carry fds. */
 export const FD_MESSAGE_TYPE = 'listeners';
 
@@ -277,7 +298,8 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
       };
       if (m.type === 'join') {
         if (m.spare !== undefined && typeof m.spare !== 'boolean') throw protocolError('join.spare must be a boolean');
-        return { type: 'join', ...common, ...(m.spare === true ? { spare: true } : {}) };
+        if (m.pause !== undefined && typeof m.pause !== 'boolean') throw protocolError('join.pause must be a boolean');
+        return { type: 'join', ...common, ...(m.spare === true ? { spare: true } : {}), ...(m.pause === true ? { pause: true } : {}) };
       }
       if (!isGeneration(m.generation)) throw protocolError(`rejoin.generation must be an integer from 1 to ${MAX_GENERATION}`);
       if (m.state !== 'starting' && m.state !== 'ready' && m.state !== 'retiring' && m.state !== 'standby') {
@@ -316,6 +338,17 @@ export function decodeClientMessage(payload: Buffer, fdCount: number): ClientMes
     case 'reload':
       if (!isInt(m.id)) throw protocolError('reload.id must be a non-negative integer');
       return { type: 'reload', id: m.id };
+    case 'pause':
+    case 'unpause': {
+      if (!isInt(m.id)) throw protocolError(`${m.type}.id must be a non-negative integer`);
+      const names = m.names;
+      if (names !== undefined && names !== null && (!Array.isArray(names) || names.length > MAX_NAMES_PER_REQUEST || !names.every(isValidName))) {
+        throw protocolError(`${m.type}.names must be an array of listener names`);
+      }
+      if (m.type === 'unpause') return { type: 'unpause', id: m.id, names: (names ?? null) as string[] | null };
+      if (m.forMs !== undefined && !isInt(m.forMs, 0, MAX_PAUSE_REQUEST_MS)) throw protocolError(`pause.forMs must be a whole number of ms from 0 to ${MAX_PAUSE_REQUEST_MS}`);
+      return { type: 'pause', id: m.id, names: (names ?? null) as string[] | null, ...(m.forMs !== undefined ? { forMs: m.forMs as number } : {}) };
+    }
     case 'takeover':
       if (!isInt(m.id)) throw protocolError('takeover.id must be a non-negative integer');
       if (!isInt(m.protocol, 1, 1_000_000)) throw protocolError('takeover.protocol must be a protocol version');
@@ -424,6 +457,19 @@ export function decodeBrokerMessage(payload: Buffer, fdCount: number): BrokerMes
     case 'moved':
       if (!isGeneration(m.generation) || !isInt(m.to)) throw protocolError('moved needs generation (a generation number) and to');
       return { type: 'moved', generation: m.generation, to: m.to };
+    case 'accepting':
+      if (!Array.isArray(m.paused) || m.paused.length > MAX_NAMES_PER_REQUEST || !m.paused.every(isValidName)) {
+        throw protocolError('accepting.paused must be an array of listener names');
+      }
+      return { type: 'accepting', paused: m.paused };
+    case 'paused': {
+      const valid = (l: unknown) => typeof l === 'object' && l !== null && isValidName((l as { name?: unknown }).name)
+        && typeof (l as { since?: unknown }).since === 'string' && typeof (l as { until?: unknown }).until === 'string';
+      if (!isInt(m.id) || !Array.isArray(m.listeners) || m.listeners.length > MAX_NAMES_PER_REQUEST || !m.listeners.every(valid)) {
+        throw protocolError('paused needs id and listeners (name, since, until)');
+      }
+      return m as unknown as PausedMessage;
+    }
     case 'error':
       if (typeof m.code !== 'string' || typeof m.message !== 'string') {
         throw protocolError('error needs code and message');

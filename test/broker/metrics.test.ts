@@ -461,3 +461,27 @@ describe('BrokerMetrics after a reload', () => {
     }
   }, 30_000);
 });
+
+describe('fdbroker serve --metrics: pause', () => {
+  it('listener_paused is 1 while paused and 0 after; listener_paused_seconds adds up the pause', async () => {
+    const { broker, url } = await metricsBroker(['http=tcp://127.0.0.1:0']);
+    const gen = startGen(broker.sock);
+    await gen.waitFor(/^ready \d+ gen 1$/m);
+    const conn = await BrokerConnection.connect(broker.sock);
+    try {
+      expect((await scrape(url)).value('fdbroker_listener_paused', { listener: 'http' })).toBe(0);
+      await conn.pause(['http'], 10_000);
+      await sleep(600);
+      const s = await scrape(url);
+      expect(s.value('fdbroker_listener_paused', { listener: 'http' })).toBe(1);
+      expect(s.value('fdbroker_listener_paused_seconds', { listener: 'http' })).toBeGreaterThanOrEqual(0.5);
+      expect(await conn.unpause()).toEqual([]);
+      // Scrapes share a status for a moment (as they share a /proc scan): wait for one taken after the resume.
+      const after = await scrapeUntil(url, (x) => x.value('fdbroker_listener_paused', { listener: 'http' }) === 0);
+      expect(after.value('fdbroker_listener_paused', { listener: 'http' })).toBe(0);
+      expect(after.value('fdbroker_listener_paused_seconds', { listener: 'http' })).toBeGreaterThanOrEqual(0.5);
+    } finally {
+      conn.close();
+    }
+  }, 20_000);
+});

@@ -264,7 +264,7 @@ describe('fdbroker: argument forms, --help and usage errors of every command', (
     const far = await cliDone(['frobnicate']);
     expect(far.code).toBe(2);
     expect(far.stderr).not.toMatch(/did you mean/);
-    expect(far.stderr).toMatch(/unknown command "frobnicate" \(commands: serve, run, deploy, reload, status, wait, exec\)/);
+    expect(far.stderr).toMatch(/unknown command "frobnicate" \(commands: serve, run, deploy, reload, status, wait, exec, pause, resume\)/);
   });
 
   it('--json: errors are one JSON line on stdout too (status, reload, wait), usage errors included', async () => {

@@ -299,3 +299,15 @@ describe('self-broker mode (embedded)', () => {
     expect(types(m.step({ type: 'ready-acked' }, 0))).toEqual(['settle:ok']);
   });
 });
+
+describe('a ready refused because the process holds none of its listeners', () => {
+  it('the retire notice (read before the error reply) settles the ready with ERR_FDBROKER_NOT_HOLDING, once, and the generation drains', () => {
+    const m = machine();
+    run(m, [{ type: 'ready-requested' }]);
+    const out = m.step({ type: 'retire', by: 4, reason: 'not-holding' }, 0);
+    expect(types(out)).toContain('settle:ERR_FDBROKER_NOT_HOLDING');
+    expect(types(out)).toContain('start-retiring');
+    expect(types(m.step({ type: 'ready-refused', code: 'ERR_FDBROKER_NOT_HOLDING', message: 'x' }, 0))).toEqual([]);
+    expect(m.state.phase).toBe('retiring');
+  });
+});

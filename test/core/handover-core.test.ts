@@ -407,3 +407,63 @@ describe('HandoverCore: takeover', () => {
     expect(join(t, 2)).toBe(3);
   });
 });
+
+describe('HandoverCore: a ready is judged on whether the process holds its listeners', () => {
+  it('a generation holding none of its listeners is refused, fails (not-holding) and is told to retire; the one serving serves on', () => {
+    const g = new HandoverCore(S());
+    join(g, 1); ready(g, 1, 1);
+    const n = join(g, 2, 2);
+    const r = g.ready(n, 3, { result: 'missing', missing: ['http'] });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.reason).toBe('not-holding');
+    expect(sends(r.effects!)).toEqual([`retire:${n}`]);
+    expect(events(r.effects!)).toEqual(['notHolding']);
+    expect(states(g)).toEqual(['1:ready', `${n}:failed`]);
+    expect(g.get(n)).toMatchObject({ failedReason: 'not-holding', holdCheck: { result: 'missing', missing: ['http'] } });
+    expect(g.get(n)!.readyAt).toBeUndefined();
+    expect(g.newestReady()).toBe(1);
+    // It cannot become ready later, holding or not.
+    expect(g.ready(n, 4, { result: 'held' })).toEqual({ ok: false, reason: 'failed' });
+    // Its leave is no rollback: it never served.
+    expect(events(g.leave(n, 5))).toEqual(['leave']);
+    expect(states(g)).toEqual(['1:ready']);
+  });
+
+  it('the retire notice names the serving generation as "by" (0 when none serves)', () => {
+    const g = new HandoverCore(opts());
+    const n = join(g, 1);
+    const r = g.ready(n, 1, { result: 'missing', missing: ['http'] });
+    const notice = !r.ok ? r.effects!.find((e) => e.type === 'send') : undefined;
+    expect(notice).toEqual({ type: 'send', to: n, msg: { type: 'retire', generation: n, by: 0, reason: 'not-holding' } });
+  });
+
+  it('held and unverified are accepted and recorded; without a fact (rejoin, embedded) nothing is recorded', () => {
+    const g = new HandoverCore(opts());
+    const a = join(g, 1); const b = join(g, 2); const c3 = join(g, 3);
+    expect(g.ready(a, 1, { result: 'held' }).ok).toBe(true);
+    expect(g.get(a)!.holdCheck).toEqual({ result: 'held' });
+    expect(g.ready(b, 2, { result: 'unverified', why: 'EACCES' }).ok).toBe(true);
+    expect(g.get(b)!.holdCheck).toEqual({ result: 'unverified', why: 'EACCES' });
+    expect(g.ready(c3, 3).ok).toBe(true);
+    expect(g.get(c3)!.holdCheck).toBeUndefined();
+  });
+
+  it('a refusal for another reason wins over the fact only once the generation left "starting"', () => {
+    const g = new HandoverCore(opts());
+    const a = join(g, 1); const b = join(g, 2);
+    ready(g, b, 1);
+    // Retiring already (a newer one is ready): the usual refusal, nothing recorded.
+    expect(g.ready(a, 2, { result: 'missing', missing: ['http'] })).toEqual({ ok: false, reason: 'retiring' });
+    expect(g.get(a)!.holdCheck).toBeUndefined();
+  });
+});
+
+describe('HandoverCore: a generation holding some of its listeners', () => {
+  it('is accepted (programs close inherited listeners they do not use), and what it lacks is recorded', () => {
+    const g = new HandoverCore(opts());
+    const n = join(g, 1);
+    expect(g.ready(n, 1, { result: 'held', missing: ['admin'] }).ok).toBe(true);
+    expect(g.get(n)!.holdCheck).toEqual({ result: 'held', missing: ['admin'] });
+  });
+});

@@ -36,6 +36,8 @@ function checkStructure(w: World): void {
       ranks.add(r);
       if (g.state === 'standby' && g.standbyUntil === undefined) throw new Error(`broker ${b.id}: ${g.number} stands by without a window`);
       if (g.spare && (g.state !== 'starting' || g.readyOverdue)) throw new Error(`broker ${b.id}: spare ${g.number} is ${g.state}${g.readyOverdue ? ', overdue' : ''}`);
+      if (g.state === 'ready' && g.holdCheck?.result === 'missing') throw new Error(`broker ${b.id}: ${g.number} is ready but was found not holding its listeners`);
+      if (g.holdCheck?.result === 'missing' && g.state !== 'failed') throw new Error(`broker ${b.id}: ${g.number} was found not holding, and is ${g.state}`);
     }
     // A rejoiner from an epoch this broker never gave out (a broker before a restart) never outranks a fresh join.
     const fresh = gens.filter((g) => !g.rejoined && g.clientId !== 0);
@@ -138,6 +140,8 @@ const commands = [
   fc.nat(50).map((i) => command(`deliver(${i})`, (w) => { w.deliver(i); })),
   fc.nat(20).map((i) => command(`ready(${i})`, (w) => { const p = pick(w, i); if (p) w.askReady(p); })),
   fc.nat(20).map((i) => command(`crash(${i})`, (w) => { const p = pick(w, i); if (p) w.crash(p); })),
+  // It binds a socket of its own before it says ready: its ready is refused (not-holding) and it is told to retire.
+  fc.nat(20).map((i) => command(`misbind(${i})`, (w) => { const p = pick(w, i); if (p && !p.readyAsked) p.misbound = true; })),
   fc.nat(20).map((i) => command(`stop(${i})`, (w) => { const p = pick(w, i); if (p) w.stop(p); })),
   fc.nat(20).map((i) => command(`hang(${i})`, (w) => { const p = pick(w, i); if (p) w.hang(p); })),
   fc.nat(20).map((i) => command(`drain(${i})`, (w) => { const p = pick(w, i); if (p) w.finishDrain(p); })),

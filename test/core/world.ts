@@ -54,6 +54,12 @@ export interface Proc {
   released: boolean;
   /** Its instance slot (run --instances): one process serves per slot. */
   slot: number;
+  /**
+   * What /proc shows the broker when it says ready: it holds no copy of its
+   * listener (it bound one of its own). Only the fact the broker's ready sees;
+   * `accepting` keeps meaning "its servers listen".
+   */
+  misbound?: boolean;
 }
 
 export class World {
@@ -329,9 +335,10 @@ export class World {
       }
       case 'ready': {
         if (c.generation === undefined) return;
-        const r = core.ready(c.generation, this.now);
+        const r = core.ready(c.generation, this.now, p.misbound ? { result: 'missing', missing: ['http'] } : { result: 'held' });
         c.down.push(r.ok ? { kind: 'readyAck' } : { kind: 'readyRefused' });
         if (r.ok) this.apply(b, r.effects);
+        else if (r.effects) this.apply(b, r.effects);
         return;
       }
       case 'pong':

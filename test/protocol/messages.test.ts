@@ -217,6 +217,27 @@ describe('protocol codec: generation numbers, epochs, standby rejoin, leaving (i
   });
 
   it('the features a client checks are in PROTOCOL_FEATURES', () => {
-    expect(PROTOCOL_FEATURES).toEqual(expect.arrayContaining(['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch']));
+    expect(PROTOCOL_FEATURES).toEqual(expect.arrayContaining(['holding', 'takeover', 'leaving', 'standby-rejoin', 'epoch', 'pause']));
+  });
+
+  it('pause: pause, unpause and join.pause from a client; paused and accepting from a broker; bad values refused', () => {
+    expect(decodeClientMessage(encode({ type: 'pause', id: 1, names: ['http'], forMs: 5000 }), 0)).toEqual({ type: 'pause', id: 1, names: ['http'], forMs: 5000 });
+    expect(decodeClientMessage(buf({ type: 'pause', id: 1 }), 0)).toEqual({ type: 'pause', id: 1, names: null });
+    expect(decodeClientMessage(buf({ type: 'unpause', id: 2, names: ['a'], forMs: 3 }), 0)).toEqual({ type: 'unpause', id: 2, names: ['a'] });
+    expect(decodeClientMessage(buf({ type: 'join', id: 3, pause: true }), 0)).toMatchObject({ type: 'join', pause: true });
+    expect(decodeClientMessage(buf({ type: 'join', id: 3, pause: false }), 0)).not.toHaveProperty('pause');
+    for (const bad of [{ type: 'pause', id: 1, forMs: -1 }, { type: 'pause', id: 1, forMs: 1.5 }, { type: 'pause', id: 1, names: ['bad name'] },
+      { type: 'unpause' }, { type: 'join', id: 1, pause: 'yes' }]) {
+      expect(code(() => decodeClientMessage(buf(bad), 0)), JSON.stringify(bad)).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+    expect(decodeBrokerMessage(buf({ type: 'accepting', paused: ['http'] }), 0)).toEqual({ type: 'accepting', paused: ['http'] });
+    const p = { type: 'paused', id: 4, listeners: [{ name: 'http', since: '2026-01-01T00:00:00.000Z', until: '2026-01-01T00:00:30.000Z' }] };
+    expect(decodeBrokerMessage(buf(p), 0)).toEqual(p);
+    for (const bad of [{ type: 'accepting' }, { type: 'accepting', paused: [1] }, { type: 'paused', id: 1, listeners: [{ name: 'x' }] },
+    ]) {
+      expect(code(() => decodeBrokerMessage(buf(bad), 0)), JSON.stringify(bad)).toBe('ERR_FDBROKER_PROTOCOL');
+    }
+    // Neither carries fds.
+    expect(code(() => decodeBrokerMessage(buf({ type: 'accepting', paused: [] }), 1))).toBe('ERR_FDBROKER_PROTOCOL');
   });
 });
