@@ -126,4 +126,10 @@ describe('fdbroker deploy', () => {
     expect(d.code).toBe(DEPLOY_EXIT.error);
     expect(d.stderr).toMatch(/no `fdbroker run` on .*give the command/);
   });
+
+  it('at a path where nothing is: exit 4, saying nothing runs there and how to start one', async () => {
+    const d = await deployCmd(path.join(tmpDir(), 'nope.sock'), []);
+    expect(d.code).toBe(DEPLOY_EXIT.error);
+    expect(d.stderr).toMatch(/nothing at .*nope\.sock: no broker runs there; start one \(`fdbroker run /);
+  });
 });
