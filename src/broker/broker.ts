@@ -43,7 +43,7 @@ import { HandoverCore, type CoreEvent, type Effect, type HoldFact } from '../cor
 import { holdFact } from './hold-fact';
 import { Pauses } from './pauses';
 import { HandoverStats } from '../metrics/handover-stats';
-import { HolderCache, type HoldersScan } from '../holders/holders';
+import { HolderCache, socketInode, type HoldersScan } from '../holders/holders';
 import { createListener, type OwnedListener } from './listeners';
 import { recordedSockets, recordSockets, socketsFile, type RecoveredFrom } from './recover';
 import { SlotSockets } from './slot-sockets';
@@ -1287,7 +1287,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const adopted: Array<{ name: string; inode: number }> = [];
     for (const name of gen.adopted) {
       const rec = this.listenerSet.get(name);
-      const inode = rec ? this.listenerSet.inodeOf(rec) : undefined;
+      if (!rec) continue;
+      // In an instance slot the process holds its slot's socket of the group (slot-sockets.ts), not the first one.
+      const fd = this.slotSockets.fdFor(name, gen.slot ?? 0, rec.fd);
+      let inode: number | undefined;
+      try { inode = fd === rec.fd ? this.listenerSet.inodeOf(rec) : socketInode(fd); } catch { inode = undefined; }
       if (inode !== undefined) adopted.push({ name, inode });
     }
     state.channel.pause();
