@@ -376,6 +376,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       throw err;
     }
     broker.listenOn(broker.acceptor);
+    // An embedded broker's listeners die with its app; a side path (gen.expose) is no path a broker restarts on.
+    broker.recordsSockets = options.recover !== false && options.self === undefined;
     broker.recordSockets();
     return broker;
   }
@@ -592,8 +594,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.metricsSocket = l;
   }
 
+  /** Whether this broker keeps PATH.sockets (set at start). */
+  private recordsSockets = false;
+
   /** PATH.sockets: what a broker started later on this path may take back from the generations (recover.ts). */
   private recordSockets(): void {
+    if (!this.recordsSockets) return;
     const inodes = this.listenerSet.all().map((l) => this.listenerSet.inodeOf(l)).filter((i): i is number => i !== undefined);
     const err = recordSockets(this.controlPath, inodes);
     if (err) debug('cannot record the listeners in %s: %s', socketsFile(this.controlPath), err.message);

@@ -36,8 +36,9 @@ export interface BrokerOptions {
   /**
    * A listener whose address is in use by a listening socket this broker's
    * user created (a stopped broker's, still held by its generations) is taken
-   * back from a holder with pidfd_getfd instead of failing with EADDRINUSE
-   * (default true; see recover.ts).
+   * back from a holder with pidfd_getfd instead of failing with EADDRINUSE,
+   * and this broker records its own listeners in PATH.sockets for a later
+   * one (default true, except for a broker embedded in an app; see recover.ts).
    */
   recover?: boolean;
   /** Take sockets passed by systemd (LISTEN_FDS) as listeners too (default true). */

@@ -70,7 +70,7 @@ export function exposeListeners(listeners: Listener[], path: string, options: { 
   const held = listeners.filter((l) => l.fd >= 0 && (!l.server || isListening(l.server)));
   const mine = dupForSelf(held.map((l) => ({ info: infoOf(l), fd: l.fd })));
   // Broker.start owns (and on failure closes) the duplicates.
-  return Broker.startInternal({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false });
+  return Broker.startInternal({ controlPath: path, listenerFds: mine, mode: options.mode, inherit: false, recover: false });
 }
 
 function infoOf(l: Listener): ReceivedListener['info'] {
