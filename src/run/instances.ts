@@ -28,69 +28,30 @@
 // - stop(): as Supervisor (SIGTERM once to every process, SIGKILL after the
 //   stop timeout).
 // Emits Supervisor's events (cli/run.ts reports them the same way); no spare.
-import { EventEmitter } from 'node:events';
 import type { GenerationInfo } from '../core/generation-info';
 import type { RollbackEvent } from '../broker/events';
-import { inTree } from '../cli/proc-tree';
-import { exitStatus } from '../cli/exec-program';
 import { restartDelay } from './backoff';
-import { CrashWindow } from './crash-loop';
-import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS, ROLLBACK_WAIT_MS } from './defaults';
-import { Member, type Role } from './member';
-import type { ExitInfo, RunSupervisor, SupervisorEvents, SupervisorOptions } from './supervisor';
+import { DEFAULT_RUN_READY_TIMEOUT_MS, ROLLBACK_WAIT_MS } from './defaults';
+import type { Member, Role } from './member';
+import type { ExitInfo, RunSupervisor, SupervisorOptions } from './supervisor';
+import { SupervisorBase } from './supervisor-base';
 
 export interface InstanceSupervisorOptions extends Omit<SupervisorOptions, 'spare'> {
   /** How many processes serve at once (2 or more; at most MAX_INSTANCES). */
   instances: number;
 }
 
-export class InstanceSupervisor extends EventEmitter<SupervisorEvents> implements RunSupervisor {
-  private readonly o: InstanceSupervisorOptions;
-  private readonly members = new Set<Member>();
-  private readonly crashes: CrashWindow;
-  private readonly now: () => number;
-  private stopping = false;
+export class InstanceSupervisor extends SupervisorBase<InstanceSupervisorOptions> implements RunSupervisor {
   private readonly restartTimers = new Map<number, NodeJS.Timeout>();
   /** The deploy in flight: the slot being replaced now. */
   private roll: { slot: number; startedAt: number } | undefined;
-  private stopWaiters: Array<() => void> = [];
-  private readonly unhook: () => void;
-  killedAtStop = false;
-
-  constructor(options: InstanceSupervisorOptions) {
-    super();
-    this.o = options;
-    this.now = options.now ?? Date.now;
-    this.crashes = new CrashWindow(options.crashLoop?.count, options.crashLoop?.windowMs);
-    const b = options.broker;
-    const onJoin = (g: GenerationInfo) => this.onJoin(g);
-    const onReady = (g: GenerationInfo, retire: number[]) => this.onReady(g, retire);
-    const onRollback = (e: RollbackEvent) => this.onRollback(e);
-    const onOverdue = (g: GenerationInfo, what: 'ready' | 'retire') => { if (what === 'ready') this.onReadyOverdue(g); };
-    b.on('join', onJoin);
-    b.on('rejoin', onJoin);
-    b.on('ready', onReady);
-    b.on('rollback', onRollback);
-    b.on('overdue', onOverdue);
-    this.unhook = () => {
-      b.off('join', onJoin);
-      b.off('rejoin', onJoin);
-      b.off('ready', onReady);
-      b.off('rollback', onRollback);
-      b.off('overdue', onOverdue);
-    };
-  }
 
   processes(): Array<{ pid: number; role: Role; generation: number | undefined; ready: boolean; slot: number }> {
     return [...this.members].map((m) => ({ pid: m.pid, role: m.role, generation: m.generation, ready: m.ready, slot: m.slot }));
   }
 
-  owns(pid: number): boolean {
-    return [...this.members].some((m) => m.pid === pid);
-  }
-
   start(): void {
-    for (let slot = 0; slot < this.o.instances; slot++) this.launch(slot, 'serving', 'start');
+    for (let slot = 0; slot < this.o.instances; slot++) this.launch('serving', 'start', slot);
   }
 
   /** Replaces the slots one at a time; false (and 'deployRefused') while a deploy or a restart is in flight, or run stops. */
@@ -111,100 +72,22 @@ export class InstanceSupervisor extends EventEmitter<SupervisorEvents> implement
       }
     }
     this.roll = { slot: 0, startedAt: this.now() };
-    this.launch(0, 'candidate', 'deploy');
+    this.launch('candidate', 'deploy', 0);
     return true;
   }
 
-  stop(): Promise<void> {
-    if (!this.stopping) {
-      this.stopping = true;
-      for (const t of this.restartTimers.values()) clearTimeout(t);
-      this.restartTimers.clear();
-      for (const m of this.members) this.stopMember(m);
-    }
-    return new Promise((resolve) => {
-      if (this.members.size === 0) {
-        this.unhook();
-        resolve();
-      } else this.stopWaiters.push(resolve);
-    });
+  protected cancelTimers(): void {
+    for (const t of this.restartTimers.values()) clearTimeout(t);
+    this.restartTimers.clear();
   }
 
   private serving(slot: number): Member | undefined {
     return [...this.members].find((m) => m.slot === slot && m.role === 'serving');
   }
 
-  private launch(slot: number, role: Role, why: 'start' | 'restart' | 'deploy'): Member {
-    const o = this.o;
-    const m = Member.launch({
-      controlPath: o.broker.controlPath, command: o.command, args: o.args ?? [], contract: o.contract, spare: false, slot,
-      env: o.env ?? process.env, output: (pid, stream, chunk) => this.emit('output', pid, stream, chunk),
-    }, role, this.now());
-    this.members.add(m);
-    let exited = false;
-    const onExit = (code: number | null, signal: NodeJS.Signals | null, startError?: Error) => {
-      if (exited) return;
-      exited = true;
-      this.onExit(m, {
-        pid: m.pid, signal, status: startError ? 127 : exitStatus(code, signal),
-        text: startError ? `could not be started: ${startError.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`,
-      });
-    };
-    m.child.on('error', (err) => { if (m.child.pid === undefined) onExit(null, null, err); });
-    m.child.on('exit', (code, signal) => onExit(code, signal));
-    if (m.pid > 0) {
-      this.emit('spawn', m.pid, role, why);
-      this.armReadyTimer(m);
-    }
-    return m;
-  }
-
-  private armReadyTimer(m: Member): void {
-    const ms = this.o.readyTimeoutMs ?? DEFAULT_RUN_READY_TIMEOUT_MS;
-    m.readyTimer = setTimeout(() => {
-      if (m.ready || !m.alive || m.stopRequested) return;
-      this.emit('readyTimeout', m.pid, ms);
-      if (m.role === 'candidate') m.stopRequested = true;
-      this.stopMember(m, m.role !== 'candidate');
-    }, ms);
-  }
-
-  private stopMember(m: Member, asCrash = false): void {
-    if (!asCrash) m.stopRequested = true;
-    m.signal('SIGTERM');
-    if (m.killTimer) return;
-    m.killTimer = setTimeout(() => {
-      if (!m.alive) return;
-      if (this.stopping) this.killedAtStop = true;
-      this.emit('kill', m.pid);
-      m.signal('SIGKILL');
-    }, this.o.stopTimeoutMs ?? DEFAULT_RUN_STOP_TIMEOUT_MS);
-  }
-
-  private memberOfPid(pid: number): Member | undefined {
-    const mine = [...this.members];
-    return mine.find((m) => m.pid === pid) ?? mine.find((m) => m.generation === undefined && inTree(pid, m.pid));
-  }
-
-  private memberOfGeneration(n: number): Member | undefined {
-    return [...this.members].find((m) => m.generation === n);
-  }
-
-  private onJoin(g: GenerationInfo): void {
-    const m = this.memberOfPid(g.pid);
-    if (m && m.generation === undefined) m.generation = g.number;
-  }
-
-  private onReady(g: GenerationInfo, retire: number[]): void {
-    for (const n of retire) {
-      const old = this.memberOfGeneration(n);
-      if (old) old.role = 'retiring';
-    }
-    const m = this.memberOfGeneration(g.number) ?? this.memberOfPid(g.pid);
+  protected onReady(g: GenerationInfo, retire: number[]): void {
+    const m = this.markReady(g, retire);
     if (!m) return;
-    m.generation ??= g.number;
-    m.ready = true;
-    clearTimeout(m.readyTimer);
     const wasCandidate = m.role === 'candidate';
     m.role = 'serving';
     for (const other of this.members) if (other !== m && other.slot === m.slot && other.role === 'serving') other.role = 'retiring';
@@ -227,10 +110,10 @@ export class InstanceSupervisor extends EventEmitter<SupervisorEvents> implement
       this.rollOn(m, generation);
       return;
     }
-    this.launch(next, 'candidate', 'deploy');
+    this.launch('candidate', 'deploy', next);
   }
 
-  private onRollback(e: RollbackEvent): void {
+  protected onRollback(e: RollbackEvent): void {
     if (e.resumed !== undefined) {
       const back = this.memberOfGeneration(e.resumed);
       if (back) {
@@ -241,35 +124,12 @@ export class InstanceSupervisor extends EventEmitter<SupervisorEvents> implement
         this.emit('resumed', back.pid, e.resumed);
       }
     }
-    // Alive but failed (it stopped accepting, or hung): stop it; its slot is restarted unless the broker resumed one.
-    const failed = this.memberOfGeneration(e.failed.number);
-    if (failed && failed.alive && e.reason !== 'left') {
-      const wasServing = failed.role === 'serving';
-      failed.role = 'retiring';
-      this.stopMember(failed);
-      if (wasServing && e.resumed === undefined && !this.stopping) this.launch(failed.slot, 'serving', 'restart');
-    }
+    // Its slot is restarted unless the broker resumed one.
+    const failed = this.stopFailed(e);
+    if (failed) this.launch('serving', 'restart', failed.slot);
   }
 
-  private onReadyOverdue(g: GenerationInfo): void {
-    const m = this.memberOfGeneration(g.number);
-    if (!m || m.ready || m.stopRequested) return;
-    this.emit('readyTimeout', m.pid, this.now() - m.startedAt);
-    if (m.role === 'candidate') m.stopRequested = true;
-    this.stopMember(m, m.role !== 'candidate');
-  }
-
-  private onExit(m: Member, exit: ExitInfo): void {
-    this.members.delete(m);
-    m.clearTimers();
-    const tail = m.tail.text();
-    if (this.stopping) {
-      if (this.members.size === 0) {
-        this.unhook();
-        for (const w of this.stopWaiters.splice(0)) w();
-      }
-      return;
-    }
+  protected onMemberExit(m: Member, exit: ExitInfo, tail: string[]): void {
     if (m.role === 'retiring') {
       this.emit('retired', exit);
       return;
@@ -282,12 +142,8 @@ export class InstanceSupervisor extends EventEmitter<SupervisorEvents> implement
       return;
     }
     // An instance died without being told to.
-    const count = this.crashes.record(this.now());
-    if (this.crashes.looping) {
-      this.emit('crashLoop', count, this.crashes.windowMs, exit, tail);
-      void this.stop();
-      return;
-    }
+    const count = this.recordCrash(exit, tail);
+    if (count === undefined) return;
     const slot = m.slot;
     // A deploy's new process for this slot is starting: it takes over when ready.
     const candidate = [...this.members].find((x) => x.slot === slot && x.role === 'candidate');
@@ -315,7 +171,7 @@ export class InstanceSupervisor extends EventEmitter<SupervisorEvents> implement
     clearTimeout(this.restartTimers.get(slot));
     const go = () => {
       this.restartTimers.delete(slot);
-      if (!this.stopping && !this.serving(slot)) this.launch(slot, 'serving', 'restart');
+      if (!this.stopping && !this.serving(slot)) this.launch('serving', 'restart', slot);
     };
     if (delay === 0) go();
     else this.restartTimers.set(slot, setTimeout(go, delay));

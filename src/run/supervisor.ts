@@ -31,16 +31,14 @@
 // (a wrapper such as `fdbroker exec`, `npm start`, `sh -c`).
 //
 // Library code: it never prints; the CLI (cli/run.ts) reports the events.
-import { EventEmitter } from 'node:events';
+import type { EventEmitter } from 'node:events';
 import type { Broker } from '../broker/broker';
 import type { GenerationInfo } from '../core/generation-info';
 import type { RollbackEvent } from '../broker/events';
-import { inTree } from '../cli/proc-tree';
-import { exitStatus } from '../cli/exec-program';
 import { restartDelay, type BackoffOptions } from './backoff';
-import { CrashWindow } from './crash-loop';
-import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS, ROLLBACK_WAIT_MS, SPARE_REPLACE_DELAY_MS } from './defaults';
-import { Member, type Contract, type Role } from './member';
+import { DEFAULT_RUN_READY_TIMEOUT_MS, ROLLBACK_WAIT_MS, SPARE_REPLACE_DELAY_MS } from './defaults';
+import type { Contract, Member, Role } from './member';
+import { SupervisorBase } from './supervisor-base';
 
 export interface SupervisorOptions {
   broker: Broker;
@@ -102,52 +100,14 @@ export interface RunSupervisor extends EventEmitter<SupervisorEvents> {
   readonly killedAtStop: boolean;
 }
 
-export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSupervisor {
-  private readonly o: SupervisorOptions;
-  private readonly members = new Set<Member>();
-  private readonly crashes: CrashWindow;
-  private readonly now: () => number;
-  private stopping = false;
+export class Supervisor extends SupervisorBase<SupervisorOptions> implements RunSupervisor {
   private restartTimer: NodeJS.Timeout | undefined;
   private rollbackTimer: NodeJS.Timeout | undefined;
   private spareTimer: NodeJS.Timeout | undefined;
-  private stopWaiters: Array<() => void> = [];
-  private readonly unhook: () => void;
-  /** Exit status to report (RUN_EXIT set by the CLI): a SIGKILL at the stop timeout is remembered. */
-  killedAtStop = false;
-
-  constructor(options: SupervisorOptions) {
-    super();
-    this.o = options;
-    this.now = options.now ?? Date.now;
-    this.crashes = new CrashWindow(options.crashLoop?.count, options.crashLoop?.windowMs);
-    const b = options.broker;
-    const onJoin = (g: GenerationInfo) => this.onJoin(g);
-    const onReady = (g: GenerationInfo, retire: number[]) => this.onReady(g, retire);
-    const onRollback = (e: RollbackEvent) => this.onRollback(e);
-    const onOverdue = (g: GenerationInfo, what: 'ready' | 'retire') => { if (what === 'ready') this.onReadyOverdue(g); };
-    b.on('join', onJoin);
-    b.on('rejoin', onJoin);
-    b.on('ready', onReady);
-    b.on('rollback', onRollback);
-    b.on('overdue', onOverdue);
-    this.unhook = () => {
-      b.off('join', onJoin);
-      b.off('rejoin', onJoin);
-      b.off('ready', onReady);
-      b.off('rollback', onRollback);
-      b.off('overdue', onOverdue);
-    };
-  }
 
   /** The processes run has now, by role (for tests and status lines). */
   processes(): Array<{ pid: number; role: Role; generation: number | undefined; ready: boolean }> {
     return [...this.members].map((m) => ({ pid: m.pid, role: m.role, generation: m.generation, ready: m.ready }));
-  }
-
-  /** Whether `pid` is a process run started (child_process reaps it; the Reaper must not). */
-  owns(pid: number): boolean {
-    return [...this.members].some((m) => m.pid === pid);
   }
 
   /** Starts the first process. */
@@ -178,21 +138,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSup
     return true;
   }
 
-  /** Stops every process (SIGTERM once, SIGKILL after the stop timeout); resolves when all have exited. */
-  stop(): Promise<void> {
-    if (!this.stopping) {
-      this.stopping = true;
-      clearTimeout(this.restartTimer);
-      clearTimeout(this.rollbackTimer);
-      clearTimeout(this.spareTimer);
-      for (const m of this.members) this.stopMember(m);
-    }
-    return new Promise((resolve) => {
-      if (this.members.size === 0) {
-        this.unhook();
-        resolve();
-      } else this.stopWaiters.push(resolve);
-    });
+  protected cancelTimers(): void {
+    clearTimeout(this.restartTimer);
+    clearTimeout(this.rollbackTimer);
+    clearTimeout(this.spareTimer);
   }
 
   private serving(): Member | undefined {
@@ -203,85 +152,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSup
     return [...this.members].find((m) => m.role === 'spare');
   }
 
-  private launch(role: Role, why: 'start' | 'restart' | 'deploy' | 'spare'): Member {
-    const o = this.o;
-    const m = Member.launch({
-      controlPath: o.broker.controlPath, command: o.command, args: o.args ?? [], contract: o.contract,
-      spare: role === 'spare', env: o.env ?? process.env,
-      output: (pid, stream, chunk) => this.emit('output', pid, stream, chunk),
-    }, role, this.now());
-    this.members.add(m);
-    let exited = false;
-    const onExit = (code: number | null, signal: NodeJS.Signals | null, startError?: Error) => {
-      if (exited) return;
-      exited = true;
-      this.onExit(m, {
-        pid: m.pid, signal, status: startError ? 127 : exitStatus(code, signal),
-        text: startError ? `could not be started: ${startError.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`,
-      });
-    };
-    // 'error' without 'exit': the command could not be started at all.
-    m.child.on('error', (err) => { if (m.child.pid === undefined) onExit(null, null, err); });
-    m.child.on('exit', (code, signal) => onExit(code, signal));
-    if (m.pid > 0) {
-      this.emit('spawn', m.pid, role, why);
-      if (role !== 'spare') this.armReadyTimer(m);
-    }
-    return m;
-  }
-
-  private armReadyTimer(m: Member): void {
-    const ms = this.o.readyTimeoutMs ?? DEFAULT_RUN_READY_TIMEOUT_MS;
-    clearTimeout(m.readyTimer);
-    m.readyTimer = setTimeout(() => {
-      if (m.ready || !m.alive || m.stopRequested) return;
-      this.emit('readyTimeout', m.pid, ms);
-      // A restart that hangs counts as a crash when it exits; a deploy's candidate fails.
-      if (m.role === 'candidate') m.stopRequested = true;
-      this.stopMember(m, m.role !== 'candidate');
-    }, ms);
-  }
-
-  /** SIGTERM, then SIGKILL after the stop timeout. `asCrash`: its exit still counts as a crash. */
-  private stopMember(m: Member, asCrash = false): void {
-    if (!asCrash) m.stopRequested = true;
-    m.signal('SIGTERM');
-    if (m.killTimer) return;
-    m.killTimer = setTimeout(() => {
-      if (!m.alive) return;
-      if (this.stopping) this.killedAtStop = true;
-      this.emit('kill', m.pid);
-      m.signal('SIGKILL');
-    }, this.o.stopTimeoutMs ?? DEFAULT_RUN_STOP_TIMEOUT_MS);
-  }
-
-  private memberOfPid(pid: number): Member | undefined {
-    const mine = [...this.members];
-    return mine.find((m) => m.pid === pid) ?? mine.find((m) => m.generation === undefined && inTree(pid, m.pid));
-  }
-
-  private memberOfGeneration(n: number): Member | undefined {
-    return [...this.members].find((m) => m.generation === n);
-  }
-
-  private onJoin(g: GenerationInfo): void {
-    const m = this.memberOfPid(g.pid);
-    if (m && m.generation === undefined) {
-      m.generation = g.number;
-      if (m.role === 'spare') this.emit('spareJoined', m.pid, g.number);
-    }
-  }
-
-  private onReady(g: GenerationInfo, retire: number[]): void {
-    for (const n of retire) {
-      const old = this.memberOfGeneration(n);
-      if (old && old.role !== 'spare') old.role = 'retiring';
-    }
-    const m = this.memberOfGeneration(g.number) ?? this.memberOfPid(g.pid);
+  protected onReady(g: GenerationInfo, retire: number[]): void {
+    const m = this.markReady(g, retire);
     if (!m) return;
-    m.generation ??= g.number;
-    m.ready = true;
-    clearTimeout(m.readyTimer);
     const ms = this.now() - m.startedAt;
     const wasCandidate = m.role === 'candidate';
     const wasPromoted = m.promoted;
@@ -302,7 +175,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSup
     else this.ensureSpare();
   }
 
-  private onRollback(e: RollbackEvent): void {
+  protected onRollback(e: RollbackEvent): void {
     // The serving process left unretired: it died (its connection closed as
     // the kernel closed its fds, before run hears of the exit). Promote the
     // spare now rather than at the exit, a few ms to tens of ms later.
@@ -325,44 +198,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSup
         this.emit('resumed', back.pid, e.resumed);
       }
     }
-    // Alive but failed (it stopped accepting, or hung): stop it; its exit is no crash to count twice.
-    const failed = this.memberOfGeneration(e.failed.number);
-    if (failed && failed.alive && e.reason !== 'left') {
-      const wasServing = failed.role === 'serving';
-      failed.role = 'retiring';
-      this.stopMember(failed);
-      if (wasServing && e.resumed === undefined && !this.stopping) this.replaceServing();
-    }
+    if (this.stopFailed(e)) this.replaceServing();
   }
 
-  private onReadyOverdue(g: GenerationInfo): void {
-    const m = this.memberOfGeneration(g.number);
-    if (!m || m.ready || m.stopRequested) return;
-    this.emit('readyTimeout', m.pid, this.now() - m.startedAt);
-    if (m.role === 'candidate') m.stopRequested = true;
-    this.stopMember(m, m.role !== 'candidate');
-  }
-
-  private onExit(m: Member, exit: ExitInfo): void {
-    this.members.delete(m);
-    m.clearTimers();
-    const tail = m.tail.text();
-    if (this.stopping) {
-      if (this.members.size === 0) {
-        this.unhook();
-        for (const w of this.stopWaiters.splice(0)) w();
-      }
-      return;
-    }
+  protected onMemberExit(m: Member, exit: ExitInfo, tail: string[]): void {
     if (m.replaced) {
       // Already replaced by the spare (onRollback): a crash all the same.
-      const n = this.crashes.record(this.now());
-      if (this.crashes.looping) {
-        this.emit('crashLoop', n, this.crashes.windowMs, exit, tail);
-        void this.stop();
-        return;
-      }
-      this.emit('crash', exit, tail, undefined);
+      if (this.recordCrash(exit, tail) !== undefined) this.emit('crash', exit, tail, undefined);
       return;
     }
     // Told to leave (retired by the broker, a spare replaced after a deploy): no crash.
@@ -375,12 +217,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> implements RunSup
       return;
     }
     // An unrequested exit of the serving process or the spare.
-    const count = this.crashes.record(this.now());
-    if (this.crashes.looping) {
-      this.emit('crashLoop', count, this.crashes.windowMs, exit, tail);
-      void this.stop();
-      return;
-    }
+    const count = this.recordCrash(exit, tail);
+    if (count === undefined) return;
     if (m.role === 'spare') {
       const delay = restartDelay(count, this.o.backoff);
       this.emit('crash', exit, tail, delay);
