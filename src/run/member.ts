@@ -112,10 +112,14 @@ export class Member {
   /** A spare that was promoted (it serves in place of one that died). */
   promoted = false;
 
-  /** A spare: tells it to accept and say ready (one byte on its pipe). */
-  promote(): void {
+  /** When it was promoted (the clock given at start), for a spare that was. */
+  promotedAt: number | undefined;
+
+  /** A spare: tells it to accept and say ready (one byte on its pipe) at `now`. */
+  promote(now: number): void {
     this.promotePipe?.end('1');
     this.promoted = true;
+    this.promotedAt = now;
     this.role = 'serving';
   }
 

@@ -155,7 +155,8 @@ export class Supervisor extends SupervisorBase<SupervisorOptions> implements Run
   protected onReady(g: GenerationInfo, retire: number[]): void {
     const m = this.markReady(g, retire);
     if (!m) return;
-    const ms = this.now() - m.startedAt;
+    // A promoted spare: from its promotion (it had been waiting, warm, since its start).
+    const ms = this.now() - (m.promotedAt ?? m.startedAt);
     const wasCandidate = m.role === 'candidate';
     const wasPromoted = m.promoted;
     m.role = 'serving';
@@ -184,7 +185,7 @@ export class Supervisor extends SupervisorBase<SupervisorOptions> implements Run
     if (e.reason === 'left' && gone?.role === 'serving' && spare && !this.stopping && e.resumed === undefined) {
       gone.replaced = true;
       gone.role = 'retiring';
-      spare.promote();
+      spare.promote(this.now());
       this.armReadyTimer(spare);
       this.emit('promote', spare.pid);
       return;
@@ -228,7 +229,7 @@ export class Supervisor extends SupervisorBase<SupervisorOptions> implements Run
     // The serving process died.
     const spare = this.spare();
     if (spare) {
-      spare.promote();
+      spare.promote(this.now());
       this.armReadyTimer(spare);
       this.emit('crash', exit, tail, undefined);
       this.emit('promote', spare.pid);
@@ -261,7 +262,7 @@ export class Supervisor extends SupervisorBase<SupervisorOptions> implements Run
   private replaceServing(): void {
     const spare = this.spare();
     if (spare) {
-      spare.promote();
+      spare.promote(this.now());
       this.armReadyTimer(spare);
       this.emit('promote', spare.pid);
       return;
