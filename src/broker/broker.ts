@@ -238,7 +238,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private announce(ev: CoreEvent, stall?: { listener: ListenerInfo; queued: number; since: number }): void {
     switch (ev.type) {
-      case 'join': this.emit('join', ev.generation); return;
+      // Who holds what changed: the next status scans again rather than reuse a scan from before.
+      case 'join': this.holders.clear(); this.emit('join', ev.generation); return;
       case 'rejoin': this.emit('rejoin', ev.generation); return;
       case 'ready':
         debug('generation %d ready; retiring %s', ev.generation.number, ev.retire.join(',') || 'none');
@@ -246,7 +247,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (this.core.hasStandby()) this.sampler?.hurry();
         this.emit('ready', ev.generation, ev.retire);
         return;
-      case 'leave': this.emit('leave', ev.generation); return;
+      case 'leave': this.holders.clear(); this.emit('leave', ev.generation); return;
       case 'rollback':
         debug('generation %d failed (%s); resuming %s', ev.failed.number, ev.reason, ev.resumed ?? 'none');
         this.acceptWatch.reset();
@@ -354,7 +355,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
         if (broker.listenerSet.has(spec.name)) {
           throw new FdbrokerError('ERR_FDBROKER_DUPLICATE_NAME', `two listeners are named "${spec.name}"`);
         }
-        recorded ??= options.recover !== false ? recordedSockets(options.controlPath) : new Set();
+        // Not in a takeover (the old broker serves on and holds what it recorded); never a socket this broker holds already.
+        recorded ??= options.recover !== false && !options.takeover
+          ? new Set([...recordedSockets(options.controlPath)].filter((i) => !broker.listenerSet.all().some((l) => broker.listenerSet.inodeOf(l) === i)))
+          : new Set();
         const l = createListener(spec, broker.defaultBacklog, { insecureDir: options.insecureDir, recover: recorded, reusePort: broker.slotSockets.wants(spec) });
         broker.adopt(l, spec);
         if (l.recoveredFrom) broker.recovered.push({ listener: l.info, from: l.recoveredFrom });
@@ -1011,7 +1015,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       connected: (state) => this.clients.has(state.info.id) && !state.channel.isClosed,
       drop: (state) => this.drop(state, true),
       handOver: (by, held) => this.handOver(by, held),
-      aborted: (by, reason) => this.emit('takeoverAborted', by, reason),
+      aborted: (by, reason) => {
+        // The successor may have written PATH.sockets already: it is this broker's again.
+        this.recordSockets();
+        this.emit('takeoverAborted', by, reason);
+      },
     };
   }
 

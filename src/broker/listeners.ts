@@ -72,8 +72,19 @@ export function createListener(spec: ListenerSpec, defaultBacklog = DEFAULT_LIST
     if (spec.kind === 'tcp') check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt');
     if (spec.kind === 'tcp' && options.reusePort) check(n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1), 'setsockopt');
     const where = `${v6 ? `[${spec.host}]` : spec.host}:${spec.port}`;
-    const r = n.bind(fd, { family: v6 ? 'inet6' : 'inet', address: spec.host!, port: spec.port! });
+    // With SO_REUSEPORT a bind would succeed and join a stopped broker's group
+    // (its instances serving on): look for its socket first, and take it back.
+    const early = spec.kind === 'tcp' && options.reusePort && options.recover ? recoverListener(spec, options.recover) : undefined;
+    if (early?.kind === 'refused') {
+      throw Object.assign(new Error(`listener "${spec.name}" cannot bind ${spec.kind}://${where} (EADDRINUSE): ${early.reason}`), { code: 'EADDRINUSE', syscall: 'bind', address: where });
+    }
+    const r = early?.kind === 'recovered' ? 0 : n.bind(fd, { family: v6 ? 'inet6' : 'inet', address: spec.host!, port: spec.port! });
     let recoveredFrom: RecoveredFrom | undefined;
+    if (early?.kind === 'recovered') {
+      n.close(fd);
+      fd = early.fd;
+      recoveredFrom = early.from;
+    }
     if (r < 0) {
       const cause = systemError(r, 'bind', where);
       const recovery = cause.code === 'EADDRINUSE' && options.recover && spec.kind === 'tcp' ? recoverListener(spec, options.recover) : undefined;

@@ -83,8 +83,15 @@ export function recoverListener(spec: ListenerSpec, recorded: ReadonlySet<number
       lastError = `pid ${h.pid} (${h.comm}): ${systemError(fd, 'pidfd_getfd').code ?? fd}`;
       continue;
     }
-    if (fs.fstatSync(fd).ino !== found.inode) {
-      // The process closed or replaced that fd between the scan and the copy.
+    // The very socket /proc named, and one listening at spec's own address: the
+    // fd itself is checked, not the text of /proc (a unix path may hold anything).
+    let same: boolean;
+    try {
+      same = fs.fstatSync(fd).ino === found.inode && listensAt(fd, spec);
+    } catch {
+      same = false;
+    }
+    if (!same) {
       n.close(fd);
       continue;
     }
@@ -94,8 +101,22 @@ export function recoverListener(spec: ListenerSpec, recorded: ReadonlySet<number
   return {
     kind: 'refused',
     reason: `${who} still ${holders.length === 1 ? 'holds' : 'hold'} the listening socket of a stopped broker, and this broker may not take a copy (${lastError || 'it was gone'}): `
-      + `start the broker as that process's user or as root (CAP_SYS_PTRACE), or stop ${holders.length === 1 ? 'it' : 'them'}`,
+      + `start the broker as that process's user or as root (CAP_SYS_PTRACE; where kernel.yama.ptrace_scope is 1 or more, only CAP_SYS_PTRACE; pidfd_getfd needs Linux 5.6), or stop ${holders.length === 1 ? 'it' : 'them'}`,
   };
+}
+
+/** Whether `fd` is a listening stream socket bound to exactly spec's address (tcp: host and port; unix: path). */
+function listensAt(fd: number, spec: ListenerSpec): boolean {
+  const n = native();
+  const c = n.constants;
+  const [err, type, family, accepting] = n.inspect([fd]);
+  if (err !== 0 || type !== c.SOCK_STREAM || accepting !== 1) return false;
+  const name = n.sockname(fd);
+  if (typeof name === 'number') return false;
+  if (spec.kind === 'unix') return family === c.AF_UNIX && name.family === 'unix' && name.path === spec.path;
+  if (spec.kind !== 'tcp' || (name.family !== 'inet' && name.family !== 'inet6')) return false;
+  const v6 = spec.host!.includes(':');
+  return name.port === spec.port && canonical(name.address, v6) === canonical(spec.host!, v6);
 }
 
 /** The record of a broker's listening sockets, beside its control socket. */
@@ -111,8 +132,10 @@ export function socketsFile(controlPath: string): string {
 export function recordSockets(controlPath: string, inodes: readonly number[]): Error | undefined {
   const file = socketsFile(controlPath);
   const tmp = `${file}.${process.pid}.tmp`;
+  let created = false;
   try {
     const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    created = true;
     try {
       fs.writeSync(fd, `${JSON.stringify({ pid: process.pid, inodes })}\n`);
     } finally {
@@ -121,7 +144,8 @@ export function recordSockets(controlPath: string, inodes: readonly number[]): E
     fs.renameSync(tmp, file);
     return undefined;
   } catch (err) {
-    try { fs.unlinkSync(tmp); } catch { /* not created */ }
+    // Only what this call created: never a file someone else put at that name.
+    if (created) try { fs.unlinkSync(tmp); } catch { /* renamed or gone */ }
     return err as Error;
   }
 }
@@ -179,8 +203,10 @@ function listeningUnix(path: string): Listening | undefined {
     return undefined;
   }
   for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 8 || f[7] !== path) continue;
+    // Num RefCount Protocol Flags Type St Inode Path: the path is the rest of the line (it may hold spaces).
+    const m = /^\s*(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s(.*)$/.exec(line);
+    if (!m || m[8] !== path) continue;
+    const f = m.slice(1);
     if ((Number.parseInt(f[3]!, 16) & UNIX_ACCEPTCON) === 0) continue;
     return { inode: Number(f[6]), uid: st.uid };
   }

@@ -89,5 +89,15 @@ function bindMetricsSocket(address: MetricsAddress): OwnedListener {
 
 function sameAddress(info: ListenerInfo, address: MetricsAddress): boolean {
   const host = address.host === 'localhost' ? '127.0.0.1' : address.host;
-  return info.address === host && (address.port === 0 || info.port === address.port);
+  return info.address !== undefined && canonicalHost(info.address) === canonicalHost(host) && (address.port === 0 || info.port === address.port);
+}
+
+/** One spelling per address ("0::1" and "::1" alike). */
+function canonicalHost(host: string): string {
+  if (!host.includes(':')) return host;
+  try {
+    return new URL(`http://[${host}]/`).hostname;
+  } catch {
+    return host;
+  }
 }

@@ -217,7 +217,11 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
     // A metrics socket taken over while this broker serves none is closed: never a port that accepts and never answers.
     if (!metricsAddress) broker.holdMetricsSocket(undefined);
     const listen = metricsAddress ? await prepareMetrics(broker, metricsAddress, io, metricsToken) : undefined;
-    if (listen && v.takeover === true) metrics = await metricsAfterTakeover(listen, io);
+    if (listen && v.takeover === true) {
+      metrics = await metricsAfterTakeover(listen, io);
+      // No endpoint after all: the socket handed over must not accept and never answer.
+      if (!metrics) broker.holdMetricsSocket(undefined);
+    }
     else if (listen) metrics = await listen();
   } catch (err) {
     broker.close();

@@ -228,6 +228,11 @@ async function scanSlices(pids: number[], wanted: Set<number>, sliceLinks: numbe
       if (at >= names.length) break;
       await nextTurn();
       budget.links = sliceLinks;
+      // A table too large for the budget: this process and the rest count as skipped (what it holds is unknown).
+      if (Date.now() >= deadline) {
+        counts.skipped += pids.length - k;
+        return;
+      }
     }
     counts.scanned++;
     if (fds.length > 0) found.push({ pid, fds });

@@ -42,7 +42,7 @@ describe('a broker started again after one stopped', () => {
     const second = await startBroker(dir, [`http=tcp://127.0.0.1:${port}`, `u=unix:${path.join(dir, 'u.sock')}`], ['--standby', '1000']);
     expect(second.stdout()).toMatch(new RegExp(`listener "http" .* was still held by pid ${v1Pid} \\(node\\)`));
     expect(second.stdout()).toMatch(/listener "u" .* was still held by pid \d+/);
-    // The same socket: the one the app accepts on (its inode did not change).
+    // Both listeners are the new broker's again (the copies taken back, each checked to be the very socket at that address).
     const st = await statusJson(second.sock);
     expect(st.listeners.map((l: { name: string }) => l.name).sort()).toEqual(['http', 'u']);
     // The generation rejoins the new broker.
