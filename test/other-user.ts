@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ROOT, run, type Proc } from './helpers';
+import { ROOT, run, tmpDir, type Proc } from './helpers';
 
 export const NOBODY = 65534;
 
@@ -71,4 +71,11 @@ export function sharedCopy(): SharedCopy {
 /** Runs `cmd args` as uid/gid (no supplementary groups), with cwd `cwd` (readable by that user). */
 export function runAs(uid: number, gid: number, cwd: string, cmd: string, args: string[], env?: NodeJS.ProcessEnv): Proc {
   return run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', cmd, ...args], { env, cwd });
+}
+
+/** A fresh temp dir other users can traverse (0711: not list or write), for a control socket they connect to. */
+export function sharedDir(): string {
+  const d = tmpDir();
+  fs.chmodSync(d, 0o711);
+  return d;
 }

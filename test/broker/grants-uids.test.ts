@@ -14,7 +14,7 @@ import { Broker } from '../../src/broker/broker';
 import type { RefusalSummary } from '../../src/broker/refusal-tally';
 import type { AuditEvent } from '../../src/broker/audit';
 import { cleanup, CLI, run, startBroker, statusOf, tmpDir, waitText, type BrokerProc, type Proc } from '../helpers';
-import { runAs, sharedCopy, NOBODY, type SharedCopy } from '../other-user';
+import { runAs, sharedCopy, NOBODY, type SharedCopy, sharedDir } from '../other-user';
 import { describeWith, root, setpriv } from '../requirements';
 
 afterEach(cleanup);
@@ -27,12 +27,6 @@ let shared: SharedCopy;
 beforeAll(() => { shared = sharedCopy(); });
 afterAll(() => shared?.remove());
 
-/** A directory other users can traverse, for a control socket everyone can connect to (--mode 0666). */
-function sharedDir(): string {
-  const d = tmpDir();
-  fs.chmodSync(d, 0o711);
-  return d;
-}
 
 const LISTEN = ['http=tcp://127.0.0.1:0', 'metrics=tcp://127.0.0.1:0', 'admin=tcp://127.0.0.1:0'];
 

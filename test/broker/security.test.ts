@@ -17,7 +17,7 @@ import { native } from '../../src/native/binding';
 import { adoptListeners } from '../../src/client/adopt';
 import { BrokerConnection } from '../../src/client/connection';
 import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, Raw } from '../helpers';
-import { runAs, sharedCopy, type SharedCopy } from '../other-user';
+import { runAs, sharedCopy, type SharedCopy, sharedDir } from '../other-user';
 import { describeWith, python3, root, setpriv, tool } from '../requirements';
 
 afterEach(cleanup);
@@ -33,12 +33,6 @@ let shared: SharedCopy;
 beforeAll(() => { shared = sharedCopy(); });
 afterAll(() => shared?.remove());
 
-/** A temp dir other users can traverse (but not list or write). */
-function sharedDir(): string {
-  const d = tmpDir();
-  fs.chmodSync(d, 0o711);
-  return d;
-}
 
 /** Starts `fdbroker serve` in a traversable dir with a control socket everyone can connect to. */
 function brokerFor(listen: string[], extra: string[] = []): Promise<BrokerProc> {
