@@ -33,7 +33,7 @@ import type { RollbackEvent } from '../broker/events';
 import { restartDelay } from './backoff';
 import { DEFAULT_RUN_READY_TIMEOUT_MS, ROLLBACK_WAIT_MS } from './defaults';
 import type { Member, Role } from './member';
-import type { ExitInfo, RunSupervisor, SupervisorOptions } from './supervisor';
+import type { ExitInfo, RunSupervisor, SupervisorOptions } from './supervisor-types';
 import { SupervisorBase } from './supervisor-base';
 
 export interface InstanceSupervisorOptions extends Omit<SupervisorOptions, 'spare'> {

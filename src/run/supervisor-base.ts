@@ -14,7 +14,7 @@ import { exitStatus } from '../cli/exec-program';
 import { CrashWindow } from './crash-loop';
 import { DEFAULT_RUN_READY_TIMEOUT_MS, DEFAULT_RUN_STOP_TIMEOUT_MS } from './defaults';
 import { Member, type Role } from './member';
-import type { ExitInfo, SupervisorEvents, SupervisorOptions } from './supervisor';
+import type { ExitInfo, SupervisorEvents, SupervisorOptions } from './supervisor-types';
 
 export abstract class SupervisorBase<O extends Omit<SupervisorOptions, 'spare'>> extends EventEmitter<SupervisorEvents> {
   protected readonly o: O;
