@@ -19,6 +19,7 @@
 import * as fs from 'node:fs';
 import { native } from '../native/binding';
 import { systemError } from '../protocol/errors';
+import { canonicalAddress } from '../transport/address';
 import type { ListenerSpec } from './spec';
 
 /** Processes whose fd tables are read at most while looking for a holder (bounds the start on a crowded machine). */
@@ -115,8 +116,7 @@ function listensAt(fd: number, spec: ListenerSpec): boolean {
   if (typeof name === 'number') return false;
   if (spec.kind === 'unix') return family === c.AF_UNIX && name.family === 'unix' && name.path === spec.path;
   if (spec.kind !== 'tcp' || (name.family !== 'inet' && name.family !== 'inet6')) return false;
-  const v6 = spec.host!.includes(':');
-  return name.port === spec.port && canonical(name.address, v6) === canonical(spec.host!, v6);
+  return name.port === spec.port && canonicalAddress(name.address) === canonicalAddress(spec.host!);
 }
 
 /** The record of a broker's listening sockets, beside its control socket. */
@@ -173,7 +173,7 @@ export function recordedSockets(controlPath: string): Set<number> {
 /** The listening TCP socket bound to exactly host:port in this network namespace, from /proc/net/tcp{,6}. */
 function listeningTcp(host: string, port: number): Listening | undefined {
   const v6 = host.includes(':');
-  const want = canonical(host, v6);
+  const want = canonicalAddress(host);
   let text: string;
   try {
     text = fs.readFileSync(`${PROC}/net/${v6 ? 'tcp6' : 'tcp'}`, 'utf8');
@@ -185,7 +185,7 @@ function listeningTcp(host: string, port: number): Listening | undefined {
     if (f.length < 10 || f[3] !== TCP_LISTEN) continue;
     const [addrHex, portHex] = f[1]!.split(':');
     if (Number.parseInt(portHex!, 16) !== port) continue;
-    if (canonical(v6 ? ipv6FromProc(addrHex!) : ipv4FromProc(addrHex!), v6) !== want) continue;
+    if (canonicalAddress(v6 ? ipv6FromProc(addrHex!) : ipv4FromProc(addrHex!)) !== want) continue;
     return { inode: Number(f[9]), uid: Number(f[7]) };
   }
   return undefined;
@@ -265,12 +265,3 @@ function ipv6FromProc(hex: string): string {
   return groups.join(':');
 }
 
-/** One spelling per address, so that "::" and "0:0:0:0:0:0:0:0" compare equal. */
-function canonical(address: string, v6: boolean): string {
-  if (!v6) return address;
-  try {
-    return new URL(`http://[${address}]/`).hostname;
-  } catch {
-    return address;
-  }
-}

@@ -7,6 +7,7 @@ import { isLoopback, parseMetricsAddress, serveMetrics, type MetricsAddress, typ
 import { FdbrokerError, systemError } from '../protocol/errors';
 import { createListener, type OwnedListener } from '../broker/listeners';
 import { native } from '../native/binding';
+import { canonicalAddress } from '../transport/address';
 import type { ListenerInfo } from '../protocol/messages';
 import { UsageError } from './args';
 import type { Io } from './io';
@@ -89,15 +90,5 @@ function bindMetricsSocket(address: MetricsAddress): OwnedListener {
 
 function sameAddress(info: ListenerInfo, address: MetricsAddress): boolean {
   const host = address.host === 'localhost' ? '127.0.0.1' : address.host;
-  return info.address !== undefined && canonicalHost(info.address) === canonicalHost(host) && (address.port === 0 || info.port === address.port);
-}
-
-/** One spelling per address ("0::1" and "::1" alike). */
-function canonicalHost(host: string): string {
-  if (!host.includes(':')) return host;
-  try {
-    return new URL(`http://[${host}]/`).hostname;
-  } catch {
-    return host;
-  }
+  return info.address !== undefined && canonicalAddress(info.address) === canonicalAddress(host) && (address.port === 0 || info.port === address.port);
 }
