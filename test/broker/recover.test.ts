@@ -11,7 +11,14 @@ import { failuresByKind, timedLoad } from '../run-helpers';
 import { NOBODY, SYSTEM_PYTHON } from '../other-user';
 import { DEPLOY_EXIT } from '../../src/cli/deploy';
 
-afterEach(cleanup);
+/** Versions `fdbroker deploy` started (detached, in their own process group): cleanup() does not know them. */
+const deployed: number[] = [];
+afterEach(async () => {
+  for (const pid of deployed.splice(0)) {
+    try { process.kill(-pid, 'SIGKILL'); } catch { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  }
+  await cleanup();
+});
 
 const GEN_APP = path.join(FIXTURES, 'gen-app.js');
 const EXEC_APP = path.join(FIXTURES, 'exec-listen-fds.js');
@@ -52,6 +59,7 @@ describe('a broker started again after one stopped', () => {
     const ex = await d.exited;
     expect(ex.code, d.stderr()).toBe(DEPLOY_EXIT.deployed);
     const v2Pid = (JSON.parse(d.stdout().trim()) as { pid: number }).pid;
+    deployed.push(v2Pid);
     await v1.exited;
     await sleep(300);
     const results = (await Promise.all(loads.map((l) => l.stop()))).flat();
@@ -82,6 +90,7 @@ describe('a broker started again after one stopped', () => {
     const d = run(process.execPath, [CLI, 'deploy', second.sock, '--timeout', '15000', '--', process.execPath, CLI, 'exec', second.sock, '--ready', 'immediate', '--', process.execPath, EXEC_APP]);
     const ex = await d.exited;
     expect(ex.code, d.stderr()).toBe(DEPLOY_EXIT.deployed);
+    deployed.push((JSON.parse(d.stdout().trim()) as { pid: number }).pid);
     await v1.exited;
     await sleep(300);
     const results = (await Promise.all(loads.map((l) => l.stop()))).flat();
