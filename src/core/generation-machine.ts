@@ -34,8 +34,9 @@
 // 4. The rank is kept: a rejoin claims the number and the epoch the last
 //    broker gave (epoch only to a broker listing "epoch").
 // 5. `leaving` goes out only on a planned close, only to a broker listing
-//    "leaving", and never from a generation already retiring (its end is
-//    no rollback anyway).
+//    "leaving", and never from a generation the broker told to retire (its
+//    end is no rollback anyway). A drain the app started itself (retire()
+//    on its own SIGTERM) is a planned stop: its close sends `leaving`.
 // 6. A retiring or closed generation never serves again, and never rejoins
 //    a lost broker unless it was told "moved" (a takeover: the successor
 //    imports it and waits for it).
@@ -180,6 +181,8 @@ export class GenerationMachine {
   private claimed: RejoinState | undefined;
   private resumeInfo: { failed: number; reason: string } = { failed: 0, reason: '' };
   private queue: Notice[] = [];
+  /** Retiring by the app's own retire() (no retire from the broker): its end is a planned stop. */
+  private selfRetired = false;
 
   constructor(config: GenerationMachineConfig) {
     this.cfg = {
@@ -290,6 +293,8 @@ export class GenerationMachine {
       case 'drain-started':
         if (this.phase === 'retiring') return;
         if (this.phase === 'standby') out.push({ type: 'clear-standby-timer' });
+        // Standing by, it was told to retire already: its end stays no planned stop of its own.
+        this.selfRetired = this.phase !== 'standby';
         this.standbyUntil = undefined;
         this.phase = 'retiring';
         this.refuseReady(out, 'this generation is retiring');
@@ -316,6 +321,7 @@ export class GenerationMachine {
   }
 
   private onRetire(msg: { by: number; standby?: number; reason?: 'newer' | 'failed' | 'not-holding' }, now: number, out: GenerationEffect[]): void {
+    this.selfRetired = false; // told to retire: never "leaving" after that (§2.6)
     if (this.phase !== 'starting' && this.phase !== 'ready') return;
     out.push({ type: 'emit', event: 'retire', by: msg.by });
     // A ready refused because this process holds none of its listeners: the notice may be read before the error reply.
@@ -497,7 +503,8 @@ export class GenerationMachine {
     else if (this.rejoin !== 'idle') out.push({ type: 'drop-new-connection' });
     this.rejoin = 'idle';
     if (this.connected) {
-      out.push(planned && this.phase !== 'retiring' && this.features.includes('leaving') ? { type: 'send-leaving' } : { type: 'close-connection' });
+      const plannedStop = this.phase === 'retiring' ? this.selfRetired : planned;
+      out.push(plannedStop && this.features.includes('leaving') ? { type: 'send-leaving' } : { type: 'close-connection' });
     }
     this.phase = 'closed';
     this.connected = false;

@@ -274,6 +274,15 @@ describe('planned stop and heartbeat (invariants 5 and 7)', () => {
     expect(types(retiring.step({ type: 'close', planned: true }, 0))).toEqual(['close-connection']);
   });
 
+  it('a drain the app started itself is a planned stop; told to retire meanwhile, it is not', () => {
+    const self = machine();
+    run(self, [{ type: 'drain-started' }]);
+    expect(types(self.step({ type: 'close', planned: false }, 0))).toEqual(['send-leaving']);
+    const told = machine();
+    run(told, [{ type: 'drain-started' }, { type: 'retire', by: 7 }]);
+    expect(types(told.step({ type: 'close', planned: false }, 0))).toEqual(['close-connection']);
+  });
+
   it('pings are answered while connected; the claim carries the configured heartbeat', () => {
     const m = machine({ heartbeat: false, standbyMs: 0 });
     expect(m.step({ type: 'ping', id: 3 }, 0)).toEqual([{ type: 'send-pong', id: 3 }]);

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BrokerConnection } from '../../src/client/connection';
 import { startGeneration } from '../../src/handover/generation';
 import type { StatusMessage } from '../../src/protocol/messages';
-import { cleanup, CLI, FIXTURES, get, run, sleep, startBroker, statusOf, tmpDir, waitText } from '../helpers';
+import { cleanup, CLI, FIXTURES, get, ROOT, run, sleep, startBroker, statusOf, tmpDir, waitText } from '../helpers';
 
 afterEach(cleanup);
 
@@ -84,7 +84,7 @@ async function gone(sock: string): Promise<StatusMessage> {
   }
 }
 
-describe('a planned stop is no rollback ("leaving")', () => {
+describe('a planned stop is no rollback and no failure ("leaving")', () => {
   it('Generation.close() of the only ready generation: the broker counts no rollback', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
     const gen = await startGeneration(broker.sock, { names: [] });
@@ -93,6 +93,28 @@ describe('a planned stop is no rollback ("leaving")', () => {
     const s = await gone(broker.sock);
     expect(s.generations).toEqual([]);
     expect(s.metrics?.rollbacks.left).toBe(0);
+    expect(s.metrics?.unreplaced?.left).toBe(0);
+  });
+
+  it('Generation.retire() started by the app itself (its own SIGTERM handler): no rollback, no failure', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    const gen = await startGeneration(broker.sock, { names: [] });
+    await gen.ready();
+    await gen.retire();
+    const s = await gone(broker.sock);
+    expect(s.metrics?.rollbacks.left).toBe(0);
+    expect(s.metrics?.unreplaced?.left).toBe(0);
+  });
+
+  it('the quick-start app (examples/app.js) stopped with SIGTERM: the broker logs no FAILED line', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
+    const app = run(process.execPath, [path.join(ROOT, 'examples', 'app.js')], { env: { FDBROKER_SOCK: broker.sock, APP_VERSION: 'v1' } });
+    await app.waitFor(/^v1: serving/m);
+    app.kill('SIGTERM');
+    expect((await app.exited).code).toBe(0);
+    const s = await gone(broker.sock);
+    expect(s.metrics?.unreplaced?.left).toBe(0);
+    expect(broker.stderr()).not.toMatch(/FAILED|ROLLBACK/);
   });
 
   it('fdbroker exec, SIGTERM from outside: the wrapper forwards it and says "leaving"; the broker counts no rollback', async () => {
@@ -108,5 +130,6 @@ describe('a planned stop is no rollback ("leaving")', () => {
     const s = await gone(broker.sock);
     expect(s.generations).toEqual([]);
     expect(s.metrics?.rollbacks.left).toBe(0);
+    expect(s.metrics?.unreplaced?.left).toBe(0);
   });
 });
