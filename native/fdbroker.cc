@@ -228,6 +228,73 @@ Napi::Value Accept(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, c);
 }
 
+// acceptBatch(fd, max) -> Int32Array of 4 * k + 1 ints: for each of the k
+// connections accepted (at most max), [fd, pid, uid, gid] from SO_PEERCRED
+// (pid is -errno and uid, gid -1 when it could not be read); then 0 when max
+// was reached, or the -errno that ended the batch (-EAGAIN: none pending).
+// One call for many connections: a flood of connects costs one crossing per
+// batch, not four per connection. The fds are the caller's.
+Napi::Value AcceptBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!CheckFd(info, 0, &fd)) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "max must be a number").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int max = info[1].As<Napi::Number>().Int32Value();
+  if (max < 1) max = 1;
+  if (max > 4096) max = 4096;
+  std::vector<int32_t> out;
+  out.reserve(static_cast<size_t>(max) * 4 + 1);
+  int end = 0;
+  for (int i = 0; i < max; i++) {
+    int c;
+    do {
+      c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (c < 0 && errno == EINTR);
+    if (c < 0) {
+      end = -errno;
+      break;
+    }
+    ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+      int err = errno;
+      out.insert(out.end(), {c, -err, -1, -1});
+    } else {
+      out.insert(out.end(), {c, static_cast<int32_t>(cred.pid), static_cast<int32_t>(cred.uid), static_cast<int32_t>(cred.gid)});
+    }
+  }
+  out.push_back(end);
+  Napi::Int32Array arr = Napi::Int32Array::New(env, out.size());
+  for (size_t i = 0; i < out.size(); i++) arr[i] = out[i];
+  return arr;
+}
+
+// replyAndClose(fds, payload): sends payload to each fd (one message, no
+// fds, MSG_DONTWAIT | MSG_NOSIGNAL, best effort: errors are ignored), then
+// closes it. For connections refused at accept; the fds are consumed.
+Napi::Value ReplyAndClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsBuffer()) {
+    Napi::TypeError::New(env, "replyAndClose(fds: Int32Array, payload: Buffer)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Int32Array fds = info[0].As<Napi::Int32Array>();
+  Napi::Buffer<char> payload = info[1].As<Napi::Buffer<char>>();
+  for (size_t i = 0; i < fds.ElementLength(); i++) {
+    int c = fds[i];
+    if (c < 0) continue;
+    ssize_t r;
+    do {
+      r = send(c, payload.Data(), payload.Length(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    close(c);
+  }
+  return env.Undefined();
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -797,6 +864,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("socket", Napi::Function::New(env, Socket));
   exports.Set("bind", Napi::Function::New(env, Bind));
   exports.Set("connect", Napi::Function::New(env, Connect));
+  exports.Set("acceptBatch", Napi::Function::New(env, AcceptBatch));
+  exports.Set("replyAndClose", Napi::Function::New(env, ReplyAndClose));
   exports.Set("listen", Napi::Function::New(env, Listen));
   exports.Set("accept", Napi::Function::New(env, Accept));
   exports.Set("close", Napi::Function::New(env, Close));

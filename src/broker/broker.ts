@@ -26,7 +26,7 @@ import { Channel } from '../transport/channel';
 import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
 import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
-  chunkListeners, decodeClientMessage, encodeError, encodeListeners, negotiateVersion,
+  chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
   type ClientInfo, type ClientMessage, type ListenerInfo, type PauseRequest, type RejoinMessage, type StatusMessage, type TakeoverMessage,
   type UnpauseRequest,
 } from '../protocol/messages';
@@ -34,6 +34,9 @@ import { MAX_FDS_PER_MESSAGE, MAX_LISTENERS, MAX_MESSAGE_BYTES, PROTOCOL_FEATURE
 import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
 import { admissionRefusal, type Refusal } from './admission';
+import { ReplyCache } from './reply-cache';
+import { bindOwnerSocket } from './owner-socket';
+import { ownerSocketPath } from '../protocol/owner-socket';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy } from './access';
 import { decideHandout, grantOf, statusScope } from './grants';
 import { scopeStatus } from './status-scope';
@@ -148,6 +151,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private nextClientId = 1;
   /** Refusals at accept: the first of a uid reported as any refusal, the rest counted (refusal-tally.ts). */
   private readonly refusals: RefusalTally;
+  /** The encoded replies of refusals at accept: a flood from one uid encodes its reply once. */
+  private readonly refusalReplies = new ReplyCache();
   /** Requests refused by the grants, the same way per uid and request (grants.ts). */
   private readonly denials: RefusalTally;
   /** Unread handouts of uids other than the broker's and root (fds-in-flight.ts). */
@@ -383,7 +388,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // An embedded broker's listeners die with its app; a side path (gen.expose) is no path a broker restarts on.
     broker.recordsSockets = options.recover !== false && options.self === undefined;
     broker.recordSockets();
+    if (broker.recordsSockets) broker.openOwnerSocket();
     return broker;
+  }
+
+  /** PATH.owner (owner-socket.ts), for the brokers that keep PATH.sockets: not embedded in an app, nor a side path. */
+  private openOwnerSocket(): void {
+    try {
+      this.ownerAcceptor = bindOwnerSocket(this.controlPath);
+      if (this.ownerAcceptor) this.listenOn(this.ownerAcceptor);
+    } catch (err) {
+      const warning = new Error(`serving without ${ownerSocketPath(this.controlPath)}, the owner's own control socket (the owner's clients use ${this.controlPath}): ${(err as Error).message}`, { cause: err });
+      process.nextTick(() => this.emit('warning', warning));
+    }
   }
 
 
@@ -396,7 +413,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       });
       if (!r) return undefined;
       this.refusals.record(cred, r);
-      return { code: r.code, reply: encodeError({ type: 'error', code: r.code, message: r.message }) };
+      return { code: r.code, reply: this.refusalReplies.get(r) };
     };
     acceptor.on('connection', (fd, cred) => this.onConnection(fd, cred));
     acceptor.on('warning', (err) => this.emit('warning', err));
@@ -428,6 +445,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * died before ready. If nothing answers on the path, bind it again.
    */
   private reclaimPath(): void {
+    this.reclaimOwnerSocket();
     const acceptor = this.acceptor;
     if (!acceptor || this.closed || acceptor.ownsPath()) return;
     try {
@@ -598,6 +616,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.metricsSocket = l;
   }
 
+  /** PATH.owner's acceptor (owner-socket.ts), if this broker has one. */
+  private ownerAcceptor: Acceptor | undefined;
+
   /** Whether this broker keeps PATH.sockets (set at start). */
   private recordsSockets = false;
 
@@ -675,6 +696,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
   listenerInfos(): ListenerInfo[] { return this.listenerSet.infos(); }
   get clientCount(): number { return this.clients.size; }
 
+  /** A successor that renamed its PATH.owner over ours died: bind it again if nothing answers there (else clients use PATH). */
+  private reclaimOwnerSocket(): void {
+    const owner = this.ownerAcceptor;
+    if (!owner || this.closed || owner.ownsPath()) return;
+    const r = probeUnix(owner.path, native().constants.SOCK_SEQPACKET);
+    if (r !== ECONNREFUSED && r !== ENOENT) return;
+    owner.close();
+    this.ownerAcceptor = undefined;
+    this.openOwnerSocket();
+  }
+
   /** Whether close() unlinked the control path (it still named this broker's socket). */
   pathRemoved = false;
 
@@ -684,6 +716,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.closed = true;
     this.stopTimers();
     this.pathRemoved = this.acceptor?.close() ?? false;
+    this.ownerAcceptor?.close();
     this.inFlight.closeAll();
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
@@ -1031,6 +1064,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // Stop accepting first: the path is the successor's (close() leaves a path that is not this socket's).
     this.acceptor?.close();
     this.acceptor = undefined;
+    this.ownerAcceptor?.close();
+    this.ownerAcceptor = undefined;
     // A held join or rejoin is answered: retry, on the path (the successor); a held ready is carried by the rejoin.
     for (const d of held) {
       if (d.msg.type === 'join' || d.msg.type === 'rejoin') {

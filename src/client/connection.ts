@@ -18,6 +18,7 @@ import {
   checkGenerationFields, checkNames, handoffAnswer, invalid, isGenerationNumber, listenersAnswer, replyOf, statusAnswer,
   type InFlight, type ReceivedListener,
 } from './answers';
+import { controlTargets } from './control-target';
 import { brokerError, closeAll, connectError, PendingConnection, timeoutError } from './handshake';
 
 export type { ReceivedListener } from './answers';
@@ -171,13 +172,23 @@ export class BrokerConnection {
     const deadline = Date.now() + (options.timeout ?? DEFAULT_TIMEOUT_MS);
     const n = native();
     const c = n.constants;
-    const fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+    let fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
     if (fd < 0) throw systemError(fd, 'socket');
+    // The owner's own socket first, if there is one of ours (control-target.ts).
     // A Unix connect() fails at once with EAGAIN while the broker's queue is
     // full; retry until the deadline.
-    for (;;) {
-      const r = n.connect(fd, { family: 'unix', path });
+    const targets = controlTargets(path);
+    for (let t = 0; ;) {
+      const r = n.connect(fd, { family: 'unix', path: targets[t]! });
       if (r === 0) break;
+      if (r !== EAGAIN && t + 1 < targets.length) {
+        // Not answering there (a stopped broker's file, or gone): the shared path, on a fresh socket.
+        n.close(fd);
+        fd = n.socket(c.AF_UNIX, c.SOCK_SEQPACKET);
+        if (fd < 0) throw systemError(fd, 'socket');
+        t++;
+        continue;
+      }
       if (r !== EAGAIN || Date.now() >= deadline) {
         n.close(fd);
         if (r === EAGAIN) throw timeoutError(path, 'connect');

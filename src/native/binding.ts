@@ -46,6 +46,14 @@ export interface Native {
   connect(fd: number, addr: SockAddrUnix): number;
   listen(fd: number, backlog: number): number;
   accept(fd: number): number;
+  /**
+   * Accepts up to `max` connections: 4 ints each, [fd, pid, uid, gid] (pid
+   * -errno and uid, gid -1 when SO_PEERCRED failed), then 0 when `max` was
+   * reached or the -errno that ended the batch (-EAGAIN: none pending).
+   */
+  acceptBatch(fd: number, max: number): Int32Array;
+  /** Sends `payload` to each fd (best effort, never blocks), then closes it: the fds are consumed. */
+  replyAndClose(fds: Int32Array, payload: Buffer): void;
   close(fd: number): number;
   setsockoptInt(fd: number, level: number, name: number, value: number): number;
   getsockoptInt(fd: number, level: number, name: number): { value: number } | number;

@@ -127,7 +127,7 @@ export class Handoff {
     this.finish();
     this.host.abortTable();
     if (this.host.connected(this.session)) this.host.drop(this.session);
-    if (!this.host.ownsPath()) this.host.reclaimPath();
+    this.host.reclaimPath(); // each path it no longer owns, if nothing answers there
     debug('takeover by pid %d aborted: %s', this.by.pid, reason);
     this.host.aborted(this.by, reason);
     // Nothing changed: the held requests are carried out now, in order, and their connections read on.

@@ -113,35 +113,44 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
       return;
     }
     const n = native();
-    // At most ACCEPTS_PER_TURN: the poll is level-triggered, so what is left
-    // is accepted on the next turn, after other clients' messages.
-    for (let accepted = 0; accepted < ACCEPTS_PER_TURN; accepted++) {
-      const cfd = n.accept(this.fd);
-      if (cfd >= 0) {
-        const cred = n.peercred(cfd);
-        const refusal = this.admit?.(cred);
-        if (refusal) {
-          // The accepted socket is non-blocking and its peer's queue empty: the reply fits, and
-          // stays readable by the peer after close (EPIPE on its hello, then the reason).
-          n.sendmsg(cfd, refusal.reply, []);
-          n.close(cfd);
-          this.emit('refused', cred, refusal.code);
-        } else {
-          this.emit('connection', cfd, cred);
-        }
-        if (this.closed) return;
+    // At most ACCEPTS_PER_TURN, in one native call: the poll is level-triggered,
+    // so what is left is accepted on the next turn, after other clients' messages.
+    const batch = n.acceptBatch(this.fd, ACCEPTS_PER_TURN);
+    const k = (batch.length - 1) / 4;
+    // Refused connections, by reply: each group is answered and closed in one native call.
+    let refused: Map<Buffer, number[]> | undefined;
+    for (let i = 0; i < k; i++) {
+      const cfd = batch[4 * i]!;
+      const pid = batch[4 * i + 1]!;
+      const cred: PeerCred = pid < 0 ? pid : { pid, uid: batch[4 * i + 2]! >>> 0, gid: batch[4 * i + 3]! >>> 0 };
+      if (this.closed) {
+        n.close(cfd);
         continue;
       }
-      if (cfd === EAGAIN || cfd === EINTR) return;
-      const err = systemError(cfd, 'accept', this.path);
-      // EMFILE/ENFILE/ENOBUFS/ENOMEM: leave the connection queued (a Unix socket
-      // does not time out) and try again shortly instead of spinning.
-      this.poller.stop();
-      this.retryTimer = setTimeout(() => {
-        if (!this.closed) this.poller.start(n.constants.UV_READABLE);
-      }, ACCEPT_RETRY_MS);
-      this.emit('warning', err);
-      return;
+      const refusal = this.admit?.(cred);
+      if (refusal) {
+        // The accepted socket is non-blocking and its peer's queue empty: the reply fits, and
+        // stays readable by the peer after close (EPIPE on its hello, then the reason).
+        refused ??= new Map();
+        const fds = refused.get(refusal.reply);
+        if (fds) fds.push(cfd);
+        else refused.set(refusal.reply, [cfd]);
+        this.emit('refused', cred, refusal.code);
+      } else {
+        this.emit('connection', cfd, cred);
+      }
     }
+    if (refused) for (const [reply, fds] of refused) n.replyAndClose(Int32Array.from(fds), reply);
+    if (this.closed) return;
+    const end = batch[batch.length - 1]!;
+    if (end === 0 || end === EAGAIN || end === EINTR) return;
+    const err = systemError(end, 'accept', this.path);
+    // EMFILE/ENFILE/ENOBUFS/ENOMEM: leave the connection queued (a Unix socket
+    // does not time out) and try again shortly instead of spinning.
+    this.poller.stop();
+    this.retryTimer = setTimeout(() => {
+      if (!this.closed) this.poller.start(n.constants.UV_READABLE);
+    }, ACCEPT_RETRY_MS);
+    this.emit('warning', err);
   }
 }
