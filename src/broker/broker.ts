@@ -19,11 +19,11 @@ import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { native } from '../native/binding';
 import { assertSupportedRuntime } from '../native/runtime';
-import { ECONNREFUSED, ENOENT, ENOPROTOOPT, EPERM } from '../native/errno';
+import { ENOPROTOOPT, EPERM } from '../native/errno';
 import type { Acceptor, PathLock, PeerCred } from '../transport/acceptor';
 import { acceptQueues } from '../transport/accept-queue';
 import { Channel } from '../transport/channel';
-import { describeSockets, matchesInfo, probeUnix } from '../transport/socket-info';
+import { describeSockets, matchesInfo } from '../transport/socket-info';
 import { FdbrokerError, isErrorCode } from '../protocol/errors';
 import {
   chunkListeners, decodeClientMessage, encodeListeners, negotiateVersion,
@@ -35,13 +35,12 @@ import { VERSION } from '../protocol/version';
 import { AcceptWatch } from './accept-watch';
 import { admissionRefusal, type Refusal } from './admission';
 import { ReplyCache } from './reply-cache';
-import { bindOwnerSocket } from './owner-socket';
-import { ownerSocketPath } from '../protocol/owner-socket';
+import { ControlSockets } from './control-sockets';
 import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy } from './access';
 import { decideHandout, grantOf, statusScope } from './grants';
 import { scopeStatus } from './status-scope';
 import { auditEvent, type AuditEvent } from './audit';
-import { bindControlSocket, checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
+import { checkControlDirectory, checkSocketPathLength, listenerPidAt, lockPath } from './control-path';
 import { HandoverCore, type CoreEvent, type Effect, type HoldFact } from '../core/handover-core';
 import { holdFact } from './hold-fact';
 import { Pauses } from './pauses';
@@ -70,7 +69,7 @@ import {
   ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_READY_TIMEOUT_MS, DEFAULT_RETIRE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_STANDBY_MS,
-  GENERATION_CHECK_INTERVAL_MS, REJOIN_GRACE_MS, TAKEOVER_FLUSH_MS, TAKEOVER_LOCK_WAIT_MS, TAKEOVER_REJOIN_WINDOW_MS,
+  GENERATION_CHECK_INTERVAL_MS, REJOIN_GRACE_MS, TAKEOVER_FLUSH_MS, TAKEOVER_REJOIN_WINDOW_MS,
   REFUSAL_SUMMARY_INTERVAL_MS, FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID, DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS,
 } from './defaults';
 import { pidAlive } from '../native/process';
@@ -144,10 +143,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   });
   /** Handover counters and histograms, fed by this broker's events: in status, and what metrics.ts serves. */
   readonly stats = new HandoverStats(this);
-  private readonly mode: number;
+  /** PATH and PATH.owner (control-sockets.ts). */
+  private readonly control: ControlSockets;
   /** Embedded mode: the number of the app's own generation. */
   readonly selfGeneration: number | undefined;
-  private acceptor: Acceptor | undefined;
   private nextClientId = 1;
   /** Refusals at accept: the first of a uid reported as any refusal, the rest counted (refusal-tally.ts). */
   private readonly refusals: RefusalTally;
@@ -172,7 +171,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.given = options;
     this.slotSockets = new SlotSockets(options.instances ?? 1);
     this.controlPath = options.controlPath;
-    this.mode = options.mode ?? DEFAULT_CONTROL_MODE;
+    this.control = new ControlSockets(options.controlPath, { mode: options.mode ?? DEFAULT_CONTROL_MODE, group: options.group }, {
+      attach: (acceptor) => this.listenOn(acceptor),
+      warn: (err) => this.emit('warning', err),
+    });
     this.maxFdsInFlightPerUid = options.maxFdsInFlightPerUid
       ?? fdsInFlightPerUid(softFdLimit(), FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID);
     this.unreadHandoutTimeoutMs = options.unreadHandoutTimeoutMs ?? DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS;
@@ -374,7 +376,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
         const rec = broker.listenerSet.get(spec.name);
         if (rec) rec.spec = spec;
       }
-      broker.acceptor = bindControlSocket(options.controlPath, { mode: broker.mode, group: options.group, takeover: options.takeover, lock });
+      // An embedded broker's listeners die with its app; a side path (gen.expose) is no path a broker restarts on.
+      broker.recordsSockets = options.recover !== false && options.self === undefined;
+      broker.control.open({ takeover: options.takeover, lock, withOwner: broker.recordsSockets });
       lock = undefined;
     } catch (err) {
       broker.stopTimers();
@@ -384,25 +388,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
       lock?.release();
       throw err;
     }
-    broker.listenOn(broker.acceptor);
-    // An embedded broker's listeners die with its app; a side path (gen.expose) is no path a broker restarts on.
-    broker.recordsSockets = options.recover !== false && options.self === undefined;
     broker.recordSockets();
-    if (broker.recordsSockets) broker.openOwnerSocket();
     return broker;
   }
-
-  /** PATH.owner (owner-socket.ts), for the brokers that keep PATH.sockets: not embedded in an app, nor a side path. */
-  private openOwnerSocket(): void {
-    try {
-      this.ownerAcceptor = bindOwnerSocket(this.controlPath);
-      if (this.ownerAcceptor) this.listenOn(this.ownerAcceptor);
-    } catch (err) {
-      const warning = new Error(`serving without ${ownerSocketPath(this.controlPath)}, the owner's own control socket (the owner's clients use ${this.controlPath}): ${(err as Error).message}`, { cause: err });
-      process.nextTick(() => this.emit('warning', warning));
-    }
-  }
-
 
   private listenOn(acceptor: Acceptor): void {
     // A peer with no grant (or over a client limit) is refused at accept: one reply and a close, no channel or session.
@@ -445,22 +433,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * died before ready. If nothing answers on the path, bind it again.
    */
   private reclaimPath(): void {
-    this.reclaimOwnerSocket();
-    const acceptor = this.acceptor;
-    if (!acceptor || this.closed || acceptor.ownsPath()) return;
-    try {
-      const r = probeUnix(this.controlPath, native().constants.SOCK_SEQPACKET);
-      if (r !== ECONNREFUSED && r !== ENOENT) return;
-      const next = bindControlSocket(this.controlPath, { mode: this.mode, group: this.given.group, takeover: true });
-      this.acceptor = next;
-      this.listenOn(next);
-      acceptor.passLockTo(next);
-      acceptor.close();
-      debug('reclaimed %s', this.controlPath);
-      this.emit('reclaimed');
-    } catch (err) {
-      this.emit('warning', err as Error);
-    }
+    if (this.control.reclaim()) this.emit('reclaimed');
   }
 
   /**
@@ -616,9 +589,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.metricsSocket = l;
   }
 
-  /** PATH.owner's acceptor (owner-socket.ts), if this broker has one. */
-  private ownerAcceptor: Acceptor | undefined;
-
   /** Whether this broker keeps PATH.sockets (set at start). */
   private recordsSockets = false;
 
@@ -696,17 +666,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
   listenerInfos(): ListenerInfo[] { return this.listenerSet.infos(); }
   get clientCount(): number { return this.clients.size; }
 
-  /** A successor that renamed its PATH.owner over ours died: bind it again if nothing answers there (else clients use PATH). */
-  private reclaimOwnerSocket(): void {
-    const owner = this.ownerAcceptor;
-    if (!owner || this.closed || owner.ownsPath()) return;
-    const r = probeUnix(owner.path, native().constants.SOCK_SEQPACKET);
-    if (r !== ECONNREFUSED && r !== ENOENT) return;
-    owner.close();
-    this.ownerAcceptor = undefined;
-    this.openOwnerSocket();
-  }
-
   /** Whether close() unlinked the control path (it still named this broker's socket). */
   pathRemoved = false;
 
@@ -715,8 +674,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (this.closed) return;
     this.closed = true;
     this.stopTimers();
-    this.pathRemoved = this.acceptor?.close() ?? false;
-    this.ownerAcceptor?.close();
+    this.pathRemoved = this.control.close();
     this.inFlight.closeAll();
     for (const c of this.clients.values()) this.drop(c);
     for (const ch of this.channels) ch.close();
@@ -1027,7 +985,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private handoffHost(): HandoffHost {
     return {
-      ownsPath: () => this.acceptor?.ownsPath() ?? false,
+      ownsPath: () => this.control.ownsPath(),
       // The successor itself answers there (not merely something: another user's socket is no successor to hand over to).
       // undefined: a listener whose queue is full, which only the successor could have renamed over our path.
       pathAnswers: () => {
@@ -1062,10 +1020,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.movedTo = by.pid;
     this.stopTimers();
     // Stop accepting first: the path is the successor's (close() leaves a path that is not this socket's).
-    this.acceptor?.close();
-    this.acceptor = undefined;
-    this.ownerAcceptor?.close();
-    this.ownerAcceptor = undefined;
+    this.control.close();
     // A held join or rejoin is answered: retry, on the path (the successor); a held ready is carried by the rejoin.
     for (const d of held) {
       if (d.msg.type === 'join' || d.msg.type === 'rejoin') {
@@ -1091,27 +1046,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     finish();
   }
 
-  /**
-   * Takeover (the successor): the predecessor holds the path's lock until it
-   * exits. Take it once free, so a plain `fdbroker serve` on this path is
-   * refused as before; retried for TAKEOVER_LOCK_WAIT_MS.
-   */
+  /** Takeover (the successor): takes the path's lock once the predecessor exits (ControlSockets.acquireLock). */
   acquirePathLock(): void {
-    const deadline = Date.now() + TAKEOVER_LOCK_WAIT_MS;
-    const attempt = () => {
-      if (this.closed || !this.acceptor) return;
-      try {
-        this.acceptor.holdLock(lockPath(this.controlPath));
-        debug('took the lock of %s', this.controlPath);
-      } catch (err) {
-        if ((err as FdbrokerError).code !== 'ERR_FDBROKER_BROKER_RUNNING' || Date.now() >= deadline) {
-          this.emit('warning', new Error(`could not take the lock of ${this.controlPath}: ${(err as Error).message}`, { cause: err }));
-          return;
-        }
-        setTimeout(attempt, 50).unref();
-      }
-    };
-    attempt();
+    this.control.acquireLock();
   }
 
   /**

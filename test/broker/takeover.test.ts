@@ -15,6 +15,7 @@ import { native } from '../../src/native/binding';
 import { PROTOCOL_VERSION } from '../../src/protocol/limits';
 import { EAGAIN } from '../../src/native/errno';
 import { probeUnix } from '../../src/transport/socket-info';
+import { listenerPidAt } from '../../src/broker/control-path';
 import { VERSION } from '../../src/protocol/version';
 import type { ListenerInfo } from '../../src/protocol/messages';
 import {
@@ -216,12 +217,15 @@ describe('fdbroker serve --takeover', () => {
       await sleep(300);
       // FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS (test-only) holds the successor after its rename, before it commits.
       const doomed = run(process.execPath, ['-r', SEAMS, CLI, 'serve', b1.sock, '--takeover'], { env: { FDBROKER_TEST_TAKEOVER_COMMIT_DELAY_MS: '20000' } });
-      for (let t = 0; t < 250 && fs.statSync(b1.sock).ino === ino; t++) await sleep(20);
-      expect(fs.statSync(b1.sock).ino).not.toBe(ino); // the path is the successor's socket now
+      const owner = `${b1.sock}.owner`;
+      for (let t = 0; t < 250 && (fs.statSync(b1.sock).ino === ino || listenerPidAt(owner) !== doomed.pid); t++) await sleep(20);
+      expect(fs.statSync(b1.sock).ino).not.toBe(ino); // the path is the successor's socket now, PATH.owner too
+      expect(listenerPidAt(owner)).toBe(doomed.pid);
       expect((await statusOf(b1.sock)).broker.pid).toBe(doomed.pid);
       process.kill(doomed.pid, 'SIGKILL');
       await doomed.exited;
       await waitText(() => b1.stderr(), /failed before commit .*serving on, unchanged/);
+      expect(listenerPidAt(owner)).toBe(b1.pid); // bound again, like the path
       const s = await statusOf(b1.sock);
       expect(s.broker.pid).toBe(b1.pid);
       expect(s.generations).toMatchObject([{ number: 1, pid: app.pid, state: 'ready' }]);
