@@ -75,6 +75,11 @@ export function parseDialect(name: string): Dialect {
   throw new FdbrokerError('ERR_FDBROKER_INVALID_ARGUMENT', `--inherit ${name}: unknown dialect (known: ${DIALECTS.join(', ')})`);
 }
 
+/** The dialects of `--inherit` flags (repeatable, comma-separated); empty when none is given. */
+export function parseInheritFlags(values: readonly string[] | undefined): Dialect[] {
+  return (values ?? []).flatMap((x) => x.split(',')).filter((x) => x !== '').map(parseDialect);
+}
+
 /** FDBROKER_FD_<NAME>: the name upper-cased, every character but A-Z, 0-9 as "_". */
 export function fdVariable(listener: string): string {
   return `FDBROKER_FD_${listener.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;

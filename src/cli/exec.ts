@@ -6,7 +6,7 @@ import { choiceOption, controlPathOf, msOption, parseCommand, UsageError } from 
 import { EXEC_START_FAILED, Exec, ProgramStartError } from './exec-program';
 import type { Io } from './io';
 import { loadConfig } from './config';
-import { dialectDefaults, parseDialect } from './dialect';
+import { dialectDefaults, parseInheritFlags } from './dialect';
 
 const OPTIONS = {
   'names': { type: 'string' },
@@ -18,6 +18,15 @@ const OPTIONS = {
   'inherit': { type: 'string', multiple: true },
   'config': { type: 'string' },
 } as const;
+
+/** The dialects of `--inherit` flags; an unknown one is a usage error. */
+export function inheritFlags(values: readonly string[] | undefined): ReturnType<typeof parseInheritFlags> {
+  try {
+    return parseInheritFlags(values);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
 
 /** SIGTERM, TERM, term or 15 as a signal name. */
 export function signalName(v: string): NodeJS.Signals {
@@ -41,13 +50,7 @@ export async function exec(args: string[], io: Io): Promise<number> {
   const [command, ...cmdArgs] = rest as [string, ...string[]];
   // --config FILE: its [exec] table (exec-config.ts) under the flags.
   const file = v.config !== undefined ? loadConfig(v.config).exec ?? {} : {};
-  const inherit = (v.inherit ?? []).flatMap((x) => x.split(',')).filter((x) => x !== '').map((x) => {
-    try {
-      return parseDialect(x);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-  });
+  const inherit = inheritFlags(v.inherit);
   const dialects = inherit.length > 0 ? inherit : file.inherit;
   // Flags, then the file, then what the dialects' servers need (dialect.ts), then exec's own defaults.
   const implied = dialectDefaults(dialects ?? []);

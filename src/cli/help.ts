@@ -221,8 +221,10 @@ not signal again. As PID 1 (a container) run reaps orphaned processes.
                      replaces them one at a time, each new one ready before
                      its slot's old one retires; a crashed one restarts alone
                      (not with --spare)
-  --ready notify|immediate, --retire-signal SIG
-                     as exec's (exec contract only)
+  --inherit DIALECT, --ready notify|immediate, --retire-signal SIG
+                     as exec's, with the same defaults per dialect (exec
+                     contract only): run nginx, HAProxy, Puma, Unicorn,
+                     Gunicorn, uvicorn or an Einhorn program directly
   --stop-timeout MS  SIGKILL a process MS ms after SIGTERM (default 30000)
   --watch PATH       (repeatable) development mode: a change to PATH (a file,
                      or anything under a directory) deploys, after 300 ms of quiet

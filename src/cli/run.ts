@@ -13,7 +13,9 @@ import { MAX_INSTANCES } from '../protocol/limits';
 import type { Contract } from '../run/member';
 import { removeRunFile, writeRunFile, type RunFile } from '../run/run-file';
 import { DEFAULT_RUN_STOP_TIMEOUT_MS } from '../run/defaults';
-import { signalName } from './exec';
+import { inheritFlags, signalName } from './exec';
+import { dialectDefaults } from './dialect';
+import { loadConfig } from './config';
 import { Reaper } from '../run/reaper';
 import { Watcher } from '../run/watch';
 import * as fs from 'node:fs';
@@ -42,9 +44,28 @@ const OPTIONS = {
   'instances': { type: 'string' },
   'ready': { type: 'string' },
   'retire-signal': { type: 'string' },
+  'inherit': { type: 'string', multiple: true },
   'stop-timeout': { type: 'string' },
   'watch': { type: 'string', multiple: true },
 } as const;
+
+/**
+ * The exec contract from run's flags: the dialects (--inherit) and, unless
+ * given, what their servers need (dialect.ts: nginx's graceful stop is
+ * SIGQUIT, it never sends READY=1), as `fdbroker exec` decides them.
+ */
+export function execContract(v: { inherit?: string[]; ready?: string; 'retire-signal'?: string; config?: string }, stopTimeoutMs: number): Contract {
+  // Flags, then the configuration file's [exec] table (as exec reads it), then the dialects' defaults.
+  const file = v.config !== undefined ? loadConfig(v.config).exec ?? {} : {};
+  const flags = inheritFlags(v.inherit);
+  const inherit = flags.length > 0 ? flags : [...file.inherit ?? []];
+  const implied = dialectDefaults(inherit);
+  return {
+    kind: 'exec', inherit,
+    ready: choiceOption('ready', v.ready ?? file.ready ?? implied.ready, ['notify', 'immediate'], 'notify'),
+    retireSignal: signalName(v['retire-signal'] ?? file.retireSignal ?? implied.retireSignal ?? 'SIGTERM'), stopTimeoutMs,
+  };
+}
 
 export async function run(args: string[], io: Io): Promise<number> {
   const noProgram = new UsageError('run needs the program after --: fdbroker run <control-socket> --listen NAME=SPEC [options] -- CMD [ARGS...]');
@@ -57,14 +78,11 @@ export async function run(args: string[], io: Io): Promise<number> {
   if (v.spare === true && !library) throw new UsageError('--spare needs --library: a spare waits, joined but not accepting, inside startGeneration()');
   const instances = intOption('instances', v.instances, 1, MAX_INSTANCES) ?? 1;
   if (instances > 1 && v.spare === true) throw new UsageError('--spare and --instances do not go together: with instances, the others serve while a crashed one restarts');
-  if (library && (v.ready !== undefined || v['retire-signal'] !== undefined)) {
-    throw new UsageError('--ready and --retire-signal are for the exec contract; with --library the app joins and says ready itself');
+  if (library && (v.ready !== undefined || v['retire-signal'] !== undefined || v.inherit !== undefined)) {
+    throw new UsageError('--ready, --retire-signal and --inherit are for the exec contract; with --library the app joins and says ready itself');
   }
   const stopTimeoutMs = msOption('stop-timeout', v['stop-timeout']) ?? DEFAULT_RUN_STOP_TIMEOUT_MS;
-  const contract: Contract = library ? { kind: 'library' } : {
-    kind: 'exec', ready: choiceOption('ready', v.ready, ['notify', 'immediate'], 'notify'),
-    retireSignal: signalName(v['retire-signal'] ?? 'SIGTERM'), stopTimeoutMs,
-  };
+  const contract: Contract = library ? { kind: 'library' } : execContract(v, stopTimeoutMs);
   const readyTimeoutMs = msOption('ready-timeout', v['ready-timeout']);
   for (const w of v.watch ?? []) if (!fs.existsSync(w)) throw new UsageError(`--watch ${w}: no such file or directory`);
   try {

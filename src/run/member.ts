@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import { RUN_PATH_ENV, RUN_SLOT_ENV, RUN_SPARE_FD_ENV } from '../handover/run-env';
+import type { Dialect } from '../cli/dialect';
 import { OutputTail } from './output-tail';
 
 /** What a process is to run: serving, a deploy's new version not yet ready, a warm spare, or told to leave. */
@@ -19,7 +20,7 @@ export type Role = 'serving' | 'candidate' | 'spare' | 'retiring';
 /** How the command is started. */
 export type Contract =
   | { kind: 'library' }
-  | { kind: 'exec'; ready: 'notify' | 'immediate'; retireSignal: NodeJS.Signals; stopTimeoutMs: number };
+  | { kind: 'exec'; ready: 'notify' | 'immediate'; retireSignal: NodeJS.Signals; stopTimeoutMs: number; inherit?: readonly Dialect[] };
 
 export interface LaunchOptions {
   controlPath: string;
@@ -84,7 +85,8 @@ export class Member {
     if (o.spare) env[RUN_SPARE_FD_ENV] = String(SPARE_FD);
     const [file, args] = o.contract.kind === 'exec'
       ? [process.execPath, [CLI, 'exec', o.controlPath, '--ready', o.contract.ready, '--retire-signal', o.contract.retireSignal,
-        '--stop-timeout', String(o.contract.stopTimeoutMs), '--label', path.basename(o.command), '--', o.command, ...o.args]]
+        '--stop-timeout', String(o.contract.stopTimeoutMs), ...(o.contract.inherit ?? []).flatMap((d) => ['--inherit', d]),
+        '--label', path.basename(o.command), '--', o.command, ...o.args]]
       : [o.command, o.args];
     const child = spawn(file, args, {
       env, detached: true,

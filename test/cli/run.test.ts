@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { alive, CLI, cleanup, FIXTURES, get, run, sleep, statusOf, tmpDir, waitText } from '../helpers';
 import { failuresByKind, KILLED_PROCESS_KINDS, readyPid, RUN_APP, startRun, timedLoad } from '../run-helpers';
 import { CRASH_LOOP_COUNT } from '../../src/run/defaults';
-import { RUN_EXIT } from '../../src/cli/run';
+import { execContract, RUN_EXIT } from '../../src/cli/run';
 
 afterEach(cleanup);
 
@@ -33,9 +33,21 @@ function expectOnlyKilledProcessFailures(rs: ReturnType<typeof failuresByKind>, 
   expect(total).toBeLessThanOrEqual(max);
 }
 
+describe('fdbroker run: the exec contract from its flags', () => {
+  it('--inherit takes the dialect\'s defaults unless given, as exec does; several are comma-separated or repeated', () => {
+    expect(execContract({ inherit: ['nginx'] }, 1000)).toEqual({ kind: 'exec', inherit: ['nginx'], ready: 'immediate', retireSignal: 'SIGQUIT', stopTimeoutMs: 1000 });
+    expect(execContract({ inherit: ['unicorn'], 'retire-signal': 'TERM', ready: 'notify' }, 1000))
+      .toMatchObject({ inherit: ['unicorn'], ready: 'notify', retireSignal: 'SIGTERM' });
+    expect(execContract({ inherit: ['systemd,einhorn'] }, 1000)).toMatchObject({ inherit: ['systemd', 'einhorn'], ready: 'notify', retireSignal: 'SIGTERM' });
+    expect(execContract({}, 1000)).toMatchObject({ inherit: [], ready: 'notify', retireSignal: 'SIGTERM' });
+    expect(() => execContract({ inherit: ['apache'] }, 1000)).toThrow(/--inherit apache: unknown dialect/);
+  });
+});
+
 describe('fdbroker run: usage', () => {
   for (const c of [
     { what: 'no program after --', args: ['x.sock', '--listen', 'http=tcp://127.0.0.1:0'], re: /run needs the program after --/ },
+    { what: '--inherit with --library', args: ['x.sock', '--listen', 'http=tcp://127.0.0.1:0', '--library', '--inherit', 'nginx', '--', 'node'], re: /--inherit are for the exec contract/ },
     { what: '--spare without --library', args: ['x.sock', '--listen', 'http=tcp://127.0.0.1:0', '--spare', '--', 'node'], re: /--spare needs --library/ },
     { what: '--takeover (serve only)', args: ['x.sock', '--takeover', '--', 'node'], re: /unknown option --takeover/ },
   ]) {
@@ -104,6 +116,24 @@ describe('fdbroker run', () => {
     await sleep(300);
     expect(failuresByKind(await load.stop())).toEqual({});
     expect(alive(prog1)).toBe(false);
+    r.kill('SIGTERM');
+    expect((await r.exited).code).toBe(RUN_EXIT.ok);
+  });
+
+  it('--inherit einhorn: the program reads EINHORN_FD_*; a deploy under load (0 failed) replaces it', async () => {
+    const r = await startRun(tmpDir(), ['--inherit', 'einhorn', '--ready', 'immediate', '--quiet'], [process.execPath, path.join(FIXTURES, 'einhorn-app.js')]);
+    await waitText(r.stderr, /einhorn-app: serving EINHORN_FD_0=3 of EINHORN_FD_COUNT=1/, 10_000);
+    const first = (await get(r.port)).body.split(' ')[0];
+    const load = timedLoad(r.port, { concurrency: 4, keepAlive: true });
+    await sleep(300);
+    const d = run(process.execPath, [CLI, 'deploy', r.sock, '--timeout', '15000']);
+    expect((await d.exited).code, d.stderr()).toBe(0);
+    await sleep(300);
+    expect(failuresByKind(await load.stop())).toEqual({});
+    const next = (await get(r.port)).body;
+    expect(next).toMatch(/^\d+ einhorn\n$/);
+    expect(next.split(' ')[0]).not.toBe(first);
+    expect(alive(Number(first))).toBe(false);
     r.kill('SIGTERM');
     expect((await r.exited).code).toBe(RUN_EXIT.ok);
   });
