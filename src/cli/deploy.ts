@@ -128,8 +128,19 @@ async function follow(sock: string, pid: number, started: number, timeoutMs: num
 /** The deployed line: never "older generations have left" while a process that is no generation holds a listener. */
 function deployedLine(w: Watched, pid: number, started: number): string {
   const outside = w.last ? outsideHolders(w.last) : [];
-  if (outside.length === 0) return `deployed in ${Date.now() - started} ms: pid ${pid} serves and the older generations have left`;
-  return `deployed in ${Date.now() - started} ms: pid ${pid} serves, ${outsideHoldersWarning(outside)}; the old code may still answer`;
+  const who = servingPid(w, pid);
+  if (outside.length === 0) return `deployed in ${Date.now() - started} ms: ${who} serves and the older generations have left`;
+  return `deployed in ${Date.now() - started} ms: ${who} serves, ${outsideHoldersWarning(outside)}; the old code may still answer`;
+}
+
+/**
+ * "pid N": the generation's own pid, and the pid deploy started when that is
+ * another process (a wrapper: `npx fdbroker exec …`, a shell) whose
+ * descendant joined.
+ */
+function servingPid(w: Watched, started: number): string {
+  const gen = w.last ? waitTarget(w.last, started) : undefined;
+  return gen === undefined || gen.pid === started ? `pid ${started}` : `pid ${gen.pid} (generation ${gen.number}, started as pid ${started})`;
 }
 
 /** The `wait` part of the verdict, as `fdbroker wait --json` prints it. */
@@ -207,7 +218,7 @@ export async function deploy(args: string[], io: Io): Promise<number> {
   };
   switch (w.verdict) {
     case 'deployed': step(deployedLine(w, pid, started)); break;
-    case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
+    case 'draining': step(`deployed: ${servingPid(w, pid)} serves; ${w.why} (not rolled back)`); break;
     default: {
       // A version that is gone needs no stopping; the old one's state is in `why` after a rollback after ready.
       const running = pidAlive(pid);
@@ -279,7 +290,7 @@ async function deployRun(sock: string, timeoutMs: number, started: number, step:
   });
   switch (w.verdict) {
     case 'deployed': step(deployedLine(w, pid, started)); break;
-    case 'draining': step(`deployed: pid ${pid} serves; ${w.why} (not rolled back)`); break;
+    case 'draining': step(`deployed: ${servingPid(w, pid)} serves; ${w.why} (not rolled back)`); break;
     default: {
       step(`${w.verdict === 'error' ? 'error' : 'rolled back'}: ${w.why}; the old version serves on`);
       // Not ready by our deadline (run's own may be later): stop it, as run would,

@@ -101,6 +101,18 @@ describe('fdbroker deploy', () => {
     process.kill(d2.verdict.pid, 'SIGTERM');
   });
 
+  it('with a command whose descendant joins (a wrapper such as npx or sh): the verdict names the generation\'s own pid and the one started', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    // sh stays the parent (two commands, no exec): the generation is its child, fdbroker exec.
+    const cmd = `"${process.execPath}" "${CLI}" exec "${broker.sock}" --ready immediate -- "${process.execPath}" "${path.join(FIXTURES, 'exec-listen-fds.js')}"; true`;
+    const d = await deployCmd(broker.sock, ['--', 'sh', '-c', cmd]);
+    expect(d.code, d.stderr).toBe(DEPLOY_EXIT.deployed);
+    const gen = d.verdict.wait!.pid!;
+    expect(gen).not.toBe(d.verdict.pid);
+    expect(d.stderr).toMatch(new RegExp(`deployed in \\d+ ms: pid ${gen} \\(generation \\d+, started as pid ${d.verdict.pid}\\) serves`));
+    process.kill(-d.verdict.pid, 'SIGTERM');
+  });
+
   it('with a command: a new version that dies right after ready is rolled back after ready (exit 5); the old one serves again', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet', '--standby', '5000']);
     const v1 = run(process.execPath, [GEN_APP], { env: { FDBROKER_SOCK: broker.sock } });
