@@ -1159,8 +1159,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     // One handout at a time per client: fds sent and not yet read count
     // against the broker's user in the kernel (ETOOMANYREFS for everyone once
-    // over RLIMIT_NOFILE), so a client that has not read its last reply gets no more.
-    if (selected.length > 0 && state.fdsSent && native().outq(state.channel.fd) > 0) {
+    // over RLIMIT_NOFILE), so a client that has not read its last handout gets
+    // no more. Not merely unread notices: a generation resumed while it was
+    // not running reads "resume" and adopts again before it reads the
+    // "retire" queued behind it (the resume must not fail for that).
+    if (selected.length > 0 && state.lastSentFds && native().outq(state.channel.fd) > 0) {
       const err = new FdbrokerError('ERR_FDBROKER_UNREAD_REPLY', 'read the previous reply before asking for more listeners');
       state.reply({ type: 'error', id, code: err.code, message: err.message });
       this.auditLog(op, state.info, err.code, names ?? undefined);
@@ -1221,7 +1224,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
         return;
       }
     }
-    if (selected.length > 0) state.fdsSent = true;
     if (capped) this.inFlight.sent(state, selected.length, Date.now());
     this.noteAdopted(state, names_);
     this.auditLog(op, state.info, 'ok', names_, generation);

@@ -9,8 +9,13 @@ import { encode, encodeError, encodeStatus, type BrokerMessage, type ClientInfo 
 export class Session {
   greeted = false;
   generation: number | undefined;
-  /** A reply with fds was sent: unread bytes (SIOCOUTQ) may then be a handout. */
-  fdsSent = false;
+  /**
+   * The last message sent carried fds (a handout). Then, and only then,
+   * unread bytes (SIOCOUTQ) mean an unread handout: messages are read in
+   * order, so a handout followed by notices (retire, resume, ping) the client
+   * has not read yet may well have been read itself.
+   */
+  lastSentFds = false;
   /** It said "leaving": its connection's end is a planned stop, not a crash. */
   leaving = false;
   /** It joined with `pause`: it stops and starts accepting when told ("accepting"). */
@@ -39,6 +44,7 @@ export class Session {
   send(payload: Buffer, fds: number[]): boolean {
     try {
       this.channel.send(payload, fds);
+      this.lastSentFds = fds.length > 0;
       return !this.channel.isClosed;
     } catch (err) {
       this.onSendError(err as Error);

@@ -68,7 +68,6 @@ export function sendHandoff(state: Session, id: number, broker: HandoffMessage['
     const payload = encodeListeners(id, part, part === groups.length - 1, group.map((i) => infos[i]!));
     if (!state.send(payload, group.map((i) => listeners[i]!.fd))) return false;
   }
-  state.fdsSent = listeners.length > 0;
   return true;
 }
 

@@ -273,6 +273,33 @@ describeWith(AS_ROOT, 'limits', () => {
     expect(count(out, `pid=${process.pid} uid=0 gid=0 names=http generation=- result=ERR_FDBROKER_UNREAD_REPLY`)).toBe(1);
   });
 
+  it('a generation with an unread notice (not handout) behind what it read may adopt again: a resume read before the retire queued behind it', async () => {
+    const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--standby', '5000']);
+    const a = await Raw.connect(broker.sock);
+    a.send(HELLO);
+    a.send({ type: 'join', id: 1, names: ['http'], standby: 5000 });
+    expect(await a.next()).toMatchObject({ msg: { type: 'welcome' } });
+    expect(await a.next()).toMatchObject({ msg: { type: 'listeners', id: 1 }, fds: 1 });
+    a.send({ type: 'ready', id: 2 });
+    expect(await a.next()).toMatchObject({ msg: { type: 'ack', id: 2 } });
+    // A newer generation is ready: A is told to retire (standing by); A does not read it yet.
+    const b = await BrokerConnection.connect(broker.sock, { timeout: 5000 });
+    try {
+      const j = await b.join(['http']);
+      for (const l of j.listeners) native().close(l.fd);
+      await b.ready();
+      // The retire notice sits unread in A's socket; A asks for its listeners again (as a resume does),
+      // and is slow to read on (a loaded machine: it lost the CPU right after its send).
+      a.send({ type: 'adopt', id: 3, names: ['http'] });
+      await sleep(300);
+      expect(await a.next()).toMatchObject({ msg: { type: 'retire' } });
+      expect(await a.next()).toMatchObject({ msg: { type: 'listeners', id: 3 }, fds: 1 });
+    } finally {
+      b.close();
+      a.close();
+    }
+  });
+
   it('300 clients sitting on unread handouts do not slow a well-behaved client down (< 2 s)', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0']);
     const before = fdCount(broker.pid);
