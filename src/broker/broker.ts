@@ -173,8 +173,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.controlPath = options.controlPath;
     this.control = new ControlSockets(options.controlPath, { mode: options.mode ?? DEFAULT_CONTROL_MODE, group: options.group }, {
       attach: (acceptor) => this.listenOn(acceptor),
-      warn: (err) => this.emit('warning', err),
+      warn: (err) => this.warnOrKeep(err),
     });
+
     this.maxFdsInFlightPerUid = options.maxFdsInFlightPerUid
       ?? fdsInFlightPerUid(softFdLimit(), FDS_IN_FLIGHT_SHARE_PER_UID, MIN_FDS_IN_FLIGHT_PER_UID);
     this.unreadHandoutTimeoutMs = options.unreadHandoutTimeoutMs ?? DEFAULT_UNREAD_HANDOUT_TIMEOUT_MS;
@@ -232,6 +233,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
         [], now, { asNumber: options.self.number, self: true });
       this.selfGeneration = self.ok ? self.number : undefined;
     }
+  }
+
+  /** Warnings given while nobody listened for them (during start()), kept for the first 'warning' listener. */
+  private readonly startWarnings: Error[] = [];
+
+  private warnOrKeep(err: Error): void {
+    if (this.listenerCount('warning') > 0) this.emit('warning', err);
+    else this.startWarnings.push(err);
+  }
+
+  /** The warnings start() gave before anyone listened (e.g. serving without PATH.owner); each is returned once. */
+  takeStartWarnings(): Error[] {
+    return this.startWarnings.splice(0);
   }
 
   /** Carries out the core's decisions: notices to generations, events to listeners. */

@@ -46,16 +46,16 @@ export class ControlSockets {
   open(options: { takeover?: boolean; lock?: PathLock; withOwner: boolean }): void {
     this.main = bindControlSocket(this.path, { ...this.file, takeover: options.takeover, lock: options.lock });
     this.host.attach(this.main);
-    if (options.withOwner) this.openOwner();
+    if (options.withOwner) this.openOwner(options.takeover === true);
   }
 
-  private openOwner(): void {
+  private openOwner(replace: boolean): void {
     try {
-      this.owner = bindOwnerSocket(this.path);
+      this.owner = bindOwnerSocket(this.path, replace);
       if (this.owner) this.host.attach(this.owner);
+      else this.host.warn(new Error(`serving without ${ownerSocketPath(this.path)}, the owner's own control socket: the name is too long for a socket address (the owner's clients use ${this.path})`));
     } catch (err) {
-      const warning = new Error(`serving without ${ownerSocketPath(this.path)}, the owner's own control socket (the owner's clients use ${this.path}): ${(err as Error).message}`, { cause: err });
-      process.nextTick(() => this.host.warn(warning));
+      this.host.warn(new Error(`serving without ${ownerSocketPath(this.path)}, the owner's own control socket (the owner's clients use ${this.path}): ${(err as Error).message}`, { cause: err }));
     }
   }
 
@@ -75,7 +75,7 @@ export class ControlSockets {
     if (owner && !owner.ownsPath() && !answers(owner.path)) {
       owner.close();
       this.owner = undefined;
-      this.openOwner();
+      this.openOwner(true);
     }
     const main = this.main;
     if (!main || main.ownsPath() || answers(this.path)) return false;

@@ -9,22 +9,26 @@
 // grants apply on both; clients of the broker's user prefer it
 // (client/control-target.ts). A broker that cannot create it serves on
 // without it (a warning): clients then use PATH.
+import * as fs from 'node:fs';
 import { native } from '../native/binding';
-import { MAX_SOCKET_PATH_BYTES } from '../native/errno';
+import { ECONNREFUSED, MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { systemError } from '../protocol/errors';
 import { Acceptor } from '../transport/acceptor';
 import { CONTROL_BACKLOG } from '../transport/defaults';
+import { probeUnix } from '../transport/socket-info';
 import { OWNER_SOCKET_MODE, ownerSocketPath } from '../protocol/owner-socket';
 import { bindSocketFile } from './socket-file';
 
 /**
  * Binds PATH.owner and returns its Acceptor, or undefined when the name does
- * not fit a socket address. Whatever is at the name is replaced (rename(2)):
- * the caller holds the path's lock, or is the successor of the broker that
- * does (whose PATH.owner must become this one, like PATH). Throws a system
- * error, or ERR_FDBROKER_INSECURE_PATH, when it cannot be created.
+ * not fit a socket address. `replace` (a takeover's successor, whose
+ * PATH.owner must become this one like PATH; a reclaim after a dead one):
+ * rename(2) over whatever is there. Otherwise only a stale socket there (a
+ * killed broker's, nobody answering) is replaced. Throws a system error
+ * (`bind` EADDRINUSE: something live or not a socket is there), or
+ * ERR_FDBROKER_INSECURE_PATH, when it cannot be created.
  */
-export function bindOwnerSocket(controlPath: string): Acceptor | undefined {
+export function bindOwnerSocket(controlPath: string, replace: boolean): Acceptor | undefined {
   const path = ownerSocketPath(controlPath);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) return undefined;
   const n = native();
@@ -33,10 +37,22 @@ export function bindOwnerSocket(controlPath: string): Acceptor | undefined {
   if (fd < 0) throw systemError(fd, 'socket');
   try {
     n.setsockoptInt(fd, c.SOL_SOCKET, c.SO_PASSRIGHTS, 0); // as on PATH (control-path.ts); best effort
-    const id = bindSocketFile(fd, path, { mode: OWNER_SOCKET_MODE, backlog: CONTROL_BACKLOG, replace: true });
+    const id = bindSocketFile(fd, path, { mode: OWNER_SOCKET_MODE, backlog: CONTROL_BACKLOG, replace, replaceStale: removeIfStale });
     return new Acceptor(path, fd, undefined, id);
   } catch (err) {
     n.close(fd);
     throw err;
   }
+}
+
+/** Unlinks `path` when it is a socket nobody answers on; true if it did. */
+function removeIfStale(path: string): boolean {
+  try {
+    if (!fs.lstatSync(path).isSocket()) return false;
+  } catch {
+    return true; // gone meanwhile: bind again
+  }
+  if (probeUnix(path, native().constants.SOCK_SEQPACKET) !== ECONNREFUSED) return false;
+  fs.unlinkSync(path);
+  return true;
 }

@@ -277,6 +277,7 @@ export async function openServe(v: OptionValues<typeof SERVE_OPTIONS>, controlPa
   broker.on('refusals', (r) => io.err(`fdbroker: refused uid ${r.uid} (gid ${r.gid}) ${r.count} more time${r.count === 1 ? '' : 's'}`
     + ` in the last ${Math.round(r.intervalMs / 1000)} s: ${r.code}${r.what ? ` (${r.what})` : ''} (last pid ${r.lastPid})`));
   broker.on('warning', (err) => io.err(`fdbroker: warning: ${err.message}`));
+  for (const err of broker.takeStartWarnings()) io.err(`fdbroker: warning: ${err.message}`);
   if (reloadPath !== undefined) {
     broker.reloadSource = configReloader(reloadPath, settings, flags);
     broker.configPath = reloadPath;

@@ -183,6 +183,8 @@ export class GenerationMachine {
   private queue: Notice[] = [];
   /** Retiring by the app's own retire() (no retire from the broker): its end is a planned stop. */
   private selfRetired = false;
+  /** A retire arrived (applied, or queued behind a resume) and no resume made this generation ready since. */
+  private toldToRetire = false;
 
   constructor(config: GenerationMachineConfig) {
     this.cfg = {
@@ -235,6 +237,7 @@ export class GenerationMachine {
         return;
       case 'retire':
       case 'release':
+        if (input.type === 'retire') this.toldToRetire = true;
         if (this.phase === 'resuming') {
           this.queue.push(input);
           return;
@@ -276,6 +279,7 @@ export class GenerationMachine {
       case 'readopt-done':
         if (this.phase !== 'resuming') return;
         this.phase = 'ready';
+        this.toldToRetire = false;
         out.push({ type: 'emit', event: 'resume', ...this.resumeInfo });
         if (!this.connected) this.onLost(out);
         // Applied in order; a queued resume may start another re-adopt, which queues what follows it again.
@@ -293,8 +297,8 @@ export class GenerationMachine {
       case 'drain-started':
         if (this.phase === 'retiring') return;
         if (this.phase === 'standby') out.push({ type: 'clear-standby-timer' });
-        // Standing by, it was told to retire already: its end stays no planned stop of its own.
-        this.selfRetired = this.phase !== 'standby';
+        // Told to retire already (standing by, or a retire queued behind a resume): its end stays no planned stop of its own.
+        this.selfRetired = this.phase !== 'standby' && !this.toldToRetire;
         this.standbyUntil = undefined;
         this.phase = 'retiring';
         this.refuseReady(out, 'this generation is retiring');
@@ -322,6 +326,7 @@ export class GenerationMachine {
 
   private onRetire(msg: { by: number; standby?: number; reason?: 'newer' | 'failed' | 'not-holding' }, now: number, out: GenerationEffect[]): void {
     this.selfRetired = false; // told to retire: never "leaving" after that (§2.6)
+    this.toldToRetire = true;
     if (this.phase !== 'starting' && this.phase !== 'ready') return;
     out.push({ type: 'emit', event: 'retire', by: msg.by });
     // A ready refused because this process holds none of its listeners: the notice may be read before the error reply.
@@ -350,6 +355,7 @@ export class GenerationMachine {
     if (this.cfg.retireMode === 'app' && this.phase === 'retiring') {
       // The app retires itself, so it resumes itself too: it never stopped accepting.
       this.phase = 'ready';
+      this.toldToRetire = false;
       out.push({ type: 'emit', event: 'resume', failed: msg.failed, reason: msg.reason });
       return;
     }

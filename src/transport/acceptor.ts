@@ -118,29 +118,39 @@ export class Acceptor extends EventEmitter<AcceptorEvents> {
     const batch = n.acceptBatch(this.fd, ACCEPTS_PER_TURN);
     const k = (batch.length - 1) / 4;
     // Refused connections, by reply: each group is answered and closed in one native call.
-    let refused: Map<Buffer, number[]> | undefined;
-    for (let i = 0; i < k; i++) {
-      const cfd = batch[4 * i]!;
-      const pid = batch[4 * i + 1]!;
-      const cred: PeerCred = pid < 0 ? pid : { pid, uid: batch[4 * i + 2]! >>> 0, gid: batch[4 * i + 3]! >>> 0 };
-      if (this.closed) {
-        n.close(cfd);
-        continue;
+    const refused = new Map<Buffer, number[]>();
+    const refusals: Array<[PeerCred, string]> = [];
+    // batch[0, done) are accounted for: closed, refused (in `refused`), or handed on.
+    let done = 0;
+    try {
+      for (let i = 0; i < k; i++) {
+        const cfd = batch[4 * i]!;
+        const pid = batch[4 * i + 1]!;
+        const cred: PeerCred = pid < 0 ? pid : { pid, uid: batch[4 * i + 2]! >>> 0, gid: batch[4 * i + 3]! >>> 0 };
+        if (this.closed) {
+          n.close(cfd);
+          done = i + 1;
+          continue;
+        }
+        const refusal = this.admit?.(cred);
+        done = i + 1;
+        if (refusal) {
+          // The accepted socket is non-blocking and its peer's queue empty: the reply fits, and
+          // stays readable by the peer after close (EPIPE on its hello, then the reason).
+          const fds = refused.get(refusal.reply);
+          if (fds) fds.push(cfd);
+          else refused.set(refusal.reply, [cfd]);
+          refusals.push([cred, refusal.code]);
+        } else {
+          this.emit('connection', cfd, cred); // the listener owns cfd from here, even if it throws
+        }
       }
-      const refusal = this.admit?.(cred);
-      if (refusal) {
-        // The accepted socket is non-blocking and its peer's queue empty: the reply fits, and
-        // stays readable by the peer after close (EPIPE on its hello, then the reason).
-        refused ??= new Map();
-        const fds = refused.get(refusal.reply);
-        if (fds) fds.push(cfd);
-        else refused.set(refusal.reply, [cfd]);
-        this.emit('refused', cred, refusal.code);
-      } else {
-        this.emit('connection', cfd, cred);
-      }
+    } finally {
+      // Something threw (admit, a 'connection' listener): what was not handed on is closed, not leaked.
+      for (let j = done; j < k; j++) n.close(batch[4 * j]!);
+      for (const [reply, fds] of refused) n.replyAndClose(Int32Array.from(fds), reply);
     }
-    if (refused) for (const [reply, fds] of refused) n.replyAndClose(Int32Array.from(fds), reply);
+    for (const [cred, code] of refusals) this.emit('refused', cred, code);
     if (this.closed) return;
     const end = batch[batch.length - 1]!;
     if (end === 0 || end === EAGAIN || end === EINTR) return;

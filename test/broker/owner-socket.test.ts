@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { controlTargets } from '../../src/client/control-target';
 import { listenerPidAt } from '../../src/broker/control-path';
 import { native } from '../../src/native/binding';
-import { cleanup, CLI, run, startBroker, statusOf, tmpDir } from '../helpers';
+import { cleanup, CLI, run, startBroker, statusOf, tmpDir, waitText } from '../helpers';
 import { NOBODY, SYSTEM_PYTHON, sharedDir } from '../other-user';
 import { describeWith, root, setpriv } from '../requirements';
 
@@ -83,6 +83,38 @@ describe('PATH.owner through a takeover and a killed broker', () => {
     const second = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
     expect(listenerPidAt(`${second.sock}.owner`)).toBe(second.pid);
     expect((await statusOf(second.sock)).broker.pid).toBe(second.pid);
+  });
+});
+
+describe('PATH.owner that cannot be made', () => {
+  it('a directory in its place: the broker and a takeover\'s successor (--metrics too) say so and serve on PATH', async () => {
+    const dir = tmpDir();
+    const sock = path.join(dir, 'broker.sock');
+    fs.mkdirSync(`${sock}.owner`);
+    const first = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
+    await waitText(first.stderr, /warning: serving without .*broker\.sock\.owner, the owner's own control socket/);
+    const next = run(process.execPath, [CLI, 'serve', sock, '--takeover', '--quiet', '--metrics', 'tcp://127.0.0.1:0']);
+    await next.waitFor(/^fdbroker: ready on /m);
+    await waitText(next.stderr, /warning: serving without .*broker\.sock\.owner/);
+    expect((await statusOf(sock)).broker.pid).toBe(next.pid);
+    expect(fs.statSync(`${sock}.owner`).isDirectory()).toBe(true); // never replaced
+  });
+
+  it('a live socket of the same user at the name (not a stale one) is not replaced at a fresh start', async () => {
+    const dir = tmpDir();
+    const sock = path.join(dir, 'broker.sock');
+    const n = native();
+    const fd = n.socket(n.constants.AF_UNIX, n.constants.SOCK_SEQPACKET);
+    try {
+      expect(n.bind(fd, { family: 'unix', path: `${sock}.owner` })).toBe(0);
+      expect(n.listen(fd, 4)).toBe(0);
+      const ino = fs.statSync(`${sock}.owner`).ino;
+      const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--quiet']);
+      await waitText(broker.stderr, /warning: serving without .*EADDRINUSE/);
+      expect(fs.statSync(`${sock}.owner`).ino).toBe(ino);
+    } finally {
+      n.close(fd);
+    }
   });
 });
 

@@ -281,6 +281,11 @@ describe('planned stop and heartbeat (invariants 5 and 7)', () => {
     const told = machine();
     run(told, [{ type: 'drain-started' }, { type: 'retire', by: 7 }]);
     expect(types(told.step({ type: 'close', planned: false }, 0))).toEqual(['close-connection']);
+    // A retire queued behind a resume counts as told too: an app drain meanwhile is no planned stop of its own.
+    const queued = machine();
+    run(queued, [{ type: 'ready-requested' }, { type: 'ready-acked' }, { type: 'retire', by: 6, standby: 5000 }, { type: 'resume', failed: 6, reason: 'left' },
+      { type: 'retire', by: 7, standby: 5000 }, { type: 'drain-started' }, { type: 'readopt-done' }]);
+    expect(types(queued.step({ type: 'close', planned: false }, 0))).toEqual(['close-connection']);
   });
 
   it('pings are answered while connected; the claim carries the configured heartbeat', () => {
