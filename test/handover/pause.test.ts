@@ -50,8 +50,9 @@ async function v1(sock: string) {
 describe('fdbroker pause / resume', () => {
   it('a 5 s pause under load: 0 failed, queued requests served after the resume, longest wait about the pause, no stall rollback', async () => {
     const dir = tmpDir();
-    // A standby window and the stall watch on: a paused queue must not read as a stall.
-    const b = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--standby', '10000', '--stall-timeout', '1000']);
+    // A standby window and the stall watch on (2 s, well under the 5 s pause): a paused queue must not read as a stall.
+    // (1 s was too short for the app to empty its queue after the resume on a loaded 2-core machine: a stall was reported then.)
+    const b = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--standby', '10000', '--stall-timeout', '2000']);
     const port = b.ports.http!;
     const app = await v1(b.sock);
     const load = timedLoad(port, 4);
