@@ -63,7 +63,7 @@ import { FdsInFlight, fdsInFlightPerUid } from './fds-in-flight';
 import { softFdLimit } from '../client/fd-headroom';
 import type { ListenerSpec } from './spec';
 import { takeInheritedListeners } from '../systemd/listen-fds';
-import { handoffOptions, refuseSuccessor } from '../takeover/options';
+import { handoffOptions, takeoverRefusal } from '../takeover/options';
 import { Handoff, sendHandoff, type HandoffHost } from '../takeover/handoff';
 import {
   ACCEPT_SAMPLE_IDLE_INTERVAL_MS, ACCEPT_SAMPLE_INTERVAL_MS, HOLDERS_STATUS_TIMEOUT_MS, DEFAULT_CONTROL_MODE, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
@@ -918,37 +918,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * serves on as before.
    */
   private onTakeover(state: Session, msg: TakeoverMessage): void {
-    const refuse = (err: FdbrokerError) => {
-      state.reply({ type: 'error', id: msg.id, code: err.code, message: err.message });
-      this.auditLog('takeover', state.info, err.code);
-      this.emit('clientError', state.info, err);
-    };
-    if (!allows(this.policy, state.info, 'takeover')) {
-      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED',
-        `uid ${state.info.uid} may not take over this broker: only its own uid (${this.brokerUid}), root, or a --grant with takeover may, whatever --allow-uid grants`));
-      return;
-    }
-    if (this.selfGeneration !== undefined) {
-      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', 'this broker is embedded in an app: it is replaced by the app\'s next generation, not taken over'));
-      return;
-    }
-    if (this.takeoverRefusal !== undefined) {
-      refuse(new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', this.takeoverRefusal));
-      return;
-    }
-    const inFlight = this.takeoverInFlight();
-    if (inFlight) {
-      refuse(new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${inFlight.by.pid} is taking over already: one takeover at a time`));
-      return;
-    }
-    if (this.pauses.table.size > 0) {
-      refuse(new FdbrokerError('ERR_FDBROKER_PAUSED', `listeners are paused (${this.pauses.table.list().map((p) => p.name).join(', ')}): `
-        + 'a successor would not know it; run `fdbroker resume` first'));
-      return;
-    }
-    const tooOld = refuseSuccessor({ protocol: PROTOCOL_VERSION, software: VERSION }, msg);
-    if (tooOld) {
-      refuse(tooOld);
+    const refusal = takeoverRefusal({
+      uid: state.info.uid, permitted: allows(this.policy, state.info, 'takeover'), brokerUid: this.brokerUid,
+      embedded: this.selfGeneration !== undefined, refusal: this.takeoverRefusal, inFlightBy: this.takeoverInFlight()?.by.pid,
+      paused: this.pauses.table.list().map((p) => p.name),
+      mine: { protocol: PROTOCOL_VERSION, software: VERSION }, theirs: msg,
+    });
+    if (refusal) {
+      state.reply({ type: 'error', id: msg.id, code: refusal.code, message: refusal.message });
+      this.auditLog('takeover', state.info, refusal.code);
+      this.emit('clientError', state.info, refusal);
       return;
     }
     const listeners = this.listenerSet.all();

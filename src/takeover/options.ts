@@ -104,3 +104,42 @@ export function specsOfReceived(received: readonly ListenerInfo[], specs: readon
   const names = new Set(received.map((i) => i.name));
   return specs.filter((s) => names.has(s.name));
 }
+
+/** What the old broker knows when a takeover is asked (whoTakesOver's inputs). */
+export interface TakeoverAsk {
+  /** The asker's uid, and whether the grants let it take over. */
+  uid: number;
+  permitted: boolean;
+  /** The broker's own uid (named in the refusal). */
+  brokerUid: number;
+  /** The broker is embedded in an app (self mode). */
+  embedded: boolean;
+  /** Set by the broker's owner: why no takeover is accepted now. */
+  refusal: string | undefined;
+  /** The pid of a takeover already in flight. */
+  inFlightBy: number | undefined;
+  /** Listeners paused now. */
+  paused: string[];
+  mine: { protocol: number; software: string };
+  theirs: { protocol: number; software: string };
+}
+
+/**
+ * Why this broker refuses a takeover now, or undefined when it accepts it:
+ * only its own uid, root or a takeover grant; never an embedded broker;
+ * one at a time; not while listeners are paused (a successor would not know
+ * it); never an older version (refuseSuccessor).
+ */
+export function takeoverRefusal(a: TakeoverAsk): FdbrokerError | undefined {
+  if (!a.permitted) {
+    return new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED',
+      `uid ${a.uid} may not take over this broker: only its own uid (${a.brokerUid}), root, or a --grant with takeover may, whatever --allow-uid grants`);
+  }
+  if (a.embedded) return new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', 'this broker is embedded in an app: it is replaced by the app\'s next generation, not taken over');
+  if (a.refusal !== undefined) return new FdbrokerError('ERR_FDBROKER_NOT_PERMITTED', a.refusal);
+  if (a.inFlightBy !== undefined) return new FdbrokerError('ERR_FDBROKER_UPGRADE_IN_PROGRESS', `pid ${a.inFlightBy} is taking over already: one takeover at a time`);
+  if (a.paused.length > 0) {
+    return new FdbrokerError('ERR_FDBROKER_PAUSED', `listeners are paused (${a.paused.join(', ')}): a successor would not know it; run \`fdbroker resume\` first`);
+  }
+  return refuseSuccessor(a.mine, a.theirs);
+}

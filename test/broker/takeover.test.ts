@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { compareSoftware, mergeOptions, refuseSuccessor, specsToCreate } from '../../src/takeover/options';
+import { compareSoftware, mergeOptions, refuseSuccessor, specsToCreate, takeoverRefusal, type TakeoverAsk } from '../../src/takeover/options';
 import { parseListenerSpec } from '../../src/broker/spec';
 import { BrokerConnection } from '../../src/client/connection';
 import { native } from '../../src/native/binding';
@@ -46,6 +46,20 @@ describe('takeover policy (pure)', () => {
     expect(refuseSuccessor(mine, { protocol: 2, software: 'x' })?.code).toBe('ERR_FDBROKER_VERSION');
     expect(refuseSuccessor(mine, { protocol: 2, software: '1.4.0' })).toBeUndefined();
     expect(refuseSuccessor(mine, { protocol: 3, software: '2.0.0' })).toBeUndefined();
+  });
+
+  it('takeoverRefusal: the grant first, then embedded, the owner\'s refusal, one in flight, paused listeners, the version', () => {
+    const ok: TakeoverAsk = { uid: 0, permitted: true, brokerUid: 0, embedded: false, refusal: undefined, inFlightBy: undefined, paused: [],
+      mine: { protocol: 2, software: '1.4.0' }, theirs: { protocol: 2, software: '1.4.0' } };
+    expect(takeoverRefusal(ok)).toBeUndefined();
+    const code = (a: Partial<TakeoverAsk>) => takeoverRefusal({ ...ok, ...a })?.code;
+    expect(code({ permitted: false, uid: 7, embedded: true })).toBe('ERR_FDBROKER_NOT_PERMITTED');
+    expect(takeoverRefusal({ ...ok, permitted: false, uid: 7 })?.message).toMatch(/^uid 7 may not take over/);
+    expect(takeoverRefusal({ ...ok, embedded: true })?.message).toMatch(/embedded in an app/);
+    expect(takeoverRefusal({ ...ok, refusal: 'started by systemd with the fd store off' })?.message).toBe('started by systemd with the fd store off');
+    expect(code({ inFlightBy: 42, paused: ['http'] })).toBe('ERR_FDBROKER_UPGRADE_IN_PROGRESS');
+    expect(takeoverRefusal({ ...ok, paused: ['http', 'admin'] })?.message).toMatch(/listeners are paused \(http, admin\)/);
+    expect(code({ theirs: { protocol: 1, software: '9.0.0' } })).toBe('ERR_FDBROKER_VERSION');
   });
 
   it('flags given to the successor override the handed options; others are kept', () => {
