@@ -35,8 +35,9 @@
 //    broker gave (epoch only to a broker listing "epoch").
 // 5. `leaving` goes out only on a planned close, only to a broker listing
 //    "leaving", and never from a generation the broker told to retire (its
-//    end is no rollback anyway). A drain the app started itself (retire()
-//    on its own SIGTERM) is a planned stop: its close sends `leaving`.
+//    end is no rollback anyway), standing by included, unless a resume
+//    undid the retire. A drain the app started itself (retire() on its own
+//    SIGTERM) is a planned stop: its close sends `leaving`.
 // 6. A retiring or closed generation never serves again, and never rejoins
 //    a lost broker unless it was told "moved" (a takeover: the successor
 //    imports it and waits for it).
@@ -279,7 +280,6 @@ export class GenerationMachine {
       case 'readopt-done':
         if (this.phase !== 'resuming') return;
         this.phase = 'ready';
-        this.toldToRetire = false;
         out.push({ type: 'emit', event: 'resume', ...this.resumeInfo });
         if (!this.connected) this.onLost(out);
         // Applied in order; a queued resume may start another re-adopt, which queues what follows it again.
@@ -361,6 +361,7 @@ export class GenerationMachine {
     }
     if (this.phase !== 'standby') return;
     this.phase = 'resuming';
+    this.toldToRetire = false; // the broker's word now: serve (a retire queued later counts again)
     this.standbyUntil = undefined;
     out.push({ type: 'clear-standby-timer' }, { type: 'readopt' });
   }
@@ -509,7 +510,8 @@ export class GenerationMachine {
     else if (this.rejoin !== 'idle') out.push({ type: 'drop-new-connection' });
     this.rejoin = 'idle';
     if (this.connected) {
-      const plannedStop = this.phase === 'retiring' ? this.selfRetired : planned;
+      // Never after a retire the broker sent (standing by included), unless a resume undid it (PROTOCOL.md §2.6).
+      const plannedStop = !this.toldToRetire && (this.phase === 'retiring' ? this.selfRetired : planned);
       out.push(plannedStop && this.features.includes('leaving') ? { type: 'send-leaving' } : { type: 'close-connection' });
     }
     this.phase = 'closed';

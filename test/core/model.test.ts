@@ -1,7 +1,7 @@
 // Model-based test of the handover policy: the broker's pure core and the
 // client's pure generation machine, wired in memory (test/core/world.ts),
 // driven by random command sequences (fast-check's fc.commands): deploys,
-// readies, crashes, planned stops, hangs, drains, re-adopts, message delays,
+// readies, crashes, planned stops, apps retiring themselves, hangs, drains, re-adopts, message delays,
 // broker restarts, takeovers started / committed / aborted, and time.
 // After every command the structural invariants are checked; a Settle
 // command drives the world to quiescence and checks what users are promised
@@ -145,6 +145,8 @@ const commands = [
   fc.nat(20).map((i) => command(`stop(${i})`, (w) => { const p = pick(w, i); if (p) w.stop(p); })),
   fc.nat(20).map((i) => command(`hang(${i})`, (w) => { const p = pick(w, i); if (p) w.hang(p); })),
   fc.nat(20).map((i) => command(`drain(${i})`, (w) => { const p = pick(w, i); if (p) w.finishDrain(p); })),
+  // The app retires itself (retire() on its own SIGTERM): a planned stop unless it was told to retire.
+  fc.nat(20).map((i) => command(`selfRetire(${i})`, (w) => { const p = pick(w, i); if (p) w.selfRetire(p); })),
   fc.tuple(fc.nat(20), fc.boolean()).map(([i, ok]) => command(`readopt(${i}, ${ok})`, (w) => { const p = pick(w, i); if (p) w.finishReadopt(p, ok); })),
   fc.integer({ min: 1, max: 300 }).map((ms) => command(`advance(${ms})`, (w) => w.advance(ms))),
   fc.constant(null).map(() => command('stall', (w) => w.sampleStall())),

@@ -60,6 +60,8 @@ export interface Proc {
    * `accepting` keeps meaning "its servers listen".
    */
   misbound?: boolean;
+  /** It processed a retire that no processed resume undid since: it may not say "leaving" (PROTOCOL.md §2.6). */
+  heardRetire?: boolean;
 }
 
 export class World {
@@ -219,9 +221,19 @@ export class World {
     this.log.push(`hang ${p.pid}`);
   }
 
-  /** A drain finishes: the process exits. */
+  /** The app retires on its own (Generation.retire() from its own SIGTERM handler): it stops accepting and drains. */
+  selfRetire(p: Proc): void {
+    if (!p.alive || p.hung || p.draining) return;
+    this.step(p, { type: 'drain-started' });
+    p.accepting = false;
+    p.draining = true;
+    this.log.push(`selfRetire ${p.pid}`);
+  }
+
+  /** A drain finishes: the process closes its connection (the library's shutdown) and exits. */
   finishDrain(p: Proc): void {
     if (!p.alive || !p.draining || p.hung) return;
+    this.step(p, { type: 'close', planned: false });
     p.alive = false;
     for (const c of [p.conn, p.newConn]) if (c) this.closeFromClient(c);
     this.log.push(`drained ${p.pid}`);
@@ -417,7 +429,11 @@ export class World {
   }
 
   step(p: Proc, input: GenerationInput): void {
-    for (const e of p.machine.step(input, this.now)) this.effect(p, e);
+    const effects = p.machine.step(input, this.now);
+    if (input.type === 'retire') p.heardRetire = true;
+    // A resume undoes it only if the machine took it (standing by: it resumes; retiring: it ignores it).
+    if (input.type === 'resume' && (p.machine.state.phase === 'resuming' || p.machine.state.phase === 'ready')) p.heardRetire = false;
+    for (const e of effects) this.effect(p, e);
   }
 
   private effect(p: Proc, e: GenerationEffect): void {
@@ -425,6 +441,7 @@ export class World {
       case 'send-ready': if (p.conn && !p.conn.upClosed) p.conn.up.push({ kind: 'ready' }); return;
       case 'send-pong': if (p.conn && !p.conn.upClosed && !p.hung) p.conn.up.push({ kind: 'pong', id: e.id }); return;
       case 'send-leaving':
+        if (p.heardRetire) throw new Error(`pid ${p.pid} says "leaving" after it was told to retire`);
         if (p.conn && !p.conn.upClosed) p.conn.up.push({ kind: 'leaving' });
         if (p.conn) this.closeFromClient(p.conn);
         return;
