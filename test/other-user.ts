@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { expect } from 'vitest';
 import { ROOT, run, tmpDir, type Proc } from './helpers';
 
 export const NOBODY = 65534;
@@ -78,4 +79,35 @@ export function sharedDir(): string {
   const d = tmpDir();
   fs.chmodSync(d, 0o711);
   return d;
+}
+
+/** What test/fixtures/sec-client.js prints (one JSON line): who it ran as and what the broker answered. */
+export interface SecResult {
+  pid: number; uid: number; gid: number;
+  ok?: boolean; code?: string; message?: string; cause?: string;
+  names?: string[]; ports?: number[]; listeners?: string[]; generation?: number;
+  messages?: Array<string | { type: string; code?: string; message?: string; names?: string[] }>; fds?: number; end?: string;
+  codes?: Record<string, number>;
+  i?: number;
+}
+
+/** Runs test/fixtures/sec-client.js (from `shared`) against `sock` as uid/gid. */
+export function secClientProc(shared: SharedCopy, sock: string, args: string[], uid = NOBODY, gid = uid, env?: NodeJS.ProcessEnv): Proc {
+  return runAs(uid, gid, shared.root, process.execPath, [path.join(shared.fixtures, 'sec-client.js'), sock, ...args], env);
+}
+
+/** secClientProc, awaited: its one JSON line, checked to come from that uid/gid and that process (15 s at most). */
+export async function secClient(shared: SharedCopy, sock: string, args: string[], uid = NOBODY, gid = uid, env?: NodeJS.ProcessEnv): Promise<SecResult> {
+  const p = secClientProc(shared, sock, args, uid, gid, env);
+  const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
+  const { code } = await p.exited;
+  clearTimeout(timer);
+  expect(code, `sec-client ${args.join(' ')} failed; stderr:\n${p.stderr()}`).toBe(0);
+  const lines = p.stdout().split('\n').filter(Boolean);
+  expect(lines).toHaveLength(1);
+  const r = JSON.parse(lines[0]!) as SecResult;
+  // The fixture really ran as that user (setpriv did its job).
+  expect([r.uid, r.gid]).toEqual([uid, gid]);
+  expect(r.pid).toBe(p.pid);
+  return r;
 }

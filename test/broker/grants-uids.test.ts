@@ -14,7 +14,7 @@ import { Broker } from '../../src/broker/broker';
 import type { RefusalSummary } from '../../src/broker/refusal-tally';
 import type { AuditEvent } from '../../src/broker/audit';
 import { cleanup, CLI, run, startBroker, statusOf, tmpDir, waitText, type BrokerProc, type Proc } from '../helpers';
-import { runAs, sharedCopy, NOBODY, type SharedCopy, sharedDir } from '../other-user';
+import { runAs, secClient as secRun, sharedCopy, NOBODY, type SecResult, type SharedCopy, sharedDir } from '../other-user';
 import { describeWith, root, setpriv } from '../requirements';
 
 afterEach(cleanup);
@@ -34,25 +34,8 @@ function brokerFor(extra: string[], dir = sharedDir()): Promise<BrokerProc> {
   return startBroker(dir, LISTEN, ['--mode', '0666', ...extra]);
 }
 
-interface SecResult {
-  pid: number; uid: number; gid: number;
-  ok?: boolean; code?: string; message?: string; names?: string[]; ports?: number[]; listeners?: string[];
-  messages?: Array<string | { type: string; code?: string; message?: string; names?: string[] }>; fds?: number; end?: string;
-  codes?: Record<string, number>;
-}
-
-async function secClient(sock: string, args: string[], uid = NOBODY, gid = uid): Promise<SecResult> {
-  const p = runAs(uid, gid, shared.root, process.execPath, [path.join(shared.fixtures, 'sec-client.js'), sock, ...args]);
-  const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
-  const { code } = await p.exited;
-  clearTimeout(timer);
-  expect(code, `sec-client ${args.join(' ')} failed; stderr:\n${p.stderr()}`).toBe(0);
-  const lines = p.stdout().split('\n').filter(Boolean);
-  expect(lines).toHaveLength(1);
-  const r = JSON.parse(lines[0]!) as SecResult;
-  expect([r.uid, r.gid]).toEqual([uid, gid]); // setpriv did its job
-  return r;
-}
+/** sec-client.js as uid/gid (other-user.ts), from this file's shared copy. */
+const secClient = (sock: string, args: string[], uid = NOBODY, gid = uid): Promise<SecResult> => secRun(shared, sock, args, uid, gid);
 
 /** Runs the CLI as `uid`. */
 async function cliAs(uid: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {

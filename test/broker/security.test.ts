@@ -17,7 +17,7 @@ import { native } from '../../src/native/binding';
 import { adoptListeners } from '../../src/client/adopt';
 import { BrokerConnection } from '../../src/client/connection';
 import { cleanup, CLI, fdCount, FIXTURES, run, sleep, startApp, startBroker, tmpDir, type BrokerProc, type Proc, waitText, statusOf, Raw } from '../helpers';
-import { runAs, sharedCopy, type SharedCopy, sharedDir } from '../other-user';
+import { runAs, secClient as secRun, secClientProc as secProc, sharedCopy, type SecResult, type SharedCopy, sharedDir } from '../other-user';
 import { describeWith, python3, root, setpriv, tool } from '../requirements';
 
 afterEach(cleanup);
@@ -39,33 +39,9 @@ function brokerFor(listen: string[], extra: string[] = []): Promise<BrokerProc> 
   return startBroker(sharedDir(), listen, ['--mode', '0666', ...extra]);
 }
 
-interface SecResult {
-  pid: number; uid: number; gid: number;
-  ok?: boolean; code?: string; message?: string; cause?: string;
-  names?: string[]; ports?: number[]; listeners?: string[]; generation?: number;
-  messages?: string[]; fds?: number; end?: string;
-  i?: number;
-}
-
-/** Runs test/fixtures/sec-client.js as uid/gid and returns its JSON lines. */
-function secClientProc(sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Proc {
-  return runAs(uid, gid, shared.root, process.execPath, [path.join(shared.fixtures, 'sec-client.js'), sock, ...args], env);
-}
-
-async function secClient(sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Promise<SecResult> {
-  const p = secClientProc(sock, args, uid, gid, env);
-  const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
-  const { code } = await p.exited;
-  clearTimeout(timer);
-  expect(code, `sec-client ${args.join(' ')} failed; stderr:\n${p.stderr()}`).toBe(0);
-  const lines = p.stdout().split('\n').filter(Boolean);
-  expect(lines).toHaveLength(1);
-  const r = JSON.parse(lines[0]!) as SecResult;
-  // The fixture really ran as that user (setpriv did its job).
-  expect([r.uid, r.gid]).toEqual([uid, gid]);
-  expect(r.pid).toBe(p.pid);
-  return r;
-}
+/** sec-client.js as uid/gid (other-user.ts), from this file's shared copy. */
+const secClientProc = (sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Proc => secProc(shared, sock, args, uid, gid, env);
+const secClient = (sock: string, args: string[], uid = NOBODY, gid = NOBODY, env?: NodeJS.ProcessEnv): Promise<SecResult> => secRun(shared, sock, args, uid, gid, env);
 
 const count = (text: string, needle: string) => text.split('\n').filter((l) => l.includes(needle)).length;
 
@@ -93,8 +69,8 @@ describeWith(AS_ROOT, 'access control on SO_PEERCRED', () => {
     expect(raw.fds).toBe(0);
     expect(raw.end).toBe('eof');
     expect(raw.messages).toHaveLength(1);
-    expect(JSON.parse(raw.messages![0]!)).toMatchObject({ type: 'error', code: 'ERR_FDBROKER_ACCESS_DENIED' });
-    for (const text of [...raw.messages!, adopt.message!, status.message!]) {
+    expect(JSON.parse(String(raw.messages![0]))).toMatchObject({ type: 'error', code: 'ERR_FDBROKER_ACCESS_DENIED' });
+    for (const text of [...raw.messages!.map(String), adopt.message!, status.message!]) {
       expect(text).not.toContain('secretsvc');
       expect(text).not.toContain(String(port));
     }
@@ -128,7 +104,7 @@ describeWith(AS_ROOT, 'access control on SO_PEERCRED', () => {
     expect(join.code).toBe('ERR_FDBROKER_NOT_PERMITTED');
     // Raw: welcome, adopt refused, status answered, join refused; the connection stays usable, no fd arrives.
     const raw = await secClient(broker.sock, ['raw']);
-    const msgs = raw.messages!.map((m) => JSON.parse(m) as Record<string, unknown>);
+    const msgs = raw.messages!.map((m) => JSON.parse(String(m)) as Record<string, unknown>);
     expect(msgs.map((m) => [m.type, m.id, m.code])).toEqual([
       ['welcome', undefined, undefined],
       ['error', 1, 'ERR_FDBROKER_NOT_PERMITTED'],
