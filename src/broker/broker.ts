@@ -36,7 +36,7 @@ import { AcceptWatch } from './accept-watch';
 import { admissionRefusal, type Refusal } from './admission';
 import { ReplyCache } from './reply-cache';
 import { ControlSockets } from './control-sockets';
-import { allows, allowsAny, makePolicy, type AccessOptions, type AccessPolicy } from './access';
+import { allows, makePolicy, type AccessOptions, type AccessPolicy } from './access';
 import { decideHandout, grantOf, statusScope } from './grants';
 import { scopeStatus } from './status-scope';
 import { auditEvent, type AuditEvent } from './audit';
@@ -172,7 +172,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.slotSockets = new SlotSockets(options.instances ?? 1);
     this.controlPath = options.controlPath;
     this.control = new ControlSockets(options.controlPath, { mode: options.mode ?? DEFAULT_CONTROL_MODE, group: options.group }, {
-      attach: (acceptor) => this.listenOn(acceptor),
+      attach: (acceptor, owner) => this.listenOn(acceptor, owner),
       warn: (err) => this.warnOrKeep(err),
     });
 
@@ -406,18 +406,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return broker;
   }
 
-  private listenOn(acceptor: Acceptor): void {
+  /**
+   * `owner`: PATH.owner's acceptor. The client limit (--max-clients) is not
+   * applied there: only the broker's user and root reach it, and other
+   * users' clients filling the limit must not lock them out.
+   */
+  private listenOn(acceptor: Acceptor, owner: boolean): void {
     // A peer with no grant (or over a client limit) is refused at accept: one reply and a close, no channel or session.
     acceptor.admit = (cred) => {
-      const r = admissionRefusal(cred, {
-        policy: this.policy, brokerUid: this.brokerUid, clients: this.clients.size, maxClients: this.opts.maxClients,
-        maxClientsPerUid: this.opts.maxClientsPerUid, clientsOfUid: (uid) => this.clientsOfUid(uid),
-      });
+      const r = this.admission(cred, owner);
       if (!r) return undefined;
       this.refusals.record(cred, r);
       return { code: r.code, reply: this.refusalReplies.get(r) };
     };
-    acceptor.on('connection', (fd, cred) => this.onConnection(fd, cred));
+    acceptor.on('connection', (fd, cred) => this.onConnection(fd, cred, owner));
     acceptor.on('warning', (err) => this.emit('warning', err));
   }
 
@@ -707,7 +709,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /** `given`: the credentials the acceptor read (and admitted). */
-  private onConnection(fd: number, given?: PeerCred): void {
+  /** Why a peer with `cred` may not connect now (admission.ts), on PATH.owner (`owner`) or PATH. */
+  private admission(cred: PeerCred, owner: boolean): Refusal | undefined {
+    return admissionRefusal(cred, {
+      policy: this.policy, brokerUid: this.brokerUid, clients: this.clients.size, maxClients: owner ? Infinity : this.opts.maxClients,
+      maxClientsPerUid: this.opts.maxClientsPerUid, clientsOfUid: (uid) => this.clientsOfUid(uid),
+    });
+  }
+
+  private onConnection(fd: number, given: PeerCred | undefined, owner: boolean): void {
     const n = native();
     const c = n.constants;
     // Refuse SCM_RIGHTS at the socket (Linux >= 6.16): a client's sendmsg with
@@ -742,20 +752,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.forget(state);
     });
     // Fail closed: no credentials, or credentials without any grant, end the
-    // client before it learns anything about the listeners.
-    let refusal: FdbrokerError | undefined;
-    if (typeof cred === 'number') {
-      refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED', 'the peer\'s credentials could not be read');
-    } else if (!allowsAny(this.policy, info)) {
-      refusal = new FdbrokerError('ERR_FDBROKER_ACCESS_DENIED',
-        `uid ${info.uid} (gid ${info.gid}) may not use this broker; the broker's owner can allow it with --grant (or --allow-uid, --allow-gid)`);
-    } else if (this.clients.size >= this.opts.maxClients) {
-      refusal = new FdbrokerError('ERR_FDBROKER_OVERLOADED', `the broker serves at most ${this.opts.maxClients} clients at once`);
-    } else if (info.uid !== this.brokerUid && info.uid !== 0
-      && this.clientsOfUid(info.uid) >= this.opts.maxClientsPerUid) {
-      refusal = new FdbrokerError('ERR_FDBROKER_UID_LIMIT', `uid ${info.uid} already has ${this.opts.maxClientsPerUid} clients connected`);
-    }
-    if (refusal) {
+    // client before it learns anything about the listeners. (The acceptor
+    // asked the same at accept; asked again here, so no path can skip it.)
+    const r = this.admission(cred, owner);
+    if (r) {
+      const refusal = new FdbrokerError(r.code, r.message);
       state.reply({ type: 'error', code: refusal.code, message: refusal.message });
       channel.end();
       this.auditLog('connect', info, refusal.code);

@@ -21,8 +21,12 @@ const debug = debuglog('fdbroker');
 const LOCK_RETRY_MS = 50;
 
 export interface ControlSocketsHost {
-  /** A new acceptor (at start, or after a reclaim): the broker sets its admission and connection handler. */
-  attach(acceptor: Acceptor): void;
+  /**
+   * A new acceptor (at start, or after a reclaim): the broker sets its
+   * admission and connection handler. `owner`: it is PATH.owner's, which
+   * only the broker's user and root can reach.
+   */
+  attach(acceptor: Acceptor, owner: boolean): void;
   warn(err: Error): void;
 }
 
@@ -45,14 +49,14 @@ export class ControlSockets {
    */
   open(options: { takeover?: boolean; lock?: PathLock; withOwner: boolean }): void {
     this.main = bindControlSocket(this.path, { ...this.file, takeover: options.takeover, lock: options.lock });
-    this.host.attach(this.main);
+    this.host.attach(this.main, false);
     if (options.withOwner) this.openOwner(options.takeover === true);
   }
 
   private openOwner(replace: boolean): void {
     try {
       this.owner = bindOwnerSocket(this.path, replace);
-      if (this.owner) this.host.attach(this.owner);
+      if (this.owner) this.host.attach(this.owner, true);
       else this.host.warn(new Error(`serving without ${ownerSocketPath(this.path)}, the owner's own control socket: the name is too long for a socket address (the owner's clients use ${this.path})`));
     } catch (err) {
       this.host.warn(new Error(`serving without ${ownerSocketPath(this.path)}, the owner's own control socket (the owner's clients use ${this.path}): ${(err as Error).message}`, { cause: err }));
@@ -82,7 +86,7 @@ export class ControlSockets {
     try {
       const next = bindControlSocket(this.path, { ...this.file, takeover: true });
       this.main = next;
-      this.host.attach(next);
+      this.host.attach(next, false);
       main.passLockTo(next);
       main.close();
       debug('reclaimed %s', this.path);

@@ -59,6 +59,38 @@ describeWith([root('to connect as uid 65534'), setpriv()], 'PATH.owner', () => {
   });
 });
 
+// Connects to argv[1]; a refusal at accept comes unasked (its type is printed), else it says hello and prints the
+// answer's type; then holds the connection for argv[2] s.
+const HOLD = String.raw`
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.settimeout(0.5)
+try:
+    first = s.recv(65536)
+except socket.timeout:
+    s.settimeout(5)
+    s.send(json.dumps({"type": "hello", "versions": [1]}).encode())
+    first = s.recv(65536)
+print(json.loads(first.decode())["type"], flush=True)
+time.sleep(float(sys.argv[2]))
+`;
+
+describeWith([root('to connect as uid 65534'), setpriv()], 'PATH.owner and the client limit', () => {
+  it('other users filling --max-clients on PATH do not lock the owner out: it is served on PATH.owner', async () => {
+    const dir = sharedDir();
+    const broker = await startBroker(dir, ['http=tcp://127.0.0.1:0'], ['--mode', '0666', '--allow-uid', String(NOBODY), '--max-clients', '1', '--quiet']);
+    const script = path.join(dir, 'hold.py');
+    fs.writeFileSync(script, HOLD, { mode: 0o644 });
+    const hold = () => run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', SYSTEM_PYTHON, script, broker.sock, '5']);
+    const first = hold();
+    await first.waitFor(/^welcome$/m);
+    const second = hold();
+    await second.waitFor(/^error$/m); // the limit is full: ERR_FDBROKER_OVERLOADED
+    expect((await statusOf(broker.sock)).clients.some((c) => c.uid === NOBODY)).toBe(true);
+  });
+});
+
 describe('PATH.owner through a takeover and a killed broker', () => {
   it('a takeover\'s successor renames its own over it; the old broker leaves it alone when it exits', async () => {
     const broker = await startBroker(tmpDir(), ['http=tcp://127.0.0.1:0'], ['--quiet']);

@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ROOT } from '../helpers';
 
-/** A bound on the packed size, so an accidentally added directory shows. */
-const MAX_TARBALL_BYTES = 480 * 1024;
+/** A bound on the packed size, so an accidentally added directory shows (493 kB at 0.1.0: dist 1.0 MB unpacked, both prebuilds 227 kB, docs). */
+const MAX_TARBALL_BYTES = 560 * 1024;
 
 interface PackedFile { path: string; size: number; mode: number }
 
