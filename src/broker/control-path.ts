@@ -191,8 +191,8 @@ export function isLockAtPath(fd: number, lock: string): boolean {
   return now.ino === held.ino && now.dev === held.dev;
 }
 
-/** Unlinks `path` if no one answers on it; throws if a broker (or anything else) does. */
-function replaceIfStale(path: string): void {
+/** Unlinks `path` if no one answers on it; throws if a broker (or anything else) does, or it is no socket. */
+export function replaceIfStale(path: string): void {
   const c = native().constants;
   let st: fs.Stats;
   try {

@@ -9,14 +9,13 @@
 // grants apply on both; clients of the broker's user prefer it
 // (client/control-target.ts). A broker that cannot create it serves on
 // without it (a warning): clients then use PATH.
-import * as fs from 'node:fs';
 import { native } from '../native/binding';
-import { ECONNREFUSED, MAX_SOCKET_PATH_BYTES } from '../native/errno';
+import { MAX_SOCKET_PATH_BYTES } from '../native/errno';
 import { systemError } from '../protocol/errors';
 import { Acceptor } from '../transport/acceptor';
 import { CONTROL_BACKLOG } from '../transport/defaults';
-import { probeUnix } from '../transport/socket-info';
 import { OWNER_SOCKET_MODE, ownerSocketPath } from '../protocol/owner-socket';
+import { replaceIfStale } from './control-path';
 import { bindSocketFile } from './socket-file';
 
 /**
@@ -45,14 +44,12 @@ export function bindOwnerSocket(controlPath: string, replace: boolean): Acceptor
   }
 }
 
-/** Unlinks `path` when it is a socket nobody answers on; true if it did. */
+/** A stale socket at the name (nobody answers) is removed; anything else is left, and the bind fails. */
 function removeIfStale(path: string): boolean {
   try {
-    if (!fs.lstatSync(path).isSocket()) return false;
+    replaceIfStale(path);
+    return true;
   } catch {
-    return true; // gone meanwhile: bind again
+    return false;
   }
-  if (probeUnix(path, native().constants.SOCK_SEQPACKET) !== ECONNREFUSED) return false;
-  fs.unlinkSync(path);
-  return true;
 }

@@ -297,8 +297,8 @@ export class GenerationMachine {
       case 'drain-started':
         if (this.phase === 'retiring') return;
         if (this.phase === 'standby') out.push({ type: 'clear-standby-timer' });
-        // Told to retire already (standing by, or a retire queued behind a resume): its end stays no planned stop of its own.
-        this.selfRetired = this.phase !== 'standby' && !this.toldToRetire;
+        // Whether its end is a planned stop is decided at close: not if it was told to retire (toldToRetire).
+        this.selfRetired = true;
         this.standbyUntil = undefined;
         this.phase = 'retiring';
         this.refuseReady(out, 'this generation is retiring');
@@ -325,8 +325,7 @@ export class GenerationMachine {
   }
 
   private onRetire(msg: { by: number; standby?: number; reason?: 'newer' | 'failed' | 'not-holding' }, now: number, out: GenerationEffect[]): void {
-    this.selfRetired = false; // told to retire: never "leaving" after that (§2.6)
-    this.toldToRetire = true;
+    this.toldToRetire = true; // never "leaving" after that (§2.6)
     if (this.phase !== 'starting' && this.phase !== 'ready') return;
     out.push({ type: 'emit', event: 'retire', by: msg.by });
     // A ready refused because this process holds none of its listeners: the notice may be read before the error reply.
