@@ -281,6 +281,11 @@ describe('planned stop and heartbeat (invariants 5 and 7)', () => {
     const told = machine();
     run(told, [{ type: 'drain-started' }, { type: 'retire', by: 7 }]);
     expect(types(told.step({ type: 'close', planned: false }, 0))).toEqual(['close-connection']);
+    // The model's shrunk failure (spare, settle, deployReady, stop): standing by, a planned close says no "leaving".
+    const standing = machine();
+    run(standing, [{ type: 'ready-requested' }, { type: 'ready-acked' }, { type: 'retire', by: 6, standby: 5000 }]);
+    expect(standing.state.phase).toBe('standby');
+    expect(types(standing.step({ type: 'close', planned: true }, 0))).toEqual(['clear-standby-timer', 'close-connection']);
     // A retire queued behind a resume counts as told too: an app drain meanwhile is no planned stop of its own.
     const queued = machine();
     run(queued, [{ type: 'ready-requested' }, { type: 'ready-acked' }, { type: 'retire', by: 6, standby: 5000 }, { type: 'resume', failed: 6, reason: 'left' },
